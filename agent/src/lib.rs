@@ -1,0 +1,154 @@
+//! citysense-agent: reads sensors at the edge and forwards every reading to the
+//! collector, losing none.
+//!
+//! Data flows one way: `source` (Modbus pollers, MQTT subscriptions) → intake
+//! (gives each reading its `seq`) → `outbox` (sled, flushed on a schedule) →
+//! `uplink` (batches to MQTT, deletes on the collector's ack). This crate owns
+//! the edge; it knows nothing of how the collector stores or alerts.
+
+pub mod config;
+pub mod health;
+pub mod outbox;
+pub mod source;
+pub mod stats;
+pub mod uplink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use config::{AgentConfig, WhenFull};
+use outbox::{Outbox, SledOutbox};
+use source::NewReading;
+use stats::DeviceStats;
+
+/// A running agent; `shutdown` stops polling, makes the outbox durable and
+/// says offline.
+pub struct Agent {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    pub outbox: Arc<dyn Outbox>,
+    pub devices: Vec<Arc<DeviceStats>>,
+    pub link: watch::Receiver<uplink::LinkState>,
+}
+
+impl Agent {
+    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        let outbox: Arc<dyn Outbox> =
+            Arc::new(SledOutbox::open(&config.buffer.path, config.buffer.max_bytes.0, config.buffer.when_full)?);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (durable_tx, durable_rx) = watch::channel(outbox.stats().durable);
+        let (paused_tx, paused) = watch::channel(outbox.stats().full && config.buffer.when_full == WhenFull::StopPolling);
+        let (sink, intake_rx) = mpsc::channel::<Vec<NewReading>>(256);
+        let mut tasks = Vec::new();
+
+        let password = match &config.uplink.password_file {
+            Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading uplink.password_file {}", f.display()))?.trim().to_string()),
+            None => None,
+        };
+        let (up, uplink_task) = uplink::start(&config.gateway, &config.uplink, password, outbox.clone(), durable_rx, shutdown.clone())
+            .map_err(anyhow::Error::msg)?;
+        tasks.push(uplink_task);
+
+        let mut devices = Vec::new();
+        for d in &config.modbus {
+            let stats = Arc::new(DeviceStats::new(&d.sensor));
+            devices.push(stats.clone());
+            let poller = source::modbus::poller::Poller::new(d, stats).map_err(anyhow::Error::msg)?;
+            tasks.push(tokio::spawn(poller.run(sink.clone(), paused.clone(), shutdown.clone())));
+        }
+        for (i, m) in config.mqtt.iter().enumerate() {
+            let stats = Arc::new(DeviceStats::new(format!("mqtt[{i}] {}", m.topic)));
+            devices.push(stats.clone());
+            tasks.push(tokio::spawn(source::mqtt::run(i, config.gateway.clone(), m.clone(), stats, sink.clone(), paused.clone(), shutdown.clone())));
+        }
+        drop(sink);
+
+        let intake = tokio::spawn(intake(intake_rx, outbox.clone(), paused_tx, config.buffer.when_full));
+        tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, shutdown.clone())));
+        tasks.push(tokio::spawn(health::publish(
+            config.gateway.clone(),
+            up.client.clone(),
+            outbox.clone(),
+            devices.clone(),
+            config.uplink.health_interval.0,
+            shutdown.clone(),
+        )));
+        Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Gives readings their `seq` by appending them to the outbox. On a storage
+/// error it holds the readings and retries: sources then block on the full
+/// channel instead of producing readings with nowhere to go.
+async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>, paused: watch::Sender<bool>, when_full: WhenFull) {
+    while let Some(mut readings) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            readings.extend(more);
+            if readings.len() >= 10_000 {
+                break;
+            }
+        }
+        loop {
+            let ob = outbox.clone();
+            let batch = readings.clone();
+            match tokio::task::spawn_blocking(move || ob.append(batch)).await.expect("append does not panic") {
+                Ok(a) => {
+                    if a.dropped > 0 {
+                        tracing::warn!(dropped = a.dropped, "buffer full: dropped the oldest readings (buffer.when_full = drop_oldest)");
+                    }
+                    if a.refused > 0 {
+                        tracing::warn!(refused = a.refused, "buffer full: refused new readings and paused polling (buffer.when_full = stop_polling)");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!("{e}; holding {} readings and retrying in 1s", readings.len());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        if when_full == WhenFull::StopPolling {
+            paused.send_if_modified(|p| {
+                let full = outbox.stats().full;
+                std::mem::replace(p, full) != full
+            });
+        }
+    }
+}
+
+/// Makes the outbox durable every `every` and tells the uplink how far it may send.
+/// After the intake has finished (shutdown), one last flush.
+async fn flusher(outbox: Arc<dyn Outbox>, every: Duration, durable: watch::Sender<u64>, mut intake: JoinHandle<()>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        if stopping {
+            let _ = (&mut intake).await;
+        }
+        let ob = outbox.clone();
+        match tokio::task::spawn_blocking(move || ob.flush()).await.expect("flush does not panic") {
+            Ok(seq) => {
+                durable.send_if_modified(|d| std::mem::replace(d, seq) != seq);
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+        if stopping {
+            return;
+        }
+    }
+}

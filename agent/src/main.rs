@@ -1,0 +1,86 @@
+//! The `citysense-agent` command line: run, check.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use agent::config::AgentConfig;
+
+#[derive(Parser)]
+#[command(name = "citysense-agent", version, about = "citysense edge agent: reads Modbus and MQTT sensors, buffers durably, forwards to the collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until SIGINT/SIGTERM.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config: exit 0 with a summary, or exit 2 with one line per problem.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match shared::config::load::<AgentConfig>(&config) {
+            Ok(c) => {
+                println!("{}: ok: {}", config.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(d) => {
+                eprintln!("{d}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match shared::config::load::<AgentConfig>(&config) {
+                Ok(c) => c,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+            match rt.block_on(run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("citysense-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    tracing::info!("{}", cfg.summary());
+    let agent = agent::Agent::start(cfg).await?;
+    wait_for_signal().await;
+    tracing::info!("stopping: flushing the outbox");
+    agent.shutdown().await;
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

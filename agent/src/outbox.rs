@@ -1,0 +1,347 @@
+//! `Outbox`: the agent's durable queue. A reading gets its `seq` here and stays
+//! until the collector acknowledges it (acks delete, never before).
+//!
+//! Durability is batched: `append` writes to sled's page cache and `flush`
+//! (run every `buffer.flush`) makes everything appended so far durable. The
+//! uplink only ever sends readings at or below the last flushed `seq`, so a
+//! `seq` the collector has seen can never be handed out again after a crash.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use shared::{Quality, Reading};
+
+use crate::config::WhenFull;
+use crate::source::NewReading;
+
+/// What the rest of the agent needs from a durable queue. sled's on-disk format
+/// is not yet stable, so nothing outside this module names it.
+pub trait Outbox: Send + Sync {
+    /// Gives each reading the next `seq` and stores it.
+    fn append(&self, readings: Vec<NewReading>) -> Result<Appended, OutboxError>;
+    /// Makes everything appended so far durable; returns the highest durable `seq`.
+    fn flush(&self) -> Result<u64, OutboxError>;
+    /// Up to `max` readings with `from <= seq <= upto`, in `seq` order.
+    fn read(&self, from: u64, upto: u64, max: usize) -> Result<Vec<Reading>, OutboxError>;
+    /// Deletes every reading with `seq <= upto`.
+    fn ack(&self, upto: u64) -> Result<(), OutboxError>;
+    fn stats(&self) -> OutboxStats;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended {
+    pub stored: u64,
+    /// Older readings the `drop_oldest` policy discarded to make room.
+    pub dropped: u64,
+    /// Readings refused because the buffer is full under `stop_polling`.
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub depth: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// The lowest `seq` still held (every earlier one was acked or dropped).
+    pub floor_seq: u64,
+    pub acked: u64,
+    pub next_seq: u64,
+    pub durable: u64,
+    pub dropped_total: u64,
+    pub oldest_ts_ms: Option<i64>,
+    pub full: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot open the outbox at {path}: {source}. If the directory is corrupt, move it aside (`mv {path} {path}.corrupt`) and start again: readings in it that were not yet acknowledged are then lost")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("outbox at {path}: {source}")]
+    Io { path: PathBuf, source: sled::Error },
+    #[error("outbox at {path}: record at seq {seq} is unreadable: {detail}")]
+    Corrupt { path: PathBuf, seq: u64, detail: String },
+}
+
+/// The stored form: `seq` is the key, so it is not repeated in the value.
+#[derive(Serialize, Deserialize)]
+struct Record<'a> {
+    sensor: &'a str,
+    metric: &'a str,
+    ts_ms: i64,
+    value: f64,
+    quality: Quality,
+}
+
+/// Meta keys start with 0xFF; reading keys are big-endian seqs below 2^56, so
+/// the two never mix and readings sort first.
+const META_ACKED: &[u8] = &[0xFF, b'a'];
+const META_DROPPED: &[u8] = &[0xFF, b'd'];
+const META_START: &[u8] = &[0xFF];
+
+struct State {
+    next_seq: u64,
+    acked: u64,
+    durable: u64,
+    depth: u64,
+    bytes: u64,
+    dropped_total: u64,
+}
+
+pub struct SledOutbox {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    max_bytes: u64,
+    when_full: WhenFull,
+    state: Mutex<State>,
+}
+
+fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))
+}
+
+fn read_u64(tree: &sled::Tree, k: &[u8]) -> sled::Result<u64> {
+    Ok(tree.get(k)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
+}
+
+impl SledOutbox {
+    pub fn open(path: &Path, max_bytes: u64, when_full: WhenFull) -> Result<SledOutbox, OutboxError> {
+        let open_err = |source| OutboxError::Open { path: path.to_path_buf(), source };
+        std::fs::create_dir_all(path).map_err(|e| open_err(sled::Error::Io(e)))?;
+        // sled's own background flush is off: `flush` is called on the configured
+        // schedule, which is the one durability knob users set.
+        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(open_err)?;
+        let tree = db.open_tree("outbox").map_err(open_err)?;
+        let acked = read_u64(&tree, META_ACKED).map_err(open_err)?;
+        let dropped_total = read_u64(&tree, META_DROPPED).map_err(open_err)?;
+        let (mut depth, mut bytes, mut last) = (0u64, 0u64, 0u64);
+        for item in tree.range(..META_START) {
+            let (k, v) = item.map_err(open_err)?;
+            depth += 1;
+            bytes += (k.len() + v.len()) as u64;
+            last = seq_of(&k);
+        }
+        let next_seq = last.max(acked) + 1;
+        tracing::info!(path = %path.display(), depth, bytes, next_seq, acked, "outbox opened");
+        Ok(SledOutbox {
+            path: path.to_path_buf(),
+            db,
+            tree,
+            max_bytes,
+            when_full,
+            state: Mutex::new(State { next_seq, acked, durable: next_seq - 1, depth, bytes, dropped_total }),
+        })
+    }
+
+    fn io(&self, source: sled::Error) -> OutboxError {
+        OutboxError::Io { path: self.path.clone(), source }
+    }
+
+    /// Removes the oldest readings until `need` more bytes fit; returns how many.
+    fn drop_oldest(&self, st: &mut State, need: u64) -> Result<u64, OutboxError> {
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0u64;
+        let mut freed = 0u64;
+        for item in self.tree.range(..META_START) {
+            if st.bytes - freed + need <= self.max_bytes {
+                break;
+            }
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            freed += (k.len() + v.len()) as u64;
+            dropped += 1;
+            batch.remove(k);
+        }
+        if dropped > 0 {
+            st.dropped_total += dropped;
+            batch.insert(META_DROPPED, &st.dropped_total.to_be_bytes());
+            self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+            st.depth -= dropped;
+            st.bytes -= freed;
+        }
+        Ok(dropped)
+    }
+}
+
+impl Outbox for SledOutbox {
+    fn append(&self, readings: Vec<NewReading>) -> Result<Appended, OutboxError> {
+        let mut st = self.state.lock().unwrap();
+        let mut out = Appended::default();
+        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(readings.len());
+        let mut need = 0u64;
+        for r in &readings {
+            let rec = Record { sensor: &r.sensor, metric: &r.metric, ts_ms: r.ts_ms, value: r.value, quality: r.quality };
+            let v = postcard::to_allocvec(&rec).expect("a record always serializes");
+            need += (8 + v.len()) as u64;
+            encoded.push(v);
+        }
+        if st.bytes + need > self.max_bytes {
+            match self.when_full {
+                WhenFull::DropOldest => out.dropped = self.drop_oldest(&mut st, need)?,
+                WhenFull::StopPolling => {
+                    out.refused = readings.len() as u64;
+                    st.dropped_total += out.refused;
+                    self.tree.insert(META_DROPPED, &st.dropped_total.to_be_bytes()).map_err(|e| self.io(e))?;
+                    return Ok(out);
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for v in encoded {
+            batch.insert(&key(st.next_seq + out.stored), v);
+            out.stored += 1;
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        st.next_seq += out.stored;
+        st.depth += out.stored;
+        st.bytes += need;
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<u64, OutboxError> {
+        let upto = self.state.lock().unwrap().next_seq - 1;
+        self.db.flush().map_err(|e| self.io(e))?;
+        let mut st = self.state.lock().unwrap();
+        st.durable = st.durable.max(upto);
+        Ok(st.durable)
+    }
+
+    fn read(&self, from: u64, upto: u64, max: usize) -> Result<Vec<Reading>, OutboxError> {
+        if from > upto {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(max.min(4096));
+        for item in self.tree.range(key(from)..=key(upto)).take(max) {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            let seq = seq_of(&k);
+            let rec: Record = postcard::from_bytes(&v)
+                .map_err(|e| OutboxError::Corrupt { path: self.path.clone(), seq, detail: e.to_string() })?;
+            out.push(Reading { seq, sensor: rec.sensor.to_string(), metric: rec.metric.to_string(), ts_ms: rec.ts_ms, value: rec.value, quality: rec.quality });
+        }
+        Ok(out)
+    }
+
+    fn ack(&self, upto: u64) -> Result<(), OutboxError> {
+        let mut st = self.state.lock().unwrap();
+        if upto <= st.acked {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let (mut n, mut freed) = (0u64, 0u64);
+        for item in self.tree.range(..=key(upto)) {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            freed += (k.len() + v.len()) as u64;
+            n += 1;
+            batch.remove(k);
+        }
+        batch.insert(META_ACKED, &upto.to_be_bytes());
+        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        st.acked = upto;
+        st.depth -= n;
+        st.bytes -= freed;
+        Ok(())
+    }
+
+    fn stats(&self) -> OutboxStats {
+        let st = self.state.lock().unwrap();
+        let first = self.tree.range(..META_START).next().and_then(|r| r.ok());
+        let floor_seq = first.as_ref().map(|(k, _)| seq_of(k)).unwrap_or(st.next_seq);
+        let oldest_ts_ms = first.and_then(|(_, v)| postcard::from_bytes::<Record>(&v).ok().map(|r| r.ts_ms));
+        OutboxStats {
+            depth: st.depth,
+            bytes: st.bytes,
+            max_bytes: self.max_bytes,
+            floor_seq,
+            acked: st.acked,
+            next_seq: st.next_seq,
+            durable: st.durable,
+            dropped_total: st.dropped_total,
+            oldest_ts_ms,
+            full: st.bytes >= self.max_bytes.saturating_sub(self.max_bytes / 100),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readings(n: usize, start_value: f64) -> Vec<NewReading> {
+        (0..n)
+            .map(|i| NewReading { sensor: "wl-01".into(), metric: "water_level_m".into(), ts_ms: 1_000 + i as i64, value: start_value + i as f64, quality: Quality::Good })
+            .collect()
+    }
+
+    #[test]
+    fn seqs_grow_and_acks_delete_only_up_to_the_acked_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = SledOutbox::open(dir.path(), 1 << 20, WhenFull::DropOldest).unwrap();
+        assert_eq!(ob.append(readings(5, 0.0)).unwrap().stored, 5);
+        let all = ob.read(1, 5, 100).unwrap();
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(all[3].value, 3.0);
+        ob.ack(3).unwrap();
+        let s = ob.stats();
+        assert_eq!((s.depth, s.floor_seq, s.acked), (2, 4, 3));
+        assert_eq!(ob.read(1, 100, 100).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    #[test]
+    fn reopening_keeps_unacked_readings_and_never_reuses_an_acked_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ob = SledOutbox::open(dir.path(), 1 << 20, WhenFull::DropOldest).unwrap();
+            ob.append(readings(10, 0.0)).unwrap();
+            ob.ack(10).unwrap();
+            ob.append(readings(3, 100.0)).unwrap();
+            assert_eq!(ob.flush().unwrap(), 13);
+        }
+        let ob = SledOutbox::open(dir.path(), 1 << 20, WhenFull::DropOldest).unwrap();
+        let left = ob.read(0, u64::MAX >> 8, 100).unwrap();
+        assert_eq!(left.iter().map(|r| (r.seq, r.value)).collect::<Vec<_>>(), vec![(11, 100.0), (12, 101.0), (13, 102.0)]);
+        ob.ack(13).unwrap();
+        ob.flush().unwrap();
+        drop(ob);
+        let ob = SledOutbox::open(dir.path(), 1 << 20, WhenFull::DropOldest).unwrap();
+        assert_eq!(ob.stats().next_seq, 14);
+        assert_eq!(ob.append(readings(1, 0.0)).unwrap().stored, 1);
+        assert_eq!(ob.read(0, 100, 10).unwrap()[0].seq, 14);
+    }
+
+    #[test]
+    fn drop_oldest_counts_what_it_drops_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = SledOutbox::open(dir.path(), 4096, WhenFull::DropOldest).unwrap();
+        let mut dropped = 0;
+        for round in 0..20 {
+            dropped += ob.append(readings(10, round as f64 * 10.0)).unwrap().dropped;
+        }
+        let s = ob.stats();
+        assert!(s.bytes <= 4096, "{s:?}");
+        assert!(dropped > 0);
+        assert_eq!(s.dropped_total, dropped);
+        assert_eq!(s.depth + dropped, 200);
+        assert_eq!(s.floor_seq, dropped + 1, "the oldest went first");
+        let newest = ob.read(0, 1000, 1000).unwrap();
+        assert_eq!(newest.last().unwrap().seq, 200);
+    }
+
+    #[test]
+    fn stop_polling_refuses_and_counts_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = SledOutbox::open(dir.path(), 2048, WhenFull::StopPolling).unwrap();
+        let mut refused = 0;
+        for _ in 0..10 {
+            refused += ob.append(readings(10, 0.0)).unwrap().refused;
+        }
+        let s = ob.stats();
+        assert!(refused > 0);
+        assert_eq!(s.depth + refused, 100);
+        assert_eq!(s.floor_seq, 1, "nothing already buffered was dropped");
+        assert_eq!(s.dropped_total, refused);
+    }
+}

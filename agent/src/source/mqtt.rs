@@ -1,0 +1,296 @@
+//! MQTT sources: sensors that publish JSON (or a bare number) themselves. Each
+//! message is mapped to readings by the `[[mqtt]]` table; a message that does
+//! not fit is counted and logged, never fatal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::MqttSource;
+use crate::source::NewReading;
+use crate::stats::DeviceStats;
+use shared::topics::valid_id;
+use shared::url::BrokerUrl;
+use shared::Quality;
+
+/// Where a message's sensor id comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SensorFrom {
+    TopicLevel(usize),
+    Json(String),
+    Literal(String),
+}
+
+impl SensorFrom {
+    pub fn parse(s: &str) -> Result<SensorFrom, String> {
+        if let Some(n) = s.strip_prefix("topic:") {
+            n.parse().map(SensorFrom::TopicLevel).map_err(|_| format!("`{s}`: after `topic:` comes a level number counted from 0"))
+        } else if let Some(p) = s.strip_prefix("json:") {
+            if p.is_empty() {
+                Err(format!("`{s}`: after `json:` comes a dotted path"))
+            } else {
+                Ok(SensorFrom::Json(p.to_string()))
+            }
+        } else if valid_id(s) {
+            Ok(SensorFrom::Literal(s.to_string()))
+        } else {
+            Err(format!("`{s}` is neither `topic:N`, `json:PATH` nor a valid sensor id"))
+        }
+    }
+}
+
+/// Where a message's timestamp comes from; arrival time when absent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimestampFrom {
+    Json(String),
+}
+
+impl TimestampFrom {
+    pub fn parse(s: &str) -> Result<TimestampFrom, String> {
+        match s.strip_prefix("json:") {
+            Some(p) if !p.is_empty() => Ok(TimestampFrom::Json(p.to_string())),
+            _ => Err(format!("`{s}`: write `json:PATH` (epoch ms, epoch s, or RFC 3339)")),
+        }
+    }
+}
+
+/// Checks a subscription filter the way a broker would.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    if filter.is_empty() {
+        return Err("empty topic filter".into());
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('#') && (*l != "#" || i != levels.len() - 1) {
+            return Err(format!("`{filter}`: `#` must be a whole level and the last one"));
+        }
+        if l.contains('+') && *l != "+" {
+            return Err(format!("`{filter}`: `+` must be a whole level"));
+        }
+    }
+    Ok(())
+}
+
+/// The mapping of one `[[mqtt]]` table, apart from the connection.
+#[derive(Debug, Clone)]
+pub struct MessageMap {
+    pub sensor: SensorFrom,
+    pub timestamp: Option<TimestampFrom>,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl MessageMap {
+    pub fn from_config(c: &MqttSource) -> Result<MessageMap, String> {
+        Ok(MessageMap {
+            sensor: SensorFrom::parse(&c.sensor)?,
+            timestamp: c.timestamp.as_deref().map(TimestampFrom::parse).transpose()?,
+            fields: c.fields.clone(),
+        })
+    }
+
+    /// The readings one message carries, or why it carries none.
+    pub fn map(&self, topic: &str, payload: &[u8], arrival_ms: i64) -> Result<Vec<NewReading>, String> {
+        let text = std::str::from_utf8(payload).map_err(|_| format!("{topic}: payload is not UTF-8"))?;
+        let json: Value = serde_json::from_str(text.trim()).map_err(|e| format!("{topic}: payload is not JSON or a number: {e}"))?;
+        let sensor = match &self.sensor {
+            SensorFrom::Literal(s) => s.clone(),
+            SensorFrom::TopicLevel(n) => topic.split('/').nth(*n).map(str::to_string).ok_or_else(|| format!("{topic}: has no level {n}"))?,
+            SensorFrom::Json(p) => match lookup(&json, p) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return Err(format!("{topic}: no sensor id at `{p}`")),
+            },
+        };
+        if !valid_id(&sensor) {
+            return Err(format!("{topic}: `{sensor}` is not a valid sensor id"));
+        }
+        let ts_ms = match &self.timestamp {
+            None => arrival_ms,
+            Some(TimestampFrom::Json(p)) => parse_timestamp(lookup(&json, p)).ok_or_else(|| format!("{topic}: no usable timestamp at `{p}`"))?,
+        };
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for (metric, path) in &self.fields {
+            match lookup(&json, path).and_then(number) {
+                Some(value) if value.is_finite() => {
+                    out.push(NewReading { sensor: sensor.clone(), metric: metric.clone(), ts_ms, value, quality: Quality::Good })
+                }
+                _ => missing.push(path.as_str()),
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("{topic}: no numeric value at {}", missing.join(", ")));
+        }
+        Ok(out)
+    }
+}
+
+fn lookup<'a>(json: &'a Value, path: &str) -> Option<&'a Value> {
+    if path == "$" {
+        return Some(json);
+    }
+    path.split('.').try_fold(json, |v, key| match v {
+        Value::Object(m) => m.get(key),
+        Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
+/// Epoch milliseconds from epoch ms, epoch seconds (values below 10^11), or RFC 3339.
+fn parse_timestamp(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => {
+            let f = n.as_f64()?;
+            Some(if f.abs() < 1e11 { (f * 1000.0) as i64 } else { f as i64 })
+        }
+        Value::String(s) => humantime::parse_rfc3339_weak(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64),
+        _ => None,
+    }
+}
+
+/// Subscribes and maps messages until `shutdown`. Reconnects with backoff; the
+/// subscription is made again on every connection.
+pub async fn run(
+    index: usize,
+    gateway: String,
+    source: MqttSource,
+    stats: Arc<DeviceStats>,
+    sink: mpsc::Sender<Vec<NewReading>>,
+    paused: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let map = match MessageMap::from_config(&source) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("mqtt[{index}]: {e}");
+            return;
+        }
+    };
+    let url = match BrokerUrl::parse(&source.broker) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!("mqtt[{index}]: {e}");
+            return;
+        }
+    };
+    let mut opts = MqttOptions::new(format!("citysense-{gateway}-src{index}"), url.host.clone(), url.port);
+    opts.set_keep_alive(Duration::from_secs(15));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(user) = &source.username {
+        let password = source.password_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        opts.set_credentials(user.clone(), password.trim().to_string());
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = shutdown.changed() => { let _ = client.disconnect().await; return; }
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(250);
+                tracing::info!(broker = %url, topic = %source.topic, "mqtt[{index}] connected");
+                if let Err(e) = client.subscribe(source.topic.clone(), QoS::AtLeastOnce).await {
+                    tracing::error!("mqtt[{index}]: cannot subscribe to {}: {e}", source.topic);
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if *paused.borrow() {
+                    continue;
+                }
+                match map.map(&p.topic, &p.payload, shared::now_ms()) {
+                    Ok(readings) => {
+                        stats.ok(shared::now_ms());
+                        if sink.send(readings).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("mqtt[{index}]: {e}");
+                        stats.error(e);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(broker = %url, "mqtt[{index}]: {e}; reconnecting in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(sensor: &str, ts: Option<&str>, fields: &[(&str, &str)]) -> MessageMap {
+        MessageMap {
+            sensor: SensorFrom::parse(sensor).unwrap(),
+            timestamp: ts.map(|t| TimestampFrom::parse(t).unwrap()),
+            fields: fields.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn json_fields_become_readings_with_sensor_from_topic() {
+        let m = map("topic:2", Some("json:ts"), &[("noise_laeq", "laeq"), ("noise_lmax", "stats.max")]);
+        let r = m.map("sensors/noise/ns-07", br#"{"laeq": 61.5, "ts": 1700000000123, "stats": {"max": 80}}"#, 5).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].sensor, "ns-07");
+        assert_eq!(r[0].ts_ms, 1_700_000_000_123);
+        assert_eq!(r.iter().find(|x| x.metric == "noise_laeq").unwrap().value, 61.5);
+        assert_eq!(r.iter().find(|x| x.metric == "noise_lmax").unwrap().value, 80.0);
+    }
+
+    #[test]
+    fn bare_number_and_seconds_timestamps_and_json_sensor() {
+        let m = map("lamp-3", None, &[("lux", "$")]);
+        let r = m.map("t", b" 412.5 ", 77).unwrap();
+        assert_eq!((r[0].sensor.as_str(), r[0].value, r[0].ts_ms), ("lamp-3", 412.5, 77));
+        let m = map("json:id", Some("json:t"), &[("v", "v")]);
+        let r = m.map("t", br#"{"id":"w-1","t":1700000000,"v":"3.5"}"#, 0).unwrap();
+        assert_eq!((r[0].sensor.as_str(), r[0].ts_ms, r[0].value), ("w-1", 1_700_000_000_000, 3.5));
+        let r = m.map("t", br#"{"id":"w-1","t":"2023-11-14T22:13:20Z","v":1}"#, 0).unwrap();
+        assert_eq!(r[0].ts_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn payloads_that_do_not_fit_say_why() {
+        let m = map("topic:2", None, &[("noise_laeq", "laeq")]);
+        assert!(m.map("a/b/c", b"not json", 0).unwrap_err().contains("not JSON"));
+        assert!(m.map("a/b/c", br#"{"other": 1}"#, 0).unwrap_err().contains("no numeric value at laeq"));
+        assert!(m.map("a/b/c", &[0xff, 0xfe], 0).unwrap_err().contains("UTF-8"));
+        assert!(m.map("a/b", br#"{"laeq": 1}"#, 0).unwrap_err().contains("no level 2"));
+        assert!(m.map("a/b/c+d", br#"{"laeq": 1}"#, 0).unwrap_err().contains("not a valid sensor id"));
+    }
+
+    #[test]
+    fn filters_are_checked_like_a_broker_would() {
+        assert!(check_filter("sensors/noise/+").is_ok());
+        assert!(check_filter("sensors/#").is_ok());
+        assert!(check_filter("sensors/#/x").is_err());
+        assert!(check_filter("sensors/no+se").is_err());
+    }
+}

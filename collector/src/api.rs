@@ -1,0 +1,301 @@
+//! The HTTP API of contract v1 (JSON), `/metrics` and the dashboard page.
+//! Bad input answers 4xx with `{"error": "…"}`, never 500.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::SensorEntry;
+use crate::registry::Registry;
+use crate::store::{aggregate, Agg, Store};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub catalogue: Arc<Vec<SensorEntry>>,
+    pub started: std::time::Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/sensors", get(sensors))
+        .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/series", get(series))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see README for the API".into()) })
+        .with_state(state)
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("web/index.html"))
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    match st.store.progress() {
+        Ok(_) => Json(json!({"status": "ok", "uptime_s": st.started.elapsed().as_secs()})).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let c = &st.registry.counters;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    counter("citysense_batches_total", "Batches accepted from agents.", c.batches.load(Relaxed));
+    counter("citysense_readings_received_total", "Readings received in accepted batches, duplicates included.", c.received.load(Relaxed));
+    counter("citysense_readings_stored_total", "Readings stored for the first time.", c.stored.load(Relaxed));
+    counter("citysense_readings_duplicate_total", "Readings received again and not stored twice.", c.duplicate.load(Relaxed));
+    counter("citysense_readings_dropped_at_agent_total", "Readings agents reported dropped before sending (buffer full).", c.skipped.load(Relaxed));
+    counter("citysense_store_errors_total", "Store writes that failed (batches left unacknowledged).", c.store_errors.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_batches_rejected_total Batches rejected, by reason.\n# TYPE citysense_batches_rejected_total counter");
+    let rejected = c.rejected.read().unwrap().clone();
+    for reason in ["undecodable", "unknown_version", "too_large", "invalid", "gateway_mismatch"] {
+        let _ = writeln!(out, "citysense_batches_rejected_total{{reason=\"{reason}\"}} {}", rejected.get(reason).copied().unwrap_or(0));
+    }
+    let _ = writeln!(out, "# HELP citysense_gateway_lag_seconds Ingest time minus the newest reading's time at the last batch.\n# TYPE citysense_gateway_lag_seconds gauge");
+    let gws = st.registry.gateways();
+    for g in &gws {
+        if let Some(lag) = g.lag_ms {
+            let _ = writeln!(out, "citysense_gateway_lag_seconds{{gateway=\"{}\"}} {:.3}", g.id, lag as f64 / 1000.0);
+        }
+    }
+    let _ = writeln!(out, "# HELP citysense_gateway_buffer_depth Readings buffered at the gateway, from its last health report.\n# TYPE citysense_gateway_buffer_depth gauge");
+    for g in &gws {
+        if let Some(h) = &g.health {
+            let _ = writeln!(out, "citysense_gateway_buffer_depth{{gateway=\"{}\"}} {}", g.id, h.buffer_depth);
+        }
+    }
+    let _ = writeln!(out, "# HELP citysense_gateway_online 1 when the gateway's last state was online.\n# TYPE citysense_gateway_online gauge");
+    for g in &gws {
+        let _ = writeln!(out, "citysense_gateway_online{{gateway=\"{}\"}} {}", g.id, u8::from(g.status == "online"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[derive(Serialize)]
+struct MetricView {
+    metric: String,
+    unit: Option<String>,
+    ts_ms: Option<i64>,
+    value: Option<f64>,
+    quality: Option<shared::Quality>,
+}
+
+#[derive(Serialize)]
+struct SensorView {
+    id: String,
+    kind: Option<String>,
+    name: Option<String>,
+    district: Option<String>,
+    owner: Option<String>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    installed: Option<String>,
+    gateway: Option<String>,
+    /// False for a sensor that sends data but is missing from the catalogue.
+    catalogued: bool,
+    last_seen_ms: Option<i64>,
+    metrics: Vec<MetricView>,
+}
+
+async fn sensors(State(st): State<AppState>) -> Json<Vec<SensorView>> {
+    let mut seen = st.registry.sensors();
+    let mut out: Vec<SensorView> = Vec::new();
+    let view = |id: &str, entry: Option<&SensorEntry>, seen: Option<crate::registry::SensorSeen>| {
+        let seen = seen.unwrap_or_default();
+        let mut metrics: BTreeMap<String, MetricView> = BTreeMap::new();
+        if let Some(e) = entry {
+            for (m, u) in &e.units {
+                metrics.insert(m.clone(), MetricView { metric: m.clone(), unit: Some(u.clone()), ts_ms: None, value: None, quality: None });
+            }
+        }
+        for (m, l) in seen.latest {
+            let unit = entry.and_then(|e| e.units.get(&m).cloned()).or_else(|| default_unit(&m).map(str::to_string));
+            metrics.insert(m.clone(), MetricView { metric: m, unit, ts_ms: Some(l.ts_ms), value: Some(l.value), quality: Some(l.quality) });
+        }
+        SensorView {
+            id: id.to_string(),
+            kind: entry.map(|e| e.kind.clone()),
+            name: entry.and_then(|e| e.name.clone()),
+            district: entry.and_then(|e| e.district.clone()),
+            owner: entry.and_then(|e| e.owner.clone()),
+            lat: entry.and_then(|e| e.lat),
+            lon: entry.and_then(|e| e.lon),
+            installed: entry.and_then(|e| e.installed.clone()),
+            gateway: seen.gateway.or_else(|| entry.and_then(|e| e.gateway.clone())),
+            catalogued: entry.is_some(),
+            last_seen_ms: seen.last_seen_ms,
+            metrics: metrics.into_values().collect(),
+        }
+    };
+    for e in st.catalogue.iter() {
+        let s = seen.remove(&e.id);
+        out.push(view(&e.id, Some(e), s));
+    }
+    let mut rest: Vec<_> = seen.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, s) in rest {
+        out.push(view(&id, None, Some(s)));
+    }
+    Json(out)
+}
+
+/// Units for the contract's well-known metrics, used when the catalogue gives none.
+fn default_unit(metric: &str) -> Option<&'static str> {
+    Some(match metric {
+        "pm25" | "pm10" | "no2" => "ug/m3",
+        "noise_laeq" => "dB(A)",
+        "vehicle_count" => "vehicles",
+        "occupancy" => "%",
+        "speed_kmh" => "km/h",
+        "water_level_m" => "m",
+        "temperature_c" => "degC",
+        _ => return None,
+    })
+}
+
+async fn gateways(State(st): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = st
+        .registry
+        .gateways()
+        .into_iter()
+        .map(|g| {
+            let h = g.health.as_ref();
+            json!({
+                "id": g.id,
+                "status": g.status,
+                "last_seen_ms": g.last_seen_ms,
+                "buffer_depth": h.map(|h| h.buffer_depth),
+                "oldest_buffered_age_ms": h.map(|h| h.oldest_age_ms),
+                "dropped_at_gateway": h.map(|h| h.dropped),
+                "readings_received": g.readings_received,
+                "duplicates": g.duplicates,
+                "rejected_batches": g.rejected_batches,
+                "acked_seq": g.acked_seq,
+                "lag_ms": g.lag_ms,
+                "devices": h.map(|h| h.devices.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `from`/`to`: epoch ms, RFC 3339, or relative to now like `-1h`, `-15m`.
+pub fn parse_time(name: &str, s: &str, now: i64) -> Result<i64, ApiError> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Some(rel) = s.strip_prefix('-') {
+        if let Ok(d) = humantime::parse_duration(rel) {
+            return Ok(now - d.as_millis() as i64);
+        }
+    }
+    if s == "now" {
+        return Ok(now);
+    }
+    humantime::parse_rfc3339_weak(s)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| bad(format!("`{name}={s}` is not epoch ms, RFC 3339 (2026-11-23T08:00:00Z) or relative (-1h)")))
+}
+
+/// Raw points returned at most; a larger window needs a `step`.
+pub const MAX_RAW_POINTS: usize = 100_000;
+
+async fn series(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let sensor = q.get("sensor").filter(|s| !s.is_empty()).ok_or_else(|| bad("`sensor` is required"))?;
+    let metric = q.get("metric").filter(|s| !s.is_empty()).ok_or_else(|| bad("`metric` is required"))?;
+    for k in q.keys() {
+        if !["sensor", "metric", "from", "to", "step", "agg"].contains(&k.as_str()) {
+            return Err(bad(format!("unknown parameter `{k}`; use sensor, metric, from, to, step, agg")));
+        }
+    }
+    let now = shared::now_ms();
+    let to = q.get("to").map(|s| parse_time("to", s, now)).transpose()?.unwrap_or(now);
+    let from = q.get("from").map(|s| parse_time("from", s, now)).transpose()?.unwrap_or(to - 3_600_000);
+    if from > to {
+        return Err(bad(format!("`from` ({from}) is after `to` ({to})")));
+    }
+    let agg = q.get("agg").map(|a| Agg::parse(a).map_err(bad)).transpose()?;
+    let step_ms = match q.get("step") {
+        None => None,
+        Some(s) => {
+            let ms = match s.parse::<i64>() {
+                Ok(ms) => ms,
+                Err(_) => humantime::parse_duration(s).map_err(|_| bad(format!("`step={s}` is not a duration (10s, 1m) or ms")))?.as_millis() as i64,
+            };
+            if ms <= 0 {
+                return Err(bad("`step` must be positive"));
+            }
+            if (to - from) / ms > 100_000 {
+                return Err(bad("`step` is too small for this window: more than 100000 buckets"));
+            }
+            Some(ms)
+        }
+    };
+    if agg.is_some() && step_ms.is_none() {
+        return Err(bad("`agg` needs a `step`"));
+    }
+    let limit = if step_ms.is_some() { usize::MAX } else { MAX_RAW_POINTS + 1 };
+    let (store, s, m) = (st.store.clone(), sensor.clone(), metric.clone());
+    let samples = tokio::task::spawn_blocking(move || store.query(&s, &m, from, to, limit))
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "query failed".into()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let body = match step_ms {
+        None => {
+            if samples.len() > MAX_RAW_POINTS {
+                return Err(bad(format!("more than {MAX_RAW_POINTS} raw points in this window; give a `step`")));
+            }
+            json!({"sensor": sensor, "metric": metric, "from": from, "to": to, "points": samples})
+        }
+        Some(step) => {
+            let agg = agg.unwrap_or(Agg::Mean);
+            let points: Vec<Value> = aggregate(&samples, step, agg).into_iter().map(|(ts, v)| json!({"ts_ms": ts, "value": v})).collect();
+            json!({"sensor": sensor, "metric": metric, "from": from, "to": to, "step_ms": step, "agg": format!("{agg:?}").to_lowercase(), "points": points})
+        }
+    };
+    Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_every_documented_form() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_time("from", "1700000000000", now).ok(), Some(1_700_000_000_000));
+        assert_eq!(parse_time("from", "2023-11-14T22:13:20Z", now).ok(), Some(1_700_000_000_000));
+        assert_eq!(parse_time("from", "-1h", now).ok(), Some(now - 3_600_000));
+        assert!(parse_time("from", "yesterday", now).is_err());
+    }
+}

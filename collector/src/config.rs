@@ -1,0 +1,183 @@
+//! The collector's config file; every key is documented in `configs/collector.toml`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use shared::config::{ByteSize, Problem, Validate};
+use shared::topics::valid_id;
+use shared::url::BrokerUrl;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub sensor: Vec<SensorEntry>,
+    /// Parsed so that a contract-shaped file loads; evaluated by a later release
+    /// (see README, "What is not built yet"). `check` says so.
+    #[serde(default)]
+    pub rule: Vec<toml::Table>,
+    pub influxdb: Option<toml::Table>,
+    pub auth: Option<toml::Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Address of the embedded broker (ignored when `external` is set).
+    pub listen: Option<String>,
+    /// An external broker, e.g. `mqtt://broker:1883`, instead of the embedded one.
+    pub external: Option<String>,
+    /// Largest MQTT packet accepted; agents' batches must fit.
+    #[serde(default = "default_max_packet")]
+    pub max_packet: ByteSize,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None }
+    }
+}
+
+fn default_max_packet() -> ByteSize {
+    ByteSize(4 << 20)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_http_listen() }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+/// One entry of the data-resource catalogue (资源目录).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorEntry {
+    pub id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub district: Option<String>,
+    pub owner: Option<String>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// The gateway expected to carry this sensor.
+    pub gateway: Option<String>,
+    /// Install date, `YYYY-MM-DD`.
+    pub installed: Option<String>,
+    /// Unit per metric, e.g. `{ pm25 = "ug/m3" }`.
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+}
+
+pub const DEFAULT_MQTT_LISTEN: &str = "127.0.0.1:1883";
+
+impl CollectorConfig {
+    pub fn mqtt_listen(&self) -> Option<SocketAddr> {
+        if self.mqtt.external.is_some() {
+            return None;
+        }
+        self.mqtt.listen.as_deref().unwrap_or(DEFAULT_MQTT_LISTEN).parse().ok()
+    }
+
+    /// Parts of the file this build reads but does not act on yet.
+    pub fn not_yet_supported(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.rule.is_empty() {
+            v.push("[[rule]] (alert rules)");
+        }
+        if self.influxdb.is_some() {
+            v.push("[influxdb] (InfluxDB sink)");
+        }
+        if self.auth.is_some() {
+            v.push("[auth] (API tokens)");
+        }
+        v
+    }
+
+    pub fn summary(&self) -> String {
+        let broker = match &self.mqtt.external {
+            Some(e) => format!("external broker {e}"),
+            None => format!("embedded broker on {}", self.mqtt.listen.as_deref().unwrap_or(DEFAULT_MQTT_LISTEN)),
+        };
+        format!("{broker}, HTTP on {}, store at {}, {} catalogued sensor(s)", self.http.listen, self.store.path.display(), self.sensor.len())
+    }
+}
+
+impl Validate for CollectorConfig {
+    fn validate(&self, base: &Path) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if let Some(e) = &self.mqtt.external {
+            match BrokerUrl::parse(e) {
+                Ok(u) if u.tls => p.push(Problem::new("mqtt.external", "mqtts:// (TLS) is not supported by this build yet")),
+                Ok(_) => {}
+                Err(msg) => p.push(Problem::new("mqtt.external", msg)),
+            }
+            if self.mqtt.listen.is_some() {
+                p.push(Problem::new("mqtt.listen", "set either `listen` (embedded broker) or `external`, not both"));
+            }
+        } else if let Some(l) = &self.mqtt.listen {
+            if l.parse::<SocketAddr>().is_err() {
+                p.push(Problem::new("mqtt.listen", format!("`{l}` is not IP:PORT")));
+            }
+        }
+        if self.mqtt.max_packet.0 < 16 * 1024 || self.mqtt.max_packet.0 > 256 << 20 {
+            p.push(Problem::new("mqtt.max_packet", "must be between 16KiB and 256MiB"));
+        }
+        if let Some(f) = &self.mqtt.password_file {
+            if !base.join(f).is_file() {
+                p.push(Problem::new("mqtt.password_file", format!("file `{}` does not exist", base.join(f).display())));
+            }
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            p.push(Problem::new("http.listen", format!("`{}` is not IP:PORT", self.http.listen)));
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in self.sensor.iter().enumerate() {
+            let path = format!("sensor[{i}]");
+            if !valid_id(&s.id) {
+                p.push(Problem::new(format!("{path}.id"), format!("`{}` is not a valid sensor id", s.id)));
+            }
+            if let Some(first) = seen.insert(&s.id, i) {
+                p.push(Problem::new(format!("{path}.id"), format!("`{}` is already catalogued as sensor[{first}]", s.id)));
+            }
+            if s.kind.is_empty() {
+                p.push(Problem::new(format!("{path}.kind"), "must not be empty"));
+            }
+            if s.lat.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
+                p.push(Problem::new(format!("{path}.lat"), "must be between -90 and 90"));
+            }
+            if s.lon.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
+                p.push(Problem::new(format!("{path}.lon"), "must be between -180 and 180"));
+            }
+            if s.lat.is_some() != s.lon.is_some() {
+                p.push(Problem::new(path.clone(), "give both `lat` and `lon`, or neither"));
+            }
+        }
+        p
+    }
+}

@@ -1,0 +1,136 @@
+//! Ingest: decode → verify → dedup → store → sync → ack, then update the live view.
+//!
+//! Batches that arrive together are stored with one write and one sync, so a
+//! burst costs one fsync, not one per gateway. The ack for a gateway is sent
+//! only after the sync that made its readings durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::mpsc;
+
+use crate::dedup::Tracker;
+use crate::registry::Registry;
+use crate::store::{Progress, Store};
+use shared::wire::Ack;
+use shared::{topics, Batch, BatchError, Reading};
+
+/// One `up/{gateway}` message as it came off the broker.
+pub struct Incoming {
+    pub gateway: String,
+    pub payload: bytes::Bytes,
+}
+
+pub struct Ingest {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub client: AsyncClient,
+    pub trackers: HashMap<String, Tracker>,
+}
+
+fn reason(e: &BatchError) -> &'static str {
+    match e {
+        BatchError::Empty | BatchError::Undecodable(_) => "undecodable",
+        BatchError::UnknownVersion(_) => "unknown_version",
+        BatchError::TooLarge(_) => "too_large",
+        _ => "invalid",
+    }
+}
+
+struct Outcome {
+    gateway: String,
+    fresh: Vec<Reading>,
+    received: u64,
+    duplicates: u64,
+}
+
+impl Ingest {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, client: AsyncClient) -> anyhow::Result<Ingest> {
+        let mut trackers = HashMap::new();
+        for (gw, p) in store.progress()? {
+            registry.seed_gateway(&gw, p.contiguous);
+            trackers.insert(gw, Tracker::from_progress(&p));
+        }
+        Ok(Ingest { store, registry, client, trackers })
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while group.len() < 256 {
+                match rx.try_recv() {
+                    Ok(m) => group.push(m),
+                    Err(_) => break,
+                }
+            }
+            self.handle(group).await;
+        }
+    }
+
+    async fn handle(&mut self, group: Vec<Incoming>) {
+        let counters = &self.registry.counters;
+        // Work on copies: a tracker only moves on once the store has the readings.
+        let mut next: HashMap<String, Tracker> = HashMap::new();
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        for m in group {
+            let batch = match Batch::decode(&m.payload) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(gateway = %m.gateway, bytes = m.payload.len(), "rejected batch: {e}");
+                    counters.reject(reason(&e));
+                    self.registry.rejected(&m.gateway);
+                    continue;
+                }
+            };
+            if batch.gateway != m.gateway {
+                tracing::warn!(topic_gateway = %m.gateway, batch_gateway = %batch.gateway, "rejected batch: gateway in the batch does not match its topic");
+                counters.reject("gateway_mismatch");
+                self.registry.rejected(&m.gateway);
+                continue;
+            }
+            counters.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tracker = next.entry(m.gateway.clone()).or_insert_with(|| self.trackers.get(&m.gateway).cloned().unwrap_or_default());
+            let received = batch.readings.len() as u64;
+            let accepted = tracker.accept(batch);
+            if accepted.skipped > 0 {
+                tracing::warn!(gateway = %m.gateway, skipped = accepted.skipped, "agent reports readings it dropped before sending (buffer full)");
+                counters.skipped.fetch_add(accepted.skipped, std::sync::atomic::Ordering::Relaxed);
+            }
+            outcomes.push(Outcome { gateway: m.gateway, fresh: accepted.fresh, received, duplicates: accepted.duplicates });
+        }
+        if next.is_empty() {
+            return;
+        }
+        let readings: Vec<Reading> = outcomes.iter().flat_map(|o| o.fresh.iter().cloned()).collect();
+        let progress: Vec<(String, Progress)> = next.iter().map(|(g, t)| (g.clone(), t.progress())).collect();
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            store.write(&readings, &progress)?;
+            store.sync()
+        })
+        .await
+        .expect("store write does not panic");
+        if let Err(e) = written {
+            // No ack: the agents keep the readings and send them again.
+            tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
+            counters.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        for o in &outcomes {
+            counters.received.fetch_add(o.received, Relaxed);
+            counters.stored.fetch_add(o.fresh.len() as u64, Relaxed);
+            counters.duplicate.fetch_add(o.duplicates, Relaxed);
+            let acked = next[&o.gateway].ack();
+            self.registry.stored(&o.gateway, &o.fresh, o.received, o.duplicates, acked);
+        }
+        for (gw, t) in next {
+            let ack = serde_json::to_vec(&Ack { seq: t.ack() }).expect("ack serializes");
+            if let Err(e) = self.client.publish(topics::ack(&gw), QoS::AtLeastOnce, false, ack).await {
+                tracing::warn!(gateway = %gw, "cannot queue ack: {e}");
+            }
+            self.trackers.insert(gw, t);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! citysense-collector, the city brain: receives batches from many gateways,
+//! stores each reading exactly once, and serves the catalogue, gateways and
+//! series over HTTP.
+//!
+//! Data flows one way: `broker` (MQTT in) → `ingest` (decode, `dedup`, `store`,
+//! ack) → `registry` (live view) → `api`. `demo` wires a whole simulated city
+//! around it in one process.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod dedup;
+pub mod demo;
+pub mod ingest;
+pub mod registry;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use config::CollectorConfig;
+use ingest::{Incoming, Ingest};
+use registry::{Latest, Registry};
+use shared::topics;
+use shared::url::BrokerUrl;
+use shared::wire::{Health, State};
+use store::{SledStore, Store};
+
+pub struct Collector {
+    pub http_addr: SocketAddr,
+    /// Where agents connect: the embedded broker's address or the external one.
+    pub mqtt_url: String,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Collector {
+    pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        for part in config.not_yet_supported() {
+            tracing::warn!("{part} is in the config but not acted on by this build");
+        }
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
+        let registry = Arc::new(Registry::default());
+        for (sensor, metric) in store.series() {
+            if let Some(s) = store.last(&sensor, &metric)? {
+                registry.seed(&sensor, &metric, Latest { ts_ms: s.ts_ms, value: s.value, quality: s.quality });
+            }
+        }
+        let max_packet = config.mqtt.max_packet.0 as usize;
+        let broker = match (&config.mqtt.external, config.mqtt_listen()) {
+            (Some(url), _) => BrokerUrl::parse(url).map_err(anyhow::Error::msg)?,
+            (None, Some(listen)) => {
+                let addr = tokio::task::spawn_blocking(move || broker::start_embedded(listen, max_packet)).await??;
+                BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() }
+            }
+            (None, None) => anyhow::bail!("mqtt.listen is not IP:PORT"),
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let mut opts = MqttOptions::new(format!("citysense-collector-{}", std::process::id()), broker.host.clone(), broker.port);
+        opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_max_packet_size(max_packet, max_packet);
+        opts.set_clean_session(true);
+        if let Some(user) = &config.mqtt.username {
+            let pw = match &config.mqtt.password_file {
+                Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?.trim().to_string(),
+                None => String::new(),
+            };
+            opts.set_credentials(user.clone(), pw);
+        }
+        let (client, eventloop) = AsyncClient::new(opts, 1024);
+        let (tx, rx) = mpsc::channel::<Incoming>(1024);
+        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone())?;
+        let mut tasks = vec![tokio::spawn(ingest.run(rx))];
+        tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), client.clone(), eventloop, tx, registry.clone(), shutdown_rx.clone())));
+
+        let listener = tokio::net::TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let app = api::router(api::AppState { store: store.clone(), registry: registry.clone(), catalogue: Arc::new(config.sensor.clone()), started: std::time::Instant::now() });
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("HTTP server: {e}");
+            }
+        }));
+        Ok(Collector { http_addr, mqtt_url: broker.to_string(), store, registry, shutdown, tasks })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Err(e) = self.store.sync() {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Moves packets: `up` to ingest (bounded, so a flood slows the broker
+/// connection rather than growing memory), `state` and `health` to the registry.
+async fn mqtt_loop(
+    broker: String,
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    ingest: mpsc::Sender<Incoming>,
+    registry: Arc<Registry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = shutdown.changed() => { let _ = client.disconnect().await; return; }
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(%broker, "collector connected to broker");
+                for (filter, qos) in [(topics::UP_FILTER, QoS::AtLeastOnce), (topics::STATE_FILTER, QoS::AtLeastOnce), (topics::HEALTH_FILTER, QoS::AtMostOnce)] {
+                    if let Err(e) = client.subscribe(filter, qos).await {
+                        tracing::error!("cannot subscribe to {filter}: {e}");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some(gw) = topics::gateway_of(&p.topic, "up") {
+                    if ingest.send(Incoming { gateway: gw.to_string(), payload: p.payload }).await.is_err() {
+                        return;
+                    }
+                } else if let Some(gw) = topics::gateway_of(&p.topic, "state") {
+                    match serde_json::from_slice::<State>(&p.payload) {
+                        Ok(s) => registry.state(gw, s.status, s.ts_ms),
+                        Err(e) => tracing::warn!(topic = %p.topic, "ignoring malformed state: {e}"),
+                    }
+                } else if let Some(gw) = topics::gateway_of(&p.topic, "health") {
+                    match serde_json::from_slice::<Health>(&p.payload) {
+                        Ok(h) => registry.health(gw, h),
+                        Err(e) => tracing::warn!(topic = %p.topic, "ignoring malformed health: {e}"),
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%broker, "collector MQTT: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Logging for the binaries: `RUST_LOG` wins; otherwise info, with rumqttd's
+/// error-per-disconnect noise silenced.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=off".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

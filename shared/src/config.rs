@@ -1,0 +1,346 @@
+//! Config loading shared by agent and collector: TOML in, typed struct out, and
+//! every problem reported as `FILE:LINE: field.path: what is wrong`.
+//!
+//! Deserialization stops at the first syntax or type error (the rest of the file
+//! cannot be trusted then); validation of a well-typed config reports every
+//! problem it finds, each placed on the line of the key it is about.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// One thing wrong with a config, before it is placed on a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path with array indices, e.g. `modbus[1].point[0].address`.
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { path: path.into(), message: message.into() }
+    }
+}
+
+/// A problem placed in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() { "(top level)" } else { &self.path };
+        write!(f, "{}:{}: {}: {}", self.file, self.line, path, self.message)
+    }
+}
+
+/// Every problem found in one config file; `Display` prints one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A config type that can check itself after deserialization.
+pub trait Validate {
+    /// `base` is the directory of the config file, for resolving relative paths.
+    fn validate(&self, base: &Path) -> Vec<Problem>;
+}
+
+/// Reads, parses and validates a config file.
+pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Diagnostics> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic { file: file.clone(), line: 0, path: String::new(), message: format!("cannot read: {e}") }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&file, &text, base)
+}
+
+/// Parses and validates config text; `file` is only used in messages.
+pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str, base: &Path) -> Result<T, Diagnostics> {
+    let map = SourceMap::new(text);
+    let value: T = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let path = map.path_at(&span);
+        Diagnostics(vec![Diagnostic {
+            file: file.to_string(),
+            line: map.line_of_offset(span.start),
+            path,
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    let problems = value.validate(base);
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(Diagnostics(
+            problems
+                .into_iter()
+                .map(|p| Diagnostic { file: file.to_string(), line: map.line_of_path(&p.path), path: p.path, message: p.message })
+                .collect(),
+        ))
+    }
+}
+
+/// Finds where a dotted path sits in TOML text, and which path covers an offset.
+pub struct SourceMap<'a> {
+    text: &'a str,
+    root: Option<Spanned<DeTable<'a>>>,
+}
+
+enum Segment<'p> {
+    Key(&'p str),
+    Index(usize),
+}
+
+fn segments(path: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Segment::Key(key));
+        }
+        while let Some(end) = rest.find(']') {
+            if let Ok(i) = rest[1..end].parse() {
+                out.push(Segment::Index(i));
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+    out
+}
+
+impl<'a> SourceMap<'a> {
+    pub fn new(text: &'a str) -> SourceMap<'a> {
+        SourceMap { text, root: DeTable::parse(text).ok() }
+    }
+
+    /// 1-based line of a byte offset.
+    pub fn line_of_offset(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    /// The line of the deepest part of `path` that exists in the text: a missing
+    /// key is reported at the table that should hold it.
+    pub fn line_of_path(&self, path: &str) -> usize {
+        let Some(root) = &self.root else { return 1 };
+        let mut span = None;
+        let mut table: Option<&DeTable> = Some(root.get_ref());
+        let mut array: Option<&[Spanned<DeValue>]> = None;
+        for seg in segments(path) {
+            let next: Option<(Range<usize>, &DeValue)> = match (seg, table, array) {
+                (Segment::Key(k), Some(t), _) => t
+                    .iter()
+                    .find(|(key, _)| key.get_ref().as_ref() == k)
+                    .map(|(key, v)| (key.span(), v.get_ref())),
+                (Segment::Index(i), _, Some(a)) => a.get(i).map(|v| (v.span(), v.get_ref())),
+                _ => None,
+            };
+            let Some((s, v)) = next else { break };
+            span = Some(s);
+            table = None;
+            array = None;
+            match v {
+                DeValue::Table(t) => table = Some(t),
+                DeValue::Array(a) => array = Some(a.as_ref()),
+                _ => {}
+            }
+        }
+        span.map_or(1, |s| self.line_of_offset(s.start))
+    }
+
+    /// The dotted path of the innermost key (or value) that covers `span`.
+    /// Every table is searched: the span of an array of tables covers only its
+    /// first header, not the tables themselves.
+    pub fn path_at(&self, span: &Range<usize>) -> String {
+        let Some(root) = &self.root else { return String::new() };
+        find_in_table(root.get_ref(), span, "").unwrap_or_default()
+    }
+}
+
+fn covers(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end.max(outer.start + 1)
+}
+
+fn find_in_table(table: &DeTable, span: &Range<usize>, prefix: &str) -> Option<String> {
+    for (key, value) in table.iter() {
+        let k: &str = key.get_ref().as_ref();
+        let path = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+        if let Some(deeper) = find_in_value(value.get_ref(), span, &path) {
+            return Some(deeper);
+        }
+        if covers(&value.span(), span) || covers(&key.span(), span) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+fn find_in_value(value: &DeValue, span: &Range<usize>, path: &str) -> Option<String> {
+    match value {
+        DeValue::Table(t) => find_in_table(t, span, path),
+        DeValue::Array(a) => a.iter().enumerate().find_map(|(i, item)| {
+            let p = format!("{path}[{i}]");
+            find_in_value(item.get_ref(), span, &p).or_else(|| covers(&item.span(), span).then_some(p))
+        }),
+        _ => None,
+    }
+}
+
+/// A humantime duration such as `500ms`, `10s`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"5m\"")))
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(d: Duration) -> Self {
+        HumanDuration(d)
+    }
+}
+
+/// A byte size such as `512MiB`, `2GB`, `4096`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size; write e.g. \"512MiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            "TB" => 1_000_000_000_000,
+            "TiB" => 1 << 40,
+            other => return Err(format!("unknown size unit `{other}` in `{s}`; use B, KiB, MiB, GiB, KB, MB or GB")),
+        };
+        Ok(ByteSize((num * mult as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Cfg {
+        name: String,
+        #[serde(default)]
+        item: Vec<Item>,
+    }
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        port: u16,
+        #[allow(dead_code)]
+        every: HumanDuration,
+    }
+    impl Validate for Cfg {
+        fn validate(&self, _: &Path) -> Vec<Problem> {
+            let mut p = vec![];
+            for (i, it) in self.item.iter().enumerate() {
+                if it.port == 0 {
+                    p.push(Problem::new(format!("item[{i}].port"), "must not be 0"));
+                }
+            }
+            if self.name.is_empty() {
+                p.push(Problem::new("name", "must not be empty"));
+            }
+            p
+        }
+    }
+
+    const TEXT: &str = "name = \"\"\n\n[[item]]\nport = 1\nevery = \"1s\"\n\n[[item]]\nevery = \"2s\"\nport = 0\n";
+
+    #[test]
+    fn every_validation_problem_lands_on_its_line() {
+        let err = parse::<Cfg>("c.toml", TEXT, Path::new(".")).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(|d| d.to_string()).collect();
+        assert_eq!(lines, vec!["c.toml:9: item[1].port: must not be 0", "c.toml:1: name: must not be empty"]);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_its_line() {
+        let text = TEXT.replace("port = 1", "prot = 1");
+        let err = parse::<Cfg>("c.toml", &text, Path::new(".")).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        let d = &err.0[0];
+        assert_eq!(d.line, 4, "{d}");
+        assert!(d.message.contains("unknown field `prot`"), "{d}");
+        assert_eq!(d.path, "item[0].prot");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let text = TEXT.replace("\"2s\"", "\"2 parsecs\"");
+        let err = parse::<Cfg>("c.toml", &text, Path::new(".")).unwrap_err();
+        assert_eq!(err.0[0].line, 8, "{}", err);
+        assert_eq!(err.0[0].path, "item[1].every");
+        assert!(err.0[0].message.contains("not a duration"), "{}", err);
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("512MiB").unwrap().0, 512 << 20);
+        assert_eq!(ByteSize::parse("2GB").unwrap().0, 2_000_000_000);
+        assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
+        assert!(ByteSize::parse("12 furlongs").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! The language both ends of citysense speak: the data model (`Reading`, `Batch`),
+//! the wire codec, the MQTT topic names, and the config diagnostics that both
+//! binaries print. Nothing here does I/O; agent and collector own that.
+
+pub mod batch;
+pub mod config;
+pub mod modbus;
+pub mod reading;
+pub mod topics;
+pub mod url;
+pub mod wire;
+
+pub use batch::{Batch, BatchError, BATCH_VERSION};
+pub use reading::{Quality, Reading};
+
+/// Milliseconds since the Unix epoch, UTC: the only clock representation on the wire.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

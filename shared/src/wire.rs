@@ -1,0 +1,54 @@
+//! JSON messages on the control topics (ack, state, health, live).
+
+use serde::{Deserialize, Serialize};
+
+/// `ack/{gateway}`: every reading up to and including `seq` is durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Offline,
+}
+
+/// `state/{gateway}`, retained; the agent's last will carries `offline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    pub ts_ms: i64,
+}
+
+/// `health/{gateway}`, periodic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub ts_ms: i64,
+    pub buffer_depth: u64,
+    pub buffer_bytes: u64,
+    /// Age of the oldest buffered reading, 0 when the buffer is empty.
+    pub oldest_age_ms: i64,
+    pub readings_per_s: f64,
+    /// Readings the `when_full` policy discarded since the agent started.
+    pub dropped: u64,
+    pub devices: Vec<DeviceHealth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    pub sensor: String,
+    pub polls: u64,
+    pub errors: u64,
+    pub last_poll_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// `live/{sensor}/{metric}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    pub ts_ms: i64,
+    pub value: f64,
+    pub quality: crate::Quality,
+}

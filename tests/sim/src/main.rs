@@ -1,0 +1,77 @@
+//! `citysense-sim`: the simulated city on its own, for demos, tests and
+//! commissioning practice.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use sim::{run, City, Control, RunningCity};
+
+#[derive(Parser)]
+#[command(name = "citysense-sim", version, about = "A simulated city: Modbus TCP devices and MQTT noise sensors with realistic values")]
+struct Cli {
+    #[arg(long, default_value_t = 8)]
+    air: usize,
+    #[arg(long, default_value_t = 6)]
+    traffic: usize,
+    #[arg(long, default_value_t = 4)]
+    water: usize,
+    #[arg(long, default_value_t = 6)]
+    noise: usize,
+    /// Broker the noise sensors publish to (mqtt://HOST:PORT); none publish without it.
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// How often noise sensors publish.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    noise_every: Duration,
+    /// Write the agent's [[modbus]]/[[mqtt]] tables that read this city to FILE.
+    #[arg(long)]
+    write_sources: Option<PathBuf>,
+    /// Poll interval written into --write-sources.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Hold a value: SENSOR:METRIC=VALUE (repeatable), e.g. aq-001:pm25=180.
+    #[arg(long)]
+    force: Vec<String>,
+    /// A sensor that stops answering (repeatable).
+    #[arg(long)]
+    silent: Vec<String>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let cli = Cli::parse();
+    let mqtt = match &cli.mqtt {
+        Some(u) => {
+            let url = shared::url::BrokerUrl::parse(u).map_err(anyhow::Error::msg)?;
+            Some((url.host, url.port))
+        }
+        None => None,
+    };
+    let city = RunningCity::start(City { air: cli.air, traffic: cli.traffic, water: cli.water, noise: cli.noise }, mqtt, cli.noise_every).await?;
+    for f in &cli.force {
+        let (s, m, v) = Control::parse_force(f).map_err(anyhow::Error::msg)?;
+        city.control.force(&s, &m, v);
+    }
+    for s in &cli.silent {
+        city.control.set_silent(s, true);
+    }
+    for d in &city.devices {
+        println!("{}", serde_json::json!({"sensor": d.device.spec.id, "kind": d.device.spec.kind, "modbus": format!("tcp://{}", d.addr), "unit": 1}));
+    }
+    for n in &city.noise {
+        println!("{}", serde_json::json!({"sensor": n.id, "kind": n.kind, "mqtt_topic": format!("{}{}", sim::mqtt::TOPIC_PREFIX, n.id)}));
+    }
+    if let Some(path) = &cli.write_sources {
+        let devices: Vec<_> = city.devices.iter().collect();
+        let mut text = run::modbus_toml(&devices, cli.interval);
+        if let Some(u) = &cli.mqtt {
+            text.push_str(&run::noise_toml(u));
+        }
+        std::fs::write(path, text)?;
+        eprintln!("wrote agent sources to {}", path.display());
+    }
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

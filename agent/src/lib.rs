@@ -102,7 +102,9 @@ async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>
         loop {
             let ob = outbox.clone();
             let batch = readings.clone();
-            match tokio::task::spawn_blocking(move || ob.append(batch)).await.expect("append does not panic") {
+            // A JoinError only happens when the runtime is being torn down.
+            let Ok(appended) = tokio::task::spawn_blocking(move || ob.append(batch)).await else { return };
+            match appended {
                 Ok(a) => {
                     if a.dropped > 0 {
                         tracing::warn!(dropped = a.dropped, "buffer full: dropped the oldest readings (buffer.when_full = drop_oldest)");
@@ -141,7 +143,8 @@ async fn flusher(outbox: Arc<dyn Outbox>, every: Duration, durable: watch::Sende
             let _ = (&mut intake).await;
         }
         let ob = outbox.clone();
-        match tokio::task::spawn_blocking(move || ob.flush()).await.expect("flush does not panic") {
+        let Ok(flushed) = tokio::task::spawn_blocking(move || ob.flush()).await else { return };
+        match flushed {
             Ok(seq) => {
                 durable.send_if_modified(|d| std::mem::replace(d, seq) != seq);
             }

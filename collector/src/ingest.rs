@@ -105,12 +105,15 @@ impl Ingest {
         let readings: Vec<Reading> = outcomes.iter().flat_map(|o| o.fresh.iter().cloned()).collect();
         let progress: Vec<(String, Progress)> = next.iter().map(|(g, t)| (g.clone(), t.progress())).collect();
         let store = self.store.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        // A JoinError only happens when the runtime is being torn down.
+        let Ok(written) = tokio::task::spawn_blocking(move || {
             store.write(&readings, &progress)?;
             store.sync()
         })
         .await
-        .expect("store write does not panic");
+        else {
+            return;
+        };
         if let Err(e) = written {
             // No ack: the agents keep the readings and send them again.
             tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());

@@ -1,0 +1,87 @@
+//! Malformed, foreign-version and mislabelled batches are rejected and counted;
+//! the collector keeps serving and still stores good batches exactly once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use shared::{topics, Batch, Quality, Reading};
+
+fn reading(seq: u64) -> Reading {
+    Reading { seq, sensor: "wl-900".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + seq as i64 * 1000, value: 2.0 + seq as f64 / 100.0, quality: Quality::Good }
+}
+
+async fn rejected(addr: std::net::SocketAddr, reason: &str) -> f64 {
+    let (_, body) = get(addr, "/metrics").await;
+    let key = format!("citysense_batches_rejected_total{{reason=\"{reason}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_rejected_counted_and_never_stop_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector(dir.path(), None, "").await;
+    let broker = shared::url::BrokerUrl::parse(&c.mqtt_url).unwrap();
+    let mut opts = MqttOptions::new("forger", broker.host.clone(), broker.port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = AsyncClient::new(opts, 100);
+    let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let a: shared::wire::Ack = serde_json::from_slice(&p.payload).unwrap();
+                    let _ = acks_tx.send(a.seq);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    client.subscribe(topics::ack("gw-a"), QoS::AtLeastOnce).await.unwrap();
+    let up = topics::up("gw-a");
+
+    client.publish(&up, QoS::AtLeastOnce, false, b"\x01garbage that is no batch".to_vec()).await.unwrap();
+    client.publish(&up, QoS::AtLeastOnce, false, Vec::new()).await.unwrap();
+    let mut future = Batch::new("gw-a", 1, vec![reading(1)]);
+    future.version = 9;
+    client.publish(&up, QoS::AtLeastOnce, false, future.encode()).await.unwrap();
+    // A batch that claims another gateway than its topic.
+    client.publish(&up, QoS::AtLeastOnce, false, Batch::new("gw-b", 1, vec![reading(1)]).encode()).await.unwrap();
+    let out_of_order = Batch::new("gw-a", 1, vec![reading(2), reading(1)]);
+    client.publish(&up, QoS::AtLeastOnce, false, out_of_order.encode()).await.unwrap();
+
+    // Then good batches, one of them twice.
+    let good = Batch::new("gw-a", 1, vec![reading(1), reading(2), reading(3)]);
+    client.publish(&up, QoS::AtLeastOnce, false, good.encode()).await.unwrap();
+    client.publish(&up, QoS::AtLeastOnce, false, good.encode()).await.unwrap();
+    client.publish(&up, QoS::AtLeastOnce, false, Batch::new("gw-a", 1, vec![reading(4)]).encode()).await.unwrap();
+
+    let mut last_ack = 0;
+    while last_ack < 4 {
+        last_ack = tokio::time::timeout(Duration::from_secs(20), acks.recv()).await.expect("an ack within 20 s").unwrap();
+    }
+    assert_eq!(last_ack, 4);
+    assert_eq!(rejected(c.http_addr, "undecodable").await, 2.0);
+    assert_eq!(rejected(c.http_addr, "unknown_version").await, 1.0);
+    assert_eq!(rejected(c.http_addr, "gateway_mismatch").await, 1.0);
+    assert_eq!(rejected(c.http_addr, "invalid").await, 1.0);
+    assert_eq!(metric(c.http_addr, "citysense_readings_stored_total").await, 4.0);
+    assert_eq!(metric(c.http_addr, "citysense_readings_duplicate_total").await, 3.0);
+    let values = series_values(c.http_addr, "wl-900", "water_level_m").await;
+    assert_eq!(values, vec![2.01, 2.02, 2.03, 2.04]);
+    assert!(get_json(c.http_addr, "/api/v1/sensors").await.as_array().unwrap().iter().any(|s| s["id"] == "wl-900" && s["catalogued"] == false));
+
+    let (status, _) = get(c.http_addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let (status, body) = get(c.http_addr, "/api/v1/series?metric=pm25").await;
+    assert_eq!((status, body.contains("`sensor` is required")), (400, true), "{body}");
+    let (status, body) = get(c.http_addr, "/api/v1/series?sensor=a&metric=b&from=yesterday").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get(c.http_addr, "/api/v1/nothing").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    c.shutdown().await;
+}

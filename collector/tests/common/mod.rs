@@ -1,0 +1,112 @@
+//! Helpers shared by the collector's integration tests: a collector on free
+//! loopback ports, a minimal HTTP GET, and waiting on a condition with a deadline.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use collector::config::CollectorConfig;
+use collector::Collector;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A collector with its embedded broker (or `external`) and HTTP on free ports.
+pub async fn collector(dir: &Path, external: Option<&str>, catalogue: &str) -> Collector {
+    let mqtt = match external {
+        Some(url) => format!("external = \"{url}\""),
+        None => "listen = \"127.0.0.1:0\"".to_string(),
+    };
+    let text = format!("[mqtt]\n{mqtt}\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\n{catalogue}", dir.join("collector").display());
+    let cfg: CollectorConfig = shared::config::parse("test collector", &text, dir).unwrap_or_else(|d| panic!("{d}"));
+    Collector::start(cfg).await.expect("collector starts")
+}
+
+/// GET `path`; returns status and body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to collector HTTP");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
+}
+
+pub async fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let (status, body) = get(addr, path).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// The value of an unlabelled Prometheus counter in `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = get(addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+}
+
+/// Polls `check` until it returns Some, or panics with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The latest value of a sensor's metric from `/api/v1/sensors`.
+pub async fn latest(addr: SocketAddr, sensor: &str, metric: &str) -> Option<f64> {
+    let sensors = get_json(addr, "/api/v1/sensors").await;
+    sensors.as_array()?.iter().find(|s| s["id"] == sensor)?["metrics"].as_array()?.iter().find(|m| m["metric"] == metric)?["value"].as_f64()
+}
+
+/// Values of a series, raw, over all time.
+pub async fn series_values(addr: SocketAddr, sensor: &str, metric: &str) -> Vec<f64> {
+    let v = get_json(addr, &format!("/api/v1/series?sensor={sensor}&metric={metric}&from=0")).await;
+    v["points"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect()
+}
+
+/// An agent config reading `devices` (and noise over MQTT when `noise_broker`).
+pub fn agent_config(dir: &Path, gateway: &str, broker: &str, modbus: &str, noise_broker: Option<&str>) -> agent::config::AgentConfig {
+    let mut text = format!(
+        "gateway = \"{gateway}\"\n[uplink]\nbroker = \"{broker}\"\nbatch_max = 200\nlinger = \"50ms\"\nhealth_interval = \"500ms\"\nack_timeout = \"3s\"\n[buffer]\npath = \"{}\"\nflush = \"50ms\"\n\n{modbus}",
+        dir.join(format!("agent-{gateway}")).display()
+    );
+    if let Some(b) = noise_broker {
+        text.push_str(&sim::run::noise_toml(b));
+    }
+    shared::config::parse("test agent", &text, dir).unwrap_or_else(|d| panic!("{d}\n{text}"))
+}
+
+/// A free loopback port (bound and released) for servers that cannot report theirs.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub async fn wait_for_port(port: u16, what: &str) {
+    wait_for(what, Duration::from_secs(20), || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ()) }).await
+}
+
+/// A child process killed when the test ends, pass or fail.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -131,3 +131,24 @@ async fn readings_travel_through_an_external_mosquitto() {
     agent.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_twenty_four_live_sensors_within_twenty_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = collector::demo::DemoOptions { data: Some(dir.path().to_path_buf()), http: Some("127.0.0.1:0".into()), ..Default::default() };
+    let demo = collector::demo::Demo::start(opts).await.unwrap();
+    let http = demo.collector.http_addr;
+    wait_for("24 sensors with current values", Duration::from_secs(20), || async move {
+        let sensors = get_json(http, "/api/v1/sensors").await;
+        let live = sensors.as_array()?.iter().filter(|s| s["metrics"].as_array().is_some_and(|m| m.iter().any(|m| m["value"].is_number()))).count();
+        (live >= 24).then_some(())
+    })
+    .await;
+    let history = get_json(http, "/api/v1/series?sensor=wl-001&metric=water_level_m&from=-1h").await;
+    assert!(!history["points"].as_array().unwrap().is_empty(), "{history}");
+    let (status, page) = get(http, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/api/v1/sensors"), "the dashboard reads the API");
+    assert_eq!(metric(http, "citysense_readings_duplicate_total").await, 0.0);
+    demo.shutdown().await;
+}

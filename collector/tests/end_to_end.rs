@@ -83,6 +83,30 @@ async fn readings_travel_from_devices_to_the_api_through_the_embedded_broker() {
     let before = series_values(c.http_addr, "aq-002", "counter").await.len();
     counter_is_gapless(c.http_addr, &agent, "aq-002", before + 5).await;
 
+    // One device hangs (connected, never answers) and another drops off the
+    // network: both are counted as errors, and the others keep delivering.
+    city.control.set_silent("aq-001", true);
+    let mut city = city;
+    city.device_mut("wl-001").unwrap().take_offline();
+    let errors_of = |sensor: &'static str| {
+        let stats = agent.devices.iter().find(|d| d.sensor == sensor).unwrap().clone();
+        move || {
+            let stats = stats.clone();
+            async move { (stats.errors() >= 2).then(|| stats.snapshot()) }
+        }
+    };
+    let hung = wait_for("the hung device's errors", LIMIT, errors_of("aq-001")).await;
+    assert!(hung.last_error.as_deref().unwrap_or("").contains("no answer within"), "{hung:?}");
+    let gone = wait_for("the dropped device's errors", LIMIT, errors_of("wl-001")).await;
+    assert!(gone.last_error.as_deref().unwrap_or("").contains("cannot connect"), "{gone:?}");
+    let before = series_values(c.http_addr, "aq-002", "counter").await.len();
+    counter_is_gapless(c.http_addr, &agent, "aq-002", before + 10).await;
+    let tr_before = series_values(c.http_addr, "tr-001", "counter").await.len();
+    wait_for("tr-001 to keep delivering", LIMIT, || async move {
+        (series_values(c.http_addr, "tr-001", "counter").await.len() >= tr_before + 10).then_some(())
+    })
+    .await;
+
     let sensors = get_json(c.http_addr, "/api/v1/sensors").await;
     assert_eq!(sensors.as_array().unwrap().len(), 6);
     for s in sensors.as_array().unwrap() {

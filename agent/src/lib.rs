@@ -11,6 +11,7 @@ pub mod health;
 pub mod outbox;
 pub mod source;
 pub mod stats;
+pub mod status;
 pub mod uplink;
 
 use std::sync::Arc;
@@ -33,7 +34,12 @@ pub struct Agent {
     pub outbox: Arc<dyn Outbox>,
     pub devices: Vec<Arc<DeviceStats>>,
     pub link: watch::Receiver<uplink::LinkState>,
+    /// Where `GET /status` and `/metrics` are served (`[status] listen`).
+    pub status_addr: std::net::SocketAddr,
 }
+
+/// The outbox's current storage error, shown by status until a write succeeds.
+type StorageError = Arc<std::sync::Mutex<Option<String>>>;
 
 impl Agent {
     pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
@@ -67,8 +73,19 @@ impl Agent {
         }
         drop(sink);
 
-        let intake = tokio::spawn(intake(intake_rx, outbox.clone(), paused_tx, config.buffer.when_full));
-        tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, shutdown.clone())));
+        let storage_error: StorageError = Default::default();
+        let intake = tokio::spawn(intake(intake_rx, outbox.clone(), paused_tx, config.buffer.when_full, storage_error.clone()));
+        tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, storage_error.clone(), shutdown.clone())));
+        let source = status::StatusSource {
+            gateway: config.gateway.clone(),
+            broker: config.uplink.broker.clone(),
+            outbox: outbox.clone(),
+            devices: devices.clone(),
+            link: up.link.clone(),
+            storage_error,
+        };
+        let (status_addr, status_task) = status::serve(&config.status.listen, source, shutdown.clone()).await?;
+        tasks.push(status_task);
         tasks.push(tokio::spawn(health::publish(
             config.gateway.clone(),
             up.client.clone(),
@@ -77,7 +94,7 @@ impl Agent {
             config.uplink.health_interval.0,
             shutdown.clone(),
         )));
-        Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link })
+        Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link, status_addr })
     }
 
     pub async fn shutdown(self) {
@@ -91,7 +108,7 @@ impl Agent {
 /// Gives readings their `seq` by appending them to the outbox. On a storage
 /// error it holds the readings and retries: sources then block on the full
 /// channel instead of producing readings with nowhere to go.
-async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>, paused: watch::Sender<bool>, when_full: WhenFull) {
+async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>, paused: watch::Sender<bool>, when_full: WhenFull, storage_error: StorageError) {
     while let Some(mut readings) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
             readings.extend(more);
@@ -106,6 +123,7 @@ async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>
             let Ok(appended) = tokio::task::spawn_blocking(move || ob.append(batch)).await else { return };
             match appended {
                 Ok(a) => {
+                    storage_error.lock().unwrap().take();
                     if a.dropped > 0 {
                         tracing::warn!(dropped = a.dropped, "buffer full: dropped the oldest readings (buffer.when_full = drop_oldest)");
                     }
@@ -116,6 +134,7 @@ async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>
                 }
                 Err(e) => {
                     tracing::error!("{e}; holding {} readings and retrying in 1s", readings.len());
+                    *storage_error.lock().unwrap() = Some(e.to_string());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -131,7 +150,14 @@ async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>
 
 /// Makes the outbox durable every `every` and tells the uplink how far it may send.
 /// After the intake has finished (shutdown), one last flush.
-async fn flusher(outbox: Arc<dyn Outbox>, every: Duration, durable: watch::Sender<u64>, mut intake: JoinHandle<()>, mut shutdown: watch::Receiver<bool>) {
+async fn flusher(
+    outbox: Arc<dyn Outbox>,
+    every: Duration,
+    durable: watch::Sender<u64>,
+    mut intake: JoinHandle<()>,
+    storage_error: StorageError,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -148,7 +174,10 @@ async fn flusher(outbox: Arc<dyn Outbox>, every: Duration, durable: watch::Sende
             Ok(seq) => {
                 durable.send_if_modified(|d| std::mem::replace(d, seq) != seq);
             }
-            Err(e) => tracing::error!("{e}"),
+            Err(e) => {
+                tracing::error!("{e}");
+                *storage_error.lock().unwrap() = Some(e.to_string());
+            }
         }
         if stopping {
             return;

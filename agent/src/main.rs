@@ -26,6 +26,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Ask the running agent for its health: uplink, buffer, per-device polls.
+    Status {
+        /// Read `[status] listen` from this config (default 127.0.0.1:9102).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The status address itself, instead of a config.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +53,34 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Status { config, addr, json } => {
+            let addr = match (addr, config) {
+                (Some(a), _) => a,
+                (None, Some(c)) => match shared::config::load::<AgentConfig>(&c) {
+                    Ok(cfg) => cfg.status.listen,
+                    Err(d) => {
+                        eprintln!("{d}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => agent::config::StatusConfig::default().listen,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            match rt.block_on(agent::status::fetch(&addr)) {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{}", agent::status::render(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("citysense-agent status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let cfg = match shared::config::load::<AgentConfig>(&config) {
                 Ok(c) => c,
@@ -65,6 +105,7 @@ fn main() -> ExitCode {
 async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!("{}", cfg.summary());
     let agent = agent::Agent::start(cfg).await?;
+    println!("citysense-agent: status on http://{}", agent.status_addr);
     wait_for_signal().await;
     tracing::info!("stopping: flushing the outbox");
     agent.shutdown().await;

@@ -82,7 +82,7 @@ pub async fn series_values(addr: SocketAddr, sensor: &str, metric: &str) -> Vec<
 /// An agent config reading `devices` (and noise over MQTT when `noise_broker`).
 pub fn agent_config(dir: &Path, gateway: &str, broker: &str, modbus: &str, noise_broker: Option<&str>) -> agent::config::AgentConfig {
     let mut text = format!(
-        "gateway = \"{gateway}\"\n[uplink]\nbroker = \"{broker}\"\nbatch_max = 200\nlinger = \"50ms\"\nhealth_interval = \"500ms\"\nack_timeout = \"3s\"\n[buffer]\npath = \"{}\"\nflush = \"50ms\"\n\n{modbus}",
+        "gateway = \"{gateway}\"\n[uplink]\nbroker = \"{broker}\"\nbatch_max = 200\nlinger = \"50ms\"\nhealth_interval = \"500ms\"\nack_timeout = \"3s\"\n[buffer]\npath = \"{}\"\nflush = \"50ms\"\n[status]\nlisten = \"127.0.0.1:0\"\n\n{modbus}",
         dir.join(format!("agent-{gateway}")).display()
     );
     if let Some(b) = noise_broker {

@@ -27,6 +27,9 @@ struct Cli {
     /// Write the agent's [[modbus]]/[[mqtt]] tables that read this city to FILE.
     #[arg(long)]
     write_sources: Option<PathBuf>,
+    /// Only the `counter` point of each device in --write-sources (fault tests).
+    #[arg(long)]
+    only_counter: bool,
     /// Poll interval written into --write-sources.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: Duration,
@@ -36,6 +39,12 @@ struct Cli {
     /// A sensor that stops answering (repeatable).
     #[arg(long)]
     silent: Vec<String>,
+    /// Write every served counter value to FILE as `SENSOR VALUE TS_MS` lines.
+    #[arg(long)]
+    counter_log: Option<PathBuf>,
+    /// Give device N the port BASE+N instead of any free port.
+    #[arg(long)]
+    base_port: Option<u16>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let city = RunningCity::start(City { air: cli.air, traffic: cli.traffic, water: cli.water, noise: cli.noise }, mqtt, cli.noise_every).await?;
+    let plan = City { air: cli.air, traffic: cli.traffic, water: cli.water, noise: cli.noise };
+    let city = RunningCity::start_with(plan, mqtt, cli.noise_every, cli.base_port, cli.counter_log.as_deref()).await?;
     for f in &cli.force {
         let (s, m, v) = Control::parse_force(f).map_err(anyhow::Error::msg)?;
         city.control.force(&s, &m, v);
@@ -65,13 +75,21 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(path) = &cli.write_sources {
         let devices: Vec<_> = city.devices.iter().collect();
-        let mut text = run::modbus_toml(&devices, cli.interval);
-        if let Some(u) = &cli.mqtt {
+        let mut text = run::modbus_toml_where(&devices, cli.interval, |p| !cli.only_counter || p.metric == "counter");
+        if let (Some(u), false) = (&cli.mqtt, cli.only_counter) {
             text.push_str(&run::noise_toml(u));
         }
-        std::fs::write(path, text)?;
+        // Written whole, then renamed, so a reader never sees half a file.
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
         eprintln!("wrote agent sources to {}", path.display());
     }
-    tokio::signal::ctrl_c().await?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     Ok(())
 }

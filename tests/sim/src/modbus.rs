@@ -22,11 +22,21 @@ pub struct Device {
     pub points: Vec<PointSpec>,
     counter: AtomicU32,
     control: Arc<Control>,
+    log: Option<CounterLog>,
 }
+
+/// Where every counter value served is written as `SENSOR VALUE TS_MS`, one per
+/// line, so a fault test can tell which values the agent was given.
+pub type CounterLog = Arc<std::sync::Mutex<std::fs::File>>;
 
 impl Device {
     pub fn new(spec: SensorSpec, control: Arc<Control>) -> Device {
-        Device { points: register_map(spec.kind), spec, counter: AtomicU32::new(0), control }
+        Device { points: register_map(spec.kind), spec, counter: AtomicU32::new(0), control, log: None }
+    }
+
+    pub fn with_log(mut self, log: Option<CounterLog>) -> Device {
+        self.log = log;
+        self
     }
 
     /// The number of times the counter register has been read.
@@ -50,7 +60,12 @@ impl Device {
                 continue;
             }
             let raw = if p.address == COUNTER_ADDRESS && p.metric == "counter" {
-                (self.counter.fetch_add(1, Ordering::SeqCst) + 1) as f64
+                let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+                if let Some(log) = &self.log {
+                    use std::io::Write as _;
+                    let _ = writeln!(log.lock().unwrap(), "{} {n} {ts}", self.spec.id);
+                }
+                n as f64
             } else {
                 // Scaled points hold integers on the wire, as on real devices.
                 let v = self.value(p.metric, ts) / p.scale;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::city::{City, Kind, SensorSpec};
+use crate::city::{City, Kind, PointSpec, SensorSpec};
 use crate::control::Control;
 use crate::modbus::{Device, RunningDevice};
 
@@ -22,6 +22,22 @@ impl RunningCity {
     /// Starts every Modbus device on its own free loopback port, and the MQTT
     /// sensors publishing to `mqtt` (host, port) every `noise_every` when given.
     pub async fn start(city: City, mqtt: Option<(String, u16)>, noise_every: Duration) -> std::io::Result<RunningCity> {
+        Self::start_with(city, mqtt, noise_every, None, None).await
+    }
+
+    /// As `start`, with device ports from `base_port` upwards (0: any free
+    /// port) and every served counter value written to `counter_log`.
+    pub async fn start_with(
+        city: City,
+        mqtt: Option<(String, u16)>,
+        noise_every: Duration,
+        base_port: Option<u16>,
+        counter_log: Option<&std::path::Path>,
+    ) -> std::io::Result<RunningCity> {
+        let log = match counter_log {
+            Some(p) => Some(Arc::new(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?))),
+            None => None,
+        };
         let control = Arc::new(Control::default());
         let mut devices = Vec::new();
         let mut noise = Vec::new();
@@ -30,8 +46,9 @@ impl RunningCity {
                 noise.push(spec);
                 continue;
             }
-            let dev = Arc::new(Device::new(spec, control.clone()));
-            devices.push(RunningDevice::start(dev, SocketAddr::from(([127, 0, 0, 1], 0))).await?);
+            let port = base_port.map(|b| b + devices.len() as u16).unwrap_or(0);
+            let dev = Arc::new(Device::new(spec, control.clone()).with_log(log.clone()));
+            devices.push(RunningDevice::start(dev, SocketAddr::from(([127, 0, 0, 1], port))).await?);
         }
         let mqtt = mqtt.map(|(host, port)| crate::mqtt::start(&host, port, noise.clone(), noise_every, control.clone()));
         Ok(RunningCity { devices, noise, control, mqtt })
@@ -61,6 +78,11 @@ impl Drop for RunningCity {
 /// `[[modbus]]` tables that read `devices` every `interval`: the same text a
 /// technician would write, so demos and tests go through the real config path.
 pub fn modbus_toml(devices: &[&RunningDevice], interval: Duration) -> String {
+    modbus_toml_where(devices, interval, |_| true)
+}
+
+/// As `modbus_toml`, with only the points `keep` accepts.
+pub fn modbus_toml_where(devices: &[&RunningDevice], interval: Duration, keep: impl Fn(&PointSpec) -> bool) -> String {
     let mut out = String::new();
     let every = humantime_ms(interval);
     for d in devices {
@@ -72,7 +94,7 @@ pub fn modbus_toml(devices: &[&RunningDevice], interval: Duration) -> String {
             d.addr,
             humantime_ms(interval.min(Duration::from_secs(1)))
         );
-        for p in &d.device.points {
+        for p in d.device.points.iter().filter(|p| keep(p)) {
             let _ = writeln!(
                 out,
                 "  [[modbus.point]]\n  metric = \"{}\"\n  table = \"{}\"\n  address = {}\n  type = \"{}\"\n  order = \"{}\"\n  scale = {:?}\n  unit = \"{}\"",

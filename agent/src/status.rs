@@ -1,0 +1,195 @@
+//! The agent's local status endpoint (loopback by default): `GET /status` as
+//! JSON for `citysense-agent status`, `GET /metrics` for Prometheus. It runs
+//! apart from the pipeline so that a stuck disk or a dead uplink never stops
+//! a technician from seeing why.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::outbox::Outbox;
+use crate::stats::DeviceStats;
+use crate::uplink::LinkState;
+use shared::wire::DeviceHealth;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub gateway: String,
+    pub broker: String,
+    pub connected: bool,
+    pub uplink_error: Option<String>,
+    pub buffer_depth: u64,
+    pub buffer_bytes: u64,
+    pub buffer_max_bytes: u64,
+    pub oldest_age_ms: i64,
+    pub acked_seq: u64,
+    pub next_seq: u64,
+    pub durable_seq: u64,
+    pub dropped_total: u64,
+    pub full: bool,
+    /// The outbox's last storage error, if writing is failing right now.
+    pub storage_error: Option<String>,
+    pub devices: Vec<DeviceHealth>,
+}
+
+pub struct StatusSource {
+    pub gateway: String,
+    pub broker: String,
+    pub outbox: Arc<dyn Outbox>,
+    pub devices: Vec<Arc<DeviceStats>>,
+    pub link: watch::Receiver<LinkState>,
+    pub storage_error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl StatusSource {
+    pub fn report(&self) -> StatusReport {
+        let s = self.outbox.stats();
+        let link = self.link.borrow().clone();
+        let now = shared::now_ms();
+        StatusReport {
+            gateway: self.gateway.clone(),
+            broker: self.broker.clone(),
+            connected: link.connected,
+            uplink_error: link.last_error,
+            buffer_depth: s.depth,
+            buffer_bytes: s.bytes,
+            buffer_max_bytes: s.max_bytes,
+            oldest_age_ms: s.oldest_ts_ms.map(|t| (now - t).max(0)).unwrap_or(0),
+            acked_seq: s.acked,
+            next_seq: s.next_seq,
+            durable_seq: s.durable,
+            dropped_total: s.dropped_total,
+            full: s.full,
+            storage_error: self.storage_error.lock().unwrap().clone(),
+            devices: self.devices.iter().map(|d| d.snapshot()).collect(),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let r = self.report();
+        let mut out = String::new();
+        let g = &r.gateway;
+        let mut gauge = |name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{gateway=\"{g}\"}} {v}");
+        };
+        gauge("citysense_agent_uplink_connected", "1 when the uplink is connected.", f64::from(u8::from(r.connected)));
+        gauge("citysense_agent_buffer_depth", "Readings in the outbox.", r.buffer_depth as f64);
+        gauge("citysense_agent_buffer_bytes", "Bytes in the outbox.", r.buffer_bytes as f64);
+        gauge("citysense_agent_buffer_oldest_age_seconds", "Age of the oldest buffered reading.", r.oldest_age_ms as f64 / 1000.0);
+        gauge("citysense_agent_acked_seq", "Highest seq the collector acknowledged.", r.acked_seq as f64);
+        gauge("citysense_agent_readings_dropped_total", "Readings discarded by the buffer.when_full policy.", r.dropped_total as f64);
+        let _ = writeln!(out, "# HELP citysense_agent_device_errors_total Failed polls per device.\n# TYPE citysense_agent_device_errors_total counter");
+        for d in &r.devices {
+            let _ = writeln!(out, "citysense_agent_device_errors_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.sensor, d.errors);
+        }
+        let _ = writeln!(out, "# HELP citysense_agent_device_polls_total Successful polls per device.\n# TYPE citysense_agent_device_polls_total counter");
+        for d in &r.devices {
+            let _ = writeln!(out, "citysense_agent_device_polls_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.sensor, d.polls);
+        }
+        out
+    }
+}
+
+fn respond(source: &StatusSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/status") => (StatusCode::OK, "application/json", serde_json::to_string(&source.report()).expect("report serializes")),
+        ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", source.metrics()),
+        _ => (StatusCode::NOT_FOUND, "application/json", r#"{"error":"no such route; use /status or /metrics"}"#.to_string()),
+    };
+    Response::builder().status(status).header("content-type", ctype).body(Full::new(Bytes::from(body))).expect("valid response")
+}
+
+/// Binds `listen` and serves until `shutdown`; returns the bound address.
+pub async fn serve(listen: &str, source: StatusSource, mut shutdown: watch::Receiver<bool>) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| std::io::Error::new(e.kind(), format!("status.listen {listen}: {e}")))?;
+    let addr = listener.local_addr()?;
+    let source = Arc::new(source);
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                _ = shutdown.changed() => return,
+            };
+            let source = source.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let source = source.clone();
+                    async move { Ok::<_, Infallible>(respond(&source, &req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// `citysense-agent status`: fetches `/status` from a running agent.
+pub async fn fetch(addr: &str) -> Result<StatusReport, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("no answer from the agent's status endpoint at {addr}"))?
+        .map_err(|e| format!("cannot reach the agent's status endpoint at {addr}: {e} (is citysense-agent running, and is [status] listen the same?)"))?;
+    s.write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).map_err(|e| format!("unexpected answer from {addr}: {e}"))
+}
+
+fn age(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 120_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{:.1} min", ms as f64 / 60_000.0)
+    }
+}
+
+/// The human-readable form `citysense-agent status` prints.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let now = shared::now_ms();
+    let _ = writeln!(
+        out,
+        "gateway {}: uplink {} {}{}",
+        r.gateway,
+        if r.connected { "connected to" } else { "DISCONNECTED from" },
+        r.broker,
+        r.uplink_error.as_ref().filter(|_| !r.connected).map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "buffer: {} readings, {} of {} bytes{}, oldest {}, acked seq {}, next seq {}, dropped {}",
+        r.buffer_depth,
+        r.buffer_bytes,
+        r.buffer_max_bytes,
+        if r.full { " (FULL)" } else { "" },
+        if r.buffer_depth == 0 { "-".to_string() } else { age(r.oldest_age_ms) },
+        r.acked_seq,
+        r.next_seq,
+        r.dropped_total
+    );
+    if let Some(e) = &r.storage_error {
+        let _ = writeln!(out, "storage: FAILING: {e}");
+    }
+    for d in &r.devices {
+        let last = d.last_poll_ms.map(|t| format!("{} ago", age(now - t))).unwrap_or_else(|| "never".into());
+        let _ = write!(out, "{}: {} polls, {} errors, last poll {last}", d.sensor, d.polls, d.errors);
+        if let Some(e) = &d.last_error {
+            let _ = write!(out, ", last error: {e}");
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -43,8 +43,58 @@ type StorageError = Arc<std::sync::Mutex<Option<String>>>;
 
 impl Agent {
     pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
-        let outbox: Arc<dyn Outbox> =
-            Arc::new(SledOutbox::open(&config.buffer.path, config.buffer.max_bytes.0, config.buffer.when_full)?);
+        let outbox: Arc<dyn Outbox> = Arc::new(SledOutbox::open(&config.buffer.path, config.buffer.max_bytes.0, config.buffer.when_full)?);
+        Agent::start_with(config, outbox).await
+    }
+
+    /// As `start`, but a data directory that cannot be opened (unwritable,
+    /// full, not a directory) is retried every `retry` while the status
+    /// endpoint reports why, instead of ending the agent. A damaged outbox is
+    /// not retried: it needs a person (see `reset-outbox`).
+    pub async fn start_patiently(config: AgentConfig, retry: Duration, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Option<Agent>> {
+        let open = || SledOutbox::open(&config.buffer.path, config.buffer.max_bytes.0, config.buffer.when_full);
+        let first = match open() {
+            Ok(o) => o,
+            Err(e @ outbox::OutboxError::Damaged { .. }) => return Err(e.into()),
+            Err(e) => {
+                let error: StorageError = Arc::new(std::sync::Mutex::new(Some(e.to_string())));
+                let (degraded_stop, degraded_rx) = watch::channel(false);
+                let source = status::StatusSource {
+                    gateway: config.gateway.clone(),
+                    broker: config.uplink.broker.clone(),
+                    outbox: None,
+                    devices: Vec::new(),
+                    link: watch::channel(uplink::LinkState::default()).1,
+                    storage_error: error.clone(),
+                };
+                let (_, degraded) = status::serve(&config.status.listen, source, degraded_rx).await?;
+                let opened = loop {
+                    tracing::error!("{}; retrying every {retry:?}", error.lock().unwrap().as_deref().unwrap_or(""));
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = stop.changed() => break None,
+                    }
+                    match open() {
+                        Ok(o) => break Some(o),
+                        Err(e @ outbox::OutboxError::Damaged { .. }) => return Err(e.into()),
+                        Err(e) => *error.lock().unwrap() = Some(e.to_string()),
+                    }
+                };
+                let _ = degraded_stop.send(true);
+                let _ = degraded.await;
+                match opened {
+                    Some(o) => {
+                        tracing::info!(path = %config.buffer.path.display(), "outbox opened after retrying");
+                        o
+                    }
+                    None => return Ok(None),
+                }
+            }
+        };
+        Agent::start_with(config, Arc::new(first)).await.map(Some)
+    }
+
+    async fn start_with(config: AgentConfig, outbox: Arc<dyn Outbox>) -> anyhow::Result<Agent> {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (durable_tx, durable_rx) = watch::channel(outbox.stats().durable);
         let (paused_tx, paused) = watch::channel(outbox.stats().full && config.buffer.when_full == WhenFull::StopPolling);
@@ -79,7 +129,7 @@ impl Agent {
         let source = status::StatusSource {
             gateway: config.gateway.clone(),
             broker: config.uplink.broker.clone(),
-            outbox: outbox.clone(),
+            outbox: Some(outbox.clone()),
             devices: devices.clone(),
             link: up.link.clone(),
             storage_error,

@@ -26,6 +26,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Move a damaged outbox aside and start a new one after the last seq used.
+    ResetOutbox {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Ask the running agent for its health: uplink, buffer, per-device polls.
     Status {
         /// Read `[status] listen` from this config (default 127.0.0.1:9102).
@@ -53,6 +58,25 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::ResetOutbox { config } => {
+            let cfg = match shared::config::load::<AgentConfig>(&config) {
+                Ok(c) => c,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return ExitCode::from(2);
+                }
+            };
+            match agent::outbox::reset(&cfg.buffer.path) {
+                Ok((aside, after)) => {
+                    println!("moved the old outbox to {}; the new one at {} starts after seq {after}", aside.display(), cfg.buffer.path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("citysense-agent reset-outbox: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Status { config, addr, json } => {
             let addr = match (addr, config) {
                 (Some(a), _) => a,
@@ -104,9 +128,16 @@ fn main() -> ExitCode {
 
 async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!("{}", cfg.summary());
-    let agent = agent::Agent::start(cfg).await?;
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let Some(agent) = agent::Agent::start_patiently(cfg, std::time::Duration::from_secs(2), &mut stop).await? else {
+        return Ok(());
+    };
     println!("citysense-agent: status on http://{}", agent.status_addr);
-    wait_for_signal().await;
+    let _ = stop.wait_for(|s| *s).await;
     tracing::info!("stopping: flushing the outbox");
     agent.shutdown().await;
     Ok(())

@@ -55,8 +55,10 @@ pub struct OutboxStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("cannot open the outbox at {path}: {source}. If the directory is corrupt, move it aside (`mv {path} {path}.corrupt`) and start again: readings in it that were not yet acknowledged are then lost")]
+    #[error("cannot open the outbox at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
+    #[error("the outbox at {path} is damaged: {detail}. Nothing was deleted. To go on without the damaged readings, run `citysense-agent reset-outbox --config FILE`: it moves the outbox aside (kept for inspection) and starts a new one after the last seq used, so the collector counts the gap as dropped readings")]
+    Damaged { path: PathBuf, detail: String },
     #[error("outbox at {path}: {source}")]
     Io { path: PathBuf, source: sled::Error },
     #[error("outbox at {path}: record at seq {seq} is unreadable: {detail}")]
@@ -79,6 +81,43 @@ const META_ACKED: &[u8] = &[0xFF, b'a'];
 const META_DROPPED: &[u8] = &[0xFF, b'd'];
 const META_START: &[u8] = &[0xFF];
 
+/// A small file beside sled's own, rewritten atomically after every flush:
+/// `NEXT_SEQ DURABLE_SEQ ACKED_SEQ`. It is how a damaged sled store is told
+/// apart from an empty one: sled recovers a corrupt log by truncating it, and
+/// without this record would silently hand out seqs again from 1.
+const WATERMARK: &str = "watermark";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watermark {
+    pub next_seq: u64,
+    pub durable: u64,
+    pub acked: u64,
+}
+
+impl Watermark {
+    pub fn read(dir: &Path) -> std::io::Result<Option<Watermark>> {
+        let text = match std::fs::read_to_string(dir.join(WATERMARK)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let n: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        match n[..] {
+            [next_seq, durable, acked] => Ok(Some(Watermark { next_seq, durable, acked })),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not `NEXT DURABLE ACKED`", dir.join(WATERMARK).display()))),
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let tmp = dir.join(format!("{WATERMARK}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{} {} {}", self.next_seq, self.durable, self.acked)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(WATERMARK))
+    }
+}
+
 struct State {
     next_seq: u64,
     acked: u64,
@@ -95,6 +134,8 @@ pub struct SledOutbox {
     max_bytes: u64,
     when_full: WhenFull,
     state: Mutex<State>,
+    /// The watermark last written, so an idle agent does not rewrite it.
+    last_mark: Mutex<Option<Watermark>>,
 }
 
 fn key(seq: u64) -> [u8; 8] {
@@ -111,7 +152,10 @@ fn read_u64(tree: &sled::Tree, k: &[u8]) -> sled::Result<u64> {
 
 impl SledOutbox {
     pub fn open(path: &Path, max_bytes: u64, when_full: WhenFull) -> Result<SledOutbox, OutboxError> {
-        let open_err = |source| OutboxError::Open { path: path.to_path_buf(), source };
+        let open_err = |source: sled::Error| match source {
+            sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => OutboxError::Damaged { path: path.to_path_buf(), detail: source.to_string() },
+            source => OutboxError::Open { path: path.to_path_buf(), source },
+        };
         std::fs::create_dir_all(path).map_err(|e| open_err(sled::Error::Io(e)))?;
         // sled's own background flush is off: `flush` is called on the configured
         // schedule, which is the one durability knob users set.
@@ -127,6 +171,20 @@ impl SledOutbox {
             last = seq_of(&k);
         }
         let next_seq = last.max(acked) + 1;
+        let damaged = |detail: String| OutboxError::Damaged { path: path.to_path_buf(), detail };
+        match Watermark::read(path) {
+            Ok(Some(w)) if w.durable >= next_seq || w.acked > acked.max(last) => {
+                return Err(damaged(format!(
+                    "it held readings up to seq {} (acknowledged up to {}), but only {} survive up to seq {}",
+                    w.durable,
+                    w.acked,
+                    depth,
+                    next_seq - 1
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(damaged(format!("unreadable watermark: {e}"))),
+        }
         tracing::info!(path = %path.display(), depth, bytes, next_seq, acked, "outbox opened");
         Ok(SledOutbox {
             path: path.to_path_buf(),
@@ -135,6 +193,7 @@ impl SledOutbox {
             max_bytes,
             when_full,
             state: Mutex::new(State { next_seq, acked, durable: next_seq - 1, depth, bytes, dropped_total }),
+            last_mark: Mutex::new(None),
         })
     }
 
@@ -165,6 +224,23 @@ impl SledOutbox {
         }
         Ok(dropped)
     }
+}
+
+/// `citysense-agent reset-outbox`: moves a damaged outbox aside and starts an
+/// empty one whose first seq follows every seq the old one handed out. Returns
+/// where the old one went and the seq the new one starts after.
+pub fn reset(path: &Path) -> Result<(PathBuf, u64), String> {
+    let mark = Watermark::read(path).map_err(|e| format!("cannot read the watermark in {}: {e}", path.display()))?;
+    let after = mark.map(|m| m.next_seq.saturating_sub(1)).unwrap_or(0);
+    let aside = PathBuf::from(format!("{}.damaged-{}", path.display(), shared::now_ms() / 1000));
+    std::fs::rename(path, &aside).map_err(|e| format!("cannot move {} to {}: {e}", path.display(), aside.display()))?;
+    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let db = sled::Config::new().path(path).open().map_err(|e| format!("cannot create a new outbox at {}: {e}", path.display()))?;
+    let tree = db.open_tree("outbox").map_err(|e| e.to_string())?;
+    tree.insert(META_ACKED, &after.to_be_bytes()).map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| e.to_string())?;
+    Watermark { next_seq: after + 1, durable: after, acked: after }.write(path).map_err(|e| e.to_string())?;
+    Ok((aside, after))
 }
 
 impl Outbox for SledOutbox {
@@ -203,8 +279,15 @@ impl Outbox for SledOutbox {
     }
 
     fn flush(&self) -> Result<u64, OutboxError> {
-        let upto = self.state.lock().unwrap().next_seq - 1;
+        let (upto, acked) = {
+            let st = self.state.lock().unwrap();
+            (st.next_seq - 1, st.acked)
+        };
         self.db.flush().map_err(|e| self.io(e))?;
+        let mark = Watermark { next_seq: upto + 1, durable: upto, acked };
+        if self.last_mark.lock().unwrap().replace(mark) != Some(mark) {
+            mark.write(&self.path).map_err(|e| self.io(sled::Error::Io(e)))?;
+        }
         let mut st = self.state.lock().unwrap();
         st.durable = st.durable.max(upto);
         Ok(st.durable)

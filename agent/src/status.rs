@@ -43,7 +43,8 @@ pub struct StatusReport {
 pub struct StatusSource {
     pub gateway: String,
     pub broker: String,
-    pub outbox: Arc<dyn Outbox>,
+    /// None while the data directory cannot be opened.
+    pub outbox: Option<Arc<dyn Outbox>>,
     pub devices: Vec<Arc<DeviceStats>>,
     pub link: watch::Receiver<LinkState>,
     pub storage_error: Arc<std::sync::Mutex<Option<String>>>,
@@ -51,7 +52,7 @@ pub struct StatusSource {
 
 impl StatusSource {
     pub fn report(&self) -> StatusReport {
-        let s = self.outbox.stats();
+        let s = self.outbox.as_ref().map(|o| o.stats()).unwrap_or_default();
         let link = self.link.borrow().clone();
         let now = shared::now_ms();
         StatusReport {

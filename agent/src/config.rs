@@ -239,8 +239,8 @@ impl Validate for AgentConfig {
             p.push(Problem::new("uplink.health_interval", "must be at least 100ms"));
         }
         let b = &self.buffer;
-        if b.max_bytes.0 < 64 * 1024 {
-            p.push(Problem::new("buffer.max_bytes", "must be at least 64KiB"));
+        if b.max_bytes.0 < 16 * 1024 {
+            p.push(Problem::new("buffer.max_bytes", "must be at least 16KiB"));
         }
         if b.flush.0.is_zero() || b.flush.0 > Duration::from_secs(60) {
             p.push(Problem::new("buffer.flush", "must be between 1ms and 60s: it is the window in which a power cut can lose polled readings"));

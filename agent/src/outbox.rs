@@ -7,7 +7,8 @@
 //! `seq` the collector has seen can never be handed out again after a crash.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use shared::{Quality, Reading};
@@ -129,13 +130,22 @@ struct State {
 
 pub struct SledOutbox {
     path: PathBuf,
-    db: sled::Db,
-    tree: sled::Tree,
     max_bytes: u64,
     when_full: WhenFull,
+    /// Lock order: `state` before `engine`.
     state: Mutex<State>,
+    /// None only for the instant of a reopen.
+    engine: RwLock<Option<Engine>>,
+    /// Set by an I/O error: sled stays failed after one (a full disk, say) even
+    /// once space returns, so the next call reopens it from disk.
+    broken: AtomicBool,
     /// The watermark last written, so an idle agent does not rewrite it.
     last_mark: Mutex<Option<Watermark>>,
+}
+
+struct Engine {
+    db: sled::Db,
+    tree: sled::Tree,
 }
 
 fn key(seq: u64) -> [u8; 8] {
@@ -150,63 +160,101 @@ fn read_u64(tree: &sled::Tree, k: &[u8]) -> sled::Result<u64> {
     Ok(tree.get(k)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
 }
 
+/// Opens sled at `path`, checks it against the watermark and counts what it holds.
+fn load(path: &Path) -> Result<(Engine, State), OutboxError> {
+    let open_err = |source: sled::Error| match source {
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => OutboxError::Damaged { path: path.to_path_buf(), detail: source.to_string() },
+        source => OutboxError::Open { path: path.to_path_buf(), source },
+    };
+    std::fs::create_dir_all(path).map_err(|e| open_err(sled::Error::Io(e)))?;
+    // sled's own background flush is off: `flush` is called on the configured
+    // schedule, which is the one durability knob users set.
+    let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(open_err)?;
+    let tree = db.open_tree("outbox").map_err(open_err)?;
+    let acked = read_u64(&tree, META_ACKED).map_err(open_err)?;
+    let dropped_total = read_u64(&tree, META_DROPPED).map_err(open_err)?;
+    let (mut depth, mut bytes, mut last) = (0u64, 0u64, 0u64);
+    for item in tree.range(..META_START) {
+        let (k, v) = item.map_err(open_err)?;
+        depth += 1;
+        bytes += (k.len() + v.len()) as u64;
+        last = seq_of(&k);
+    }
+    let next_seq = last.max(acked) + 1;
+    let damaged = |detail: String| OutboxError::Damaged { path: path.to_path_buf(), detail };
+    match Watermark::read(path) {
+        Ok(Some(w)) if w.durable >= next_seq || w.acked > acked.max(last) => {
+            return Err(damaged(format!(
+                "it held readings up to seq {} (acknowledged up to {}), but only {} survive up to seq {}",
+                w.durable,
+                w.acked,
+                depth,
+                next_seq - 1
+            )))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(damaged(format!("unreadable watermark: {e}"))),
+    }
+    tracing::info!(path = %path.display(), depth, bytes, next_seq, acked, "outbox opened");
+    Ok((Engine { db, tree }, State { next_seq, acked, durable: next_seq - 1, depth, bytes, dropped_total }))
+}
+
 impl SledOutbox {
     pub fn open(path: &Path, max_bytes: u64, when_full: WhenFull) -> Result<SledOutbox, OutboxError> {
-        let open_err = |source: sled::Error| match source {
-            sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => OutboxError::Damaged { path: path.to_path_buf(), detail: source.to_string() },
-            source => OutboxError::Open { path: path.to_path_buf(), source },
-        };
-        std::fs::create_dir_all(path).map_err(|e| open_err(sled::Error::Io(e)))?;
-        // sled's own background flush is off: `flush` is called on the configured
-        // schedule, which is the one durability knob users set.
-        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(open_err)?;
-        let tree = db.open_tree("outbox").map_err(open_err)?;
-        let acked = read_u64(&tree, META_ACKED).map_err(open_err)?;
-        let dropped_total = read_u64(&tree, META_DROPPED).map_err(open_err)?;
-        let (mut depth, mut bytes, mut last) = (0u64, 0u64, 0u64);
-        for item in tree.range(..META_START) {
-            let (k, v) = item.map_err(open_err)?;
-            depth += 1;
-            bytes += (k.len() + v.len()) as u64;
-            last = seq_of(&k);
-        }
-        let next_seq = last.max(acked) + 1;
-        let damaged = |detail: String| OutboxError::Damaged { path: path.to_path_buf(), detail };
-        match Watermark::read(path) {
-            Ok(Some(w)) if w.durable >= next_seq || w.acked > acked.max(last) => {
-                return Err(damaged(format!(
-                    "it held readings up to seq {} (acknowledged up to {}), but only {} survive up to seq {}",
-                    w.durable,
-                    w.acked,
-                    depth,
-                    next_seq - 1
-                )))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(damaged(format!("unreadable watermark: {e}"))),
-        }
-        tracing::info!(path = %path.display(), depth, bytes, next_seq, acked, "outbox opened");
+        let (engine, state) = load(path)?;
         Ok(SledOutbox {
             path: path.to_path_buf(),
-            db,
-            tree,
             max_bytes,
             when_full,
-            state: Mutex::new(State { next_seq, acked, durable: next_seq - 1, depth, bytes, dropped_total }),
+            state: Mutex::new(state),
+            engine: RwLock::new(Some(engine)),
+            broken: AtomicBool::new(false),
             last_mark: Mutex::new(None),
         })
     }
 
+    /// Maps a sled error, marking the engine for a reopen when it is an I/O one.
     fn io(&self, source: sled::Error) -> OutboxError {
+        if matches!(source, sled::Error::Io(_)) {
+            self.broken.store(true, Ordering::SeqCst);
+        }
         OutboxError::Io { path: self.path.clone(), source }
     }
 
+    /// Reopens sled after an I/O error. Readings appended since the last
+    /// successful flush were never sent (the uplink only sends durable ones), so
+    /// their seqs may be handed out again; everything durable is kept.
+    fn ensure_open(&self) -> Result<(), OutboxError> {
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut st = self.state.lock().unwrap();
+        let mut engine = self.engine.write().unwrap();
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // sled locks its files: the failed instance must be gone before the new one opens.
+        *engine = None;
+        let (fresh, disk) = load(&self.path)?;
+        *engine = Some(fresh);
+        let dropped_total = st.dropped_total.max(disk.dropped_total);
+        *st = State { dropped_total, ..disk };
+        *self.last_mark.lock().unwrap() = None;
+        self.broken.store(false, Ordering::SeqCst);
+        tracing::warn!(path = %self.path.display(), next_seq = st.next_seq, "outbox reopened after a storage error");
+        Ok(())
+    }
+
+    fn engine(&self) -> std::sync::RwLockReadGuard<'_, Option<Engine>> {
+        self.engine.read().unwrap()
+    }
+
     /// Removes the oldest readings until `need` more bytes fit; returns how many.
-    fn drop_oldest(&self, st: &mut State, need: u64) -> Result<u64, OutboxError> {
+    fn drop_oldest(&self, e: &Engine, st: &mut State, need: u64) -> Result<u64, OutboxError> {
         let mut batch = sled::Batch::default();
         let mut dropped = 0u64;
         let mut freed = 0u64;
-        for item in self.tree.range(..META_START) {
+        for item in e.tree.range(..META_START) {
             if st.bytes - freed + need <= self.max_bytes {
                 break;
             }
@@ -218,7 +266,7 @@ impl SledOutbox {
         if dropped > 0 {
             st.dropped_total += dropped;
             batch.insert(META_DROPPED, &st.dropped_total.to_be_bytes());
-            self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+            e.tree.apply_batch(batch).map_err(|e| self.io(e))?;
             st.depth -= dropped;
             st.bytes -= freed;
         }
@@ -245,7 +293,10 @@ pub fn reset(path: &Path) -> Result<(PathBuf, u64), String> {
 
 impl Outbox for SledOutbox {
     fn append(&self, readings: Vec<NewReading>) -> Result<Appended, OutboxError> {
+        self.ensure_open()?;
         let mut st = self.state.lock().unwrap();
+        let guard = self.engine();
+        let e = guard.as_ref().expect("engine present outside a reopen");
         let mut out = Appended::default();
         let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(readings.len());
         let mut need = 0u64;
@@ -257,11 +308,11 @@ impl Outbox for SledOutbox {
         }
         if st.bytes + need > self.max_bytes {
             match self.when_full {
-                WhenFull::DropOldest => out.dropped = self.drop_oldest(&mut st, need)?,
+                WhenFull::DropOldest => out.dropped = self.drop_oldest(e, &mut st, need)?,
                 WhenFull::StopPolling => {
                     out.refused = readings.len() as u64;
                     st.dropped_total += out.refused;
-                    self.tree.insert(META_DROPPED, &st.dropped_total.to_be_bytes()).map_err(|e| self.io(e))?;
+                    e.tree.insert(META_DROPPED, &st.dropped_total.to_be_bytes()).map_err(|e| self.io(e))?;
                     return Ok(out);
                 }
             }
@@ -271,7 +322,7 @@ impl Outbox for SledOutbox {
             batch.insert(&key(st.next_seq + out.stored), v);
             out.stored += 1;
         }
-        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        e.tree.apply_batch(batch).map_err(|e| self.io(e))?;
         st.next_seq += out.stored;
         st.depth += out.stored;
         st.bytes += need;
@@ -279,17 +330,25 @@ impl Outbox for SledOutbox {
     }
 
     fn flush(&self) -> Result<u64, OutboxError> {
+        self.ensure_open()?;
         let (upto, acked) = {
             let st = self.state.lock().unwrap();
             (st.next_seq - 1, st.acked)
         };
-        self.db.flush().map_err(|e| self.io(e))?;
+        {
+            let guard = self.engine();
+            let e = guard.as_ref().expect("engine present outside a reopen");
+            e.db.flush().map_err(|e| self.io(e))?;
+        }
         let mark = Watermark { next_seq: upto + 1, durable: upto, acked };
         if self.last_mark.lock().unwrap().replace(mark) != Some(mark) {
-            mark.write(&self.path).map_err(|e| self.io(sled::Error::Io(e)))?;
+            if let Err(err) = mark.write(&self.path) {
+                *self.last_mark.lock().unwrap() = None;
+                return Err(OutboxError::Io { path: self.path.clone(), source: sled::Error::Io(err) });
+            }
         }
         let mut st = self.state.lock().unwrap();
-        st.durable = st.durable.max(upto);
+        st.durable = st.durable.max(upto).min(st.next_seq - 1);
         Ok(st.durable)
     }
 
@@ -297,8 +356,11 @@ impl Outbox for SledOutbox {
         if from > upto {
             return Ok(Vec::new());
         }
+        self.ensure_open()?;
+        let guard = self.engine();
+        let e = guard.as_ref().expect("engine present outside a reopen");
         let mut out = Vec::with_capacity(max.min(4096));
-        for item in self.tree.range(key(from)..=key(upto)).take(max) {
+        for item in e.tree.range(key(from)..=key(upto)).take(max) {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let seq = seq_of(&k);
             let rec: Record = postcard::from_bytes(&v)
@@ -309,20 +371,23 @@ impl Outbox for SledOutbox {
     }
 
     fn ack(&self, upto: u64) -> Result<(), OutboxError> {
+        self.ensure_open()?;
         let mut st = self.state.lock().unwrap();
         if upto <= st.acked {
             return Ok(());
         }
+        let guard = self.engine();
+        let e = guard.as_ref().expect("engine present outside a reopen");
         let mut batch = sled::Batch::default();
         let (mut n, mut freed) = (0u64, 0u64);
-        for item in self.tree.range(..=key(upto)) {
+        for item in e.tree.range(..=key(upto)) {
             let (k, v) = item.map_err(|e| self.io(e))?;
             freed += (k.len() + v.len()) as u64;
             n += 1;
             batch.remove(k);
         }
         batch.insert(META_ACKED, &upto.to_be_bytes());
-        self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        e.tree.apply_batch(batch).map_err(|e| self.io(e))?;
         st.acked = upto;
         st.depth -= n;
         st.bytes -= freed;
@@ -331,7 +396,8 @@ impl Outbox for SledOutbox {
 
     fn stats(&self) -> OutboxStats {
         let st = self.state.lock().unwrap();
-        let first = self.tree.range(..META_START).next().and_then(|r| r.ok());
+        let guard = self.engine();
+        let first = guard.as_ref().and_then(|e| e.tree.range(..META_START).next()).and_then(|r| r.ok());
         let floor_seq = first.as_ref().map(|(k, _)| seq_of(k)).unwrap_or(st.next_seq);
         let oldest_ts_ms = first.and_then(|(_, v)| postcard::from_bytes::<Record>(&v).ok().map(|r| r.ts_ms));
         OutboxStats {

@@ -15,7 +15,7 @@ use crate::harness::{account, free_port, get_json, metric, now_ms, wait_for, wai
 const FLUSH_MS: i64 = 100;
 const KILL_WINDOW_MS: i64 = FLUSH_MS + 500;
 
-pub const ALL: [&str; 4] = ["broker-outage", "agent-sigkill", "collector-sigkill", "buffer-full"];
+pub const ALL: [&str; 5] = ["broker-outage", "agent-sigkill", "collector-sigkill", "buffer-full", "disk-full"];
 
 pub fn run(name: &str, bins: &Bins) -> Result<Report> {
     match name {
@@ -23,6 +23,7 @@ pub fn run(name: &str, bins: &Bins) -> Result<Report> {
         "agent-sigkill" => agent_sigkill(bins),
         "collector-sigkill" => collector_sigkill(bins),
         "buffer-full" => buffer_full(bins),
+        "disk-full" => disk_full(bins),
         other => bail!("unknown scenario `{other}`; one of {}", ALL.join(", ")),
     }
 }
@@ -33,6 +34,8 @@ struct Options {
     devices: (u32, u32, u32),
     interval: &'static str,
     max_bytes: &'static str,
+    /// Mount a tmpfs of this many KiB for the outbox (needs root).
+    outbox_fs_kib: Option<u32>,
 }
 
 struct World {
@@ -47,6 +50,35 @@ struct World {
     http: u16,
     status: u16,
     counter_log: PathBuf,
+    mount: Option<Mount>,
+}
+
+/// A small tmpfs, so that "disk full" is a real ENOSPC. Unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(at: &Path, kib: u32) -> Result<Mount> {
+        std::fs::create_dir_all(at)?;
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"]).arg(at).status()?;
+        if !ok.success() {
+            bail!("cannot mount a tmpfs at {} (the disk-full scenario needs root)", at.display());
+        }
+        Ok(Mount(at.to_path_buf()))
+    }
+
+    fn grow(&self, kib: u32) -> Result<()> {
+        let ok = Command::new("mount").args(["-o", &format!("remount,size={kib}k")]).arg(&self.0).status()?;
+        if !ok.success() {
+            bail!("cannot grow the tmpfs at {}", self.0.display());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 /// A scratch directory removed at the end unless CITYSENSE_KEEP_FAULTS is set.
@@ -117,6 +149,10 @@ impl World {
             std::fs::read_to_string(&sources)?
         );
         std::fs::write(d.join("agent.toml"), agent_cfg)?;
+        let mut mount = None;
+        if let Some(kib) = o.outbox_fs_kib {
+            mount = Some(Mount::new(&d.join("agent-outbox"), kib)?);
+        }
         Ok(World {
             dir,
             agent_bin: bins.agent.clone(),
@@ -129,6 +165,7 @@ impl World {
             http,
             status,
             counter_log,
+            mount,
         })
     }
 
@@ -191,6 +228,7 @@ impl World {
         if let Some(mut c) = self.collector.take() {
             c.stop()?;
         }
+        self.mount.take();
         Ok(report)
     }
 }
@@ -204,7 +242,7 @@ fn start_mosquitto(conf: &Path, dir: &Path, port: u16) -> Result<Proc> {
 }
 
 fn standard() -> Options {
-    Options { external_broker: false, only_counter: false, devices: (2, 1, 1), interval: "250ms", max_bytes: "64MiB" }
+    Options { external_broker: false, only_counter: false, devices: (2, 1, 1), interval: "250ms", max_bytes: "64MiB", outbox_fs_kib: None }
 }
 
 /// A small deterministic jitter so kills land at varied points of the pipeline.
@@ -293,4 +331,30 @@ fn buffer_full(bins: &Bins) -> Result<Report> {
     w.start_collector()?;
     std::thread::sleep(Duration::from_secs(1));
     w.finish("buffer-full", &[], vec!["max_bytes=16KiB".into()])
+}
+
+/// The outbox's filesystem fills up during an outage: the agent keeps running
+/// and says so in status, holds what it could not write, and carries on once
+/// space returns, losing at most the readings of the flush window in which
+/// the disk filled.
+fn disk_full(bins: &Bins) -> Result<Report> {
+    let opts = Options { devices: (8, 6, 4), interval: "250ms", outbox_fs_kib: Some(2048), ..standard() };
+    let mut w = World::new("disk-full", bins, opts)?;
+    w.start_agent()?;
+    let failing = wait_for("the agent to report the full disk", Duration::from_secs(120), || {
+        let s = w.agent_status().ok()?;
+        s["storage_error"].as_str().filter(|e| e.contains("No space left") || e.contains("StorageFull")).map(|e| (now_ms(), e.to_string()))
+    })?;
+    // Held readings wait in memory; the agent must still answer and keep polling.
+    std::thread::sleep(Duration::from_secs(3));
+    let s = w.agent_status()?;
+    if s["storage_error"].is_null() {
+        bail!("storage error cleared while the disk is still full: {s}");
+    }
+    w.mount.as_ref().unwrap().grow(65536)?;
+    wait_for("the agent to recover once space returns", Duration::from_secs(60), || w.agent_status().ok().filter(|s| s["storage_error"].is_null()).map(|_| ()))?;
+    w.start_collector()?;
+    std::thread::sleep(Duration::from_secs(1));
+    // The flush window before the failure was seen counts like a kill.
+    w.finish("disk-full", &[failing.0], vec![format!("fs=2MiB enospc_seen={}", failing.1.contains("No space left"))])
 }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod health;
 pub mod outbox;
+pub mod probe;
 pub mod source;
 pub mod stats;
 pub mod status;

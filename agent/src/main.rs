@@ -26,6 +26,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Read a live device once and print raw and decoded values: the commissioning tool.
+    Probe {
+        #[command(subcommand)]
+        what: ProbeWhat,
+    },
     /// Move a damaged outbox aside and start a new one after the last seq used.
     ResetOutbox {
         #[arg(long)]
@@ -45,6 +50,67 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ProbeWhat {
+    /// Modbus TCP: ADDR is tcp://HOST:PORT, HOST:PORT or HOST (port 502).
+    Modbus {
+        addr: String,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// holding | input | coil | discrete
+        #[arg(long, default_value = "holding")]
+        table: String,
+        /// First address, 0-based (mbpoll's -r 1 is address 0).
+        #[arg(long, default_value_t = 0)]
+        start: u16,
+        #[arg(long, default_value_t = 10)]
+        count: u16,
+        /// Decode as bool u16 i16 u32 i32 u64 i64 f32 f64, in every word order.
+        #[arg(long = "type")]
+        data_type: Option<String>,
+        /// Mark the word order you expect (ABCD CDAB BADC DCBA).
+        #[arg(long)]
+        order: Option<String>,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+fn probe(what: ProbeWhat) -> ExitCode {
+    let ProbeWhat::Modbus { addr, unit, table, start, count, data_type, order, timeout } = what;
+    let parsed = (|| -> Result<agent::probe::Probe, String> {
+        use agent::source::modbus::{DataType, Table, WordOrder};
+        Ok(agent::probe::Probe {
+            address: agent::probe::Probe::address(&addr)?,
+            unit,
+            table: Table::parse(&table)?,
+            start,
+            count,
+            data_type: data_type.as_deref().map(DataType::parse).transpose()?,
+            order: order.as_deref().map(WordOrder::parse).transpose()?,
+            timeout,
+        })
+    })();
+    let p = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("citysense-agent probe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(p.run()) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("citysense-agent probe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -58,6 +124,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Probe { what } => probe(what),
         Command::ResetOutbox { config } => {
             let cfg = match shared::config::load::<AgentConfig>(&config) {
                 Ok(c) => c,

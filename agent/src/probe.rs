@@ -1,0 +1,134 @@
+//! `citysense-agent probe modbus`: read a live device once and show every
+//! register raw and decoded in each word order side by side, so the order is
+//! read off the screen instead of guessed.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::source::modbus::poller::read_once;
+use crate::source::modbus::{decode_registers, DataType, ModbusAddress, Table, WordOrder};
+
+pub struct Probe {
+    pub address: ModbusAddress,
+    pub unit: u8,
+    pub table: Table,
+    pub start: u16,
+    pub count: u16,
+    pub data_type: Option<DataType>,
+    pub order: Option<WordOrder>,
+    pub timeout: Duration,
+}
+
+impl Probe {
+    /// `ADDR` as `tcp://HOST:PORT`, `HOST:PORT` or `HOST` (port 502).
+    pub fn address(s: &str) -> Result<ModbusAddress, String> {
+        if s.contains("://") {
+            ModbusAddress::parse(s)
+        } else {
+            ModbusAddress::parse(&format!("tcp://{s}"))
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.count == 0 || self.count > self.table.max_per_request() {
+            return Err(format!("--count must be 1..={} for table {}", self.table.max_per_request(), self.table.name()));
+        }
+        if self.start as u32 + self.count as u32 > 65536 {
+            return Err("--start + --count runs past address 65535".into());
+        }
+        match self.data_type {
+            Some(DataType::Bool) if !self.table.is_bits() => Err("--type bool needs --table coil or discrete".into()),
+            Some(t) if self.table.is_bits() && t != DataType::Bool => Err(format!("table {} holds bits: use --type bool or no --type", self.table.name())),
+            Some(t) if t.registers() > self.count => Err(format!("{} needs {} registers: raise --count", t.name(), t.registers())),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn run(&self) -> Result<String, String> {
+        self.check()?;
+        let words = read_once(&self.address, self.unit, self.table, self.start, self.count, self.timeout).await?;
+        Ok(self.render(&words))
+    }
+
+    /// The report for registers already read; pure, so it is tested directly.
+    pub fn render(&self, words: &[u16]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{} unit {} {} {}..{} ({} values)", self.address, self.unit, self.table.name(), self.start, self.start as u32 + self.count as u32 - 1, words.len());
+        if self.table.is_bits() {
+            for (i, w) in words.iter().enumerate() {
+                let _ = writeln!(out, "  {:>5}  {}", self.start as usize + i, if *w != 0 { "on (1)" } else { "off (0)" });
+            }
+            return out;
+        }
+        let _ = writeln!(out, "  {:>5}  {:>6}  {:>6}  {:>6}", "addr", "hex", "u16", "i16");
+        for (i, w) in words.iter().enumerate() {
+            let _ = writeln!(out, "  {:>5}  0x{:04X}  {:>6}  {:>6}", self.start as usize + i, w, w, *w as i16);
+        }
+        let Some(t) = self.data_type else {
+            let _ = writeln!(out, "add --type (u32 i32 f32 u64 i64 f64 ...) to see values decoded in every word order");
+            return out;
+        };
+        let width = t.registers() as usize;
+        let _ = write!(out, "\n  {:>5}", "addr");
+        for o in WordOrder::ALL {
+            let mark = if Some(o) == self.order { "*" } else { "" };
+            let _ = write!(out, "  {:>22}", format!("{} {}{mark}", t.name(), o.name()));
+        }
+        out.push('\n');
+        let mut i = 0;
+        while i + width <= words.len() {
+            let _ = write!(out, "  {:>5}", self.start as usize + i);
+            for o in WordOrder::ALL {
+                let v = decode_registers(&words[i..i + width], t, o);
+                let _ = write!(out, "  {:>22}", format_value(v, t));
+            }
+            out.push('\n');
+            i += width;
+        }
+        if self.order.is_some() {
+            let _ = writeln!(out, "  (* the order given with --order)");
+        }
+        out
+    }
+}
+
+fn format_value(v: f64, t: DataType) -> String {
+    match t {
+        DataType::F32 | DataType::F64 => {
+            if v.is_finite() && v.abs() < 1e12 && (v == 0.0 || v.abs() >= 1e-6) {
+                format!("{v:.6}").trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                format!("{v:.4e}")
+            }
+        }
+        _ => format!("{v:.0}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(t: Option<DataType>, order: Option<WordOrder>) -> Probe {
+        Probe { address: ModbusAddress::Tcp("h:502".into()), unit: 1, table: Table::Holding, start: 0, count: 4, data_type: t, order, timeout: Duration::from_secs(1) }
+    }
+
+    #[test]
+    fn every_order_is_shown_side_by_side_and_the_right_one_reads_plausibly() {
+        let text = probe(Some(DataType::F32), Some(WordOrder::CDAB)).render(&[0xE979, 0x42F6, 0x0000, 0x41A0]);
+        assert!(text.contains("0xE979") && text.contains("59769"), "{text}");
+        assert!(text.contains("f32 CDAB*"), "{text}");
+        let row = text.lines().find(|l| l.trim_start().starts_with("0  ") && l.contains('.')).unwrap();
+        assert!(row.contains("123.456001"), "{row}");
+        assert!(text.lines().any(|l| l.trim_start().starts_with("2 ") && l.contains(" 20 ")), "0x41A00000 is 20.0 in CDAB: {text}");
+    }
+
+    #[test]
+    fn wrong_type_for_the_table_is_refused() {
+        let mut p = probe(Some(DataType::Bool), None);
+        assert!(p.check().unwrap_err().contains("coil or discrete"));
+        p.data_type = Some(DataType::F64);
+        p.count = 2;
+        assert!(p.check().unwrap_err().contains("raise --count"));
+    }
+}

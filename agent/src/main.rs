@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use agent::config::AgentConfig;
 
 #[derive(Parser)]
-#[command(name = "citysense-agent", version, about = "citysense edge agent: reads Modbus and MQTT sensors, buffers durably, forwards to the collector")]
+#[command(name = "citysense-agent", version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("CITYSENSE_GIT_REV"), ")"), about = "citysense edge agent: reads Modbus and MQTT sensors, buffers durably, forwards to the collector")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             };
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-            match rt.block_on(run(cfg)) {
+            match rt.block_on(run(config, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("citysense-agent: {e:#}");
@@ -193,21 +193,47 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    tracing::info!("{}", cfg.summary());
+/// Runs until SIGINT/SIGTERM. SIGHUP reloads the config file: a valid one
+/// replaces the running agent (sources and uplink restart; the outbox is
+/// flushed and reopened, so nothing buffered is lost), an invalid one is
+/// reported line by line and the agent keeps running as it was.
+async fn run(path: PathBuf, mut cfg: AgentConfig) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    let Some(agent) = agent::Agent::start_patiently(cfg, std::time::Duration::from_secs(2), &mut stop).await? else {
-        return Ok(());
-    };
-    println!("citysense-agent: status on http://{}", agent.status_addr);
-    let _ = stop.wait_for(|s| *s).await;
-    tracing::info!("stopping: flushing the outbox");
-    agent.shutdown().await;
-    Ok(())
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tracing::info!("{}", cfg.summary());
+        let Some(agent) = agent::Agent::start_patiently(cfg.clone(), std::time::Duration::from_secs(2), &mut stop).await? else {
+            return Ok(());
+        };
+        println!("citysense-agent: status on http://{}", agent.status_addr);
+        let next = loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break None,
+                _ = hup.recv() => match shared::config::load::<AgentConfig>(&path) {
+                    Ok(new) => break Some(new),
+                    Err(d) => {
+                        for line in d.0 {
+                            tracing::error!("reload refused, keeping the running config: {line}");
+                        }
+                    }
+                },
+            }
+        };
+        tracing::info!("stopping: flushing the outbox");
+        agent.shutdown().await;
+        match next {
+            Some(new) => {
+                tracing::info!("reloading {}", path.display());
+                cfg = new;
+            }
+            None => return Ok(()),
+        }
+    }
 }
 
 fn init_tracing() {

@@ -134,3 +134,10 @@ fn collector_check_passes_the_example_and_rejects_mistakes() {
     assert!(err.contains("sensor[1].id: `aq-001` is already catalogued as sensor[0]"), "{err}");
     assert!(err.contains("sensor[2].lat: must be between -90 and 90"), "{err}");
 }
+
+#[test]
+fn version_names_the_git_revision() {
+    let out = Command::new(env!("CARGO_BIN_EXE_citysense-agent")).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("citysense-agent ") && text.contains("(git "), "{text}");
+}

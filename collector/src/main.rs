@@ -10,7 +10,7 @@ use collector::demo::{Demo, DemoOptions};
 use collector::Collector;
 
 #[derive(Parser)]
-#[command(name = "citysense-collector", version, about = "citysense collector: the city brain's ingest, store and API")]
+#[command(name = "citysense-collector", version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("CITYSENSE_GIT_REV"), ")"), about = "citysense collector: the city brain's ingest, store and API")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

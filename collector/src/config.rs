@@ -39,11 +39,14 @@ pub struct MqttConfig {
     pub max_packet: ByteSize,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// With several collectors on one broker: batches are spread across the
+    /// collectors of this group (an MQTT v5 / Mosquitto shared subscription).
+    pub shared_group: Option<String>,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None }
+        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None }
     }
 }
 
@@ -143,6 +146,11 @@ impl Validate for CollectorConfig {
         } else if let Some(l) = &self.mqtt.listen {
             if l.parse::<SocketAddr>().is_err() {
                 p.push(Problem::new("mqtt.listen", format!("`{l}` is not IP:PORT")));
+            }
+        }
+        if let Some(g) = &self.mqtt.shared_group {
+            if !valid_id(g) {
+                p.push(Problem::new("mqtt.shared_group", format!("`{g}` is not a valid group name")));
             }
         }
         if self.mqtt.max_packet.0 < 16 * 1024 || self.mqtt.max_packet.0 > 256 << 20 {

@@ -80,7 +80,11 @@ impl Collector {
         let (tx, rx) = mpsc::channel::<Incoming>(1024);
         let ingest = Ingest::new(store.clone(), registry.clone(), client.clone())?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
-        tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), client.clone(), eventloop, tx, registry.clone(), shutdown_rx.clone())));
+        let up_filter = match &config.mqtt.shared_group {
+            Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),
+            None => topics::UP_FILTER.to_string(),
+        };
+        tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), up_filter, client.clone(), eventloop, tx, registry.clone(), shutdown_rx.clone())));
 
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
@@ -115,6 +119,7 @@ impl Collector {
 /// connection rather than growing memory), `state` and `health` to the registry.
 async fn mqtt_loop(
     broker: String,
+    up_filter: String,
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     ingest: mpsc::Sender<Incoming>,
@@ -131,7 +136,7 @@ async fn mqtt_loop(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(%broker, "collector connected to broker");
-                for (filter, qos) in [(topics::UP_FILTER, QoS::AtLeastOnce), (topics::STATE_FILTER, QoS::AtLeastOnce), (topics::HEALTH_FILTER, QoS::AtMostOnce)] {
+                for (filter, qos) in [(up_filter.as_str(), QoS::AtLeastOnce), (topics::STATE_FILTER, QoS::AtLeastOnce), (topics::HEALTH_FILTER, QoS::AtMostOnce)] {
                     if let Err(e) = client.subscribe(filter, qos).await {
                         tracing::error!("cannot subscribe to {filter}: {e}");
                     }

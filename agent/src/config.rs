@@ -252,7 +252,25 @@ impl Validate for AgentConfig {
             p.push(Problem::new("", "no [[modbus]] or [[mqtt]] source: the agent would read nothing"));
         }
         let mut sensors: HashMap<&str, usize> = HashMap::new();
+        // Devices on one serial line must agree on its settings and use distinct units.
+        let mut lines: HashMap<String, (usize, crate::source::modbus::Serial)> = HashMap::new();
+        let mut units: HashMap<(String, u8), usize> = HashMap::new();
         for (i, d) in self.modbus.iter().enumerate() {
+            if let Ok(ModbusAddress::Rtu(serial)) = ModbusAddress::parse(&d.address) {
+                match lines.get(&serial.path) {
+                    Some((first, s)) if *s != serial => p.push(Problem::new(
+                        format!("modbus[{i}].address"),
+                        format!("serial line {} is set up differently by modbus[{first}]: every device on one line shares baud, parity and stop bits", serial.path),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        lines.insert(serial.path.clone(), (i, serial.clone()));
+                    }
+                }
+                if let Some(first) = units.insert((serial.path.clone(), d.unit), i) {
+                    p.push(Problem::new(format!("modbus[{i}].unit"), format!("unit {} on {} is already modbus[{first}]", d.unit, serial.path)));
+                }
+            }
             let path = format!("modbus[{i}]");
             if let Some(first) = sensors.insert(&d.sensor, i) {
                 p.push(Problem::new(format!("{path}.sensor"), format!("`{}` is already used by modbus[{first}]", d.sensor)));

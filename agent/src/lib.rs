@@ -111,11 +111,19 @@ impl Agent {
         tasks.push(uplink_task);
 
         let mut devices = Vec::new();
+        // Devices on one serial line share it: one task per line, one per TCP device.
+        let mut buses: std::collections::BTreeMap<String, Vec<source::modbus::poller::Poller>> = Default::default();
         for d in &config.modbus {
             let stats = Arc::new(DeviceStats::new(&d.sensor));
             devices.push(stats.clone());
             let poller = source::modbus::poller::Poller::new(d, stats).map_err(anyhow::Error::msg)?;
-            tasks.push(tokio::spawn(poller.run(sink.clone(), paused.clone(), shutdown.clone())));
+            match &poller.address {
+                source::modbus::ModbusAddress::Rtu(serial) => buses.entry(serial.path.clone()).or_default().push(poller),
+                source::modbus::ModbusAddress::Tcp(_) => tasks.push(tokio::spawn(poller.run(sink.clone(), paused.clone(), shutdown.clone()))),
+            }
+        }
+        for (_, bus) in buses {
+            tasks.push(tokio::spawn(source::modbus::poller::run_bus(bus, sink.clone(), paused.clone(), shutdown.clone())));
         }
         for (i, m) in config.mqtt.iter().enumerate() {
             let stats = Arc::new(DeviceStats::new(format!("mqtt[{i}] {}", m.topic)));

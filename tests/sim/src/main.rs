@@ -42,6 +42,14 @@ struct Cli {
     /// Write every served counter value to FILE as `SENSOR VALUE TS_MS` lines.
     #[arg(long)]
     counter_log: Option<PathBuf>,
+    /// Also serve every Modbus device over RTU on this serial device or pty, as units 1..=N.
+    #[arg(long)]
+    rtu: Option<PathBuf>,
+    /// The other end of the --rtu line (e.g. socat's second pty), written into --write-sources.
+    #[arg(long)]
+    rtu_link: Option<PathBuf>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
     /// Give device N the port BASE+N instead of any free port.
     #[arg(long)]
     base_port: Option<u16>,
@@ -60,6 +68,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let plan = City { air: cli.air, traffic: cli.traffic, water: cli.water, noise: cli.noise };
     let city = RunningCity::start_with(plan, mqtt, cli.noise_every, cli.base_port, cli.counter_log.as_deref()).await?;
+    if let Some(path) = &cli.rtu {
+        let devices = city.devices.iter().map(|d| d.device.clone()).collect();
+        sim::modbus::serve_rtu(&path.display().to_string(), cli.baud, devices)?;
+        eprintln!("serving {} devices over RTU on {} (units 1..={})", city.devices.len(), path.display(), city.devices.len());
+    }
     for f in &cli.force {
         let (s, m, v) = Control::parse_force(f).map_err(anyhow::Error::msg)?;
         city.control.force(&s, &m, v);
@@ -75,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(path) = &cli.write_sources {
         let devices: Vec<_> = city.devices.iter().collect();
-        let mut text = run::modbus_toml_where(&devices, cli.interval, |p| !cli.only_counter || p.metric == "counter");
+        let rtu_line = cli.rtu.as_ref().map(|p| format!("rtu://{}?baud={}", cli.rtu_link.as_ref().unwrap_or(p).display(), cli.baud));
+        let mut text = run::modbus_toml_where(&devices, cli.interval, rtu_line.as_deref(), |p| !cli.only_counter || p.metric == "counter");
         if let (Some(u), false) = (&cli.mqtt, cli.only_counter) {
             text.push_str(&run::noise_toml(u));
         }

@@ -162,3 +162,45 @@ fn spawn_server(listener: TcpListener, device: Arc<Device>) -> JoinHandle<()> {
         }
     })
 }
+
+/// Every device of one serial line, answering by unit id (position + 1).
+#[derive(Clone)]
+struct Bus(Arc<Vec<Arc<Device>>>);
+
+impl tokio_modbus::server::Service for Bus {
+    type Request = tokio_modbus::SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = std::future::Ready<Result<Option<Response>, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let unit = req.slave as usize;
+        // An absent or silent unit does not answer at all, as on a real bus.
+        let Some(dev) = unit.checked_sub(1).and_then(|i| self.0.get(i)).filter(|d| !d.control.is_silent(&d.spec.id)) else {
+            return std::future::ready(Ok(None));
+        };
+        let bits = |w: Vec<u16>| w.into_iter().map(|x| x != 0).collect::<Vec<bool>>();
+        let answer = match req.request {
+            Request::ReadHoldingRegisters(a, n) => dev.read("holding", a, n).map(Response::ReadHoldingRegisters),
+            Request::ReadInputRegisters(a, n) => dev.read("input", a, n).map(Response::ReadInputRegisters),
+            Request::ReadCoils(a, n) => dev.read("coil", a, n).map(|w| Response::ReadCoils(bits(w))),
+            Request::ReadDiscreteInputs(a, n) => dev.read("discrete", a, n).map(|w| Response::ReadDiscreteInputs(bits(w))),
+            _ => Err(ExceptionCode::IllegalFunction),
+        };
+        std::future::ready(answer.map(Some))
+    }
+}
+
+/// Serves `devices` as units 1..=N of a Modbus RTU line on the serial device
+/// (or pty) at `path`.
+pub fn serve_rtu(path: &str, baud: u32, devices: Vec<Arc<Device>>) -> std::io::Result<JoinHandle<()>> {
+    use tokio_serial::SerialPortBuilderExt;
+    let port = tokio_serial::new(path, baud).open_native_async().map_err(std::io::Error::other)?;
+    let server = tokio_modbus::server::rtu::Server::new(port);
+    let path = path.to_string();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.serve_forever(Bus(Arc::new(devices))).await {
+            tracing::error!("sim RTU server on {path} stopped: {e}");
+        }
+    }))
+}

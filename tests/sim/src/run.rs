@@ -78,20 +78,25 @@ impl Drop for RunningCity {
 /// `[[modbus]]` tables that read `devices` every `interval`: the same text a
 /// technician would write, so demos and tests go through the real config path.
 pub fn modbus_toml(devices: &[&RunningDevice], interval: Duration) -> String {
-    modbus_toml_where(devices, interval, |_| true)
+    modbus_toml_where(devices, interval, None, |_| true)
 }
 
-/// As `modbus_toml`, with only the points `keep` accepts.
-pub fn modbus_toml_where(devices: &[&RunningDevice], interval: Duration, keep: impl Fn(&PointSpec) -> bool) -> String {
+/// As `modbus_toml`, with only the points `keep` accepts, and the devices
+/// reached over the serial line `rtu` (`rtu://PATH?...`, units 1..=N in
+/// order) instead of TCP when given.
+pub fn modbus_toml_where(devices: &[&RunningDevice], interval: Duration, rtu: Option<&str>, keep: impl Fn(&PointSpec) -> bool) -> String {
     let mut out = String::new();
     let every = humantime_ms(interval);
-    for d in devices {
+    for (i, d) in devices.iter().enumerate() {
         let spec = &d.device.spec;
+        let (address, unit) = match rtu {
+            Some(line) => (line.to_string(), i + 1),
+            None => (format!("tcp://{}", d.addr), 1),
+        };
         let _ = writeln!(
             out,
-            "[[modbus]]\nsensor = \"{}\"\naddress = \"tcp://{}\"\nunit = 1\ninterval = \"{every}\"\ntimeout = \"{}\"\nretries = 1",
+            "[[modbus]]\nsensor = \"{}\"\naddress = \"{address}\"\nunit = {unit}\ninterval = \"{every}\"\ntimeout = \"{}\"\nretries = 1",
             spec.id,
-            d.addr,
             humantime_ms(interval.min(Duration::from_secs(1)))
         );
         for p in d.device.points.iter().filter(|p| keep(p)) {

@@ -5,6 +5,63 @@ use std::net::SocketAddr;
 pub enum ModbusAddress {
     /// `tcp://HOST:PORT` (port 502 when omitted).
     Tcp(String),
+    /// `rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1&data=8`.
+    Rtu(Serial),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// A serial line; every device on one `path` shares one bus and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serial {
+    pub path: String,
+    pub baud: u32,
+    pub parity: Parity,
+    pub stop_bits: u8,
+    pub data_bits: u8,
+}
+
+impl Serial {
+    /// The silence a frame must be followed by (3.5 character times, at least
+    /// 1.75 ms above 19200 baud, as the Modbus serial line spec sets).
+    pub fn inter_frame_gap(&self) -> std::time::Duration {
+        let bits_per_char = 1 + self.data_bits as u32 + u32::from(self.parity != Parity::None) + self.stop_bits as u32;
+        let micros = if self.baud > 19_200 { 1_750 } else { 3_500_000 * bits_per_char as u64 / self.baud as u64 };
+        std::time::Duration::from_micros(micros.max(1_750))
+    }
+
+    fn parse(s: &str, rest: &str) -> Result<Serial, String> {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() || !path.starts_with('/') {
+            return Err(format!("`{s}`: write rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1"));
+        }
+        let mut serial = Serial { path: path.to_string(), baud: 9600, parity: Parity::None, stop_bits: 1, data_bits: 8 };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| format!("`{pair}` in `{s}` is not KEY=VALUE"))?;
+            match k {
+                "baud" => {
+                    serial.baud = v.parse().ok().filter(|b| (300..=921_600).contains(b)).ok_or_else(|| format!("baud `{v}` in `{s}` is not a rate from 300 to 921600"))?
+                }
+                "parity" => {
+                    serial.parity = match v {
+                        "N" | "n" | "none" => Parity::None,
+                        "E" | "e" | "even" => Parity::Even,
+                        "O" | "o" | "odd" => Parity::Odd,
+                        _ => return Err(format!("parity `{v}` in `{s}` is not N, E or O")),
+                    }
+                }
+                "stop" => serial.stop_bits = v.parse().ok().filter(|b| *b == 1 || *b == 2).ok_or_else(|| format!("stop `{v}` in `{s}` is not 1 or 2"))?,
+                "data" => serial.data_bits = v.parse().ok().filter(|b| *b == 7 || *b == 8).ok_or_else(|| format!("data `{v}` in `{s}` is not 7 or 8"))?,
+                _ => return Err(format!("unknown setting `{k}` in `{s}`; use baud, parity, stop, data")),
+            }
+        }
+        Ok(serial)
+    }
 }
 
 impl ModbusAddress {
@@ -24,20 +81,21 @@ impl ModbusAddress {
                 Ok(p) if p > 0 => Ok(ModbusAddress::Tcp(with_port)),
                 _ => Err(format!("port `{port}` in `{s}` is not a number from 1 to 65535")),
             }
-        } else if s.starts_with("rtu://") {
-            Err(format!("`{s}`: Modbus RTU over serial is not supported by this build yet; use tcp://HOST:PORT"))
+        } else if let Some(rest) = s.strip_prefix("rtu://") {
+            Serial::parse(s, rest).map(ModbusAddress::Rtu)
         } else {
-            Err(format!("`{s}` is not a Modbus address; write tcp://HOST:PORT"))
+            Err(format!("`{s}` is not a Modbus address; write tcp://HOST:PORT or rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1"))
         }
     }
 
-    /// Resolves the host now, so a DNS failure is reported as the device's error.
+    /// Resolves a TCP host now, so a DNS failure is reported as the device's error.
     pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
         match self {
             ModbusAddress::Tcp(hp) => tokio::net::lookup_host(hp.as_str())
                 .await?
                 .next()
                 .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{hp} resolves to no address"))),
+            ModbusAddress::Rtu(s) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is a serial line", s.path))),
         }
     }
 }
@@ -46,6 +104,14 @@ impl std::fmt::Display for ModbusAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ModbusAddress::Tcp(hp) => write!(f, "tcp://{hp}"),
+            ModbusAddress::Rtu(s) => {
+                let p = match s.parity {
+                    Parity::None => 'N',
+                    Parity::Even => 'E',
+                    Parity::Odd => 'O',
+                };
+                write!(f, "rtu://{}?baud={}&parity={p}&stop={}", s.path, s.baud, s.stop_bits)
+            }
         }
     }
 }
@@ -61,5 +127,26 @@ mod tests {
         assert!(ModbusAddress::parse("tcp://:502").is_err());
         assert!(ModbusAddress::parse("tcp://h:70000").is_err());
         assert!(ModbusAddress::parse("udp://h:1").is_err());
+    }
+
+    #[test]
+    fn rtu_addresses_parse_with_serial_settings() {
+        let ModbusAddress::Rtu(s) = ModbusAddress::parse("rtu:///dev/ttyUSB0?baud=19200&parity=E&stop=2").unwrap() else { panic!() };
+        assert_eq!((s.path.as_str(), s.baud, s.parity, s.stop_bits, s.data_bits), ("/dev/ttyUSB0", 19200, Parity::Even, 2, 8));
+        let ModbusAddress::Rtu(d) = ModbusAddress::parse("rtu:///dev/ttyS1").unwrap() else { panic!() };
+        assert_eq!((d.baud, d.parity, d.stop_bits), (9600, Parity::None, 1));
+        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?baud=12").unwrap_err().contains("baud"));
+        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?parity=X").unwrap_err().contains("parity"));
+        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?speed=9600").unwrap_err().contains("unknown setting"));
+        assert!(ModbusAddress::parse("rtu://ttyS1").is_err());
+    }
+
+    #[test]
+    fn inter_frame_gap_follows_the_baud_rate() {
+        let ModbusAddress::Rtu(s) = ModbusAddress::parse("rtu:///dev/x?baud=9600").unwrap() else { panic!() };
+        // 3.5 chars of 10 bits at 9600 baud is about 3.6 ms.
+        assert!((3_500..3_700).contains(&s.inter_frame_gap().as_micros()), "{:?}", s.inter_frame_gap());
+        let ModbusAddress::Rtu(f) = ModbusAddress::parse("rtu:///dev/x?baud=115200").unwrap() else { panic!() };
+        assert_eq!(f.inter_frame_gap().as_micros(), 1_750);
     }
 }

@@ -1,31 +1,25 @@
-//! `Poller`: one task per Modbus TCP device. A device that is slow, refuses
-//! connections or answers with exceptions only ever delays its own task.
+//! Polling. A `Link` is one connection (a TCP socket or a serial bus); a
+//! `Poller` is one device and its register map. Each TCP device gets its own
+//! task and link, so a slow or dead device only delays itself. Devices on one
+//! serial line share a link and a task (`run_bus`): requests never overlap on
+//! the wire, a silent unit costs only its own timeout, and the others go on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::{timeout, MissedTickBehavior};
+use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
 
+use super::address::{Parity, Serial};
 use super::register_map::{RegisterMap, Request, Table};
 use super::{exception_name, ModbusAddress};
 use crate::config::ModbusDevice;
 use crate::source::NewReading;
 use crate::stats::DeviceStats;
 use shared::Quality;
-
-pub struct Poller {
-    sensor: String,
-    address: ModbusAddress,
-    unit: u8,
-    interval: Duration,
-    timeout: Duration,
-    retries: u32,
-    map: RegisterMap,
-    stats: Arc<DeviceStats>,
-}
 
 /// Why one read failed, worded for the person reading the log.
 #[derive(Debug)]
@@ -34,6 +28,89 @@ enum ReadError {
     Exception(tokio_modbus::ExceptionCode),
     /// No usable answer: the connection is dropped and made again.
     Transport(String),
+}
+
+/// One connection to devices: opened on first use, dropped after a transport
+/// error (on a serial line a late answer would otherwise be read as the next one).
+pub struct Link {
+    address: ModbusAddress,
+    ctx: Option<Context>,
+}
+
+impl Link {
+    pub fn new(address: ModbusAddress) -> Link {
+        Link { address, ctx: None }
+    }
+
+    async fn context(&mut self, unit: u8, limit: Duration) -> Result<&mut Context, ReadError> {
+        if self.ctx.is_none() {
+            let ctx = match &self.address {
+                ModbusAddress::Tcp(_) => {
+                    let addr = self.address.resolve().await.map_err(|e| ReadError::Transport(format!("cannot resolve: {e}")))?;
+                    timeout(limit, tokio_modbus::client::tcp::connect_slave(addr, Slave(unit)))
+                        .await
+                        .map_err(|_| ReadError::Transport(format!("connect timed out after {limit:?}")))?
+                        .map_err(|e| ReadError::Transport(format!("cannot connect: {e}")))?
+                }
+                ModbusAddress::Rtu(serial) => {
+                    let port = open_serial(serial).map_err(|e| ReadError::Transport(format!("cannot open {}: {e}", serial.path)))?;
+                    tokio_modbus::client::rtu::attach_slave(port, Slave(unit))
+                }
+            };
+            self.ctx = Some(ctx);
+        }
+        let ctx = self.ctx.as_mut().expect("opened above");
+        ctx.set_slave(Slave(unit));
+        Ok(ctx)
+    }
+
+    fn reset(&mut self) {
+        self.ctx = None;
+    }
+
+    /// Silence owed to the line after a frame.
+    fn gap(&self) -> Duration {
+        match &self.address {
+            ModbusAddress::Tcp(_) => Duration::ZERO,
+            ModbusAddress::Rtu(s) => s.inter_frame_gap(),
+        }
+    }
+
+    async fn read(&mut self, unit: u8, table: Table, start: u16, count: u16, limit: Duration) -> Result<Vec<u16>, ReadError> {
+        let gap = self.gap();
+        let ctx = self.context(unit, limit).await?;
+        let result = read_table(ctx, table, start, count, limit).await;
+        if matches!(result, Err(ReadError::Transport(_))) {
+            self.reset();
+        }
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        result
+    }
+}
+
+fn open_serial(s: &Serial) -> tokio_serial::Result<tokio_serial::SerialStream> {
+    use tokio_serial::SerialPortBuilderExt;
+    let parity = match s.parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Even => tokio_serial::Parity::Even,
+        Parity::Odd => tokio_serial::Parity::Odd,
+    };
+    let stop = if s.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+    let data = if s.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight };
+    tokio_serial::new(&s.path, s.baud).parity(parity).stop_bits(stop).data_bits(data).open_native_async()
+}
+
+pub struct Poller {
+    pub sensor: String,
+    pub address: ModbusAddress,
+    unit: u8,
+    pub interval: Duration,
+    timeout: Duration,
+    retries: u32,
+    map: RegisterMap,
+    stats: Arc<DeviceStats>,
 }
 
 impl Poller {
@@ -50,13 +127,13 @@ impl Poller {
         })
     }
 
-    /// Polls until `shutdown` turns true. While `paused` is true (the outbox is
-    /// full under `stop_polling`) it skips polls rather than produce readings
-    /// that would have nowhere to go.
+    /// Polls one TCP device on its own link until `shutdown` turns true. While
+    /// `paused` is true (the outbox is full under `stop_polling`) it skips polls
+    /// rather than produce readings that would have nowhere to go.
     pub async fn run(self, sink: mpsc::Sender<Vec<NewReading>>, paused: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+        let mut link = Link::new(self.address.clone());
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut ctx: Option<Context> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -68,29 +145,28 @@ impl Poller {
             if *paused.borrow() {
                 continue;
             }
-            let readings = self.poll_once(&mut ctx).await;
+            let readings = self.poll_once(&mut link).await;
             if !readings.is_empty() && sink.send(readings).await.is_err() {
                 return;
             }
         }
     }
 
-    async fn poll_once(&self, ctx: &mut Option<Context>) -> Vec<NewReading> {
+    async fn poll_once(&self, link: &mut Link) -> Vec<NewReading> {
         let mut out = Vec::new();
         let mut failed = 0;
         for request in &self.map.requests {
-            match self.read_with_retries(ctx, request).await {
+            match self.read_with_retries(link, request).await {
                 Ok(words) => {
                     let ts_ms = shared::now_ms();
                     for (i, value) in self.map.decode(request, &words) {
-                        let quality = if value.is_finite() { Quality::Good } else { Quality::Bad };
-                        if quality == Quality::Bad {
+                        if !value.is_finite() {
                             // A NaN/inf register image is how many devices flag a failed
                             // sensor element; it has no value to send, so it is counted.
                             self.stats.error(format!("{}: {} decoded to a non-finite value", self.sensor, self.map.points[i].metric));
                             continue;
                         }
-                        out.push(NewReading { sensor: self.sensor.clone(), metric: self.map.points[i].metric.clone(), ts_ms, value, quality });
+                        out.push(NewReading { sensor: self.sensor.clone(), metric: self.map.points[i].metric.clone(), ts_ms, value, quality: Quality::Good });
                     }
                 }
                 Err(message) => {
@@ -106,7 +182,7 @@ impl Poller {
         out
     }
 
-    async fn read_with_retries(&self, ctx: &mut Option<Context>, request: &Request) -> Result<Vec<u16>, String> {
+    async fn read_with_retries(&self, link: &mut Link, request: &Request) -> Result<Vec<u16>, String> {
         let mut backoff = Duration::from_millis(50);
         let mut last = String::new();
         for attempt in 0..=self.retries {
@@ -114,34 +190,47 @@ impl Poller {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(self.interval / 2);
             }
-            match self.read(ctx, request).await {
+            match link.read(self.unit, request.table, request.start, request.count, self.timeout).await {
                 Ok(words) => return Ok(words),
                 Err(ReadError::Exception(code)) => {
-                    last = format!("{} {} {}+{}: {}", self.address, request.table.name(), request.start, request.count, exception_name(code));
+                    last = format!("{} unit {} {} {}+{}: {}", self.address, self.unit, request.table.name(), request.start, request.count, exception_name(code));
                     if code != tokio_modbus::ExceptionCode::ServerDeviceBusy {
                         break;
                     }
                 }
                 Err(ReadError::Transport(e)) => {
-                    *ctx = None;
                     last = format!("{} unit {} {} {}+{}: {e}", self.address, self.unit, request.table.name(), request.start, request.count);
                 }
             }
         }
         Err(last)
     }
+}
 
-    async fn read(&self, ctx: &mut Option<Context>, request: &Request) -> Result<Vec<u16>, ReadError> {
-        if ctx.is_none() {
-            let addr = self.address.resolve().await.map_err(|e| ReadError::Transport(format!("cannot resolve: {e}")))?;
-            let c = timeout(self.timeout, tokio_modbus::client::tcp::connect_slave(addr, Slave(self.unit)))
-                .await
-                .map_err(|_| ReadError::Transport(format!("connect timed out after {:?}", self.timeout)))?
-                .map_err(|e| ReadError::Transport(format!("cannot connect: {e}")))?;
-            *ctx = Some(c);
+/// Polls every device of one serial line in turn on one link, each on its own
+/// schedule: the device due first goes next.
+pub async fn run_bus(devices: Vec<Poller>, sink: mpsc::Sender<Vec<NewReading>>, paused: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+    let Some(first) = devices.first() else { return };
+    let mut link = Link::new(first.address.clone());
+    let mut due: Vec<Instant> = vec![Instant::now(); devices.len()];
+    loop {
+        let (i, at) = due.iter().copied().enumerate().min_by_key(|(_, t)| *t).expect("a bus has devices");
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = shutdown.changed() => return,
         }
-        let c = ctx.as_mut().expect("connected above");
-        read_table(c, request.table, request.start, request.count, self.timeout).await
+        if *shutdown.borrow() {
+            return;
+        }
+        let d = &devices[i];
+        due[i] = (at + d.interval).max(Instant::now());
+        if *paused.borrow() {
+            continue;
+        }
+        let readings = d.poll_once(&mut link).await;
+        if !readings.is_empty() && sink.send(readings).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -168,12 +257,8 @@ async fn read_table(c: &mut Context, table: Table, start: u16, count: u16, limit
 
 /// Reads once outside any schedule: the commissioning path of `probe`.
 pub async fn read_once(address: &ModbusAddress, unit: u8, table: Table, start: u16, count: u16, limit: Duration) -> Result<Vec<u16>, String> {
-    let addr = address.resolve().await.map_err(|e| format!("{address}: cannot resolve: {e}"))?;
-    let mut c = timeout(limit, tokio_modbus::client::tcp::connect_slave(addr, Slave(unit)))
-        .await
-        .map_err(|_| format!("{address}: connect timed out after {limit:?}"))?
-        .map_err(|e| format!("{address}: cannot connect: {e}"))?;
-    read_table(&mut c, table, start, count, limit).await.map_err(|e| match e {
+    let mut link = Link::new(address.clone());
+    link.read(unit, table, start, count, limit).await.map_err(|e| match e {
         ReadError::Exception(code) => format!("{address} unit {unit}: {}", exception_name(code)),
         ReadError::Transport(m) => format!("{address} unit {unit}: {m}"),
     })

@@ -200,6 +200,35 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// What will be polled, one line per device and source: `check --verbose`.
+    pub fn plan(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in &self.modbus {
+            let map = crate::source::modbus::RegisterMap::plan(d.point.iter().map(Into::into).collect(), d.max_gap);
+            let requests: Vec<String> = map.requests.iter().map(|r| format!("{} {}+{}", r.table.name(), r.start, r.count)).collect();
+            let metrics: Vec<&str> = d.point.iter().map(|p| p.metric.as_str()).collect();
+            out.push(format!(
+                "{} at {} unit {} every {} (timeout {}, {} retries): {} in {} request(s): {}",
+                d.sensor,
+                d.address,
+                d.unit,
+                humantime::format_duration(d.interval.0),
+                humantime::format_duration(d.timeout.0),
+                d.retries,
+                metrics.join(", "),
+                requests.len(),
+                requests.join(", ")
+            ));
+        }
+        for (i, m) in self.mqtt.iter().enumerate() {
+            let fields: Vec<String> = m.fields.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            out.push(format!("mqtt[{i}] {} topic {} sensor {}: {}", m.broker, m.topic, m.sensor, fields.join(", ")));
+        }
+        out
+    }
+}
+
 fn check_file(problems: &mut Vec<Problem>, base: &Path, path: &str, file: &Option<PathBuf>) {
     if let Some(f) = file {
         let full = base.join(f);

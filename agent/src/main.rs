@@ -25,6 +25,9 @@ enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// Also list, per device, the metrics and the read requests that will be made.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Read a live device once and print raw and decoded values: the commissioning tool.
     Probe {
@@ -114,9 +117,14 @@ fn probe(what: ProbeWhat) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match shared::config::load::<AgentConfig>(&config) {
+        Command::Check { config, verbose } => match shared::config::load::<AgentConfig>(&config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());
+                if verbose {
+                    for line in c.plan() {
+                        println!("  {line}");
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(d) => {

@@ -141,3 +141,15 @@ fn version_names_the_git_revision() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("citysense-agent ") && text.contains("(git "), "{text}");
 }
+
+#[test]
+fn verbose_check_lists_what_will_be_polled() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, example()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_citysense-agent")).args(["check", "--verbose", "--config"]).arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("aq-001 at tcp://10.20.1.11:502 unit 1 every 5s (timeout 1s, 2 retries): pm25, pm10, no2, temperature_c in 1 request(s): holding 0+7"), "{text}");
+    assert!(text.contains("mqtt[0] mqtt://127.0.0.1:1884 topic sensors/noise/+ sensor topic:2: noise_laeq = laeq"), "{text}");
+}

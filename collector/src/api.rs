@@ -9,7 +9,8 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::Path;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -23,7 +24,11 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub catalogue: Arc<Vec<SensorEntry>>,
+    pub alerting: Arc<crate::alerting::Alerting>,
+    pub feed: crate::feed::Bus,
     pub started: std::time::Instant,
+    /// Turns true when the collector stops: long-lived streams end on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -34,11 +39,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/series", get(series))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{id}/ack", post(ack))
+        .route("/api/v1/alerts/{id}/resolve", post(resolve))
+        .route("/api/v1/rules", get(rules).post(add_rule))
+        .route("/api/v1/rules/{id}", delete(delete_rule))
+        .route("/api/v1/stream", get(crate::feed::sse::stream))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see README for the API".into()) })
         .with_state(state)
 }
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -46,7 +57,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -73,10 +84,16 @@ async fn metrics(State(st): State<AppState>) -> Response {
     counter("citysense_readings_duplicate_total", "Readings received again and not stored twice.", c.duplicate.load(Relaxed));
     counter("citysense_readings_dropped_at_agent_total", "Readings agents reported dropped before sending (buffer full).", c.skipped.load(Relaxed));
     counter("citysense_store_errors_total", "Store writes that failed (batches left unacknowledged).", c.store_errors.load(Relaxed));
+    counter("citysense_rules_lagged_total", "Batches of stored readings the alert engine could not take in time.", c.rules_lagged.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_batches_rejected_total Batches rejected, by reason.\n# TYPE citysense_batches_rejected_total counter");
     let rejected = c.rejected.read().unwrap().clone();
     for reason in ["undecodable", "unknown_version", "too_large", "invalid", "gateway_mismatch"] {
         let _ = writeln!(out, "citysense_batches_rejected_total{{reason=\"{reason}\"}} {}", rejected.get(reason).copied().unwrap_or(0));
+    }
+    let _ = writeln!(out, "# HELP citysense_alerts Alerts by state (resolved: all kept in history).\n# TYPE citysense_alerts gauge");
+    for state in [crate::rules::State::Firing, crate::rules::State::Acknowledged, crate::rules::State::Resolved] {
+        let n = st.alerting.alerts(|a| a.state == state).len();
+        let _ = writeln!(out, "citysense_alerts{{state=\"{}\"}} {n}", state.as_str());
     }
     let _ = writeln!(out, "# HELP citysense_gateway_lag_seconds Ingest time minus the newest reading's time at the last batch.\n# TYPE citysense_gateway_lag_seconds gauge");
     let gws = st.registry.gateways();
@@ -281,6 +298,99 @@ async fn series(State(st): State<AppState>, Query(q): Query<HashMap<String, Stri
         }
     };
     Ok(Json(body))
+}
+
+async fn alerts(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Vec<crate::rules::Alert>>, ApiError> {
+    for k in q.keys() {
+        if !["state", "severity", "sensor"].contains(&k.as_str()) {
+            return Err(bad(format!("unknown parameter `{k}`; use state, severity, sensor")));
+        }
+    }
+    let state = q.get("state").map(|s| match s.as_str() {
+        "firing" => Ok(vec![crate::rules::State::Firing]),
+        "acknowledged" => Ok(vec![crate::rules::State::Acknowledged]),
+        "resolved" => Ok(vec![crate::rules::State::Resolved]),
+        "open" => Ok(vec![crate::rules::State::Firing, crate::rules::State::Acknowledged]),
+        other => Err(bad(format!("state `{other}` is not firing, acknowledged, resolved or open"))),
+    });
+    let state = state.transpose()?;
+    let severity = q
+        .get("severity")
+        .map(|s| serde_json::from_value::<crate::rules::Severity>(Value::String(s.clone())).map_err(|_| bad(format!("severity `{s}` is not info, warning, critical or emergency"))))
+        .transpose()?;
+    let sensor = q.get("sensor").cloned();
+    Ok(Json(st.alerting.alerts(|a| {
+        state.as_ref().is_none_or(|s| s.contains(&a.state)) && severity.is_none_or(|s| a.severity == s) && sensor.as_ref().is_none_or(|s| &a.sensor == s)
+    })))
+}
+
+fn alert_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("no alert `{id}`")))
+}
+
+fn lifecycle_error(e: String) -> ApiError {
+    if e.starts_with("no alert") {
+        ApiError(StatusCode::NOT_FOUND, e)
+    } else {
+        ApiError(StatusCode::CONFLICT, e)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: String,
+    note: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    by: Option<String>,
+    note: Option<String>,
+}
+
+/// A JSON body, with a 400 that says what is wrong instead of axum's default.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("body: {e}")))
+}
+
+async fn ack(State(st): State<AppState>, Path(id): Path<String>, bytes: axum::body::Bytes) -> Result<Json<crate::rules::Alert>, ApiError> {
+    let id = alert_id(&id)?;
+    let b: AckBody = body(&bytes)?;
+    if b.by.trim().is_empty() {
+        return Err(bad("`by` must name who acknowledges"));
+    }
+    st.alerting.ack(id, b.by, b.note).map(Json).map_err(lifecycle_error)
+}
+
+async fn resolve(State(st): State<AppState>, Path(id): Path<String>, bytes: axum::body::Bytes) -> Result<Json<crate::rules::Alert>, ApiError> {
+    let id = alert_id(&id)?;
+    let b: ResolveBody = if bytes.is_empty() { ResolveBody::default() } else { body(&bytes)? };
+    st.alerting.resolve(id, b.by, b.note).map(Json).map_err(lifecycle_error)
+}
+
+async fn rules(State(st): State<AppState>) -> Json<Vec<crate::rules::Rule>> {
+    Json(st.alerting.rules())
+}
+
+async fn add_rule(State(st): State<AppState>, bytes: axum::body::Bytes) -> Result<(StatusCode, Json<crate::rules::Rule>), ApiError> {
+    let rule: crate::rules::Rule = body(&bytes)?;
+    let problems = rule.validate();
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.into_iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        return Err(bad(text.join("; ")));
+    }
+    st.alerting.add_rule(rule.clone()).map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    Ok((StatusCode::CREATED, Json(rule)))
+}
+
+async fn delete_rule(State(st): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    match st.alerting.delete_rule(&id) {
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no rule `{id}`"))),
+        Some(Err(e)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Some(Ok(())) => Ok(StatusCode::NO_CONTENT),
+    }
 }
 
 #[cfg(test)]

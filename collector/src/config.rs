@@ -19,10 +19,9 @@ pub struct CollectorConfig {
     pub store: StoreConfig,
     #[serde(default)]
     pub sensor: Vec<SensorEntry>,
-    /// Parsed so that a contract-shaped file loads; evaluated by a later release
-    /// (see README, "What is not built yet"). `check` says so.
+    /// Alert rules loaded at start (more can be added over the API).
     #[serde(default)]
-    pub rule: Vec<toml::Table>,
+    pub rule: Vec<crate::rules::Rule>,
     pub influxdb: Option<toml::Table>,
     pub auth: Option<toml::Table>,
 }
@@ -110,9 +109,6 @@ impl CollectorConfig {
     /// Parts of the file this build reads but does not act on yet.
     pub fn not_yet_supported(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if !self.rule.is_empty() {
-            v.push("[[rule]] (alert rules)");
-        }
         if self.influxdb.is_some() {
             v.push("[influxdb] (InfluxDB sink)");
         }
@@ -127,7 +123,7 @@ impl CollectorConfig {
             Some(e) => format!("external broker {e}"),
             None => format!("embedded broker on {}", self.mqtt.listen.as_deref().unwrap_or(DEFAULT_MQTT_LISTEN)),
         };
-        format!("{broker}, HTTP on {}, store at {}, {} catalogued sensor(s)", self.http.listen, self.store.path.display(), self.sensor.len())
+        format!("{broker}, HTTP on {}, store at {}, {} catalogued sensor(s), {} rule(s)", self.http.listen, self.store.path.display(), self.sensor.len(), self.rule.len())
     }
 }
 
@@ -163,6 +159,15 @@ impl Validate for CollectorConfig {
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             p.push(Problem::new("http.listen", format!("`{}` is not IP:PORT", self.http.listen)));
+        }
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for (i, r) in self.rule.iter().enumerate() {
+            for (field, msg) in r.validate() {
+                p.push(Problem::new(format!("rule[{i}].{field}"), msg));
+            }
+            if let Some(first) = ids.insert(&r.id, i) {
+                p.push(Problem::new(format!("rule[{i}].id"), format!("`{}` is already rule[{first}]", r.id)));
+            }
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, s) in self.sensor.iter().enumerate() {

@@ -27,6 +27,9 @@ pub struct Ingest {
     pub registry: Arc<Registry>,
     pub client: AsyncClient,
     pub trackers: HashMap<String, Tracker>,
+    /// Stored readings go on to the alert engine (never waited for) and the feeds.
+    alerts: mpsc::Sender<crate::alerting::Input>,
+    feed: crate::feed::Bus,
 }
 
 fn reason(e: &BatchError) -> &'static str {
@@ -46,13 +49,19 @@ struct Outcome {
 }
 
 impl Ingest {
-    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, client: AsyncClient) -> anyhow::Result<Ingest> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        client: AsyncClient,
+        alerts: mpsc::Sender<crate::alerting::Input>,
+        feed: crate::feed::Bus,
+    ) -> anyhow::Result<Ingest> {
         let mut trackers = HashMap::new();
         for (gw, p) in store.progress()? {
             registry.seed_gateway(&gw, p.contiguous);
             trackers.insert(gw, Tracker::from_progress(&p));
         }
-        Ok(Ingest { store, registry, client, trackers })
+        Ok(Ingest { store, registry, client, trackers, alerts, feed })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
@@ -121,12 +130,20 @@ impl Ingest {
             return;
         }
         use std::sync::atomic::Ordering::Relaxed;
-        for o in &outcomes {
+        for o in outcomes {
             counters.received.fetch_add(o.received, Relaxed);
             counters.stored.fetch_add(o.fresh.len() as u64, Relaxed);
             counters.duplicate.fetch_add(o.duplicates, Relaxed);
             let acked = next[&o.gateway].ack();
             self.registry.stored(&o.gateway, &o.fresh, o.received, o.duplicates, acked);
+            if o.fresh.is_empty() {
+                continue;
+            }
+            let fresh = Arc::new(o.fresh);
+            let _ = self.feed.send(crate::feed::FeedEvent::Readings(fresh.clone()));
+            if self.alerts.try_send(crate::alerting::Input::Readings { gateway: o.gateway, readings: fresh }).is_err() {
+                counters.rules_lagged.fetch_add(1, Relaxed);
+            }
         }
         for (gw, t) in next {
             let ack = serde_json::to_vec(&Ack { seq: t.ack() }).expect("ack serializes");

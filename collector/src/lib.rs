@@ -6,13 +6,16 @@
 //! ack) → `registry` (live view) → `api`. `demo` wires a whole simulated city
 //! around it in one process.
 
+pub mod alerting;
 pub mod api;
 pub mod broker;
 pub mod config;
 pub mod dedup;
 pub mod demo;
+pub mod feed;
 pub mod ingest;
 pub mod registry;
+pub mod rules;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -38,8 +41,11 @@ pub struct Collector {
     pub mqtt_url: String,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
+    pub alerting: Arc<alerting::Alerting>,
+    pub feed: feed::Bus,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    http: JoinHandle<()>,
 }
 
 impl Collector {
@@ -64,7 +70,6 @@ impl Collector {
             (None, None) => anyhow::bail!("mqtt.listen is not IP:PORT"),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
-
         let mut opts = MqttOptions::new(format!("citysense-collector-{}", std::process::id()), broker.host.clone(), broker.port);
         opts.set_keep_alive(Duration::from_secs(15));
         opts.set_max_packet_size(max_packet, max_packet);
@@ -78,33 +83,70 @@ impl Collector {
         }
         let (client, eventloop) = AsyncClient::new(opts, 1024);
         let (tx, rx) = mpsc::channel::<Incoming>(1024);
-        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone())?;
+
+        let alert_store: Arc<dyn rules::store::AlertStore> =
+            Arc::new(rules::store::SledAlertStore::open(&config.store.path.join("alerts")).map_err(anyhow::Error::msg)?);
+        let mut all_rules = config.rule.clone();
+        for r in alert_store.rules().map_err(anyhow::Error::msg)? {
+            // A rule in the config file wins over one of the same id made over the API.
+            if !all_rules.iter().any(|c| c.id == r.id) {
+                all_rules.push(r);
+            }
+        }
+        let catalogue = config
+            .sensor
+            .iter()
+            .map(|s| (s.id.clone(), rules::SensorInfo { kind: Some(s.kind.clone()), district: s.district.clone(), gateway: s.gateway.clone() }))
+            .collect();
+        let engine = rules::Engine::new(all_rules, catalogue, alert_store.alerts().map_err(anyhow::Error::msg)?, shared::now_ms());
+        let feed = feed::bus();
+        let alerting = Arc::new(alerting::Alerting::new(engine, alert_store, feed.clone()));
+        let (alerts_tx, alerts_rx) = mpsc::channel::<alerting::Input>(65_536);
+
+        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone())?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
+        tasks.push(tokio::spawn(alerting.clone().run(alerts_rx, Duration::from_millis(250), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(feed::mqtt::run(feed.clone(), client.clone())));
         let up_filter = match &config.mqtt.shared_group {
             Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),
             None => topics::UP_FILTER.to_string(),
         };
-        tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), up_filter, client.clone(), eventloop, tx, registry.clone(), shutdown_rx.clone())));
+        let links = Links { ingest: tx, alerts: alerts_tx, registry: registry.clone(), feed: feed.clone() };
+        tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), up_filter, client.clone(), eventloop, links, shutdown_rx.clone())));
 
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
         let http_addr = listener.local_addr()?;
-        let app = api::router(api::AppState { store: store.clone(), registry: registry.clone(), catalogue: Arc::new(config.sensor.clone()), started: std::time::Instant::now() });
+        let app = api::router(api::AppState {
+            store: store.clone(),
+            registry: registry.clone(),
+            catalogue: Arc::new(config.sensor.clone()),
+            alerting: alerting.clone(),
+            feed: feed.clone(),
+            started: std::time::Instant::now(),
+            shutdown: shutdown_rx.clone(),
+        });
         let mut stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
+        let http = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop.changed().await;
             });
             if let Err(e) = serve.await {
                 tracing::error!("HTTP server: {e}");
             }
-        }));
-        Ok(Collector { http_addr, mqtt_url: broker.to_string(), store, registry, shutdown, tasks })
+        });
+        Ok(Collector { http_addr, mqtt_url: broker.to_string(), store, registry, alerting, feed, shutdown, tasks, http })
     }
 
+    /// Stops serving (open streams end, requests in flight finish), then stops
+    /// ingest and syncs the store. Once it returns, nothing holds the stores.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        let mut http = self.http;
+        if tokio::time::timeout(Duration::from_secs(5), &mut http).await.is_err() {
+            http.abort();
+        }
         for t in self.tasks {
             t.abort();
             let _ = t.await;
@@ -115,17 +157,26 @@ impl Collector {
     }
 }
 
+/// Where the MQTT loop hands what it receives.
+struct Links {
+    ingest: mpsc::Sender<Incoming>,
+    alerts: mpsc::Sender<alerting::Input>,
+    registry: Arc<Registry>,
+    feed: feed::Bus,
+}
+
 /// Moves packets: `up` to ingest (bounded, so a flood slows the broker
-/// connection rather than growing memory), `state` and `health` to the registry.
+/// connection rather than growing memory), `state` and `health` to the
+/// registry, the alert engine and the feeds.
 async fn mqtt_loop(
     broker: String,
     up_filter: String,
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
-    ingest: mpsc::Sender<Incoming>,
-    registry: Arc<Registry>,
+    links: Links,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Links { ingest, alerts, registry, feed } = links;
     let mut backoff = Duration::from_millis(100);
     loop {
         let event = tokio::select! {
@@ -149,12 +200,20 @@ async fn mqtt_loop(
                     }
                 } else if let Some(gw) = topics::gateway_of(&p.topic, "state") {
                     match serde_json::from_slice::<State>(&p.payload) {
-                        Ok(s) => registry.state(gw, s.status, s.ts_ms),
+                        Ok(s) => {
+                            registry.state(gw, s.status, s.ts_ms);
+                            let online = s.status == shared::wire::Status::Online;
+                            let _ = alerts.try_send(alerting::Input::GatewayState { gateway: gw.to_string(), online });
+                            let _ = feed.send(feed::FeedEvent::Gateway { id: gw.to_string(), status: if online { "online" } else { "offline" }, ts_ms: s.ts_ms });
+                        }
                         Err(e) => tracing::warn!(topic = %p.topic, "ignoring malformed state: {e}"),
                     }
                 } else if let Some(gw) = topics::gateway_of(&p.topic, "health") {
                     match serde_json::from_slice::<Health>(&p.payload) {
-                        Ok(h) => registry.health(gw, h),
+                        Ok(h) => {
+                            registry.health(gw, h);
+                            let _ = alerts.try_send(alerting::Input::GatewayHeard { gateway: gw.to_string() });
+                        }
                         Err(e) => tracing::warn!(topic = %p.topic, "ignoring malformed health: {e}"),
                     }
                 }

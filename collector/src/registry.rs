@@ -18,6 +18,8 @@ pub struct Counters {
     pub duplicate: AtomicU64,
     pub skipped: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Batches of stored readings the alert engine could not take in time.
+    pub rules_lagged: AtomicU64,
     /// Rejected batches by reason label.
     pub rejected: RwLock<BTreeMap<&'static str, u64>>,
 }

@@ -1,0 +1,34 @@
+//! The MQTT feed: `alerts/{severity}/{sensor}` (QoS 1, every change) and
+//! `live/{sensor}/{metric}` (QoS 0, every stored reading).
+
+use rumqttc::{AsyncClient, QoS};
+use shared::topics;
+use shared::wire::Live;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Bus, FeedEvent};
+
+pub async fn run(bus: Bus, client: AsyncClient) {
+    let mut rx = bus.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(FeedEvent::Alert(ev)) => {
+                let topic = topics::alert(ev.alert.severity.as_str(), &ev.alert.sensor);
+                let payload = serde_json::to_vec(&ev).expect("alert serializes");
+                if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                    tracing::warn!("alert feed: {e}");
+                }
+            }
+            Ok(FeedEvent::Readings(readings)) => {
+                for r in readings.iter() {
+                    let live = Live { ts_ms: r.ts_ms, value: r.value, quality: r.quality };
+                    // Live values are a view, not a record: dropped when the link is busy.
+                    let _ = client.try_publish(topics::live(&r.sensor, &r.metric), QoS::AtMostOnce, false, serde_json::to_vec(&live).expect("live serializes"));
+                }
+            }
+            Ok(FeedEvent::Gateway { .. }) => {}
+            Err(RecvError::Lagged(n)) => tracing::warn!("MQTT feed fell behind and skipped {n} events"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

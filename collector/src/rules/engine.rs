@@ -1,0 +1,347 @@
+//! The alert engine: rules evaluated against readings as they are stored and
+//! against the clock (stale sensors, silent gateways, escalation). It is pure
+//! state: time comes in as an argument, so tests need no sleeping, and what
+//! changed comes out as a list for the feeds and the alert store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use shared::Reading;
+
+use super::alert::{Alert, Change, State};
+use super::rule::{glob, Kind, Rule};
+
+/// What the catalogue says about a sensor, for selectors.
+#[derive(Debug, Clone, Default)]
+pub struct SensorInfo {
+    pub kind: Option<String>,
+    pub district: Option<String>,
+    pub gateway: Option<String>,
+}
+
+type Key = (String, String, String);
+
+#[derive(Debug, Default)]
+struct Track {
+    /// Threshold: when the condition started holding without an alert yet.
+    pending_since: Option<i64>,
+    /// Rate: the previous reading.
+    last: Option<(i64, f64)>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct GatewaySeen {
+    last_ms: i64,
+    offline_since: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct Engine {
+    rules: Vec<Rule>,
+    sensors: HashMap<String, SensorInfo>,
+    /// Last arrival per sensor, and per (sensor, metric).
+    seen: HashMap<String, i64>,
+    seen_metric: HashMap<(String, String), i64>,
+    gateways: HashMap<String, GatewaySeen>,
+    tracks: HashMap<Key, Track>,
+    open: HashMap<Key, u64>,
+    alerts: BTreeMap<u64, Alert>,
+    next_id: u64,
+    /// When the engine started: a catalogued sensor never heard from is stale
+    /// once its rule's silence has passed since then.
+    started_ms: i64,
+}
+
+pub type Changes = Vec<(Change, Alert)>;
+
+impl Engine {
+    pub fn new(rules: Vec<Rule>, sensors: HashMap<String, SensorInfo>, alerts: Vec<Alert>, now: i64) -> Engine {
+        let mut e = Engine { rules, sensors, started_ms: now, next_id: 1, ..Default::default() };
+        for a in alerts {
+            e.next_id = e.next_id.max(a.id + 1);
+            if a.is_open() {
+                e.open.insert(a.key(), a.id);
+            }
+            e.alerts.insert(a.id, a);
+        }
+        e
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn add_rule(&mut self, rule: Rule) -> Result<(), String> {
+        if self.rules.iter().any(|r| r.id == rule.id) {
+            return Err(format!("a rule `{}` already exists; delete it first", rule.id));
+        }
+        self.rules.push(rule);
+        Ok(())
+    }
+
+    /// Removes a rule; its open alerts are resolved.
+    pub fn remove_rule(&mut self, id: &str, now: i64) -> Option<Changes> {
+        let pos = self.rules.iter().position(|r| r.id == id)?;
+        self.rules.remove(pos);
+        self.tracks.retain(|k, _| k.0 != id);
+        let keys: Vec<Key> = self.open.keys().filter(|k| k.0 == id).cloned().collect();
+        Some(keys.into_iter().filter_map(|k| self.close(&k, now, Some("rule deleted".into()))).collect())
+    }
+
+    pub fn alert(&self, id: u64) -> Option<&Alert> {
+        self.alerts.get(&id)
+    }
+
+    /// Alerts, newest first.
+    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.values().rev()
+    }
+
+    fn selected(rule: &Rule, sensor: &str, info: Option<&SensorInfo>) -> bool {
+        let s = &rule.select;
+        s.sensor.as_deref().is_none_or(|p| glob(p, sensor))
+            && s.kind.as_deref().is_none_or(|k| info.and_then(|i| i.kind.as_deref()) == Some(k))
+            && s.district.as_deref().is_none_or(|d| info.and_then(|i| i.district.as_deref()) == Some(d))
+    }
+
+    fn fire(&mut self, rule: &Rule, sensor: &str, metric: &str, value: Option<f64>, now: i64) -> (Change, Alert) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let a = Alert {
+            id,
+            rule: rule.id.clone(),
+            sensor: sensor.into(),
+            metric: metric.into(),
+            severity: rule.severity,
+            state: State::Firing,
+            value,
+            threshold: rule.value,
+            started_ts_ms: now,
+            updated_ts_ms: now,
+            acked_by: None,
+            note: None,
+            escalated: false,
+            resolved_ts_ms: None,
+            resolved_by: None,
+        };
+        self.open.insert(a.key(), id);
+        self.alerts.insert(id, a.clone());
+        (Change::Fired, a)
+    }
+
+    fn close(&mut self, key: &Key, now: i64, by: Option<String>) -> Option<(Change, Alert)> {
+        let id = self.open.remove(key)?;
+        let a = self.alerts.get_mut(&id)?;
+        a.state = State::Resolved;
+        a.updated_ts_ms = now;
+        a.resolved_ts_ms = Some(now);
+        a.resolved_by = by;
+        Some((Change::Resolved, a.clone()))
+    }
+
+    fn touch(&mut self, key: &Key, value: f64, now: i64) {
+        if let Some(a) = self.open.get(key).and_then(|id| self.alerts.get_mut(id)) {
+            a.value = Some(value);
+            a.updated_ts_ms = now;
+        }
+    }
+
+    /// Evaluates readings just stored for `gateway`.
+    pub fn on_readings(&mut self, gateway: &str, readings: &[Reading], now: i64) -> Changes {
+        let mut out = Vec::new();
+        self.gateway_heard(gateway, now, &mut out);
+        let rules = self.rules.clone();
+        for r in readings {
+            self.seen.insert(r.sensor.clone(), now);
+            self.seen_metric.insert((r.sensor.clone(), r.metric.clone()), now);
+            let info = self.sensors.get(&r.sensor).cloned();
+            for rule in &rules {
+                if !Self::selected(rule, &r.sensor, info.as_ref()) {
+                    continue;
+                }
+                let key: Key = (rule.id.clone(), r.sensor.clone(), r.metric.clone());
+                match rule.kind {
+                    Kind::Threshold if rule.metric.as_deref() == Some(r.metric.as_str()) => self.threshold(rule, key, r, now, &mut out),
+                    Kind::Rate if rule.metric.as_deref() == Some(r.metric.as_str()) => self.rate(rule, key, r, now, &mut out),
+                    Kind::Stale if rule.metric.as_deref().is_none_or(|m| m == r.metric) => {
+                        let stale_key: Key = (rule.id.clone(), r.sensor.clone(), rule.metric.clone().unwrap_or_default());
+                        out.extend(self.close(&stale_key, now, None));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    fn threshold(&mut self, rule: &Rule, key: Key, r: &Reading, now: i64, out: &mut Changes) {
+        let (op, limit) = (rule.op.expect("validated"), rule.value.expect("validated"));
+        let firing = op.holds(r.value, limit);
+        if self.open.contains_key(&key) {
+            // Hysteresis: once open, the value must get back to `clear` or past it.
+            let cleared = match rule.clear {
+                Some(c) => !op.holds(r.value, c),
+                None => !firing,
+            };
+            if cleared {
+                out.extend(self.close(&key, now, None));
+            } else {
+                self.touch(&key, r.value, now);
+            }
+            return;
+        }
+        let track = self.tracks.entry(key.clone()).or_default();
+        if !firing {
+            track.pending_since = None;
+            return;
+        }
+        let since = *track.pending_since.get_or_insert(now);
+        let hold = rule.for_duration().map(|d| d.as_millis() as i64).unwrap_or(0);
+        if now - since >= hold {
+            track.pending_since = None;
+            out.push(self.fire(rule, &key.1, &key.2, Some(r.value), now));
+        }
+    }
+
+    fn rate(&mut self, rule: &Rule, key: Key, r: &Reading, now: i64, out: &mut Changes) {
+        let limit = rule.value.expect("validated");
+        let track = self.tracks.entry(key.clone()).or_default();
+        let prev = track.last.replace((r.ts_ms, r.value));
+        let Some((t0, v0)) = prev else { return };
+        if r.ts_ms <= t0 {
+            return;
+        }
+        let per_min = (r.value - v0) / ((r.ts_ms - t0) as f64 / 60_000.0);
+        let beyond = per_min.abs() > limit;
+        match (beyond, self.open.contains_key(&key)) {
+            (true, false) => out.push(self.fire(rule, &key.1, &key.2, Some(per_min), now)),
+            (true, true) => self.touch(&key, per_min, now),
+            (false, true) => out.extend(self.close(&key, now, None)),
+            (false, false) => {}
+        }
+    }
+
+    fn gateway_heard(&mut self, gateway: &str, now: i64, out: &mut Changes) {
+        let g = self.gateways.entry(gateway.to_string()).or_default();
+        g.last_ms = now;
+        g.offline_since = None;
+        let keys: Vec<Key> = self.open.keys().filter(|k| k.1 == gateway && self.is_gateway_rule(&k.0)).cloned().collect();
+        for k in keys {
+            out.extend(self.close(&k, now, None));
+        }
+    }
+
+    fn is_gateway_rule(&self, id: &str) -> bool {
+        self.rules.iter().any(|r| r.id == id && r.kind == Kind::GatewayOffline)
+    }
+
+    /// A gateway's `state/{gateway}` message (its last will says offline).
+    pub fn on_gateway_state(&mut self, gateway: &str, online: bool, now: i64) -> Changes {
+        let mut out = Vec::new();
+        if online {
+            self.gateway_heard(gateway, now, &mut out);
+        } else {
+            let g = self.gateways.entry(gateway.to_string()).or_default();
+            g.offline_since.get_or_insert(now);
+            out.extend(self.tick(now));
+        }
+        out
+    }
+
+    /// Any message from a gateway other than readings (health) proves it alive.
+    pub fn on_gateway_heard(&mut self, gateway: &str, now: i64) -> Changes {
+        let mut out = Vec::new();
+        self.gateway_heard(gateway, now, &mut out);
+        out
+    }
+
+    /// Time-driven rules: stale sensors, silent or offline gateways, escalation.
+    pub fn tick(&mut self, now: i64) -> Changes {
+        let mut out = Vec::new();
+        let rules = self.rules.clone();
+        for rule in &rules {
+            match rule.kind {
+                Kind::Stale => self.stale(rule, now, &mut out),
+                Kind::GatewayOffline => self.offline(rule, now, &mut out),
+                _ => {}
+            }
+        }
+        for rule in &rules {
+            let Some(after) = rule.escalate_duration() else { continue };
+            let ids: Vec<u64> = self.open.iter().filter(|(k, _)| k.0 == rule.id).map(|(_, id)| *id).collect();
+            for id in ids {
+                let a = self.alerts.get_mut(&id).expect("open alerts exist");
+                if a.state == State::Firing && !a.escalated && now - a.started_ts_ms >= after.as_millis() as i64 {
+                    a.escalated = true;
+                    a.updated_ts_ms = now;
+                    out.push((Change::Escalated, a.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn stale(&mut self, rule: &Rule, now: i64, out: &mut Changes) {
+        let silence = rule.for_duration().expect("validated").as_millis() as i64;
+        let metric = rule.metric.clone().unwrap_or_default();
+        let mut known: Vec<String> = self.sensors.keys().chain(self.seen.keys()).cloned().collect();
+        known.sort();
+        known.dedup();
+        for sensor in known {
+            if !Self::selected(rule, &sensor, self.sensors.get(&sensor)) {
+                continue;
+            }
+            let last = if metric.is_empty() { self.seen.get(&sensor) } else { self.seen_metric.get(&(sensor.clone(), metric.clone())) };
+            let since = last.copied().unwrap_or(self.started_ms);
+            let key: Key = (rule.id.clone(), sensor.clone(), metric.clone());
+            if now - since >= silence && !self.open.contains_key(&key) {
+                out.push(self.fire(rule, &sensor, &metric, None, now));
+            }
+        }
+    }
+
+    fn offline(&mut self, rule: &Rule, now: i64, out: &mut Changes) {
+        let silence = rule.for_duration().map(|d| d.as_millis() as i64);
+        let gws: Vec<(String, GatewaySeen)> = self.gateways.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (gw, g) in gws {
+            if rule.select.gateway.as_deref().is_some_and(|p| !glob(p, &gw)) {
+                continue;
+            }
+            let down = g.offline_since.is_some() || silence.is_some_and(|s| now - g.last_ms >= s);
+            let key: Key = (rule.id.clone(), gw.clone(), String::new());
+            if down && !self.open.contains_key(&key) {
+                out.push(self.fire(rule, &gw, "", None, now));
+            }
+        }
+    }
+
+    pub fn ack(&mut self, id: u64, by: String, note: Option<String>, now: i64) -> Result<(Change, Alert), String> {
+        let a = self.alerts.get_mut(&id).ok_or_else(|| format!("no alert {id}"))?;
+        match a.state {
+            State::Resolved => Err(format!("alert {id} is already resolved")),
+            _ => {
+                a.state = State::Acknowledged;
+                a.acked_by = Some(by);
+                a.note = note;
+                a.updated_ts_ms = now;
+                Ok((Change::Acknowledged, a.clone()))
+            }
+        }
+    }
+
+    /// Resolves by hand. Should the condition still hold, the next evaluation
+    /// opens a new alert: resolving does not silence a live problem.
+    pub fn resolve(&mut self, id: u64, by: Option<String>, note: Option<String>, now: i64) -> Result<(Change, Alert), String> {
+        let a = self.alerts.get(&id).ok_or_else(|| format!("no alert {id}"))?;
+        if a.state == State::Resolved {
+            return Err(format!("alert {id} is already resolved"));
+        }
+        let key = a.key();
+        self.tracks.remove(&key);
+        let (c, mut a) = self.close(&key, now, Some(by.unwrap_or_else(|| "operator".into()))).ok_or_else(|| format!("alert {id} is not open"))?;
+        if note.is_some() {
+            a.note = note;
+            self.alerts.insert(id, a.clone());
+        }
+        Ok((c, a))
+    }
+}

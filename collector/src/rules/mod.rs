@@ -1,0 +1,138 @@
+//! Early warning (预警): rules, the engine that evaluates them, and alerts.
+
+pub mod alert;
+pub mod engine;
+pub mod rule;
+pub mod store;
+
+pub use alert::{Alert, Change, State};
+pub use engine::{Engine, SensorInfo};
+pub use rule::{Rule, Severity};
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use shared::{Quality, Reading};
+
+    fn rule(json: &str) -> Rule {
+        let r: Rule = serde_json::from_str(json).unwrap();
+        assert!(r.validate().is_empty(), "{:?}", r.validate());
+        r
+    }
+
+    fn reading(sensor: &str, metric: &str, ts: i64, value: f64) -> Reading {
+        Reading { seq: 0, sensor: sensor.into(), metric: metric.into(), ts_ms: ts, value, quality: Quality::Good }
+    }
+
+    fn catalogue() -> HashMap<String, SensorInfo> {
+        HashMap::from([
+            ("wl-001".to_string(), SensorInfo { kind: Some("water_level".into()), district: Some("Xihu".into()), gateway: None }),
+            ("wl-002".to_string(), SensorInfo { kind: Some("water_level".into()), district: Some("Binjiang".into()), gateway: None }),
+        ])
+    }
+
+    fn kinds(c: &[(Change, Alert)]) -> Vec<Change> {
+        c.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn threshold_waits_for_its_duration_and_hysteresis_stops_flapping() {
+        let r = rule(r#"{"id":"river","kind":"threshold","metric":"water_level_m","op":">","value":3.0,"clear":2.8,"for":"10s","severity":"critical","select":{"district":"Xihu"}}"#);
+        let mut e = Engine::new(vec![r], catalogue(), vec![], 0);
+        assert!(e.on_readings("gw", &[reading("wl-001", "water_level_m", 0, 3.2)], 0).is_empty(), "not before `for`");
+        assert!(e.on_readings("gw", &[reading("wl-002", "water_level_m", 0, 9.9)], 1_000).is_empty(), "other district");
+        let fired = e.on_readings("gw", &[reading("wl-001", "water_level_m", 10_000, 3.1)], 10_000);
+        assert_eq!(kinds(&fired), vec![Change::Fired]);
+        assert_eq!((fired[0].1.value, fired[0].1.threshold), (Some(3.1), Some(3.0)));
+        // Hovering between clear and the limit: no flapping, one open alert.
+        for (t, v) in [(11_000, 2.95), (12_000, 3.05), (13_000, 2.9), (14_000, 3.01)] {
+            assert!(e.on_readings("gw", &[reading("wl-001", "water_level_m", t, v)], t).is_empty(), "{v}");
+        }
+        assert_eq!(e.alerts().filter(|a| a.is_open()).count(), 1);
+        let cleared = e.on_readings("gw", &[reading("wl-001", "water_level_m", 15_000, 2.7)], 15_000);
+        assert_eq!(kinds(&cleared), vec![Change::Resolved]);
+        assert_eq!(cleared[0].1.resolved_by, None, "resolved by the condition clearing");
+    }
+
+    #[test]
+    fn a_dip_below_the_limit_restarts_the_for_duration() {
+        let r = rule(r#"{"id":"pm","kind":"threshold","metric":"pm25","op":">","value":75,"for":"10s","severity":"warning"}"#);
+        let mut e = Engine::new(vec![r], HashMap::new(), vec![], 0);
+        e.on_readings("gw", &[reading("aq-1", "pm25", 0, 80.0)], 0);
+        e.on_readings("gw", &[reading("aq-1", "pm25", 6_000, 70.0)], 6_000);
+        assert!(e.on_readings("gw", &[reading("aq-1", "pm25", 12_000, 80.0)], 12_000).is_empty());
+        assert_eq!(kinds(&e.on_readings("gw", &[reading("aq-1", "pm25", 22_000, 81.0)], 22_000)), vec![Change::Fired]);
+    }
+
+    #[test]
+    fn rate_fires_on_change_per_minute() {
+        let r = rule(r#"{"id":"surge","kind":"rate","metric":"water_level_m","value":0.5,"severity":"emergency"}"#);
+        let mut e = Engine::new(vec![r], HashMap::new(), vec![], 0);
+        assert!(e.on_readings("gw", &[reading("wl-1", "water_level_m", 0, 2.0)], 0).is_empty());
+        assert!(e.on_readings("gw", &[reading("wl-1", "water_level_m", 60_000, 2.3)], 60_000).is_empty(), "0.3/min");
+        let fired = e.on_readings("gw", &[reading("wl-1", "water_level_m", 90_000, 2.8)], 90_000);
+        assert_eq!(kinds(&fired), vec![Change::Fired]);
+        assert!((fired[0].1.value.unwrap() - 1.0).abs() < 1e-9, "0.5 in 30 s is 1.0 per minute");
+        assert_eq!(kinds(&e.on_readings("gw", &[reading("wl-1", "water_level_m", 150_000, 2.9)], 150_000)), vec![Change::Resolved]);
+    }
+
+    #[test]
+    fn stale_fires_on_the_clock_and_clears_on_data() {
+        let r = rule(r#"{"id":"silent","kind":"stale","for":"30s","severity":"warning","select":{"kind":"water_level"}}"#);
+        let mut e = Engine::new(vec![r], catalogue(), vec![], 0);
+        e.on_readings("gw", &[reading("wl-001", "water_level_m", 0, 1.0)], 0);
+        assert!(e.tick(29_000).is_empty());
+        // wl-002 never reported; wl-001 has been silent for 30 s.
+        let fired = e.tick(30_000);
+        let mut sensors: Vec<String> = fired.iter().map(|(_, a)| a.sensor.clone()).collect();
+        sensors.sort();
+        assert_eq!(sensors, vec!["wl-001", "wl-002"]);
+        assert!(e.tick(40_000).is_empty(), "one open alert per sensor");
+        let back = e.on_readings("gw", &[reading("wl-001", "water_level_m", 41_000, 1.0)], 41_000);
+        assert_eq!(kinds(&back), vec![Change::Resolved]);
+    }
+
+    #[test]
+    fn gateway_offline_from_the_last_will_and_from_silence() {
+        let r = rule(r#"{"id":"gw-down","kind":"gateway_offline","for":"60s","severity":"critical"}"#);
+        let mut e = Engine::new(vec![r], HashMap::new(), vec![], 0);
+        e.on_gateway_heard("gw-a", 0);
+        e.on_gateway_heard("gw-b", 0);
+        let will = e.on_gateway_state("gw-a", false, 5_000);
+        assert_eq!((kinds(&will), will[0].1.sensor.as_str()), (vec![Change::Fired], "gw-a"));
+        let silence = e.tick(60_000);
+        assert_eq!((kinds(&silence), silence[0].1.sensor.as_str()), (vec![Change::Fired], "gw-b"));
+        assert_eq!(kinds(&e.on_gateway_state("gw-a", true, 61_000)), vec![Change::Resolved]);
+    }
+
+    #[test]
+    fn lifecycle_ack_resolve_and_escalation() {
+        let r = rule(r#"{"id":"pm","kind":"threshold","metric":"pm25","op":">","value":75,"severity":"warning","escalate_after":"15m"}"#);
+        let mut e = Engine::new(vec![r], HashMap::new(), vec![], 0);
+        let a = e.on_readings("gw", &[reading("aq-1", "pm25", 0, 90.0)], 0)[0].1.clone();
+        assert_eq!(kinds(&e.tick(15 * 60_000)), vec![Change::Escalated]);
+        assert!(e.tick(16 * 60_000).is_empty(), "escalated once");
+        let (c, acked) = e.ack(a.id, "duty officer Li".into(), Some("crew sent".into()), 17 * 60_000).unwrap();
+        assert_eq!((c, acked.state, acked.acked_by.as_deref()), (Change::Acknowledged, State::Acknowledged, Some("duty officer Li")));
+        // Still above the limit: the acknowledged alert is updated, not reopened.
+        assert!(e.on_readings("gw", &[reading("aq-1", "pm25", 1, 95.0)], 18 * 60_000).is_empty());
+        assert_eq!(e.alert(a.id).unwrap().value, Some(95.0));
+        let (c, done) = e.resolve(a.id, Some("Li".into()), None, 19 * 60_000).unwrap();
+        assert_eq!((c, done.state), (Change::Resolved, State::Resolved));
+        assert!(e.ack(a.id, "x".into(), None, 0).is_err());
+    }
+
+    #[test]
+    fn restoring_open_alerts_prevents_a_second_firing() {
+        let r = rule(r#"{"id":"pm","kind":"threshold","metric":"pm25","op":">","value":75,"severity":"warning"}"#);
+        let mut e = Engine::new(vec![r.clone()], HashMap::new(), vec![], 0);
+        let fired = e.on_readings("gw", &[reading("aq-1", "pm25", 0, 90.0)], 0);
+        let saved: Vec<Alert> = e.alerts().cloned().collect();
+        let mut again = Engine::new(vec![r], HashMap::new(), saved, 10);
+        assert!(again.on_readings("gw", &[reading("aq-1", "pm25", 1, 91.0)], 20).is_empty());
+        let next = again.on_readings("gw", &[reading("aq-2", "pm25", 1, 91.0)], 30);
+        assert!(next[0].1.id > fired[0].1.id, "ids keep growing across restarts");
+    }
+}

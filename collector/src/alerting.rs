@@ -8,6 +8,7 @@ use std::time::Duration;
 use shared::Reading;
 use tokio::sync::{mpsc, watch};
 
+use crate::feed::webhook::{self, WebhookConfig};
 use crate::feed::{AlertEvent, Bus, FeedEvent};
 use crate::rules::engine::Changes;
 use crate::rules::store::AlertStore;
@@ -24,11 +25,13 @@ pub struct Alerting {
     engine: Mutex<Engine>,
     store: Arc<dyn AlertStore>,
     feed: Bus,
+    webhooks: Vec<WebhookConfig>,
+    pub outbox: Arc<webhook::Outbox>,
 }
 
 impl Alerting {
-    pub fn new(engine: Engine, store: Arc<dyn AlertStore>, feed: Bus) -> Alerting {
-        Alerting { engine: Mutex::new(engine), store, feed }
+    pub fn new(engine: Engine, store: Arc<dyn AlertStore>, feed: Bus, webhooks: Vec<WebhookConfig>, outbox: Arc<webhook::Outbox>) -> Alerting {
+        Alerting { engine: Mutex::new(engine), store, feed, webhooks, outbox }
     }
 
     /// Persists, then announces: an alert on a feed is one that survives a restart.
@@ -38,7 +41,15 @@ impl Alerting {
                 tracing::error!(alert = alert.id, "cannot persist alert: {e}");
             }
             tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, state = alert.state.as_str(), "alert {event:?}");
-            let _ = self.feed.send(FeedEvent::Alert(AlertEvent { event, alert }));
+            let ev = AlertEvent { event, alert };
+            for (i, hook) in self.webhooks.iter().enumerate() {
+                if hook.min_severity.is_none_or(|m| ev.alert.severity >= m) {
+                    if let Err(e) = self.outbox.enqueue(i, serde_json::to_string(&ev).expect("alert serializes")) {
+                        tracing::error!(url = %hook.url, "cannot queue webhook delivery: {e}");
+                    }
+                }
+            }
+            let _ = self.feed.send(FeedEvent::Alert(ev));
         }
     }
 

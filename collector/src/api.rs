@@ -90,6 +90,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
     for reason in ["undecodable", "unknown_version", "too_large", "invalid", "gateway_mismatch"] {
         let _ = writeln!(out, "citysense_batches_rejected_total{{reason=\"{reason}\"}} {}", rejected.get(reason).copied().unwrap_or(0));
     }
+    let hooks = &st.alerting.outbox;
+    let _ = writeln!(out, "# HELP citysense_webhook_delivered_total Webhook deliveries answered 2xx.\n# TYPE citysense_webhook_delivered_total counter\ncitysense_webhook_delivered_total {}", hooks.delivered.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}", hooks.failures.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
     let _ = writeln!(out, "# HELP citysense_alerts Alerts by state (resolved: all kept in history).\n# TYPE citysense_alerts gauge");
     for state in [crate::rules::State::Firing, crate::rules::State::Acknowledged, crate::rules::State::Resolved] {
         let n = st.alerting.alerts(|a| a.state == state).len();

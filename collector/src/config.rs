@@ -22,6 +22,9 @@ pub struct CollectorConfig {
     /// Alert rules loaded at start (more can be added over the API).
     #[serde(default)]
     pub rule: Vec<crate::rules::Rule>,
+    /// Alert changes are POSTed here, from a durable outbox.
+    #[serde(default)]
+    pub webhook: Vec<crate::feed::webhook::WebhookConfig>,
     pub influxdb: Option<toml::Table>,
     pub auth: Option<toml::Table>,
 }
@@ -167,6 +170,11 @@ impl Validate for CollectorConfig {
             }
             if let Some(first) = ids.insert(&r.id, i) {
                 p.push(Problem::new(format!("rule[{i}].id"), format!("`{}` is already rule[{first}]", r.id)));
+            }
+        }
+        for (i, w) in self.webhook.iter().enumerate() {
+            if let Some(msg) = w.validate() {
+                p.push(Problem::new(format!("webhook[{i}].url"), msg));
             }
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();

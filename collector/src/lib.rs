@@ -84,8 +84,9 @@ impl Collector {
         let (client, eventloop) = AsyncClient::new(opts, 1024);
         let (tx, rx) = mpsc::channel::<Incoming>(1024);
 
-        let alert_store: Arc<dyn rules::store::AlertStore> =
-            Arc::new(rules::store::SledAlertStore::open(&config.store.path.join("alerts")).map_err(anyhow::Error::msg)?);
+        let sled_alerts = rules::store::SledAlertStore::open(&config.store.path.join("alerts")).map_err(anyhow::Error::msg)?;
+        let webhook_outbox = Arc::new(feed::webhook::Outbox::open(sled_alerts.db()).map_err(anyhow::Error::msg)?);
+        let alert_store: Arc<dyn rules::store::AlertStore> = Arc::new(sled_alerts);
         let mut all_rules = config.rule.clone();
         for r in alert_store.rules().map_err(anyhow::Error::msg)? {
             // A rule in the config file wins over one of the same id made over the API.
@@ -100,13 +101,14 @@ impl Collector {
             .collect();
         let engine = rules::Engine::new(all_rules, catalogue, alert_store.alerts().map_err(anyhow::Error::msg)?, shared::now_ms());
         let feed = feed::bus();
-        let alerting = Arc::new(alerting::Alerting::new(engine, alert_store, feed.clone()));
+        let alerting = Arc::new(alerting::Alerting::new(engine, alert_store, feed.clone(), config.webhook.clone(), webhook_outbox.clone()));
         let (alerts_tx, alerts_rx) = mpsc::channel::<alerting::Input>(65_536);
 
         let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone())?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
         tasks.push(tokio::spawn(alerting.clone().run(alerts_rx, Duration::from_millis(250), shutdown_rx.clone())));
         tasks.push(tokio::spawn(feed::mqtt::run(feed.clone(), client.clone())));
+        tasks.push(tokio::spawn(feed::webhook::run(webhook_outbox, config.webhook.clone(), shutdown_rx.clone())));
         let up_filter = match &config.mqtt.shared_group {
             Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),
             None => topics::UP_FILTER.to_string(),

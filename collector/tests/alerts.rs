@@ -176,3 +176,54 @@ async fn rules_are_listed_added_and_deleted_over_the_api_with_field_errors() {
     assert!(get_json(c.http_addr, "/api/v1/rules").await.as_array().unwrap().iter().any(|r| r["id"] == "river"));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_that_was_down_gets_the_alert_once_it_is_up() {
+    // The receiver answers 503 until it is "up"; the listener is ours from the
+    // start, so no other test can take its port.
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let (sink, is_up) = (got.clone(), up.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let (sink, is_up) = (sink.clone(), is_up.clone());
+            async move {
+                if !is_up.load(std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                sink.lock().unwrap().push(serde_json::from_str(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{RULES}\n[[rule]]\nid = \"pm25-any\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 100\nseverity = \"critical\"\n\n[[webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\nmin_severity = \"warning\"\n"
+    );
+    let c = collector(dir.path(), None, &cfg).await;
+    let b = shared::url::BrokerUrl::parse(&c.mqtt_url).unwrap();
+    let (client, mut el) = AsyncClient::new(MqttOptions::new("gw-direct", b.host, b.port), 10);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let reading = shared::Reading { seq: 1, sensor: "aq-777".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value: 300.0, quality: shared::Quality::Good };
+    client.publish(shared::topics::up("gw-direct"), QoS::AtLeastOnce, false, shared::Batch::new("gw-direct", 1, vec![reading]).encode()).await.unwrap();
+
+    // The receiver is down: deliveries fail, are kept and retried.
+    wait_for("failed webhook attempts", LIMIT, || async { (metric(c.http_addr, "citysense_webhook_failures_total").await >= 2.0).then_some(()) }).await;
+    assert!(metric(c.http_addr, "citysense_webhook_backlog").await >= 1.0);
+    assert!(got.lock().unwrap().is_empty());
+
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let delivered = wait_for("the webhook delivery", Duration::from_secs(60), || {
+        let got = got.clone();
+        async move { got.lock().unwrap().iter().find(|v| v["event"] == "fired").cloned() }
+    })
+    .await;
+    assert_eq!((delivered["rule"].as_str(), delivered["sensor"].as_str(), delivered["value"].as_f64()), (Some("pm25-any"), Some("aq-777"), Some(300.0)));
+    wait_for("an empty webhook outbox", LIMIT, || async { (metric(c.http_addr, "citysense_webhook_backlog").await == 0.0).then_some(()) }).await;
+    c.shutdown().await;
+}

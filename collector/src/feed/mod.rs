@@ -5,6 +5,7 @@
 
 pub mod mqtt;
 pub mod sse;
+pub mod webhook;
 
 use std::sync::Arc;
 

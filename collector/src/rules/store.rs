@@ -28,6 +28,11 @@ impl SledAlertStore {
         Ok(SledAlertStore { alerts: db.open_tree("alerts").map_err(err)?, rules: db.open_tree("rules").map_err(err)?, db })
     }
 
+    /// The database, for the webhook outbox that shares it.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     fn sync(&self) -> Result<(), String> {
         self.db.flush().map(|_| ()).map_err(|e| e.to_string())
     }

@@ -1,0 +1,124 @@
+//! Webhooks: every alert change is POSTed as JSON to each configured URL from
+//! a durable outbox, retried with backoff until the receiver answers 2xx.
+//! Deliveries are written before they are attempted and deleted only on 2xx,
+//! so a receiver that is down, or a collector restart, loses none; the worker
+//! runs apart from ingest and never slows it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::rules::Severity;
+
+/// `[[webhook]]` in the collector config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://HOST:PORT/PATH` (https is not supported by this build yet).
+    pub url: String,
+    /// Only alerts at least this severe; all when omitted.
+    pub min_severity: Option<Severity>,
+}
+
+impl WebhookConfig {
+    pub fn validate(&self) -> Option<String> {
+        match self.url.parse::<hyper::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => None,
+            Ok(u) if u.scheme_str() == Some("https") => Some("https:// is not supported by this build yet; use http://".into()),
+            _ => Some(format!("`{}` is not an http://HOST[:PORT]/PATH URL", self.url)),
+        }
+    }
+}
+
+/// The delivery queue, kept in the alert store's database.
+pub struct Outbox {
+    tree: sled::Tree,
+    next: AtomicU64,
+    pub notify: Notify,
+    pub delivered: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Delivery {
+    hook: usize,
+    body: String,
+}
+
+impl Outbox {
+    pub fn open(db: &sled::Db) -> Result<Outbox, String> {
+        let tree = db.open_tree("webhooks").map_err(|e| e.to_string())?;
+        let next = tree.last().map_err(|e| e.to_string())?.map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1).unwrap_or(1);
+        Ok(Outbox { tree, next: AtomicU64::new(next), notify: Notify::new(), delivered: AtomicU64::new(0), failures: AtomicU64::new(0) })
+    }
+
+    pub fn enqueue(&self, hook: usize, body: String) -> Result<(), String> {
+        let k = self.next.fetch_add(1, Relaxed);
+        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body }).expect("delivery serializes")).map_err(|e| e.to_string())?;
+        self.tree.flush().map_err(|e| e.to_string())?;
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.tree.len()
+    }
+
+    fn oldest(&self) -> Option<(sled::IVec, Delivery)> {
+        let (k, v) = self.tree.first().ok()??;
+        Some((k, serde_json::from_slice(&v).ok()?))
+    }
+}
+
+/// Delivers in order, oldest first; a failing receiver holds back only the
+/// deliveries behind it, retried after 0.5 s doubling up to 30 s.
+pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, mut shutdown: watch::Receiver<bool>) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Some((key, d)) = outbox.oldest() else {
+            tokio::select! {
+                _ = outbox.notify.notified() => continue,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let Some(hook) = hooks.get(d.hook) else {
+            // The config no longer has this webhook: nothing to deliver it to.
+            let _ = outbox.tree.remove(&key);
+            continue;
+        };
+        let req = hyper::Request::post(&hook.url).header("content-type", "application/json").body(Full::new(Bytes::from(d.body)));
+        let outcome = match req {
+            Ok(req) => match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+                Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 10 s".into()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                let _ = outbox.tree.remove(&key);
+                outbox.delivered.fetch_add(1, Relaxed);
+                backoff = Duration::from_millis(500);
+            }
+            Err(e) => {
+                outbox.failures.fetch_add(1, Relaxed);
+                tracing::warn!(url = %hook.url, backlog = outbox.backlog(), "webhook delivery failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

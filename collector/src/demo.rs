@@ -22,19 +22,74 @@ pub struct DemoOptions {
     pub http: Option<String>,
     /// How often agents poll the simulated devices.
     pub poll: Duration,
+    /// Where the simulator's anomaly control listens.
+    pub control: std::net::SocketAddr,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { config: None, data: None, http: None, poll: Duration::from_secs(1) }
+        DemoOptions { config: None, data: None, http: None, poll: Duration::from_secs(1), control: std::net::SocketAddr::from(([127, 0, 0, 1], 8090)) }
     }
 }
+
+/// The demo's rule set: what a city would start with. Natural simulated
+/// values stay clear of every limit; forcing one past it raises the alert.
+pub const DEMO_RULES: &str = r#"
+[[rule]]
+id = "pm25-high"
+kind = "threshold"
+metric = "pm25"
+op = ">"
+value = 75
+clear = 60
+for = "5s"
+severity = "warning"
+select = { kind = "air_quality" }
+escalate_after = "5m"
+
+[[rule]]
+id = "river-flood-warning"
+kind = "threshold"
+metric = "water_level_m"
+op = ">"
+value = 4.0
+clear = 3.8
+severity = "emergency"
+select = { kind = "water_level" }
+escalate_after = "2m"
+
+[[rule]]
+id = "noise-high"
+kind = "threshold"
+metric = "noise_laeq"
+op = ">"
+value = 75
+clear = 70
+for = "3s"
+severity = "info"
+select = { kind = "noise" }
+
+[[rule]]
+id = "traffic-counter-silent"
+kind = "stale"
+for = "15s"
+severity = "warning"
+select = { kind = "traffic" }
+
+[[rule]]
+id = "gateway-offline"
+kind = "gateway_offline"
+for = "30s"
+severity = "critical"
+"#;
 
 pub struct Demo {
     pub collector: Collector,
     pub city: RunningCity,
     pub agents: Vec<Agent>,
     pub data: PathBuf,
+    /// The simulator's anomaly control endpoint.
+    pub control: std::net::SocketAddr,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -75,6 +130,7 @@ impl Demo {
             toml_path(&data.join("collector"))
         );
         text.push_str(&sim::run::catalogue_toml(&city_plan.sensors()));
+        text.push_str(DEMO_RULES);
         let mut table: toml::Table = toml::from_str(&text)?;
         if let Some(extra) = &opts.config {
             let extra_text = std::fs::read_to_string(extra).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", extra.display()))?;
@@ -104,7 +160,13 @@ impl Demo {
             let cfg: AgentConfig = shared::config::parse(&format!("demo agent {gateway}"), &text, &data).map_err(|d| anyhow::anyhow!("{d}"))?;
             agents.push(Agent::start(cfg).await?);
         }
-        Ok(Demo { collector, city, agents, data, _tmp: tmp })
+        // The control endpoint on a well-known port when it is free, so the
+        // README's curl lines work as printed; any free port otherwise.
+        let control = match sim::control_http::serve(opts.control, city.control.clone()).await {
+            Ok(a) => a,
+            Err(_) => sim::control_http::serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), city.control.clone()).await?,
+        };
+        Ok(Demo { collector, city, agents, data, control, _tmp: tmp })
     }
 
     pub async fn shutdown(self) {

@@ -84,6 +84,7 @@ fn main() -> ExitCode {
                 let demo = Demo::start(DemoOptions { config, data, http, ..Default::default() }).await?;
                 println!("citysense demo: {} sensors, 2 gateways, data in {}", demo.city.sensors().len(), demo.data.display());
                 println!("citysense demo: MQTT broker at {}", demo.collector.mqtt_url);
+                println!("citysense demo: force an anomaly: curl -X POST 'http://{}/force?sensor=aq-001&metric=pm25&value=180'  (then /clear?sensor=aq-001)", demo.control);
                 println!("citysense demo: dashboard at http://{}  (Ctrl-C to stop)", demo.collector.http_addr);
                 wait_for_signal().await;
                 demo.shutdown().await;

@@ -167,9 +167,15 @@ async fn readings_travel_through_an_external_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_twenty_four_live_sensors_within_twenty_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = collector::demo::DemoOptions { data: Some(dir.path().to_path_buf()), http: Some("127.0.0.1:0".into()), ..Default::default() };
+    let opts = collector::demo::DemoOptions {
+        data: Some(dir.path().to_path_buf()),
+        http: Some("127.0.0.1:0".into()),
+        control: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     let demo = collector::demo::Demo::start(opts).await.unwrap();
     let http = demo.collector.http_addr;
+    let mut sse = SseClient::connect(http, "/api/v1/stream?types=alert").await;
     wait_for("24 sensors with current values", Duration::from_secs(20), || async move {
         let sensors = get_json(http, "/api/v1/sensors").await;
         let live = sensors.as_array()?.iter().filter(|s| s["metrics"].as_array().is_some_and(|m| m.iter().any(|m| m["value"].is_number()))).count();
@@ -182,5 +188,21 @@ async fn the_demo_shows_twenty_four_live_sensors_within_twenty_seconds() {
     assert_eq!(status, 200);
     assert!(page.contains("/api/v1/sensors"), "the dashboard reads the API");
     assert_eq!(metric(http, "citysense_readings_duplicate_total").await, 0.0);
+
+    // An anomaly forced through the simulator's control endpoint raises the
+    // demo's PM2.5 rule; acknowledged and cleared, it resolves.
+    let (status, body) = post(demo.control, "/force?sensor=aq-003&metric=pm25&value=180", "").await;
+    assert_eq!(status, 200, "{body}");
+    let fired = sse.next_where("alert", LIMIT, |v| v["event"] == "fired" && v["rule"] == "pm25-high").await;
+    assert_eq!((fired["sensor"].as_str(), fired["value"].as_f64()), (Some("aq-003"), Some(180.0)));
+    let (status, _) = post(http, &format!("/api/v1/alerts/{}/ack", fired["id"]), r#"{"by":"demo operator"}"#).await;
+    assert_eq!(status, 200);
+    sse.next_where("alert", LIMIT, |v| v["event"] == "acknowledged").await;
+    post(demo.control, "/clear?sensor=aq-003", "").await;
+    let resolved = sse.next_where("alert", LIMIT, |v| v["event"] == "resolved" && v["rule"] == "pm25-high").await;
+    assert_eq!(resolved["id"], fired["id"]);
+    let (status, body) = post(demo.control, "/force?sensor=aq-003&metric=pm25", "").await;
+    assert_eq!(status, 400, "{body}");
+    drop(sse);
     demo.shutdown().await;
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 pub struct Control {
     forced: Mutex<HashMap<(String, String), f64>>,
     silent: Mutex<HashMap<String, bool>>,
+    dropped: Mutex<HashMap<String, bool>>,
 }
 
 impl Control {
@@ -31,6 +32,29 @@ impl Control {
 
     pub fn is_silent(&self, sensor: &str) -> bool {
         self.silent.lock().unwrap().get(sensor).copied().unwrap_or(false)
+    }
+
+    /// Clears every forced metric of a sensor.
+    pub fn clear_all(&self, sensor: &str) {
+        self.forced.lock().unwrap().retain(|(s, _), _| s != sensor);
+    }
+
+    /// A dropped device is off the network: new connections are refused and
+    /// open ones get no answer.
+    pub fn set_dropped(&self, sensor: &str, dropped: bool) {
+        self.dropped.lock().unwrap().insert(sensor.into(), dropped);
+    }
+
+    pub fn is_dropped(&self, sensor: &str) -> bool {
+        self.dropped.lock().unwrap().get(sensor).copied().unwrap_or(false)
+    }
+
+    /// What is forced right now, for the control endpoint.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let forced: Vec<serde_json::Value> =
+            self.forced.lock().unwrap().iter().map(|((s, m), v)| serde_json::json!({"sensor": s, "metric": m, "value": v})).collect();
+        let on = |m: &Mutex<HashMap<String, bool>>| m.lock().unwrap().iter().filter(|(_, v)| **v).map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        serde_json::json!({"forced": forced, "silent": on(&self.silent), "dropped": on(&self.dropped)})
     }
 
     /// Parses `SENSOR:METRIC=VALUE`, as given to `citysense-sim --force`.

@@ -10,6 +10,7 @@
 
 pub mod city;
 pub mod control;
+pub mod control_http;
 pub mod modbus;
 pub mod mqtt;
 pub mod run;

@@ -50,6 +50,9 @@ struct Cli {
     rtu_link: Option<PathBuf>,
     #[arg(long, default_value_t = 9600)]
     baud: u32,
+    /// Control endpoint for forcing anomalies (POST /force, /clear, /silent, /drop).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    control: std::net::SocketAddr,
     /// Give device N the port BASE+N instead of any free port.
     #[arg(long)]
     base_port: Option<u16>,
@@ -73,6 +76,8 @@ async fn main() -> anyhow::Result<()> {
         sim::modbus::serve_rtu(&path.display().to_string(), cli.baud, devices)?;
         eprintln!("serving {} devices over RTU on {} (units 1..={})", city.devices.len(), path.display(), city.devices.len());
     }
+    let control = sim::control_http::serve(cli.control, city.control.clone()).await?;
+    eprintln!("anomaly control on http://{control} (POST /force?sensor=aq-001&metric=pm25&value=180, /clear, /silent, /drop)");
     for f in &cli.force {
         let (s, m, v) = Control::parse_force(f).map_err(anyhow::Error::msg)?;
         city.control.force(&s, &m, v);

@@ -93,7 +93,7 @@ impl tokio_modbus::server::Service for Service {
     fn call(&self, req: Request<'static>) -> Self::Future {
         let dev = self.0.clone();
         Box::pin(async move {
-            if dev.control.is_silent(&dev.spec.id) {
+            if dev.control.is_silent(&dev.spec.id) || dev.control.is_dropped(&dev.spec.id) {
                 // A hung device: the request is never answered.
                 std::future::pending::<()>().await;
             }
@@ -154,7 +154,13 @@ fn spawn_server(listener: TcpListener, device: Arc<Device>) -> JoinHandle<()> {
         let service = Service(device.clone());
         let on_connected = |stream, socket_addr| {
             let service = service.clone();
-            async move { accept_tcp_connection(stream, socket_addr, move |_| Ok(Some(service.clone()))) }
+            async move {
+                if service.0.control.is_dropped(&service.0.spec.id) {
+                    // Off the network: the connection is closed at once.
+                    return Ok(None);
+                }
+                accept_tcp_connection(stream, socket_addr, move |_| Ok(Some(service.clone())))
+            }
         };
         let on_error = |e| tracing::debug!("sim modbus connection error: {e}");
         if let Err(e) = server.serve(&on_connected, on_error).await {
@@ -176,7 +182,7 @@ impl tokio_modbus::server::Service for Bus {
     fn call(&self, req: Self::Request) -> Self::Future {
         let unit = req.slave as usize;
         // An absent or silent unit does not answer at all, as on a real bus.
-        let Some(dev) = unit.checked_sub(1).and_then(|i| self.0.get(i)).filter(|d| !d.control.is_silent(&d.spec.id)) else {
+        let Some(dev) = unit.checked_sub(1).and_then(|i| self.0.get(i)).filter(|d| !d.control.is_silent(&d.spec.id) && !d.control.is_dropped(&d.spec.id)) else {
             return std::future::ready(Ok(None));
         };
         let bits = |w: Vec<u16>| w.into_iter().map(|x| x != 0).collect::<Vec<bool>>();

@@ -24,7 +24,7 @@ pub fn start(host: &str, port: u16, sensors: Vec<SensorSpec>, every: Duration, c
                 ticker.tick().await;
                 let ts = shared::now_ms();
                 for s in &sensors {
-                    if control.is_silent(&s.id) {
+                    if control.is_silent(&s.id) || control.is_dropped(&s.id) {
                         continue;
                     }
                     let laeq = control.forced(&s.id, "noise_laeq").unwrap_or_else(|| natural_value(s, "noise_laeq", ts));

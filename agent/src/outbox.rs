@@ -119,6 +119,7 @@ impl Watermark {
     }
 }
 
+#[derive(Default)]
 struct State {
     next_seq: u64,
     acked: u64,
@@ -126,7 +127,13 @@ struct State {
     depth: u64,
     bytes: u64,
     dropped_total: u64,
+    /// Readings appended since the last successful flush, with their seqs.
+    /// sled may accept a write in memory and fail to put it on disk (a full
+    /// disk); until a flush succeeds these are kept, to be appended again
+    /// should the store have to be reopened.
+    unflushed: Vec<(u64, NewReading)>,
 }
+
 
 pub struct SledOutbox {
     path: PathBuf,
@@ -196,7 +203,7 @@ fn load(path: &Path) -> Result<(Engine, State), OutboxError> {
         Err(e) => return Err(damaged(format!("unreadable watermark: {e}"))),
     }
     tracing::info!(path = %path.display(), depth, bytes, next_seq, acked, "outbox opened");
-    Ok((Engine { db, tree }, State { next_seq, acked, durable: next_seq - 1, depth, bytes, dropped_total }))
+    Ok((Engine { db, tree }, State { next_seq, acked, durable: next_seq - 1, depth, bytes, dropped_total, unflushed: Vec::new() }))
 }
 
 impl SledOutbox {
@@ -236,13 +243,58 @@ impl SledOutbox {
         // sled locks its files: the failed instance must be gone before the new one opens.
         *engine = None;
         let (fresh, disk) = load(&self.path)?;
-        *engine = Some(fresh);
         let dropped_total = st.dropped_total.max(disk.dropped_total);
-        *st = State { dropped_total, ..disk };
+        let old = std::mem::replace(&mut *st, State { dropped_total, ..disk });
+        // What the failed instance accepted but never wrote goes in again, in order.
+        let lost: Vec<NewReading> = old.unflushed.into_iter().filter(|(seq, _)| *seq >= st.next_seq).map(|(_, r)| r).collect();
+        let again = lost.len();
         *self.last_mark.lock().unwrap() = None;
         self.broken.store(false, Ordering::SeqCst);
-        tracing::warn!(path = %self.path.display(), next_seq = st.next_seq, "outbox reopened after a storage error");
-        Ok(())
+        let result = self.append_locked(&mut st, &fresh, lost.clone());
+        if result.is_err() {
+            // Still failing: keep them for the next reopen (a seq above any real one).
+            st.unflushed.extend(lost.into_iter().map(|r| (u64::MAX, r)));
+        }
+        *engine = Some(fresh);
+        tracing::warn!(path = %self.path.display(), next_seq = st.next_seq, again, "outbox reopened after a storage error");
+        result.map(|_| ())
+    }
+
+    /// Appends under the state lock, onto `e`. An error leaves the readings
+    /// unappended (nothing of a failed batch is kept by sled).
+    fn append_locked(&self, st: &mut State, e: &Engine, readings: Vec<NewReading>) -> Result<Appended, OutboxError> {
+        let mut out = Appended::default();
+        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(readings.len());
+        let mut need = 0u64;
+        for r in &readings {
+            let rec = Record { sensor: &r.sensor, metric: &r.metric, ts_ms: r.ts_ms, value: r.value, quality: r.quality };
+            let v = postcard::to_allocvec(&rec).expect("a record always serializes");
+            need += (8 + v.len()) as u64;
+            encoded.push(v);
+        }
+        if st.bytes + need > self.max_bytes {
+            match self.when_full {
+                WhenFull::DropOldest => out.dropped = self.drop_oldest(e, st, need)?,
+                WhenFull::StopPolling => {
+                    out.refused = readings.len() as u64;
+                    st.dropped_total += out.refused;
+                    e.tree.insert(META_DROPPED, &st.dropped_total.to_be_bytes()).map_err(|e| self.io(e))?;
+                    return Ok(out);
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for v in encoded {
+            batch.insert(&key(st.next_seq + out.stored), v);
+            out.stored += 1;
+        }
+        e.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        let first = st.next_seq;
+        st.next_seq += out.stored;
+        st.depth += out.stored;
+        st.bytes += need;
+        st.unflushed.extend((first..).zip(readings));
+        Ok(out)
     }
 
     fn engine(&self) -> std::sync::RwLockReadGuard<'_, Option<Engine>> {
@@ -297,36 +349,7 @@ impl Outbox for SledOutbox {
         let mut st = self.state.lock().unwrap();
         let guard = self.engine();
         let e = guard.as_ref().expect("engine present outside a reopen");
-        let mut out = Appended::default();
-        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(readings.len());
-        let mut need = 0u64;
-        for r in &readings {
-            let rec = Record { sensor: &r.sensor, metric: &r.metric, ts_ms: r.ts_ms, value: r.value, quality: r.quality };
-            let v = postcard::to_allocvec(&rec).expect("a record always serializes");
-            need += (8 + v.len()) as u64;
-            encoded.push(v);
-        }
-        if st.bytes + need > self.max_bytes {
-            match self.when_full {
-                WhenFull::DropOldest => out.dropped = self.drop_oldest(e, &mut st, need)?,
-                WhenFull::StopPolling => {
-                    out.refused = readings.len() as u64;
-                    st.dropped_total += out.refused;
-                    e.tree.insert(META_DROPPED, &st.dropped_total.to_be_bytes()).map_err(|e| self.io(e))?;
-                    return Ok(out);
-                }
-            }
-        }
-        let mut batch = sled::Batch::default();
-        for v in encoded {
-            batch.insert(&key(st.next_seq + out.stored), v);
-            out.stored += 1;
-        }
-        e.tree.apply_batch(batch).map_err(|e| self.io(e))?;
-        st.next_seq += out.stored;
-        st.depth += out.stored;
-        st.bytes += need;
-        Ok(out)
+        self.append_locked(&mut st, e, readings)
     }
 
     fn flush(&self) -> Result<u64, OutboxError> {
@@ -349,6 +372,7 @@ impl Outbox for SledOutbox {
         }
         let mut st = self.state.lock().unwrap();
         st.durable = st.durable.max(upto).min(st.next_seq - 1);
+        st.unflushed.retain(|(seq, _)| *seq > upto);
         Ok(st.durable)
     }
 

@@ -42,7 +42,6 @@ metric = "pm25"
 op = ">"
 value = 75
 clear = 60
-for = "5s"
 severity = "warning"
 select = { kind = "air_quality" }
 escalate_after = "5m"

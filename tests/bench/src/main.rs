@@ -2,7 +2,9 @@
 //! figures per scenario. Run from a release build:
 //! `cargo run --release -p citysense-bench -- replay`.
 //!
-//! Scenarios: `replay` (drain speed of an outbox backlog after an outage).
+//! Scenarios: `replay` (drain speed of an outbox backlog after an outage),
+//! `ingest` (collector readings/s from many gateways, with 0 and 100 rules),
+//! `alert-latency` (a reading's publish to its alert on MQTT and SSE).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -20,13 +22,18 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: replay");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: replay ingest alert-latency");
     };
-    let figures = match scenario.as_str() {
-        "replay" => replay(if quick { 100_000 } else { 1_000_000 }).await?,
-        other => bail!("unknown scenario `{other}`; scenarios: replay"),
-    };
-    println!("{figures}");
+    match scenario.as_str() {
+        "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
+        "ingest" => {
+            for rules in [0, 100] {
+                println!("{}", ingest(if quick { 10 } else { 100 }, if quick { 300_000 } else { 2_000_000 }, rules).await?);
+            }
+        }
+        "alert-latency" => println!("{}", alert_latency(if quick { 200 } else { 1000 }).await?),
+        other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency"),
+    }
     Ok(())
 }
 
@@ -94,4 +101,134 @@ async fn replay(n: u64) -> Result<serde_json::Value> {
         "batch_max": 5000,
         "outbox_fill_s": (fill_s * 1000.0).round() / 1000.0,
     }))
+}
+
+async fn collector_with(rules: &str) -> Result<(tempfile::TempDir, collector::Collector)> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let text = format!(
+        "[mqtt]\nlisten = \"127.0.0.1:0\"\nmax_packet = \"16MiB\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
+        d.join("store").display()
+    );
+    let cfg: CollectorConfig = shared::config::parse("bench collector", &text, d).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = collector::Collector::start(cfg).await?;
+    Ok((dir, c))
+}
+
+/// `n` threshold rules, none of which the benchmark's values trip.
+fn quiet_rules(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("[[rule]]\nid = \"r{i}\"\nkind = \"threshold\"\nmetric = \"m{}\"\nop = \">\"\nvalue = 1e9\nseverity = \"info\"\n", i % 10))
+        .collect()
+}
+
+fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let b = shared::url::BrokerUrl::parse(url).unwrap();
+    let mut o = rumqttc::MqttOptions::new(id, b.host, b.port);
+    o.set_max_packet_size(16 << 20, 16 << 20);
+    o.set_inflight(100);
+    rumqttc::AsyncClient::new(o, 256)
+}
+
+/// `gateways` connections each publish batches of 1,000 readings (10 metrics ×
+/// 100 sensors) until `total` readings are stored; readings/s is stored/elapsed.
+async fn ingest(gateways: usize, total: u64, rules: usize) -> Result<serde_json::Value> {
+    let (_dir, c) = collector_with(&quiet_rules(rules)).await?;
+    let per_gateway = total / gateways as u64 / 1000;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for g in 0..gateways {
+        let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-gw-{g}"));
+        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        tasks.push(tokio::spawn(async move {
+            let gw = format!("gw-{g}");
+            let t0 = shared::now_ms();
+            for b in 0..per_gateway {
+                let readings = (0..1000u64)
+                    .map(|k| {
+                        let seq = b * 1000 + k + 1;
+                        shared::Reading { seq, sensor: format!("s{g}-{}", k % 100), metric: format!("m{}", k / 100), ts_ms: t0 + seq as i64, value: (k % 97) as f64, quality: Quality::Good }
+                    })
+                    .collect();
+                let bytes = shared::Batch::new(gw.clone(), 1, readings).encode();
+                client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, bytes).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let want = per_gateway * 1000 * gateways as u64;
+    let counters = &c.registry.counters;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while counters.stored.load(Relaxed) < want {
+        if Instant::now() > deadline {
+            bail!("ingest stalled at {} of {want}", counters.stored.load(Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let lagged = counters.rules_lagged.load(Relaxed);
+    c.shutdown().await;
+    Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "seconds": (secs * 1000.0).round() / 1000.0,
+              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": "embedded"}))
+}
+
+/// With 100 rules loaded, one gateway alternates a pm25 value above and
+/// below a threshold; the time from publishing the reading to the alert
+/// change arriving on MQTT (`alerts/#`) and on the SSE stream is recorded.
+async fn alert_latency(samples: usize) -> Result<serde_json::Value> {
+    let rules = format!(
+        "{}[[rule]]\nid = \"pm\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 75\nseverity = \"warning\"\n",
+        quiet_rules(99)
+    );
+    let (_dir, c) = collector_with(&rules).await?;
+    let (sub, mut sub_el) = mqtt_client(&c.mqtt_url, "bench-command");
+    let (mqtt_tx, mut mqtt_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    sub.subscribe("citysense/v1/alerts/#", rumqttc::QoS::AtLeastOnce).await?;
+    tokio::spawn(async move {
+        while let Ok(ev) = sub_el.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = ev {
+                let _ = mqtt_tx.send(Instant::now());
+            }
+        }
+    });
+    let (sse_tx, mut sse_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let http = c.http_addr;
+    tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(b"GET /api/v1/stream?types=alert HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut lines = tokio::io::BufReader::new(s).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("data:") {
+                let _ = sse_tx.send(Instant::now());
+            }
+        }
+    });
+    let (pubc, mut pub_el) = mqtt_client(&c.mqtt_url, "bench-gw");
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut to_mqtt, mut to_sse) = (Vec::new(), Vec::new());
+    for i in 0..samples as u64 {
+        // Odd samples fire, even ones resolve: each is one alert change.
+        let value = if i % 2 == 0 { 100.0 } else { 10.0 };
+        let r = shared::Reading { seq: i + 1, sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value, quality: Quality::Good };
+        let sent = Instant::now();
+        pubc.publish(shared::topics::up("gw-lat"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-lat", 1, vec![r]).encode()).await?;
+        let m = tokio::time::timeout(Duration::from_secs(5), mqtt_rx.recv()).await?.unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(5), sse_rx.recv()).await?.unwrap();
+        to_mqtt.push(m.duration_since(sent).as_secs_f64() * 1000.0);
+        to_sse.push(s.duration_since(sent).as_secs_f64() * 1000.0);
+    }
+    c.shutdown().await;
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        (v[i] * 100.0).round() / 100.0
+    };
+    Ok(json!({"scenario": "alert-latency", "rules": 100, "alert_changes": samples,
+              "mqtt_ms_p50": pct(&mut to_mqtt, 0.5), "mqtt_ms_p99": pct(&mut to_mqtt, 0.99), "mqtt_ms_max": pct(&mut to_mqtt, 1.0),
+              "sse_ms_p50": pct(&mut to_sse, 0.5), "sse_ms_p99": pct(&mut to_sse, 0.99), "sse_ms_max": pct(&mut to_sse, 1.0),
+              "load": "one reading at a time; measured from publish by the gateway, so it includes the broker hop and the store sync"}))
 }

@@ -114,6 +114,14 @@ fn probe(what: ProbeWhat) -> ExitCode {
     }
 }
 
+/// Loads and checks a config; on failure prints every problem and gives exit code 2.
+fn load(path: &std::path::Path) -> Result<AgentConfig, ExitCode> {
+    shared::config::load::<AgentConfig>(path).map_err(|d| {
+        eprintln!("{d}");
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -134,12 +142,9 @@ fn main() -> ExitCode {
         },
         Command::Probe { what } => probe(what),
         Command::ResetOutbox { config } => {
-            let cfg = match shared::config::load::<AgentConfig>(&config) {
+            let cfg = match load(&config) {
                 Ok(c) => c,
-                Err(d) => {
-                    eprintln!("{d}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match agent::outbox::reset(&cfg.buffer.path) {
                 Ok((aside, after)) => {
@@ -155,12 +160,9 @@ fn main() -> ExitCode {
         Command::Status { config, addr, json } => {
             let addr = match (addr, config) {
                 (Some(a), _) => a,
-                (None, Some(c)) => match shared::config::load::<AgentConfig>(&c) {
+                (None, Some(c)) => match load(&c) {
                     Ok(cfg) => cfg.status.listen,
-                    Err(d) => {
-                        eprintln!("{d}");
-                        return ExitCode::from(2);
-                    }
+                    Err(code) => return code,
                 },
                 (None, None) => agent::config::StatusConfig::default().listen,
             };
@@ -181,12 +183,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            let cfg = match shared::config::load::<AgentConfig>(&config) {
+            let cfg = match load(&config) {
                 Ok(c) => c,
-                Err(d) => {
-                    eprintln!("{d}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");

@@ -61,7 +61,9 @@ pub fn start(
     if let Some(user) = &config.username {
         opts.set_credentials(user.clone(), password.unwrap_or_default());
     }
-    let (client, eventloop) = AsyncClient::new(opts, 64);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    // Acks are small packets the outbox waits on: no Nagle delay.
+    eventloop.network_options.set_tcp_nodelay(true);
     let (link_tx, link_rx) = watch::channel(LinkState::default());
     let (acked_tx, acked_rx) = watch::channel(outbox.stats().acked);
 

@@ -113,37 +113,47 @@ impl Ingest {
         }
         let readings: Vec<Reading> = outcomes.iter().flat_map(|o| o.fresh.iter().cloned()).collect();
         let progress: Vec<(String, Progress)> = next.iter().map(|(g, t)| (g.clone(), t.progress())).collect();
+        use std::sync::atomic::Ordering::Relaxed;
+        // Written first, synced second: the rule engine and the live feeds get
+        // the readings while the sync runs, so an alert does not wait for the
+        // disk. Only the ack waits for it. Should the sync fail, the readings
+        // come back from the agents and are written again; the engine keeps
+        // one alert per key, so it does not fire twice.
         let store = self.store.clone();
         // A JoinError only happens when the runtime is being torn down.
-        let Ok(written) = tokio::task::spawn_blocking(move || {
-            store.write(&readings, &progress)?;
-            store.sync()
-        })
-        .await
-        else {
-            return;
-        };
+        let Ok(written) = tokio::task::spawn_blocking(move || store.write(&readings, &progress)).await else { return };
         if let Err(e) = written {
             // No ack: the agents keep the readings and send them again.
             tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
-            counters.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters.store_errors.fetch_add(1, Relaxed);
             return;
         }
-        use std::sync::atomic::Ordering::Relaxed;
-        for o in outcomes {
+        let outcomes: Vec<(Outcome, Arc<Vec<Reading>>)> = outcomes
+            .into_iter()
+            .map(|mut o| {
+                let fresh = Arc::new(std::mem::take(&mut o.fresh));
+                if !fresh.is_empty() {
+                    let _ = self.feed.send(crate::feed::FeedEvent::Readings(fresh.clone()));
+                    if self.alerts.try_send(crate::alerting::Input::Readings { gateway: o.gateway.clone(), readings: fresh.clone() }).is_err() {
+                        counters.rules_lagged.fetch_add(1, Relaxed);
+                    }
+                }
+                (o, fresh)
+            })
+            .collect();
+        let store = self.store.clone();
+        let Ok(synced) = tokio::task::spawn_blocking(move || store.sync()).await else { return };
+        if let Err(e) = synced {
+            tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
+            counters.store_errors.fetch_add(1, Relaxed);
+            return;
+        }
+        for (o, fresh) in outcomes {
             counters.received.fetch_add(o.received, Relaxed);
-            counters.stored.fetch_add(o.fresh.len() as u64, Relaxed);
+            counters.stored.fetch_add(fresh.len() as u64, Relaxed);
             counters.duplicate.fetch_add(o.duplicates, Relaxed);
             let acked = next[&o.gateway].ack();
-            self.registry.stored(&o.gateway, &o.fresh, o.received, o.duplicates, acked);
-            if o.fresh.is_empty() {
-                continue;
-            }
-            let fresh = Arc::new(o.fresh);
-            let _ = self.feed.send(crate::feed::FeedEvent::Readings(fresh.clone()));
-            if self.alerts.try_send(crate::alerting::Input::Readings { gateway: o.gateway, readings: fresh }).is_err() {
-                counters.rules_lagged.fetch_add(1, Relaxed);
-            }
+            self.registry.stored(&o.gateway, &fresh, o.received, o.duplicates, acked);
         }
         for (gw, t) in next {
             let ack = serde_json::to_vec(&Ack { seq: t.ack() }).expect("ack serializes");

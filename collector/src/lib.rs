@@ -74,14 +74,16 @@ impl Collector {
         opts.set_keep_alive(Duration::from_secs(15));
         opts.set_max_packet_size(max_packet, max_packet);
         opts.set_clean_session(true);
+        let mqtt_password = match &config.mqtt.password_file {
+            Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?.trim().to_string(),
+            None => String::new(),
+        };
         if let Some(user) = &config.mqtt.username {
-            let pw = match &config.mqtt.password_file {
-                Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?.trim().to_string(),
-                None => String::new(),
-            };
-            opts.set_credentials(user.clone(), pw);
+            opts.set_credentials(user.clone(), mqtt_password.clone());
         }
-        let (client, eventloop) = AsyncClient::new(opts, 1024);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        // Alerts and acks are small, latency-bound packets: no Nagle delay.
+        eventloop.network_options.set_tcp_nodelay(true);
         let (tx, rx) = mpsc::channel::<Incoming>(1024);
 
         let sled_alerts = rules::store::SledAlertStore::open(&config.store.path.join("alerts")).map_err(anyhow::Error::msg)?;
@@ -107,7 +109,29 @@ impl Collector {
         let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone())?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
         tasks.push(tokio::spawn(alerting.clone().run(alerts_rx, Duration::from_millis(250), shutdown_rx.clone())));
-        tasks.push(tokio::spawn(feed::mqtt::run(feed.clone(), client.clone())));
+        // The feeds get their own connection: a flood of live readings must
+        // never fill the request queue that acks wait on.
+        let mut feed_opts = MqttOptions::new(format!("citysense-collector-{}-feed", std::process::id()), broker.host.clone(), broker.port);
+        feed_opts.set_keep_alive(Duration::from_secs(15));
+        feed_opts.set_max_packet_size(max_packet, max_packet);
+        if let Some(user) = &config.mqtt.username {
+            feed_opts.set_credentials(user.clone(), mqtt_password.clone());
+        }
+        let (feed_client, mut feed_loop) = AsyncClient::new(feed_opts, 4096);
+        feed_loop.network_options.set_tcp_nodelay(true);
+        let mut feed_stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = feed_loop.poll() => if let Err(e) = r {
+                        tracing::warn!("feed MQTT connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    },
+                    _ = feed_stop.changed() => return,
+                }
+            }
+        }));
+        tasks.push(tokio::spawn(feed::mqtt::run(feed.clone(), feed_client)));
         tasks.push(tokio::spawn(feed::webhook::run(webhook_outbox, config.webhook.clone(), shutdown_rx.clone())));
         let up_filter = match &config.mqtt.shared_group {
             Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),

@@ -37,6 +37,11 @@ struct GatewaySeen {
 #[derive(Default)]
 pub struct Engine {
     rules: Vec<Rule>,
+    /// Rules that look at readings, by metric (threshold, rate, and stale with
+    /// a metric) plus those for any metric, so a reading meets only the rules
+    /// that can care about it.
+    by_metric: HashMap<String, Vec<usize>>,
+    any_metric: Vec<usize>,
     sensors: HashMap<String, SensorInfo>,
     /// Last arrival per sensor, and per (sensor, metric).
     seen: HashMap<String, i64>,
@@ -56,6 +61,7 @@ pub type Changes = Vec<(Change, Alert)>;
 impl Engine {
     pub fn new(rules: Vec<Rule>, sensors: HashMap<String, SensorInfo>, alerts: Vec<Alert>, now: i64) -> Engine {
         let mut e = Engine { rules, sensors, started_ms: now, next_id: 1, ..Default::default() };
+        e.reindex();
         for a in alerts {
             e.next_id = e.next_id.max(a.id + 1);
             if a.is_open() {
@@ -64,6 +70,18 @@ impl Engine {
             e.alerts.insert(a.id, a);
         }
         e
+    }
+
+    fn reindex(&mut self) {
+        self.by_metric.clear();
+        self.any_metric.clear();
+        for (i, r) in self.rules.iter().enumerate() {
+            match (&r.kind, &r.metric) {
+                (Kind::GatewayOffline, _) => {}
+                (_, Some(m)) => self.by_metric.entry(m.clone()).or_default().push(i),
+                (_, None) => self.any_metric.push(i),
+            }
+        }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -75,6 +93,7 @@ impl Engine {
             return Err(format!("a rule `{}` already exists; delete it first", rule.id));
         }
         self.rules.push(rule);
+        self.reindex();
         Ok(())
     }
 
@@ -82,6 +101,7 @@ impl Engine {
     pub fn remove_rule(&mut self, id: &str, now: i64) -> Option<Changes> {
         let pos = self.rules.iter().position(|r| r.id == id)?;
         self.rules.remove(pos);
+        self.reindex();
         self.tracks.retain(|k, _| k.0 != id);
         let keys: Vec<Key> = self.open.keys().filter(|k| k.0 == id).cloned().collect();
         Some(keys.into_iter().filter_map(|k| self.close(&k, now, Some("rule deleted".into()))).collect())
@@ -149,13 +169,22 @@ impl Engine {
     pub fn on_readings(&mut self, gateway: &str, readings: &[Reading], now: i64) -> Changes {
         let mut out = Vec::new();
         self.gateway_heard(gateway, now, &mut out);
-        let rules = self.rules.clone();
+        // Moved out for the loop (the evaluators need `&mut self`), put back after.
+        let rules = std::mem::take(&mut self.rules);
+        let sensors = std::mem::take(&mut self.sensors);
+        let no_rules = Vec::new();
         for r in readings {
-            self.seen.insert(r.sensor.clone(), now);
+            if let Some(t) = self.seen.get_mut(&r.sensor) {
+                *t = now;
+            } else {
+                self.seen.insert(r.sensor.clone(), now);
+            }
             self.seen_metric.insert((r.sensor.clone(), r.metric.clone()), now);
-            let info = self.sensors.get(&r.sensor).cloned();
-            for rule in &rules {
-                if !Self::selected(rule, &r.sensor, info.as_ref()) {
+            let info = sensors.get(&r.sensor);
+            let candidates = self.by_metric.get(&r.metric).unwrap_or(&no_rules).iter().chain(self.any_metric.iter()).copied().collect::<Vec<usize>>();
+            for i in candidates {
+                let rule = &rules[i];
+                if !Self::selected(rule, &r.sensor, info) {
                     continue;
                 }
                 let key: Key = (rule.id.clone(), r.sensor.clone(), r.metric.clone());
@@ -170,6 +199,8 @@ impl Engine {
                 }
             }
         }
+        self.rules = rules;
+        self.sensors = sensors;
         out
     }
 

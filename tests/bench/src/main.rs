@@ -26,11 +26,25 @@ async fn main() -> Result<()> {
     };
     match scenario.as_str() {
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
-        "ingest" => {
-            for rules in [0, 100] {
-                println!("{}", ingest(if quick { 10 } else { 100 }, if quick { 300_000 } else { 2_000_000 }, rules).await?);
+        "ingest" => match args.iter().position(|a| a == "--rules").and_then(|i| args.get(i + 1)) {
+            Some(n) => println!("{}", ingest(if quick { 10 } else { 100 }, if quick { 300_000 } else { 2_000_000 }, n.parse()?).await?),
+            // Each rule count in a fresh process: a collector's embedded broker
+            // cannot be stopped, so a second run in one process would share the machine with it.
+            None => {
+                for rules in ["0", "100"] {
+                    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+                    cmd.args(["ingest", "--rules", rules]);
+                    if quick {
+                        cmd.arg("--quick");
+                    }
+                    let out = cmd.output()?;
+                    if !out.status.success() {
+                        bail!("ingest --rules {rules}: {}", String::from_utf8_lossy(&out.stderr));
+                    }
+                    print!("{}", String::from_utf8_lossy(&out.stdout));
+                }
             }
-        }
+        },
         "alert-latency" => println!("{}", alert_latency(if quick { 200 } else { 1000 }).await?),
         other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency"),
     }
@@ -127,7 +141,9 @@ fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop
     let mut o = rumqttc::MqttOptions::new(id, b.host, b.port);
     o.set_max_packet_size(16 << 20, 16 << 20);
     o.set_inflight(100);
-    rumqttc::AsyncClient::new(o, 256)
+    let (c, mut el) = rumqttc::AsyncClient::new(o, 256);
+    el.network_options.set_tcp_nodelay(true);
+    (c, el)
 }
 
 /// `gateways` connections each publish batches of 1,000 readings (10 metrics ×

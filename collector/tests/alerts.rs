@@ -110,13 +110,19 @@ async fn a_forced_anomaly_raises_an_alert_on_every_feed_and_its_lifecycle_follow
     let second = sse.next_where("alert", LIMIT, |v| v["event"] == "fired" && v["sensor"] == "aq-002").await;
     drop(sse);
     agent.shutdown().await;
+    // The agent's clean stop says offline: wait for the gateway rule to notice.
+    wait_for("gateway-down after the agent stopped", LIMIT, || async {
+        let all = get_json(c.http_addr, "/api/v1/alerts?sensor=gw-aq").await;
+        all.as_array().unwrap().iter().any(|a| a["rule"] == "gateway-down").then_some(())
+    })
+    .await;
     c.shutdown().await;
 
     let c2 = collector(dir.path(), None, &catalogue).await;
     let history = get_json(c2.http_addr, "/api/v1/alerts").await;
     let ids: Vec<u64> = history.as_array().unwrap().iter().filter(|a| a["rule"] == "pm25-high").map(|a| a["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, vec![second["id"].as_u64().unwrap(), id], "history survives, newest first: {history}");
-    // The agent's clean stop said offline: the gateway rule noticed.
+    // ...and it survived the restart too.
     assert!(history.as_array().unwrap().iter().any(|a| a["rule"] == "gateway-down" && a["sensor"] == "gw-aq"), "{history}");
     let devices: Vec<_> = city.devices.iter().collect();
     let agent = agent::Agent::start(agent_config(dir.path(), "gw-aq", &c2.mqtt_url, &sim::run::modbus_toml(&devices, Duration::from_millis(200)), None)).await.unwrap();

@@ -38,6 +38,16 @@ impl SledAlertStore {
     }
 }
 
+/// Every JSON value of a tree, in key order.
+fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<T>, String> {
+    tree.iter()
+        .map(|item| {
+            let (_, v) = item.map_err(|e| e.to_string())?;
+            serde_json::from_slice(&v).map_err(|e| format!("stored {what}: {e}"))
+        })
+        .collect()
+}
+
 impl AlertStore for SledAlertStore {
     fn save_alert(&self, alert: &Alert) -> Result<(), String> {
         let json = serde_json::to_vec(alert).expect("alert serializes");
@@ -46,13 +56,7 @@ impl AlertStore for SledAlertStore {
     }
 
     fn alerts(&self) -> Result<Vec<Alert>, String> {
-        self.alerts
-            .iter()
-            .map(|item| {
-                let (_, v) = item.map_err(|e| e.to_string())?;
-                serde_json::from_slice(&v).map_err(|e| format!("stored alert: {e}"))
-            })
-            .collect()
+        read_all(&self.alerts, "alert")
     }
 
     fn save_rule(&self, rule: &Rule) -> Result<(), String> {
@@ -66,12 +70,6 @@ impl AlertStore for SledAlertStore {
     }
 
     fn rules(&self) -> Result<Vec<Rule>, String> {
-        self.rules
-            .iter()
-            .map(|item| {
-                let (_, v) = item.map_err(|e| e.to_string())?;
-                serde_json::from_slice(&v).map_err(|e| format!("stored rule: {e}"))
-            })
-            .collect()
+        read_all(&self.rules, "rule")
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::extract::Path;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -29,11 +29,14 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Turns true when the collector stops: long-lived streams end on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The InfluxDB sink's counters, when one is configured.
+    pub sink: Option<Arc<crate::sink::SinkStats>>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(dashboard))
+        .route("/", get(crate::web::index))
+        .route("/assets/{*name}", get(crate::web::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/sensors", get(sensors))
@@ -61,10 +64,6 @@ pub fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("web/index.html"))
-}
-
 async fn healthz(State(st): State<AppState>) -> Response {
     match st.store.progress() {
         Ok(_) => Json(json!({"status": "ok", "uptime_s": st.started.elapsed().as_secs()})).into_response(),
@@ -72,19 +71,20 @@ async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
 async fn metrics(State(st): State<AppState>) -> Response {
     let c = &st.registry.counters;
     let mut out = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    };
-    counter("citysense_batches_total", "Batches accepted from agents.", c.batches.load(Relaxed));
-    counter("citysense_readings_received_total", "Readings received in accepted batches, duplicates included.", c.received.load(Relaxed));
-    counter("citysense_readings_stored_total", "Readings stored for the first time.", c.stored.load(Relaxed));
-    counter("citysense_readings_duplicate_total", "Readings received again and not stored twice.", c.duplicate.load(Relaxed));
-    counter("citysense_readings_dropped_at_agent_total", "Readings agents reported dropped before sending (buffer full).", c.skipped.load(Relaxed));
-    counter("citysense_store_errors_total", "Store writes that failed (batches left unacknowledged).", c.store_errors.load(Relaxed));
-    counter("citysense_rules_lagged_total", "Batches of stored readings the alert engine could not take in time.", c.rules_lagged.load(Relaxed));
+    counter(&mut out, "citysense_batches_total", "Batches accepted from agents.", c.batches.load(Relaxed));
+    counter(&mut out, "citysense_readings_received_total", "Readings received in accepted batches, duplicates included.", c.received.load(Relaxed));
+    counter(&mut out, "citysense_readings_stored_total", "Readings stored for the first time.", c.stored.load(Relaxed));
+    counter(&mut out, "citysense_readings_duplicate_total", "Readings received again and not stored twice.", c.duplicate.load(Relaxed));
+    counter(&mut out, "citysense_readings_dropped_at_agent_total", "Readings agents reported dropped before sending (buffer full).", c.skipped.load(Relaxed));
+    counter(&mut out, "citysense_store_errors_total", "Store writes that failed (batches left unacknowledged).", c.store_errors.load(Relaxed));
+    counter(&mut out, "citysense_rules_lagged_total", "Batches of stored readings the alert engine could not take in time.", c.rules_lagged.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_batches_rejected_total Batches rejected, by reason.\n# TYPE citysense_batches_rejected_total counter");
     let rejected = c.rejected.read().unwrap().clone();
     for reason in ["undecodable", "unknown_version", "too_large", "invalid", "gateway_mismatch"] {
@@ -94,6 +94,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let _ = writeln!(out, "# HELP citysense_webhook_delivered_total Webhook deliveries answered 2xx.\n# TYPE citysense_webhook_delivered_total counter\ncitysense_webhook_delivered_total {}", hooks.delivered.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}", hooks.failures.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
+    if let Some(sink) = &st.sink {
+        counter(&mut out, "citysense_influx_points_written_total", "Points InfluxDB confirmed.", sink.written.load(Relaxed));
+        counter(&mut out, "citysense_influx_points_rejected_total", "Points InfluxDB refused as invalid (logged, dropped).", sink.rejected.load(Relaxed));
+        counter(&mut out, "citysense_influx_write_errors_total", "InfluxDB write requests that failed and are retried.", sink.errors.load(Relaxed));
+        let _ = writeln!(out, "# HELP citysense_influx_backlog Readings stored and not yet confirmed by InfluxDB.\n# TYPE citysense_influx_backlog gauge\ncitysense_influx_backlog {}", st.store.forward_backlog());
+    }
     let _ = writeln!(out, "# HELP citysense_alerts Alerts by state (resolved: all kept in history).\n# TYPE citysense_alerts gauge");
     for state in [crate::rules::State::Firing, crate::rules::State::Acknowledged, crate::rules::State::Resolved] {
         let n = st.alerting.alerts(|a| a.state == state).len();

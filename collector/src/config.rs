@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use shared::config::{ByteSize, Problem, Validate};
+use shared::config::{ByteSize, HumanDuration, Problem, Validate};
 use shared::topics::valid_id;
 use shared::url::BrokerUrl;
 
@@ -25,7 +25,8 @@ pub struct CollectorConfig {
     /// Alert changes are POSTed here, from a durable outbox.
     #[serde(default)]
     pub webhook: Vec<crate::feed::webhook::WebhookConfig>,
-    pub influxdb: Option<toml::Table>,
+    /// Write every stored reading to InfluxDB (v2 write API) as well.
+    pub influxdb: Option<InfluxConfig>,
     pub auth: Option<toml::Table>,
 }
 
@@ -77,6 +78,79 @@ fn default_http_listen() -> String {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Keep series in the embedded store. With `false` only `[influxdb]`
+    /// keeps them; the store still holds delivery progress and the sink's log.
+    #[serde(default = "yes")]
+    pub series: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL, e.g. `http://influx:8086`.
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    /// The API token, read from this file (never from the config itself, never logged)…
+    pub token_file: Option<PathBuf>,
+    /// …or from this environment variable.
+    pub token_env: Option<String>,
+    /// `metric`: one measurement per metric; `kind`: one per sensor kind with a `metric` tag.
+    #[serde(default)]
+    pub measurement: crate::lineproto::Scheme,
+    /// Points per write request.
+    #[serde(default = "default_batch_points")]
+    pub batch_points: usize,
+    /// A write that takes longer is abandoned and retried.
+    #[serde(default = "default_influx_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_batch_points() -> usize {
+    5000
+}
+
+fn default_influx_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+
+impl InfluxConfig {
+    /// The token, from the file or environment variable named in the config.
+    pub fn token(&self, base: &Path) -> Result<String, String> {
+        match (&self.token_file, &self.token_env) {
+            (Some(f), _) => std::fs::read_to_string(base.join(f)).map(|t| t.trim().to_string()).map_err(|e| format!("influxdb.token_file {}: {e}", base.join(f).display())),
+            (None, Some(var)) => std::env::var(var).map(|t| t.trim().to_string()).map_err(|_| format!("influxdb.token_env: environment variable `{var}` is not set")),
+            (None, None) => Ok(String::new()),
+        }
+    }
+
+    fn validate(&self, base: &Path, p: &mut Vec<Problem>) {
+        match self.url.parse::<axum::http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some() => {}
+            _ => p.push(Problem::new("influxdb.url", format!("`{}` is not an http:// or https:// URL", self.url))),
+        }
+        if self.org.trim().is_empty() {
+            p.push(Problem::new("influxdb.org", "must not be empty"));
+        }
+        if self.bucket.trim().is_empty() {
+            p.push(Problem::new("influxdb.bucket", "must not be empty"));
+        }
+        if self.token_file.is_some() && self.token_env.is_some() {
+            p.push(Problem::new("influxdb.token_env", "give `token_file` or `token_env`, not both"));
+        }
+        if let Some(f) = &self.token_file {
+            if !base.join(f).is_file() {
+                p.push(Problem::new("influxdb.token_file", format!("file `{}` does not exist", base.join(f).display())));
+            }
+        }
+        if !(1..=100_000).contains(&self.batch_points) {
+            p.push(Problem::new("influxdb.batch_points", "must be between 1 and 100000"));
+        }
+    }
 }
 
 /// One entry of the data-resource catalogue (资源目录).
@@ -112,9 +186,6 @@ impl CollectorConfig {
     /// Parts of the file this build reads but does not act on yet.
     pub fn not_yet_supported(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.influxdb.is_some() {
-            v.push("[influxdb] (InfluxDB sink)");
-        }
         if self.auth.is_some() {
             v.push("[auth] (API tokens)");
         }
@@ -162,6 +233,11 @@ impl Validate for CollectorConfig {
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             p.push(Problem::new("http.listen", format!("`{}` is not IP:PORT", self.http.listen)));
+        }
+        match &self.influxdb {
+            Some(i) => i.validate(base, &mut p),
+            None if !self.store.series => p.push(Problem::new("store.series", "with `series = false` and no [influxdb], nothing would keep the readings")),
+            None => {}
         }
         let mut ids: HashMap<&str, usize> = HashMap::new();
         for (i, r) in self.rule.iter().enumerate() {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::dedup::Tracker;
 use crate::registry::Registry;
-use crate::store::{Progress, Store};
+use crate::store::{Store, Write};
 use shared::wire::Ack;
 use shared::{topics, Batch, BatchError, Reading};
 
@@ -30,6 +30,8 @@ pub struct Ingest {
     /// Stored readings go on to the alert engine (never waited for) and the feeds.
     alerts: mpsc::Sender<crate::alerting::Input>,
     feed: crate::feed::Bus,
+    /// Wakes the external sink when the forward log has grown.
+    forwarded: Arc<tokio::sync::Notify>,
 }
 
 fn reason(e: &BatchError) -> &'static str {
@@ -55,13 +57,14 @@ impl Ingest {
         client: AsyncClient,
         alerts: mpsc::Sender<crate::alerting::Input>,
         feed: crate::feed::Bus,
+        forwarded: Arc<tokio::sync::Notify>,
     ) -> anyhow::Result<Ingest> {
         let mut trackers = HashMap::new();
         for (gw, p) in store.progress()? {
             registry.seed_gateway(&gw, p.contiguous);
             trackers.insert(gw, Tracker::from_progress(&p));
         }
-        Ok(Ingest { store, registry, client, trackers, alerts, feed })
+        Ok(Ingest { store, registry, client, trackers, alerts, feed, forwarded })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
@@ -111,8 +114,17 @@ impl Ingest {
         if next.is_empty() {
             return;
         }
-        let readings: Vec<Reading> = outcomes.iter().flat_map(|o| o.fresh.iter().cloned()).collect();
-        let progress: Vec<(String, Progress)> = next.iter().map(|(g, t)| (g.clone(), t.progress())).collect();
+        let outcomes: Vec<(Outcome, Arc<Vec<Reading>>)> = outcomes
+            .into_iter()
+            .map(|mut o| {
+                let fresh = Arc::new(std::mem::take(&mut o.fresh));
+                (o, fresh)
+            })
+            .collect();
+        let write = Write {
+            batches: outcomes.iter().map(|(o, fresh)| (o.gateway.clone(), fresh.clone())).collect(),
+            progress: next.iter().map(|(g, t)| (g.clone(), t.progress())).collect(),
+        };
         use std::sync::atomic::Ordering::Relaxed;
         // Written first, synced second: the rule engine and the live feeds get
         // the readings while the sync runs, so an alert does not wait for the
@@ -121,26 +133,21 @@ impl Ingest {
         // one alert per key, so it does not fire twice.
         let store = self.store.clone();
         // A JoinError only happens when the runtime is being torn down.
-        let Ok(written) = tokio::task::spawn_blocking(move || store.write(&readings, &progress)).await else { return };
+        let Ok(written) = tokio::task::spawn_blocking(move || store.write(&write)).await else { return };
         if let Err(e) = written {
             // No ack: the agents keep the readings and send them again.
             tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
             counters.store_errors.fetch_add(1, Relaxed);
             return;
         }
-        let outcomes: Vec<(Outcome, Arc<Vec<Reading>>)> = outcomes
-            .into_iter()
-            .map(|mut o| {
-                let fresh = Arc::new(std::mem::take(&mut o.fresh));
-                if !fresh.is_empty() {
-                    let _ = self.feed.send(crate::feed::FeedEvent::Readings(fresh.clone()));
-                    if self.alerts.try_send(crate::alerting::Input::Readings { gateway: o.gateway.clone(), readings: fresh.clone() }).is_err() {
-                        counters.rules_lagged.fetch_add(1, Relaxed);
-                    }
+        for (o, fresh) in &outcomes {
+            if !fresh.is_empty() {
+                let _ = self.feed.send(crate::feed::FeedEvent::Readings(fresh.clone()));
+                if self.alerts.try_send(crate::alerting::Input::Readings { gateway: o.gateway.clone(), readings: fresh.clone() }).is_err() {
+                    counters.rules_lagged.fetch_add(1, Relaxed);
                 }
-                (o, fresh)
-            })
-            .collect();
+            }
+        }
         let store = self.store.clone();
         let Ok(synced) = tokio::task::spawn_blocking(move || store.sync()).await else { return };
         if let Err(e) = synced {
@@ -155,6 +162,7 @@ impl Ingest {
             let acked = next[&o.gateway].ack();
             self.registry.stored(&o.gateway, &fresh, o.received, o.duplicates, acked);
         }
+        self.forwarded.notify_one();
         for (gw, t) in next {
             let ack = serde_json::to_vec(&Ack { seq: t.ack() }).expect("ack serializes");
             if let Err(e) = self.client.publish(topics::ack(&gw), QoS::AtLeastOnce, false, ack).await {

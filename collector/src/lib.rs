@@ -14,11 +14,15 @@ pub mod dedup;
 pub mod demo;
 pub mod feed;
 pub mod ingest;
+pub mod lineproto;
 pub mod registry;
 pub mod rules;
+pub mod sink;
 pub mod store;
+pub mod web;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +37,7 @@ use registry::{Latest, Registry};
 use shared::topics;
 use shared::url::BrokerUrl;
 use shared::wire::{Health, State};
-use store::{SledStore, Store};
+use store::{SledStore, Store, StoreOptions};
 
 pub struct Collector {
     pub http_addr: SocketAddr,
@@ -53,7 +57,8 @@ impl Collector {
         for part in config.not_yet_supported() {
             tracing::warn!("{part} is in the config but not acted on by this build");
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
+        let store_options = StoreOptions { keep_series: config.store.series, forward: config.influxdb.is_some() };
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_with(&config.store.path, store_options)?);
         let registry = Arc::new(Registry::default());
         for (sensor, metric) in store.series() {
             if let Some(s) = store.last(&sensor, &metric)? {
@@ -106,8 +111,16 @@ impl Collector {
         let alerting = Arc::new(alerting::Alerting::new(engine, alert_store, feed.clone(), config.webhook.clone(), webhook_outbox.clone()));
         let (alerts_tx, alerts_rx) = mpsc::channel::<alerting::Input>(65_536);
 
-        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone())?;
+        let forwarded = Arc::new(tokio::sync::Notify::new());
+        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone(), forwarded.clone())?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
+        let mut sink_stats = None;
+        if let Some(influx) = &config.influxdb {
+            let token = influx.token(Path::new("")).map_err(anyhow::Error::msg)?;
+            let sink = sink::InfluxSink::new(influx, token, &config.sensor);
+            sink_stats = Some(sink.stats.clone());
+            tasks.push(tokio::spawn(sink.run(store.clone(), forwarded, shutdown_rx.clone())));
+        }
         tasks.push(tokio::spawn(alerting.clone().run(alerts_rx, Duration::from_millis(250), shutdown_rx.clone())));
         // The feeds get their own connection: a flood of live readings must
         // never fill the request queue that acks wait on.
@@ -152,6 +165,7 @@ impl Collector {
             feed: feed.clone(),
             started: std::time::Instant::now(),
             shutdown: shutdown_rx.clone(),
+            sink: sink_stats,
         });
         let mut stop = shutdown_rx.clone();
         let http = tokio::spawn(async move {

@@ -3,7 +3,9 @@
 
 mod sled_store;
 
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, StoreOptions};
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shared::{Quality, Reading};
@@ -32,9 +34,32 @@ pub enum StoreError {
     Corrupt { path: String, detail: String },
 }
 
+/// What one ingest step writes, in one atomic step.
+#[derive(Debug, Default, Clone)]
+pub struct Write {
+    /// Fresh readings, by the gateway that sent them.
+    pub batches: Vec<(String, Arc<Vec<Reading>>)>,
+    pub progress: Vec<(String, Progress)>,
+}
+
+/// Readings waiting in the forward log for the external sink (InfluxDB).
+/// Entries leave the log only when the sink confirms them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    pub id: u64,
+    pub gateway: String,
+    pub readings: Vec<Reading>,
+}
+
 pub trait Store: Send + Sync {
-    /// Writes readings and gateways' progress in one atomic step.
-    fn write(&self, readings: &[Reading], progress: &[(String, Progress)]) -> Result<(), StoreError>;
+    /// Writes readings, their forward-log entries and gateways' progress in one atomic step.
+    fn write(&self, w: &Write) -> Result<(), StoreError>;
+    /// The oldest forward-log entries, up to about `max_readings` readings (at least one entry).
+    fn forward_next(&self, max_readings: usize) -> Result<Vec<Forward>, StoreError>;
+    /// Removes forward-log entries up to and including `id`: the sink has them.
+    fn forward_done(&self, id: u64) -> Result<(), StoreError>;
+    /// Readings in the forward log.
+    fn forward_backlog(&self) -> u64;
     /// Makes every completed `write` durable.
     fn sync(&self) -> Result<(), StoreError>;
     fn progress(&self) -> Result<Vec<(String, Progress)>, StoreError>;

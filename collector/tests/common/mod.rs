@@ -170,3 +170,54 @@ impl SseClient {
         }
     }
 }
+
+/// A gateway played by the test: publishes batches it builds itself and sees
+/// the collector's acks, for exact expectations of what was sent.
+pub struct FakeGateway {
+    pub id: String,
+    client: rumqttc::AsyncClient,
+    acked: tokio::sync::watch::Receiver<u64>,
+    next_seq: u64,
+}
+
+impl FakeGateway {
+    pub async fn connect(mqtt_url: &str, id: &str) -> FakeGateway {
+        use rumqttc::{Event, MqttOptions, Packet, QoS};
+        let broker = shared::url::BrokerUrl::parse(mqtt_url).unwrap();
+        let mut opts = MqttOptions::new(format!("fake-{id}"), broker.host.clone(), broker.port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = rumqttc::AsyncClient::new(opts, 1000);
+        let (tx, acked) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(a) = serde_json::from_slice::<shared::wire::Ack>(&p.payload) {
+                            tx.send_modify(|s| *s = (*s).max(a.seq));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        client.subscribe(shared::topics::ack(id), QoS::AtLeastOnce).await.unwrap();
+        FakeGateway { id: id.to_string(), client, acked, next_seq: 1 }
+    }
+
+    /// Publishes one batch, numbering the readings; returns the last seq.
+    pub async fn send(&mut self, mut readings: Vec<shared::Reading>) -> u64 {
+        for r in &mut readings {
+            r.seq = self.next_seq;
+            self.next_seq += 1;
+        }
+        let batch = shared::Batch::new(&self.id, 1, readings);
+        self.client.publish(shared::topics::up(&self.id), rumqttc::QoS::AtLeastOnce, false, batch.encode()).await.unwrap();
+        self.next_seq - 1
+    }
+
+    /// Waits until the collector has acknowledged every seq up to `seq`.
+    pub async fn wait_acked(&mut self, seq: u64, limit: Duration) {
+        tokio::time::timeout(limit, self.acked.wait_for(|a| *a >= seq)).await.unwrap_or_else(|_| panic!("seq {seq} of {} not acknowledged within {limit:?}", self.id)).unwrap();
+    }
+}

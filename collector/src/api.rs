@@ -17,7 +17,12 @@ use serde_json::{json, Value};
 
 use crate::config::SensorEntry;
 use crate::registry::Registry;
-use crate::store::{aggregate, Agg, Store};
+use crate::store::{aggregate, aggregate_rollups, Agg, Level, Rollup, Sample, Store};
+
+enum Read {
+    Raw(Vec<Sample>),
+    Rollups(Vec<Rollup>),
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,6 +36,7 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The InfluxDB sink's counters, when one is configured.
     pub sink: Option<Arc<crate::sink::SinkStats>>,
+    pub lifecycle: Arc<crate::lifecycle::LifecycleStats>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -94,6 +100,9 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let _ = writeln!(out, "# HELP citysense_webhook_delivered_total Webhook deliveries answered 2xx.\n# TYPE citysense_webhook_delivered_total counter\ncitysense_webhook_delivered_total {}", hooks.delivered.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}", hooks.failures.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
+    counter(&mut out, "citysense_store_expired_samples_total", "Raw samples deleted past their retention.", st.lifecycle.expired_samples.load(Relaxed));
+    counter(&mut out, "citysense_store_expired_rollups_total", "Rollup buckets deleted past their retention.", st.lifecycle.expired_rollups.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_store_bytes Bytes the embedded store takes on disk.\n# TYPE citysense_store_bytes gauge\ncitysense_store_bytes {}", st.store.size_on_disk());
     if let Some(sink) = &st.sink {
         counter(&mut out, "citysense_influx_points_written_total", "Points InfluxDB confirmed.", sink.written.load(Relaxed));
         counter(&mut out, "citysense_influx_points_rejected_total", "Points InfluxDB refused as invalid (logged, dropped).", sink.rejected.load(Relaxed));
@@ -288,24 +297,39 @@ async fn series(State(st): State<AppState>, Query(q): Query<HashMap<String, Stri
     if agg.is_some() && step_ms.is_none() {
         return Err(bad("`agg` needs a `step`"));
     }
-    let limit = if step_ms.is_some() { usize::MAX } else { MAX_RAW_POINTS + 1 };
+    let level = step_ms.map_or(Level::Raw, Level::for_step);
     let (store, s, m) = (st.store.clone(), sensor.clone(), metric.clone());
-    let samples = tokio::task::spawn_blocking(move || store.query(&s, &m, from, to, limit))
+    let read = tokio::task::spawn_blocking(move || match level {
+        Level::Raw => store.query(&s, &m, from, to, if step_ms.is_some() { usize::MAX } else { MAX_RAW_POINTS + 1 }).map(Read::Raw),
+        // Whole buckets: the one holding `from` counts in full.
+        _ => store.roll_up().and_then(|_| store.rollups(&s, &m, level, from - from.rem_euclid(level.bucket_ms()), to)).map(Read::Rollups),
+    });
+    let read = read
         .await
         .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "query failed".into()))?
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let body = match step_ms {
-        None => {
+    let resolution = match level {
+        Level::Raw => "raw",
+        Level::Minute => "1m",
+        Level::Hour => "1h",
+    };
+    let body = match (step_ms, read) {
+        (None, Read::Raw(samples)) => {
             if samples.len() > MAX_RAW_POINTS {
                 return Err(bad(format!("more than {MAX_RAW_POINTS} raw points in this window; give a `step`")));
             }
-            json!({"sensor": sensor, "metric": metric, "from": from, "to": to, "points": samples})
+            json!({"sensor": sensor, "metric": metric, "from": from, "to": to, "resolution": resolution, "points": samples})
         }
-        Some(step) => {
+        (Some(step), read) => {
             let agg = agg.unwrap_or(Agg::Mean);
-            let points: Vec<Value> = aggregate(&samples, step, agg).into_iter().map(|(ts, v)| json!({"ts_ms": ts, "value": v})).collect();
-            json!({"sensor": sensor, "metric": metric, "from": from, "to": to, "step_ms": step, "agg": format!("{agg:?}").to_lowercase(), "points": points})
+            let buckets = match read {
+                Read::Raw(samples) => aggregate(&samples, step, agg),
+                Read::Rollups(r) => aggregate_rollups(&r, step, agg),
+            };
+            let points: Vec<Value> = buckets.into_iter().map(|(ts, v)| json!({"ts_ms": ts, "value": v})).collect();
+            json!({"sensor": sensor, "metric": metric, "from": from, "to": to, "step_ms": step, "agg": format!("{agg:?}").to_lowercase(), "resolution": resolution, "points": points})
         }
+        (None, Read::Rollups(_)) => unreachable!("rollups are read only for a step"),
     };
     Ok(Json(body))
 }

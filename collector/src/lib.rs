@@ -14,6 +14,7 @@ pub mod dedup;
 pub mod demo;
 pub mod feed;
 pub mod ingest;
+pub mod lifecycle;
 pub mod lineproto;
 pub mod registry;
 pub mod rules;
@@ -37,7 +38,7 @@ use registry::{Latest, Registry};
 use shared::topics;
 use shared::url::BrokerUrl;
 use shared::wire::{Health, State};
-use store::{SledStore, Store, StoreOptions};
+use store::{RedbStore, Store, StoreOptions};
 
 pub struct Collector {
     pub http_addr: SocketAddr,
@@ -58,7 +59,7 @@ impl Collector {
             tracing::warn!("{part} is in the config but not acted on by this build");
         }
         let store_options = StoreOptions { keep_series: config.store.series, forward: config.influxdb.is_some() };
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_with(&config.store.path, store_options)?);
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open_with(&config.store.path, store_options)?);
         let registry = Arc::new(Registry::default());
         for (sensor, metric) in store.series() {
             if let Some(s) = store.last(&sensor, &metric)? {
@@ -114,6 +115,11 @@ impl Collector {
         let forwarded = Arc::new(tokio::sync::Notify::new());
         let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone(), forwarded.clone())?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
+        let lifecycle_stats = Arc::new(lifecycle::LifecycleStats::default());
+        if config.store.series {
+            let policy = Arc::new(lifecycle::Policy::new(config.store.keep, config.store.retention.clone(), &config.sensor));
+            tasks.push(tokio::spawn(lifecycle::run(store.clone(), policy, config.store.expire_every.0, lifecycle_stats.clone(), shutdown_rx.clone())));
+        }
         let mut sink_stats = None;
         if let Some(influx) = &config.influxdb {
             let token = influx.token(Path::new("")).map_err(anyhow::Error::msg)?;
@@ -166,6 +172,7 @@ impl Collector {
             started: std::time::Instant::now(),
             shutdown: shutdown_rx.clone(),
             sink: sink_stats,
+            lifecycle: lifecycle_stats,
         });
         let mut stop = shutdown_rx.clone();
         let http = tokio::spawn(async move {

@@ -56,6 +56,9 @@ fn main() -> ExitCode {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());
+                for line in c.retention_summary() {
+                    println!("{}: {line}", config.display());
+                }
                 for part in c.not_yet_supported() {
                     println!("{}: note: {part} is accepted but not acted on by this build", config.display());
                 }

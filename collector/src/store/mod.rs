@@ -1,9 +1,11 @@
 //! The collector's time-series store, behind `Store` so the engine can change
-//! (sled's on-disk format is not yet stable) without touching ingest or the API.
+//! without touching ingest or the API (it already did: sled to redb, see
+//! `redb_store`).
 
-mod sled_store;
+mod keys;
+mod redb_store;
 
-pub use sled_store::{SledStore, StoreOptions};
+pub use redb_store::{RedbStore, StoreOptions};
 
 use std::sync::Arc;
 
@@ -29,7 +31,7 @@ pub struct Sample {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store at {path}: {source}")]
-    Engine { path: String, source: sled::Error },
+    Engine { path: String, source: redb::Error },
     #[error("store at {path}: {detail}")]
     Corrupt { path: String, detail: String },
 }
@@ -51,6 +53,90 @@ pub struct Forward {
     pub readings: Vec<Reading>,
 }
 
+/// Resolutions the store keeps: raw samples and two rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Level {
+    pub fn bucket_ms(self) -> i64 {
+        match self {
+            Level::Raw => 1,
+            Level::Minute => 60_000,
+            Level::Hour => 3_600_000,
+        }
+    }
+
+    /// The coarsest resolution that answers a query with this `step` exactly:
+    /// a rollup whose buckets tile the step.
+    pub fn for_step(step_ms: i64) -> Level {
+        if step_ms % Level::Hour.bucket_ms() == 0 {
+            Level::Hour
+        } else if step_ms % Level::Minute.bucket_ms() == 0 {
+            Level::Minute
+        } else {
+            Level::Raw
+        }
+    }
+}
+
+/// Min, max, sum, count and last of the samples in one bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollup {
+    pub start_ms: i64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub count: u32,
+    pub last_ts: i64,
+    pub last: f64,
+}
+
+impl Rollup {
+    pub fn of(start_ms: i64, ts_ms: i64, v: f64) -> Rollup {
+        Rollup { start_ms, min: v, max: v, sum: v, count: 1, last_ts: ts_ms, last: v }
+    }
+
+    pub fn merge(&mut self, o: &Rollup) {
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum += o.sum;
+        self.count += o.count;
+        if o.last_ts >= self.last_ts {
+            self.last_ts = o.last_ts;
+            self.last = o.last;
+        }
+    }
+
+    pub fn value(&self, agg: Agg) -> f64 {
+        match agg {
+            Agg::Mean => self.sum / self.count as f64,
+            Agg::Min => self.min,
+            Agg::Max => self.max,
+            Agg::Last => self.last,
+            Agg::Count => self.count as f64,
+        }
+    }
+}
+
+/// How long each resolution of a series is kept; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub raw_ms: Option<i64>,
+    pub minute_ms: Option<i64>,
+    pub hour_ms: Option<i64>,
+}
+
+/// What one expiry pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub raw: u64,
+    pub rollups: u64,
+}
+
 pub trait Store: Send + Sync {
     /// Writes readings, their forward-log entries and gateways' progress in one atomic step.
     fn write(&self, w: &Write) -> Result<(), StoreError>;
@@ -69,6 +155,28 @@ pub trait Store: Send + Sync {
     fn last(&self, sensor: &str, metric: &str) -> Result<Option<Sample>, StoreError>;
     /// Every (sensor, metric) with data.
     fn series(&self) -> Vec<(String, String)>;
+    /// Brings the rollups up to date with every sample written so far;
+    /// returns how many minutes were recomputed.
+    fn roll_up(&self) -> Result<u64, StoreError>;
+    /// Rollups of one level with `from <= start_ms <= to`, oldest first.
+    fn rollups(&self, sensor: &str, metric: &str, level: Level, from: i64, to: i64) -> Result<Vec<Rollup>, StoreError>;
+    /// Deletes what `keep` no longer keeps at `now_ms`; `keep` gets (sensor, metric).
+    fn expire(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError>;
+    /// Bytes the store takes on disk.
+    fn size_on_disk(&self) -> u64;
+}
+
+/// Buckets rollups into `step_ms` windows (a multiple of their own width).
+pub fn aggregate_rollups(rollups: &[Rollup], step_ms: i64, agg: Agg) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, Rollup)> = Vec::new();
+    for r in rollups {
+        let bucket = r.start_ms - r.start_ms.rem_euclid(step_ms);
+        match out.last_mut() {
+            Some((b, acc)) if *b == bucket => acc.merge(r),
+            _ => out.push((bucket, *r)),
+        }
+    }
+    out.into_iter().map(|(b, r)| (b, r.value(agg))).collect()
 }
 
 /// Aggregations of `GET /api/v1/series`.
@@ -135,5 +243,33 @@ mod tests {
         assert_eq!(aggregate(&data, 1000, Agg::Max)[0], (1000, 3.0));
         assert_eq!(aggregate(&data, 1000, Agg::Last)[0], (1000, 3.0));
         assert_eq!(aggregate(&data, 10_000, Agg::Count), vec![(0, 4.0)]);
+    }
+
+    #[test]
+    fn rollups_aggregate_to_what_raw_samples_give() {
+        // Irregular samples over three hours, values that do not sum exactly.
+        let data: Vec<Sample> = (0..5000).map(|i| s(i * 2161 + (i % 7) * 13, ((i * 37) % 101) as f64 / 3.0)).collect();
+        let mut minutes: Vec<Rollup> = Vec::new();
+        for x in &data {
+            let start = x.ts_ms - x.ts_ms.rem_euclid(60_000);
+            match minutes.last_mut() {
+                Some(r) if r.start_ms == start => r.merge(&Rollup::of(start, x.ts_ms, x.value)),
+                _ => minutes.push(Rollup::of(start, x.ts_ms, x.value)),
+            }
+        }
+        for step in [60_000, 300_000, 3_600_000] {
+            for agg in [Agg::Mean, Agg::Min, Agg::Max, Agg::Last, Agg::Count] {
+                let raw = aggregate(&data, step, agg);
+                let rolled = aggregate_rollups(&minutes, step, agg);
+                assert_eq!(raw.len(), rolled.len());
+                for ((t1, v1), (t2, v2)) in raw.iter().zip(&rolled) {
+                    assert_eq!(t1, t2);
+                    assert!((v1 - v2).abs() < 1e-9, "{agg:?} step {step}: {v1} vs {v2}");
+                }
+            }
+        }
+        assert_eq!(Level::for_step(7_200_000), Level::Hour);
+        assert_eq!(Level::for_step(300_000), Level::Minute);
+        assert_eq!(Level::for_step(90_000), Level::Raw);
     }
 }

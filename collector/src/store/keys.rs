@@ -1,0 +1,133 @@
+//! The store's key and value layout, independent of the engine under it.
+//! All keys sort bytewise so a series' samples are one contiguous range:
+//!
+//! - `S` sensor `\0` metric → series id (u32, big-endian)
+//! - `P` series id, ts (i64 with the sign bit flipped, big-endian) → value (f64) + quality (u8)
+//! - `M` / `H` series id, bucket start (as in `P`) → 1-minute / 1-hour `Rollup`
+//! - `D` series id, minute start → nothing: a minute written since its rollups were made
+//! - `G` gateway → postcard `Progress`
+//! - `L` entry id (u64, big-endian) → postcard (gateway, readings): the forward log
+
+use shared::{Quality, Reading};
+
+use super::{Forward, Level, Rollup, Sample, StoreError};
+
+pub type Key = [u8; 13];
+
+pub fn series(sensor: &str, metric: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + sensor.len() + metric.len());
+    k.push(b'S');
+    k.extend_from_slice(sensor.as_bytes());
+    k.push(0);
+    k.extend_from_slice(metric.as_bytes());
+    k
+}
+
+/// (sensor, metric) of an `S` key.
+pub fn parse_series(k: &[u8]) -> Option<(String, String)> {
+    let body = k.get(1..)?;
+    let sep = body.iter().position(|&b| b == 0)?;
+    Some((String::from_utf8_lossy(&body[..sep]).into_owned(), String::from_utf8_lossy(&body[sep + 1..]).into_owned()))
+}
+
+pub fn level(level: Level, id: u32, ts_ms: i64) -> Key {
+    let prefix = match level {
+        Level::Raw => b'P',
+        Level::Minute => b'M',
+        Level::Hour => b'H',
+    };
+    timed(prefix, id, ts_ms)
+}
+
+pub fn point(id: u32, ts_ms: i64) -> Key {
+    level(Level::Raw, id, ts_ms)
+}
+
+pub fn dirty(id: u32, minute: i64) -> Key {
+    timed(b'D', id, minute)
+}
+
+fn timed(prefix: u8, id: u32, ts_ms: i64) -> Key {
+    let mut k = [0u8; 13];
+    k[0] = prefix;
+    k[1..5].copy_from_slice(&id.to_be_bytes());
+    k[5..].copy_from_slice(&((ts_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+/// (series id, time) of a 13-byte key.
+pub fn parse_timed(k: &[u8]) -> Option<(u32, i64)> {
+    if k.len() != 13 {
+        return None;
+    }
+    Some((u32::from_be_bytes(k[1..5].try_into().ok()?), (u64::from_be_bytes(k[5..13].try_into().ok()?) ^ (1 << 63)) as i64))
+}
+
+pub fn gateway(gw: &str) -> Vec<u8> {
+    let mut k = vec![b'G'];
+    k.extend_from_slice(gw.as_bytes());
+    k
+}
+
+pub fn forward(id: u64) -> [u8; 9] {
+    let mut k = [b'L'; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The smallest key above every key starting with `prefix`.
+pub fn after(prefix: u8) -> [u8; 1] {
+    [prefix + 1]
+}
+
+pub fn encode_sample(r: &Reading) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[..8].copy_from_slice(&r.value.to_be_bytes());
+    v[8] = r.quality.as_u8();
+    v
+}
+
+pub fn sample(key: &[u8], v: &[u8]) -> Option<Sample> {
+    let (_, ts_ms) = parse_timed(key)?;
+    if v.len() != 9 {
+        return None;
+    }
+    Some(Sample { ts_ms, value: f64::from_be_bytes(v[..8].try_into().ok()?), quality: Quality::from_u8(v[8]) })
+}
+
+pub fn encode_rollup(r: &Rollup) -> [u8; 44] {
+    let mut v = [0u8; 44];
+    v[0..8].copy_from_slice(&r.min.to_be_bytes());
+    v[8..16].copy_from_slice(&r.max.to_be_bytes());
+    v[16..24].copy_from_slice(&r.sum.to_be_bytes());
+    v[24..28].copy_from_slice(&r.count.to_be_bytes());
+    v[28..36].copy_from_slice(&r.last_ts.to_be_bytes());
+    v[36..44].copy_from_slice(&r.last.to_be_bytes());
+    v
+}
+
+pub fn rollup(key: &[u8], v: &[u8]) -> Option<Rollup> {
+    let (_, start_ms) = parse_timed(key)?;
+    if v.len() != 44 {
+        return None;
+    }
+    let f = |i: usize| f64::from_be_bytes(v[i..i + 8].try_into().unwrap());
+    Some(Rollup {
+        start_ms,
+        min: f(0),
+        max: f(8),
+        sum: f(16),
+        count: u32::from_be_bytes(v[24..28].try_into().unwrap()),
+        last_ts: i64::from_be_bytes(v[28..36].try_into().unwrap()),
+        last: f(36),
+    })
+}
+
+pub fn decode_forward(path: &str, k: &[u8], v: &[u8]) -> Result<Forward, StoreError> {
+    let id = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+    let body: Option<(String, Vec<Reading>)> = postcard::from_bytes(v).ok();
+    match (id, body) {
+        (Some(id), Some((gateway, readings))) => Ok(Forward { id, gateway, readings }),
+        _ => Err(StoreError::Corrupt { path: path.to_string(), detail: format!("forward-log entry {k:?} does not decode") }),
+    }
+}

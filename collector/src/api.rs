@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/series", get(series))
+        .route("/api/v1/export", get(crate::export::export))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/{id}/ack", post(ack))
         .route("/api/v1/alerts/{id}/resolve", post(resolve))
@@ -160,7 +161,18 @@ struct SensorView {
     metrics: Vec<MetricView>,
 }
 
-async fn sensors(State(st): State<AppState>) -> Json<Vec<SensorView>> {
+/// `?catalogued=false` lists the sensors that send data but are not in the
+/// catalogue, for an operator to add them.
+async fn sensors(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Vec<SensorView>>, ApiError> {
+    let only = match q.get("catalogued").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(v) => return Err(bad(format!("catalogued `{v}` is not true or false"))),
+    };
+    if let Some(k) = q.keys().find(|k| *k != "catalogued") {
+        return Err(bad(format!("unknown parameter `{k}`; use catalogued")));
+    }
     let mut seen = st.registry.sensors();
     let mut out: Vec<SensorView> = Vec::new();
     let view = |id: &str, entry: Option<&SensorEntry>, seen: Option<crate::registry::SensorSeen>| {
@@ -199,7 +211,8 @@ async fn sensors(State(st): State<AppState>) -> Json<Vec<SensorView>> {
     for (id, s) in rest {
         out.push(view(&id, None, Some(s)));
     }
-    Json(out)
+    out.retain(|s| only.is_none_or(|c| s.catalogued == c));
+    Ok(Json(out))
 }
 
 /// Units for the contract's well-known metrics, used when the catalogue gives none.

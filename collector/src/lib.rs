@@ -12,6 +12,7 @@ pub mod broker;
 pub mod config;
 pub mod dedup;
 pub mod demo;
+pub mod export;
 pub mod feed;
 pub mod ingest;
 pub mod lifecycle;

@@ -1,0 +1,102 @@
+//! `GET /api/v1/export`: a time range of raw series as CSV or InfluxDB line
+//! protocol, for sharing with other departments. Catalogue fields travel with
+//! every row so the file stands on its own.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{bad, parse_time, ApiError, AppState};
+use crate::config::SensorEntry;
+use crate::lineproto::{self, Scheme};
+
+/// Samples in one export at most: beyond it, narrow the range or the series.
+pub const MAX_EXPORT_POINTS: usize = 5_000_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Csv,
+    Line,
+}
+
+fn csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+fn rfc3339(ts_ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub async fn export(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    for k in q.keys() {
+        if !["from", "to", "format", "sensor", "metric"].contains(&k.as_str()) {
+            return Err(bad(format!("unknown parameter `{k}`; use from, to, format, sensor, metric")));
+        }
+    }
+    let format = match q.get("format").map(String::as_str) {
+        None | Some("csv") => Format::Csv,
+        Some("line") => Format::Line,
+        Some(f) => return Err(bad(format!("format `{f}` is not csv or line"))),
+    };
+    let now = shared::now_ms();
+    let from = q.get("from").map(|s| parse_time("from", s, now)).transpose()?.ok_or_else(|| bad("`from` is required (epoch ms, RFC 3339 or relative like -24h)"))?;
+    let to = q.get("to").map(|s| parse_time("to", s, now)).transpose()?.unwrap_or(now);
+    if from > to {
+        return Err(bad(format!("`from` ({from}) is after `to` ({to})")));
+    }
+    let (sensor, metric) = (q.get("sensor").cloned(), q.get("metric").cloned());
+    let catalogue: HashMap<String, SensorEntry> = st.catalogue.iter().map(|e| (e.id.clone(), e.clone())).collect();
+    let gateways: HashMap<String, String> = st.registry.sensors().into_iter().filter_map(|(id, s)| s.gateway.map(|g| (id, g))).collect();
+    let store = st.store.clone();
+    let body = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let mut out = String::new();
+        if format == Format::Csv {
+            out.push_str("sensor,kind,district,owner,metric,unit,time,ts_ms,value,quality\n");
+        }
+        let mut total = 0;
+        let wanted = store.series().into_iter().filter(|(s, m)| sensor.as_ref().is_none_or(|x| x == s) && metric.as_ref().is_none_or(|x| x == m));
+        for (s, m) in wanted {
+            let samples = store.query(&s, &m, from, to, MAX_EXPORT_POINTS + 1 - total).map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            total += samples.len();
+            if total > MAX_EXPORT_POINTS {
+                return Err(bad(format!("more than {MAX_EXPORT_POINTS} points; narrow the time range or pick a sensor or metric")));
+            }
+            let entry = catalogue.get(&s);
+            for smp in samples {
+                match format {
+                    Format::Csv => {
+                        let unit = entry.and_then(|e| e.units.get(&m)).map(String::as_str).unwrap_or("");
+                        for f in [s.as_str(), entry.map_or("", |e| e.kind.as_str()), entry.and_then(|e| e.district.as_deref()).unwrap_or(""), entry.and_then(|e| e.owner.as_deref()).unwrap_or(""), m.as_str(), unit] {
+                            csv_field(&mut out, f);
+                            out.push(',');
+                        }
+                        let _ = writeln!(out, "{},{},{:?},{}", rfc3339(smp.ts_ms), smp.ts_ms, smp.value, smp.quality.as_str());
+                    }
+                    Format::Line => {
+                        let r = shared::Reading { seq: 0, sensor: s.clone(), metric: m.clone(), ts_ms: smp.ts_ms, value: smp.value, quality: smp.quality };
+                        lineproto::line(&mut out, Scheme::Metric, &r, gateways.get(&s).map(String::as_str), entry);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "export failed".into()))??;
+    let (ctype, ext) = match format {
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        Format::Line => ("text/plain; charset=utf-8", "lp"),
+    };
+    let disposition = format!("attachment; filename=\"citysense-{from}-{to}.{ext}\"");
+    Ok(([(header::CONTENT_TYPE, ctype.to_string()), (header::CONTENT_DISPOSITION, disposition)], body).into_response())
+}

@@ -125,7 +125,29 @@ fn collector_check_passes_the_example_and_rejects_mistakes() {
     }
     let ok = Command::new(&bin).args(["check", "--config"]).arg(&path).output().unwrap();
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    // The retention rules, as they will apply.
+    let shown = String::from_utf8_lossy(&ok.stdout);
+    assert!(shown.contains("retention: raw 30d, 1-minute rollups 1year, 1-hour rollups 10years (deleted every 1m)"), "{shown}");
+    assert!(shown.contains("retention for metric noise_laeq: raw 3d, 1-minute 90d, 1-hour 10years"), "{shown}");
     let dir = tempfile::tempdir().unwrap();
+    let broken_lifecycle = dir.path().join("lifecycle.toml");
+    std::fs::write(&broken_lifecycle, text.replace("kind = \"traffic\"\nraw = \"7d\"", "raw = \"7d\"").replace("expire_every = \"1m\"", "expire_every = \"soon\"")).unwrap();
+    let out = Command::new(&bin).args(["check", "--config"]).arg(&broken_lifecycle).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("store.expire_every: `soon` is not a duration"), "{err}");
+    let broken_rule = dir.path().join("rule.toml");
+    std::fs::write(&broken_rule, text.replace("kind = \"traffic\"\nraw = \"7d\"", "raw = \"7d\"")).unwrap();
+    let out = Command::new(&bin).args(["check", "--config"]).arg(&broken_rule).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.retention[0]: name the `kind` or `metric` it applies to"), "{err}");
+    let influx = dir.path().join("influx.toml");
+    std::fs::write(&influx, format!("{text}\n[influxdb]\nurl = \"influx:8086\"\norg = \"city\"\nbucket = \"\"\ntoken_file = \"missing.token\"\n")).unwrap();
+    let out = Command::new(&bin).args(["check", "--config"]).arg(&influx).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("influxdb.url: `influx:8086` is not an http:// or https:// URL"), "{err}");
+    assert!(err.contains("influxdb.bucket: must not be empty"), "{err}");
+    assert!(err.contains("influxdb.token_file: file"), "{err}");
     let bad = dir.path().join("collector.toml");
     std::fs::write(&bad, text.replace("id = \"tr-001\"", "id = \"aq-001\"").replace("lat = 30.242", "lat = 130.242")).unwrap();
     let out = Command::new(&bin).args(["check", "--config"]).arg(&bad).output().unwrap();

@@ -115,6 +115,8 @@ impl std::fmt::Display for Lifetime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             None => f.write_str("forever"),
+            // `90d`, not humantime's `2months 29days 2h 52m 48s`.
+            Some(d) if d.as_secs() % 86_400 == 0 && d.subsec_nanos() == 0 => write!(f, "{}d", d.as_secs() / 86_400),
             Some(d) => write!(f, "{}", humantime::format_duration(d)),
         }
     }

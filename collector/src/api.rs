@@ -37,6 +37,8 @@ pub struct AppState {
     /// The InfluxDB sink's counters, when one is configured.
     pub sink: Option<Arc<crate::sink::SinkStats>>,
     pub lifecycle: Arc<crate::lifecycle::LifecycleStats>,
+    pub access: crate::auth::Access,
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,7 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules).post(add_rule))
         .route("/api/v1/rules/{id}", delete(delete_rule))
         .route("/api/v1/stream", get(crate::feed::sse::stream))
+        .route("/api/v1/audit", get(audit))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see README for the API".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.access.clone(), crate::auth::guard))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::auth::MAX_BODY))
         .with_state(state)
 }
 
@@ -415,6 +420,16 @@ async fn resolve(State(st): State<AppState>, Path(id): Path<String>, bytes: axum
     let id = alert_id(&id)?;
     let b: ResolveBody = if bytes.is_empty() { ResolveBody::default() } else { body(&bytes)? };
     st.alerting.resolve(id, b.by, b.note).map(Json).map_err(lifecycle_error)
+}
+
+/// `GET /api/v1/audit?limit=N&from=T`: API writes, newest first.
+async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Vec<crate::audit::AuditEntry>>, ApiError> {
+    if let Some(k) = q.keys().find(|k| !["limit", "from"].contains(&k.as_str())) {
+        return Err(bad(format!("unknown parameter `{k}`; use limit, from")));
+    }
+    let limit = q.get("limit").map(|l| l.parse::<usize>().map_err(|_| bad(format!("limit `{l}` is not a number")))).transpose()?.unwrap_or(100);
+    let from = q.get("from").map(|s| parse_time("from", s, shared::now_ms())).transpose()?.unwrap_or(i64::MIN);
+    st.audit.recent(limit, from).map(Json).map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
 async fn rules(State(st): State<AppState>) -> Json<Vec<crate::rules::Rule>> {

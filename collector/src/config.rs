@@ -27,7 +27,36 @@ pub struct CollectorConfig {
     pub webhook: Vec<crate::feed::webhook::WebhookConfig>,
     /// Write every stored reading to InfluxDB (v2 write API) as well.
     pub influxdb: Option<InfluxConfig>,
-    pub auth: Option<toml::Table>,
+    /// API tokens; none = an open API, allowed on loopback only.
+    pub auth: Option<crate::auth::AuthConfig>,
+    /// Gateways' credentials: MQTT password and batch key.
+    #[serde(default)]
+    pub gateway: Vec<GatewayEntry>,
+}
+
+/// Certificate and key (PEM) for a TLS listener; with `ca_file`, clients
+/// must present a certificate signed by that CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEntry {
+    pub id: String,
+    /// Hex SHA-256 of the gateway's MQTT password (the embedded broker checks it).
+    pub password_sha256: Option<String>,
+    /// The gateway's batch key (the same file content as the agent's
+    /// `uplink.key_file`): batches must carry its HMAC, acks are signed with it.
+    pub key_file: Option<PathBuf>,
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,11 +74,13 @@ pub struct MqttConfig {
     /// With several collectors on one broker: batches are spread across the
     /// collectors of this group (an MQTT v5 / Mosquitto shared subscription).
     pub shared_group: Option<String>,
+    /// TLS for the embedded broker's listener.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None }
+        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None, tls: None }
     }
 }
 
@@ -62,11 +93,13 @@ fn default_max_packet() -> ByteSize {
 pub struct HttpConfig {
     #[serde(default = "default_http_listen")]
     pub listen: String,
+    /// HTTPS for the API and dashboard.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_http_listen() }
+        HttpConfig { listen: default_http_listen(), tls: None }
     }
 }
 
@@ -270,8 +303,14 @@ impl CollectorConfig {
     /// Parts of the file this build reads but does not act on yet.
     pub fn not_yet_supported(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.auth.is_some() {
-            v.push("[auth] (API tokens)");
+        if self.mqtt.tls.is_some() {
+            v.push("[mqtt.tls]");
+        }
+        if self.http.tls.is_some() {
+            v.push("[http.tls]");
+        }
+        if !self.gateway.is_empty() {
+            v.push("[[gateway]]");
         }
         v
     }
@@ -308,6 +347,67 @@ impl CollectorConfig {
     }
 }
 
+impl CollectorConfig {
+    /// Safe defaults: a listener reachable from the network needs TLS and
+    /// authentication; on loopback the demo and a bench may run open.
+    fn validate_exposure(&self, base: &Path, p: &mut Vec<Problem>) {
+        let tokens = self.auth.as_ref().is_some_and(|a| !a.token.is_empty());
+        if self.http.listen.parse::<SocketAddr>().is_ok() && !is_loopback(&self.http.listen) && (self.http.tls.is_none() || !tokens) {
+            p.push(Problem::new(
+                "http.listen",
+                format!("`{}` is not loopback: add [http.tls] (cert_file, key_file) and at least one [[auth.token]], or listen on 127.0.0.1 (README: Security)", self.http.listen),
+            ));
+        }
+        if let Some(listen) = self.mqtt_listen().map(|a| a.to_string()) {
+            let gateways_authenticated = !self.gateway.is_empty() && self.gateway.iter().all(|g| g.password_sha256.is_some() && g.key_file.is_some());
+            if !is_loopback(&listen) && (self.mqtt.tls.is_none() || !gateways_authenticated) {
+                p.push(Problem::new(
+                    "mqtt.listen",
+                    format!("`{listen}` is not loopback: add [mqtt.tls] (cert_file, key_file) and a [[gateway]] with password_sha256 and key_file for every gateway, or listen on 127.0.0.1 (README: Security)"),
+                ));
+            }
+        }
+        for (name, tls) in [("http.tls", &self.http.tls), ("mqtt.tls", &self.mqtt.tls)] {
+            let Some(t) = tls else { continue };
+            for (field, f) in [("cert_file", Some(&t.cert_file)), ("key_file", Some(&t.key_file)), ("ca_file", t.ca_file.as_ref())] {
+                if let Some(f) = f.filter(|f| !base.join(f).is_file()) {
+                    p.push(Problem::new(format!("{name}.{field}"), format!("file `{}` does not exist", base.join(f).display())));
+                }
+            }
+        }
+        if let Some(a) = &self.auth {
+            let mut names: HashMap<&str, usize> = HashMap::new();
+            for (i, t) in a.token.iter().enumerate() {
+                if t.sha256.len() != 64 || shared::auth::unhex(&t.sha256).is_none() {
+                    p.push(Problem::new(format!("auth.token[{i}].sha256"), "must be 64 hex digits (citysense-collector token prints one)"));
+                }
+                if let Some(first) = names.insert(&t.name, i) {
+                    p.push(Problem::new(format!("auth.token[{i}].name"), format!("`{}` is already auth.token[{first}]", t.name)));
+                }
+            }
+        }
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for (i, g) in self.gateway.iter().enumerate() {
+            if !valid_id(&g.id) {
+                p.push(Problem::new(format!("gateway[{i}].id"), format!("`{}` is not a valid gateway id", g.id)));
+            }
+            if let Some(first) = ids.insert(&g.id, i) {
+                p.push(Problem::new(format!("gateway[{i}].id"), format!("`{}` is already gateway[{first}]", g.id)));
+            }
+            if let Some(h) = &g.password_sha256 {
+                if h.len() != 64 || shared::auth::unhex(h).is_none() {
+                    p.push(Problem::new(format!("gateway[{i}].password_sha256"), "must be 64 hex digits (citysense-collector token prints one)"));
+                }
+            }
+            if let Some(f) = &g.key_file {
+                if let Err(e) = shared::auth::read_secret(&base.join(f)) {
+                    p.push(Problem::new(format!("gateway[{i}].key_file"), e));
+                }
+            }
+        }
+    }
+}
+
 impl Validate for CollectorConfig {
     fn validate(&self, base: &Path) -> Vec<Problem> {
         let mut p = Vec::new();
@@ -341,6 +441,7 @@ impl Validate for CollectorConfig {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             p.push(Problem::new("http.listen", format!("`{}` is not IP:PORT", self.http.listen)));
         }
+        self.validate_exposure(base, &mut p);
         for (i, r) in self.store.retention.iter().enumerate() {
             if r.kind.is_none() && r.metric.is_none() {
                 p.push(Problem::new(format!("store.retention[{i}]"), "name the `kind` or `metric` it applies to"));

@@ -8,6 +8,8 @@
 
 pub mod alerting;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod dedup;
@@ -95,6 +97,7 @@ impl Collector {
 
         let sled_alerts = rules::store::SledAlertStore::open(&config.store.path.join("alerts")).map_err(anyhow::Error::msg)?;
         let webhook_outbox = Arc::new(feed::webhook::Outbox::open(sled_alerts.db()).map_err(anyhow::Error::msg)?);
+        let audit = Arc::new(audit::AuditLog::open(sled_alerts.db()).map_err(anyhow::Error::msg)?);
         let alert_store: Arc<dyn rules::store::AlertStore> = Arc::new(sled_alerts);
         let mut all_rules = config.rule.clone();
         for r in alert_store.rules().map_err(anyhow::Error::msg)? {
@@ -174,6 +177,8 @@ impl Collector {
             shutdown: shutdown_rx.clone(),
             sink: sink_stats,
             lifecycle: lifecycle_stats,
+            access: auth::Access::new(config.auth.as_ref(), audit.clone()),
+            audit,
         });
         let mut stop = shutdown_rx.clone();
         let http = tokio::spawn(async move {

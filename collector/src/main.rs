@@ -28,6 +28,23 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Make an API token: prints it once, and the `[[auth.token]]` entry holding only its hash.
+    Token {
+        /// Who or what holds it, as the audit log will name it.
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// Make a gateway's MQTT password and batch key: writes ID.password and
+    /// ID.key (mode 0600) into --out and prints the collector's and the agent's config lines.
+    GatewayCredentials {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Collector, simulated city and agents in one process; dashboard on http://127.0.0.1:8080.
     Demo {
         /// Extra settings layered over the demo's own.
@@ -81,6 +98,20 @@ fn main() -> ExitCode {
                 Ok(())
             }))
         }
+        Command::Token { name, role } => {
+            let Ok(role) = serde_json::from_value::<collector::auth::Role>(serde_json::Value::String(role.clone())) else {
+                eprintln!("citysense-collector token: role `{role}` is not viewer, operator or admin");
+                return ExitCode::from(2);
+            };
+            let token = match secret() {
+                Ok(t) => t,
+                Err(e) => return finish(Err(e)),
+            };
+            println!("# token for {name}, shown only now (send it as Authorization: Bearer TOKEN):\n# {token}");
+            println!("[[auth.token]]\nname = \"{name}\"\nrole = \"{}\"\nsha256 = \"{}\"", role.as_str(), shared::auth::sha256_hex(&token));
+            ExitCode::SUCCESS
+        }
+        Command::GatewayCredentials { id, out } => finish(gateway_credentials(&id, &out)),
         Command::Demo { config, data, http } => {
             collector::init_tracing();
             finish(rt().block_on(async {
@@ -95,6 +126,36 @@ fn main() -> ExitCode {
             }))
         }
     }
+}
+
+/// 32 random bytes as hex, from the kernel.
+fn secret() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(shared::auth::hex(&b))
+}
+
+fn gateway_credentials(id: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !shared::topics::valid_id(id) {
+        anyhow::bail!("`{id}` is not a valid gateway id");
+    }
+    std::fs::create_dir_all(out)?;
+    let (password, key) = (secret()?, secret()?);
+    for (ext, value) in [("password", &password), ("key", &key)] {
+        let path = out.join(format!("{id}.{ext}"));
+        // create_new: never overwrite a gateway's live credentials by accident.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        writeln!(f, "{value}")?;
+    }
+    let dir = out.canonicalize()?;
+    println!("# collector config (copy {id}.key to the collector; {id}.password is not needed there):");
+    println!("[[gateway]]\nid = \"{id}\"\npassword_sha256 = \"{}\"\nkey_file = \"{}\"\n", shared::auth::sha256_hex(&password), dir.join(format!("{id}.key")).display());
+    println!("# agent config on {id} (copy both files to the gateway, mode 0600):");
+    println!("gateway = \"{id}\"\n[uplink]\nusername = \"{id}\"\npassword_file = \"/etc/citysense/{id}.password\"\nkey_file = \"/etc/citysense/{id}.key\"");
+    Ok(())
 }
 
 fn finish(r: anyhow::Result<()>) -> ExitCode {

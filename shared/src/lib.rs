@@ -2,6 +2,7 @@
 //! the wire codec, the MQTT topic names, and the config diagnostics that both
 //! binaries print. Nothing here does I/O; agent and collector own that.
 
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod modbus;

@@ -117,8 +117,19 @@ pub async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
 }
 
 pub async fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    request_with(addr, method, path, body, "").await
+}
+
+/// A request with a bearer token (none when empty).
+pub async fn request_as(addr: SocketAddr, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let auth = if token.is_empty() { String::new() } else { format!("Authorization: Bearer {token}\r\n") };
+    request_with(addr, method, path, body, &auth).await
+}
+
+/// `headers`: extra header lines, each ending in CRLF.
+pub async fn request_with(addr: SocketAddr, method: &str, path: &str, body: &str, headers: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to collector HTTP");
-    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
@@ -188,9 +199,13 @@ impl FakeGateway {
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = rumqttc::AsyncClient::new(opts, 1000);
         let (tx, acked) = tokio::sync::watch::channel(0u64);
+        let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             loop {
                 match el.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subscribed_tx.send(true);
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Ok(a) = serde_json::from_slice::<shared::wire::Ack>(&p.payload) {
                             tx.send_modify(|s| *s = (*s).max(a.seq));
@@ -202,6 +217,8 @@ impl FakeGateway {
             }
         });
         client.subscribe(shared::topics::ack(id), QoS::AtLeastOnce).await.unwrap();
+        // Acks published before the subscription holds would be lost, and a fake gateway does not resend.
+        tokio::time::timeout(Duration::from_secs(20), subscribed.wait_for(|s| *s)).await.expect("SUBACK within 20 s").unwrap();
         FakeGateway { id: id.to_string(), client, acked, next_seq: 1 }
     }
 

@@ -172,8 +172,14 @@ impl World {
     fn start_collector(&mut self) -> Result<()> {
         let mut cmd = Command::new(&self.collector_bin);
         cmd.arg("run").arg("--config").arg(self.dir.path().join("collector.toml")).env("RUST_LOG", "info,rumqttd=off");
-        self.collector = Some(Proc::spawn(&format!("collector-{}", now_ms()), &mut cmd, self.dir.path())?);
-        wait_for_port(self.http, "the collector's HTTP port")
+        let name = format!("collector-{}", now_ms());
+        self.collector = Some(Proc::spawn(&name, &mut cmd, self.dir.path())?);
+        wait_for_port(self.http, "the collector's HTTP port").map_err(|e| {
+            // Say why: the collector's own last words.
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            e.context(format!("collector log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
+        })
     }
 
     fn start_agent(&mut self) -> Result<()> {

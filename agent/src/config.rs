@@ -33,7 +33,14 @@ pub struct UplinkConfig {
     pub broker: String,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// With mqtts://: the CA that signed the broker's certificate (system roots otherwise).
     pub ca_file: Option<PathBuf>,
+    /// With mqtts://: this gateway's client certificate and its private key (PEM).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The gateway's batch key, shared with the collector's `[[gateway]]`
+    /// entry: batches carry its HMAC and only acks signed with it are believed.
+    pub batch_key_file: Option<PathBuf>,
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
     #[serde(default = "default_linger")]
@@ -246,12 +253,24 @@ impl Validate for AgentConfig {
         }
         let u = &self.uplink;
         match BrokerUrl::parse(&u.broker) {
-            Ok(url) if url.tls => p.push(Problem::new("uplink.broker", "mqtts:// (TLS) is not supported by this build yet; use mqtt://")),
+            Ok(url) if !url.tls && (u.ca_file.is_some() || u.cert_file.is_some()) => {
+                p.push(Problem::new("uplink.broker", "`ca_file` and `cert_file` need an mqtts:// broker"));
+            }
             Ok(_) => {}
             Err(e) => p.push(Problem::new("uplink.broker", e)),
         }
         check_file(&mut p, base, "uplink.password_file", &u.password_file);
         check_file(&mut p, base, "uplink.ca_file", &u.ca_file);
+        check_file(&mut p, base, "uplink.cert_file", &u.cert_file);
+        check_file(&mut p, base, "uplink.key_file", &u.key_file);
+        if u.cert_file.is_some() != u.key_file.is_some() {
+            p.push(Problem::new("uplink.cert_file", "give both `cert_file` and `key_file` (the client certificate and its key), or neither"));
+        }
+        if let Some(f) = &u.batch_key_file {
+            if let Err(e) = shared::auth::read_secret(&base.join(f)) {
+                p.push(Problem::new("uplink.batch_key_file", e));
+            }
+        }
         if u.password_file.is_some() && u.username.is_none() {
             p.push(Problem::new("uplink.password_file", "a password needs `username` as well"));
         }

@@ -18,7 +18,6 @@ pub mod uplink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -102,11 +101,8 @@ impl Agent {
         let (sink, intake_rx) = mpsc::channel::<Vec<NewReading>>(256);
         let mut tasks = Vec::new();
 
-        let password = match &config.uplink.password_file {
-            Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading uplink.password_file {}", f.display()))?.trim().to_string()),
-            None => None,
-        };
-        let (up, uplink_task) = uplink::start(&config.gateway, &config.uplink, password, outbox.clone(), durable_rx, shutdown.clone())
+        let secrets = uplink::Secrets::load(&config.uplink)?;
+        let (up, uplink_task) = uplink::start(&config.gateway, &config.uplink, secrets, outbox.clone(), durable_rx, shutdown.clone())
             .map_err(anyhow::Error::msg)?;
         tasks.push(uplink_task);
 

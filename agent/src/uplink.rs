@@ -41,12 +41,38 @@ fn state_payload(status: Status) -> Vec<u8> {
     serde_json::to_vec(&State { status, ts_ms: shared::now_ms() }).expect("state serializes")
 }
 
+/// What the uplink proves itself with, read from the files the config names.
+#[derive(Default, Clone)]
+pub struct Secrets {
+    pub password: Option<String>,
+    pub batch_key: Option<Arc<Vec<u8>>>,
+    /// PEM: the broker's CA, and the client certificate with its key.
+    pub ca: Option<Vec<u8>>,
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Secrets {
+    pub fn load(config: &UplinkConfig) -> anyhow::Result<Secrets> {
+        use anyhow::Context as _;
+        let read = |what: &str, f: &std::path::Path| std::fs::read(f).with_context(|| format!("reading uplink.{what} {}", f.display()));
+        Ok(Secrets {
+            password: config.password_file.as_deref().map(|f| read("password_file", f).map(|b| String::from_utf8_lossy(&b).trim().to_string())).transpose()?,
+            batch_key: config.batch_key_file.as_deref().map(|f| shared::auth::read_secret(f).map(Arc::new).map_err(anyhow::Error::msg)).transpose()?,
+            ca: config.ca_file.as_deref().map(|f| read("ca_file", f)).transpose()?,
+            client_cert: match (&config.cert_file, &config.key_file) {
+                (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
+                _ => None,
+            },
+        })
+    }
+}
+
 /// Connects (in the background, retrying forever) and starts the event loop and
 /// the sender. `durable` carries the highest flushed `seq`.
 pub fn start(
     gateway: &str,
     config: &UplinkConfig,
-    password: Option<String>,
+    secrets: Secrets,
     outbox: Arc<dyn Outbox>,
     durable: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
@@ -59,7 +85,13 @@ pub fn start(
     opts.set_inflight((config.max_inflight as u16).saturating_mul(2).max(10));
     opts.set_last_will(LastWill::new(topics::state(gateway), state_payload(Status::Offline), QoS::AtLeastOnce, true));
     if let Some(user) = &config.username {
-        opts.set_credentials(user.clone(), password.unwrap_or_default());
+        opts.set_credentials(user.clone(), secrets.password.clone().unwrap_or_default());
+    }
+    if url.tls {
+        opts.set_transport(match &secrets.ca {
+            Some(ca) => rumqttc::Transport::tls(ca.clone(), secrets.client_cert.clone(), None),
+            None => rumqttc::Transport::tls_with_default_config(),
+        });
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     // Acks are small packets the outbox waits on: no Nagle delay.
@@ -67,7 +99,7 @@ pub fn start(
     let (link_tx, link_rx) = watch::channel(LinkState::default());
     let (acked_tx, acked_rx) = watch::channel(outbox.stats().acked);
 
-    let events = tokio::spawn(event_loop(gateway.to_string(), url, client.clone(), eventloop, outbox.clone(), link_tx, acked_tx, shutdown.clone()));
+    let events = tokio::spawn(event_loop(gateway.to_string(), url, client.clone(), eventloop, outbox.clone(), secrets.batch_key.clone(), link_tx, acked_tx, shutdown.clone()));
     let sender = Sender {
         gateway: gateway.to_string(),
         client: client.clone(),
@@ -76,6 +108,7 @@ pub fn start(
         linger: config.linger.0,
         ack_timeout: config.ack_timeout.0,
         max_inflight: config.max_inflight,
+        batch_key: secrets.batch_key,
     };
     let link = link_rx.clone();
     let task = tokio::spawn(async move {
@@ -92,6 +125,7 @@ async fn event_loop(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     outbox: Arc<dyn Outbox>,
+    batch_key: Option<Arc<Vec<u8>>>,
     link: watch::Sender<LinkState>,
     acked: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -126,6 +160,10 @@ async fn event_loop(
                 link.send_replace(LinkState { connected: true, epoch, last_error: None });
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => match serde_json::from_slice::<Ack>(&p.payload) {
+                // Believing a forged ack would delete readings never stored: with a key, only signed acks count.
+                Ok(a) if batch_key.as_ref().is_some_and(|k| !a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gateway, a.seq, m))) => {
+                    tracing::warn!(seq = a.seq, "ignoring an ack without a valid signature (forged, or the collector lacks this gateway's batch key)");
+                }
                 Ok(a) => {
                     if let Err(e) = outbox.ack(a.seq) {
                         tracing::error!("cannot delete acknowledged readings up to seq {}: {e}", a.seq);
@@ -165,6 +203,7 @@ struct Sender {
     linger: Duration,
     ack_timeout: Duration,
     max_inflight: usize,
+    batch_key: Option<Arc<Vec<u8>>>,
 }
 
 impl Sender {
@@ -251,7 +290,10 @@ impl Sender {
         let floor = self.outbox.stats().floor_seq.min(readings[0].seq);
         let batch = Batch::new(self.gateway.clone(), floor, readings);
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, batch.encode())
+            .publish(topic, QoS::AtLeastOnce, false, match &self.batch_key {
+                Some(k) => shared::auth::seal_batch(k, batch.encode()),
+                None => batch.encode(),
+            })
             .await
             .map_err(|e| format!("cannot queue batch for {topic}: {e}"))?;
         Ok(Some(last))

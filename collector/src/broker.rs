@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
@@ -10,7 +11,9 @@ use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 /// Starts the embedded broker on its own thread (rumqttd's `start` blocks and
 /// has no shutdown; the process ending stops it) and returns once it accepts
 /// connections. Port 0 picks a free port.
-pub fn start_embedded(listen: SocketAddr, max_packet: usize) -> anyhow::Result<SocketAddr> {
+///
+/// `users` (name → hex SHA-256 of the password): when given, only they may connect.
+pub fn start_embedded(listen: SocketAddr, max_packet: usize, users: Option<Arc<HashMap<String, String>>>) -> anyhow::Result<SocketAddr> {
     // rumqttd binds by itself and does not report the port it got, so a free
     // port is found first; the OS will not hand it out again this quickly.
     let addr = if listen.port() == 0 {
@@ -20,7 +23,7 @@ pub fn start_embedded(listen: SocketAddr, max_packet: usize) -> anyhow::Result<S
         drop(TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("cannot listen for MQTT on {listen}: {e}"))?);
         listen
     };
-    let connections = ConnectionSettings {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: max_packet,
         max_inflight_count: 200,
@@ -28,6 +31,15 @@ pub fn start_embedded(listen: SocketAddr, max_packet: usize) -> anyhow::Result<S
         external_auth: None,
         dynamic_filters: true,
     };
+    if let Some(users) = users {
+        connections.set_auth_handler(move |client_id: String, user: String, password: String| {
+            let ok = users.get(&user).is_some_and(|h| shared::auth::matches_sha256(&password, h));
+            if !ok {
+                tracing::warn!(%user, %client_id, "MQTT connection refused: unknown user or wrong password");
+            }
+            async move { ok }
+        });
+    }
     let server = ServerSettings { name: "v4".into(), listen: addr, tls: None, next_connection_delay_ms: 0, connections };
     let router = RouterConfig {
         max_connections: 10_010,

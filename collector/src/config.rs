@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use shared::config::{ByteSize, HumanDuration, Problem, Validate};
@@ -51,8 +52,8 @@ pub struct GatewayEntry {
     /// Hex SHA-256 of the gateway's MQTT password (the embedded broker checks it).
     pub password_sha256: Option<String>,
     /// The gateway's batch key (the same file content as the agent's
-    /// `uplink.key_file`): batches must carry its HMAC, acks are signed with it.
-    pub key_file: Option<PathBuf>,
+    /// `uplink.batch_key_file`): batches must carry its HMAC, acks are signed with it.
+    pub batch_key_file: Option<PathBuf>,
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -76,11 +77,23 @@ pub struct MqttConfig {
     pub shared_group: Option<String>,
     /// TLS for the embedded broker's listener.
     pub tls: Option<TlsFiles>,
+    /// Who else may connect to the embedded broker, e.g. emergency-command
+    /// systems subscribing to the alert feed.
+    #[serde(default)]
+    pub user: Vec<MqttUser>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUser {
+    pub name: String,
+    /// Hex SHA-256 of the password.
+    pub password_sha256: String,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None, tls: None }
+        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None, tls: None, user: Vec::new() }
     }
 }
 
@@ -300,21 +313,6 @@ impl CollectorConfig {
         self.mqtt.listen.as_deref().unwrap_or(DEFAULT_MQTT_LISTEN).parse().ok()
     }
 
-    /// Parts of the file this build reads but does not act on yet.
-    pub fn not_yet_supported(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.mqtt.tls.is_some() {
-            v.push("[mqtt.tls]");
-        }
-        if self.http.tls.is_some() {
-            v.push("[http.tls]");
-        }
-        if !self.gateway.is_empty() {
-            v.push("[[gateway]]");
-        }
-        v
-    }
-
     pub fn summary(&self) -> String {
         let broker = match &self.mqtt.external {
             Some(e) => format!("external broker {e}"),
@@ -348,6 +346,22 @@ impl CollectorConfig {
 }
 
 impl CollectorConfig {
+    /// Users of the embedded broker (name → password hash); None leaves it open.
+    pub fn broker_users(&self) -> Option<HashMap<String, String>> {
+        let users: HashMap<String, String> = self
+            .gateway
+            .iter()
+            .filter_map(|g| g.password_sha256.clone().map(|h| (g.id.clone(), h)))
+            .chain(self.mqtt.user.iter().map(|u| (u.name.clone(), u.password_sha256.clone())))
+            .collect();
+        (!users.is_empty()).then_some(users)
+    }
+
+    /// Gateways' batch keys, read from their files.
+    pub fn batch_keys(&self, base: &Path) -> Result<HashMap<String, Arc<Vec<u8>>>, String> {
+        self.gateway.iter().filter_map(|g| g.batch_key_file.as_ref().map(|f| (g, f))).map(|(g, f)| shared::auth::read_secret(&base.join(f)).map(|k| (g.id.clone(), Arc::new(k)))).collect()
+    }
+
     /// Safe defaults: a listener reachable from the network needs TLS and
     /// authentication; on loopback the demo and a bench may run open.
     fn validate_exposure(&self, base: &Path, p: &mut Vec<Problem>) {
@@ -359,11 +373,11 @@ impl CollectorConfig {
             ));
         }
         if let Some(listen) = self.mqtt_listen().map(|a| a.to_string()) {
-            let gateways_authenticated = !self.gateway.is_empty() && self.gateway.iter().all(|g| g.password_sha256.is_some() && g.key_file.is_some());
+            let gateways_authenticated = !self.gateway.is_empty() && self.gateway.iter().all(|g| g.password_sha256.is_some() && g.batch_key_file.is_some());
             if !is_loopback(&listen) && (self.mqtt.tls.is_none() || !gateways_authenticated) {
                 p.push(Problem::new(
                     "mqtt.listen",
-                    format!("`{listen}` is not loopback: add [mqtt.tls] (cert_file, key_file) and a [[gateway]] with password_sha256 and key_file for every gateway, or listen on 127.0.0.1 (README: Security)"),
+                    format!("`{listen}` is not loopback: add [mqtt.tls] (cert_file, key_file) and a [[gateway]] with password_sha256 and batch_key_file for every gateway, or listen on 127.0.0.1 (README: Security)"),
                 ));
             }
         }
@@ -399,9 +413,9 @@ impl CollectorConfig {
                     p.push(Problem::new(format!("gateway[{i}].password_sha256"), "must be 64 hex digits (citysense-collector token prints one)"));
                 }
             }
-            if let Some(f) = &g.key_file {
+            if let Some(f) = &g.batch_key_file {
                 if let Err(e) = shared::auth::read_secret(&base.join(f)) {
-                    p.push(Problem::new(format!("gateway[{i}].key_file"), e));
+                    p.push(Problem::new(format!("gateway[{i}].batch_key_file"), e));
                 }
             }
         }

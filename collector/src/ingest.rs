@@ -32,6 +32,9 @@ pub struct Ingest {
     feed: crate::feed::Bus,
     /// Wakes the external sink when the forward log has grown.
     forwarded: Arc<tokio::sync::Notify>,
+    /// Gateways' batch keys. When there are any, every batch must carry the
+    /// HMAC of its topic's gateway, and acks are signed.
+    keys: HashMap<String, Arc<Vec<u8>>>,
 }
 
 fn reason(e: &BatchError) -> &'static str {
@@ -58,13 +61,14 @@ impl Ingest {
         alerts: mpsc::Sender<crate::alerting::Input>,
         feed: crate::feed::Bus,
         forwarded: Arc<tokio::sync::Notify>,
+        keys: HashMap<String, Arc<Vec<u8>>>,
     ) -> anyhow::Result<Ingest> {
         let mut trackers = HashMap::new();
         for (gw, p) in store.progress()? {
             registry.seed_gateway(&gw, p.contiguous);
             trackers.insert(gw, Tracker::from_progress(&p));
         }
-        Ok(Ingest { store, registry, client, trackers, alerts, feed, forwarded })
+        Ok(Ingest { store, registry, client, trackers, alerts, feed, forwarded, keys })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
@@ -86,7 +90,26 @@ impl Ingest {
         let mut next: HashMap<String, Tracker> = HashMap::new();
         let mut outcomes: Vec<Outcome> = Vec::new();
         for m in group {
-            let batch = match Batch::decode(&m.payload) {
+            let payload: &[u8] = if self.keys.is_empty() {
+                &m.payload
+            } else {
+                let opened = self.keys.get(&m.gateway).map(|k| shared::auth::open_batch(k, &m.payload));
+                match opened {
+                    Some(Some(batch)) => batch,
+                    Some(None) => {
+                        tracing::warn!(gateway = %m.gateway, bytes = m.payload.len(), "rejected batch: its HMAC is not that of gateway {}'s key (forged, altered, or sent by another gateway)", m.gateway);
+                        counters.reject("unauthenticated");
+                        self.registry.rejected(&m.gateway);
+                        continue;
+                    }
+                    None => {
+                        tracing::warn!(gateway = %m.gateway, bytes = m.payload.len(), "rejected batch: no [[gateway]] batch key for {}", m.gateway);
+                        counters.reject("unknown_gateway");
+                        continue;
+                    }
+                }
+            };
+            let batch = match Batch::decode(payload) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(gateway = %m.gateway, bytes = m.payload.len(), "rejected batch: {e}");
@@ -164,7 +187,9 @@ impl Ingest {
         }
         self.forwarded.notify_one();
         for (gw, t) in next {
-            let ack = serde_json::to_vec(&Ack { seq: t.ack() }).expect("ack serializes");
+            let seq = t.ack();
+            let mac = self.keys.get(&gw).map(|k| shared::auth::ack_mac(k, &gw, seq));
+            let ack = serde_json::to_vec(&Ack { seq, mac }).expect("ack serializes");
             if let Err(e) = self.client.publish(topics::ack(&gw), QoS::AtLeastOnce, false, ack).await {
                 tracing::warn!(gateway = %gw, "cannot queue ack: {e}");
             }

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod rules;
 pub mod sink;
 pub mod store;
+pub mod tls;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ use shared::url::BrokerUrl;
 use shared::wire::{Health, State};
 use store::{RedbStore, Store, StoreOptions};
 
+/// The MQTT user this collector's own connections use when the broker checks passwords.
+pub const INTERNAL_USER: &str = "citysense-collector";
+
 pub struct Collector {
     pub http_addr: SocketAddr,
     /// Where agents connect: the embedded broker's address or the external one.
@@ -58,9 +62,6 @@ pub struct Collector {
 
 impl Collector {
     pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
-        for part in config.not_yet_supported() {
-            tracing::warn!("{part} is in the config but not acted on by this build");
-        }
         let store_options = StoreOptions { keep_series: config.store.series, forward: config.influxdb.is_some() };
         let store: Arc<dyn Store> = Arc::new(RedbStore::open_with(&config.store.path, store_options)?);
         let registry = Arc::new(Registry::default());
@@ -70,24 +71,51 @@ impl Collector {
             }
         }
         let max_packet = config.mqtt.max_packet.0 as usize;
-        let broker = match (&config.mqtt.external, config.mqtt_listen()) {
-            (Some(url), _) => BrokerUrl::parse(url).map_err(anyhow::Error::msg)?,
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tls_stats = Arc::new(tls::TlsStats::default());
+        let base = Path::new("");
+        // With users, the broker admits only them, and this collector's own
+        // connections use a password made for this run.
+        let mut users = config.broker_users();
+        let internal_password = users.as_ref().map(|_| shared::auth::random_secret()).transpose()?;
+        if let (Some(u), Some(p)) = (users.as_mut(), &internal_password) {
+            u.insert(INTERNAL_USER.to_string(), shared::auth::sha256_hex(p));
+        }
+        // `broker`: where this collector connects; `public`: what agents are told.
+        let (broker, public) = match (&config.mqtt.external, config.mqtt_listen()) {
+            (Some(url), _) => {
+                let u = BrokerUrl::parse(url).map_err(anyhow::Error::msg)?;
+                (u.clone(), u)
+            }
             (None, Some(listen)) => {
-                let addr = tokio::task::spawn_blocking(move || broker::start_embedded(listen, max_packet)).await??;
-                BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() }
+                let users = users.map(Arc::new);
+                match &config.mqtt.tls {
+                    None => {
+                        let addr = tokio::task::spawn_blocking(move || broker::start_embedded(listen, max_packet, users)).await??;
+                        let u = BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() };
+                        (u.clone(), u)
+                    }
+                    Some(files) => {
+                        let inner = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                        let addr = tokio::task::spawn_blocking(move || broker::start_embedded(inner, max_packet, users)).await??;
+                        let public = tls::front(&listen.to_string(), tls::server_config(files, base)?, addr, "MQTT", tls_stats.clone(), shutdown_rx.clone()).await?;
+                        (BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() }, BrokerUrl { tls: true, host: public.ip().to_string(), port: public.port() })
+                    }
+                }
             }
             (None, None) => anyhow::bail!("mqtt.listen is not IP:PORT"),
         };
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let mut opts = MqttOptions::new(format!("citysense-collector-{}", std::process::id()), broker.host.clone(), broker.port);
         opts.set_keep_alive(Duration::from_secs(15));
         opts.set_max_packet_size(max_packet, max_packet);
         opts.set_clean_session(true);
-        let mqtt_password = match &config.mqtt.password_file {
-            Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?.trim().to_string(),
-            None => String::new(),
+        let mqtt_password = match (&config.mqtt.password_file, &internal_password) {
+            (Some(f), _) => std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?.trim().to_string(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => String::new(),
         };
-        if let Some(user) = &config.mqtt.username {
+        let mqtt_user = config.mqtt.username.clone().or(internal_password.as_ref().map(|_| INTERNAL_USER.to_string()));
+        if let Some(user) = &mqtt_user {
             opts.set_credentials(user.clone(), mqtt_password.clone());
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
@@ -117,7 +145,8 @@ impl Collector {
         let (alerts_tx, alerts_rx) = mpsc::channel::<alerting::Input>(65_536);
 
         let forwarded = Arc::new(tokio::sync::Notify::new());
-        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone(), forwarded.clone())?;
+        let keys = config.batch_keys(base).map_err(anyhow::Error::msg)?;
+        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone(), forwarded.clone(), keys)?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
         let lifecycle_stats = Arc::new(lifecycle::LifecycleStats::default());
         if config.store.series {
@@ -137,7 +166,7 @@ impl Collector {
         let mut feed_opts = MqttOptions::new(format!("citysense-collector-{}-feed", std::process::id()), broker.host.clone(), broker.port);
         feed_opts.set_keep_alive(Duration::from_secs(15));
         feed_opts.set_max_packet_size(max_packet, max_packet);
-        if let Some(user) = &config.mqtt.username {
+        if let Some(user) = &mqtt_user {
             feed_opts.set_credentials(user.clone(), mqtt_password.clone());
         }
         let (feed_client, mut feed_loop) = AsyncClient::new(feed_opts, 4096);
@@ -163,10 +192,14 @@ impl Collector {
         let links = Links { ingest: tx, alerts: alerts_tx, registry: registry.clone(), feed: feed.clone() };
         tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), up_filter, client.clone(), eventloop, links, shutdown_rx.clone())));
 
-        let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        let plain_listen = if config.http.tls.is_some() { "127.0.0.1:0" } else { config.http.listen.as_str() };
+        let listener = tokio::net::TcpListener::bind(plain_listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
-        let http_addr = listener.local_addr()?;
+        let mut http_addr = listener.local_addr()?;
+        if let Some(files) = &config.http.tls {
+            http_addr = tls::front(&config.http.listen, tls::server_config(files, base)?, http_addr, "HTTP", tls_stats.clone(), shutdown_rx.clone()).await?;
+        }
         let app = api::router(api::AppState {
             store: store.clone(),
             registry: registry.clone(),
@@ -189,7 +222,7 @@ impl Collector {
                 tracing::error!("HTTP server: {e}");
             }
         });
-        Ok(Collector { http_addr, mqtt_url: broker.to_string(), store, registry, alerting, feed, shutdown, tasks, http })
+        Ok(Collector { http_addr, mqtt_url: public.to_string(), store, registry, alerting, feed, shutdown, tasks, http })
     }
 
     /// Stops serving (open streams end, requests in flight finish), then stops

@@ -76,9 +76,6 @@ fn main() -> ExitCode {
                 for line in c.retention_summary() {
                     println!("{}: {line}", config.display());
                 }
-                for part in c.not_yet_supported() {
-                    println!("{}: note: {part} is accepted but not acted on by this build", config.display());
-                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -103,9 +100,9 @@ fn main() -> ExitCode {
                 eprintln!("citysense-collector token: role `{role}` is not viewer, operator or admin");
                 return ExitCode::from(2);
             };
-            let token = match secret() {
+            let token = match shared::auth::random_secret() {
                 Ok(t) => t,
-                Err(e) => return finish(Err(e)),
+                Err(e) => return finish(Err(e.into())),
             };
             println!("# token for {name}, shown only now (send it as Authorization: Bearer TOKEN):\n# {token}");
             println!("[[auth.token]]\nname = \"{name}\"\nrole = \"{}\"\nsha256 = \"{}\"", role.as_str(), shared::auth::sha256_hex(&token));
@@ -128,14 +125,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// 32 random bytes as hex, from the kernel.
-fn secret() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(shared::auth::hex(&b))
-}
-
 fn gateway_credentials(id: &str, out: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -143,7 +132,7 @@ fn gateway_credentials(id: &str, out: &std::path::Path) -> anyhow::Result<()> {
         anyhow::bail!("`{id}` is not a valid gateway id");
     }
     std::fs::create_dir_all(out)?;
-    let (password, key) = (secret()?, secret()?);
+    let (password, key) = (shared::auth::random_secret()?, shared::auth::random_secret()?);
     for (ext, value) in [("password", &password), ("key", &key)] {
         let path = out.join(format!("{id}.{ext}"));
         // create_new: never overwrite a gateway's live credentials by accident.
@@ -152,9 +141,9 @@ fn gateway_credentials(id: &str, out: &std::path::Path) -> anyhow::Result<()> {
     }
     let dir = out.canonicalize()?;
     println!("# collector config (copy {id}.key to the collector; {id}.password is not needed there):");
-    println!("[[gateway]]\nid = \"{id}\"\npassword_sha256 = \"{}\"\nkey_file = \"{}\"\n", shared::auth::sha256_hex(&password), dir.join(format!("{id}.key")).display());
+    println!("[[gateway]]\nid = \"{id}\"\npassword_sha256 = \"{}\"\nbatch_key_file = \"{}\"\n", shared::auth::sha256_hex(&password), dir.join(format!("{id}.key")).display());
     println!("# agent config on {id} (copy both files to the gateway, mode 0600):");
-    println!("gateway = \"{id}\"\n[uplink]\nusername = \"{id}\"\npassword_file = \"/etc/citysense/{id}.password\"\nkey_file = \"/etc/citysense/{id}.key\"");
+    println!("gateway = \"{id}\"\n[uplink]\nusername = \"{id}\"\npassword_file = \"/etc/citysense/{id}.password\"\nbatch_key_file = \"/etc/citysense/{id}.key\"");
     Ok(())
 }
 

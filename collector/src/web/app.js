@@ -27,6 +27,44 @@ const params = new URLSearchParams(location.search);
 const WALL = params.get('mode') === 'wall' || (params.has('wall') && !['0', 'false'].includes(params.get('wall')));
 if (WALL) { document.body.classList.add('wall'); document.documentElement.classList.add('wall'); }
 
+// ---------- access token ----------
+// With [[auth.token]] on the collector every API call needs a bearer token.
+// It lives in sessionStorage (or localStorage when "remember" was ticked) and
+// only ever travels in the Authorization header or, for EventSource, which
+// cannot send headers, in the stream URL's access_token. Never in the DOM,
+// logs or error texts.
+const TOKEN_KEY = 'citysense.token';
+function store(kind) { try { return window[kind]; } catch (_) { return null; } }
+function readToken() {
+  for (const k of ['sessionStorage', 'localStorage']) {
+    const st = store(k);
+    const t = st && st.getItem(TOKEN_KEY);
+    if (t) return t;
+  }
+  return '';
+}
+function saveToken(t, remember) {
+  const keep = store(remember ? 'localStorage' : 'sessionStorage');
+  const drop = store(remember ? 'sessionStorage' : 'localStorage');
+  if (drop) drop.removeItem(TOKEN_KEY);
+  if (keep) keep.setItem(TOKEN_KEY, t);
+}
+function forgetToken() {
+  for (const k of ['sessionStorage', 'localStorage']) { const st = store(k); if (st) st.removeItem(TOKEN_KEY); }
+}
+// A wall display that cannot type gets ?token=… once: keep it for this tab
+// and take it out of the visible URL (and history) straight away.
+if (params.has('token')) {
+  const t = (params.get('token') || '').trim();
+  if (WALL && t) saveToken(t, false);
+  params.delete('token');
+  const q = params.toString();
+  history.replaceState(history.state, '', location.pathname + (q ? '?' + q : '') + location.hash);
+}
+let token = readToken();
+// Set by a 401 until a token is accepted: polling pauses meanwhile.
+let authWait = false;
+
 // ---------- state ----------
 const S = {
   sensors: new Map(),   // id -> sensor view from /sensors, kept current by SSE readings
@@ -44,6 +82,7 @@ const S = {
   lastEventAt: Date.now(),
   knownAlerts: new Set(),
   fresh: new Map(),     // alert id -> until when its row is highlighted as new
+  rowErrors: new Map(), // alert id -> { msg, until }: a refused ack / resolve, shown on the row
 };
 const now = () => Date.now() + S.skew;
 
@@ -116,8 +155,17 @@ const fmtUnit = (u) => (u ? UNIT[u] || u : '');
 const withUnit = (v, u) => fmtNum(v) + (u && v != null ? ' ' + fmtUnit(u) : '');
 const sevOf = (a) => (SEV_RANK[a.severity] ? a.severity : 'info');
 
+// Every request to the collector goes through here. `opts.token` overrides the
+// stored token (the sign-in dialog tries a token before keeping it).
 async function api(path, opts) {
-  const res = await fetch(API + path, Object.assign({ headers: { Accept: 'application/json' } }, opts));
+  opts = Object.assign({}, opts);
+  const trial = 'token' in opts;
+  const used = trial ? opts.token : token;
+  delete opts.token;
+  const headers = Object.assign({ Accept: 'application/json' }, opts.headers);
+  if (used) headers.Authorization = 'Bearer ' + used;
+  opts.headers = headers;
+  const res = await fetch(API + path, opts);
   const date = res.headers.get('Date');
   if (date) {
     const d = Date.parse(date) - Date.now();
@@ -125,11 +173,18 @@ async function api(path, opts) {
   }
   let body = null;
   try { body = await res.json(); } catch (_) { /* empty or not JSON */ }
-  if (!res.ok) throw new Error((body && body.error) || res.status + ' ' + res.statusText);
+  if (!res.ok) {
+    const err = new Error((body && body.error) || res.status + ' ' + res.statusText);
+    err.status = res.status;
+    // Only a refusal of the token in use asks for a new one (not a late
+    // answer to a request sent with a token replaced since, nor a trial).
+    if (res.status === 401 && !trial && used === token) needSignIn();
+    throw err;
+  }
   return body;
 }
 function post(path, body) {
-  return api(path, { method: 'POST', headers: { 'Content-Type': 'application/json', Accept: 'application/json' }, body: JSON.stringify(body) });
+  return api(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
 }
 
 let toastTimer = 0;
@@ -241,6 +296,7 @@ function onAlertEvent(ev) {
 }
 
 async function refreshAlerts() {
+  if (authWait) return;
   const started = now();
   const [open, resolved] = await Promise.all([api('/alerts?state=open'), api('/alerts?state=resolved')]);
   const next = new Map();
@@ -308,6 +364,7 @@ function alertRow(a) {
     WALL ? null : h('div', { class: 'a-actions' },
       a.state === 'firing' ? h('button', { type: 'button', class: 'control ack', 'data-id': a.id }, 'Acknowledge') : null,
       h('button', { type: 'button', class: 'control resolve', 'data-id': a.id }, 'Resolve')),
+    !WALL && S.rowErrors.has(a.id) ? h('p', { class: 'a-error error', role: 'alert' }, S.rowErrors.get(a.id).msg) : null,
   ]);
   return row;
 }
@@ -420,16 +477,25 @@ async function submitAck(e) {
   if (!by) { err.textContent = 'Enter your name.'; err.hidden = false; $('ack-by').focus(); return; }
   localStorage.setItem(LS_BY, by);
   $('ack-submit').disabled = true;
+  const id = ackId;
   try {
-    const a = await post('/alerts/' + encodeURIComponent(ackId) + '/ack', note ? { by, note } : { by });
+    const a = await post('/alerts/' + encodeURIComponent(id) + '/ack', note ? { by, note } : { by });
+    S.rowErrors.delete(a.id);
     upsertAlert(a);
     renderAlerts();
     closeAck();
     toast('Alert ' + a.id + ' acknowledged by ' + by);
   } catch (ex) {
-    err.textContent = 'Could not acknowledge: ' + ex.message;
+    const msg = refusalText('acknowledge', ex);
+    if (ex.status === 403) {
+      // Retrying cannot help: say why (the server's words) and offer another token.
+      put(err, msg, ' ', h('button', { type: 'button', class: 'linkish', id: 'ack-switch-token' }, 'Sign in with another token'));
+      rowError(id, msg);
+    } else {
+      err.textContent = msg;
+      $('ack-submit').disabled = false;
+    }
     err.hidden = false;
-    $('ack-submit').disabled = false;
     refreshAlerts().catch(() => {});
   }
 }
@@ -438,14 +504,93 @@ async function resolveAlert(id, btn) {
   const by = localStorage.getItem(LS_BY) || 'operator';
   try {
     const a = await post('/alerts/' + encodeURIComponent(id) + '/resolve', { by });
+    S.rowErrors.delete(a.id);
     upsertAlert(a);
     renderAlerts();
     toast('Alert ' + a.id + ' resolved by ' + by);
   } catch (ex) {
-    toast('Could not resolve alert ' + id + ': ' + ex.message, true);
+    const msg = refusalText('resolve', ex);
+    rowError(id, msg);
+    toast(msg, true);
     if (btn) btn.disabled = false;
     refreshAlerts().catch(() => {});
   }
+}
+// What to say when the API turned an ack / resolve down; 403 is the token's role.
+function refusalText(verb, ex) {
+  if (ex.status === 403) return 'Your token may not ' + verb + ' alerts — ' + ex.message;
+  if (ex.status === 401) return 'Could not ' + verb + ': sign in first.';
+  return 'Could not ' + verb + ': ' + ex.message;
+}
+function rowError(id, msg) {
+  S.rowErrors.set(id, { msg, until: Date.now() + 20000 });
+  S.alertsDirty = true;
+  renderAlerts();
+}
+
+// ---------- sign in ----------
+function needSignIn() {
+  authWait = true;
+  clearTimeout(streamTimer);
+  if (es) { es.close(); es = null; }
+  setConn('down', 'sign-in needed');
+  openSignIn(token ? 'The saved token was not accepted any more. Enter a valid token.' : '');
+}
+function tokenError(msg) {
+  const e = $('token-error');
+  e.textContent = msg || '';
+  e.hidden = !msg;
+}
+function openSignIn(msg) {
+  const d = $('token-dialog');
+  if (d.open) return;
+  if ($('ack-dialog').open) closeAck();
+  $('token-input').value = '';
+  $('token-remember').checked = false;
+  $('token-submit').disabled = false;
+  tokenError(msg);
+  if (typeof d.showModal === 'function') d.showModal(); else d.setAttribute('open', '');
+  $('token-input').focus();
+}
+async function submitToken(e) {
+  e.preventDefault();
+  const input = $('token-input');
+  const t = input.value.trim();
+  if (!t) { tokenError('Enter the access token.'); input.focus(); return; }
+  $('token-submit').disabled = true;
+  tokenError('');
+  try {
+    await api('/gateways', { token: t });
+  } catch (ex) {
+    $('token-submit').disabled = false;
+    tokenError(ex.status === 401 ? 'This token was not accepted. Check it and try again.' : 'Could not check the token: ' + ex.message);
+    input.focus();
+    input.select();
+    return;
+  }
+  saveToken(t, $('token-remember').checked);
+  token = t;
+  authWait = false;
+  input.value = '';
+  const d = $('token-dialog');
+  if (d.open && typeof d.close === 'function') d.close(); else d.removeAttribute('open');
+  renderSignOut();
+  S.rowErrors.clear();
+  toast('Signed in');
+  startStream();
+  await Promise.allSettled([refreshHealth(), refreshAlerts(), refreshRules()]);
+  renderAlerts();
+  if (!WALL) renderSensors();
+  if (S.detail) loadCharts(); else openFromHash();
+}
+function renderSignOut() {
+  $('sign-out').hidden = !token;
+}
+function signOut() {
+  forgetToken();
+  token = '';
+  if (es) es.close();
+  location.reload();
 }
 
 // ---------- sound ----------
@@ -955,15 +1100,19 @@ function flushCharts() {
 // ---------- live feed ----------
 let es = null;
 let everOpen = false;
+let streamTimer = 0;
 function setConn(state, text) {
   const c = $('conn');
   c.className = 'conn-' + state;
   c.textContent = text || state;
 }
 function startStream() {
+  clearTimeout(streamTimer);
   if (es) es.close();
   setConn('connecting', everOpen ? 'reconnecting' : 'connecting');
-  es = new EventSource(API + '/stream?types=reading,alert,gateway');
+  // EventSource cannot send an Authorization header: the token rides in the query.
+  const src = new EventSource(API + '/stream?types=reading,alert,gateway' + (token ? '&access_token=' + encodeURIComponent(token) : ''));
+  es = src;
   es.onopen = () => {
     S.lastEventAt = Date.now();
     setConn('live', 'live');
@@ -972,9 +1121,13 @@ function startStream() {
     everOpen = true;
   };
   es.onerror = () => {
+    if (src !== es) return;
     if (es.readyState === EventSource.CLOSED) {
       setConn('down', 'offline');
-      setTimeout(startStream, 3000);
+      // EventSource does not say why: a plain request tells a refused token
+      // (which opens the sign-in; signing in reconnects) from a network fault.
+      const retry = () => { if (src === es) streamTimer = setTimeout(startStream, 3000); };
+      api('/gateways').then(retry, (ex) => { if (ex.status !== 401) retry(); });
     } else setConn('connecting', 'reconnecting');
   };
   const handle = (fn) => (e) => {
@@ -997,6 +1150,7 @@ function startStream() {
 // ---------- polling ----------
 let pollErrors = 0;
 async function refreshHealth() {
+  if (authWait) return;
   try {
     const [sensors, gateways] = await Promise.all([api('/sensors'), api('/gateways')]);
     const before = S.mapKey;
@@ -1011,10 +1165,11 @@ async function refreshHealth() {
   } catch (e) {
     pollErrors++;
     $('top').classList.add('api-down');
-    $('conn').title = 'API unreachable: ' + e.message;
+    $('conn').title = e.status === 401 ? 'Sign-in needed' : 'API unreachable: ' + e.message;
   }
 }
 async function refreshRules() {
+  if (authWait) return;
   try { S.rules = new Map((await api('/rules')).map((r) => [r.id, r])); } catch (_) { /* keep the old ones */ }
 }
 function refreshAll() {
@@ -1038,6 +1193,7 @@ function tick() {
   }
   if (S.alertsDirty) renderAlerts();
   for (const [id, until] of S.fresh) if (until < Date.now()) { S.fresh.delete(id); const r = document.querySelector('#alerts [data-alert-id="' + id + '"]'); if (r) r.classList.remove('fresh'); }
+  for (const [id, e] of S.rowErrors) if (e.until < Date.now()) { S.rowErrors.delete(id); S.alertsDirty = true; }
   flushCharts();
   // A connection that says "open" but carries nothing for a minute is dead.
   if (es && es.readyState === EventSource.OPEN && Date.now() - S.lastEventAt > 60000) startStream();
@@ -1068,7 +1224,7 @@ function wire() {
     }
   });
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && S.detail && !$('ack-dialog').open) closeDetail();
+    if (e.key === 'Escape' && S.detail && !$('ack-dialog').open && !$('token-dialog').open) closeDetail();
     if ((e.key === 'Enter' || e.key === ' ') && e.target.matches && e.target.matches('#map [data-sensor], #sensors tr[data-row]')) {
       e.preventDefault();
       openDetail(e.target.getAttribute('data-sensor') || e.target.getAttribute('data-row'));
@@ -1083,6 +1239,13 @@ function wire() {
   $('ack-form').addEventListener('submit', submitAck);
   $('ack-cancel').addEventListener('click', closeAck);
   $('ack-dialog').addEventListener('close', () => { ackId = null; });
+  $('ack-error').addEventListener('click', (e) => {
+    if (e.target.closest('#ack-switch-token')) { closeAck(); openSignIn('Sign in with a token whose role may acknowledge and resolve alerts (operator or admin).'); }
+  });
+  $('token-form').addEventListener('submit', submitToken);
+  // Nothing works without a token: Escape does not dismiss the sign-in.
+  $('token-dialog').addEventListener('cancel', (e) => e.preventDefault());
+  $('sign-out').addEventListener('click', signOut);
   $('sound').addEventListener('click', () => {
     soundOn = !soundOn;
     localStorage.setItem(LS_SOUND, soundOn ? '1' : '0');
@@ -1116,16 +1279,23 @@ function wire() {
 }
 
 // ---------- start ----------
+function openFromHash() {
+  const m = /sensor=([^&]+)/.exec(location.hash);
+  if (m && S.sensors.has(decodeURIComponent(m[1]))) openDetail(decodeURIComponent(m[1]));
+}
 async function init() {
   wire();
   renderSound();
+  renderSignOut();
   setText($('clock'), new Date().toLocaleTimeString());
-  startStream();
+  // Without a token, first ask whether this collector wants one (a 401 opens
+  // the sign-in, which then starts everything) rather than send every load.
+  if (!token) await api('/gateways').catch(() => {});
+  if (!authWait) startStream();
   await Promise.allSettled([refreshHealth(), refreshAlerts(), refreshRules()]);
   renderAlerts(); // rule kinds refine the labels
   if (!WALL) renderSensors();
-  const m = /sensor=([^&]+)/.exec(location.hash);
-  if (m && S.sensors.has(decodeURIComponent(m[1]))) openDetail(decodeURIComponent(m[1]));
+  openFromHash();
   setInterval(tick, 1000);
   setInterval(refreshHealth, POLL_MS);
   setInterval(() => refreshAlerts().catch(() => {}), ALERT_POLL_MS);

@@ -1,0 +1,105 @@
+//! TLS in front of the broker and the HTTP API. Each TLS listener accepts,
+//! completes the handshake (checking client certificates when a CA is
+//! configured) and relays bytes to the plain listener on loopback behind it.
+//! One implementation for both protocols, and a listener reachable from the
+//! network never speaks plaintext.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsFiles;
+
+/// A handshake slower than this is dropped: a slow or silent peer holds no slot for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+pub struct TlsStats {
+    pub accepted: AtomicU64,
+    /// Handshakes that failed: no or a wrong certificate, wrong CA, expired, not TLS.
+    pub refused: AtomicU64,
+}
+
+fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..]).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{}: no PEM certificate in it", path.display());
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    rustls_pemfile::private_key(&mut &pem[..]).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.ok_or_else(|| anyhow::anyhow!("{}: no PEM private key in it", path.display()))
+}
+
+/// The server side of `files`; with `ca_file`, clients must present a certificate it signed.
+pub fn server_config(files: &TlsFiles, base: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let builder = ServerConfig::builder();
+    let builder = match &files.ca_file {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in certs(&base.join(ca))? {
+                roots.add(c).map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?;
+            }
+            builder.with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build()?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(builder.with_single_cert(certs(&base.join(&files.cert_file))?, key(&base.join(&files.key_file))?)?))
+}
+
+/// Binds `listen` and relays each TLS connection to `upstream`. Returns the bound address.
+pub async fn front(listen: &str, config: Arc<ServerConfig>, upstream: SocketAddr, what: &'static str, stats: Arc<TlsStats>, mut stop: watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen for {what} (TLS) on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("{what} TLS listener: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            let (acceptor, stats) = (acceptor.clone(), stats.clone());
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        stats.refused.fetch_add(1, Relaxed);
+                        tracing::warn!(%peer, "{what} TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        stats.refused.fetch_add(1, Relaxed);
+                        tracing::warn!(%peer, "{what} TLS handshake timed out");
+                        return;
+                    }
+                };
+                stats.accepted.fetch_add(1, Relaxed);
+                let Ok(mut plain) = TcpStream::connect(upstream).await else { return };
+                let _ = plain.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    Ok(addr)
+}

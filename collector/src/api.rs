@@ -99,7 +99,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     counter(&mut out, "citysense_rules_lagged_total", "Batches of stored readings the alert engine could not take in time.", c.rules_lagged.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_batches_rejected_total Batches rejected, by reason.\n# TYPE citysense_batches_rejected_total counter");
     let rejected = c.rejected.read().unwrap().clone();
-    for reason in ["undecodable", "unknown_version", "too_large", "invalid", "gateway_mismatch", "unauthenticated", "unknown_gateway"] {
+    for reason in ["undecodable", "unknown_version", "too_large", "invalid", "gateway_mismatch", "unauthenticated", "unknown_gateway", "rate_limited"] {
         let _ = writeln!(out, "citysense_batches_rejected_total{{reason=\"{reason}\"}} {}", rejected.get(reason).copied().unwrap_or(0));
     }
     let hooks = &st.alerting.outbox;

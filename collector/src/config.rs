@@ -77,6 +77,11 @@ pub struct MqttConfig {
     pub shared_group: Option<String>,
     /// TLS for the embedded broker's listener.
     pub tls: Option<TlsFiles>,
+    /// Readings per second one gateway may send (bursts of 10 s allowed);
+    /// batches over it are refused unacknowledged, so the agent sends them
+    /// again later: it slows a runaway or hostile gateway, it loses nothing.
+    #[serde(default = "default_gateway_rate")]
+    pub gateway_rate: u32,
     /// Who else may connect to the embedded broker, e.g. emergency-command
     /// systems subscribing to the alert feed.
     #[serde(default)]
@@ -93,8 +98,12 @@ pub struct MqttUser {
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None, tls: None, user: Vec::new() }
+        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None, tls: None, gateway_rate: default_gateway_rate(), user: Vec::new() }
     }
+}
+
+fn default_gateway_rate() -> u32 {
+    50_000
 }
 
 fn default_max_packet() -> ByteSize {
@@ -443,6 +452,9 @@ impl Validate for CollectorConfig {
             if !valid_id(g) {
                 p.push(Problem::new("mqtt.shared_group", format!("`{g}` is not a valid group name")));
             }
+        }
+        if self.mqtt.gateway_rate == 0 {
+            p.push(Problem::new("mqtt.gateway_rate", "must be at least 1 reading per second"));
         }
         if self.mqtt.max_packet.0 < 16 * 1024 || self.mqtt.max_packet.0 > 256 << 20 {
             p.push(Problem::new("mqtt.max_packet", "must be between 16KiB and 256MiB"));

@@ -35,6 +35,35 @@ pub struct Ingest {
     /// Gateways' batch keys. When there are any, every batch must carry the
     /// HMAC of its topic's gateway, and acks are signed.
     keys: HashMap<String, Arc<Vec<u8>>>,
+    /// Readings per second per gateway, and each gateway's bucket.
+    rate: f64,
+    buckets: HashMap<String, Bucket>,
+}
+
+/// A token bucket: `rate` per second, holding ten seconds' worth, and never
+/// less than the largest batch an agent sends (10,000), which must get through eventually.
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+    warned: Option<std::time::Instant>,
+}
+
+fn capacity(rate: f64) -> f64 {
+    (rate * 10.0).max(10_000.0)
+}
+
+impl Bucket {
+    fn take(&mut self, n: f64, rate: f64) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(capacity(rate));
+        self.at = now;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 fn reason(e: &BatchError) -> &'static str {
@@ -62,13 +91,14 @@ impl Ingest {
         feed: crate::feed::Bus,
         forwarded: Arc<tokio::sync::Notify>,
         keys: HashMap<String, Arc<Vec<u8>>>,
+        rate: u32,
     ) -> anyhow::Result<Ingest> {
         let mut trackers = HashMap::new();
         for (gw, p) in store.progress()? {
             registry.seed_gateway(&gw, p.contiguous);
             trackers.insert(gw, Tracker::from_progress(&p));
         }
-        Ok(Ingest { store, registry, client, trackers, alerts, feed, forwarded, keys })
+        Ok(Ingest { store, registry, client, trackers, alerts, feed, forwarded, keys, rate: rate as f64, buckets: HashMap::new() })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
@@ -122,6 +152,17 @@ impl Ingest {
                 tracing::warn!(topic_gateway = %m.gateway, batch_gateway = %batch.gateway, "rejected batch: gateway in the batch does not match its topic");
                 counters.reject("gateway_mismatch");
                 self.registry.rejected(&m.gateway);
+                continue;
+            }
+            let rate = self.rate;
+            let bucket = self.buckets.entry(m.gateway.clone()).or_insert_with(|| Bucket { tokens: capacity(rate), at: std::time::Instant::now(), warned: None });
+            if !bucket.take(batch.readings.len() as f64, rate) {
+                // Not acknowledged: the agent keeps the readings and sends them again.
+                counters.reject("rate_limited");
+                if bucket.warned.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                    bucket.warned = Some(std::time::Instant::now());
+                    tracing::warn!(gateway = %m.gateway, "batch refused: over mqtt.gateway_rate ({rate} readings/s); the agent will resend it");
+                }
                 continue;
             }
             counters.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -146,7 +146,7 @@ impl Collector {
 
         let forwarded = Arc::new(tokio::sync::Notify::new());
         let keys = config.batch_keys(base).map_err(anyhow::Error::msg)?;
-        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone(), forwarded.clone(), keys)?;
+        let ingest = Ingest::new(store.clone(), registry.clone(), client.clone(), alerts_tx.clone(), feed.clone(), forwarded.clone(), keys, config.mqtt.gateway_rate)?;
         let mut tasks = vec![tokio::spawn(ingest.run(rx))];
         let lifecycle_stats = Arc::new(lifecycle::LifecycleStats::default());
         if config.store.series {

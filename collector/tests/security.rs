@@ -337,3 +337,27 @@ async fn tls_admits_only_certified_gateways_and_an_agent_delivers_through_it() {
     agent.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_gateway_is_slowed_without_losing_anything_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[mqtt]\nlisten = \"127.0.0.1:0\"\ngateway_rate = 100\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
+    let cfg: collector::config::CollectorConfig = shared::config::parse("rate collector", &text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let c = collector::Collector::start(cfg).await.unwrap();
+    let http = c.http_addr;
+    // 100 readings/s with the 10,000-reading burst floor: 6,000 pass, the next 6,000 at once do not.
+    let mut flood = FakeGateway::connect(&c.mqtt_url, "gw-flood").await;
+    let batch = |from: i64| (from..from + 6000).map(|i| Reading { ts_ms: 1_700_000_000_000 + i, ..water(1.0) }).collect::<Vec<_>>();
+    let first = flood.send(batch(0)).await;
+    flood.wait_acked(first, Duration::from_secs(20)).await;
+    flood.send(batch(6000)).await;
+    wait_for("the flood refused", Duration::from_secs(20), || async move { (rejected(http, "rate_limited").await == 1.0).then_some(()) }).await;
+    // Another gateway is not held back.
+    let mut calm = FakeGateway::connect(&c.mqtt_url, "gw-calm").await;
+    let seq = calm.send(vec![Reading { sensor: "wl-2".into(), ..water(2.0) }]).await;
+    calm.wait_acked(seq, Duration::from_secs(20)).await;
+    // The refused batch is neither stored nor acknowledged: its agent still holds it and sends it again.
+    assert_eq!(metric(http, "citysense_readings_stored_total").await, 6001.0);
+    assert_eq!(series_values(http, "wl-1", "water_level_m").await.len(), 6000);
+    c.shutdown().await;
+}

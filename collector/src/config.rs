@@ -366,6 +366,12 @@ impl CollectorConfig {
         (!users.is_empty()).then_some(users)
     }
 
+    /// Topic grants of the broker's users.
+    pub fn acl(&self) -> crate::acl::Acl {
+        let gateways = self.gateway.iter().filter(|g| g.password_sha256.is_some()).map(|g| (g.id.clone(), crate::acl::Grant::Gateway(g.id.clone())));
+        gateways.chain(self.mqtt.user.iter().map(|u| (u.name.clone(), crate::acl::Grant::Reader))).collect()
+    }
+
     /// Gateways' batch keys, read from their files.
     pub fn batch_keys(&self, base: &Path) -> Result<HashMap<String, Arc<Vec<u8>>>, String> {
         self.gateway.iter().filter_map(|g| g.batch_key_file.as_ref().map(|f| (g, f))).map(|(g, f)| shared::auth::read_secret(&base.join(f)).map(|k| (g.id.clone(), Arc::new(k)))).collect()

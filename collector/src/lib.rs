@@ -7,6 +7,7 @@
 //! around it in one process.
 
 pub mod alerting;
+pub mod acl;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod dedup;
 pub mod demo;
 pub mod export;
 pub mod feed;
+pub mod front;
 pub mod ingest;
 pub mod lifecycle;
 pub mod lineproto;
@@ -23,7 +25,6 @@ pub mod registry;
 pub mod rules;
 pub mod sink;
 pub mod store;
-pub mod tls;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -72,7 +73,7 @@ impl Collector {
         }
         let max_packet = config.mqtt.max_packet.0 as usize;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let tls_stats = Arc::new(tls::TlsStats::default());
+        let tls_stats = Arc::new(front::TlsStats::default());
         let base = Path::new("");
         // With users, the broker admits only them, and this collector's own
         // connections use a password made for this run.
@@ -88,19 +89,22 @@ impl Collector {
                 (u.clone(), u)
             }
             (None, Some(listen)) => {
+                // With users, clients reach the broker only through a front that
+                // enforces their topic grants; with TLS, through one that also
+                // terminates TLS. Otherwise they reach it directly.
+                let acl: Option<front::MqttAcl> = users.as_ref().map(|_| Arc::new((config.acl(), max_packet)));
                 let users = users.map(Arc::new);
-                match &config.mqtt.tls {
-                    None => {
-                        let addr = tokio::task::spawn_blocking(move || broker::start_embedded(listen, max_packet, users)).await??;
-                        let u = BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() };
-                        (u.clone(), u)
-                    }
-                    Some(files) => {
-                        let inner = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                        let addr = tokio::task::spawn_blocking(move || broker::start_embedded(inner, max_packet, users)).await??;
-                        let public = tls::front(&listen.to_string(), tls::server_config(files, base)?, addr, "MQTT", tls_stats.clone(), shutdown_rx.clone()).await?;
-                        (BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() }, BrokerUrl { tls: true, host: public.ip().to_string(), port: public.port() })
-                    }
+                if acl.is_none() && config.mqtt.tls.is_none() {
+                    let addr = tokio::task::spawn_blocking(move || broker::start_embedded(listen, max_packet, users)).await??;
+                    let u = BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() };
+                    (u.clone(), u)
+                } else {
+                    let inner = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                    let addr = tokio::task::spawn_blocking(move || broker::start_embedded(inner, max_packet, users)).await??;
+                    let tls = config.mqtt.tls.as_ref().map(|f| front::server_config(f, base)).transpose()?;
+                    let is_tls = tls.is_some();
+                    let public = front::front(&listen.to_string(), tls, addr, "MQTT", tls_stats.clone(), acl, shutdown_rx.clone()).await?;
+                    (BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() }, BrokerUrl { tls: is_tls, host: public.ip().to_string(), port: public.port() })
                 }
             }
             (None, None) => anyhow::bail!("mqtt.listen is not IP:PORT"),
@@ -190,7 +194,13 @@ impl Collector {
             None => topics::UP_FILTER.to_string(),
         };
         let links = Links { ingest: tx, alerts: alerts_tx, registry: registry.clone(), feed: feed.clone() };
-        tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), up_filter, client.clone(), eventloop, links, shutdown_rx.clone())));
+        let (ready_tx, mut ready) = watch::channel(false);
+        tasks.push(tokio::spawn(mqtt_loop(broker.to_string(), up_filter, client.clone(), eventloop, links, ready_tx, shutdown_rx.clone())));
+        // Ready means subscribed: a batch published after `start` returns is
+        // heard. An external broker that is down does not hold start-up up.
+        if tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await.is_err() {
+            tracing::warn!("not subscribed to {broker} after 5 s; going on, batches will arrive once it is reachable");
+        }
 
         let plain_listen = if config.http.tls.is_some() { "127.0.0.1:0" } else { config.http.listen.as_str() };
         let listener = tokio::net::TcpListener::bind(plain_listen)
@@ -198,7 +208,7 @@ impl Collector {
             .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
         let mut http_addr = listener.local_addr()?;
         if let Some(files) = &config.http.tls {
-            http_addr = tls::front(&config.http.listen, tls::server_config(files, base)?, http_addr, "HTTP", tls_stats.clone(), shutdown_rx.clone()).await?;
+            http_addr = front::front(&config.http.listen, Some(front::server_config(files, base)?), http_addr, "HTTP", tls_stats.clone(), None, shutdown_rx.clone()).await?;
         }
         let app = api::router(api::AppState {
             store: store.clone(),
@@ -260,6 +270,7 @@ async fn mqtt_loop(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     links: Links,
+    ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Links { ingest, alerts, registry, feed } = links;
@@ -278,6 +289,9 @@ async fn mqtt_loop(
                         tracing::error!("cannot subscribe to {filter}: {e}");
                     }
                 }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                ready.send_replace(true);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if let Some(gw) = topics::gateway_of(&p.topic, "up") {

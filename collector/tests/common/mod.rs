@@ -188,6 +188,8 @@ pub struct FakeGateway {
     pub id: String,
     pub client: rumqttc::AsyncClient,
     acked: tokio::sync::watch::Receiver<u64>,
+    /// Turns true when the connection fails (the broker dropped it).
+    closed: tokio::sync::watch::Receiver<bool>,
     next_seq: u64,
     key: Option<Vec<u8>>,
 }
@@ -228,6 +230,7 @@ impl FakeGateway {
         let (key, gw) = (who.key.clone(), id.to_string());
         let (tx, acked) = tokio::sync::watch::channel(0u64);
         let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             loop {
                 match el.poll().await {
@@ -244,14 +247,17 @@ impl FakeGateway {
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => {
+                        let _ = closed_tx.send(true);
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
                 }
             }
         });
         client.subscribe(shared::topics::ack(id), QoS::AtLeastOnce).await.unwrap();
         // Acks published before the subscription holds would be lost, and a fake gateway does not resend.
         tokio::time::timeout(Duration::from_secs(20), subscribed.wait_for(|s| *s)).await.expect("SUBACK within 20 s").unwrap();
-        Ok(FakeGateway { id: id.to_string(), client, acked, next_seq: 1, key: who.key })
+        Ok(FakeGateway { id: id.to_string(), client, acked, closed, next_seq: 1, key: who.key })
     }
 
     /// Numbers the readings and encodes them as a batch claiming `gateway`, sealed with this gateway's key if it has one.
@@ -273,6 +279,11 @@ impl FakeGateway {
         let (payload, last) = self.batch(&id, readings);
         self.client.publish(shared::topics::up(&self.id), rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
         last
+    }
+
+    /// Whether the broker drops this connection within `limit`.
+    pub async fn dropped_within(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.closed.wait_for(|c| *c)).await.is_ok()
     }
 
     /// Waits until the collector has acknowledged every seq up to `seq`.

@@ -1,8 +1,8 @@
-//! TLS in front of the broker and the HTTP API. Each TLS listener accepts,
-//! completes the handshake (checking client certificates when a CA is
-//! configured) and relays bytes to the plain listener on loopback behind it.
-//! One implementation for both protocols, and a listener reachable from the
-//! network never speaks plaintext.
+//! The listeners in front of the broker and the HTTP API. Each accepts,
+//! completes the TLS handshake when configured (checking client certificates
+//! when a CA is given), and relays to the plain listener on loopback behind
+//! it; for the broker it can also enforce topic grants (`acl`). One
+//! implementation for both protocols.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -60,11 +60,29 @@ pub fn server_config(files: &TlsFiles, base: &Path) -> anyhow::Result<Arc<Server
     Ok(Arc::new(builder.with_single_cert(certs(&base.join(&files.cert_file))?, key(&base.join(&files.key_file))?)?))
 }
 
-/// Binds `listen` and relays each TLS connection to `upstream`. Returns the bound address.
-pub async fn front(listen: &str, config: Arc<ServerConfig>, upstream: SocketAddr, what: &'static str, stats: Arc<TlsStats>, mut stop: watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen for {what} (TLS) on {listen}: {e}"))?;
+/// Topic grants by user, and the largest packet, for an MQTT front.
+pub type MqttAcl = Arc<(crate::acl::Acl, usize)>;
+
+async fn relay<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut client: S, upstream: SocketAddr, acl: Option<MqttAcl>, what: &str, peer: SocketAddr) {
+    let Ok(mut plain) = TcpStream::connect(upstream).await else { return };
+    let _ = plain.set_nodelay(true);
+    match acl {
+        Some(acl) => {
+            if let Err(e) = crate::acl::relay(client, plain, &acl.0, acl.1).await {
+                tracing::warn!(%peer, "{what} connection dropped: {e}");
+            }
+        }
+        None => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut plain).await;
+        }
+    }
+}
+
+/// Binds `listen` and relays each connection (TLS when `tls`) to `upstream`. Returns the bound address.
+pub async fn front(listen: &str, tls: Option<Arc<ServerConfig>>, upstream: SocketAddr, what: &'static str, stats: Arc<TlsStats>, acl: Option<MqttAcl>, mut stop: watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen for {what} on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(config);
+    let acceptor = tls.map(TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -78,10 +96,13 @@ pub async fn front(listen: &str, config: Arc<ServerConfig>, upstream: SocketAddr
                 },
                 _ = stop.changed() => return,
             };
-            let (acceptor, stats) = (acceptor.clone(), stats.clone());
+            let (acceptor, stats, acl) = (acceptor.clone(), stats.clone(), acl.clone());
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let Some(acceptor) = acceptor else {
+                    return relay(tcp, upstream, acl, what, peer).await;
+                };
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         stats.refused.fetch_add(1, Relaxed);
@@ -95,9 +116,7 @@ pub async fn front(listen: &str, config: Arc<ServerConfig>, upstream: SocketAddr
                     }
                 };
                 stats.accepted.fetch_add(1, Relaxed);
-                let Ok(mut plain) = TcpStream::connect(upstream).await else { return };
-                let _ = plain.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                relay(tls, upstream, acl, what, peer).await;
             });
         }
     });

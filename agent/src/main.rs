@@ -116,10 +116,16 @@ fn probe(what: ProbeWhat) -> ExitCode {
 
 /// Loads and checks a config; on failure prints every problem and gives exit code 2.
 fn load(path: &std::path::Path) -> Result<AgentConfig, ExitCode> {
-    shared::config::load::<AgentConfig>(path).map_err(|d| {
+    let config = shared::config::load::<AgentConfig>(path).map_err(|d| {
         eprintln!("{d}");
         ExitCode::from(2)
-    })
+    })?;
+    // Relative paths in the file are relative to it, at run time as in `check`.
+    shared::config::enter_config_dir(path).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(2)
+    })?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {
@@ -183,6 +189,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
+            // Absolute: SIGHUP re-reads it after the working directory moved to it.
+            let config = config.canonicalize().unwrap_or(config);
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -60,10 +60,16 @@ enum Command {
 }
 
 fn load(path: &PathBuf) -> Result<CollectorConfig, ExitCode> {
-    shared::config::load::<CollectorConfig>(path).map_err(|d| {
+    let config = shared::config::load::<CollectorConfig>(path).map_err(|d| {
         eprintln!("{d}");
         ExitCode::from(2)
-    })
+    })?;
+    // Relative paths in the file are relative to it, at run time as in `check`.
+    shared::config::enter_config_dir(path).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(2)
+    })?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {

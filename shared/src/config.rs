@@ -70,6 +70,18 @@ pub trait Validate {
 }
 
 /// Reads, parses and validates a config file.
+/// Makes the config file's directory the working directory, so relative
+/// paths in it (store, keys, certificates) mean at run time what `check`
+/// validated: relative to the file. Returns the file's absolute path, for
+/// reloading it later.
+pub fn enter_config_dir(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let abs = path.canonicalize()?;
+    if let Some(dir) = abs.parent() {
+        std::env::set_current_dir(dir)?;
+    }
+    Ok(abs)
+}
+
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Diagnostics> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {

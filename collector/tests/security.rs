@@ -414,3 +414,55 @@ async fn a_flooding_gateway_is_slowed_without_losing_anything_and_others_are_ser
     assert_eq!(series_values(http, "wl-1", "water_level_m").await.len(), 6000);
     c.shutdown().await;
 }
+
+/// The deploy guide's Mosquitto setup: its password file and
+/// deploy/mosquitto-acl.conf keep gateways to their own topics there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_with_the_deployed_acl_keeps_each_gateway_to_its_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let passwd = d.join("passwd");
+    for (i, (user, pw)) in [("gw-a", PW_A), ("gw-b", PW_B), ("citysense-collector", "collector-password-0123456789")].iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd.arg(&passwd).arg(user).arg(pw).status().expect("mosquitto_passwd (Debian's mosquitto package): run ./tests/run");
+        assert!(ok.success());
+    }
+    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto-acl.conf");
+    let port = free_port();
+    let conf = d.join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n", passwd.display(), acl.display())).unwrap();
+    let _mosquitto = Child(Command::new("mosquitto").arg("-c").arg(&conf).stderr(std::process::Stdio::null()).spawn().expect("start mosquitto"));
+    wait_for_port(port, "mosquitto").await;
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let text = format!(
+        "[mqtt]\nexternal = \"{url}\"\nusername = \"citysense-collector\"\npassword_file = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{}",
+        secret_file(d, "collector.password", "collector-password-0123456789").display(),
+        d.join("store").display(),
+        keys_only_toml(d)
+    );
+    let cfg: collector::config::CollectorConfig = shared::config::parse("mosquitto collector", &text, d).unwrap_or_else(|e| panic!("{e}"));
+    let c = collector::Collector::start(cfg).await.unwrap();
+    let http = c.http_addr;
+
+    assert!(FakeGateway::connect_as(&url, "gw-a", Identity { login: Some(("gw-a".into(), "guess".into())), ..gw_a() }).await.is_err(), "wrong password");
+    let mut a = FakeGateway::connect_as(&url, "gw-a", gw_a()).await.unwrap();
+    let mut b = FakeGateway::connect_as(&url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: None }).await.unwrap();
+    // A asks for B's acks and publishes on B's topic; Mosquitto drops both silently.
+    a.client.subscribe(shared::topics::ack("gw-b"), rumqttc::QoS::AtLeastOnce).await.unwrap();
+    let sealed_by_a = shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new("gw-b", 1, vec![Reading { seq: 1, ..water(9.1) }]).encode());
+    a.client.publish(shared::topics::up("gw-b"), rumqttc::QoS::AtLeastOnce, false, sealed_by_a).await.unwrap();
+    for _ in 0..3 {
+        let seq = b.send(vec![Reading { sensor: "wl-2".into(), ..water(2.5) }]).await;
+        b.wait_acked(seq, Duration::from_secs(20)).await;
+    }
+    let seq = a.send(vec![water(1.5)]).await;
+    a.wait_acked(seq, Duration::from_secs(20)).await;
+    assert_eq!(a.foreign.load(std::sync::atomic::Ordering::Relaxed), 0, "A received B's acks");
+    assert_eq!(rejected(http, "unauthenticated").await, 0.0, "A's publish on B's topic never reached the collector");
+    assert_eq!(metric(http, "citysense_readings_stored_total").await, 4.0);
+    c.shutdown().await;
+}

@@ -190,6 +190,8 @@ pub struct FakeGateway {
     acked: tokio::sync::watch::Receiver<u64>,
     /// Turns true when the connection fails (the broker dropped it).
     closed: tokio::sync::watch::Receiver<bool>,
+    /// Messages received on any topic but this gateway's own ack topic.
+    pub foreign: std::sync::Arc<std::sync::atomic::AtomicU64>,
     next_seq: u64,
     key: Option<Vec<u8>>,
 }
@@ -228,6 +230,8 @@ impl FakeGateway {
             Err(_) => return Err("no CONNACK within 10 s".into()),
         }
         let (key, gw) = (who.key.clone(), id.to_string());
+        let foreign = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen_foreign = foreign.clone();
         let (tx, acked) = tokio::sync::watch::channel(0u64);
         let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
         let (closed_tx, closed) = tokio::sync::watch::channel(false);
@@ -236,6 +240,9 @@ impl FakeGateway {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = subscribed_tx.send(true);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic != shared::topics::ack(&gw) => {
+                        seen_foreign.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Ok(a) = serde_json::from_slice::<shared::wire::Ack>(&p.payload) {
@@ -257,7 +264,7 @@ impl FakeGateway {
         client.subscribe(shared::topics::ack(id), QoS::AtLeastOnce).await.unwrap();
         // Acks published before the subscription holds would be lost, and a fake gateway does not resend.
         tokio::time::timeout(Duration::from_secs(20), subscribed.wait_for(|s| *s)).await.expect("SUBACK within 20 s").unwrap();
-        Ok(FakeGateway { id: id.to_string(), client, acked, closed, next_seq: 1, key: who.key })
+        Ok(FakeGateway { id: id.to_string(), client, acked, closed, foreign, next_seq: 1, key: who.key })
     }
 
     /// Numbers the readings and encodes them as a batch claiming `gateway`, sealed with this gateway's key if it has one.

@@ -4,7 +4,8 @@
 //!
 //! Scenarios: `replay` (drain speed of an outbox backlog after an outage),
 //! `ingest` (collector readings/s from many gateways, with 0 and 100 rules),
-//! `alert-latency` (a reading's publish to its alert on MQTT and SSE).
+//! `alert-latency` (a reading's publish to its alert on MQTT and SSE),
+//! `sink` (points/s the InfluxDB sink sustains into VictoriaMetrics).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: replay ingest alert-latency");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: replay ingest alert-latency sink");
     };
     match scenario.as_str() {
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
@@ -46,7 +47,8 @@ async fn main() -> Result<()> {
             }
         },
         "alert-latency" => println!("{}", alert_latency(if quick { 200 } else { 1000 }).await?),
-        other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency"),
+        "sink" => println!("{}", sink(if quick { 200_000 } else { 1_000_000 }).await?),
+        other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency sink"),
     }
     Ok(())
 }
@@ -150,8 +152,19 @@ fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop
 /// 100 sensors) until `total` readings are stored; readings/s is stored/elapsed.
 async fn ingest(gateways: usize, total: u64, rules: usize) -> Result<serde_json::Value> {
     let (_dir, c) = collector_with(&quiet_rules(rules)).await?;
-    let per_gateway = total / gateways as u64 / 1000;
     let start = Instant::now();
+    let want = load(&c, gateways, total).await?;
+    let secs = start.elapsed().as_secs_f64();
+    let lagged = c.registry.counters.rules_lagged.load(Relaxed);
+    c.shutdown().await;
+    Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "seconds": (secs * 1000.0).round() / 1000.0,
+              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": "embedded"}))
+}
+
+/// Publishes about `total` readings from `gateways` connections and waits
+/// until the collector has stored them all; returns how many.
+async fn load(c: &collector::Collector, gateways: usize, total: u64) -> Result<u64> {
+    let per_gateway = total / gateways as u64 / 1000;
     let mut tasks = Vec::new();
     for g in 0..gateways {
         let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-gw-{g}"));
@@ -183,11 +196,60 @@ async fn ingest(gateways: usize, total: u64, rules: usize) -> Result<serde_json:
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let secs = start.elapsed().as_secs_f64();
-    let lagged = counters.rules_lagged.load(Relaxed);
+    Ok(want)
+}
+
+/// A counter or gauge from the collector's `/metrics`.
+async fn scrape(http: std::net::SocketAddr, name: &str) -> Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    body.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())).ok_or_else(|| anyhow::anyhow!("{name} not in /metrics"))
+}
+
+/// The InfluxDB sink into VictoriaMetrics (Debian's `victoria-metrics`, on
+/// loopback): `total` readings arrive from 10 gateways; figures are the
+/// collector's ingest rate with the sink on, and the points/s the sink
+/// sustains into the server until every point is confirmed.
+async fn sink(total: u64) -> Result<serde_json::Value> {
+    let vm_dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut vm = std::process::Command::new("victoria-metrics")
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!("-storageDataPath={}", vm_dir.path().display()))
+        .arg("-retentionPeriod=100y")
+        .arg("-loggerLevel=ERROR")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("victoria-metrics ({e}): apt-get install victoria-metrics"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("victoria-metrics did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_dir, c) = collector_with(&format!("[influxdb]\nurl = \"http://127.0.0.1:{port}\"\norg = \"city\"\nbucket = \"bench\"\n")).await?;
+    let start = Instant::now();
+    let want = load(&c, 10, total).await?;
+    let ingest_secs = start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while scrape(c.http_addr, "citysense_influx_points_written_total").await? < want as f64 {
+        if Instant::now() > deadline {
+            bail!("sink stalled");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sink_secs = start.elapsed().as_secs_f64();
+    let errors = scrape(c.http_addr, "citysense_influx_write_errors_total").await?;
     c.shutdown().await;
-    Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "seconds": (secs * 1000.0).round() / 1000.0,
-              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": "embedded"}))
+    let _ = vm.kill();
+    let _ = vm.wait();
+    Ok(json!({"scenario": "sink", "target": "victoria-metrics /api/v2/write", "readings": want,
+              "ingest_readings_per_s": (want as f64 / ingest_secs).round(), "sink_points_per_s": (want as f64 / sink_secs).round(),
+              "sink_seconds": (sink_secs * 1000.0).round() / 1000.0, "write_errors": errors, "batch_points": 5000}))
 }
 
 /// With 100 rules loaded, one gateway alternates a pm25 value above and

@@ -116,16 +116,10 @@ fn probe(what: ProbeWhat) -> ExitCode {
 
 /// Loads and checks a config; on failure prints every problem and gives exit code 2.
 fn load(path: &std::path::Path) -> Result<AgentConfig, ExitCode> {
-    let config = shared::config::load::<AgentConfig>(path).map_err(|d| {
-        eprintln!("{d}");
+    shared::config::load_and_enter::<AgentConfig>(path).map_err(|e| {
+        eprintln!("{e}");
         ExitCode::from(2)
-    })?;
-    // Relative paths in the file are relative to it, at run time as in `check`.
-    shared::config::enter_config_dir(path).map_err(|e| {
-        eprintln!("{}: {e}", path.display());
-        ExitCode::from(2)
-    })?;
-    Ok(config)
+    })
 }
 
 fn main() -> ExitCode {

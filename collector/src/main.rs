@@ -60,16 +60,10 @@ enum Command {
 }
 
 fn load(path: &PathBuf) -> Result<CollectorConfig, ExitCode> {
-    let config = shared::config::load::<CollectorConfig>(path).map_err(|d| {
-        eprintln!("{d}");
+    shared::config::load_and_enter::<CollectorConfig>(path).map_err(|e| {
+        eprintln!("{e}");
         ExitCode::from(2)
-    })?;
-    // Relative paths in the file are relative to it, at run time as in `check`.
-    shared::config::enter_config_dir(path).map_err(|e| {
-        eprintln!("{}: {e}", path.display());
-        ExitCode::from(2)
-    })?;
-    Ok(config)
+    })
 }
 
 fn main() -> ExitCode {

@@ -70,16 +70,17 @@ pub trait Validate {
 }
 
 /// Reads, parses and validates a config file.
-/// Makes the config file's directory the working directory, so relative
-/// paths in it (store, keys, certificates) mean at run time what `check`
-/// validated: relative to the file. Returns the file's absolute path, for
-/// reloading it later.
-pub fn enter_config_dir(path: &Path) -> std::io::Result<std::path::PathBuf> {
-    let abs = path.canonicalize()?;
+/// Loads a config for a command that acts on it, and makes the file's
+/// directory the working directory, so relative paths in it (store, keys,
+/// certificates) mean at run time what `check` validated: relative to the
+/// file. The error is what to print before exiting with status 2.
+pub fn load_and_enter<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, String> {
+    let config = load::<T>(path).map_err(|d| d.to_string())?;
+    let abs = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(dir) = abs.parent() {
-        std::env::set_current_dir(dir)?;
+        std::env::set_current_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    Ok(abs)
+    Ok(config)
 }
 
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Diagnostics> {
@@ -139,7 +140,9 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
             out.push(Segment::Key(key));
         }
         while let Some(end) = rest.find(']') {
-            if let Ok(i) = rest[1..end].parse() {
+            // `get`, not indexing: a key the user wrote (an [mqtt.fields] metric)
+            // can put a `]` right after another, or after a multi-byte character.
+            if let Some(Ok(i)) = rest.get(1..end).map(str::parse) {
                 out.push(Segment::Index(i));
             }
             rest = &rest[end + 1..];
@@ -346,6 +349,15 @@ mod tests {
         assert_eq!(err.0[0].line, 8, "{}", err);
         assert_eq!(err.0[0].path, "item[1].every");
         assert!(err.0[0].message.contains("not a duration"), "{}", err);
+    }
+
+    #[test]
+    fn stray_brackets_in_a_path_do_not_panic() {
+        let map = SourceMap::new(TEXT);
+        for path in ["mqtt[0].fields.x[0]]", "a[]]", "a[0]é]", "]", "[", "item[1]]].port"] {
+            assert!(map.line_of_path(path) >= 1, "{path}");
+        }
+        assert_eq!(map.line_of_path("item[1].port"), 9);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Scenarios: `replay` (drain speed of an outbox backlog after an outage),
 //! `ingest` (collector readings/s from many gateways, with 0 and 100 rules),
 //! `alert-latency` (a reading's publish to its alert on MQTT and SSE),
-//! `sink` (points/s the InfluxDB sink sustains into VictoriaMetrics).
+//! `sink` (points/s the InfluxDB sink sustains into VictoriaMetrics),
+//! `store` (the embedded store: bytes per reading, a day's query time).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: replay ingest alert-latency sink");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: replay ingest alert-latency sink store");
     };
     match scenario.as_str() {
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
@@ -48,7 +49,8 @@ async fn main() -> Result<()> {
         },
         "alert-latency" => println!("{}", alert_latency(if quick { 200 } else { 1000 }).await?),
         "sink" => println!("{}", sink(if quick { 200_000 } else { 1_000_000 }).await?),
-        other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency sink"),
+        "store" => println!("{}", tokio::task::spawn_blocking(move || store(if quick { 20 } else { 100 })).await??),
+        other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency sink store"),
     }
     Ok(())
 }
@@ -197,6 +199,57 @@ async fn load(c: &collector::Collector, gateways: usize, total: u64) -> Result<u
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(want)
+}
+
+/// The embedded store on its own: `series` series of one day at 1 s
+/// resolution written as ingest writes them (batches of 1,000, one sync
+/// each), then rolled up. Figures: write rate, bytes on disk per reading, and
+/// the time to read one series' day raw, with a 1-minute step from the
+/// rollups, and with a 1-minute step computed from the raw samples.
+fn store(series: usize) -> Result<serde_json::Value> {
+    use collector::store::{aggregate, aggregate_rollups, Agg, Level, RedbStore, Store, Write};
+    let dir = tempfile::tempdir()?;
+    let st = RedbStore::open(dir.path())?;
+    let day = 86_400i64;
+    let t0 = 1_700_006_400_000i64 - 1_700_006_400_000i64 % 86_400_000;
+    let start = Instant::now();
+    let mut batch = Vec::with_capacity(1000);
+    let mut n = 0u64;
+    for sec in 0..day {
+        for s in 0..series {
+            n += 1;
+            // A slowly varying value with sensor noise, as a real gauge gives.
+            let v = 20.0 + ((sec as f64) / 600.0).sin() * 5.0 + ((sec * 7 + s as i64) % 13) as f64 * 0.01;
+            batch.push(shared::Reading { seq: n, sensor: format!("aq-{s:03}"), metric: "pm25".into(), ts_ms: t0 + sec * 1000, value: (v * 100.0).round() / 100.0, quality: Quality::Good });
+            if batch.len() == 1000 {
+                st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(std::mem::take(&mut batch)))], progress: vec![] })?;
+                st.sync()?;
+            }
+        }
+    }
+    st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(batch))], progress: vec![] })?;
+    st.sync()?;
+    let write_secs = start.elapsed().as_secs_f64();
+    let t = Instant::now();
+    st.roll_up()?;
+    let rollup_secs = t.elapsed().as_secs_f64();
+    let bytes = st.size_on_disk();
+    let t = Instant::now();
+    let raw = st.query("aq-007", "pm25", t0, t0 + day * 1000, usize::MAX)?;
+    let raw_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let minutes = aggregate_rollups(&st.rollups("aq-007", "pm25", Level::Minute, t0, t0 + day * 1000)?, 60_000, Agg::Mean);
+    let rollup_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let from_raw = aggregate(&st.query("aq-007", "pm25", t0, t0 + day * 1000, usize::MAX)?, 60_000, Agg::Mean);
+    let from_raw_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if raw.len() as i64 != day || minutes.len() != 1440 || from_raw.len() != 1440 {
+        bail!("store bench read back {} samples, {} and {} minutes", raw.len(), minutes.len(), from_raw.len());
+    }
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({"scenario": "store", "engine": "redb", "series": series, "readings": n, "write_readings_per_s": (n as f64 / write_secs).round(),
+              "rollup_s": r2(rollup_secs), "bytes_on_disk": bytes, "bytes_per_reading": r2(bytes as f64 / n as f64),
+              "day_raw_query_ms": r2(raw_ms), "day_1m_step_from_rollups_ms": r2(rollup_ms), "day_1m_step_from_raw_ms": r2(from_raw_ms)}))
 }
 
 /// A counter or gauge from the collector's `/metrics`.

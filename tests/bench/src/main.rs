@@ -28,26 +28,56 @@ async fn main() -> Result<()> {
     };
     match scenario.as_str() {
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
-        "ingest" => match args.iter().position(|a| a == "--rules").and_then(|i| args.get(i + 1)) {
-            Some(n) => println!("{}", ingest(if quick { 10 } else { 100 }, if quick { 300_000 } else { 2_000_000 }, n.parse()?).await?),
-            // Each rule count in a fresh process: a collector's embedded broker
-            // cannot be stopped, so a second run in one process would share the machine with it.
-            None => {
-                for rules in ["0", "100"] {
-                    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-                    cmd.args(["ingest", "--rules", rules]);
-                    if quick {
-                        cmd.arg("--quick");
+        "ingest" => {
+            let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+            let default_gateways = if quick { "10" } else { "100" };
+            match (opt("--rules"), opt("--gateways"), opt("--broker")) {
+                // Each variant in a fresh process: a collector's embedded broker
+                // cannot be stopped, so a second run in one process would share the machine with it.
+                (None, None, None) => {
+                    let variants = [("0", default_gateways, "embedded"), ("100", default_gateways, "embedded"), ("0", "100", "embedded"), ("0", "1000", "embedded"), ("0", default_gateways, "mosquitto")];
+                    for (rules, gateways, broker) in variants {
+                        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+                        cmd.args(["ingest", "--rules", rules, "--gateways", gateways, "--broker", broker]);
+                        if quick {
+                            cmd.arg("--quick");
+                        }
+                        let out = cmd.output()?;
+                        if !out.status.success() {
+                            bail!("ingest --rules {rules} --gateways {gateways} --broker {broker}: {}", String::from_utf8_lossy(&out.stderr));
+                        }
+                        print!("{}", String::from_utf8_lossy(&out.stdout));
                     }
-                    let out = cmd.output()?;
-                    if !out.status.success() {
-                        bail!("ingest --rules {rules}: {}", String::from_utf8_lossy(&out.stderr));
-                    }
-                    print!("{}", String::from_utf8_lossy(&out.stdout));
+                }
+                (rules, gateways, broker) => {
+                    let rules = rules.as_deref().unwrap_or("0").parse()?;
+                    let gateways = gateways.as_deref().unwrap_or(default_gateways).parse()?;
+                    let total = if quick { 300_000 } else { 2_000_000 };
+                    println!("{}", ingest(gateways, total, rules, broker.as_deref().unwrap_or("embedded")).await?);
                 }
             }
-        },
-        "alert-latency" => println!("{}", alert_latency(if quick { 200 } else { 1000 }).await?),
+        }
+        "alert-latency" => {
+            let load: Option<u64> = args.iter().position(|a| a == "--load").and_then(|i| args.get(i + 1)).map(|l| l.parse()).transpose()?;
+            match load {
+                Some(l) => println!("{}", alert_latency(if quick { 200 } else { 1000 }, l).await?),
+                // Idle, then at 10k and 100k readings/s, each in a fresh process (the embedded broker cannot be stopped).
+                None => {
+                    for l in ["0", "10000", "100000"] {
+                        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+                        cmd.args(["alert-latency", "--load", l]);
+                        if quick {
+                            cmd.arg("--quick");
+                        }
+                        let out = cmd.output()?;
+                        if !out.status.success() {
+                            bail!("alert-latency --load {l}: {}", String::from_utf8_lossy(&out.stderr));
+                        }
+                        print!("{}", String::from_utf8_lossy(&out.stdout));
+                    }
+                }
+            }
+        }
         "sink" => println!("{}", sink(if quick { 200_000 } else { 1_000_000 }).await?),
         "store" => println!("{}", tokio::task::spawn_blocking(move || store(if quick { 20 } else { 100 })).await??),
         other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency sink store"),
@@ -122,10 +152,15 @@ async fn replay(n: u64) -> Result<serde_json::Value> {
 }
 
 async fn collector_with(rules: &str) -> Result<(tempfile::TempDir, collector::Collector)> {
+    collector_on("listen = \"127.0.0.1:0\"", rules).await
+}
+
+/// `mqtt`: the `[mqtt]` line saying which broker (`listen = …` or `external = …`).
+async fn collector_on(mqtt: &str, rules: &str) -> Result<(tempfile::TempDir, collector::Collector)> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let text = format!(
-        "[mqtt]\nlisten = \"127.0.0.1:0\"\nmax_packet = \"16MiB\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
+        "[mqtt]\n{mqtt}\nmax_packet = \"16MiB\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
         d.join("store").display()
     );
     let cfg: CollectorConfig = shared::config::parse("bench collector", &text, d).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -152,21 +187,47 @@ fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop
 
 /// `gateways` connections each publish batches of 1,000 readings (10 metrics ×
 /// 100 sensors) until `total` readings are stored; readings/s is stored/elapsed.
-async fn ingest(gateways: usize, total: u64, rules: usize) -> Result<serde_json::Value> {
-    let (_dir, c) = collector_with(&quiet_rules(rules)).await?;
+async fn ingest(gateways: usize, total: u64, rules: usize, broker: &str) -> Result<serde_json::Value> {
+    // Debian's Mosquitto on a free loopback port, as the tests start it.
+    let mut mosquitto = None;
+    let mqtt = match broker {
+        "embedded" => "listen = \"127.0.0.1:0\"".to_string(),
+        "mosquitto" => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let conf = std::env::temp_dir().join(format!("citysense-bench-mosquitto-{port}.conf"));
+            std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 16777216\nmax_queued_messages 100000\n"))?;
+            mosquitto = Some(std::process::Command::new("mosquitto").arg("-c").arg(&conf).stderr(std::process::Stdio::null()).spawn().map_err(|e| anyhow::anyhow!("mosquitto ({e}): apt-get install mosquitto"))?);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                if Instant::now() > deadline {
+                    bail!("mosquitto did not start");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            format!("external = \"mqtt://127.0.0.1:{port}\"")
+        }
+        other => bail!("broker `{other}` is not embedded or mosquitto"),
+    };
+    let (_dir, c) = collector_on(&mqtt, &quiet_rules(rules)).await?;
     let start = Instant::now();
     let want = load(&c, gateways, total).await?;
     let secs = start.elapsed().as_secs_f64();
     let lagged = c.registry.counters.rules_lagged.load(Relaxed);
     c.shutdown().await;
+    if let Some(mut m) = mosquitto {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
     Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "seconds": (secs * 1000.0).round() / 1000.0,
-              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": "embedded"}))
+              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": broker}))
 }
 
 /// Publishes about `total` readings from `gateways` connections and waits
 /// until the collector has stored them all; returns how many.
 async fn load(c: &collector::Collector, gateways: usize, total: u64) -> Result<u64> {
-    let per_gateway = total / gateways as u64 / 1000;
+    // Batches of 1,000 readings, fewer when there are many gateways.
+    let size = (total / gateways as u64).clamp(1, 1000);
+    let per_gateway = total / gateways as u64 / size;
     let mut tasks = Vec::new();
     for g in 0..gateways {
         let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-gw-{g}"));
@@ -175,9 +236,9 @@ async fn load(c: &collector::Collector, gateways: usize, total: u64) -> Result<u
             let gw = format!("gw-{g}");
             let t0 = shared::now_ms();
             for b in 0..per_gateway {
-                let readings = (0..1000u64)
+                let readings = (0..size)
                     .map(|k| {
-                        let seq = b * 1000 + k + 1;
+                        let seq = b * size + k + 1;
                         shared::Reading { seq, sensor: format!("s{g}-{}", k % 100), metric: format!("m{}", k / 100), ts_ms: t0 + seq as i64, value: (k % 97) as f64, quality: Quality::Good }
                     })
                     .collect();
@@ -189,7 +250,7 @@ async fn load(c: &collector::Collector, gateways: usize, total: u64) -> Result<u
     for t in tasks {
         t.await?;
     }
-    let want = per_gateway * 1000 * gateways as u64;
+    let want = per_gateway * size * gateways as u64;
     let counters = &c.registry.counters;
     let deadline = Instant::now() + Duration::from_secs(600);
     while counters.stored.load(Relaxed) < want {
@@ -308,7 +369,10 @@ async fn sink(total: u64) -> Result<serde_json::Value> {
 /// With 100 rules loaded, one gateway alternates a pm25 value above and
 /// below a threshold; the time from publishing the reading to the alert
 /// change arriving on MQTT (`alerts/#`) and on the SSE stream is recorded.
-async fn alert_latency(samples: usize) -> Result<serde_json::Value> {
+///
+/// With `load` > 0, ten other gateways publish that many readings per second
+/// (batches of 1,000 metrics no rule looks at) all along.
+async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
     let rules = format!(
         "{}[[rule]]\nid = \"pm\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 75\nseverity = \"warning\"\n",
         quiet_rules(99)
@@ -339,7 +403,35 @@ async fn alert_latency(samples: usize) -> Result<serde_json::Value> {
     });
     let (pubc, mut pub_el) = mqtt_client(&c.mqtt_url, "bench-gw");
     tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if load > 0 {
+        for g in 0..10u64 {
+            let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-load-{g}"));
+            tokio::spawn(async move { while el.poll().await.is_ok() {} });
+            let stop = stop_load.clone();
+            // Each of the ten sends 1,000-reading batches at load/10 readings/s.
+            let every = Duration::from_secs_f64(1000.0 * 10.0 / load as f64);
+            tokio::spawn(async move {
+                let gw = format!("gw-load-{g}");
+                let mut tick = tokio::time::interval(every);
+                let mut seq = 0u64;
+                while !stop.load(Relaxed) {
+                    tick.tick().await;
+                    let t = shared::now_ms();
+                    let readings = (0..1000u64).map(|k| {
+                        seq += 1;
+                        shared::Reading { seq, sensor: format!("load{g}-{}", k % 100), metric: "flow".into(), ts_ms: t + k as i64, value: k as f64, quality: Quality::Good }
+                    }).collect();
+                    if client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new(gw.clone(), 1, readings).encode()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored_before = c.registry.counters.stored.load(Relaxed);
+    let measuring = Instant::now();
     let (mut to_mqtt, mut to_sse) = (Vec::new(), Vec::new());
     for i in 0..samples as u64 {
         // Odd samples fire, even ones resolve: each is one alert change.
@@ -352,6 +444,8 @@ async fn alert_latency(samples: usize) -> Result<serde_json::Value> {
         to_mqtt.push(m.duration_since(sent).as_secs_f64() * 1000.0);
         to_sse.push(s.duration_since(sent).as_secs_f64() * 1000.0);
     }
+    let achieved = (c.registry.counters.stored.load(Relaxed) - stored_before) as f64 / measuring.elapsed().as_secs_f64();
+    stop_load.store(true, Relaxed);
     c.shutdown().await;
     let pct = |v: &mut Vec<f64>, p: f64| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -361,5 +455,6 @@ async fn alert_latency(samples: usize) -> Result<serde_json::Value> {
     Ok(json!({"scenario": "alert-latency", "rules": 100, "alert_changes": samples,
               "mqtt_ms_p50": pct(&mut to_mqtt, 0.5), "mqtt_ms_p99": pct(&mut to_mqtt, 0.99), "mqtt_ms_max": pct(&mut to_mqtt, 1.0),
               "sse_ms_p50": pct(&mut to_sse, 0.5), "sse_ms_p99": pct(&mut to_sse, 0.99), "sse_ms_max": pct(&mut to_sse, 1.0),
-              "load": "one reading at a time; measured from publish by the gateway, so it includes the broker hop and the store sync"}))
+              "background_readings_per_s_asked": load, "background_readings_per_s_stored": achieved.round(),
+              "measured": "from publish by the gateway to the alert change received, so it includes the broker hops and the store sync"}))
 }

@@ -15,7 +15,9 @@ fn main() {
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
     println!("cargo:rustc-env=CITYSENSE_GIT_REV={rev}{}", if dirty { "-dirty" } else { "" });
     let git = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.git");
-    for f in ["HEAD", "refs/heads", "packed-refs"] {
-        println!("cargo:rerun-if-changed={}", git.join(f).display());
+    // Only paths that exist: cargo treats a missing one as always changed and
+    // would rebuild both binaries on every build.
+    for f in ["HEAD", "refs/heads", "packed-refs"].map(|f| git.join(f)).into_iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", f.display());
     }
 }

@@ -38,6 +38,7 @@ pub struct AppState {
     pub sink: Option<Arc<crate::sink::SinkStats>>,
     pub lifecycle: Arc<crate::lifecycle::LifecycleStats>,
     pub access: crate::auth::Access,
+    pub tls: Arc<crate::front::TlsStats>,
     pub audit: Arc<crate::audit::AuditLog>,
 }
 
@@ -102,6 +103,8 @@ async fn metrics(State(st): State<AppState>) -> Response {
     for reason in ["undecodable", "unknown_version", "too_large", "invalid", "gateway_mismatch", "unauthenticated", "unknown_gateway", "rate_limited"] {
         let _ = writeln!(out, "citysense_batches_rejected_total{{reason=\"{reason}\"}} {}", rejected.get(reason).copied().unwrap_or(0));
     }
+    let _ = writeln!(out, "# HELP citysense_tls_handshakes_total TLS handshakes on the broker and HTTP listeners, by outcome.\n# TYPE citysense_tls_handshakes_total counter");
+    let _ = writeln!(out, "citysense_tls_handshakes_total{{result=\"accepted\"}} {}\ncitysense_tls_handshakes_total{{result=\"refused\"}} {}", st.tls.accepted.load(Relaxed), st.tls.refused.load(Relaxed));
     let hooks = &st.alerting.outbox;
     let _ = writeln!(out, "# HELP citysense_webhook_delivered_total Webhook deliveries answered 2xx.\n# TYPE citysense_webhook_delivered_total counter\ncitysense_webhook_delivered_total {}", hooks.delivered.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}", hooks.failures.load(Relaxed));

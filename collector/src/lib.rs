@@ -159,7 +159,7 @@ impl Collector {
         }
         let mut sink_stats = None;
         if let Some(influx) = &config.influxdb {
-            let token = influx.token(Path::new("")).map_err(anyhow::Error::msg)?;
+            let token = influx.token(base).map_err(anyhow::Error::msg)?;
             let sink = sink::InfluxSink::new(influx, token, &config.sensor);
             sink_stats = Some(sink.stats.clone());
             tasks.push(tokio::spawn(sink.run(store.clone(), forwarded, shutdown_rx.clone())));
@@ -221,6 +221,7 @@ impl Collector {
             sink: sink_stats,
             lifecycle: lifecycle_stats,
             access: auth::Access::new(config.auth.as_ref(), audit.clone()),
+            tls: tls_stats.clone(),
             audit,
         });
         let mut stop = shutdown_rx.clone();

@@ -341,6 +341,12 @@ async fn tls_admits_only_certified_gateways_and_an_agent_delivers_through_it() {
         let r = FakeGateway::connect_as(&c.mqtt_url, "gw-a", Identity { tls: tls(client), ..gw_a() }).await;
         assert!(r.is_err(), "{what}: the TLS listener let it in");
     }
+    let (http, ca_pem) = (c.http_addr, pki.ca.clone());
+    wait_for("three refused handshakes counted", Duration::from_secs(10), || {
+        let ca_pem = ca_pem.clone();
+        async move { https_get(http, &ca_pem, "/metrics", VIEWER).await.ok().filter(|(_, m)| m.contains("citysense_tls_handshakes_total{result=\"refused\"} 3")) }
+    })
+    .await;
     let r = FakeGateway::connect_as(&c.mqtt_url, "gw-a", Identity { tls: tls(Some(&pki.client)), login: Some(("gw-a".into(), "guess".into())), ..gw_a() }).await;
     assert!(r.is_err(), "a valid certificate with a wrong password");
     // Plain MQTT to the TLS port gets nowhere.

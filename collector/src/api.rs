@@ -224,7 +224,7 @@ async fn sensors(State(st): State<AppState>, Query(q): Query<HashMap<String, Str
 }
 
 /// Units for the contract's well-known metrics, used when the catalogue gives none.
-fn default_unit(metric: &str) -> Option<&'static str> {
+pub fn default_unit(metric: &str) -> Option<&'static str> {
     Some(match metric {
         "pm25" | "pm10" | "no2" => "ug/m3",
         "noise_laeq" => "dB(A)",

@@ -51,7 +51,7 @@ async fn the_catalogue_lists_uncatalogued_senders_and_exports_carry_it() {
         "sensor,kind,district,owner,metric,unit,time,ts_ms,value,quality\n\
          aq-001,air_quality,\"West, Lake\",Environment Bureau,pm25,ug/m3,2023-11-14T22:13:20.000Z,1700000000000,12.5,good\n\
          aq-001,air_quality,\"West, Lake\",Environment Bureau,pm25,ug/m3,2023-11-14T22:13:21.000Z,1700000001000,13.0,good\n\
-         zz-9,,,,noise_laeq,,2023-11-14T22:13:20.500Z,1700000000500,60.0,good\n"
+         zz-9,,,,noise_laeq,dB(A),2023-11-14T22:13:20.500Z,1700000000500,60.0,good\n"
     );
     let (status, lp) = get(c.http_addr, &format!("/api/v1/export?from={t0}&to={}&format=line&sensor=aq-001", t0 + 5000)).await;
     assert_eq!(status, 200);

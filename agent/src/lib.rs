@@ -160,6 +160,9 @@ impl Agent {
     }
 }
 
+/// Readings appended and not yet flushed, at most (about 0.1 s at 500k readings/s).
+const MAX_UNFLUSHED: u64 = 50_000;
+
 /// Gives readings their `seq` by appending them to the outbox. On a storage
 /// error it holds the readings and retries: sources then block on the full
 /// channel instead of producing readings with nowhere to go.
@@ -170,6 +173,12 @@ async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>
             if readings.len() >= 10_000 {
                 break;
             }
+        }
+        // Sources faster than the disk: wait for the flusher rather than hold
+        // ever more unflushed readings (and sled's dirty pages) in memory. The
+        // sources then block on the bounded channel and polling slows down.
+        while outbox.stats().unflushed > MAX_UNFLUSHED {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         loop {
             let ob = outbox.clone();

@@ -52,6 +52,8 @@ pub struct OutboxStats {
     pub dropped_total: u64,
     pub oldest_ts_ms: Option<i64>,
     pub full: bool,
+    /// Readings appended since the last flush, held in memory until it lands.
+    pub unflushed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -435,6 +437,7 @@ impl Outbox for SledOutbox {
             dropped_total: st.dropped_total,
             oldest_ts_ms,
             full: st.bytes >= self.max_bytes.saturating_sub(self.max_bytes / 100),
+            unflushed: st.unflushed.len() as u64,
         }
     }
 }

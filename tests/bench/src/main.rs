@@ -24,7 +24,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: replay ingest alert-latency sink store");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent replay ingest alert-latency sink store");
     };
     match scenario.as_str() {
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
@@ -79,8 +79,26 @@ async fn main() -> Result<()> {
             }
         }
         "sink" => println!("{}", sink(if quick { 200_000 } else { 1_000_000 }).await?),
+        "agent" => match args.iter().position(|a| a == "--points").and_then(|i| args.get(i + 1)) {
+            Some(n) => println!("{}", agent_pipeline(n.parse()?, if quick { 8 } else { 30 }).await?),
+            // Each size in a fresh process (the collector's embedded broker cannot be stopped).
+            None => {
+                for n in ["1", "100", "1000"] {
+                    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+                    cmd.args(["agent", "--points", n]);
+                    if quick {
+                        cmd.arg("--quick");
+                    }
+                    let out = cmd.output()?;
+                    if !out.status.success() {
+                        bail!("agent --points {n}: {}", String::from_utf8_lossy(&out.stderr));
+                    }
+                    print!("{}", String::from_utf8_lossy(&out.stdout));
+                }
+            }
+        },
         "store" => println!("{}", tokio::task::spawn_blocking(move || store(if quick { 20 } else { 100 })).await??),
-        other => bail!("unknown scenario `{other}`; scenarios: replay ingest alert-latency sink store"),
+        other => bail!("unknown scenario `{other}`; scenarios: agent replay ingest alert-latency sink store"),
     }
     Ok(())
 }
@@ -311,6 +329,103 @@ fn store(series: usize) -> Result<serde_json::Value> {
     Ok(json!({"scenario": "store", "engine": "redb", "series": series, "readings": n, "write_readings_per_s": (n as f64 / write_secs).round(),
               "rollup_s": r2(rollup_secs), "bytes_on_disk": bytes, "bytes_per_reading": r2(bytes as f64 / n as f64),
               "day_raw_query_ms": r2(raw_ms), "day_1m_step_from_rollups_ms": r2(rollup_ms), "day_1m_step_from_raw_ms": r2(from_raw_ms)}))
+}
+
+/// A Modbus TCP device whose holding registers (any address) change on every read.
+#[derive(Clone)]
+struct RegisterBank(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl tokio_modbus::server::Service for RegisterBank {
+    type Request = tokio_modbus::Request<'static>;
+    type Response = tokio_modbus::Response;
+    type Exception = tokio_modbus::ExceptionCode;
+    type Future = std::future::Ready<Result<tokio_modbus::Response, tokio_modbus::ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        std::future::ready(match req {
+            tokio_modbus::Request::ReadHoldingRegisters(_, n) => {
+                let c = self.0.fetch_add(1, Relaxed);
+                Ok(tokio_modbus::Response::ReadHoldingRegisters((0..n).map(|i| (c + i as u64) as u16).collect()))
+            }
+            _ => Err(tokio_modbus::ExceptionCode::IllegalFunction),
+        })
+    }
+}
+
+/// (CPU seconds used, resident and peak resident MB) of a process, from /proc.
+fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, in clock ticks (100 per second on Linux).
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok((ticks / 100.0, kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0))
+}
+
+/// The real `citysense-agent` binary (release, next to this one), pinned to
+/// one core, reads `points` u16 registers per poll every 20 ms from a Modbus
+/// TCP device and sends them through its durable outbox (flushed every
+/// 100 ms) to a collector in this process. Idle: the same agent polling once
+/// an hour. Figures: readings/s acknowledged, its CPU, CPU per 1k readings/s,
+/// and RSS idle and under load.
+async fn agent_pipeline(points: usize, secs: u64) -> Result<serde_json::Value> {
+    let bin = std::env::current_exe()?.with_file_name("citysense-agent");
+    if !bin.exists() {
+        bail!("{} is missing: cargo build --release -p citysense-agent", bin.display());
+    }
+    let (_cdir, c) = collector_with("").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let device = listener.local_addr()?;
+    let bank = RegisterBank(Default::default());
+    tokio::spawn(async move {
+        let server = tokio_modbus::server::tcp::Server::new(listener);
+        let on_connected = |stream, addr| {
+            let bank = bank.clone();
+            async move { tokio_modbus::server::tcp::accept_tcp_connection(stream, addr, move |_| Ok(Some(bank.clone()))) }
+        };
+        let _ = server.serve(&on_connected, |_| {}).await;
+    });
+    let dir = tempfile::tempdir()?;
+    let point_toml: String = (0..points).map(|i| format!("  [[modbus.point]]\n  metric = \"p{i}\"\n  table = \"holding\"\n  address = {i}\n  type = \"u16\"\n")).collect();
+    let run = |interval: &str, tag: &str| -> Result<std::process::Child> {
+        let cfg = dir.path().join(format!("agent-{tag}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "gateway = \"gw-{tag}\"\n[uplink]\nbroker = \"{}\"\nbatch_max = 5000\nlinger = \"20ms\"\nmax_inflight = 8\n[buffer]\npath = \"{}\"\nmax_bytes = \"512MiB\"\nflush = \"100ms\"\n[status]\nlisten = \"127.0.0.1:0\"\n[[modbus]]\nsensor = \"bench-{tag}\"\naddress = \"tcp://{device}\"\nunit = 1\ninterval = \"{interval}\"\ntimeout = \"{}\"\nretries = 0\n{point_toml}",
+                c.mqtt_url,
+                dir.path().join(format!("outbox-{tag}")).display(),
+                // A timeout may not exceed the interval; loopback answers take well under 1 ms.
+                if interval == "1h" { "1s" } else { interval }
+            ),
+        )?;
+        Ok(std::process::Command::new("taskset").args(["-c", "1"]).arg(&bin).arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?)
+    };
+    // Idle: one poll at start, then nothing to do for an hour.
+    let mut idle = run("1h", "idle")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cpu0, _, _) = proc_usage(idle.id())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cpu1, rss_idle, _) = proc_usage(idle.id())?;
+    let _ = idle.kill();
+    let _ = idle.wait();
+    // Under load: a poll every 20 ms.
+    let stored = &c.registry.counters.stored;
+    let mut busy = run("20ms", "load")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n0, (c0, _, _), t0) = (stored.load(Relaxed), proc_usage(busy.id())?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (n1, (c1, rss_load, rss_peak), t1) = (stored.load(Relaxed), proc_usage(busy.id())?, Instant::now());
+    let _ = busy.kill();
+    let _ = busy.wait();
+    let rate = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+    let cpu = (c1 - c0) / (t1 - t0).as_secs_f64();
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    Ok(json!({"scenario": "agent", "points_per_poll": points, "readings_per_s": rate.round(), "agent_cpu_pct_of_one_core": r1(cpu * 100.0),
+              "cpu_pct_per_1k_readings_per_s": if rate > 0.0 { (cpu * 100.0 / (rate / 1000.0) * 1000.0).round() / 1000.0 } else { 0.0 },
+              "rss_idle_mb": r1(rss_idle), "idle_cpu_pct": r1((cpu1 - cpu0) / 2.0 * 100.0), "rss_load_mb": r1(rss_load), "rss_peak_mb": r1(rss_peak),
+              "outbox_flush": "100ms", "pinned": "taskset -c 1"}))
 }
 
 /// A counter or gauge from the collector's `/metrics`.

@@ -19,6 +19,23 @@ use collector::config::CollectorConfig;
 use serde_json::json;
 use shared::Quality;
 
+/// Runs this binary again with `args` (and `--quick` when set) and passes on
+/// its JSON line: each variant gets a fresh process, because a collector's
+/// embedded broker cannot be stopped and would share the machine with the next.
+fn in_fresh_process(args: &[&str], quick: bool) -> Result<()> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(args);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,21 +49,10 @@ async fn main() -> Result<()> {
             let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
             let default_gateways = if quick { "10" } else { "100" };
             match (opt("--rules"), opt("--gateways"), opt("--broker")) {
-                // Each variant in a fresh process: a collector's embedded broker
-                // cannot be stopped, so a second run in one process would share the machine with it.
                 (None, None, None) => {
                     let variants = [("0", default_gateways, "embedded"), ("100", default_gateways, "embedded"), ("0", "100", "embedded"), ("0", "1000", "embedded"), ("0", default_gateways, "mosquitto")];
                     for (rules, gateways, broker) in variants {
-                        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-                        cmd.args(["ingest", "--rules", rules, "--gateways", gateways, "--broker", broker]);
-                        if quick {
-                            cmd.arg("--quick");
-                        }
-                        let out = cmd.output()?;
-                        if !out.status.success() {
-                            bail!("ingest --rules {rules} --gateways {gateways} --broker {broker}: {}", String::from_utf8_lossy(&out.stderr));
-                        }
-                        print!("{}", String::from_utf8_lossy(&out.stdout));
+                        in_fresh_process(&["ingest", "--rules", rules, "--gateways", gateways, "--broker", broker], quick)?;
                     }
                 }
                 (rules, gateways, broker) => {
@@ -61,19 +67,10 @@ async fn main() -> Result<()> {
             let load: Option<u64> = args.iter().position(|a| a == "--load").and_then(|i| args.get(i + 1)).map(|l| l.parse()).transpose()?;
             match load {
                 Some(l) => println!("{}", alert_latency(if quick { 200 } else { 1000 }, l).await?),
-                // Idle, then at 10k and 100k readings/s, each in a fresh process (the embedded broker cannot be stopped).
+                // Idle, then at 10k and 100k readings/s.
                 None => {
                     for l in ["0", "10000", "100000"] {
-                        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-                        cmd.args(["alert-latency", "--load", l]);
-                        if quick {
-                            cmd.arg("--quick");
-                        }
-                        let out = cmd.output()?;
-                        if !out.status.success() {
-                            bail!("alert-latency --load {l}: {}", String::from_utf8_lossy(&out.stderr));
-                        }
-                        print!("{}", String::from_utf8_lossy(&out.stdout));
+                        in_fresh_process(&["alert-latency", "--load", l], quick)?;
                     }
                 }
             }
@@ -81,19 +78,9 @@ async fn main() -> Result<()> {
         "sink" => println!("{}", sink(if quick { 200_000 } else { 1_000_000 }).await?),
         "agent" => match args.iter().position(|a| a == "--points").and_then(|i| args.get(i + 1)) {
             Some(n) => println!("{}", agent_pipeline(n.parse()?, if quick { 8 } else { 30 }).await?),
-            // Each size in a fresh process (the collector's embedded broker cannot be stopped).
             None => {
                 for n in ["1", "100", "1000"] {
-                    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-                    cmd.args(["agent", "--points", n]);
-                    if quick {
-                        cmd.arg("--quick");
-                    }
-                    let out = cmd.output()?;
-                    if !out.status.success() {
-                        bail!("agent --points {n}: {}", String::from_utf8_lossy(&out.stderr));
-                    }
-                    print!("{}", String::from_utf8_lossy(&out.stdout));
+                    in_fresh_process(&["agent", "--points", n], quick)?;
                 }
             }
         },

@@ -246,15 +246,14 @@ impl Store for RedbStore {
 
     fn forward_done(&self, id: u64) -> Result<(), StoreError> {
         let gone = self.update(Durability::Immediate, |t| {
-            let mut gone = Ok(0u64);
+            let mut gone = 0u64;
             t.retain_in::<&[u8], _>(&keys::forward(0)[..]..=&keys::forward(id)[..], |k, v| {
-                if let (Ok(n), Ok(f)) = (&mut gone, keys::decode_forward(&self.path, k, v)) {
-                    *n += f.readings.len() as u64;
-                }
+                // An entry that does not decode was never counted in the backlog either.
+                gone += keys::decode_forward(&self.path, k, v).map_or(0, |f| f.readings.len() as u64);
                 false
             })
             .map_err(self.err())?;
-            gone
+            Ok(gone)
         })?;
         self.forward_backlog.fetch_sub(gone, Relaxed);
         Ok(())

@@ -13,12 +13,6 @@ fn reading(seq: u64) -> Reading {
     Reading { seq, sensor: "wl-900".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + seq as i64 * 1000, value: 2.0 + seq as f64 / 100.0, quality: Quality::Good }
 }
 
-async fn rejected(addr: std::net::SocketAddr, reason: &str) -> f64 {
-    let (_, body) = get(addr, "/metrics").await;
-    let key = format!("citysense_batches_rejected_total{{reason=\"{reason}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_rejected_counted_and_never_stop_ingest() {
     let dir = tempfile::tempdir().unwrap();

@@ -157,12 +157,6 @@ fn water(value: f64) -> Reading {
     Reading { seq: 0, sensor: "wl-1".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + (value * 1000.0) as i64, value, quality: Quality::Good }
 }
 
-async fn rejected(addr: std::net::SocketAddr, reason: &str) -> f64 {
-    let (_, body) = get(addr, "/metrics").await;
-    let key = format!("citysense_batches_rejected_total{{reason=\"{reason}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-}
-
 fn keys_only_toml(dir: &std::path::Path) -> String {
     let (ka, kb) = (secret_file(dir, "a.key", KEY_A), secret_file(dir, "b.key", KEY_B));
     format!("[[gateway]]\nid = \"gw-a\"\nbatch_key_file = \"{}\"\n[[gateway]]\nid = \"gw-b\"\nbatch_key_file = \"{}\"\n", ka.display(), kb.display())

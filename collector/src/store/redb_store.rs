@@ -58,19 +58,17 @@ pub struct RedbStore {
     forward_backlog: AtomicU64,
 }
 
-/// Calls `f` on each entry with `from <= key < to` until it returns false.
-fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, from: &[u8], to: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>) -> Result<(), StoreError> {
-    for item in t.range::<&[u8]>(from..to).map_err(engine("scan"))? {
-        let (k, v) = item.map_err(engine("scan"))?;
+/// Calls `f` on each entry with `from <= key < to` until it returns false;
+/// errors name the store's `file`.
+fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, from: &[u8], to: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
+    for item in t.range::<&[u8]>(from..to).map_err(err)? {
+        let (k, v) = item.map_err(err)?;
         if !f(k.value(), v.value())? {
             break;
         }
     }
     Ok(())
-}
-
-fn engine<E: Into<redb::Error>>(what: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::Engine { path: what.to_string(), source: e.into() }
 }
 
 impl RedbStore {
@@ -92,7 +90,7 @@ impl RedbStore {
         let t = read.open_table(TABLE).map_err(|e| at(e.into()))?;
         let corrupt = |detail: &str| StoreError::Corrupt { path: path.clone(), detail: detail.to_string() };
         let mut index = SeriesIndex::default();
-        scan(&t, b"S", &keys::after(b'S'), |k, v| {
+        scan(&t, &file, b"S", &keys::after(b'S'), |k, v| {
             let key = keys::parse_series(k).ok_or_else(|| corrupt("series key without separator"))?;
             let id = u32::from_be_bytes(v.try_into().map_err(|_| corrupt("series id is not 4 bytes"))?);
             index.ids.insert(key, id);
@@ -100,14 +98,14 @@ impl RedbStore {
             Ok(true)
         })?;
         let (mut next_forward, mut backlog) = (0, 0);
-        scan(&t, b"L", &keys::after(b'L'), |k, v| {
+        scan(&t, &file, b"L", &keys::after(b'L'), |k, v| {
             let f = keys::decode_forward(&path, k, v)?;
             next_forward = f.id + 1;
             backlog += f.readings.len() as u64;
             Ok(true)
         })?;
         let mut dirty = HashSet::new();
-        scan(&t, b"D", &keys::after(b'D'), |k, _| {
+        scan(&t, &file, b"D", &keys::after(b'D'), |k, _| {
             dirty.extend(keys::parse_timed(k));
             Ok(true)
         })?;
@@ -234,7 +232,7 @@ impl Store for RedbStore {
     fn forward_next(&self, max_readings: usize) -> Result<Vec<Forward>, StoreError> {
         self.read(|t| {
             let (mut out, mut n) = (Vec::new(), 0);
-            scan(t, b"L", &keys::after(b'L'), |k, v| {
+            scan(t, &self.file, b"L", &keys::after(b'L'), |k, v| {
                 let f = keys::decode_forward(&self.path, k, v)?;
                 n += f.readings.len();
                 out.push(f);
@@ -266,7 +264,7 @@ impl Store for RedbStore {
     fn progress(&self) -> Result<Vec<(String, Progress)>, StoreError> {
         self.read(|t| {
             let mut out = Vec::new();
-            scan(t, b"G", &keys::after(b'G'), |k, v| {
+            scan(t, &self.file, b"G", &keys::after(b'G'), |k, v| {
                 let gw = String::from_utf8_lossy(&k[1..]).into_owned();
                 let p: Progress = postcard::from_bytes(v).map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: format!("progress of {gw}: {e}") })?;
                 out.push((gw, p));
@@ -321,7 +319,7 @@ impl Store for RedbStore {
             let mut hours: HashSet<(u32, i64)> = HashSet::new();
             for &(id, start) in dirty.iter() {
                 let mut acc = None;
-                scan(t, &keys::point(id, start), &keys::point(id, start + minute), |k, v| {
+                scan(t, &self.file, &keys::point(id, start), &keys::point(id, start + minute), |k, v| {
                     if let Some(s) = keys::sample(k, v) {
                         merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
                     }
@@ -337,7 +335,7 @@ impl Store for RedbStore {
             // The transaction reads its own writes: these minutes are current.
             for (id, h) in hours {
                 let mut acc = None;
-                scan(t, &keys::level(Level::Minute, id, h), &keys::level(Level::Minute, id, h + hour), |k, v| {
+                scan(t, &self.file, &keys::level(Level::Minute, id, h), &keys::level(Level::Minute, id, h + hour), |k, v| {
                     if let Some(r) = keys::rollup(k, v) {
                         merge_into(&mut acc, Rollup { start_ms: h, ..r });
                     }

@@ -49,6 +49,13 @@ pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
 }
 
+/// Batches rejected for `reason`, from `citysense_batches_rejected_total` in `/metrics`.
+pub async fn rejected(addr: SocketAddr, reason: &str) -> f64 {
+    let (_, body) = get(addr, "/metrics").await;
+    let key = format!("citysense_batches_rejected_total{{reason=\"{reason}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
 /// Polls `check` until it returns Some, or panics with `what` after `limit`.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where

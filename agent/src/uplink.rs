@@ -266,7 +266,9 @@ impl Sender {
                 waiting_since = None;
             }
             let mut deadline = Instant::now() + Duration::from_secs(3600);
-            if let (Some(since), true) = (waiting_since, state.connected) {
+            // With the window full only an ack can let a batch go: a linger
+            // deadline already past would wake this loop at once, forever.
+            if let (Some(since), true, true) = (waiting_since, state.connected, inflight.len() < self.max_inflight) {
                 deadline = deadline.min(since + self.linger);
             }
             if let Some((_, sent)) = inflight.front() {

@@ -6,7 +6,10 @@
 //! `ingest` (collector readings/s from many gateways, with 0 and 100 rules),
 //! `alert-latency` (a reading's publish to its alert on MQTT and SSE),
 //! `sink` (points/s the InfluxDB sink sustains into VictoriaMetrics),
-//! `store` (the embedded store: bytes per reading, a day's query time).
+//! `store` (the embedded store: bytes per reading, a day's query time),
+//! `agent` (the real agent binary on one core: readings/s, CPU, memory idle,
+//! under load and with a backlog), `scaling` (how the figures change as
+//! gateways, rules and points grow tenfold).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -19,10 +22,10 @@ use collector::config::CollectorConfig;
 use serde_json::json;
 use shared::Quality;
 
-/// Runs this binary again with `args` (and `--quick` when set) and passes on
-/// its JSON line: each variant gets a fresh process, because a collector's
+/// Runs this binary again with `args` (and `--quick` when set) and returns
+/// its JSON lines: each variant gets a fresh process, because a collector's
 /// embedded broker cannot be stopped and would share the machine with the next.
-fn in_fresh_process(args: &[&str], quick: bool) -> Result<()> {
+fn fresh_process(args: &[&str], quick: bool) -> Result<Vec<serde_json::Value>> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(args);
     if quick {
@@ -32,7 +35,14 @@ fn in_fresh_process(args: &[&str], quick: bool) -> Result<()> {
     if !out.status.success() {
         bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
+}
+
+/// `fresh_process`, passing its lines on.
+fn in_fresh_process(args: &[&str], quick: bool) -> Result<()> {
+    for line in fresh_process(args, quick)? {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -41,7 +51,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent replay ingest alert-latency sink store");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent replay ingest alert-latency sink store scaling");
     };
     match scenario.as_str() {
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
@@ -58,8 +68,9 @@ async fn main() -> Result<()> {
                 (rules, gateways, broker) => {
                     let rules = rules.as_deref().unwrap_or("0").parse()?;
                     let gateways = gateways.as_deref().unwrap_or(default_gateways).parse()?;
-                    let total = if quick { 300_000 } else { 2_000_000 };
-                    println!("{}", ingest(gateways, total, rules, broker.as_deref().unwrap_or("embedded")).await?);
+                    let total = opt("--readings").map(|n| n.parse()).transpose()?.unwrap_or(if quick { 300_000 } else { 2_000_000 });
+                    let batch = opt("--batch").map(|n| n.parse()).transpose()?;
+                    println!("{}", ingest(gateways, total, batch, rules, broker.as_deref().unwrap_or("embedded")).await?);
                 }
             }
         }
@@ -77,7 +88,12 @@ async fn main() -> Result<()> {
         }
         "sink" => println!("{}", sink(if quick { 200_000 } else { 1_000_000 }).await?),
         "agent" => match args.iter().position(|a| a == "--points").and_then(|i| args.get(i + 1)) {
-            Some(n) => println!("{}", agent_pipeline(n.parse()?, if quick { 8 } else { 30 }).await?),
+            Some(n) => {
+                let secs = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).map(|s| s.parse()).transpose()?.unwrap_or(if quick { 8 } else { 30 });
+                let phases = if args.iter().any(|a| a == "--load-only") { Phases::LoadOnly } else { Phases::All };
+                let every = args.iter().position(|a| a == "--interval").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| "20ms".into());
+                println!("{}", agent_pipeline(n.parse()?, &every, secs, phases).await?)
+            }
             None => {
                 for n in ["1", "100", "1000"] {
                     in_fresh_process(&["agent", "--points", n], quick)?;
@@ -85,7 +101,8 @@ async fn main() -> Result<()> {
             }
         },
         "store" => println!("{}", tokio::task::spawn_blocking(move || store(if quick { 20 } else { 100 })).await??),
-        other => bail!("unknown scenario `{other}`; scenarios: agent replay ingest alert-latency sink store"),
+        "scaling" => println!("{}", scaling(quick)?),
+        other => bail!("unknown scenario `{other}`; scenarios: agent replay ingest alert-latency sink store scaling"),
     }
     Ok(())
 }
@@ -192,7 +209,7 @@ fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop
 
 /// `gateways` connections each publish batches of 1,000 readings (10 metrics ×
 /// 100 sensors) until `total` readings are stored; readings/s is stored/elapsed.
-async fn ingest(gateways: usize, total: u64, rules: usize, broker: &str) -> Result<serde_json::Value> {
+async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, broker: &str) -> Result<serde_json::Value> {
     // Debian's Mosquitto on a free loopback port, as the tests start it.
     let mut mosquitto = None;
     let mqtt = match broker {
@@ -215,7 +232,7 @@ async fn ingest(gateways: usize, total: u64, rules: usize, broker: &str) -> Resu
     };
     let (_dir, c) = collector_on(&mqtt, &quiet_rules(rules)).await?;
     let start = Instant::now();
-    let want = load(&c, gateways, total).await?;
+    let want = load(&c, gateways, total, batch).await?;
     let secs = start.elapsed().as_secs_f64();
     let lagged = c.registry.counters.rules_lagged.load(Relaxed);
     c.shutdown().await;
@@ -223,15 +240,15 @@ async fn ingest(gateways: usize, total: u64, rules: usize, broker: &str) -> Resu
         let _ = m.kill();
         let _ = m.wait();
     }
-    Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "seconds": (secs * 1000.0).round() / 1000.0,
+    Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "batch": batch.unwrap_or((total / gateways as u64).clamp(1, 1000)), "seconds": (secs * 1000.0).round() / 1000.0,
               "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": broker}))
 }
 
-/// Publishes about `total` readings from `gateways` connections and waits
+/// Publishes about `total` readings from `gateways` connections in batches of
+/// `batch` (default: 1,000, fewer when there are many gateways) and waits
 /// until the collector has stored them all; returns how many.
-async fn load(c: &collector::Collector, gateways: usize, total: u64) -> Result<u64> {
-    // Batches of 1,000 readings, fewer when there are many gateways.
-    let size = (total / gateways as u64).clamp(1, 1000);
+async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Option<u64>) -> Result<u64> {
+    let size = batch.unwrap_or((total / gateways as u64).clamp(1, 1000));
     let per_gateway = total / gateways as u64 / size;
     let mut tasks = Vec::new();
     for g in 0..gateways {
@@ -350,13 +367,20 @@ fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
     Ok((ticks / 100.0, kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0))
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Phases {
+    All,
+    LoadOnly,
+}
+
 /// The real `citysense-agent` binary (release, next to this one), pinned to
-/// one core, reads `points` u16 registers per poll every 20 ms from a Modbus
+/// one core, reads `points` u16 registers per poll every `every` (default 20 ms) from a Modbus
 /// TCP device and sends them through its durable outbox (flushed every
 /// 100 ms) to a collector in this process. Idle: the same agent polling once
-/// an hour. Figures: readings/s acknowledged, its CPU, CPU per 1k readings/s,
-/// and RSS idle and under load.
-async fn agent_pipeline(points: usize, secs: u64) -> Result<serde_json::Value> {
+/// an hour. Outage: the same load with the collector unreachable, so every
+/// reading stays in the outbox. Figures: readings/s acknowledged, its CPU, CPU
+/// per 1k readings/s, RSS idle, under load and holding the backlog.
+async fn agent_pipeline(points: usize, every: &str, secs: u64, phases: Phases) -> Result<serde_json::Value> {
     let bin = std::env::current_exe()?.with_file_name("citysense-agent");
     if !bin.exists() {
         bail!("{} is missing: cargo build --release -p citysense-agent", bin.display());
@@ -375,13 +399,15 @@ async fn agent_pipeline(points: usize, secs: u64) -> Result<serde_json::Value> {
     });
     let dir = tempfile::tempdir()?;
     let point_toml: String = (0..points).map(|i| format!("  [[modbus.point]]\n  metric = \"p{i}\"\n  table = \"holding\"\n  address = {i}\n  type = \"u16\"\n")).collect();
+    let status_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let run = |interval: &str, tag: &str| -> Result<std::process::Child> {
         let cfg = dir.path().join(format!("agent-{tag}.toml"));
+        // The outage run sends to a port nobody listens on.
+        let broker = if tag == "outage" { "mqtt://127.0.0.1:1".to_string() } else { c.mqtt_url.clone() };
         std::fs::write(
             &cfg,
             format!(
-                "gateway = \"gw-{tag}\"\n[uplink]\nbroker = \"{}\"\nbatch_max = 5000\nlinger = \"20ms\"\nmax_inflight = 8\n[buffer]\npath = \"{}\"\nmax_bytes = \"512MiB\"\nflush = \"100ms\"\n[status]\nlisten = \"127.0.0.1:0\"\n[[modbus]]\nsensor = \"bench-{tag}\"\naddress = \"tcp://{device}\"\nunit = 1\ninterval = \"{interval}\"\ntimeout = \"{}\"\nretries = 0\n{point_toml}",
-                c.mqtt_url,
+                "gateway = \"gw-{tag}\"\n[uplink]\nbroker = \"{broker}\"\nbatch_max = 5000\nlinger = \"20ms\"\nmax_inflight = 8\n[buffer]\npath = \"{}\"\nmax_bytes = \"2GiB\"\nflush = \"100ms\"\n[status]\nlisten = \"127.0.0.1:{status_port}\"\n[[modbus]]\nsensor = \"bench-{tag}\"\naddress = \"tcp://{device}\"\nunit = 1\ninterval = \"{interval}\"\ntimeout = \"{}\"\nretries = 0\n{point_toml}",
                 dir.path().join(format!("outbox-{tag}")).display(),
                 // A timeout may not exceed the interval; loopback answers take well under 1 ms.
                 if interval == "1h" { "1s" } else { interval }
@@ -390,17 +416,21 @@ async fn agent_pipeline(points: usize, secs: u64) -> Result<serde_json::Value> {
         Ok(std::process::Command::new("taskset").args(["-c", "1"]).arg(&bin).arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?)
     };
     // Idle: one poll at start, then nothing to do for an hour.
-    let mut idle = run("1h", "idle")?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (cpu0, _, _) = proc_usage(idle.id())?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (cpu1, rss_idle, _) = proc_usage(idle.id())?;
-    let _ = idle.kill();
-    let _ = idle.wait();
+    let (mut rss_idle, mut idle_cpu) = (None, None);
+    if phases == Phases::All {
+        let mut idle = run("1h", "idle")?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (cpu0, _, _) = proc_usage(idle.id())?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu1, rss, _) = proc_usage(idle.id())?;
+        (rss_idle, idle_cpu) = (Some(rss), Some((cpu1 - cpu0) / 2.0));
+        let _ = idle.kill();
+        let _ = idle.wait();
+    }
     // Under load: a poll every 20 ms.
     let stored = &c.registry.counters.stored;
-    let mut busy = run("20ms", "load")?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut busy = run(every, "load")?;
+    tokio::time::sleep(Duration::from_secs(if secs < 5 { 1 } else { 3 })).await;
     let (n0, (c0, _, _), t0) = (stored.load(Relaxed), proc_usage(busy.id())?, Instant::now());
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (n1, (c1, rss_load, rss_peak), t1) = (stored.load(Relaxed), proc_usage(busy.id())?, Instant::now());
@@ -408,11 +438,71 @@ async fn agent_pipeline(points: usize, secs: u64) -> Result<serde_json::Value> {
     let _ = busy.wait();
     let rate = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
     let cpu = (c1 - c0) / (t1 - t0).as_secs_f64();
-    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    // Outage: the same polling with nowhere to send; the backlog grows.
+    let mut outage = serde_json::Value::Null;
+    if phases == Phases::All {
+        let mut agent = run(every, "outage")?;
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let (_, rss, peak) = proc_usage(agent.id())?;
+        let status = agent_status(status_port).await?;
+        let _ = agent.kill();
+        let _ = agent.wait();
+        outage = json!({"backlog_readings": status["buffer_depth"], "rss_mb": r1(rss), "rss_peak_mb": r1(peak), "secs": secs});
+    }
     Ok(json!({"scenario": "agent", "points_per_poll": points, "readings_per_s": rate.round(), "agent_cpu_pct_of_one_core": r1(cpu * 100.0),
               "cpu_pct_per_1k_readings_per_s": if rate > 0.0 { (cpu * 100.0 / (rate / 1000.0) * 1000.0).round() / 1000.0 } else { 0.0 },
-              "rss_idle_mb": r1(rss_idle), "idle_cpu_pct": r1((cpu1 - cpu0) / 2.0 * 100.0), "rss_load_mb": r1(rss_load), "rss_peak_mb": r1(rss_peak),
-              "outbox_flush": "100ms", "pinned": "taskset -c 1"}))
+              "rss_idle_mb": rss_idle.map(r1), "idle_cpu_pct": idle_cpu.map(|c| r1(c * 100.0)), "rss_load_mb": r1(rss_load), "rss_peak_mb": r1(rss_peak),
+              "poll_every": every, "outage": outage, "outbox_flush": "100ms", "pinned": "taskset -c 1"}))
+}
+
+/// Each dimension grown tenfold at a time, everything else held: gateways
+/// (fixed total and batch size), rules (10 gateways), points per agent poll.
+/// Each run is a fresh process; `per_tenfold` is the ratio of throughput
+/// from one step to the next (1.0: the step costs nothing; 10.0 for points:
+/// throughput grows with the work offered, so the agent is not yet saturated).
+fn scaling(quick: bool) -> Result<serde_json::Value> {
+    let total = if quick { "200000" } else { "1000000" };
+    let figure = |args: &[&str], key: &str| -> Result<f64> {
+        let lines = fresh_process(args, false)?;
+        lines.last().and_then(|l| l[key].as_f64()).ok_or_else(|| anyhow::anyhow!("{} gave no {key}", args.join(" ")))
+    };
+    let ratios = |v: &[(u64, f64)]| v.windows(2).map(|w| (w[1].1 / w[0].1 * 100.0).round() / 100.0).collect::<Vec<_>>();
+    let mut gateways = Vec::new();
+    for g in ["10", "100", "1000"] {
+        gateways.push((g.parse()?, figure(&["ingest", "--gateways", g, "--rules", "0", "--readings", total, "--batch", "100"], "readings_per_s")?));
+    }
+    let mut rules = Vec::new();
+    for r in ["1", "10", "100", "1000"] {
+        rules.push((r.parse()?, figure(&["ingest", "--gateways", "10", "--rules", r, "--readings", total], "readings_per_s")?));
+    }
+    let secs = if quick { "2" } else { "10" };
+    let mut points = Vec::new();
+    let mut cpu_per_1k = Vec::new();
+    for p in ["1", "10", "100", "1000"] {
+        let line = fresh_process(&["agent", "--points", p, "--secs", secs, "--load-only"], false)?.pop().ok_or_else(|| anyhow::anyhow!("agent gave nothing"))?;
+        points.push((p.parse()?, line["readings_per_s"].as_f64().unwrap_or(0.0)));
+        cpu_per_1k.push(json!({"points": p.parse::<u64>()?, "cpu_pct_per_1k_readings_per_s": line["cpu_pct_per_1k_readings_per_s"], "rss_load_mb": line["rss_load_mb"]}));
+    }
+    let table = |name: &str, v: &[(u64, f64)]| v.iter().map(|(x, r)| json!({name: x, "readings_per_s": r})).collect::<Vec<_>>();
+    Ok(json!({"scenario": "scaling",
+              "gateways": {"runs": table("gateways", &gateways), "per_tenfold": ratios(&gateways), "held": format!("{total} readings in batches of 100, 0 rules")},
+              "rules": {"runs": table("rules", &rules), "per_tenfold": ratios(&rules), "held": format!("{total} readings, 10 gateways, batches of 1,000")},
+              "points": {"runs": table("points_per_poll", &points), "per_tenfold": ratios(&points), "agent": cpu_per_1k, "held": "one agent on one core, a poll every 20 ms"}}))
+}
+
+fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The agent's `/status` report.
+async fn agent_status(port: u16) -> Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /status HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    Ok(serde_json::from_str(body)?)
 }
 
 /// A counter or gauge from the collector's `/metrics`.
@@ -449,7 +539,7 @@ async fn sink(total: u64) -> Result<serde_json::Value> {
     }
     let (_dir, c) = collector_with(&format!("[influxdb]\nurl = \"http://127.0.0.1:{port}\"\norg = \"city\"\nbucket = \"bench\"\n")).await?;
     let start = Instant::now();
-    let want = load(&c, 10, total).await?;
+    let want = load(&c, 10, total, None).await?;
     let ingest_secs = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(600);
     while scrape(c.http_addr, "citysense_influx_points_written_total").await? < want as f64 {

@@ -98,7 +98,9 @@ impl Agent {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (durable_tx, durable_rx) = watch::channel(outbox.stats().durable);
         let (paused_tx, paused) = watch::channel(outbox.stats().full && config.buffer.when_full == WhenFull::StopPolling);
-        let (sink, intake_rx) = mpsc::channel::<Vec<NewReading>>(256);
+        // Small: each message is a whole poll, and a full channel is what
+        // slows sources down when the disk cannot keep up.
+        let (sink, intake_rx) = mpsc::channel::<Vec<NewReading>>(32);
         let mut tasks = Vec::new();
 
         let secrets = uplink::Secrets::load(&config.uplink)?;
@@ -129,8 +131,9 @@ impl Agent {
         drop(sink);
 
         let storage_error: StorageError = Default::default();
-        let intake = tokio::spawn(intake(intake_rx, outbox.clone(), paused_tx, config.buffer.when_full, storage_error.clone()));
-        tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, storage_error.clone(), shutdown.clone())));
+        let flushes = Arc::new(Flushes::default());
+        let intake = tokio::spawn(intake(intake_rx, outbox.clone(), paused_tx, config.buffer.when_full, storage_error.clone(), flushes.clone()));
+        tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, storage_error.clone(), flushes, shutdown.clone())));
         let source = status::StatusSource {
             gateway: config.gateway.clone(),
             broker: config.uplink.broker.clone(),
@@ -163,10 +166,25 @@ impl Agent {
 /// Readings appended and not yet flushed, at most (about 0.1 s at 500k readings/s).
 const MAX_UNFLUSHED: u64 = 50_000;
 
+/// Between intake and flusher: an early flush when readings pile up faster
+/// than the schedule flushes them, and word when one has landed.
+#[derive(Default)]
+struct Flushes {
+    wanted: tokio::sync::Notify,
+    done: tokio::sync::Notify,
+}
+
 /// Gives readings their `seq` by appending them to the outbox. On a storage
 /// error it holds the readings and retries: sources then block on the full
 /// channel instead of producing readings with nowhere to go.
-async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>, paused: watch::Sender<bool>, when_full: WhenFull, storage_error: StorageError) {
+async fn intake(
+    mut rx: mpsc::Receiver<Vec<NewReading>>,
+    outbox: Arc<dyn Outbox>,
+    paused: watch::Sender<bool>,
+    when_full: WhenFull,
+    storage_error: StorageError,
+    flushes: Arc<Flushes>,
+) {
     while let Some(mut readings) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
             readings.extend(more);
@@ -174,11 +192,15 @@ async fn intake(mut rx: mpsc::Receiver<Vec<NewReading>>, outbox: Arc<dyn Outbox>
                 break;
             }
         }
-        // Sources faster than the disk: wait for the flusher rather than hold
-        // ever more unflushed readings (and sled's dirty pages) in memory. The
-        // sources then block on the bounded channel and polling slows down.
+        // More readings than the schedule flushes: flush early, and wait for it
+        // rather than hold ever more unflushed readings in memory. Should the
+        // disk be the limit, the sources then block on the bounded channel and
+        // polling slows down.
         while outbox.stats().unflushed > MAX_UNFLUSHED {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let landed = flushes.done.notified();
+            flushes.wanted.notify_one();
+            // A flush that fails (full disk) is retried on the schedule.
+            let _ = tokio::time::timeout(Duration::from_secs(1), landed).await;
         }
         loop {
             let ob = outbox.clone();
@@ -220,6 +242,7 @@ async fn flusher(
     durable: watch::Sender<u64>,
     mut intake: JoinHandle<()>,
     storage_error: StorageError,
+    flushes: Arc<Flushes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -227,6 +250,7 @@ async fn flusher(
     loop {
         let stopping = tokio::select! {
             _ = ticker.tick() => false,
+            _ = flushes.wanted.notified() => false,
             _ = shutdown.changed() => true,
         };
         if stopping {
@@ -234,6 +258,7 @@ async fn flusher(
         }
         let ob = outbox.clone();
         let Ok(flushed) = tokio::task::spawn_blocking(move || ob.flush()).await else { return };
+        flushes.done.notify_waiters();
         match flushed {
             Ok(seq) => {
                 durable.send_if_modified(|d| std::mem::replace(d, seq) != seq);

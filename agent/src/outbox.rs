@@ -269,6 +269,26 @@ fn convert_to_chunks(tree: &sled::Tree) -> sled::Result<()> {
     Ok(())
 }
 
+/// sled's background jobs keep its file lock for a moment after the last
+/// handle is dropped, so a reopen (after a storage error) waits for them; a
+/// second agent on the same directory still fails, after two seconds.
+fn open_sled(path: &Path) -> sled::Result<sled::Db> {
+    let config = sled::Config::new().path(path).flush_every_ms(None).cache_capacity(CACHE_BYTES);
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                if tries == 200 {
+                    return Err(sled::Error::Io(e));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens sled at `path`, checks it against the watermark and indexes what it holds.
 fn load(path: &Path) -> Result<(Engine, State), OutboxError> {
     let open_err = |source: sled::Error| match source {
@@ -279,7 +299,7 @@ fn load(path: &Path) -> Result<(Engine, State), OutboxError> {
     std::fs::create_dir_all(path).map_err(|e| open_err(sled::Error::Io(e)))?;
     // sled's own background flush is off: `flush` is called on the configured
     // schedule, which is the one durability knob users set.
-    let db = sled::Config::new().path(path).flush_every_ms(None).cache_capacity(CACHE_BYTES).open().map_err(open_err)?;
+    let db = open_sled(path).map_err(open_err)?;
     let tree = db.open_tree("outbox").map_err(open_err)?;
     if read_u64(&tree, META_FORMAT).map_err(open_err)? != FORMAT_CHUNKS {
         convert_to_chunks(&tree).map_err(open_err)?;
@@ -740,7 +760,8 @@ mod tests {
     fn a_store_kept_one_reading_per_entry_is_converted_without_loss() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            // No background flusher thread: it would hold sled's lock past this block.
+            let db = sled::Config::new().path(dir.path()).flush_every_ms(None).open().unwrap();
             let tree = db.open_tree("outbox").unwrap();
             for seq in 3..=2000u64 {
                 let rec = Record { sensor: "wl-01", metric: "water_level_m", ts_ms: seq as i64, value: seq as f64, quality: Quality::Good };

@@ -182,7 +182,7 @@ async fn collector_on(mqtt: &str, rules: &str) -> Result<(tempfile::TempDir, col
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let text = format!(
-        "[mqtt]\n{mqtt}\nmax_packet = \"16MiB\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
+        "[mqtt]\n{mqtt}\nmax_packet = \"16MiB\"\n# One bench gateway may send more than a real one is allowed to.\ngateway_rate = 10000000\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
         d.join("store").display()
     );
     let cfg: CollectorConfig = shared::config::parse("bench collector", &text, d).map_err(|e| anyhow::anyhow!("{e}"))?;

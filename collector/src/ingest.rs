@@ -231,7 +231,13 @@ impl Ingest {
             let seq = t.ack();
             let mac = self.keys.get(&gw).map(|k| shared::auth::ack_mac(k, &gw, seq));
             let ack = serde_json::to_vec(&Ack { seq, mac }).expect("ack serializes");
-            if let Err(e) = self.client.publish(topics::ack(&gw), QoS::AtLeastOnce, false, ack).await {
+            // QoS 0: an ack is cumulative, so a lost one is covered by the next
+            // (or the agent resends after its ack timeout and the batch is
+            // deduplicated). At QoS 1 the broker's PUBACK for it, sitting
+            // unacknowledged on a socket without TCP_NODELAY (rumqttd's, or
+            // Mosquitto's by default), held the next batch for that socket's
+            // delayed ACK: ~40 ms for one reading in fifty.
+            if let Err(e) = self.client.publish(topics::ack(&gw), QoS::AtMostOnce, false, ack).await {
                 tracing::warn!(gateway = %gw, "cannot queue ack: {e}");
             }
             self.trackers.insert(gw, t);

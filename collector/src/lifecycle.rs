@@ -47,7 +47,8 @@ pub struct LifecycleStats {
 /// Rollups are brought up to date this often (queries with a `step` also do it first).
 const ROLL_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Keeps rollups current and deletes expired data every `every` (and at start).
+/// Keeps rollups current, packs closed hours, and deletes expired data every
+/// `every` (and at start).
 pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::Duration, stats: Arc<LifecycleStats>, mut stop: watch::Receiver<bool>) {
     let mut next_expiry = tokio::time::Instant::now();
     loop {
@@ -56,6 +57,7 @@ pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::D
         let now = shared::now_ms();
         let pass = tokio::task::spawn_blocking(move || {
             s.roll_up()?;
+            s.pack(now)?;
             if expire { s.expire(now, &|sensor, metric| p.keep(sensor, metric)).map(Some) } else { Ok(None) }
         });
         match pass.await {

@@ -53,6 +53,7 @@ fn expired_raw_data_is_gone_rollups_stay_right_and_the_store_stops_growing() {
         ten_minutes(&store, start, &mut seq);
         let now = start + 10 * MIN;
         store.roll_up().unwrap();
+        store.pack(now).unwrap();
         store.expire(now, &|s, m| policy.keep(s, m)).unwrap();
         sizes.push(store.size_on_disk());
     }

@@ -3,6 +3,8 @@
 //!
 //! - `S` sensor `\0` metric → series id (u32, big-endian)
 //! - `P` series id, ts (i64 with the sign bit flipped, big-endian) → value (f64) + quality (u8)
+//! - `C` series id, hour start (as in `P`) → that hour's samples packed (`block`)
+//! - `U` series id, hour start → nothing: an hour with `P` samples not yet packed
 //! - `M` / `H` series id, bucket start (as in `P`) → 1-minute / 1-hour `Rollup`
 //! - `D` series id, minute start → nothing: a minute written since its rollups were made
 //! - `G` gateway → postcard `Progress`
@@ -41,6 +43,14 @@ pub fn level(level: Level, id: u32, ts_ms: i64) -> Key {
 
 pub fn point(id: u32, ts_ms: i64) -> Key {
     level(Level::Raw, id, ts_ms)
+}
+
+pub fn block(id: u32, hour: i64) -> Key {
+    timed(b'C', id, hour)
+}
+
+pub fn unpacked(id: u32, hour: i64) -> Key {
+    timed(b'U', id, hour)
 }
 
 pub fn dirty(id: u32, minute: i64) -> Key {

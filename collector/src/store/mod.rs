@@ -2,6 +2,7 @@
 //! without touching ingest or the API (it already did: sled to redb, see
 //! `redb_store`).
 
+mod block;
 mod keys;
 mod redb_store;
 
@@ -11,6 +12,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shared::{Quality, Reading};
+
+/// How long after an hour ends its samples are packed: readings arriving
+/// this late (a slow batch) still land as plain samples first.
+pub const PACK_AFTER_MS: i64 = 5 * 60_000;
 
 /// Per-gateway delivery progress, stored atomically with the readings it covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +163,11 @@ pub trait Store: Send + Sync {
     /// Brings the rollups up to date with every sample written so far;
     /// returns how many minutes were recomputed.
     fn roll_up(&self) -> Result<u64, StoreError>;
+    /// Packs the raw samples of every hour that ended at least `PACK_AFTER_MS`
+    /// before `now_ms` into one block per series and hour (samples that arrive
+    /// later for such an hour are packed into it on the next call); returns
+    /// how many hours were packed. Run after `roll_up`.
+    fn pack(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Rollups of one level with `from <= start_ms <= to`, oldest first.
     fn rollups(&self, sensor: &str, metric: &str, level: Level, from: i64, to: i64) -> Result<Vec<Rollup>, StoreError>;
     /// Deletes what `keep` no longer keeps at `now_ms`; `keep` gets (sensor, metric).

@@ -11,6 +11,11 @@
 //! Rollups are recomputed from samples in `roll_up` for the minutes marked
 //! dirty by writes, not updated on every write: late readings (a gateway's
 //! backlog) reach them, and no key is rewritten per batch.
+//!
+//! Samples land as one `P` entry each (cheap to write, ~80 bytes on disk);
+//! `pack` turns each closed hour of a series into one `C` block (`block`),
+//! a few bytes per sample. Reads merge both, so a late sample for a packed
+//! hour is seen at once and packed into its block on the next pass.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,8 +24,15 @@ use std::sync::Mutex;
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::keys;
-use super::{Expired, Forward, Keep, Level, Progress, Rollup, Sample, Store, StoreError, Write};
+use super::keys::Key;
+use super::{block, keys};
+use super::{Expired, Forward, Keep, Level, Progress, Rollup, Sample, Store, StoreError, Write, PACK_AFTER_MS};
+
+const HOUR: i64 = 3_600_000;
+
+fn hour_of(ts_ms: i64) -> i64 {
+    ts_ms.saturating_sub(ts_ms.rem_euclid(HOUR))
+}
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("citysense");
 
@@ -53,6 +65,8 @@ pub struct RedbStore {
     series: Mutex<SeriesIndex>,
     /// Minutes written since their rollups were computed (also `D` keys on disk).
     dirty: Mutex<HashSet<(u32, i64)>>,
+    /// Hours with samples not yet packed (also `U` keys on disk).
+    unpacked: Mutex<HashSet<(u32, i64)>>,
     options: StoreOptions,
     next_forward: AtomicU64,
     forward_backlog: AtomicU64,
@@ -109,6 +123,11 @@ impl RedbStore {
             dirty.extend(keys::parse_timed(k));
             Ok(true)
         })?;
+        let mut unpacked = HashSet::new();
+        scan(&t, &file, b"U", &keys::after(b'U'), |k, _| {
+            unpacked.extend(keys::parse_timed(k));
+            Ok(true)
+        })?;
         drop(t);
         Ok(RedbStore {
             path,
@@ -116,6 +135,7 @@ impl RedbStore {
             db,
             series: Mutex::new(index),
             dirty: Mutex::new(dirty),
+            unpacked: Mutex::new(unpacked),
             options,
             next_forward: AtomicU64::new(next_forward),
             forward_backlog: AtomicU64::new(backlog),
@@ -161,6 +181,76 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    /// Drops packed samples of series `id` older than `cutoff`: whole blocks,
+    /// and the older part of the block the cutoff falls in.
+    fn expire_blocks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
+        let mut old: Vec<(i64, Vec<Sample>)> = Vec::new();
+        scan(t, &self.file, &keys::block(id, i64::MIN), &keys::block(id, cutoff), |k, v| {
+            let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("block key is not 13 bytes".into()))?;
+            old.push((hour, block::decode(hour, v).ok_or_else(|| self.corrupt(format!("the block of series {id} at {hour} does not decode")))?));
+            Ok(true)
+        })?;
+        let mut gone = 0u64;
+        for (hour, samples) in old {
+            let keep: Vec<Sample> = samples.iter().filter(|s| s.ts_ms >= cutoff).copied().collect();
+            gone += (samples.len() - keep.len()) as u64;
+            if keep.is_empty() {
+                t.remove(&keys::block(id, hour)[..]).map_err(self.err())?;
+            } else if keep.len() < samples.len() {
+                t.insert(&keys::block(id, hour)[..], &block::encode(hour, &keep)[..]).map_err(self.err())?;
+            }
+        }
+        Ok(gone)
+    }
+
+    /// The earliest time at or after `from` where series `id` may have a
+    /// sample: its next plain sample or the start of its next block.
+    fn next_data<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64) -> Result<Option<i64>, StoreError> {
+        let first = |lo: Key, hi: Key| -> Result<Option<i64>, StoreError> {
+            match t.range::<&[u8]>(&lo[..]..=&hi[..]).map_err(self.err())?.next() {
+                Some(item) => Ok(keys::parse_timed(item.map_err(self.err())?.0.value()).map(|(_, ts)| ts)),
+                None => Ok(None),
+            }
+        };
+        let raw = first(keys::point(id, from), keys::point(id, i64::MAX))?;
+        let packed = first(keys::block(id, hour_of(from)), keys::block(id, i64::MAX))?.map(|h| h.max(from));
+        Ok(match (raw, packed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt { path: self.file.display().to_string(), detail }
+    }
+
+    /// The packed samples of series `id` with `from <= ts <= to`.
+    fn packed<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
+        let mut out = Vec::new();
+        scan(t, &self.file, &keys::block(id, hour_of(from)), &keys::block(id, to.saturating_add(1)), |k, v| {
+            let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("block key is not 13 bytes".into()))?;
+            let samples = block::decode(hour, v).ok_or_else(|| self.corrupt(format!("the block of series {id} at {hour} does not decode")))?;
+            out.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Every sample of series `id` with `from <= ts <= to`, packed or not.
+    fn samples<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
+        let mut raw = Vec::new();
+        scan(t, &self.file, &keys::point(id, from), &keys::point(id, to.saturating_add(1)), |k, v| {
+            raw.extend(keys::sample(k, v));
+            Ok(true)
+        })?;
+        if to == i64::MAX {
+            raw.extend(t.get(&keys::point(id, i64::MAX)[..]).map_err(self.err())?.and_then(|v| keys::sample(&keys::point(id, i64::MAX), v.value())));
+        }
+        Ok(block::merge(self.packed(t, id, from, to)?, raw))
+    }
+}
+
 fn merge_into(acc: &mut Option<Rollup>, r: Rollup) {
     match acc {
         Some(a) => a.merge(&r),
@@ -172,8 +262,10 @@ impl Store for RedbStore {
     fn write(&self, w: &Write) -> Result<(), StoreError> {
         let mut index = self.series.lock().unwrap();
         let mut dirty = self.dirty.lock().unwrap();
+        let mut unpacked = self.unpacked.lock().unwrap();
         let mut added: Vec<(String, String)> = Vec::new();
         let mut newly_dirty: Vec<(u32, i64)> = Vec::new();
+        let mut newly_unpacked: Vec<(u32, i64)> = Vec::new();
         let first_forward = self.next_forward.load(Relaxed);
         let (mut next_forward, mut forwarded) = (first_forward, 0);
         let done = self.update(Durability::None, |t| {
@@ -205,6 +297,11 @@ impl Store for RedbStore {
                     newly_dirty.push((id, minute));
                     t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(self.err())?;
                 }
+                let hour = hour_of(r.ts_ms);
+                if !unpacked.contains(&(id, hour)) && !newly_unpacked.contains(&(id, hour)) {
+                    newly_unpacked.push((id, hour));
+                    t.insert(&keys::unpacked(id, hour)[..], &[][..]).map_err(self.err())?;
+                }
             }
             for (gw, p) in &w.progress {
                 t.insert(&keys::gateway(gw)[..], &postcard::to_allocvec(p).expect("progress serializes")[..]).map_err(self.err())?;
@@ -219,6 +316,7 @@ impl Store for RedbStore {
             return Err(e);
         }
         dirty.extend(newly_dirty);
+        unpacked.extend(newly_unpacked);
         self.next_forward.store(next_forward, Relaxed);
         self.forward_backlog.fetch_add(forwarded, Relaxed);
         Ok(())
@@ -279,24 +377,51 @@ impl Store for RedbStore {
         if from > to {
             return Ok(Vec::new());
         }
+        // A day at a time, so a long range asked for a few samples reads a few blocks.
+        const WINDOW: i64 = 24 * HOUR;
         self.read(|t| {
             let mut out = Vec::new();
-            for item in t.range::<&[u8]>(&keys::point(id, from)[..]..=&keys::point(id, to)[..]).map_err(self.err())?.take(limit) {
-                let (k, v) = item.map_err(self.err())?;
-                out.extend(keys::sample(k.value(), v.value()));
+            let mut start = from;
+            while out.len() < limit {
+                // Straight to the next data: ranges are often open-ended.
+                match self.next_data(t, id, start)? {
+                    Some(ts) if ts <= to => start = start.max(ts),
+                    _ => break,
+                }
+                let end = start.saturating_add(WINDOW - 1).min(to);
+                out.extend(self.samples(t, id, start, end)?);
+                if end == to {
+                    break;
+                }
+                start = end + 1;
             }
+            out.truncate(limit);
             Ok(out)
         })
     }
 
     fn last(&self, sensor: &str, metric: &str) -> Result<Option<Sample>, StoreError> {
         let Some(id) = self.id(sensor, metric) else { return Ok(None) };
-        self.read(|t| match t.range::<&[u8]>(&keys::point(id, i64::MIN)[..]..=&keys::point(id, i64::MAX)[..]).map_err(self.err())?.next_back() {
-            Some(item) => {
-                let (k, v) = item.map_err(self.err())?;
-                Ok(keys::sample(k.value(), v.value()))
-            }
-            None => Ok(None),
+        self.read(|t| {
+            let raw = match t.range::<&[u8]>(&keys::point(id, i64::MIN)[..]..=&keys::point(id, i64::MAX)[..]).map_err(self.err())?.next_back() {
+                Some(item) => {
+                    let (k, v) = item.map_err(self.err())?;
+                    keys::sample(k.value(), v.value())
+                }
+                None => None,
+            };
+            let packed = match t.range::<&[u8]>(&keys::block(id, i64::MIN)[..]..=&keys::block(id, i64::MAX)[..]).map_err(self.err())?.next_back() {
+                Some(item) => {
+                    let (k, _) = item.map_err(self.err())?;
+                    let hour = keys::parse_timed(k.value()).map(|(_, h)| h).unwrap_or(i64::MIN);
+                    self.packed(t, id, hour, i64::MAX)?.pop()
+                }
+                None => None,
+            };
+            Ok(match (raw, packed) {
+                (Some(r), Some(p)) => Some(if p.ts_ms > r.ts_ms { p } else { r }),
+                (r, p) => r.or(p),
+            })
         })
     }
 
@@ -314,28 +439,28 @@ impl Store for RedbStore {
             return Ok(0);
         }
         let minute = Level::Minute.bucket_ms();
-        let hour = Level::Hour.bucket_ms();
         self.update(Durability::Immediate, |t| {
-            let mut hours: HashSet<(u32, i64)> = HashSet::new();
+            // Each hour's samples read once (block and plain ones), then split by minute.
+            let mut hours: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
             for &(id, start) in dirty.iter() {
+                let h = hour_of(start);
+                if !hours.contains_key(&(id, h)) {
+                    hours.insert((id, h), self.samples(t, id, h, h + HOUR - 1)?);
+                }
                 let mut acc = None;
-                scan(t, &self.file, &keys::point(id, start), &keys::point(id, start + minute), |k, v| {
-                    if let Some(s) = keys::sample(k, v) {
-                        merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
-                    }
-                    Ok(true)
-                })?;
+                for s in hours[&(id, h)].iter().filter(|s| (start..start + minute).contains(&s.ts_ms)) {
+                    merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
+                }
                 // No samples: they expired before their rollup was made; keep what there is.
                 if let Some(r) = acc {
                     t.insert(&keys::level(Level::Minute, id, start)[..], &keys::encode_rollup(&r)[..]).map_err(self.err())?;
                 }
                 t.remove(&keys::dirty(id, start)[..]).map_err(self.err())?;
-                hours.insert((id, start - start.rem_euclid(hour)));
             }
             // The transaction reads its own writes: these minutes are current.
-            for (id, h) in hours {
+            for (id, h) in hours.into_keys() {
                 let mut acc = None;
-                scan(t, &self.file, &keys::level(Level::Minute, id, h), &keys::level(Level::Minute, id, h + hour), |k, v| {
+                scan(t, &self.file, &keys::level(Level::Minute, id, h), &keys::level(Level::Minute, id, h + HOUR), |k, v| {
                     if let Some(r) = keys::rollup(k, v) {
                         merge_into(&mut acc, Rollup { start_ms: h, ..r });
                     }
@@ -350,6 +475,34 @@ impl Store for RedbStore {
         let n = dirty.len() as u64;
         dirty.clear();
         Ok(n)
+    }
+
+    fn pack(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let _writes = self.series.lock().unwrap();
+        let mut unpacked = self.unpacked.lock().unwrap();
+        let cutoff = now_ms.saturating_sub(PACK_AFTER_MS);
+        let mut ready: Vec<(u32, i64)> = unpacked.iter().filter(|(_, h)| h.saturating_add(HOUR) <= cutoff).copied().collect();
+        ready.sort_unstable();
+        // Bounded transactions: a day of backlog for many series is not one commit.
+        for group in ready.chunks(64) {
+            self.update(Durability::Immediate, |t| {
+                for &(id, h) in group {
+                    let samples = self.samples(t, id, h, h + HOUR - 1)?;
+                    t.retain_in::<&[u8], _>(&keys::point(id, h)[..]..&keys::point(id, h + HOUR)[..], |_, _| false).map_err(self.err())?;
+                    if samples.is_empty() {
+                        t.remove(&keys::block(id, h)[..]).map_err(self.err())?;
+                    } else {
+                        t.insert(&keys::block(id, h)[..], &block::encode(h, &samples)[..]).map_err(self.err())?;
+                    }
+                    t.remove(&keys::unpacked(id, h)[..]).map_err(self.err())?;
+                }
+                Ok(())
+            })?;
+            for key in group {
+                unpacked.remove(key);
+            }
+        }
+        Ok(ready.len() as u64)
     }
 
     fn rollups(&self, sensor: &str, metric: &str, level: Level, from: i64, to: i64) -> Result<Vec<Rollup>, StoreError> {
@@ -382,6 +535,7 @@ impl Store for RedbStore {
                 let mut e = Expired::default();
                 if let Some(c) = raw {
                     e.raw += self.delete_before(t, Level::Raw, id, c)?;
+                    e.raw += self.expire_blocks(t, id, c)?;
                 }
                 if let Some(c) = minute {
                     e.rollups += self.delete_before(t, Level::Minute, id, c)?;
@@ -478,5 +632,38 @@ mod tests {
         st.forward_done(all[1].id).unwrap();
         assert!(st.forward_next(100).unwrap().is_empty());
         assert_eq!(st.forward_backlog(), 0);
+    }
+
+    #[test]
+    fn packed_hours_read_back_whole_and_late_samples_join_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = RedbStore::open(dir.path()).unwrap();
+        let h0 = 1_700_006_400_000;
+        let rs: Vec<Reading> = (0..720).map(|i| r(i + 1, "aq-1", h0 + i as i64 * 10_000, 20.0 + (i % 7) as f64 * 0.25)).collect();
+        st.write(&w(rs.clone(), vec![])).unwrap();
+        st.roll_up().unwrap();
+        // Only the closed hour is packed: the second one ended less than PACK_AFTER_MS ago.
+        assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS - 1).unwrap(), 1);
+        assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS).unwrap(), 1);
+        let all = st.query("aq-1", "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap();
+        assert_eq!(all.iter().map(|s| (s.ts_ms, s.value)).collect::<Vec<_>>(), rs.iter().map(|r| (r.ts_ms, r.value)).collect::<Vec<_>>());
+        assert_eq!(st.query("aq-1", "pm25", h0 + 3_585_000, h0 + 3_620_000, 2).unwrap().iter().map(|s| s.ts_ms).collect::<Vec<_>>(), vec![h0 + 3_600_000 - 10_000, h0 + 3_600_000]);
+        assert_eq!(st.last("aq-1", "pm25").unwrap().unwrap().ts_ms, h0 + 719 * 10_000);
+        // A late sample for the packed first hour, and a corrected one.
+        st.write(&w(vec![r(900, "aq-1", h0 + 5, 99.0), r(901, "aq-1", h0 + 10_000, 98.0)], vec![])).unwrap();
+        let first = st.query("aq-1", "pm25", h0, h0 + 10_000, 10).unwrap();
+        assert_eq!(first.iter().map(|s| (s.ts_ms, s.value)).collect::<Vec<_>>(), vec![(h0, 20.0), (h0 + 5, 99.0), (h0 + 10_000, 98.0)]);
+        st.roll_up().unwrap();
+        let m = st.rollups("aq-1", "pm25", Level::Minute, h0, h0).unwrap();
+        assert_eq!((m[0].count, m[0].max), (7, 99.0), "the minute's rollup counts packed and late samples once each");
+        assert_eq!(st.pack(h0 + 10 * HOUR).unwrap(), 1);
+        assert_eq!(st.query("aq-1", "pm25", h0, h0 + HOUR - 1, usize::MAX).unwrap().len(), 361);
+        // Retention cuts through a block.
+        let e = st.expire(h0 + HOUR / 2 + 1000, &|_, _| Keep { raw_ms: Some(1000), minute_ms: None, hour_ms: None }).unwrap();
+        assert_eq!(e.raw, 181);
+        assert_eq!(st.query("aq-1", "pm25", i64::MIN, i64::MAX, 1).unwrap()[0].ts_ms, h0 + HOUR / 2);
+        drop(st);
+        let st = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(st.query("aq-1", "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap().len(), 721 - 181);
     }
 }

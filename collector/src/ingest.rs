@@ -190,11 +190,19 @@ impl Ingest {
             progress: next.iter().map(|(g, t)| (g.clone(), t.progress())).collect(),
         };
         use std::sync::atomic::Ordering::Relaxed;
-        // Written first, synced second: the rule engine and the live feeds get
-        // the readings while the sync runs, so an alert does not wait for the
-        // disk. Only the ack waits for it. Should the sync fail, the readings
-        // come back from the agents and are written again; the engine keeps
-        // one alert per key, so it does not fire twice.
+        // The rule engine and the live feeds get the readings before they are
+        // written and synced, so an alert does not wait for the disk; only the
+        // ack does. Should the write or the sync fail, the readings come back
+        // from the agents (their trackers have not moved) and are evaluated
+        // again; the engine keeps one alert per key, so it does not fire twice.
+        for (o, fresh) in &outcomes {
+            if !fresh.is_empty() {
+                let _ = self.feed.send(crate::feed::FeedEvent::Readings(fresh.clone()));
+                if self.alerts.try_send(crate::alerting::Input::Readings { gateway: o.gateway.clone(), readings: fresh.clone() }).is_err() {
+                    counters.rules_lagged.fetch_add(1, Relaxed);
+                }
+            }
+        }
         let store = self.store.clone();
         // A JoinError only happens when the runtime is being torn down.
         let Ok(written) = tokio::task::spawn_blocking(move || store.write(&write)).await else { return };
@@ -203,14 +211,6 @@ impl Ingest {
             tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
             counters.store_errors.fetch_add(1, Relaxed);
             return;
-        }
-        for (o, fresh) in &outcomes {
-            if !fresh.is_empty() {
-                let _ = self.feed.send(crate::feed::FeedEvent::Readings(fresh.clone()));
-                if self.alerts.try_send(crate::alerting::Input::Readings { gateway: o.gateway.clone(), readings: fresh.clone() }).is_err() {
-                    counters.rules_lagged.fetch_add(1, Relaxed);
-                }
-            }
         }
         let store = self.store.clone();
         let Ok(synced) = tokio::task::spawn_blocking(move || store.sync()).await else { return };

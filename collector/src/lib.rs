@@ -165,29 +165,39 @@ impl Collector {
             tasks.push(tokio::spawn(sink.run(store.clone(), forwarded, shutdown_rx.clone())));
         }
         tasks.push(tokio::spawn(alerting.clone().run(alerts_rx, Duration::from_millis(250), shutdown_rx.clone())));
-        // The feeds get their own connection: a flood of live readings must
-        // never fill the request queue that acks wait on.
-        let mut feed_opts = MqttOptions::new(format!("citysense-collector-{}-feed", std::process::id()), broker.host.clone(), broker.port);
-        feed_opts.set_keep_alive(Duration::from_secs(15));
-        feed_opts.set_max_packet_size(max_packet, max_packet);
-        if let Some(user) = &mqtt_user {
-            feed_opts.set_credentials(user.clone(), mqtt_password.clone());
-        }
-        let (feed_client, mut feed_loop) = AsyncClient::new(feed_opts, 4096);
-        feed_loop.network_options.set_tcp_nodelay(true);
-        let mut feed_stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = feed_loop.poll() => if let Err(e) = r {
-                        tracing::warn!("feed MQTT connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    },
-                    _ = feed_stop.changed() => return,
-                }
+        // The feeds get connections of their own. Live readings: a flood of
+        // them must never fill the request queue that acks wait on. Alerts:
+        // the broker's PUBACK for an alert, left unacknowledged on a socket
+        // without TCP_NODELAY (rumqttd's), would hold the next incoming batch
+        // for the delayed ACK (~40 ms).
+        let feed_client = |role: &str, queue: usize| {
+            let mut o = MqttOptions::new(format!("citysense-collector-{}-{role}", std::process::id()), broker.host.clone(), broker.port);
+            o.set_keep_alive(Duration::from_secs(15));
+            o.set_max_packet_size(max_packet, max_packet);
+            if let Some(user) = &mqtt_user {
+                o.set_credentials(user.clone(), mqtt_password.clone());
             }
-        }));
-        tasks.push(tokio::spawn(feed::mqtt::run(feed.clone(), feed_client)));
+            let (client, mut eventloop) = AsyncClient::new(o, queue);
+            eventloop.network_options.set_tcp_nodelay(true);
+            let (mut stop, role) = (shutdown_rx.clone(), role.to_string());
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = eventloop.poll() => if let Err(e) = r {
+                            tracing::warn!("{role} feed MQTT connection: {e}");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+            (client, task)
+        };
+        let (live_client, live_task) = feed_client("live", 4096);
+        let (alert_client, alert_task) = feed_client("alerts", 1024);
+        tasks.extend([live_task, alert_task]);
+        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live_client)));
+        tasks.push(tokio::spawn(feed::mqtt::alerts(feed.clone(), alert_client)));
         tasks.push(tokio::spawn(feed::webhook::run(webhook_outbox, config.webhook.clone(), shutdown_rx.clone())));
         let up_filter = match &config.mqtt.shared_group {
             Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),

@@ -57,10 +57,10 @@ async fn main() -> Result<()> {
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
         "ingest" => {
             let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-            let default_gateways = if quick { "10" } else { "100" };
+            let default_gateways = "10";
             match (opt("--rules"), opt("--gateways"), opt("--broker")) {
                 (None, None, None) => {
-                    let variants = [("0", default_gateways, "embedded"), ("100", default_gateways, "embedded"), ("0", "100", "embedded"), ("0", "1000", "embedded"), ("0", default_gateways, "mosquitto")];
+                    let variants = [("0", "10", "embedded"), ("100", "10", "embedded"), ("0", "100", "embedded"), ("0", "1000", "embedded"), ("0", "10", "mosquitto")];
                     for (rules, gateways, broker) in variants {
                         in_fresh_process(&["ingest", "--rules", rules, "--gateways", gateways, "--broker", broker], quick)?;
                     }

@@ -264,8 +264,9 @@ impl Store for RedbStore {
         let mut dirty = self.dirty.lock().unwrap();
         let mut unpacked = self.unpacked.lock().unwrap();
         let mut added: Vec<(String, String)> = Vec::new();
-        let mut newly_dirty: Vec<(u32, i64)> = Vec::new();
-        let mut newly_unpacked: Vec<(u32, i64)> = Vec::new();
+        // Sets, not lists: a group of batches touches thousands of series.
+        let mut newly_dirty: HashSet<(u32, i64)> = HashSet::new();
+        let mut newly_unpacked: HashSet<(u32, i64)> = HashSet::new();
         let first_forward = self.next_forward.load(Relaxed);
         let (mut next_forward, mut forwarded) = (first_forward, 0);
         let done = self.update(Durability::None, |t| {
@@ -293,13 +294,11 @@ impl Store for RedbStore {
                 };
                 t.insert(&keys::point(id, r.ts_ms)[..], &keys::encode_sample(r)[..]).map_err(self.err())?;
                 let minute = r.ts_ms - r.ts_ms.rem_euclid(Level::Minute.bucket_ms());
-                if !dirty.contains(&(id, minute)) && !newly_dirty.contains(&(id, minute)) {
-                    newly_dirty.push((id, minute));
+                if !dirty.contains(&(id, minute)) && newly_dirty.insert((id, minute)) {
                     t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(self.err())?;
                 }
                 let hour = hour_of(r.ts_ms);
-                if !unpacked.contains(&(id, hour)) && !newly_unpacked.contains(&(id, hour)) {
-                    newly_unpacked.push((id, hour));
+                if !unpacked.contains(&(id, hour)) && newly_unpacked.insert((id, hour)) {
                     t.insert(&keys::unpacked(id, hour)[..], &[][..]).map_err(self.err())?;
                 }
             }

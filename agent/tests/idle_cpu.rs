@@ -4,39 +4,13 @@
 //! its batches but no collector ever acknowledges them, so its in-flight
 //! window fills and stays full. Both are measured over the same three seconds.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_citysense-agent");
-
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn status(port: u16) -> Option<serde_json::Value> {
-    let out = Command::new(BIN).args(["status", "--json", "--addr", &format!("127.0.0.1:{port}")]).output().ok()?;
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
-}
-
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = tokio::task::block_in_place(&mut f) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::{free_port, status, wait_for, Running, BIN};
 
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_secs(pid: u32) -> f64 {

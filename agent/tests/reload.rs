@@ -1,40 +1,18 @@
 //! SIGHUP reloads the config without losing buffered readings; a broken
 //! config on reload is refused and the agent runs on as it was.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_citysense-agent");
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn status(port: u16) -> Option<serde_json::Value> {
-    let out = Command::new(BIN).args(["status", "--json", "--addr", &format!("127.0.0.1:{port}")]).output().ok()?;
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
-}
-
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = tokio::task::block_in_place(&mut f) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::{free_port, status, wait_for, Running, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_sources_and_keeps_the_outbox() {
     let city = sim::RunningCity::start(sim::City { air: 2, traffic: 0, water: 0, noise: 0 }, None, Duration::from_secs(1)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     // An unreachable uplink: everything stays in the outbox, so nothing can hide a loss.
     let head = format!(
         "gateway = \"gw-reload\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:9\"\n[buffer]\npath = \"{}\"\nflush = \"50ms\"\n[status]\nlisten = \"127.0.0.1:{port}\"\n\n",

@@ -477,13 +477,17 @@ impl Store for RedbStore {
     }
 
     fn pack(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let _writes = self.series.lock().unwrap();
-        let mut unpacked = self.unpacked.lock().unwrap();
         let cutoff = now_ms.saturating_sub(PACK_AFTER_MS);
-        let mut ready: Vec<(u32, i64)> = unpacked.iter().filter(|(_, h)| h.saturating_add(HOUR) <= cutoff).copied().collect();
+        let mut ready: Vec<(u32, i64)> = self.unpacked.lock().unwrap().iter().filter(|(_, h)| h.saturating_add(HOUR) <= cutoff).copied().collect();
         ready.sort_unstable();
-        // Bounded transactions: a day of backlog for many series is not one commit.
-        for group in ready.chunks(64) {
+        // Bounded transactions, and writers get in between them: at the top of
+        // an hour every series has one to pack.
+        for group in ready.chunks(256) {
+            // Writers wait for this group: a sample written for an hour after
+            // its block was made but before its mark is cleared would never be
+            // marked again.
+            let _writes = self.series.lock().unwrap();
+            let mut unpacked = self.unpacked.lock().unwrap();
             self.update(Durability::Immediate, |t| {
                 for &(id, h) in group {
                     let samples = self.samples(t, id, h, h + HOUR - 1)?;

@@ -187,8 +187,7 @@ impl RedbStore {
     fn expire_blocks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
         let mut old: Vec<(i64, Vec<Sample>)> = Vec::new();
         scan(t, &self.file, &keys::block(id, i64::MIN), &keys::block(id, cutoff), |k, v| {
-            let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("block key is not 13 bytes".into()))?;
-            old.push((hour, block::decode(hour, v).ok_or_else(|| self.corrupt(format!("the block of series {id} at {hour} does not decode")))?));
+            old.push(self.decode_block(k, v)?);
             Ok(true)
         })?;
         let mut gone = 0u64;
@@ -221,6 +220,13 @@ impl RedbStore {
         })
     }
 
+    /// (hour, samples) of a `C` entry.
+    fn decode_block(&self, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sample>), StoreError> {
+        let (id, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("block key is not 13 bytes".into()))?;
+        let samples = block::decode(hour, v).ok_or_else(|| self.corrupt(format!("the block of series {id} at {hour} does not decode")))?;
+        Ok((hour, samples))
+    }
+
     fn corrupt(&self, detail: String) -> StoreError {
         StoreError::Corrupt { path: self.file.display().to_string(), detail }
     }
@@ -229,8 +235,7 @@ impl RedbStore {
     fn packed<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
         let mut out = Vec::new();
         scan(t, &self.file, &keys::block(id, hour_of(from)), &keys::block(id, to.saturating_add(1)), |k, v| {
-            let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("block key is not 13 bytes".into()))?;
-            let samples = block::decode(hour, v).ok_or_else(|| self.corrupt(format!("the block of series {id} at {hour} does not decode")))?;
+            let (_, samples) = self.decode_block(k, v)?;
             out.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
             Ok(true)
         })?;

@@ -513,22 +513,24 @@ fn r1(x: f64) -> f64 {
 
 /// The agent's `/status` report.
 async fn agent_status(port: u16) -> Result<serde_json::Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /status HTTP/1.0\r\n\r\n").await?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await?;
+    let text = http_get(([127, 0, 0, 1], port).into(), "/status").await?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
     Ok(serde_json::from_str(body)?)
 }
 
+/// A plain HTTP/1.0 GET: the whole response, headers and all.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
 /// A counter or gauge from the collector's `/metrics`.
 async fn scrape(http: std::net::SocketAddr, name: &str) -> Result<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(http).await?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
+    let body = http_get(http, "/metrics").await?;
     body.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())).ok_or_else(|| anyhow::anyhow!("{name} not in /metrics"))
 }
 

@@ -23,12 +23,16 @@ pub async fn collector(dir: &Path, external: Option<&str>, catalogue: &str) -> C
     Collector::start(cfg).await.expect("collector starts")
 }
 
+/// How long an HTTP request in a test may wait for the collector's answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
 /// GET `path`; returns status and body.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to collector HTTP");
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
+    // A stuck answer fails the test, naming the request, rather than hanging the suite.
+    tokio::time::timeout(ANSWER_WITHIN, s.read_to_end(&mut buf)).await.unwrap_or_else(|_| panic!("no answer to GET {path} within {ANSWER_WITHIN:?}")).unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -139,7 +143,7 @@ pub async fn request_with(addr: SocketAddr, method: &str, path: &str, body: &str
     let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
+    tokio::time::timeout(ANSWER_WITHIN, s.read_to_end(&mut buf)).await.unwrap_or_else(|_| panic!("no answer to {method} {path} within {ANSWER_WITHIN:?}")).unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), body.to_string())

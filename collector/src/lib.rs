@@ -109,22 +109,26 @@ impl Collector {
             }
             (None, None) => anyhow::bail!("mqtt.listen is not IP:PORT"),
         };
-        let mut opts = MqttOptions::new(format!("citysense-collector-{}", std::process::id()), broker.host.clone(), broker.port);
-        opts.set_keep_alive(Duration::from_secs(15));
-        opts.set_max_packet_size(max_packet, max_packet);
-        opts.set_clean_session(true);
         let mqtt_password = match (&config.mqtt.password_file, &internal_password) {
             (Some(f), _) => std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?.trim().to_string(),
             (None, Some(p)) => p.clone(),
             (None, None) => String::new(),
         };
         let mqtt_user = config.mqtt.username.clone().or(internal_password.as_ref().map(|_| INTERNAL_USER.to_string()));
-        if let Some(user) = &mqtt_user {
-            opts.set_credentials(user.clone(), mqtt_password.clone());
-        }
-        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-        // Alerts and acks are small, latency-bound packets: no Nagle delay.
-        eventloop.network_options.set_tcp_nodelay(true);
+        // The collector's own connections to the broker: `role` names each.
+        let client_for = |role: &str, queue: usize| {
+            let mut o = MqttOptions::new(format!("citysense-collector-{}{role}", std::process::id()), broker.host.clone(), broker.port);
+            o.set_keep_alive(Duration::from_secs(15));
+            o.set_max_packet_size(max_packet, max_packet);
+            if let Some(user) = &mqtt_user {
+                o.set_credentials(user.clone(), mqtt_password.clone());
+            }
+            let (client, mut eventloop) = AsyncClient::new(o, queue);
+            // Acks and alerts are small, latency-bound packets: no Nagle delay.
+            eventloop.network_options.set_tcp_nodelay(true);
+            (client, eventloop)
+        };
+        let (client, eventloop) = client_for("", 1024);
         let (tx, rx) = mpsc::channel::<Incoming>(1024);
 
         let sled_alerts = rules::store::SledAlertStore::open(&config.store.path.join("alerts")).map_err(anyhow::Error::msg)?;
@@ -171,14 +175,7 @@ impl Collector {
         // without TCP_NODELAY (rumqttd's), would hold the next incoming batch
         // for the delayed ACK (~40 ms).
         let feed_client = |role: &str, queue: usize| {
-            let mut o = MqttOptions::new(format!("citysense-collector-{}-{role}", std::process::id()), broker.host.clone(), broker.port);
-            o.set_keep_alive(Duration::from_secs(15));
-            o.set_max_packet_size(max_packet, max_packet);
-            if let Some(user) = &mqtt_user {
-                o.set_credentials(user.clone(), mqtt_password.clone());
-            }
-            let (client, mut eventloop) = AsyncClient::new(o, queue);
-            eventloop.network_options.set_tcp_nodelay(true);
+            let (client, mut eventloop) = client_for(&format!("-{role}"), queue);
             let (mut stop, role) = (shutdown_rx.clone(), role.to_string());
             let task = tokio::spawn(async move {
                 loop {

@@ -1,17 +1,96 @@
 //! The agent's config file: plain serde structs, checked once at start-up.
-//! Every key is documented in `configs/agent.toml`.
+//! Every key is documented in `configs/agent.toml`. Values written as text
+//! with a grammar of their own (broker URLs, Modbus addresses, where an MQTT
+//! message's sensor id comes from, the status address) are parsed while the
+//! file is read: a bad one is a `check` error on its line, and the running
+//! agent never parses them again.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use shared::config::{ByteSize, HumanDuration, Problem, Validate};
 use shared::topics::valid_id;
 use shared::url::BrokerUrl;
 
 use crate::source::modbus::{DataType, ModbusAddress, Table, WordOrder};
 use crate::source::mqtt::{SensorFrom, TimestampFrom};
+
+/// Text in the file with a grammar of its own, parsed when the file is read.
+pub trait ConfigText: Sized {
+    type Err: fmt::Display;
+    fn parse_text(s: &str) -> Result<Self, Self::Err>;
+}
+
+impl ConfigText for BrokerUrl {
+    /// `shared::url`'s own message, which names the URL and the fix.
+    type Err = String;
+    fn parse_text(s: &str) -> Result<BrokerUrl, String> {
+        BrokerUrl::parse(s)
+    }
+}
+
+impl ConfigText for ModbusAddress {
+    type Err = crate::source::modbus::AddressError;
+    fn parse_text(s: &str) -> Result<ModbusAddress, Self::Err> {
+        ModbusAddress::parse(s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not IP:PORT")]
+pub struct NotIpPort(String);
+
+impl ConfigText for SocketAddr {
+    type Err = NotIpPort;
+    fn parse_text(s: &str) -> Result<SocketAddr, NotIpPort> {
+        s.parse().map_err(|_| NotIpPort(s.to_string()))
+    }
+}
+
+/// A value parsed from the config, with its text as written: summaries, the
+/// verbose plan and status show what the technician wrote (`mqtt://broker`,
+/// not `mqtt://broker:1883`). Derefs to the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written<T> {
+    text: String,
+    value: T,
+}
+
+impl<T: ConfigText> Written<T> {
+    pub fn parse(text: &str) -> Result<Written<T>, T::Err> {
+        T::parse_text(text).map(|value| Written { text: text.to_string(), value })
+    }
+}
+
+impl<T> Written<T> {
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<T> std::ops::Deref for Written<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> fmt::Display for Written<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<'de, T: ConfigText> Deserialize<'de> for Written<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Written::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +109,7 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
-    pub broker: String,
+    pub broker: Written<BrokerUrl>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     /// With mqtts://: the CA that signed the broker's certificate (system roots otherwise).
@@ -79,7 +158,7 @@ pub struct BufferConfig {
 #[serde(deny_unknown_fields)]
 pub struct StatusConfig {
     #[serde(default = "default_status_listen")]
-    pub listen: String,
+    pub listen: Written<SocketAddr>,
 }
 
 impl Default for StatusConfig {
@@ -92,7 +171,7 @@ impl Default for StatusConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModbusDevice {
     pub sensor: String,
-    pub address: String,
+    pub address: Written<ModbusAddress>,
     #[serde(default = "default_unit")]
     pub unit: u8,
     #[serde(default = "default_interval")]
@@ -128,10 +207,10 @@ pub struct PointConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSource {
-    pub broker: String,
+    pub broker: Written<BrokerUrl>,
     pub topic: String,
-    pub sensor: String,
-    pub timestamp: Option<String>,
+    pub sensor: SensorFrom,
+    pub timestamp: Option<TimestampFrom>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     #[serde(default)]
@@ -162,8 +241,8 @@ fn default_when_full() -> WhenFull {
 fn default_flush() -> HumanDuration {
     Duration::from_millis(100).into()
 }
-fn default_status_listen() -> String {
-    "127.0.0.1:9102".into()
+fn default_status_listen() -> Written<SocketAddr> {
+    Written::parse("127.0.0.1:9102").expect("a valid default")
 }
 fn default_unit() -> u8 {
     1
@@ -252,12 +331,8 @@ impl Validate for AgentConfig {
             p.push(Problem::new("gateway", format!("`{}` is not a valid id: use letters, digits, `-`, `_`, `.` or `:` (at most 128)", self.gateway)));
         }
         let u = &self.uplink;
-        match BrokerUrl::parse(&u.broker) {
-            Ok(url) if !url.tls && (u.ca_file.is_some() || u.cert_file.is_some()) => {
-                p.push(Problem::new("uplink.broker", "`ca_file` and `cert_file` need an mqtts:// broker"));
-            }
-            Ok(_) => {}
-            Err(e) => p.push(Problem::new("uplink.broker", e)),
+        if !u.broker.tls && (u.ca_file.is_some() || u.cert_file.is_some()) {
+            p.push(Problem::new("uplink.broker", "`ca_file` and `cert_file` need an mqtts:// broker"));
         }
         check_file(&mut p, base, "uplink.password_file", &u.password_file);
         check_file(&mut p, base, "uplink.ca_file", &u.ca_file);
@@ -293,9 +368,6 @@ impl Validate for AgentConfig {
         if b.flush.0.is_zero() || b.flush.0 > Duration::from_secs(60) {
             p.push(Problem::new("buffer.flush", "must be between 1ms and 60s: it is the window in which a power cut can lose polled readings"));
         }
-        if self.status.listen.parse::<std::net::SocketAddr>().is_err() {
-            p.push(Problem::new("status.listen", format!("`{}` is not IP:PORT", self.status.listen)));
-        }
         if self.modbus.is_empty() && self.mqtt.is_empty() {
             p.push(Problem::new("", "no [[modbus]] or [[mqtt]] source: the agent would read nothing"));
         }
@@ -304,9 +376,9 @@ impl Validate for AgentConfig {
         let mut lines: HashMap<String, (usize, crate::source::modbus::Serial)> = HashMap::new();
         let mut units: HashMap<(String, u8), usize> = HashMap::new();
         for (i, d) in self.modbus.iter().enumerate() {
-            if let Ok(ModbusAddress::Rtu(serial)) = ModbusAddress::parse(&d.address) {
+            if let ModbusAddress::Rtu(serial) = &*d.address {
                 match lines.get(&serial.path) {
-                    Some((first, s)) if *s != serial => p.push(Problem::new(
+                    Some((first, s)) if s != serial => p.push(Problem::new(
                         format!("modbus[{i}].address"),
                         format!("serial line {} is set up differently by modbus[{first}]: every device on one line shares baud, parity and stop bits", serial.path),
                     )),
@@ -336,9 +408,6 @@ fn validate_device(d: &ModbusDevice, path: &str, p: &mut Vec<Problem>) {
     if !valid_id(&d.sensor) {
         p.push(Problem::new(format!("{path}.sensor"), format!("`{}` is not a valid sensor id", d.sensor)));
     }
-    if let Err(e) = ModbusAddress::parse(&d.address) {
-        p.push(Problem::new(format!("{path}.address"), e));
-    }
     if d.timeout.0.is_zero() {
         p.push(Problem::new(format!("{path}.timeout"), "must be more than 0"));
     }
@@ -351,7 +420,7 @@ fn validate_device(d: &ModbusDevice, path: &str, p: &mut Vec<Problem>) {
     if d.retries > 10 {
         p.push(Problem::new(format!("{path}.retries"), "at most 10"));
     }
-    if d.unit == 0 && !d.address.starts_with("tcp://") {
+    if d.unit == 0 && !matches!(*d.address, ModbusAddress::Tcp(_)) {
         p.push(Problem::new(format!("{path}.unit"), "unit 0 is broadcast on a serial bus and gets no answer"));
     }
     if d.point.is_empty() {
@@ -404,31 +473,23 @@ fn validate_device(d: &ModbusDevice, path: &str, p: &mut Vec<Problem>) {
 }
 
 fn validate_mqtt(m: &MqttSource, path: &str, base: &Path, p: &mut Vec<Problem>) {
-    match BrokerUrl::parse(&m.broker) {
-        Ok(url) if url.tls => p.push(Problem::new(format!("{path}.broker"), "mqtts:// (TLS) is not supported by this build yet")),
-        Ok(_) => {}
-        Err(e) => p.push(Problem::new(format!("{path}.broker"), e)),
+    if m.broker.tls {
+        p.push(Problem::new(format!("{path}.broker"), "mqtts:// (TLS) is not supported by this build yet"));
     }
     check_file(p, base, &format!("{path}.password_file"), &m.password_file);
     if let Err(e) = crate::source::mqtt::check_filter(&m.topic) {
-        p.push(Problem::new(format!("{path}.topic"), e));
+        p.push(Problem::new(format!("{path}.topic"), e.to_string()));
     }
-    match SensorFrom::parse(&m.sensor) {
-        Ok(SensorFrom::TopicLevel(n)) if n >= m.topic.split('/').count() => p.push(Problem::new(
+    match m.sensor {
+        SensorFrom::TopicLevel(n) if n >= m.topic.split('/').count() => p.push(Problem::new(
             format!("{path}.sensor"),
             format!("topic level {n} does not exist in `{}` (levels count from 0)", m.topic),
         )),
-        Ok(SensorFrom::TopicLevel(n)) if m.topic.split('/').nth(n).is_some_and(|l| l != "+") => p.push(Problem::new(
+        SensorFrom::TopicLevel(n) if m.topic.split('/').nth(n).is_some_and(|l| l != "+") => p.push(Problem::new(
             format!("{path}.sensor"),
             format!("topic level {n} of `{}` is fixed, not a `+` wildcard: every message would get the same id; use a literal id instead", m.topic),
         )),
-        Ok(_) => {}
-        Err(e) => p.push(Problem::new(format!("{path}.sensor"), e)),
-    }
-    if let Some(ts) = &m.timestamp {
-        if let Err(e) = TimestampFrom::parse(ts) {
-            p.push(Problem::new(format!("{path}.timestamp"), e));
-        }
+        _ => {}
     }
     if m.fields.is_empty() {
         p.push(Problem::new(format!("{path}.fields"), "maps no metric: add e.g. `noise_laeq = \"laeq\"` under [mqtt.fields]"));

@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use config::{AgentConfig, WhenFull};
-use outbox::{Outbox, SledOutbox};
+use config::{AgentConfig, BufferConfig, WhenFull};
+use outbox::{Outbox, OutboxError, SledOutbox};
 use source::NewReading;
 use stats::DeviceStats;
 
@@ -41,9 +41,30 @@ pub struct Agent {
 /// The outbox's current storage error, shown by status until a write succeeds.
 type StorageError = Arc<std::sync::Mutex<Option<String>>>;
 
+/// Why the agent did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Secrets(#[from] uplink::SecretsError),
+    /// Binding `[status] listen`; the message names it.
+    #[error(transparent)]
+    Status(#[from] std::io::Error),
+    #[error("opening the outbox was interrupted: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
+}
+
+/// Opens the outbox on the blocking pool: opening reads the store's index
+/// (and converts an old store), which can take seconds under a backlog.
+async fn open_outbox(b: &BufferConfig) -> Result<SledOutbox, StartError> {
+    let (path, max_bytes, when_full) = (b.path.clone(), b.max_bytes.0, b.when_full);
+    Ok(tokio::task::spawn_blocking(move || SledOutbox::open(&path, max_bytes, when_full)).await??)
+}
+
 impl Agent {
-    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
-        let outbox: Arc<dyn Outbox> = Arc::new(SledOutbox::open(&config.buffer.path, config.buffer.max_bytes.0, config.buffer.when_full)?);
+    pub async fn start(config: AgentConfig) -> Result<Agent, StartError> {
+        let outbox: Arc<dyn Outbox> = Arc::new(open_outbox(&config.buffer).await?);
         Agent::start_with(config, outbox).await
     }
 
@@ -51,32 +72,31 @@ impl Agent {
     /// full, not a directory) is retried every `retry` while the status
     /// endpoint reports why, instead of ending the agent. A damaged outbox is
     /// not retried: it needs a person (see `reset-outbox`).
-    pub async fn start_patiently(config: AgentConfig, retry: Duration, stop: &mut watch::Receiver<bool>) -> anyhow::Result<Option<Agent>> {
-        let open = || SledOutbox::open(&config.buffer.path, config.buffer.max_bytes.0, config.buffer.when_full);
-        let first = match open() {
+    pub async fn start_patiently(config: AgentConfig, retry: Duration, stop: &mut watch::Receiver<bool>) -> Result<Option<Agent>, StartError> {
+        let first = match open_outbox(&config.buffer).await {
             Ok(o) => o,
-            Err(e @ outbox::OutboxError::Damaged { .. }) => return Err(e.into()),
+            Err(e @ (StartError::Outbox(OutboxError::Damaged { .. }) | StartError::Interrupted(_))) => return Err(e),
             Err(e) => {
                 let error: StorageError = Arc::new(std::sync::Mutex::new(Some(e.to_string())));
                 let (degraded_stop, degraded_rx) = watch::channel(false);
                 let source = status::StatusSource {
                     gateway: config.gateway.clone(),
-                    broker: config.uplink.broker.clone(),
+                    broker: config.uplink.broker.to_string(),
                     outbox: None,
                     devices: Vec::new(),
                     link: watch::channel(uplink::LinkState::default()).1,
                     storage_error: error.clone(),
                 };
-                let (_, degraded) = status::serve(&config.status.listen, source, degraded_rx).await?;
+                let (_, degraded) = status::serve(*config.status.listen, source, degraded_rx).await?;
                 let opened = loop {
                     tracing::error!("{}; retrying every {retry:?}", error.lock().unwrap().as_deref().unwrap_or(""));
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => {}
                         _ = stop.changed() => break None,
                     }
-                    match open() {
+                    match open_outbox(&config.buffer).await {
                         Ok(o) => break Some(o),
-                        Err(e @ outbox::OutboxError::Damaged { .. }) => return Err(e.into()),
+                        Err(e @ (StartError::Outbox(OutboxError::Damaged { .. }) | StartError::Interrupted(_))) => return Err(e),
                         Err(e) => *error.lock().unwrap() = Some(e.to_string()),
                     }
                 };
@@ -94,7 +114,7 @@ impl Agent {
         Agent::start_with(config, Arc::new(first)).await.map(Some)
     }
 
-    async fn start_with(config: AgentConfig, outbox: Arc<dyn Outbox>) -> anyhow::Result<Agent> {
+    async fn start_with(config: AgentConfig, outbox: Arc<dyn Outbox>) -> Result<Agent, StartError> {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (durable_tx, durable_rx) = watch::channel(outbox.stats().durable);
         let (paused_tx, paused) = watch::channel(outbox.stats().full && config.buffer.when_full == WhenFull::StopPolling);
@@ -104,8 +124,7 @@ impl Agent {
         let mut tasks = Vec::new();
 
         let secrets = uplink::Secrets::load(&config.uplink)?;
-        let (up, uplink_task) = uplink::start(&config.gateway, &config.uplink, secrets, outbox.clone(), durable_rx, shutdown.clone())
-            .map_err(anyhow::Error::msg)?;
+        let (up, uplink_task) = uplink::start(&config.gateway, &config.uplink, secrets, outbox.clone(), durable_rx, shutdown.clone());
         tasks.push(uplink_task);
 
         let mut devices = Vec::new();
@@ -114,7 +133,7 @@ impl Agent {
         for d in &config.modbus {
             let stats = Arc::new(DeviceStats::new(&d.sensor));
             devices.push(stats.clone());
-            let poller = source::modbus::poller::Poller::new(d, stats).map_err(anyhow::Error::msg)?;
+            let poller = source::modbus::poller::Poller::new(d, stats);
             match &poller.address {
                 source::modbus::ModbusAddress::Rtu(serial) => buses.entry(serial.path.clone()).or_default().push(poller),
                 source::modbus::ModbusAddress::Tcp(_) => tasks.push(tokio::spawn(poller.run(sink.clone(), paused.clone(), shutdown.clone()))),
@@ -136,13 +155,13 @@ impl Agent {
         tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, storage_error.clone(), flushes, shutdown.clone())));
         let source = status::StatusSource {
             gateway: config.gateway.clone(),
-            broker: config.uplink.broker.clone(),
+            broker: config.uplink.broker.to_string(),
             outbox: Some(outbox.clone()),
             devices: devices.clone(),
             link: up.link.clone(),
             storage_error,
         };
-        let (status_addr, status_task) = status::serve(&config.status.listen, source, shutdown.clone()).await?;
+        let (status_addr, status_task) = status::serve(*config.status.listen, source, shutdown.clone()).await?;
         tasks.push(status_task);
         tasks.push(tokio::spawn(health::publish(
             config.gateway.clone(),
@@ -160,6 +179,9 @@ impl Agent {
         for t in self.tasks {
             let _ = t.await;
         }
+        // The last handle closes sled, which writes: not on a runtime thread.
+        let outbox = self.outbox;
+        let _ = tokio::task::spawn_blocking(move || drop(outbox)).await;
     }
 }
 

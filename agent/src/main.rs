@@ -84,9 +84,9 @@ fn probe(what: ProbeWhat) -> ExitCode {
     let parsed = (|| -> Result<agent::probe::Probe, String> {
         use agent::source::modbus::{DataType, Table, WordOrder};
         Ok(agent::probe::Probe {
-            address: agent::probe::Probe::address(&addr)?,
+            address: agent::probe::Probe::address(&addr).map_err(|e| e.to_string())?,
             unit,
-            table: Table::parse(&table)?,
+            table: Table::parse(&table).map_err(|e| e.to_string())?,
             start,
             count,
             data_type: data_type.as_deref().map(DataType::parse).transpose()?,
@@ -161,10 +161,10 @@ fn main() -> ExitCode {
             let addr = match (addr, config) {
                 (Some(a), _) => a,
                 (None, Some(c)) => match load(&c) {
-                    Ok(cfg) => cfg.status.listen,
+                    Ok(cfg) => cfg.status.listen.text().to_string(),
                     Err(code) => return code,
                 },
-                (None, None) => agent::config::StatusConfig::default().listen,
+                (None, None) => agent::config::StatusConfig::default().listen.text().to_string(),
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
             match rt.block_on(agent::status::fetch(&addr)) {

@@ -5,8 +5,27 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::source::modbus::poller::read_once;
-use crate::source::modbus::{decode_registers, DataType, ModbusAddress, Table, WordOrder};
+use crate::source::modbus::poller::{read_once, ProbeReadError};
+use crate::source::modbus::{decode_registers, AddressError, DataType, ModbusAddress, Table, WordOrder};
+
+/// Why a probe cannot be made or failed; options are named as on the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("--count must be 1..={max} for table {table}")]
+    Count { max: u16, table: &'static str },
+    #[error("--start + --count runs past address 65535")]
+    PastLastAddress,
+    #[error("--type bool needs --table coil or discrete")]
+    BoolNeedsBits,
+    #[error("table {0} holds bits: use --type bool or no --type")]
+    BitsNeedBool(&'static str),
+    #[error("{data_type} needs {registers} registers: raise --count")]
+    RaiseCount { data_type: &'static str, registers: u16 },
+    #[error(transparent)]
+    Read(#[from] ProbeReadError),
+}
 
 pub struct Probe {
     pub address: ModbusAddress,
@@ -21,30 +40,26 @@ pub struct Probe {
 
 impl Probe {
     /// `ADDR` as `tcp://HOST:PORT`, `HOST:PORT` or `HOST` (port 502).
-    pub fn address(s: &str) -> Result<ModbusAddress, String> {
-        if s.contains("://") {
-            ModbusAddress::parse(s)
-        } else {
-            ModbusAddress::parse(&format!("tcp://{s}"))
-        }
+    pub fn address(s: &str) -> Result<ModbusAddress, ProbeError> {
+        Ok(if s.contains("://") { ModbusAddress::parse(s)? } else { ModbusAddress::parse(&format!("tcp://{s}"))? })
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ProbeError> {
         if self.count == 0 || self.count > self.table.max_per_request() {
-            return Err(format!("--count must be 1..={} for table {}", self.table.max_per_request(), self.table.name()));
+            return Err(ProbeError::Count { max: self.table.max_per_request(), table: self.table.name() });
         }
         if self.start as u32 + self.count as u32 > 65536 {
-            return Err("--start + --count runs past address 65535".into());
+            return Err(ProbeError::PastLastAddress);
         }
         match self.data_type {
-            Some(DataType::Bool) if !self.table.is_bits() => Err("--type bool needs --table coil or discrete".into()),
-            Some(t) if self.table.is_bits() && t != DataType::Bool => Err(format!("table {} holds bits: use --type bool or no --type", self.table.name())),
-            Some(t) if t.registers() > self.count => Err(format!("{} needs {} registers: raise --count", t.name(), t.registers())),
+            Some(DataType::Bool) if !self.table.is_bits() => Err(ProbeError::BoolNeedsBits),
+            Some(t) if self.table.is_bits() && t != DataType::Bool => Err(ProbeError::BitsNeedBool(self.table.name())),
+            Some(t) if t.registers() > self.count => Err(ProbeError::RaiseCount { data_type: t.name(), registers: t.registers() }),
             _ => Ok(()),
         }
     }
 
-    pub async fn run(&self) -> Result<String, String> {
+    pub async fn run(&self) -> Result<String, ProbeError> {
         self.check()?;
         let words = read_once(&self.address, self.unit, self.table, self.start, self.count, self.timeout).await?;
         Ok(self.render(&words))
@@ -126,9 +141,9 @@ mod tests {
     #[test]
     fn wrong_type_for_the_table_is_refused() {
         let mut p = probe(Some(DataType::Bool), None);
-        assert!(p.check().unwrap_err().contains("coil or discrete"));
+        assert!(p.check().unwrap_err().to_string().contains("coil or discrete"));
         p.data_type = Some(DataType::F64);
         p.count = 2;
-        assert!(p.check().unwrap_err().contains("raise --count"));
+        assert!(p.check().unwrap_err().to_string().contains("raise --count"));
     }
 }

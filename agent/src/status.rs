@@ -109,7 +109,7 @@ fn respond(source: &StatusSource, req: &Request<Incoming>) -> Response<Full<Byte
 }
 
 /// Binds `listen` and serves until `shutdown`; returns the bound address.
-pub async fn serve(listen: &str, source: StatusSource, mut shutdown: watch::Receiver<bool>) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn serve(listen: SocketAddr, source: StatusSource, mut shutdown: watch::Receiver<bool>) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await.map_err(|e| std::io::Error::new(e.kind(), format!("status.listen {listen}: {e}")))?;
     let addr = listener.local_addr()?;
     let source = Arc::new(source);
@@ -132,19 +132,33 @@ pub async fn serve(listen: &str, source: StatusSource, mut shutdown: watch::Rece
     Ok((addr, task))
 }
 
+/// Why `citysense-agent status` got no report; each names the address asked.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no answer from the agent's status endpoint at {addr}")]
+    NoAnswer { addr: String },
+    #[error("cannot reach the agent's status endpoint at {addr}: {err} (is citysense-agent running, and is [status] listen the same?)")]
+    Unreachable { addr: String, err: std::io::Error },
+    #[error("talking to the agent's status endpoint at {addr}: {err}")]
+    Io { addr: String, err: std::io::Error },
+    #[error("unexpected answer from {addr}: {err}")]
+    Unexpected { addr: String, err: serde_json::Error },
+}
+
 /// `citysense-agent status`: fetches `/status` from a running agent.
-pub async fn fetch(addr: &str) -> Result<StatusReport, String> {
+pub async fn fetch(addr: &str) -> Result<StatusReport, FetchError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = || addr.to_string();
     let mut s = tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
         .await
-        .map_err(|_| format!("no answer from the agent's status endpoint at {addr}"))?
-        .map_err(|e| format!("cannot reach the agent's status endpoint at {addr}: {e} (is citysense-agent running, and is [status] listen the same?)"))?;
-    s.write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        .map_err(|_| FetchError::NoAnswer { addr: a() })?
+        .map_err(|err| FetchError::Unreachable { addr: a(), err })?;
+    s.write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|err| FetchError::Io { addr: a(), err })?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    s.read_to_end(&mut buf).await.map_err(|err| FetchError::Io { addr: a(), err })?;
     let text = String::from_utf8_lossy(&buf);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).map_err(|e| format!("unexpected answer from {addr}: {e}"))
+    serde_json::from_str(body).map_err(|err| FetchError::Unexpected { addr: a(), err })
 }
 
 fn age(ms: i64) -> String {

@@ -3,10 +3,12 @@
 //! not fit is counted and logged, never fatal.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
@@ -14,11 +16,30 @@ use crate::config::MqttSource;
 use crate::source::NewReading;
 use crate::stats::DeviceStats;
 use shared::topics::valid_id;
-use shared::url::BrokerUrl;
 use shared::Quality;
 
-/// Where a message's sensor id comes from.
-#[derive(Debug, Clone, PartialEq)]
+/// A `[[mqtt]]` setting that does not parse: `sensor`, `timestamp` or `topic`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("`{0}`: after `topic:` comes a level number counted from 0")]
+    TopicLevel(String),
+    #[error("`{0}`: after `json:` comes a dotted path")]
+    JsonPath(String),
+    #[error("`{0}` is neither `topic:N`, `json:PATH` nor a valid sensor id")]
+    Sensor(String),
+    #[error("`{0}`: write `json:PATH` (epoch ms, epoch s, or RFC 3339)")]
+    Timestamp(String),
+    #[error("empty topic filter")]
+    EmptyFilter,
+    #[error("`{0}`: `#` must be a whole level and the last one")]
+    MultiLevel(String),
+    #[error("`{0}`: `+` must be a whole level")]
+    SingleLevel(String),
+}
+
+/// Where a message's sensor id comes from: `topic:N`, `json:PATH` or a literal id.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum SensorFrom {
     TopicLevel(usize),
     Json(String),
@@ -26,53 +47,98 @@ pub enum SensorFrom {
 }
 
 impl SensorFrom {
-    pub fn parse(s: &str) -> Result<SensorFrom, String> {
+    pub fn parse(s: &str) -> Result<SensorFrom, SpecError> {
         if let Some(n) = s.strip_prefix("topic:") {
-            n.parse().map(SensorFrom::TopicLevel).map_err(|_| format!("`{s}`: after `topic:` comes a level number counted from 0"))
+            n.parse().map(SensorFrom::TopicLevel).map_err(|_| SpecError::TopicLevel(s.to_string()))
         } else if let Some(p) = s.strip_prefix("json:") {
             if p.is_empty() {
-                Err(format!("`{s}`: after `json:` comes a dotted path"))
+                Err(SpecError::JsonPath(s.to_string()))
             } else {
                 Ok(SensorFrom::Json(p.to_string()))
             }
         } else if valid_id(s) {
             Ok(SensorFrom::Literal(s.to_string()))
         } else {
-            Err(format!("`{s}` is neither `topic:N`, `json:PATH` nor a valid sensor id"))
+            Err(SpecError::Sensor(s.to_string()))
+        }
+    }
+}
+
+impl TryFrom<String> for SensorFrom {
+    type Error = SpecError;
+    fn try_from(s: String) -> Result<SensorFrom, SpecError> {
+        SensorFrom::parse(&s)
+    }
+}
+
+/// As written in the config.
+impl fmt::Display for SensorFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SensorFrom::TopicLevel(n) => write!(f, "topic:{n}"),
+            SensorFrom::Json(p) => write!(f, "json:{p}"),
+            SensorFrom::Literal(id) => f.write_str(id),
         }
     }
 }
 
 /// Where a message's timestamp comes from; arrival time when absent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum TimestampFrom {
     Json(String),
 }
 
 impl TimestampFrom {
-    pub fn parse(s: &str) -> Result<TimestampFrom, String> {
+    pub fn parse(s: &str) -> Result<TimestampFrom, SpecError> {
         match s.strip_prefix("json:") {
             Some(p) if !p.is_empty() => Ok(TimestampFrom::Json(p.to_string())),
-            _ => Err(format!("`{s}`: write `json:PATH` (epoch ms, epoch s, or RFC 3339)")),
+            _ => Err(SpecError::Timestamp(s.to_string())),
         }
     }
 }
 
+impl TryFrom<String> for TimestampFrom {
+    type Error = SpecError;
+    fn try_from(s: String) -> Result<TimestampFrom, SpecError> {
+        TimestampFrom::parse(&s)
+    }
+}
+
 /// Checks a subscription filter the way a broker would.
-pub fn check_filter(filter: &str) -> Result<(), String> {
+pub fn check_filter(filter: &str) -> Result<(), SpecError> {
     if filter.is_empty() {
-        return Err("empty topic filter".into());
+        return Err(SpecError::EmptyFilter);
     }
     let levels: Vec<&str> = filter.split('/').collect();
     for (i, l) in levels.iter().enumerate() {
         if l.contains('#') && (*l != "#" || i != levels.len() - 1) {
-            return Err(format!("`{filter}`: `#` must be a whole level and the last one"));
+            return Err(SpecError::MultiLevel(filter.to_string()));
         }
         if l.contains('+') && *l != "+" {
-            return Err(format!("`{filter}`: `+` must be a whole level"));
+            return Err(SpecError::SingleLevel(filter.to_string()));
         }
     }
     Ok(())
+}
+
+/// Why one message carries no readings; every variant names the topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("{topic}: payload is not UTF-8")]
+    NotUtf8 { topic: String },
+    #[error("{topic}: payload is not JSON or a number: {detail}")]
+    NotJson { topic: String, detail: String },
+    #[error("{topic}: has no level {level}")]
+    NoLevel { topic: String, level: usize },
+    #[error("{topic}: no sensor id at `{path}`")]
+    NoSensorId { topic: String, path: String },
+    #[error("{topic}: `{sensor}` is not a valid sensor id")]
+    BadSensorId { topic: String, sensor: String },
+    #[error("{topic}: no usable timestamp at `{path}`")]
+    NoTimestamp { topic: String, path: String },
+    #[error("{topic}: no numeric value at {paths}")]
+    NoValue { topic: String, paths: String },
 }
 
 /// The mapping of one `[[mqtt]]` table, apart from the connection.
@@ -83,34 +149,33 @@ pub struct MessageMap {
     pub fields: BTreeMap<String, String>,
 }
 
-impl MessageMap {
-    pub fn from_config(c: &MqttSource) -> Result<MessageMap, String> {
-        Ok(MessageMap {
-            sensor: SensorFrom::parse(&c.sensor)?,
-            timestamp: c.timestamp.as_deref().map(TimestampFrom::parse).transpose()?,
-            fields: c.fields.clone(),
-        })
+impl From<&MqttSource> for MessageMap {
+    fn from(c: &MqttSource) -> MessageMap {
+        MessageMap { sensor: c.sensor.clone(), timestamp: c.timestamp.clone(), fields: c.fields.clone() }
     }
+}
 
+impl MessageMap {
     /// The readings one message carries, or why it carries none.
-    pub fn map(&self, topic: &str, payload: &[u8], arrival_ms: i64) -> Result<Vec<NewReading>, String> {
-        let text = std::str::from_utf8(payload).map_err(|_| format!("{topic}: payload is not UTF-8"))?;
-        let json: Value = serde_json::from_str(text.trim()).map_err(|e| format!("{topic}: payload is not JSON or a number: {e}"))?;
+    pub fn map(&self, topic: &str, payload: &[u8], arrival_ms: i64) -> Result<Vec<NewReading>, MapError> {
+        let t = || topic.to_string();
+        let text = std::str::from_utf8(payload).map_err(|_| MapError::NotUtf8 { topic: t() })?;
+        let json: Value = serde_json::from_str(text.trim()).map_err(|e| MapError::NotJson { topic: t(), detail: e.to_string() })?;
         let sensor = match &self.sensor {
             SensorFrom::Literal(s) => s.clone(),
-            SensorFrom::TopicLevel(n) => topic.split('/').nth(*n).map(str::to_string).ok_or_else(|| format!("{topic}: has no level {n}"))?,
+            SensorFrom::TopicLevel(n) => topic.split('/').nth(*n).map(str::to_string).ok_or_else(|| MapError::NoLevel { topic: t(), level: *n })?,
             SensorFrom::Json(p) => match lookup(&json, p) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(n)) => n.to_string(),
-                _ => return Err(format!("{topic}: no sensor id at `{p}`")),
+                _ => return Err(MapError::NoSensorId { topic: t(), path: p.clone() }),
             },
         };
         if !valid_id(&sensor) {
-            return Err(format!("{topic}: `{sensor}` is not a valid sensor id"));
+            return Err(MapError::BadSensorId { topic: t(), sensor });
         }
         let ts_ms = match &self.timestamp {
             None => arrival_ms,
-            Some(TimestampFrom::Json(p)) => parse_timestamp(lookup(&json, p)).ok_or_else(|| format!("{topic}: no usable timestamp at `{p}`"))?,
+            Some(TimestampFrom::Json(p)) => parse_timestamp(lookup(&json, p)).ok_or_else(|| MapError::NoTimestamp { topic: t(), path: p.clone() })?,
         };
         let mut out = Vec::new();
         let mut missing = Vec::new();
@@ -123,7 +188,7 @@ impl MessageMap {
             }
         }
         if out.is_empty() {
-            return Err(format!("{topic}: no numeric value at {}", missing.join(", ")));
+            return Err(MapError::NoValue { topic: t(), paths: missing.join(", ") });
         }
         Ok(out)
     }
@@ -175,20 +240,8 @@ pub async fn run(
     paused: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let map = match MessageMap::from_config(&source) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!("mqtt[{index}]: {e}");
-            return;
-        }
-    };
-    let url = match BrokerUrl::parse(&source.broker) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!("mqtt[{index}]: {e}");
-            return;
-        }
-    };
+    let map = MessageMap::from(&source);
+    let url = &*source.broker;
     let mut opts = MqttOptions::new(format!("citysense-{gateway}-src{index}"), url.host.clone(), url.port);
     opts.set_keep_alive(Duration::from_secs(15));
     opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -224,7 +277,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         tracing::warn!("mqtt[{index}]: {e}");
-                        stats.error(e);
+                        stats.error(e.to_string());
                     }
                 }
             }
@@ -279,11 +332,11 @@ mod tests {
     #[test]
     fn payloads_that_do_not_fit_say_why() {
         let m = map("topic:2", None, &[("noise_laeq", "laeq")]);
-        assert!(m.map("a/b/c", b"not json", 0).unwrap_err().contains("not JSON"));
-        assert!(m.map("a/b/c", br#"{"other": 1}"#, 0).unwrap_err().contains("no numeric value at laeq"));
-        assert!(m.map("a/b/c", &[0xff, 0xfe], 0).unwrap_err().contains("UTF-8"));
-        assert!(m.map("a/b", br#"{"laeq": 1}"#, 0).unwrap_err().contains("no level 2"));
-        assert!(m.map("a/b/c+d", br#"{"laeq": 1}"#, 0).unwrap_err().contains("not a valid sensor id"));
+        assert!(m.map("a/b/c", b"not json", 0).unwrap_err().to_string().contains("not JSON"));
+        assert!(m.map("a/b/c", br#"{"other": 1}"#, 0).unwrap_err().to_string().contains("no numeric value at laeq"));
+        assert!(m.map("a/b/c", &[0xff, 0xfe], 0).unwrap_err().to_string().contains("UTF-8"));
+        assert!(m.map("a/b", br#"{"laeq": 1}"#, 0).unwrap_err().to_string().contains("no level 2"));
+        assert!(m.map("a/b/c+d", br#"{"laeq": 1}"#, 0).unwrap_err().to_string().contains("not a valid sensor id"));
     }
 
     #[test]

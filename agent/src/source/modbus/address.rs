@@ -1,5 +1,30 @@
 use std::net::SocketAddr;
 
+/// A Modbus address that does not parse; every variant quotes it and says how to write it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("`{0}` is not a Modbus address; write tcp://HOST:PORT or rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1")]
+    Scheme(String),
+    #[error("`{0}` has no host; write tcp://HOST:PORT")]
+    NoHost(String),
+    #[error("port `{port}` in `{addr}` is not a number from 1 to 65535")]
+    Port { port: String, addr: String },
+    #[error("`{0}`: write rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1")]
+    SerialPath(String),
+    #[error("`{pair}` in `{addr}` is not KEY=VALUE")]
+    NotKeyValue { pair: String, addr: String },
+    #[error("baud `{value}` in `{addr}` is not a rate from 300 to 921600")]
+    Baud { value: String, addr: String },
+    #[error("parity `{value}` in `{addr}` is not N, E or O")]
+    Parity { value: String, addr: String },
+    #[error("stop `{value}` in `{addr}` is not 1 or 2")]
+    Stop { value: String, addr: String },
+    #[error("data `{value}` in `{addr}` is not 7 or 8")]
+    Data { value: String, addr: String },
+    #[error("unknown setting `{key}` in `{addr}`; use baud, parity, stop, data")]
+    UnknownSetting { key: String, addr: String },
+}
+
 /// Where a Modbus device is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModbusAddress {
@@ -35,29 +60,28 @@ impl Serial {
         std::time::Duration::from_micros(micros.max(1_750))
     }
 
-    fn parse(s: &str, rest: &str) -> Result<Serial, String> {
+    fn parse(s: &str, rest: &str) -> Result<Serial, AddressError> {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() || !path.starts_with('/') {
-            return Err(format!("`{s}`: write rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1"));
+            return Err(AddressError::SerialPath(s.to_string()));
         }
         let mut serial = Serial { path: path.to_string(), baud: 9600, parity: Parity::None, stop_bits: 1, data_bits: 8 };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').ok_or_else(|| format!("`{pair}` in `{s}` is not KEY=VALUE"))?;
+            let (k, v) = pair.split_once('=').ok_or_else(|| AddressError::NotKeyValue { pair: pair.to_string(), addr: s.to_string() })?;
+            let (value, addr) = (v.to_string(), s.to_string());
             match k {
-                "baud" => {
-                    serial.baud = v.parse().ok().filter(|b| (300..=921_600).contains(b)).ok_or_else(|| format!("baud `{v}` in `{s}` is not a rate from 300 to 921600"))?
-                }
+                "baud" => serial.baud = v.parse().ok().filter(|b| (300..=921_600).contains(b)).ok_or(AddressError::Baud { value, addr })?,
                 "parity" => {
                     serial.parity = match v {
                         "N" | "n" | "none" => Parity::None,
                         "E" | "e" | "even" => Parity::Even,
                         "O" | "o" | "odd" => Parity::Odd,
-                        _ => return Err(format!("parity `{v}` in `{s}` is not N, E or O")),
+                        _ => return Err(AddressError::Parity { value, addr }),
                     }
                 }
-                "stop" => serial.stop_bits = v.parse().ok().filter(|b| *b == 1 || *b == 2).ok_or_else(|| format!("stop `{v}` in `{s}` is not 1 or 2"))?,
-                "data" => serial.data_bits = v.parse().ok().filter(|b| *b == 7 || *b == 8).ok_or_else(|| format!("data `{v}` in `{s}` is not 7 or 8"))?,
-                _ => return Err(format!("unknown setting `{k}` in `{s}`; use baud, parity, stop, data")),
+                "stop" => serial.stop_bits = v.parse().ok().filter(|b| *b == 1 || *b == 2).ok_or(AddressError::Stop { value, addr })?,
+                "data" => serial.data_bits = v.parse().ok().filter(|b| *b == 7 || *b == 8).ok_or(AddressError::Data { value, addr })?,
+                _ => return Err(AddressError::UnknownSetting { key: k.to_string(), addr }),
             }
         }
         Ok(serial)
@@ -65,7 +89,7 @@ impl Serial {
 }
 
 impl ModbusAddress {
-    pub fn parse(s: &str) -> Result<ModbusAddress, String> {
+    pub fn parse(s: &str) -> Result<ModbusAddress, AddressError> {
         if let Some(rest) = s.strip_prefix("tcp://") {
             let rest = rest.trim_end_matches('/');
             let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
@@ -75,16 +99,16 @@ impl ModbusAddress {
             };
             let (host, port) = with_port.rsplit_once(':').unwrap_or_default();
             if host.is_empty() {
-                return Err(format!("`{s}` has no host; write tcp://HOST:PORT"));
+                return Err(AddressError::NoHost(s.to_string()));
             }
             match port.parse::<u16>() {
                 Ok(p) if p > 0 => Ok(ModbusAddress::Tcp(with_port)),
-                _ => Err(format!("port `{port}` in `{s}` is not a number from 1 to 65535")),
+                _ => Err(AddressError::Port { port: port.to_string(), addr: s.to_string() }),
             }
         } else if let Some(rest) = s.strip_prefix("rtu://") {
             Serial::parse(s, rest).map(ModbusAddress::Rtu)
         } else {
-            Err(format!("`{s}` is not a Modbus address; write tcp://HOST:PORT or rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1"))
+            Err(AddressError::Scheme(s.to_string()))
         }
     }
 
@@ -135,9 +159,9 @@ mod tests {
         assert_eq!((s.path.as_str(), s.baud, s.parity, s.stop_bits, s.data_bits), ("/dev/ttyUSB0", 19200, Parity::Even, 2, 8));
         let ModbusAddress::Rtu(d) = ModbusAddress::parse("rtu:///dev/ttyS1").unwrap() else { panic!() };
         assert_eq!((d.baud, d.parity, d.stop_bits), (9600, Parity::None, 1));
-        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?baud=12").unwrap_err().contains("baud"));
-        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?parity=X").unwrap_err().contains("parity"));
-        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?speed=9600").unwrap_err().contains("unknown setting"));
+        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?baud=12").unwrap_err().to_string().contains("baud"));
+        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?parity=X").unwrap_err().to_string().contains("parity"));
+        assert!(ModbusAddress::parse("rtu:///dev/ttyS1?speed=9600").unwrap_err().to_string().contains("unknown setting"));
         assert!(ModbusAddress::parse("rtu://ttyS1").is_err());
     }
 

@@ -5,7 +5,7 @@ mod address;
 pub mod poller;
 pub mod register_map;
 
-pub use address::{ModbusAddress, Parity, Serial};
+pub use address::{AddressError, ModbusAddress, Parity, Serial};
 pub use shared::modbus::{decode_registers, DataType, WordOrder};
 pub use register_map::{RegisterMap, Table};
 

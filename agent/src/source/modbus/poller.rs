@@ -23,11 +23,43 @@ use shared::Quality;
 
 /// Why one read failed, worded for the person reading the log.
 #[derive(Debug)]
-enum ReadError {
+pub enum ReadError {
     /// The device answered; retrying the same request will not help (except busy).
     Exception(tokio_modbus::ExceptionCode),
     /// No usable answer: the connection is dropped and made again.
     Transport(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Exception(code) => f.write_str(&exception_name(*code)),
+            ReadError::Transport(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// A request that failed after its retries: the device's error in status and health.
+#[derive(Debug, thiserror::Error)]
+#[error("{address} unit {unit} {} {start}+{count}: {cause}", table.name())]
+struct RequestFailed {
+    address: ModbusAddress,
+    unit: u8,
+    table: Table,
+    start: u16,
+    count: u16,
+    cause: ReadError,
+}
+
+/// A `probe` read that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{address} unit {unit}: {cause}")]
+pub struct ProbeReadError {
+    address: ModbusAddress,
+    unit: u8,
+    cause: ReadError,
 }
 
 /// One connection to devices: opened on first use, dropped after a transport
@@ -114,17 +146,17 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(device: &ModbusDevice, stats: Arc<DeviceStats>) -> Result<Poller, String> {
-        Ok(Poller {
+    pub fn new(device: &ModbusDevice, stats: Arc<DeviceStats>) -> Poller {
+        Poller {
             sensor: device.sensor.clone(),
-            address: ModbusAddress::parse(&device.address)?,
+            address: (*device.address).clone(),
             unit: device.unit,
             interval: device.interval.0,
             timeout: device.timeout.0,
             retries: device.retries,
             map: RegisterMap::plan(device.point.iter().map(Into::into).collect(), device.max_gap),
             stats,
-        })
+        }
     }
 
     /// Polls one TCP device on its own link until `shutdown` turns true. While
@@ -169,8 +201,9 @@ impl Poller {
                         out.push(NewReading { sensor: self.sensor.clone(), metric: self.map.points[i].metric.clone(), ts_ms, value, quality: Quality::Good });
                     }
                 }
-                Err(message) => {
+                Err(failure) => {
                     failed += 1;
+                    let message = failure.to_string();
                     tracing::warn!(sensor = %self.sensor, address = %self.address, unit = self.unit, "{message}");
                     self.stats.error(message);
                 }
@@ -182,28 +215,25 @@ impl Poller {
         out
     }
 
-    async fn read_with_retries(&self, link: &mut Link, request: &Request) -> Result<Vec<u16>, String> {
+    async fn read_with_retries(&self, link: &mut Link, request: &Request) -> Result<Vec<u16>, RequestFailed> {
         let mut backoff = Duration::from_millis(50);
-        let mut last = String::new();
-        for attempt in 0..=self.retries {
+        let mut attempt = 0;
+        let cause = loop {
             if attempt > 0 {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(self.interval / 2);
             }
-            match link.read(self.unit, request.table, request.start, request.count, self.timeout).await {
+            let cause = match link.read(self.unit, request.table, request.start, request.count, self.timeout).await {
                 Ok(words) => return Ok(words),
-                Err(ReadError::Exception(code)) => {
-                    last = format!("{} unit {} {} {}+{}: {}", self.address, self.unit, request.table.name(), request.start, request.count, exception_name(code));
-                    if code != tokio_modbus::ExceptionCode::ServerDeviceBusy {
-                        break;
-                    }
-                }
-                Err(ReadError::Transport(e)) => {
-                    last = format!("{} unit {} {} {}+{}: {e}", self.address, self.unit, request.table.name(), request.start, request.count);
-                }
+                Err(e) => e,
+            };
+            attempt += 1;
+            let busy = matches!(cause, ReadError::Exception(tokio_modbus::ExceptionCode::ServerDeviceBusy));
+            if attempt > self.retries || (matches!(cause, ReadError::Exception(_)) && !busy) {
+                break cause;
             }
-        }
-        Err(last)
+        };
+        Err(RequestFailed { address: self.address.clone(), unit: self.unit, table: request.table, start: request.start, count: request.count, cause })
     }
 }
 
@@ -256,10 +286,7 @@ async fn read_table(c: &mut Context, table: Table, start: u16, count: u16, limit
 }
 
 /// Reads once outside any schedule: the commissioning path of `probe`.
-pub async fn read_once(address: &ModbusAddress, unit: u8, table: Table, start: u16, count: u16, limit: Duration) -> Result<Vec<u16>, String> {
+pub async fn read_once(address: &ModbusAddress, unit: u8, table: Table, start: u16, count: u16, limit: Duration) -> Result<Vec<u16>, ProbeReadError> {
     let mut link = Link::new(address.clone());
-    link.read(unit, table, start, count, limit).await.map_err(|e| match e {
-        ReadError::Exception(code) => format!("{address} unit {unit}: {}", exception_name(code)),
-        ReadError::Transport(m) => format!("{address} unit {unit}: {m}"),
-    })
+    link.read(unit, table, start, count, limit).await.map_err(|cause| ProbeReadError { address: address.clone(), unit, cause })
 }

@@ -29,11 +29,8 @@ impl Table {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Table, String> {
-        [Table::Coil, Table::Discrete, Table::Input, Table::Holding]
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| format!("unknown table `{s}`; one of holding input coil discrete"))
+    pub fn parse(s: &str) -> Result<Table, UnknownTable> {
+        [Table::Coil, Table::Discrete, Table::Input, Table::Holding].into_iter().find(|t| t.name() == s).ok_or_else(|| UnknownTable(s.to_string()))
     }
 
     /// The protocol's limit on one request (function codes 1-4).
@@ -45,6 +42,10 @@ impl Table {
         }
     }
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown table `{0}`; one of holding input coil discrete")]
+pub struct UnknownTable(pub String);
 
 /// One point as the poller needs it.
 #[derive(Debug, Clone, PartialEq)]

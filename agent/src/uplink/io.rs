@@ -1,0 +1,198 @@
+//! The uplink's I/O: the rumqttc event loop (connections, acks), the acker
+//! (deletes acknowledged readings) and the sender (reads batches, publishes
+//! them), which does what `window::Window` decides. Nothing here decides
+//! what to send or when to resend; it exists so that the protocol state in
+//! `window` stays free of sockets, tasks and clocks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::window::{Step, Window};
+use super::{state_payload, LinkState};
+use crate::outbox::{Outbox, OutboxError};
+use shared::url::BrokerUrl;
+use shared::wire::{Ack, Status};
+use shared::{topics, Batch};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn event_loop(
+    gateway: String,
+    url: BrokerUrl,
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    batch_key: Option<Arc<Vec<u8>>>,
+    link: watch::Sender<LinkState>,
+    wanted: watch::Sender<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ack_topic = topics::ack(&gateway);
+    let mut backoff = Duration::from_millis(100);
+    let mut epoch = 0u64;
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = shutdown.changed() => {
+                // A clean disconnect suppresses the last will, so say offline ourselves.
+                let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Offline)).await;
+                let _ = client.disconnect().await;
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                    if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) { break; }
+                }
+                return;
+            }
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(broker = %url, "uplink connected");
+                let _ = client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
+                let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Online)).await;
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                // Only now can an ack reach us, so only now is sending useful.
+                epoch += 1;
+                link.send_replace(LinkState { connected: true, epoch, last_error: None });
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => match serde_json::from_slice::<Ack>(&p.payload) {
+                // Believing a forged ack would delete readings never stored: with a key, only signed acks count.
+                Ok(a) if batch_key.as_ref().is_some_and(|k| !a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gateway, a.seq, m))) => {
+                    tracing::warn!(seq = a.seq, "ignoring an ack without a valid signature (forged, or the collector lacks this gateway's batch key)");
+                }
+                // Every ack wakes the acker, a repeated one too: it retries a deletion that failed.
+                Ok(a) => wanted.send_modify(|v| *v = (*v).max(a.seq)),
+                Err(e) => tracing::warn!(topic = %p.topic, "ignoring an ack that is not {{\"seq\":N}}: {e}"),
+            },
+            Ok(_) => {}
+            Err(e) => {
+                let msg = format!("uplink to {url}: {e}");
+                tracing::warn!("{msg}; retrying in {backoff:?}");
+                link.send_modify(|s| {
+                    s.connected = false;
+                    s.last_error = Some(msg);
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Deletes acknowledged readings from the outbox, on the blocking pool, and
+/// then tells the sender. Acks are cumulative, so those that arrive while a
+/// deletion runs are folded into the next one. Ends with the event loop.
+pub(super) async fn acker(outbox: Arc<dyn Outbox>, mut wanted: watch::Receiver<u64>, acked: watch::Sender<u64>) {
+    while wanted.changed().await.is_ok() {
+        let upto = *wanted.borrow_and_update();
+        if upto <= *acked.borrow() {
+            continue;
+        }
+        let ob = outbox.clone();
+        // A JoinError only happens when the runtime is being torn down.
+        let Ok(deleted) = tokio::task::spawn_blocking(move || ob.ack(upto)).await else { return };
+        match deleted {
+            Ok(()) => {
+                acked.send_if_modified(|v| {
+                    let grew = upto > *v;
+                    *v = (*v).max(upto);
+                    grew
+                });
+            }
+            Err(e) => tracing::error!("cannot delete acknowledged readings up to seq {upto}: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("cannot queue batch for {topic}: {err}")]
+    Publish { topic: String, err: rumqttc::ClientError },
+    #[error("the runtime is shutting down")]
+    Stopped,
+}
+
+pub(super) struct Sender {
+    pub gateway: String,
+    pub client: AsyncClient,
+    pub outbox: Arc<dyn Outbox>,
+    pub batch_max: usize,
+    pub batch_key: Option<Arc<Vec<u8>>>,
+}
+
+impl Sender {
+    pub async fn run(
+        self,
+        mut window: Window,
+        mut durable: watch::Receiver<u64>,
+        mut acked: watch::Receiver<u64>,
+        mut link: watch::Receiver<LinkState>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let topic = topics::up(&self.gateway);
+        let mut epoch = 0;
+        loop {
+            window.ack(*acked.borrow_and_update());
+            window.durable(*durable.borrow_and_update());
+            let state = link.borrow_and_update().clone();
+            window.connected(state.connected);
+            if state.epoch != epoch {
+                epoch = state.epoch;
+                window.reconnected();
+            }
+            let until = match window.poll(Instant::now().into_std()) {
+                Step::AckTimedOut { from } => {
+                    tracing::warn!(gateway = %self.gateway, "no ack within {:?}; resending from seq {from}", window.ack_timeout());
+                    continue;
+                }
+                Step::Send { from, upto } => {
+                    match self.send(&topic, from, upto).await {
+                        Ok(Some((first, last))) => window.sent(first, last, Instant::now().into_std()),
+                        Ok(None) => window.nothing_held(upto),
+                        Err(SendError::Stopped) => return,
+                        Err(e) => {
+                            tracing::error!(gateway = %self.gateway, "{e}");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                    continue;
+                }
+                Step::Wait { until } => until.map(Instant::from_std).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                _ = durable.changed() => {}
+                _ = acked.changed() => {}
+                _ = link.changed() => {}
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Sends the next batch from `from`; the first and last seq it carried, or
+    /// None when the outbox holds nothing in range (all of it acked or dropped
+    /// meanwhile). The outbox is read on the blocking pool.
+    async fn send(&self, topic: &str, from: u64, upto: u64) -> Result<Option<(u64, u64)>, SendError> {
+        let (ob, max) = (self.outbox.clone(), self.batch_max);
+        let readings = tokio::task::spawn_blocking(move || ob.read(from, upto, max)).await.map_err(|_| SendError::Stopped)??;
+        let (Some(first), Some(last)) = (readings.first().map(|r| r.seq), readings.last().map(|r| r.seq)) else { return Ok(None) };
+        let floor = self.outbox.stats().floor_seq.min(first);
+        let batch = Batch::new(self.gateway.clone(), floor, readings);
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, match &self.batch_key {
+                Some(k) => shared::auth::seal_batch(k, batch.encode()),
+                None => batch.encode(),
+            })
+            .await
+            .map_err(|err| SendError::Publish { topic: topic.to_string(), err })?;
+        Ok(Some((first, last)))
+    }
+}

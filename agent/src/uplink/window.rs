@@ -1,0 +1,303 @@
+//! The uplink's in-flight window as a pure state machine: which seq goes next,
+//! which batches are out and since when, what the collector has acknowledged.
+//! It exists apart from the MQTT I/O (as rumqtt keeps protocol state apart
+//! from links) so every rule of "nothing lost, nothing twice" on the sending
+//! side is tested without a broker, a runtime or a clock: time is a parameter.
+//!
+//! Rules: only durable seqs are sent; at most `max_inflight` batches are out;
+//! acks are cumulative (a duplicate or older one changes nothing); a batch
+//! whose ack does not come within `ack_timeout`, and everything unacked when
+//! the link comes back, is sent again from the acked floor, in order (the
+//! collector drops the duplicates). A partial batch waits for `linger` unless
+//! `batch_max` readings are ready.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A batch sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub first: u64,
+    pub last: u64,
+    pub sent: Instant,
+}
+
+/// What the I/O side should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Read up to `batch_max` readings with `from <= seq <= upto` and publish
+    /// them; then report `sent` (or `nothing_held` when none were left).
+    Send { from: u64, upto: u64 },
+    /// The oldest batch waited `ack_timeout` for its ack: the window was
+    /// emptied and sending starts again at `from`. Call `poll` again.
+    AckTimedOut { from: u64 },
+    /// Nothing to do until `until` or the next event (`None`: only an event).
+    Wait { until: Option<Instant> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    batch_max: u64,
+    linger: Duration,
+    ack_timeout: Duration,
+    max_inflight: usize,
+    /// The next seq to send.
+    cursor: u64,
+    /// Every seq at or below it is acknowledged.
+    acked: u64,
+    /// The highest seq the outbox has made durable: nothing above it is sent.
+    durable: u64,
+    connected: bool,
+    inflight: VecDeque<InFlight>,
+    /// Since when a partial batch has been ready, for `linger`.
+    waiting_since: Option<Instant>,
+}
+
+impl Window {
+    pub fn new(acked: u64, batch_max: usize, linger: Duration, ack_timeout: Duration, max_inflight: usize) -> Window {
+        Window {
+            batch_max: batch_max as u64,
+            linger,
+            ack_timeout,
+            max_inflight,
+            cursor: acked + 1,
+            acked,
+            durable: 0,
+            connected: false,
+            inflight: VecDeque::new(),
+            waiting_since: None,
+        }
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    pub fn ack_timeout(&self) -> Duration {
+        self.ack_timeout
+    }
+
+    pub fn inflight(&self) -> impl Iterator<Item = &InFlight> {
+        self.inflight.iter()
+    }
+
+    /// The outbox made everything up to `seq` durable.
+    pub fn durable(&mut self, seq: u64) {
+        self.durable = seq;
+    }
+
+    /// The collector acknowledged everything up to `upto`. Cumulative: an ack
+    /// at or below the last one changes nothing. One beyond anything sent is
+    /// believed too (the outbox has already deleted those readings), and
+    /// sending goes on after it.
+    pub fn ack(&mut self, upto: u64) {
+        self.acked = self.acked.max(upto);
+        while self.inflight.front().is_some_and(|b| b.last <= self.acked) {
+            self.inflight.pop_front();
+        }
+        self.cursor = self.cursor.max(self.acked + 1);
+    }
+
+    pub fn connected(&mut self, connected: bool) {
+        self.connected = connected;
+    }
+
+    /// A new connection: whatever was in flight may be gone; start again after
+    /// the last ack and let the collector drop duplicates.
+    pub fn reconnected(&mut self) {
+        self.resend_all();
+    }
+
+    fn resend_all(&mut self) {
+        self.inflight.clear();
+        self.cursor = self.acked + 1;
+    }
+
+    /// A batch of `first..=last` went out at `now`.
+    pub fn sent(&mut self, first: u64, last: u64, now: Instant) {
+        self.inflight.push_back(InFlight { first, last, sent: now });
+        self.cursor = last + 1;
+        self.settle();
+    }
+
+    /// The outbox held nothing in `cursor..=upto` (acked or dropped meanwhile).
+    pub fn nothing_held(&mut self, upto: u64) {
+        self.cursor = upto + 1;
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        if self.cursor > self.durable {
+            self.waiting_since = None;
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.inflight.len() < self.max_inflight
+    }
+
+    /// What to do at `now`.
+    pub fn poll(&mut self, now: Instant) -> Step {
+        if let Some(oldest) = self.inflight.front() {
+            if now.saturating_duration_since(oldest.sent) >= self.ack_timeout {
+                self.resend_all();
+                return Step::AckTimedOut { from: self.cursor };
+            }
+        }
+        if self.connected && self.cursor <= self.durable && self.has_room() {
+            let since = *self.waiting_since.get_or_insert(now);
+            if self.durable - self.cursor + 1 >= self.batch_max || now.saturating_duration_since(since) >= self.linger {
+                return Step::Send { from: self.cursor, upto: self.durable };
+            }
+        } else if self.cursor > self.durable {
+            self.waiting_since = None;
+        }
+        let mut until: Option<Instant> = None;
+        // With the window full only an ack can let a batch go: a linger
+        // deadline already past would wake the sender at once, forever.
+        if let (Some(since), true, true) = (self.waiting_since, self.connected, self.has_room()) {
+            until = Some(since + self.linger);
+        }
+        if let Some(oldest) = self.inflight.front() {
+            let timeout = oldest.sent + self.ack_timeout;
+            until = Some(until.map_or(timeout, |u| u.min(timeout)));
+        }
+        Step::Wait { until }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_millis(200);
+    const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A connected window with `durable` readings ready, batches of 10, 3 in flight at most.
+    fn window(durable: u64) -> (Window, Instant) {
+        let mut w = Window::new(0, 10, LINGER, ACK_TIMEOUT, 3);
+        w.connected(true);
+        w.durable(durable);
+        (w, Instant::now())
+    }
+
+    /// Polls once and, if told to send, sends a full batch (or up to `upto`).
+    fn send_next(w: &mut Window, now: Instant) -> Option<(u64, u64)> {
+        match w.poll(now) {
+            Step::Send { from, upto } => {
+                let last = upto.min(from + 9);
+                w.sent(from, last, now);
+                Some((from, last))
+            }
+            _ => None,
+        }
+    }
+
+    fn ranges(w: &Window) -> Vec<(u64, u64)> {
+        w.inflight().map(|b| (b.first, b.last)).collect()
+    }
+
+    #[test]
+    fn full_batches_go_at_once_and_a_full_window_blocks_sending_until_an_ack() {
+        let (mut w, t) = window(100);
+        assert_eq!(send_next(&mut w, t), Some((1, 10)));
+        assert_eq!(send_next(&mut w, t), Some((11, 20)));
+        assert_eq!(send_next(&mut w, t), Some((21, 30)));
+        // Full: the only deadline is the oldest batch's ack timeout, not linger.
+        assert_eq!(w.poll(t + LINGER * 5), Step::Wait { until: Some(t + ACK_TIMEOUT) });
+        w.ack(10);
+        assert_eq!(send_next(&mut w, t + LINGER * 5), Some((31, 40)));
+    }
+
+    #[test]
+    fn a_partial_batch_waits_for_linger_and_nothing_goes_past_the_durable_seq() {
+        let (mut w, t) = window(5);
+        assert_eq!(w.poll(t), Step::Wait { until: Some(t + LINGER) });
+        assert_eq!(w.poll(t + LINGER), Step::Send { from: 1, upto: 5 });
+        w.sent(1, 5, t + LINGER);
+        assert_eq!(w.poll(t + LINGER), Step::Wait { until: Some(t + LINGER + ACK_TIMEOUT) });
+        w.durable(7);
+        assert_eq!(w.poll(t + LINGER * 2), Step::Wait { until: Some(t + LINGER * 3) }, "linger counts from when 6..=7 became ready");
+    }
+
+    #[test]
+    fn nothing_is_sent_while_disconnected() {
+        let (mut w, t) = window(100);
+        w.connected(false);
+        assert_eq!(w.poll(t + LINGER), Step::Wait { until: None });
+    }
+
+    #[test]
+    fn an_ack_in_the_middle_of_the_window_releases_only_the_batches_it_covers() {
+        let (mut w, t) = window(100);
+        for _ in 0..3 {
+            send_next(&mut w, t);
+        }
+        w.ack(15);
+        assert_eq!(ranges(&w), vec![(11, 20), (21, 30)], "11..=20 is only partly acknowledged");
+        assert_eq!(w.cursor(), 31);
+        w.ack(20);
+        assert_eq!(ranges(&w), vec![(21, 30)]);
+        assert_eq!((w.acked(), w.cursor()), (20, 31));
+    }
+
+    #[test]
+    fn duplicate_and_older_acks_change_nothing() {
+        let (mut w, t) = window(100);
+        send_next(&mut w, t);
+        send_next(&mut w, t);
+        w.ack(10);
+        let before = (w.acked(), w.cursor(), ranges(&w));
+        w.ack(10);
+        w.ack(3);
+        assert_eq!((w.acked(), w.cursor(), ranges(&w)), before);
+    }
+
+    #[test]
+    fn an_ack_for_seqs_never_sent_is_believed_and_sending_goes_on_after_it() {
+        let (mut w, t) = window(100);
+        send_next(&mut w, t);
+        w.ack(50);
+        assert_eq!((w.acked(), w.cursor(), ranges(&w)), (50, 51, vec![]));
+        assert_eq!(send_next(&mut w, t), Some((51, 60)));
+    }
+
+    #[test]
+    fn no_ack_within_the_timeout_resends_from_the_acked_floor() {
+        let (mut w, t) = window(20);
+        send_next(&mut w, t);
+        send_next(&mut w, t + Duration::from_secs(1));
+        w.ack(4);
+        assert_eq!(w.poll(t + ACK_TIMEOUT - Duration::from_millis(1)), Step::Wait { until: Some(t + ACK_TIMEOUT) });
+        assert_eq!(w.poll(t + ACK_TIMEOUT), Step::AckTimedOut { from: 5 });
+        assert_eq!(ranges(&w), vec![]);
+        assert_eq!(send_next(&mut w, t + ACK_TIMEOUT), Some((5, 14)));
+    }
+
+    #[test]
+    fn a_reconnect_resends_everything_unacked_in_order() {
+        let (mut w, t) = window(35);
+        for _ in 0..3 {
+            send_next(&mut w, t);
+        }
+        w.ack(10);
+        w.connected(false);
+        w.reconnected();
+        w.connected(true);
+        assert_eq!(ranges(&w), vec![]);
+        let resent: Vec<(u64, u64)> = std::iter::from_fn(|| send_next(&mut w, t + LINGER)).collect();
+        assert_eq!(resent, vec![(11, 20), (21, 30), (31, 35)]);
+    }
+
+    #[test]
+    fn readings_gone_from_the_outbox_are_skipped() {
+        let (mut w, t) = window(100);
+        assert_eq!(w.poll(t), Step::Send { from: 1, upto: 100 });
+        w.nothing_held(100);
+        assert_eq!((w.cursor(), w.poll(t)), (101, Step::Wait { until: None }));
+    }
+}

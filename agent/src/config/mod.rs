@@ -1,0 +1,247 @@
+//! The agent's config file: plain serde structs, checked once at start-up.
+//! Every key is documented in `configs/agent.toml`. Values written as text
+//! with a grammar of their own (broker URLs, Modbus addresses, where an MQTT
+//! message's sensor id comes from, the status address) are parsed while the
+//! file is read: a bad one is a `check` error on its line, and the running
+//! agent never parses them again.
+
+mod text;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use shared::config::{ByteSize, HumanDuration};
+use shared::url::BrokerUrl;
+
+use crate::source::modbus::{DataType, ModbusAddress, Table, WordOrder};
+use crate::source::mqtt::{SensorFrom, TimestampFrom};
+
+pub use text::{ConfigText, NotIpPort, Written};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub gateway: String,
+    pub uplink: UplinkConfig,
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
+    #[serde(default)]
+    pub modbus: Vec<ModbusDevice>,
+    #[serde(default)]
+    pub mqtt: Vec<MqttSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    pub broker: Written<BrokerUrl>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// With mqtts://: the CA that signed the broker's certificate (system roots otherwise).
+    pub ca_file: Option<PathBuf>,
+    /// With mqtts://: this gateway's client certificate and its private key (PEM).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The gateway's batch key, shared with the collector's `[[gateway]]`
+    /// entry: batches carry its HMAC and only acks signed with it are believed.
+    pub batch_key_file: Option<PathBuf>,
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
+    /// How long a sent batch may wait for the collector's ack before it is resent.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: HumanDuration,
+    /// Batches sent and not yet acknowledged, at most.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    /// How often `health/{gateway}` is published.
+    #[serde(default = "default_health_interval")]
+    pub health_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    DropOldest,
+    StopPolling,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    pub path: PathBuf,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "default_when_full")]
+    pub when_full: WhenFull,
+    #[serde(default = "default_flush")]
+    pub flush: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    #[serde(default = "default_status_listen")]
+    pub listen: Written<SocketAddr>,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig { listen: default_status_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDevice {
+    pub sensor: String,
+    pub address: Written<ModbusAddress>,
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Unmapped registers a single request may read across to join two points.
+    #[serde(default)]
+    pub max_gap: u16,
+    #[serde(default)]
+    pub point: Vec<PointConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointConfig {
+    pub metric: String,
+    pub table: Table,
+    pub address: u16,
+    #[serde(rename = "type", default = "default_type")]
+    pub data_type: DataType,
+    #[serde(default)]
+    pub order: WordOrder,
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    pub unit: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSource {
+    pub broker: Written<BrokerUrl>,
+    pub topic: String,
+    pub sensor: SensorFrom,
+    pub timestamp: Option<TimestampFrom>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+fn default_batch_max() -> usize {
+    500
+}
+fn default_linger() -> HumanDuration {
+    Duration::from_millis(200).into()
+}
+fn default_ack_timeout() -> HumanDuration {
+    Duration::from_secs(10).into()
+}
+fn default_max_inflight() -> usize {
+    4
+}
+fn default_health_interval() -> HumanDuration {
+    Duration::from_secs(10).into()
+}
+fn default_max_bytes() -> ByteSize {
+    ByteSize(512 << 20)
+}
+fn default_when_full() -> WhenFull {
+    WhenFull::DropOldest
+}
+fn default_flush() -> HumanDuration {
+    Duration::from_millis(100).into()
+}
+fn default_status_listen() -> Written<SocketAddr> {
+    Written::parse("127.0.0.1:9102").expect("a valid default")
+}
+fn default_unit() -> u8 {
+    1
+}
+fn default_interval() -> HumanDuration {
+    Duration::from_secs(5).into()
+}
+fn default_timeout() -> HumanDuration {
+    Duration::from_secs(1).into()
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_type() -> DataType {
+    DataType::U16
+}
+fn one() -> f64 {
+    1.0
+}
+
+impl AgentConfig {
+    /// A one-line account of what will run, printed by `check`.
+    pub fn summary(&self) -> String {
+        let points: usize = self.modbus.iter().map(|d| d.point.len()).sum();
+        let fields: usize = self.mqtt.iter().map(|m| m.fields.len()).sum();
+        format!(
+            "gateway {}: {} Modbus device(s) with {} point(s), {} MQTT source(s) with {} field(s), uplink {}, buffer {} (max {} bytes, {})",
+            self.gateway,
+            self.modbus.len(),
+            points,
+            self.mqtt.len(),
+            fields,
+            self.uplink.broker,
+            self.buffer.path.display(),
+            self.buffer.max_bytes.0,
+            match self.buffer.when_full {
+                WhenFull::DropOldest => "drop_oldest",
+                WhenFull::StopPolling => "stop_polling",
+            }
+        )
+    }
+}
+
+impl AgentConfig {
+    /// What will be polled, one line per device and source: `check --verbose`.
+    pub fn plan(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in &self.modbus {
+            let map = crate::source::modbus::RegisterMap::plan(d.point.iter().map(Into::into).collect(), d.max_gap);
+            let requests: Vec<String> = map.requests.iter().map(|r| format!("{} {}+{}", r.table.name(), r.start, r.count)).collect();
+            let metrics: Vec<&str> = d.point.iter().map(|p| p.metric.as_str()).collect();
+            out.push(format!(
+                "{} at {} unit {} every {} (timeout {}, {} retries): {} in {} request(s): {}",
+                d.sensor,
+                d.address,
+                d.unit,
+                humantime::format_duration(d.interval.0),
+                humantime::format_duration(d.timeout.0),
+                d.retries,
+                metrics.join(", "),
+                requests.len(),
+                requests.join(", ")
+            ));
+        }
+        for (i, m) in self.mqtt.iter().enumerate() {
+            let fields: Vec<String> = m.fields.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            out.push(format!("mqtt[{i}] {} topic {} sensor {}: {}", m.broker, m.topic, m.sensor, fields.join(", ")));
+        }
+        out
+    }
+}
+

@@ -1,4 +1,4 @@
-//! The `citysense-collector` command line: run, check, demo.
+//! The `citysense-collector` command line: run, check, token, gateway-credentials.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use collector::config::CollectorConfig;
-use collector::demo::{Demo, DemoOptions};
 use collector::Collector;
 
 #[derive(Parser)]
@@ -45,17 +44,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Collector, simulated city and agents in one process; dashboard on http://127.0.0.1:8080.
+    /// The demo is its own binary, `citysense-demo`: this only says so.
+    #[command(hide = true, disable_help_flag = true)]
     Demo {
-        /// Extra settings layered over the demo's own.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Where the stores live (a temporary directory otherwise).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// HTTP address for the dashboard and API.
-        #[arg(long)]
-        http: Option<String>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        _args: Vec<String>,
     },
 }
 
@@ -90,13 +83,13 @@ fn main() -> ExitCode {
                 let c = Collector::start(cfg).await?;
                 println!("citysense-collector: mqtt on {}", c.mqtt_url);
                 println!("citysense-collector: http on http://{}", c.http_addr);
-                wait_for_signal().await;
+                collector::wait_for_signal().await;
                 c.shutdown().await;
                 Ok(())
             }))
         }
         Command::Token { name, role } => {
-            let Ok(role) = serde_json::from_value::<collector::auth::Role>(serde_json::Value::String(role.clone())) else {
+            let Ok(role) = serde_json::from_value::<collector::http::auth::Role>(serde_json::Value::String(role.clone())) else {
                 eprintln!("citysense-collector token: role `{role}` is not viewer, operator or admin");
                 return ExitCode::from(2);
             };
@@ -109,18 +102,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::GatewayCredentials { id, out } => finish(gateway_credentials(&id, &out)),
-        Command::Demo { config, data, http } => {
-            collector::init_tracing();
-            finish(rt().block_on(async {
-                let demo = Demo::start(DemoOptions { config, data, http, ..Default::default() }).await?;
-                println!("citysense demo: {} sensors, 2 gateways, data in {}", demo.city.sensors().len(), demo.data.display());
-                println!("citysense demo: MQTT broker at {}", demo.collector.mqtt_url);
-                println!("citysense demo: force an anomaly: curl -X POST 'http://{}/force?sensor=aq-001&metric=pm25&value=180'  (then /clear?sensor=aq-001)", demo.control);
-                println!("citysense demo: dashboard at http://{}  (Ctrl-C to stop)", demo.collector.http_addr);
-                wait_for_signal().await;
-                demo.shutdown().await;
-                Ok(())
-            }))
+        Command::Demo { .. } => {
+            // The demo links the agent and the simulator, which the production
+            // collector must not carry.
+            eprintln!("citysense-collector: the demo is its own binary now: cargo run --release -p citysense-demo (same flags)");
+            ExitCode::from(2)
         }
     }
 }
@@ -154,14 +140,5 @@ fn finish(r: anyhow::Result<()>) -> ExitCode {
             eprintln!("citysense-collector: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

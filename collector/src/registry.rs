@@ -6,6 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::RwLock;
 
+use shared::clock::SharedClock;
+
+use crate::ingest::Rejection;
+
 use serde::Serialize;
 use shared::wire::{Health, Status};
 use shared::{Quality, Reading};
@@ -20,12 +24,12 @@ pub struct Counters {
     pub store_errors: AtomicU64,
     /// Batches of stored readings the alert engine could not take in time.
     pub rules_lagged: AtomicU64,
-    /// Rejected batches by reason label.
-    pub rejected: RwLock<BTreeMap<&'static str, u64>>,
+    /// Rejected batches by reason.
+    pub rejected: RwLock<BTreeMap<Rejection, u64>>,
 }
 
 impl Counters {
-    pub fn reject(&self, reason: &'static str) {
+    pub fn reject(&self, reason: Rejection) {
         *self.rejected.write().unwrap().entry(reason).or_default() += 1;
     }
 }
@@ -58,14 +62,24 @@ pub struct GatewayView {
     pub health: Option<Health>,
 }
 
-#[derive(Default)]
 pub struct Registry {
+    clock: SharedClock,
     pub counters: Counters,
     sensors: RwLock<HashMap<String, SensorSeen>>,
     gateways: RwLock<BTreeMap<String, GatewayView>>,
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(shared::clock::system())
+    }
+}
+
 impl Registry {
+    pub fn new(clock: SharedClock) -> Registry {
+        Registry { clock, counters: Counters::default(), sensors: RwLock::default(), gateways: RwLock::default() }
+    }
+
     fn with_gateway<T>(&self, id: &str, f: impl FnOnce(&mut GatewayView) -> T) -> T {
         let mut gws = self.gateways.write().unwrap();
         let g = gws.entry(id.to_string()).or_insert_with(|| GatewayView { id: id.to_string(), status: "unknown", ..Default::default() });
@@ -74,7 +88,7 @@ impl Registry {
 
     /// Records readings just stored for `gateway`.
     pub fn stored(&self, gateway: &str, readings: &[Reading], received: u64, duplicates: u64, acked: u64) {
-        let now = shared::now_ms();
+        let now = self.clock.now_ms();
         {
             let mut sensors = self.sensors.write().unwrap();
             for r in readings {
@@ -130,7 +144,7 @@ impl Registry {
 
     pub fn health(&self, gateway: &str, health: Health) {
         self.with_gateway(gateway, |g| {
-            g.last_seen_ms = Some(shared::now_ms());
+            g.last_seen_ms = Some(self.clock.now_ms());
             g.health = Some(health);
         });
     }

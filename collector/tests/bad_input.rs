@@ -1,11 +1,10 @@
 //! Malformed, foreign-version and mislabelled batches are rejected and counted;
 //! the collector keeps serving and still stores good batches exactly once.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use shared::{topics, Batch, Quality, Reading};
 

@@ -1,11 +1,10 @@
 //! The catalogue as served, uncatalogued sensors listed for an operator, and
 //! the export of a time range as CSV and line protocol.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use shared::{Quality, Reading};
 
 const CATALOGUE: &str = r#"

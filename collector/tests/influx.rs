@@ -2,76 +2,45 @@
 //! (VictoriaMetrics, started here on loopback with its data in a temp dir),
 //! and against a server that refuses one bad point.
 
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use serde_json::Value;
 use shared::{Quality, Reading};
 
-struct Victoria {
-    child: Option<Child>,
-    port: u16,
-    data: PathBuf,
+/// VictoriaMetrics started and answering `/health`.
+async fn start_vm(data: &Path, port: u16) -> Victoria {
+    let vm = Victoria::start(data, port).unwrap_or_else(|e| panic!("{e:#}"));
+    answering(&vm).await;
+    vm
 }
 
-impl Victoria {
-    async fn start(data: &Path, port: u16) -> Victoria {
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", data.display()))
-            .arg("-retentionPeriod=100y")
-            .arg("-loggerLevel=ERROR")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start victoria-metrics ({e}): run ./tests/run, which installs it"));
-        let vm = Victoria { child: Some(Child(child)), port, data: data.to_path_buf() };
-        wait_for_port(port, "VictoriaMetrics to listen").await;
-        wait_for("VictoriaMetrics /health", Duration::from_secs(30), || async { (get(vm.addr(), "/health").await.0 == 200).then_some(()) }).await;
-        vm
-    }
+async fn answering(vm: &Victoria) {
+    wait_for("VictoriaMetrics /health", Duration::from_secs(30), || async { (get(vm.addr(), "/health").await.0 == 200).then_some(()) }).await;
+}
 
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+/// Every exported sample of series whose name matches `name_re`:
+/// (name, labels without the name) → (ts_ms, value) in export order.
+async fn export(vm: &Victoria, name_re: &str) -> BTreeMap<(String, BTreeMap<String, String>), Vec<(i64, f64)>> {
+    assert_eq!(get(vm.addr(), "/internal/force_flush").await.0, 200);
+    let q = format!("{{__name__=~\"{name_re}\"}}");
+    let enc: String = q.bytes().map(|b| format!("%{b:02X}")).collect();
+    let (status, body) = get(vm.addr(), &format!("/api/v1/export?match[]={enc}")).await;
+    assert_eq!(status, 200, "{body}");
+    let mut out = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let mut labels: BTreeMap<String, String> = v["metric"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
+        let name = labels.remove("__name__").unwrap();
+        let ts = v["timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap());
+        let vals = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap());
+        out.entry((name, labels)).or_insert_with(Vec::new).extend(ts.zip(vals));
     }
-
-    /// A clean stop (SIGTERM): what it confirmed is on disk.
-    async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            Command::new("kill").arg("-TERM").arg(c.0.id().to_string()).status().unwrap();
-            let _ = c.0.wait();
-        }
-    }
-
-    async fn restart(&mut self) {
-        let data = self.data.clone();
-        *self = Victoria::start(&data, self.port).await;
-    }
-
-    /// Every exported sample of series whose name matches `name_re`:
-    /// (name, labels without the name) → (ts_ms, value) in export order.
-    async fn export(&self, name_re: &str) -> BTreeMap<(String, BTreeMap<String, String>), Vec<(i64, f64)>> {
-        assert_eq!(get(self.addr(), "/internal/force_flush").await.0, 200);
-        let q = format!("{{__name__=~\"{name_re}\"}}");
-        let enc: String = q.bytes().map(|b| format!("%{b:02X}")).collect();
-        let (status, body) = get(self.addr(), &format!("/api/v1/export?match[]={enc}")).await;
-        assert_eq!(status, 200, "{body}");
-        let mut out = BTreeMap::new();
-        for line in body.lines().filter(|l| !l.trim().is_empty()) {
-            let v: Value = serde_json::from_str(line).unwrap();
-            let mut labels: BTreeMap<String, String> = v["metric"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
-            let name = labels.remove("__name__").unwrap();
-            let ts = v["timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap());
-            let vals = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap());
-            out.entry((name, labels)).or_insert_with(Vec::new).extend(ts.zip(vals));
-        }
-        out
-    }
+    out
 }
 
 const CATALOGUE: &str = r#"
@@ -104,7 +73,7 @@ async fn wait_drained(addr: SocketAddr, written: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_reach_victoria_metrics_with_their_tags_and_values() {
     let dir = tempfile::tempdir().unwrap();
-    let vm = Victoria::start(&dir.path().join("vm"), free_port()).await;
+    let vm = start_vm(&dir.path().join("vm"), free_port()).await;
     let c = collector(dir.path(), None, &format!("{}{CATALOGUE}", influx_toml(vm.port))).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-v").await;
     let t0 = shared::now_ms() - 3_600_000;
@@ -130,7 +99,7 @@ async fn points_reach_victoria_metrics_with_their_tags_and_values() {
     let got = wait_for("all 400 points in VictoriaMetrics' export", Duration::from_secs(60), || {
         let vm = &vm;
         async move {
-            let got = vm.export("pm25_.*|noise_laeq_.*").await;
+            let got = export(&vm, "pm25_.*|noise_laeq_.*").await;
             let n: usize = got.values().map(Vec::len).sum();
             (n >= 800).then_some(got)
         }
@@ -146,7 +115,7 @@ async fn points_reach_victoria_metrics_with_their_tags_and_values() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_second_outage_delays_points_and_loses_or_duplicates_none() {
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = Victoria::start(&dir.path().join("vm"), free_port()).await;
+    let mut vm = start_vm(&dir.path().join("vm"), free_port()).await;
     let c = collector(dir.path(), None, &format!("{}{CATALOGUE}", influx_toml(vm.port))).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-o").await;
     let t0 = shared::now_ms() - 3_600_000;
@@ -162,7 +131,7 @@ async fn a_20_second_outage_delays_points_and_loses_or_duplicates_none() {
     });
     // Mid-stream: some points are in, then the server goes away for 20 s.
     wait_for("the first points written", Duration::from_secs(20), || async { (metric(c.http_addr, "citysense_influx_points_written_total").await > 0.0).then_some(()) }).await;
-    vm.stop().await;
+    vm.stop();
     let stopped = tokio::time::Instant::now();
     wait_for("a backlog while the server is down", Duration::from_secs(20), || async { (metric(c.http_addr, "citysense_influx_backlog").await > 0.0).then_some(()) }).await;
     tokio::time::sleep_until(stopped + Duration::from_secs(20)).await;
@@ -170,7 +139,8 @@ async fn a_20_second_outage_delays_points_and_loses_or_duplicates_none() {
     let errors = metric(c.http_addr, "citysense_influx_write_errors_total").await;
     assert!(backlog >= 1000.0, "20 s of a 200 readings/s stream waits in the log, found {backlog}");
     assert!(errors > 0.0);
-    vm.restart().await;
+    vm.restart().unwrap();
+    answering(&vm).await;
     let drain_from = std::time::Instant::now();
     publisher.await.unwrap();
     let total = (batches * per_batch) as f64;
@@ -180,7 +150,7 @@ async fn a_20_second_outage_delays_points_and_loses_or_duplicates_none() {
     let got = wait_for("every point in VictoriaMetrics' export", Duration::from_secs(60), || {
         let vm = &vm;
         async move {
-            let got = vm.export("pm25_value").await;
+            let got = export(&vm, "pm25_value").await;
             let n: usize = got.values().map(Vec::len).sum();
             (n >= total as usize).then_some(got)
         }

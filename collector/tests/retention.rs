@@ -2,15 +2,14 @@
 //! retention are gone, rollups hold the right aggregates, the store stops
 //! growing under steady load; through the API, a `step` picks the rollups.
 
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use collector::config::{KeepConfig, Lifetime};
-use collector::lifecycle::Policy;
+use collector::store::settings::{KeepConfig, Lifetime};
+use collector::store::lifecycle::Policy;
 use collector::store::{aggregate, Agg, Level, RedbStore, Store, Write};
-use common::*;
+use support::*;
 use shared::{Quality, Reading};
 
 const T0: i64 = 1_700_002_800_000; // a whole hour

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod clock;
 pub mod config;
 pub mod modbus;
 pub mod reading;

@@ -10,7 +10,7 @@ use shared::topics;
 use shared::wire::Live;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Bus, FeedEvent};
+use crate::messages::{Bus, FeedEvent};
 
 pub async fn alerts(bus: Bus, client: AsyncClient) {
     let mut rx = bus.subscribe();

@@ -53,16 +53,16 @@ struct Delivery {
 }
 
 impl Outbox {
-    pub fn open(db: &sled::Db) -> Result<Outbox, String> {
-        let tree = db.open_tree("webhooks").map_err(|e| e.to_string())?;
-        let next = tree.last().map_err(|e| e.to_string())?.map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1).unwrap_or(1);
+    pub fn open(db: &sled::Db) -> Result<Outbox, sled::Error> {
+        let tree = db.open_tree("webhooks")?;
+        let next = tree.last()?.map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1).unwrap_or(1);
         Ok(Outbox { tree, next: AtomicU64::new(next), notify: Notify::new(), delivered: AtomicU64::new(0), failures: AtomicU64::new(0) })
     }
 
-    pub fn enqueue(&self, hook: usize, body: String) -> Result<(), String> {
+    pub fn enqueue(&self, hook: usize, body: String) -> Result<(), sled::Error> {
         let k = self.next.fetch_add(1, Relaxed);
-        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body }).expect("delivery serializes")).map_err(|e| e.to_string())?;
-        self.tree.flush().map_err(|e| e.to_string())?;
+        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body }).expect("delivery serializes"))?;
+        self.tree.flush()?;
         self.notify.notify_one();
         Ok(())
     }

@@ -9,6 +9,7 @@ use shared::Reading;
 
 use super::alert::{Alert, Change, State};
 use super::rule::{glob, Kind, Rule};
+use super::AlertError;
 
 /// What the catalogue says about a sensor, for selectors.
 #[derive(Debug, Clone, Default)]
@@ -88,9 +89,9 @@ impl Engine {
         &self.rules
     }
 
-    pub fn add_rule(&mut self, rule: Rule) -> Result<(), String> {
+    pub fn add_rule(&mut self, rule: Rule) -> Result<(), AlertError> {
         if self.rules.iter().any(|r| r.id == rule.id) {
-            return Err(format!("a rule `{}` already exists; delete it first", rule.id));
+            return Err(AlertError::RuleExists(rule.id));
         }
         self.rules.push(rule);
         self.reindex();
@@ -345,10 +346,10 @@ impl Engine {
         }
     }
 
-    pub fn ack(&mut self, id: u64, by: String, note: Option<String>, now: i64) -> Result<(Change, Alert), String> {
-        let a = self.alerts.get_mut(&id).ok_or_else(|| format!("no alert {id}"))?;
+    pub fn ack(&mut self, id: u64, by: String, note: Option<String>, now: i64) -> Result<(Change, Alert), AlertError> {
+        let a = self.alerts.get_mut(&id).ok_or(AlertError::NotFound(id))?;
         match a.state {
-            State::Resolved => Err(format!("alert {id} is already resolved")),
+            State::Resolved => Err(AlertError::AlreadyResolved(id)),
             _ => {
                 a.state = State::Acknowledged;
                 a.acked_by = Some(by);
@@ -361,14 +362,14 @@ impl Engine {
 
     /// Resolves by hand. Should the condition still hold, the next evaluation
     /// opens a new alert: resolving does not silence a live problem.
-    pub fn resolve(&mut self, id: u64, by: Option<String>, note: Option<String>, now: i64) -> Result<(Change, Alert), String> {
-        let a = self.alerts.get(&id).ok_or_else(|| format!("no alert {id}"))?;
+    pub fn resolve(&mut self, id: u64, by: Option<String>, note: Option<String>, now: i64) -> Result<(Change, Alert), AlertError> {
+        let a = self.alerts.get(&id).ok_or(AlertError::NotFound(id))?;
         if a.state == State::Resolved {
-            return Err(format!("alert {id} is already resolved"));
+            return Err(AlertError::AlreadyResolved(id));
         }
         let key = a.key();
         self.tracks.remove(&key);
-        let (c, mut a) = self.close(&key, now, Some(by.unwrap_or_else(|| "operator".into()))).ok_or_else(|| format!("alert {id} is not open"))?;
+        let (c, mut a) = self.close(&key, now, Some(by.unwrap_or_else(|| "operator".into()))).ok_or(AlertError::NotOpen(id))?;
         if note.is_some() {
             a.note = note;
             self.alerts.insert(id, a.clone());

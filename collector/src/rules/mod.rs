@@ -1,6 +1,7 @@
 //! Early warning (预警): rules, the engine that evaluates them, and alerts.
 
 pub mod alert;
+pub mod alerting;
 pub mod engine;
 pub mod rule;
 pub mod store;
@@ -8,6 +9,23 @@ pub mod store;
 pub use alert::{Alert, Change, State};
 pub use engine::{Engine, SensorInfo};
 pub use rule::{Rule, Severity};
+
+/// Why an operator's request on an alert or rule was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("no alert {0}")]
+    NotFound(u64),
+    #[error("alert {0} is already resolved")]
+    AlreadyResolved(u64),
+    #[error("alert {0} is not open")]
+    NotOpen(u64),
+    #[error("a rule `{0}` already exists; delete it first")]
+    RuleExists(String),
+    #[error("no rule `{0}`")]
+    NoRule(String),
+    #[error(transparent)]
+    Store(#[from] store::AlertStoreError),
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,12 +6,22 @@ use std::path::Path;
 
 use super::{Alert, Rule};
 
+#[derive(Debug, thiserror::Error)]
+pub enum AlertStoreError {
+    #[error("alert store at {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error("alert store: {0}")]
+    Engine(#[from] sled::Error),
+    #[error("alert store: stored {what} unreadable: {source}")]
+    Corrupt { what: &'static str, source: serde_json::Error },
+}
+
 pub trait AlertStore: Send + Sync {
-    fn save_alert(&self, alert: &Alert) -> Result<(), String>;
-    fn alerts(&self) -> Result<Vec<Alert>, String>;
-    fn save_rule(&self, rule: &Rule) -> Result<(), String>;
-    fn delete_rule(&self, id: &str) -> Result<(), String>;
-    fn rules(&self) -> Result<Vec<Rule>, String>;
+    fn save_alert(&self, alert: &Alert) -> Result<(), AlertStoreError>;
+    fn alerts(&self) -> Result<Vec<Alert>, AlertStoreError>;
+    fn save_rule(&self, rule: &Rule) -> Result<(), AlertStoreError>;
+    fn delete_rule(&self, id: &str) -> Result<(), AlertStoreError>;
+    fn rules(&self) -> Result<Vec<Rule>, AlertStoreError>;
 }
 
 pub struct SledAlertStore {
@@ -21,11 +31,14 @@ pub struct SledAlertStore {
 }
 
 impl SledAlertStore {
-    pub fn open(path: &Path) -> Result<SledAlertStore, String> {
-        let err = |e: sled::Error| format!("alert store at {}: {e}", path.display());
-        std::fs::create_dir_all(path).map_err(|e| format!("alert store at {}: {e}", path.display()))?;
-        let db = sled::Config::new().path(path).open().map_err(err)?;
-        Ok(SledAlertStore { alerts: db.open_tree("alerts").map_err(err)?, rules: db.open_tree("rules").map_err(err)?, db })
+    pub fn open(path: &Path) -> Result<SledAlertStore, AlertStoreError> {
+        let open_err = |source| AlertStoreError::Open { path: path.display().to_string(), source };
+        std::fs::create_dir_all(path).map_err(open_err)?;
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            sled::Error::Io(source) => open_err(source),
+            other => AlertStoreError::Engine(other),
+        })?;
+        Ok(SledAlertStore { alerts: db.open_tree("alerts")?, rules: db.open_tree("rules")?, db })
     }
 
     /// The database, for the webhook outbox that shares it.
@@ -33,43 +46,44 @@ impl SledAlertStore {
         &self.db
     }
 
-    fn sync(&self) -> Result<(), String> {
-        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+    fn sync(&self) -> Result<(), AlertStoreError> {
+        self.db.flush()?;
+        Ok(())
     }
 }
 
 /// Every JSON value of a tree, in key order.
-fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<T>, String> {
+fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &'static str) -> Result<Vec<T>, AlertStoreError> {
     tree.iter()
         .map(|item| {
-            let (_, v) = item.map_err(|e| e.to_string())?;
-            serde_json::from_slice(&v).map_err(|e| format!("stored {what}: {e}"))
+            let (_, v) = item?;
+            serde_json::from_slice(&v).map_err(|source| AlertStoreError::Corrupt { what, source })
         })
         .collect()
 }
 
 impl AlertStore for SledAlertStore {
-    fn save_alert(&self, alert: &Alert) -> Result<(), String> {
+    fn save_alert(&self, alert: &Alert) -> Result<(), AlertStoreError> {
         let json = serde_json::to_vec(alert).expect("alert serializes");
-        self.alerts.insert(alert.id.to_be_bytes(), json).map_err(|e| e.to_string())?;
+        self.alerts.insert(alert.id.to_be_bytes(), json)?;
         self.sync()
     }
 
-    fn alerts(&self) -> Result<Vec<Alert>, String> {
+    fn alerts(&self) -> Result<Vec<Alert>, AlertStoreError> {
         read_all(&self.alerts, "alert")
     }
 
-    fn save_rule(&self, rule: &Rule) -> Result<(), String> {
-        self.rules.insert(rule.id.as_bytes(), serde_json::to_vec(rule).expect("rule serializes")).map_err(|e| e.to_string())?;
+    fn save_rule(&self, rule: &Rule) -> Result<(), AlertStoreError> {
+        self.rules.insert(rule.id.as_bytes(), serde_json::to_vec(rule).expect("rule serializes"))?;
         self.sync()
     }
 
-    fn delete_rule(&self, id: &str) -> Result<(), String> {
-        self.rules.remove(id.as_bytes()).map_err(|e| e.to_string())?;
+    fn delete_rule(&self, id: &str) -> Result<(), AlertStoreError> {
+        self.rules.remove(id.as_bytes())?;
         self.sync()
     }
 
-    fn rules(&self) -> Result<Vec<Rule>, String> {
+    fn rules(&self) -> Result<Vec<Rule>, AlertStoreError> {
         read_all(&self.rules, "rule")
     }
 }

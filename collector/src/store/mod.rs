@@ -3,6 +3,8 @@
 //! `redb_store`).
 
 mod block;
+pub mod lifecycle;
+pub mod settings;
 mod keys;
 mod redb_store;
 
@@ -199,15 +201,19 @@ pub enum Agg {
     Count,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("agg `{0}` is not one of mean min max last count")]
+pub struct UnknownAgg(pub String);
+
 impl Agg {
-    pub fn parse(s: &str) -> Result<Agg, String> {
+    pub fn parse(s: &str) -> Result<Agg, UnknownAgg> {
         Ok(match s {
             "mean" => Agg::Mean,
             "min" => Agg::Min,
             "max" => Agg::Max,
             "last" => Agg::Last,
             "count" => Agg::Count,
-            _ => return Err(format!("agg `{s}` is not one of mean min max last count")),
+            _ => return Err(UnknownAgg(s.to_string())),
         })
     }
 }

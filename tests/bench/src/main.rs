@@ -211,23 +211,11 @@ fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop
 /// 100 sensors) until `total` readings are stored; readings/s is stored/elapsed.
 async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, broker: &str) -> Result<serde_json::Value> {
     // Debian's Mosquitto on a free loopback port, as the tests start it.
+    let broker_dir = tempfile::tempdir()?;
     let mut mosquitto = None;
     let mqtt = match broker {
         "embedded" => "listen = \"127.0.0.1:0\"".to_string(),
-        "mosquitto" => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let conf = std::env::temp_dir().join(format!("citysense-bench-mosquitto-{port}.conf"));
-            std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 16777216\nmax_queued_messages 100000\n"))?;
-            mosquitto = Some(std::process::Command::new("mosquitto").arg("-c").arg(&conf).stderr(std::process::Stdio::null()).spawn().map_err(|e| anyhow::anyhow!("mosquitto ({e}): apt-get install mosquitto"))?);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                if Instant::now() > deadline {
-                    bail!("mosquitto did not start");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            format!("external = \"mqtt://127.0.0.1:{port}\"")
-        }
+        "mosquitto" => format!("external = \"{}\"", mosquitto.insert(support::Mosquitto::open(broker_dir.path())?).url()),
         other => bail!("broker `{other}` is not embedded or mosquitto"),
     };
     let (_dir, c) = collector_on(&mqtt, &quiet_rules(rules)).await?;
@@ -236,10 +224,7 @@ async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, b
     let secs = start.elapsed().as_secs_f64();
     let lagged = c.registry.counters.rules_lagged.load(Relaxed);
     c.shutdown().await;
-    if let Some(mut m) = mosquitto {
-        let _ = m.kill();
-        let _ = m.wait();
-    }
+    drop(mosquitto);
     Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "batch": batch.unwrap_or((total / gateways as u64).clamp(1, 1000)), "seconds": (secs * 1000.0).round() / 1000.0,
               "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": broker}))
 }
@@ -513,25 +498,14 @@ fn r1(x: f64) -> f64 {
 
 /// The agent's `/status` report.
 async fn agent_status(port: u16) -> Result<serde_json::Value> {
-    let text = http_get(([127, 0, 0, 1], port).into(), "/status").await?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    Ok(serde_json::from_str(body)?)
-}
-
-/// A plain HTTP/1.0 GET: the whole response, headers and all.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await?;
-    Ok(text)
+    let (_, body) = support::try_get(([127, 0, 0, 1], port).into(), "/status").await?;
+    Ok(serde_json::from_str(&body)?)
 }
 
 /// A counter or gauge from the collector's `/metrics`.
 async fn scrape(http: std::net::SocketAddr, name: &str) -> Result<f64> {
-    let body = http_get(http, "/metrics").await?;
-    body.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())).ok_or_else(|| anyhow::anyhow!("{name} not in /metrics"))
+    let (_, body) = support::try_get(http, "/metrics").await?;
+    support::metric_in(&body, name).ok_or_else(|| anyhow::anyhow!("{name} not in /metrics"))
 }
 
 /// The InfluxDB sink into VictoriaMetrics (Debian's `victoria-metrics`, on
@@ -540,22 +514,8 @@ async fn scrape(http: std::net::SocketAddr, name: &str) -> Result<f64> {
 /// sustains into the server until every point is confirmed.
 async fn sink(total: u64) -> Result<serde_json::Value> {
     let vm_dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut vm = std::process::Command::new("victoria-metrics")
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .arg(format!("-storageDataPath={}", vm_dir.path().display()))
-        .arg("-retentionPeriod=100y")
-        .arg("-loggerLevel=ERROR")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("victoria-metrics ({e}): apt-get install victoria-metrics"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("victoria-metrics did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let port = support::free_port();
+    let vm = support::Victoria::start(vm_dir.path(), port)?;
     let (_dir, c) = collector_with(&format!("[influxdb]\nurl = \"http://127.0.0.1:{port}\"\norg = \"city\"\nbucket = \"bench\"\n")).await?;
     let start = Instant::now();
     let want = load(&c, 10, total, None).await?;
@@ -570,8 +530,7 @@ async fn sink(total: u64) -> Result<serde_json::Value> {
     let sink_secs = start.elapsed().as_secs_f64();
     let errors = scrape(c.http_addr, "citysense_influx_write_errors_total").await?;
     c.shutdown().await;
-    let _ = vm.kill();
-    let _ = vm.wait();
+    drop(vm);
     Ok(json!({"scenario": "sink", "target": "victoria-metrics /api/v2/write", "readings": want,
               "ingest_readings_per_s": (want as f64 / ingest_secs).round(), "sink_points_per_s": (want as f64 / sink_secs).round(),
               "sink_seconds": (sink_secs * 1000.0).round() / 1000.0, "write_errors": errors, "batch_points": 5000}))

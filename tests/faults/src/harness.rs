@@ -7,14 +7,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
+pub use support::now_ms;
 
 /// The binaries under test, found beside the running executable (target/<profile>/
 /// or target/<profile>/deps/).
@@ -158,9 +156,7 @@ pub fn get(port: u16, path: &str) -> Result<String> {
 /// An unlabelled counter from Prometheus text.
 pub fn metric(port: u16, name: &str) -> Result<f64> {
     let text = get(port, "/metrics")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .ok_or_else(|| anyhow!("{name} not in /metrics"))
+    support::metric_in(&text, name).ok_or_else(|| anyhow!("{name} not in /metrics"))
 }
 
 /// One scenario's outcome, printed as `SCENARIO lost=N duplicated=M delivered=K`.

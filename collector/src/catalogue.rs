@@ -1,0 +1,57 @@
+//! The catalogue of data resources (资源目录): each sensor's kind, owner,
+//! district, location, gateway, install date and units, from `[[sensor]]`.
+//! Everything downstream (rules, sink tags, export, the dashboard) reads it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use shared::config::Problem;
+use shared::topics::valid_id;
+
+/// One entry of the data-resource catalogue (资源目录).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorEntry {
+    pub id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub district: Option<String>,
+    pub owner: Option<String>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// The gateway expected to carry this sensor.
+    pub gateway: Option<String>,
+    /// Install date, `YYYY-MM-DD`.
+    pub installed: Option<String>,
+    /// Unit per metric, e.g. `{ pm25 = "ug/m3" }`.
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+}
+
+impl SensorEntry {
+    /// Each entry, and no sensor catalogued twice.
+    pub fn validate_all(sensors: &[SensorEntry], p: &mut Vec<Problem>) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in sensors.iter().enumerate() {
+            let path = format!("sensor[{i}]");
+            if !valid_id(&s.id) {
+                p.push(Problem::new(format!("{path}.id"), format!("`{}` is not a valid sensor id", s.id)));
+            }
+            if let Some(first) = seen.insert(&s.id, i) {
+                p.push(Problem::new(format!("{path}.id"), format!("`{}` is already catalogued as sensor[{first}]", s.id)));
+            }
+            if s.kind.is_empty() {
+                p.push(Problem::new(format!("{path}.kind"), "must not be empty"));
+            }
+            if s.lat.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
+                p.push(Problem::new(format!("{path}.lat"), "must be between -90 and 90"));
+            }
+            if s.lon.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
+                p.push(Problem::new(format!("{path}.lon"), "must be between -180 and 180"));
+            }
+            if s.lat.is_some() != s.lon.is_some() {
+                p.push(Problem::new(path.clone(), "give both `lat` and `lon`, or neither"));
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! A running collector: the components built in data-path order and joined
+//! by channels (see the crate doc for the map).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use shared::clock::SharedClock;
+use shared::topics;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::CollectorConfig;
+use crate::http::audit::{AuditError, AuditLog};
+use crate::ingest::rate::RateLimit;
+use crate::ingest::{self, Ingest};
+use crate::messages::{self, Bus, Incoming, RuleInput};
+use crate::mqtt::client::{Connector, PublishOnly};
+use crate::registry::{Latest, Registry};
+use crate::rules::alerting::Alerting;
+use crate::rules::store::{AlertStore, AlertStoreError, SledAlertStore};
+use crate::store::lifecycle::{self, LifecycleStats, Policy};
+use crate::store::{RedbStore, Store, StoreError, StoreOptions};
+use crate::tls::TlsStats;
+use crate::{feed, http, mqtt, rules, sink, tls};
+
+/// Why the collector could not start; each names the setting or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Alerts(#[from] AlertStoreError),
+    #[error("webhook outbox: {0}")]
+    Webhooks(sled::Error),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("gateway batch keys: {0}")]
+    Keys(String),
+    #[error(transparent)]
+    InfluxToken(#[from] sink::settings::TokenError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+}
+
+pub struct Collector {
+    pub http_addr: SocketAddr,
+    /// Where agents connect: the embedded broker's address or the external one.
+    pub mqtt_url: String,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub alerting: Arc<Alerting>,
+    pub feed: Bus,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    http: JoinHandle<()>,
+}
+
+impl Collector {
+    pub async fn start(config: CollectorConfig) -> Result<Collector, StartError> {
+        Collector::start_with_clock(config, shared::clock::system()).await
+    }
+
+    /// As `start`, reading the time from `clock` wherever a decision depends
+    /// on it (rules, staleness, retention, rate limits, audit times).
+    pub async fn start_with_clock(config: CollectorConfig, clock: SharedClock) -> Result<Collector, StartError> {
+        let (shutdown, stop) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let tls_stats = Arc::new(TlsStats::default());
+        let base = Path::new("");
+
+        let store = open_store(&config)?;
+        let registry = live_view(store.as_ref(), clock.clone())?;
+        let endpoints = Arc::new(mqtt::start(&config, tls_stats.clone(), stop.clone()).await?);
+        let connector = Connector::new(endpoints.clone(), config.mqtt.max_packet.0 as usize);
+        let feed = messages::bus();
+
+        // Rules and alerts, with the webhook outbox and the audit log beside them.
+        let side = SledAlertStore::open(&config.store.path.join("alerts"))?;
+        let webhooks = Arc::new(feed::webhook::Outbox::open(side.db()).map_err(StartError::Webhooks)?);
+        let audit = Arc::new(AuditLog::open(side.db())?);
+        let alert_store: Arc<dyn AlertStore> = Arc::new(side);
+        let engine = rules_engine(&config, alert_store.as_ref(), clock.now_ms())?;
+        let alerting = Arc::new(Alerting::new(engine, alert_store, feed.clone(), (config.webhook.clone(), webhooks.clone()), clock.clone()));
+        let (rules_tx, rules_rx) = mpsc::channel::<RuleInput>(65_536);
+        tasks.push(tokio::spawn(alerting.clone().run(rules_rx, Duration::from_millis(250), stop.clone())));
+        tasks.push(tokio::spawn(feed::webhook::run(webhooks, config.webhook.clone(), stop.clone())));
+
+        // Ingest: the connection that hears batches also sends the acks.
+        let (ingest_tx, ingest_rx) = mpsc::channel::<Incoming>(1024);
+        let up_filter = match &config.mqtt.shared_group {
+            Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),
+            None => topics::UP_FILTER.to_string(),
+        };
+        let subscriptions = vec![(up_filter, QoS::AtLeastOnce), (topics::STATE_FILTER.into(), QoS::AtLeastOnce), (topics::HEALTH_FILTER.into(), QoS::AtMostOnce)];
+        let router = mqtt::inbound::Router { ingest: ingest_tx, rules: rules_tx.clone(), registry: registry.clone(), feed: feed.clone() };
+        let mut link = connector.connect("", 1024, subscriptions, router, stop.clone());
+        tasks.push(link.task);
+        let forwarded = Arc::new(Notify::new());
+        let keys = config.batch_keys(base).map_err(StartError::Keys)?;
+        let links = ingest::Links { acks: link.client.clone(), rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone() };
+        let ingest = Ingest::new(store.clone(), registry.clone(), links, keys, RateLimit::new(config.mqtt.gateway_rate, clock.clone()))?;
+        tasks.push(tokio::spawn(ingest.run(ingest_rx)));
+
+        // Store lifecycle and the InfluxDB sink.
+        let lifecycle_stats = Arc::new(LifecycleStats::default());
+        if config.store.series {
+            let policy = Arc::new(Policy::new(config.store.keep, config.store.retention.clone(), &config.sensor));
+            tasks.push(tokio::spawn(lifecycle::run(store.clone(), policy, config.store.expire_every.0, lifecycle_stats.clone(), clock.clone(), stop.clone())));
+        }
+        let mut sink_stats = None;
+        if let Some(influx) = &config.influxdb {
+            let sink = sink::InfluxSink::new(influx, influx.token(base)?, &config.sensor);
+            sink_stats = Some(sink.stats.clone());
+            tasks.push(tokio::spawn(sink.run(store.clone(), forwarded, stop.clone())));
+        }
+
+        // Feeds over MQTT.
+        let live = connector.connect("-live", 4096, Vec::new(), PublishOnly, stop.clone());
+        let alerts = connector.connect("-alerts", 1024, Vec::new(), PublishOnly, stop.clone());
+        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client)));
+        tasks.push(tokio::spawn(feed::mqtt::alerts(feed.clone(), alerts.client)));
+        tasks.extend([live.task, alerts.task]);
+
+        // Ready means subscribed: a batch published after `start` returns is
+        // heard. An external broker that is down does not hold start-up up.
+        if tokio::time::timeout(Duration::from_secs(5), link.ready.wait_for(|r| *r)).await.is_err() {
+            tracing::warn!("not subscribed to {} after 5 s; going on, batches will arrive once it is reachable", endpoints.inner);
+        }
+
+        let state = http::AppState {
+            store: store.clone(),
+            registry: registry.clone(),
+            catalogue: Arc::new(config.sensor.clone()),
+            alerting: alerting.clone(),
+            feed: feed.clone(),
+            started: std::time::Instant::now(),
+            shutdown: stop.clone(),
+            sink: sink_stats,
+            lifecycle: lifecycle_stats,
+            access: http::auth::Access::new(config.auth.as_ref(), audit.clone(), clock.clone()),
+            tls: tls_stats.clone(),
+            audit,
+            clock,
+        };
+        let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop).await?;
+        Ok(Collector { http_addr, mqtt_url: endpoints.public.to_string(), store, registry, alerting, feed, shutdown, tasks, http })
+    }
+
+    /// Stops serving (open streams end, requests in flight finish), then stops
+    /// ingest and syncs the store. Once it returns, nothing holds the stores.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let mut http = self.http;
+        if tokio::time::timeout(Duration::from_secs(5), &mut http).await.is_err() {
+            http.abort();
+        }
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Err(e) = self.store.sync() {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+fn open_store(config: &CollectorConfig) -> Result<Arc<dyn Store>, StoreError> {
+    let options = StoreOptions { keep_series: config.store.series, forward: config.influxdb.is_some() };
+    Ok(Arc::new(RedbStore::open_with(&config.store.path, options)?))
+}
+
+/// The live view, seeded with each series' last stored sample.
+fn live_view(store: &dyn Store, clock: SharedClock) -> Result<Arc<Registry>, StoreError> {
+    let registry = Arc::new(Registry::new(clock));
+    for (sensor, metric) in store.series() {
+        if let Some(s) = store.last(&sensor, &metric)? {
+            registry.seed(&sensor, &metric, Latest { ts_ms: s.ts_ms, value: s.value, quality: s.quality });
+        }
+    }
+    Ok(registry)
+}
+
+/// The rule engine with the config's rules and those made over the API (a
+/// rule in the config file wins over one of the same id), and the alerts
+/// open when the collector last stopped.
+fn rules_engine(config: &CollectorConfig, store: &dyn AlertStore, now_ms: i64) -> Result<rules::Engine, AlertStoreError> {
+    let mut all_rules = config.rule.clone();
+    for r in store.rules()? {
+        if !all_rules.iter().any(|c| c.id == r.id) {
+            all_rules.push(r);
+        }
+    }
+    let catalogue = config.sensor.iter().map(|s| (s.id.clone(), rules::SensorInfo { kind: Some(s.kind.clone()), district: s.district.clone(), gateway: s.gateway.clone() })).collect();
+    Ok(rules::Engine::new(all_rules, catalogue, store.alerts()?, now_ms))
+}

@@ -1,0 +1,71 @@
+//! `GET /metrics`: Prometheus text exposition of ingest, store, sink, feeds,
+//! alerts and gateways.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::ingest::Rejection;
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let c = &st.registry.counters;
+    let mut out = String::new();
+    counter(&mut out, "citysense_batches_total", "Batches accepted from agents.", c.batches.load(Relaxed));
+    counter(&mut out, "citysense_readings_received_total", "Readings received in accepted batches, duplicates included.", c.received.load(Relaxed));
+    counter(&mut out, "citysense_readings_stored_total", "Readings stored for the first time.", c.stored.load(Relaxed));
+    counter(&mut out, "citysense_readings_duplicate_total", "Readings received again and not stored twice.", c.duplicate.load(Relaxed));
+    counter(&mut out, "citysense_readings_dropped_at_agent_total", "Readings agents reported dropped before sending (buffer full).", c.skipped.load(Relaxed));
+    counter(&mut out, "citysense_store_errors_total", "Store writes that failed (batches left unacknowledged).", c.store_errors.load(Relaxed));
+    counter(&mut out, "citysense_rules_lagged_total", "Batches of stored readings the alert engine could not take in time.", c.rules_lagged.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_batches_rejected_total Batches rejected, by reason.\n# TYPE citysense_batches_rejected_total counter");
+    let rejected = c.rejected.read().unwrap().clone();
+    for reason in Rejection::ALL {
+        let _ = writeln!(out, "citysense_batches_rejected_total{{reason=\"{}\"}} {}", reason.label(), rejected.get(&reason).copied().unwrap_or(0));
+    }
+    let _ = writeln!(out, "# HELP citysense_tls_handshakes_total TLS handshakes on the broker and HTTP listeners, by outcome.\n# TYPE citysense_tls_handshakes_total counter");
+    let _ = writeln!(out, "citysense_tls_handshakes_total{{result=\"accepted\"}} {}\ncitysense_tls_handshakes_total{{result=\"refused\"}} {}", st.tls.accepted.load(Relaxed), st.tls.refused.load(Relaxed));
+    let hooks = &st.alerting.outbox;
+    let _ = writeln!(out, "# HELP citysense_webhook_delivered_total Webhook deliveries answered 2xx.\n# TYPE citysense_webhook_delivered_total counter\ncitysense_webhook_delivered_total {}", hooks.delivered.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}", hooks.failures.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
+    counter(&mut out, "citysense_store_expired_samples_total", "Raw samples deleted past their retention.", st.lifecycle.expired_samples.load(Relaxed));
+    counter(&mut out, "citysense_store_expired_rollups_total", "Rollup buckets deleted past their retention.", st.lifecycle.expired_rollups.load(Relaxed));
+    let _ = writeln!(out, "# HELP citysense_store_bytes Bytes the embedded store takes on disk.\n# TYPE citysense_store_bytes gauge\ncitysense_store_bytes {}", st.store.size_on_disk());
+    if let Some(sink) = &st.sink {
+        counter(&mut out, "citysense_influx_points_written_total", "Points InfluxDB confirmed.", sink.written.load(Relaxed));
+        counter(&mut out, "citysense_influx_points_rejected_total", "Points InfluxDB refused as invalid (logged, dropped).", sink.rejected.load(Relaxed));
+        counter(&mut out, "citysense_influx_write_errors_total", "InfluxDB write requests that failed and are retried.", sink.errors.load(Relaxed));
+        let _ = writeln!(out, "# HELP citysense_influx_backlog Readings stored and not yet confirmed by InfluxDB.\n# TYPE citysense_influx_backlog gauge\ncitysense_influx_backlog {}", st.store.forward_backlog());
+    }
+    let _ = writeln!(out, "# HELP citysense_alerts Alerts by state (resolved: all kept in history).\n# TYPE citysense_alerts gauge");
+    for state in [crate::rules::State::Firing, crate::rules::State::Acknowledged, crate::rules::State::Resolved] {
+        let n = st.alerting.alerts(|a| a.state == state).len();
+        let _ = writeln!(out, "citysense_alerts{{state=\"{}\"}} {n}", state.as_str());
+    }
+    let _ = writeln!(out, "# HELP citysense_gateway_lag_seconds Ingest time minus the newest reading's time at the last batch.\n# TYPE citysense_gateway_lag_seconds gauge");
+    let gws = st.registry.gateways();
+    for g in &gws {
+        if let Some(lag) = g.lag_ms {
+            let _ = writeln!(out, "citysense_gateway_lag_seconds{{gateway=\"{}\"}} {:.3}", g.id, lag as f64 / 1000.0);
+        }
+    }
+    let _ = writeln!(out, "# HELP citysense_gateway_buffer_depth Readings buffered at the gateway, from its last health report.\n# TYPE citysense_gateway_buffer_depth gauge");
+    for g in &gws {
+        if let Some(h) = &g.health {
+            let _ = writeln!(out, "citysense_gateway_buffer_depth{{gateway=\"{}\"}} {}", g.id, h.buffer_depth);
+        }
+    }
+    let _ = writeln!(out, "# HELP citysense_gateway_online 1 when the gateway's last state was online.\n# TYPE citysense_gateway_online gauge");
+    for g in &gws {
+        let _ = writeln!(out, "citysense_gateway_online{{gateway=\"{}\"}} {}", g.id, u8::from(g.status == "online"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,140 @@
+//! The HTTP side, last on the data path: the JSON API (one file per
+//! resource), `/metrics`, the SSE stream and the dashboard page, behind
+//! `auth` (roles set per route) and the TLS front. Bad input answers 4xx with
+//! `{"error": "…"}`, never 500. Documented in `docs/http-api.md`.
+
+pub mod alerts;
+pub mod audit;
+pub mod auth;
+pub mod export;
+pub mod gateways;
+pub mod health;
+pub mod metrics;
+pub mod query;
+pub mod rules;
+pub mod sensors;
+pub mod series;
+pub mod settings;
+pub mod stream;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::catalogue::SensorEntry;
+use crate::registry::Registry;
+use crate::store::Store;
+use auth::Role;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub catalogue: Arc<Vec<SensorEntry>>,
+    pub alerting: Arc<crate::rules::alerting::Alerting>,
+    pub feed: crate::messages::Bus,
+    pub started: std::time::Instant,
+    /// Turns true when the collector stops: long-lived streams end on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The InfluxDB sink's counters, when one is configured.
+    pub sink: Option<Arc<crate::sink::SinkStats>>,
+    pub lifecycle: Arc<crate::store::lifecycle::LifecycleStats>,
+    pub access: crate::http::auth::Access,
+    pub tls: Arc<crate::tls::TlsStats>,
+    pub audit: Arc<crate::http::audit::AuditLog>,
+    pub clock: shared::clock::SharedClock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen for HTTP on {listen} (http.listen): {source}")]
+    Listen { listen: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Serves the API and dashboard on `config.listen` (behind the TLS front
+/// when configured) until `stop`; returns the address clients reach.
+pub async fn serve(config: &settings::HttpConfig, state: AppState, tls_stats: Arc<crate::tls::TlsStats>, stop: tokio::sync::watch::Receiver<bool>) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+    let plain_listen = if config.tls.is_some() { "127.0.0.1:0" } else { config.listen.as_str() };
+    let listen_err = |source| HttpError::Listen { listen: config.listen.clone(), source };
+    let listener = tokio::net::TcpListener::bind(plain_listen).await.map_err(listen_err)?;
+    let mut addr = listener.local_addr().map_err(listen_err)?;
+    if let Some(files) = &config.tls {
+        let tls = crate::tls::server_config(files, std::path::Path::new(""))?;
+        addr = crate::tls::front(&config.listen, Some(tls), addr, "HTTP", tls_stats, None, stop.clone()).await?;
+    }
+    let app = router(state);
+    let mut stop = stop;
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+    Ok((addr, task))
+}
+
+/// Every route with the role it needs: the page, its assets and the health
+/// check are public; reading needs a viewer, handling alerts an operator,
+/// changing rules and reading the audit log an admin.
+pub fn router(state: AppState) -> Router {
+    let access = state.access.clone();
+    let needs = |role: Role| axum::middleware::from_fn_with_state((access.clone(), role), auth::guard);
+    Router::new()
+        .route("/", get(web::index))
+        .route("/assets/{*name}", get(web::asset))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/sensors", get(sensors::sensors).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/gateways", get(gateways::gateways).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/series", get(series::series).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/export", get(export::export).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/stream", get(stream::stream).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/alerts", get(alerts::alerts).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack).route_layer(needs(Role::Operator)))
+        .route("/api/v1/alerts/{id}/resolve", post(alerts::resolve).route_layer(needs(Role::Operator)))
+        .route("/api/v1/rules", get(rules::rules).route_layer(needs(Role::Viewer)).merge(post(rules::add_rule).route_layer(needs(Role::Admin))))
+        .route("/api/v1/rules/{id}", delete(rules::delete_rule).route_layer(needs(Role::Admin)))
+        .route("/api/v1/audit", get(audit::audit).route_layer(needs(Role::Admin)))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see docs/http-api.md".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(auth::MAX_BODY))
+        .with_state(state)
+}
+
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+pub fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// A JSON body, with a 400 that says what is wrong instead of axum's default.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("body: {e}")))
+}
+
+impl From<crate::rules::AlertError> for ApiError {
+    fn from(e: crate::rules::AlertError) -> ApiError {
+        use crate::rules::AlertError::*;
+        let status = match &e {
+            NotFound(_) | NoRule(_) => StatusCode::NOT_FOUND,
+            AlreadyResolved(_) | NotOpen(_) | RuleExists(_) => StatusCode::CONFLICT,
+            Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+

@@ -1,0 +1,59 @@
+//! Why a batch was refused: one label per reason, the same in the log, in
+//! `citysense_batches_rejected_total{reason=…}` and in the docs.
+
+use shared::BatchError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rejection {
+    /// Not a postcard `Batch` at all (or empty).
+    Undecodable,
+    UnknownVersion,
+    TooLarge,
+    /// Decoded, but breaks the batch rules (order, duplicates inside it).
+    Invalid,
+    /// The batch names another gateway than its topic.
+    GatewayMismatch,
+    /// Its HMAC is not that of the topic's gateway's key.
+    Unauthenticated,
+    /// Batch keys are in use and this gateway has none.
+    UnknownGateway,
+    /// Over `mqtt.gateway_rate`; not acknowledged, so the agent resends it.
+    RateLimited,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 8] = [
+        Rejection::Undecodable,
+        Rejection::UnknownVersion,
+        Rejection::TooLarge,
+        Rejection::Invalid,
+        Rejection::GatewayMismatch,
+        Rejection::Unauthenticated,
+        Rejection::UnknownGateway,
+        Rejection::RateLimited,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Undecodable => "undecodable",
+            Rejection::UnknownVersion => "unknown_version",
+            Rejection::TooLarge => "too_large",
+            Rejection::Invalid => "invalid",
+            Rejection::GatewayMismatch => "gateway_mismatch",
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::UnknownGateway => "unknown_gateway",
+            Rejection::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl From<&BatchError> for Rejection {
+    fn from(e: &BatchError) -> Rejection {
+        match e {
+            BatchError::Empty | BatchError::Undecodable(_) => Rejection::Undecodable,
+            BatchError::UnknownVersion(_) => Rejection::UnknownVersion,
+            BatchError::TooLarge(_) => Rejection::TooLarge,
+            _ => Rejection::Invalid,
+        }
+    }
+}

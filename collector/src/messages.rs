@@ -1,0 +1,49 @@
+//! The messages components exchange, defined apart from both ends so that a
+//! producer never depends on its consumer: the MQTT link hands `Incoming`
+//! batches to ingest; ingest and the MQTT link tell the rule engine what they
+//! heard (`RuleInput`); ingest, the rule engine and the MQTT link put
+//! `FeedEvent`s on the feed `Bus`. Data flows one way through them.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use shared::Reading;
+
+use crate::rules::{Alert, Change};
+
+/// One `up/{gateway}` message as it came off the broker.
+pub struct Incoming {
+    pub gateway: String,
+    pub payload: bytes::Bytes,
+}
+
+/// What the rule engine hears about, in arrival order.
+pub enum RuleInput {
+    Readings { gateway: String, readings: Arc<Vec<Reading>> },
+    GatewayState { gateway: String, online: bool },
+    GatewayHeard { gateway: String },
+}
+
+/// Everything the live feeds carry.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    Readings(Arc<Vec<Reading>>),
+    Alert(AlertEvent),
+    Gateway { id: String, status: &'static str, ts_ms: i64 },
+}
+
+/// An alert change as every feed carries it: the alert JSON plus what happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertEvent {
+    pub event: Change,
+    #[serde(flatten)]
+    pub alert: Alert,
+}
+
+/// The live feeds' broadcast bus: a slow consumer misses events (and is told
+/// so); it never slows ingest.
+pub type Bus = tokio::sync::broadcast::Sender<FeedEvent>;
+
+pub fn bus() -> Bus {
+    tokio::sync::broadcast::channel(4096).0
+}

@@ -1,0 +1,147 @@
+//! The MQTT side's settings: `[mqtt]`, `[[mqtt.user]]` and the gateways'
+//! credentials (`[[gateway]]`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use shared::config::{ByteSize, Problem};
+use shared::topics::valid_id;
+use shared::url::BrokerUrl;
+
+use crate::tls::TlsFiles;
+
+pub const DEFAULT_MQTT_LISTEN: &str = "127.0.0.1:1883";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEntry {
+    pub id: String,
+    /// Hex SHA-256 of the gateway's MQTT password (the embedded broker checks it).
+    pub password_sha256: Option<String>,
+    /// The gateway's batch key (the same file content as the agent's
+    /// `uplink.batch_key_file`): batches must carry its HMAC, acks are signed with it.
+    pub batch_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Address of the embedded broker (ignored when `external` is set).
+    pub listen: Option<String>,
+    /// An external broker, e.g. `mqtt://broker:1883`, instead of the embedded one.
+    pub external: Option<String>,
+    /// Largest MQTT packet accepted; agents' batches must fit.
+    #[serde(default = "default_max_packet")]
+    pub max_packet: ByteSize,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// With several collectors on one broker: batches are spread across the
+    /// collectors of this group (an MQTT v5 / Mosquitto shared subscription).
+    pub shared_group: Option<String>,
+    /// TLS for the embedded broker's listener.
+    pub tls: Option<TlsFiles>,
+    /// Readings per second one gateway may send (bursts of 10 s allowed);
+    /// batches over it are refused unacknowledged, so the agent sends them
+    /// again later: it slows a runaway or hostile gateway, it loses nothing.
+    #[serde(default = "default_gateway_rate")]
+    pub gateway_rate: u32,
+    /// Who else may connect to the embedded broker, e.g. emergency-command
+    /// systems subscribing to the alert feed.
+    #[serde(default)]
+    pub user: Vec<MqttUser>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUser {
+    pub name: String,
+    /// Hex SHA-256 of the password.
+    pub password_sha256: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None, tls: None, gateway_rate: default_gateway_rate(), user: Vec::new() }
+    }
+}
+
+fn default_gateway_rate() -> u32 {
+    50_000
+}
+
+fn default_max_packet() -> ByteSize {
+    ByteSize(4 << 20)
+}
+
+impl MqttConfig {
+    /// The embedded broker's address; None with an external broker.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        if self.external.is_some() {
+            return None;
+        }
+        self.listen.as_deref().unwrap_or(DEFAULT_MQTT_LISTEN).parse().ok()
+    }
+
+    pub fn validate(&self, base: &Path, p: &mut Vec<Problem>) {
+        if let Some(e) = &self.external {
+            match BrokerUrl::parse(e) {
+                Ok(u) if u.tls => p.push(Problem::new("mqtt.external", "mqtts:// (TLS) is not supported by this build yet")),
+                Ok(_) => {}
+                Err(msg) => p.push(Problem::new("mqtt.external", msg)),
+            }
+            if self.listen.is_some() {
+                p.push(Problem::new("mqtt.listen", "set either `listen` (embedded broker) or `external`, not both"));
+            }
+        } else if let Some(l) = &self.listen {
+            if l.parse::<SocketAddr>().is_err() {
+                p.push(Problem::new("mqtt.listen", format!("`{l}` is not IP:PORT")));
+            }
+        }
+        if let Some(g) = &self.shared_group {
+            if !valid_id(g) {
+                p.push(Problem::new("mqtt.shared_group", format!("`{g}` is not a valid group name")));
+            }
+        }
+        if self.gateway_rate == 0 {
+            p.push(Problem::new("mqtt.gateway_rate", "must be at least 1 reading per second"));
+        }
+        if self.max_packet.0 < 16 * 1024 || self.max_packet.0 > 256 << 20 {
+            p.push(Problem::new("mqtt.max_packet", "must be between 16KiB and 256MiB"));
+        }
+        if let Some(f) = &self.password_file {
+            if !base.join(f).is_file() {
+                p.push(Problem::new("mqtt.password_file", format!("file `{}` does not exist", base.join(f).display())));
+            }
+        }
+        if let Some(t) = &self.tls {
+            t.validate("mqtt.tls", base, p);
+        }
+    }
+}
+
+impl GatewayEntry {
+    /// Each gateway's id and credentials, and no id twice.
+    pub fn validate_all(gateways: &[GatewayEntry], base: &Path, p: &mut Vec<Problem>) {
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for (i, g) in gateways.iter().enumerate() {
+            if !valid_id(&g.id) {
+                p.push(Problem::new(format!("gateway[{i}].id"), format!("`{}` is not a valid gateway id", g.id)));
+            }
+            if let Some(first) = ids.insert(&g.id, i) {
+                p.push(Problem::new(format!("gateway[{i}].id"), format!("`{}` is already gateway[{first}]", g.id)));
+            }
+            if let Some(h) = &g.password_sha256 {
+                if h.len() != 64 || shared::auth::unhex(h).is_none() {
+                    p.push(Problem::new(format!("gateway[{i}].password_sha256"), "must be 64 hex digits (citysense-collector token prints one)"));
+                }
+            }
+            if let Some(f) = &g.batch_key_file {
+                if let Err(e) = shared::auth::read_secret(&base.join(f)) {
+                    p.push(Problem::new(format!("gateway[{i}].batch_key_file"), e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The alerting task: feeds the engine with stored readings, gateway news and
+//! the clock, persists every change before announcing it, and serves the API's
+//! rule and alert operations.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::clock::SharedClock;
+use tokio::sync::{mpsc, watch};
+
+use crate::feed::webhook::{self, WebhookConfig};
+use crate::messages::{AlertEvent, Bus, FeedEvent, RuleInput as Input};
+use crate::rules::engine::Changes;
+use crate::rules::store::AlertStore;
+use crate::rules::{Alert, AlertError, Engine, Rule};
+
+pub struct Alerting {
+    engine: Mutex<Engine>,
+    store: Arc<dyn AlertStore>,
+    feed: Bus,
+    webhooks: Vec<WebhookConfig>,
+    pub outbox: Arc<webhook::Outbox>,
+    clock: SharedClock,
+}
+
+impl Alerting {
+    pub fn new(engine: Engine, store: Arc<dyn AlertStore>, feed: Bus, webhooks: (Vec<WebhookConfig>, Arc<webhook::Outbox>), clock: SharedClock) -> Alerting {
+        let (webhooks, outbox) = webhooks;
+        Alerting { engine: Mutex::new(engine), store, feed, webhooks, outbox, clock }
+    }
+
+    /// Persists, then announces: an alert on a feed is one that survives a restart.
+    fn apply(&self, changes: Changes) {
+        for (event, alert) in changes {
+            if let Err(e) = self.store.save_alert(&alert) {
+                tracing::error!(alert = alert.id, "cannot persist alert: {e}");
+            }
+            tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, state = alert.state.as_str(), "alert {event:?}");
+            let ev = AlertEvent { event, alert };
+            for (i, hook) in self.webhooks.iter().enumerate() {
+                if hook.min_severity.is_none_or(|m| ev.alert.severity >= m) {
+                    if let Err(e) = self.outbox.enqueue(i, serde_json::to_string(&ev).expect("alert serializes")) {
+                        tracing::error!(url = %hook.url, "cannot queue webhook delivery: {e}");
+                    }
+                }
+            }
+            let _ = self.feed.send(FeedEvent::Alert(ev));
+        }
+    }
+
+    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Input>, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let now = self.clock.now_ms();
+            let changes = tokio::select! {
+                input = rx.recv() => match input {
+                    Some(Input::Readings { gateway, readings }) => self.engine.lock().unwrap().on_readings(&gateway, &readings, now),
+                    Some(Input::GatewayState { gateway, online }) => self.engine.lock().unwrap().on_gateway_state(&gateway, online, now),
+                    Some(Input::GatewayHeard { gateway }) => self.engine.lock().unwrap().on_gateway_heard(&gateway, now),
+                    None => return,
+                },
+                _ = ticker.tick() => self.engine.lock().unwrap().tick(now),
+                _ = shutdown.changed() => return,
+            };
+            self.apply(changes);
+        }
+    }
+
+    pub fn rules(&self) -> Vec<Rule> {
+        self.engine.lock().unwrap().rules().to_vec()
+    }
+
+    pub fn add_rule(&self, rule: Rule) -> Result<(), AlertError> {
+        self.engine.lock().unwrap().add_rule(rule.clone())?;
+        Ok(self.store.save_rule(&rule)?)
+    }
+
+    pub fn delete_rule(&self, id: &str) -> Result<(), AlertError> {
+        let changes = self.engine.lock().unwrap().remove_rule(id, self.clock.now_ms()).ok_or_else(|| AlertError::NoRule(id.to_string()))?;
+        self.apply(changes);
+        Ok(self.store.delete_rule(id)?)
+    }
+
+    /// Alerts, newest first, filtered.
+    pub fn alerts(&self, keep: impl Fn(&Alert) -> bool) -> Vec<Alert> {
+        self.engine.lock().unwrap().alerts().filter(|a| keep(a)).cloned().collect()
+    }
+
+    pub fn ack(&self, id: u64, by: String, note: Option<String>) -> Result<Alert, AlertError> {
+        let change = self.engine.lock().unwrap().ack(id, by, note, self.clock.now_ms())?;
+        let alert = change.1.clone();
+        self.apply(vec![change]);
+        Ok(alert)
+    }
+
+    pub fn resolve(&self, id: u64, by: Option<String>, note: Option<String>) -> Result<Alert, AlertError> {
+        let change = self.engine.lock().unwrap().resolve(id, by, note, self.clock.now_ms())?;
+        let alert = change.1.clone();
+        self.apply(vec![change]);
+        Ok(alert)
+    }
+
+    pub fn alert(&self, id: u64) -> Option<Alert> {
+        self.engine.lock().unwrap().alert(id).cloned()
+    }
+}

@@ -1,0 +1,114 @@
+//! The data lifecycle after ingest: which retention applies to a series, and
+//! the task that deletes what has outlived it. Time is passed in, so tests
+//! drive years of it in a moment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use shared::clock::SharedClock;
+use tokio::sync::watch;
+
+use crate::catalogue::SensorEntry;
+use crate::store::settings::{KeepConfig, Lifetime, RetentionRule};
+use crate::store::{Keep, Store};
+
+pub struct Policy {
+    default: KeepConfig,
+    rules: Vec<RetentionRule>,
+    kinds: HashMap<String, String>,
+}
+
+fn ms(l: Lifetime) -> Option<i64> {
+    l.0.map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+impl Policy {
+    pub fn new(default: KeepConfig, rules: Vec<RetentionRule>, catalogue: &[SensorEntry]) -> Policy {
+        Policy { default, rules, kinds: catalogue.iter().map(|e| (e.id.clone(), e.kind.clone())).collect() }
+    }
+
+    pub fn keep(&self, sensor: &str, metric: &str) -> Keep {
+        let kind = self.kinds.get(sensor);
+        let rule = self.rules.iter().find(|r| r.kind.as_ref().is_none_or(|k| Some(k) == kind) && r.metric.as_ref().is_none_or(|m| m == metric));
+        let d = &self.default;
+        Keep {
+            raw_ms: ms(rule.and_then(|r| r.raw).unwrap_or(d.raw)),
+            minute_ms: ms(rule.and_then(|r| r.minute).unwrap_or(d.minute)),
+            hour_ms: ms(rule.and_then(|r| r.hour).unwrap_or(d.hour)),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct LifecycleStats {
+    pub expired_samples: AtomicU64,
+    pub expired_rollups: AtomicU64,
+}
+
+/// Rollups are brought up to date this often (queries with a `step` also do it first).
+const ROLL_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps rollups current, packs closed hours, and deletes expired data every
+/// `every` (and at start).
+pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::Duration, stats: Arc<LifecycleStats>, clock: SharedClock, mut stop: watch::Receiver<bool>) {
+    let mut next_expiry = tokio::time::Instant::now();
+    loop {
+        let (s, p) = (store.clone(), policy.clone());
+        let expire = tokio::time::Instant::now() >= next_expiry;
+        let now = clock.now_ms();
+        let pass = tokio::task::spawn_blocking(move || {
+            s.roll_up()?;
+            s.pack(now)?;
+            if expire { s.expire(now, &|sensor, metric| p.keep(sensor, metric)).map(Some) } else { Ok(None) }
+        });
+        match pass.await {
+            Ok(Ok(Some(e))) => {
+                next_expiry += every;
+                stats.expired_samples.fetch_add(e.raw, Relaxed);
+                stats.expired_rollups.fetch_add(e.rollups, Relaxed);
+                if e.raw + e.rollups > 0 {
+                    tracing::info!(samples = e.raw, rollups = e.rollups, "deleted data past its retention");
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!("rollups and retention: {e}"),
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ROLL_UP_EVERY.min(every)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_matching_rule_wins_and_unset_fields_fall_back() {
+        let cfg: crate::store::settings::StoreConfig = toml::from_str(
+            r#"
+            path = "/x"
+            keep = { raw = "30d", minute = "1y", hour = "forever" }
+            [[retention]]
+            kind = "traffic"
+            metric = "vehicle_count"
+            raw = "2d"
+            [[retention]]
+            kind = "traffic"
+            raw = "7d"
+            minute = "90d"
+            "#,
+        )
+        .unwrap();
+        let cat: Vec<SensorEntry> = vec![toml::from_str("id = \"tr-1\"\nkind = \"traffic\"").unwrap()];
+        let p = Policy::new(cfg.keep, cfg.retention, &cat);
+        let day = 86_400_000;
+        let year = 31_557_600_000; // humantime's year: 365.25 days
+        assert_eq!(p.keep("tr-1", "vehicle_count"), Keep { raw_ms: Some(2 * day), minute_ms: Some(year), hour_ms: None });
+        assert_eq!(p.keep("tr-1", "speed_kmh"), Keep { raw_ms: Some(7 * day), minute_ms: Some(90 * day), hour_ms: None });
+        assert_eq!(p.keep("aq-1", "pm25"), Keep { raw_ms: Some(30 * day), minute_ms: Some(year), hour_ms: None });
+    }
+}

@@ -1,0 +1,170 @@
+//! The TLS front: the listeners in front of the broker and the HTTP API. Each accepts,
+//! completes the TLS handshake when configured (checking client certificates
+//! when a CA is given), and relays to the plain listener on loopback behind
+//! it; for the broker it can also enforce topic grants (`acl`). One
+//! implementation for both protocols.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use serde::Deserialize;
+use shared::config::Problem;
+
+/// Certificate and key (PEM) for a TLS listener; with `ca_file`, clients
+/// must present a certificate signed by that CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The files exist; `name` is the table they came from (`http.tls`, `mqtt.tls`).
+    pub fn validate(&self, name: &str, base: &Path, p: &mut Vec<Problem>) {
+        for (field, f) in [("cert_file", Some(&self.cert_file)), ("key_file", Some(&self.key_file)), ("ca_file", self.ca_file.as_ref())] {
+            if let Some(f) = f.filter(|f| !base.join(f).is_file()) {
+                p.push(Problem::new(format!("{name}.{field}"), format!("file `{}` does not exist", base.join(f).display())));
+            }
+        }
+    }
+}
+
+/// A handshake slower than this is dropped: a slow or silent peer holds no slot for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+pub struct TlsStats {
+    pub accepted: AtomicU64,
+    /// Handshakes that failed: no or a wrong certificate, wrong CA, expired, not TLS.
+    pub refused: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}: no PEM certificate in it")]
+    NoCertificate(PathBuf),
+    #[error("{0}: no PEM private key in it")]
+    NoKey(PathBuf),
+    #[error("{path}: {source}")]
+    Rustls { path: PathBuf, source: rustls::Error },
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("cannot listen for {what} on {listen}: {source}")]
+    Listen { what: &'static str, listen: String, source: std::io::Error },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..]).collect::<Result<_, _>>().map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.to_path_buf()));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    rustls_pemfile::private_key(&mut &pem[..]).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?.ok_or_else(|| TlsError::NoKey(path.to_path_buf()))
+}
+
+/// The server side of `files`; with `ca_file`, clients must present a certificate it signed.
+pub fn server_config(files: &TlsFiles, base: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let builder = ServerConfig::builder();
+    let builder = match &files.ca_file {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in certs(&base.join(ca))? {
+                roots.add(c).map_err(|source| TlsError::Rustls { path: ca.clone(), source })?;
+            }
+            builder.with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build()?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(certs(&base.join(&files.cert_file))?, key(&base.join(&files.key_file))?).map_err(|source| TlsError::Rustls { path: files.cert_file.clone(), source })?;
+    Ok(Arc::new(config))
+}
+
+/// Topic grants by user, and the largest packet, for an MQTT front.
+pub type MqttAcl = Arc<(crate::mqtt::acl::Acl, usize)>;
+
+async fn relay<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut client: S, upstream: SocketAddr, acl: Option<MqttAcl>, what: &str, peer: SocketAddr) {
+    let Ok(mut plain) = TcpStream::connect(upstream).await else { return };
+    let _ = plain.set_nodelay(true);
+    match acl {
+        Some(acl) => {
+            if let Err(e) = crate::mqtt::acl::relay(client, plain, &acl.0, acl.1).await {
+                tracing::warn!(%peer, "{what} connection dropped: {e}");
+            }
+        }
+        None => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut plain).await;
+        }
+    }
+}
+
+/// Binds `listen` and relays each connection (TLS when `tls`) to `upstream`. Returns the bound address.
+pub async fn front(listen: &str, tls: Option<Arc<ServerConfig>>, upstream: SocketAddr, what: &'static str, stats: Arc<TlsStats>, acl: Option<MqttAcl>, mut stop: watch::Receiver<bool>) -> Result<SocketAddr, TlsError> {
+    let bound = match TcpListener::bind(listen).await {
+        Ok(l) => l.local_addr().map(|a| (l, a)),
+        Err(e) => Err(e),
+    };
+    let (listener, addr) = bound.map_err(|source| TlsError::Listen { what, listen: listen.to_string(), source })?;
+    let acceptor = tls.map(TlsAcceptor::from);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("{what} TLS listener: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            let (acceptor, stats, acl) = (acceptor.clone(), stats.clone(), acl.clone());
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let Some(acceptor) = acceptor else {
+                    return relay(tcp, upstream, acl, what, peer).await;
+                };
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        stats.refused.fetch_add(1, Relaxed);
+                        tracing::warn!(%peer, "{what} TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        stats.refused.fetch_add(1, Relaxed);
+                        tracing::warn!(%peer, "{what} TLS handshake timed out");
+                        return;
+                    }
+                };
+                stats.accepted.fetch_add(1, Relaxed);
+                relay(tls, upstream, acl, what, peer).await;
+            });
+        }
+    });
+    Ok(addr)
+}

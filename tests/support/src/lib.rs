@@ -1,0 +1,21 @@
+//! What the test crates, the fault harness and the benchmarks share, so that
+//! each is written once: a raw HTTP client for the collector's API (no client
+//! library between the test and the wire), waiting on a condition with a
+//! deadline, starting the real peers the tests need (Mosquitto,
+//! VictoriaMetrics) on loopback, a gateway played by the test, and a
+//! collector on free ports.
+
+mod collector;
+mod gateway;
+mod http;
+mod peers;
+mod sse;
+mod wait;
+
+pub use collector::{collector, latest, rejected, series_values};
+pub use gateway::{FakeGateway, Identity};
+pub use http::{get, get_json, metric, metric_in, post, request, request_as, request_with, try_get, try_request};
+pub use peers::{Child, Mosquitto, Victoria};
+pub use shared::now_ms;
+pub use sse::SseClient;
+pub use wait::{free_port, wait_for, wait_for_port};

@@ -18,7 +18,7 @@ use crate::ingest::rate::RateLimit;
 use crate::ingest::{self, Ingest};
 use crate::messages::{self, Bus, Incoming, RuleInput};
 use crate::mqtt::client::{Connector, PublishOnly};
-use crate::registry::{Latest, Registry};
+use crate::registry::Registry;
 use crate::rules::alerting::Alerting;
 use crate::rules::store::{AlertStore, AlertStoreError, SledAlertStore};
 use crate::store::lifecycle::{self, LifecycleStats, Policy};
@@ -55,6 +55,8 @@ pub struct Collector {
     pub mqtt_url: String,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
+    /// What ingest has done since start.
+    pub counters: Arc<ingest::Counters>,
     pub alerting: Arc<Alerting>,
     pub feed: Bus,
     shutdown: watch::Sender<bool>,
@@ -77,7 +79,8 @@ impl Collector {
 
         let store = open_store(&config)?;
         let registry = live_view(store.as_ref(), clock.clone())?;
-        let endpoints = Arc::new(mqtt::start(&config, tls_stats.clone(), stop.clone()).await?);
+        let admission = mqtt::Admission { users: config.broker_users(), grants: config.acl() };
+        let endpoints = Arc::new(mqtt::start(&config.mqtt, admission, tls_stats.clone(), stop.clone()).await?);
         let connector = Connector::new(endpoints.clone(), config.mqtt.max_packet.0 as usize);
         let feed = messages::bus();
 
@@ -105,7 +108,8 @@ impl Collector {
         let forwarded = Arc::new(Notify::new());
         let keys = config.batch_keys(base).map_err(StartError::Keys)?;
         let links = ingest::Links { acks: link.client.clone(), rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone() };
-        let ingest = Ingest::new(store.clone(), registry.clone(), links, keys, RateLimit::new(config.mqtt.gateway_rate, clock.clone()))?;
+        let counters = Arc::new(ingest::Counters::default());
+        let ingest = Ingest::new(store.clone(), registry.clone(), counters.clone(), links, keys, RateLimit::new(config.mqtt.gateway_rate, clock.clone()))?;
         tasks.push(tokio::spawn(ingest.run(ingest_rx)));
 
         // Store lifecycle and the InfluxDB sink.
@@ -137,6 +141,7 @@ impl Collector {
         let state = http::AppState {
             store: store.clone(),
             registry: registry.clone(),
+            counters: counters.clone(),
             catalogue: Arc::new(config.sensor.clone()),
             alerting: alerting.clone(),
             feed: feed.clone(),
@@ -150,7 +155,7 @@ impl Collector {
             clock,
         };
         let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop).await?;
-        Ok(Collector { http_addr, mqtt_url: endpoints.public.to_string(), store, registry, alerting, feed, shutdown, tasks, http })
+        Ok(Collector { http_addr, mqtt_url: endpoints.public.to_string(), store, registry, counters, alerting, feed, shutdown, tasks, http })
     }
 
     /// Stops serving (open streams end, requests in flight finish), then stops
@@ -181,7 +186,7 @@ fn live_view(store: &dyn Store, clock: SharedClock) -> Result<Arc<Registry>, Sto
     let registry = Arc::new(Registry::new(clock));
     for (sensor, metric) in store.series() {
         if let Some(s) = store.last(&sensor, &metric)? {
-            registry.seed(&sensor, &metric, Latest { ts_ms: s.ts_ms, value: s.value, quality: s.quality });
+            registry.seed(&sensor, &metric, s);
         }
     }
     Ok(registry)

@@ -13,6 +13,7 @@
 //! stage reads; `config` gathers each component's settings; `collector`
 //! builds and joins them.
 
+pub mod alert;
 pub mod catalogue;
 mod collector;
 pub mod config;

@@ -52,7 +52,7 @@ enum Command {
     },
 }
 
-fn load(path: &PathBuf) -> Result<CollectorConfig, ExitCode> {
+fn load(path: &std::path::Path) -> Result<CollectorConfig, ExitCode> {
     shared::config::load_and_enter::<CollectorConfig>(path).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)

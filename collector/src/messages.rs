@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use shared::Reading;
 
-use crate::rules::{Alert, Change};
+use crate::alert::{Alert, Change};
 
 /// One `up/{gateway}` message as it came off the broker.
 pub struct Incoming {

@@ -1,51 +1,21 @@
 //! What the collector knows right now, for the API: latest values per sensor,
-//! each gateway's state and health, and the ingest counters behind `/metrics`.
+//! each gateway's state and health.
 //! It is a view fed by ingest; the store remains the record.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU64;
 use std::sync::RwLock;
 
 use shared::clock::SharedClock;
 
-use crate::ingest::Rejection;
-
 use serde::Serialize;
 use shared::wire::{Health, Status};
-use shared::{Quality, Reading};
-
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub batches: AtomicU64,
-    pub received: AtomicU64,
-    pub stored: AtomicU64,
-    pub duplicate: AtomicU64,
-    pub skipped: AtomicU64,
-    pub store_errors: AtomicU64,
-    /// Batches of stored readings the alert engine could not take in time.
-    pub rules_lagged: AtomicU64,
-    /// Rejected batches by reason.
-    pub rejected: RwLock<BTreeMap<Rejection, u64>>,
-}
-
-impl Counters {
-    pub fn reject(&self, reason: Rejection) {
-        *self.rejected.write().unwrap().entry(reason).or_default() += 1;
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Latest {
-    pub ts_ms: i64,
-    pub value: f64,
-    pub quality: Quality,
-}
+use shared::{Reading, Sample};
 
 #[derive(Debug, Clone, Default)]
 pub struct SensorSeen {
     pub gateway: Option<String>,
     pub last_seen_ms: Option<i64>,
-    pub latest: BTreeMap<String, Latest>,
+    pub latest: BTreeMap<String, Sample>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,7 +34,6 @@ pub struct GatewayView {
 
 pub struct Registry {
     clock: SharedClock,
-    pub counters: Counters,
     sensors: RwLock<HashMap<String, SensorSeen>>,
     gateways: RwLock<BTreeMap<String, GatewayView>>,
 }
@@ -77,7 +46,7 @@ impl Default for Registry {
 
 impl Registry {
     pub fn new(clock: SharedClock) -> Registry {
-        Registry { clock, counters: Counters::default(), sensors: RwLock::default(), gateways: RwLock::default() }
+        Registry { clock, sensors: RwLock::default(), gateways: RwLock::default() }
     }
 
     fn with_gateway<T>(&self, id: &str, f: impl FnOnce(&mut GatewayView) -> T) -> T {
@@ -97,7 +66,7 @@ impl Registry {
                 s.last_seen_ms = Some(s.last_seen_ms.unwrap_or(i64::MIN).max(now));
                 let newer = s.latest.get(&r.metric).is_none_or(|l| l.ts_ms <= r.ts_ms);
                 if newer {
-                    s.latest.insert(r.metric.clone(), Latest { ts_ms: r.ts_ms, value: r.value, quality: r.quality });
+                    s.latest.insert(r.metric.clone(), r.sample());
                 }
             }
         }
@@ -117,7 +86,7 @@ impl Registry {
     }
 
     /// Seeds latest values from the store at start-up.
-    pub fn seed(&self, sensor: &str, metric: &str, latest: Latest) {
+    pub fn seed(&self, sensor: &str, metric: &str, latest: Sample) {
         let mut sensors = self.sensors.write().unwrap();
         let s = sensors.entry(sensor.to_string()).or_default();
         s.last_seen_ms = Some(s.last_seen_ms.unwrap_or(i64::MIN).max(latest.ts_ms));

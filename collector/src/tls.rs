@@ -1,18 +1,20 @@
 //! The TLS front: the listeners in front of the broker and the HTTP API. Each accepts,
 //! completes the TLS handshake when configured (checking client certificates
 //! when a CA is given), and relays to the plain listener on loopback behind
-//! it; for the broker it can also enforce topic grants (`acl`). One
-//! implementation for both protocols.
+//! it through a `Relay` (for the broker, one that enforces topic grants:
+//! `mqtt::acl::GrantRelay`). One implementation for both protocols.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -103,26 +105,39 @@ pub fn server_config(files: &TlsFiles, base: &Path) -> Result<Arc<ServerConfig>,
     Ok(Arc::new(config))
 }
 
-/// Topic grants by user, and the largest packet, for an MQTT front.
-pub type MqttAcl = Arc<(crate::mqtt::acl::Acl, usize)>;
+/// What a front does with a connection once it is accepted (and its TLS
+/// handshake done): relay it to `upstream`, the plain listener behind.
+pub trait Relay: Clone + Send + Sync + 'static {
+    fn relay<S>(&self, client: S, upstream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+}
 
-async fn relay<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut client: S, upstream: SocketAddr, acl: Option<MqttAcl>, what: &str, peer: SocketAddr) {
-    let Ok(mut plain) = TcpStream::connect(upstream).await else { return };
-    let _ = plain.set_nodelay(true);
-    match acl {
-        Some(acl) => {
-            if let Err(e) = crate::mqtt::acl::relay(client, plain, &acl.0, acl.1).await {
-                tracing::warn!(%peer, "{what} connection dropped: {e}");
-            }
-        }
-        None => {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut plain).await;
-        }
+/// Byte for byte, both ways.
+#[derive(Clone, Copy)]
+pub struct Plain;
+
+impl Relay for Plain {
+    async fn relay<S>(&self, mut client: S, mut upstream: TcpStream, _: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
 }
 
+async fn connect_and_relay<S, R>(client: S, upstream: SocketAddr, relay: R, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: Relay,
+{
+    let Ok(plain) = TcpStream::connect(upstream).await else { return };
+    let _ = plain.set_nodelay(true);
+    relay.relay(client, plain, peer).await;
+}
+
 /// Binds `listen` and relays each connection (TLS when `tls`) to `upstream`. Returns the bound address.
-pub async fn front(listen: &str, tls: Option<Arc<ServerConfig>>, upstream: SocketAddr, what: &'static str, stats: Arc<TlsStats>, acl: Option<MqttAcl>, mut stop: watch::Receiver<bool>) -> Result<SocketAddr, TlsError> {
+pub async fn front<R: Relay>(listen: &str, tls: Option<Arc<ServerConfig>>, upstream: SocketAddr, what: &'static str, stats: Arc<TlsStats>, relay: R, mut stop: watch::Receiver<bool>) -> Result<SocketAddr, TlsError> {
     let bound = match TcpListener::bind(listen).await {
         Ok(l) => l.local_addr().map(|a| (l, a)),
         Err(e) => Err(e),
@@ -142,11 +157,11 @@ pub async fn front(listen: &str, tls: Option<Arc<ServerConfig>>, upstream: Socke
                 },
                 _ = stop.changed() => return,
             };
-            let (acceptor, stats, acl) = (acceptor.clone(), stats.clone(), acl.clone());
+            let (acceptor, stats, relay) = (acceptor.clone(), stats.clone(), relay.clone());
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 let Some(acceptor) = acceptor else {
-                    return relay(tcp, upstream, acl, what, peer).await;
+                    return connect_and_relay(tcp, upstream, relay, peer).await;
                 };
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -162,7 +177,7 @@ pub async fn front(listen: &str, tls: Option<Arc<ServerConfig>>, upstream: Socke
                     }
                 };
                 stats.accepted.fetch_add(1, Relaxed);
-                relay(tls, upstream, acl, what, peer).await;
+                connect_and_relay(tls, upstream, relay, peer).await;
             });
         }
     });

@@ -73,7 +73,7 @@ async fn wait_drained(addr: SocketAddr, written: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_reach_victoria_metrics_with_their_tags_and_values() {
     let dir = tempfile::tempdir().unwrap();
-    let vm = start_vm(&dir.path().join("vm"), free_port()).await;
+    let vm = start_vm(dir.path().join("vm").as_path(), free_port()).await;
     let c = collector(dir.path(), None, &format!("{}{CATALOGUE}", influx_toml(vm.port))).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-v").await;
     let t0 = shared::now_ms() - 3_600_000;
@@ -99,7 +99,7 @@ async fn points_reach_victoria_metrics_with_their_tags_and_values() {
     let got = wait_for("all 400 points in VictoriaMetrics' export", Duration::from_secs(60), || {
         let vm = &vm;
         async move {
-            let got = export(&vm, "pm25_.*|noise_laeq_.*").await;
+            let got = export(vm, "pm25_.*|noise_laeq_.*").await;
             let n: usize = got.values().map(Vec::len).sum();
             (n >= 800).then_some(got)
         }
@@ -115,7 +115,7 @@ async fn points_reach_victoria_metrics_with_their_tags_and_values() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_second_outage_delays_points_and_loses_or_duplicates_none() {
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = start_vm(&dir.path().join("vm"), free_port()).await;
+    let mut vm = start_vm(dir.path().join("vm").as_path(), free_port()).await;
     let c = collector(dir.path(), None, &format!("{}{CATALOGUE}", influx_toml(vm.port))).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-o").await;
     let t0 = shared::now_ms() - 3_600_000;
@@ -150,7 +150,7 @@ async fn a_20_second_outage_delays_points_and_loses_or_duplicates_none() {
     let got = wait_for("every point in VictoriaMetrics' export", Duration::from_secs(60), || {
         let vm = &vm;
         async move {
-            let got = export(&vm, "pm25_value").await;
+            let got = export(vm, "pm25_value").await;
             let n: usize = got.values().map(Vec::len).sum();
             (n >= total as usize).then_some(got)
         }

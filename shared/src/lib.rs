@@ -13,7 +13,7 @@ pub mod url;
 pub mod wire;
 
 pub use batch::{Batch, BatchError, BATCH_VERSION};
-pub use reading::{Quality, Reading};
+pub use reading::{Quality, Reading, Sample};
 
 /// Milliseconds since the Unix epoch, UTC: the only clock representation on the wire.
 pub fn now_ms() -> i64 {

@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn encode_is_the_inverse_of_decode_for_every_type_and_order() {
         let samples: [(DataType, f64); 8] =
-            [(U16, 54321.0), (I16, -1234.0), (U32, 4_000_000_000.0), (I32, -2_000_000.0), (U64, 9.0e15), (I64, -9.0e15), (F32, -3.25), (F64, 2.718281828459045)];
+            [(U16, 54321.0), (I16, -1234.0), (U32, 4_000_000_000.0), (I32, -2_000_000.0), (U64, 9.0e15), (I64, -9.0e15), (F32, -3.25), (F64, 2.718_281_828_459_1)];
         for (t, v) in samples {
             for o in WordOrder::ALL {
                 let regs = encode_registers(v, t, o);

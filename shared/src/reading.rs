@@ -33,6 +33,15 @@ impl Quality {
     }
 }
 
+/// A value at an instant and how far to trust it: what a series holds, what
+/// the live view keeps as "latest", what `live/{sensor}/{metric}` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub ts_ms: i64,
+    pub value: f64,
+    pub quality: Quality,
+}
+
 /// One measured value of one metric of one sensor at one instant.
 ///
 /// `seq` is assigned by the agent when the reading first enters its outbox and
@@ -45,4 +54,11 @@ pub struct Reading {
     pub ts_ms: i64,
     pub value: f64,
     pub quality: Quality,
+}
+
+impl Reading {
+    /// Its time, value and quality, without the names.
+    pub fn sample(&self) -> Sample {
+        Sample { ts_ms: self.ts_ms, value: self.value, quality: self.quality }
+    }
 }

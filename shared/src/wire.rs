@@ -48,10 +48,5 @@ pub struct DeviceHealth {
     pub last_error: Option<String>,
 }
 
-/// `live/{sensor}/{metric}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Live {
-    pub ts_ms: i64,
-    pub value: f64,
-    pub quality: crate::Quality,
-}
+/// `live/{sensor}/{metric}`: the reading's time, value and quality.
+pub type Live = crate::Sample;

@@ -7,7 +7,6 @@
 
 use rumqttc::{AsyncClient, QoS};
 use shared::topics;
-use shared::wire::Live;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::messages::{Bus, FeedEvent};
@@ -36,7 +35,7 @@ pub async fn live(bus: Bus, client: AsyncClient) {
         match rx.recv().await {
             Ok(FeedEvent::Readings(readings)) => {
                 for r in readings.iter() {
-                    let live = Live { ts_ms: r.ts_ms, value: r.value, quality: r.quality };
+                    let live = r.sample();
                     // Live values are a view, not a record: dropped when the link is busy.
                     let _ = client.try_publish(topics::live(&r.sensor, &r.metric), QoS::AtMostOnce, false, serde_json::to_vec(&live).expect("live serializes"));
                 }

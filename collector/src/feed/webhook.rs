@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::rules::Severity;
+use crate::alert::Severity;
 
 /// `[[webhook]]` in the collector config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

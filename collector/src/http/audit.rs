@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::query::{parse_time, Params};
 use super::{bad, ApiError, AppState};
-use crate::http::auth::Role;
+use super::role::Role;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

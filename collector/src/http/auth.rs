@@ -12,31 +12,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::http::ApiError;
-use crate::http::audit::{AuditEntry, AuditLog};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read everything, follow the streams.
-    Viewer,
-    /// And acknowledge and resolve alerts.
-    Operator,
-    /// And change rules, read the audit log.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use super::role::Role;
+use super::audit::{AuditEntry, AuditLog};
+use super::ApiError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,14 +130,4 @@ pub async fn guard(State((access, role)): State<(Access, Role)>, req: Request, n
         tracing::error!("audit log: {e}");
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roles_are_ordered_by_what_they_may_do() {
-        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
-    }
 }

@@ -16,7 +16,7 @@ fn counter(out: &mut String, name: &str, help: &str, v: u64) {
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let c = &st.registry.counters;
+    let c = &st.counters;
     let mut out = String::new();
     counter(&mut out, "citysense_batches_total", "Batches accepted from agents.", c.batches.load(Relaxed));
     counter(&mut out, "citysense_readings_received_total", "Readings received in accepted batches, duplicates included.", c.received.load(Relaxed));

@@ -11,6 +11,7 @@ pub mod gateways;
 pub mod health;
 pub mod metrics;
 pub mod query;
+pub mod role;
 pub mod rules;
 pub mod sensors;
 pub mod series;
@@ -29,12 +30,13 @@ use serde_json::json;
 use crate::catalogue::SensorEntry;
 use crate::registry::Registry;
 use crate::store::Store;
-use auth::Role;
+use role::Role;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
+    pub counters: Arc<crate::ingest::Counters>,
     pub catalogue: Arc<Vec<SensorEntry>>,
     pub alerting: Arc<crate::rules::alerting::Alerting>,
     pub feed: crate::messages::Bus,
@@ -67,7 +69,7 @@ pub async fn serve(config: &settings::HttpConfig, state: AppState, tls_stats: Ar
     let mut addr = listener.local_addr().map_err(listen_err)?;
     if let Some(files) = &config.tls {
         let tls = crate::tls::server_config(files, std::path::Path::new(""))?;
-        addr = crate::tls::front(&config.listen, Some(tls), addr, "HTTP", tls_stats, None, stop.clone()).await?;
+        addr = crate::tls::front(&config.listen, Some(tls), addr, "HTTP", tls_stats, crate::tls::Plain, stop.clone()).await?;
     }
     let app = router(state);
     let mut stop = stop;

@@ -4,6 +4,7 @@
 //! burst costs one fsync, not one per gateway. The ack for a gateway is sent
 //! only after the sync that made its readings durable.
 
+pub mod counters;
 pub mod dedup;
 pub mod rate;
 pub mod rejection;
@@ -20,6 +21,7 @@ use shared::{topics, Batch, Reading};
 use crate::messages::{Bus, FeedEvent, Incoming, RuleInput};
 use crate::registry::Registry;
 use crate::store::{Store, Write};
+pub use counters::Counters;
 use dedup::Tracker;
 use rate::RateLimit;
 pub use rejection::Rejection;
@@ -27,6 +29,7 @@ pub use rejection::Rejection;
 pub struct Ingest {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
+    counters: Arc<Counters>,
     links: Links,
     trackers: HashMap<String, Tracker>,
     /// Gateways' batch keys. When there are any, every batch must carry the
@@ -54,13 +57,13 @@ struct Outcome {
 }
 
 impl Ingest {
-    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, links: Links, keys: HashMap<String, Arc<Vec<u8>>>, rate: RateLimit) -> Result<Ingest, crate::store::StoreError> {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, keys: HashMap<String, Arc<Vec<u8>>>, rate: RateLimit) -> Result<Ingest, crate::store::StoreError> {
         let mut trackers = HashMap::new();
         for (gw, p) in store.progress()? {
             registry.seed_gateway(&gw, p.contiguous);
             trackers.insert(gw, Tracker::from_progress(&p));
         }
-        Ok(Ingest { store, registry, links, trackers, keys, rate })
+        Ok(Ingest { store, registry, counters, links, trackers, keys, rate })
     }
 
     /// Opens, decodes and admits one message: the batch, or why not.
@@ -112,8 +115,7 @@ impl Ingest {
     }
 
     async fn handle(&mut self, group: Vec<Incoming>) {
-        let registry = self.registry.clone();
-        let counters = &registry.counters;
+        let counters = self.counters.clone();
         // Work on copies: a tracker only moves on once the store has the readings.
         let mut next: HashMap<String, Tracker> = HashMap::new();
         let mut outcomes: Vec<Outcome> = Vec::new();

@@ -37,6 +37,25 @@ impl Grant {
 
 pub type Acl = HashMap<String, Grant>;
 
+/// The front's relay for the embedded broker: every connection goes
+/// through `relay` with the users' grants.
+#[derive(Clone)]
+pub struct GrantRelay {
+    pub acl: std::sync::Arc<Acl>,
+    pub max_packet: usize,
+}
+
+impl crate::tls::Relay for GrantRelay {
+    async fn relay<S>(&self, client: S, upstream: tokio::net::TcpStream, peer: std::net::SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if let Err(e) = relay(client, upstream, &self.acl, self.max_packet).await {
+            tracing::warn!(%peer, "MQTT connection dropped: {e}");
+        }
+    }
+}
+
 /// Why a client's connection was dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {

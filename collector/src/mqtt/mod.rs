@@ -10,14 +10,15 @@ pub mod client;
 pub mod inbound;
 pub mod settings;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use shared::url::BrokerUrl;
 use tokio::sync::watch;
 
-use crate::config::CollectorConfig;
 use crate::tls::{self, TlsStats};
+use settings::MqttConfig;
 
 /// The MQTT user this collector's own connections use when the broker checks passwords.
 pub const INTERNAL_USER: &str = "citysense-collector";
@@ -51,18 +52,25 @@ pub enum MqttError {
     Secret(String),
 }
 
+/// Who may use the embedded broker: password hashes by user, and each user's topic grant.
+pub struct Admission {
+    /// None leaves the broker open (loopback only, which `check` enforces).
+    pub users: Option<HashMap<String, String>>,
+    pub grants: acl::Acl,
+}
+
 /// Starts the embedded broker (behind the grant and TLS fronts when
 /// configured) or settles on the external one.
-pub async fn start(config: &CollectorConfig, stats: Arc<TlsStats>, shutdown: watch::Receiver<bool>) -> Result<Endpoints, MqttError> {
-    let max_packet = config.mqtt.max_packet.0 as usize;
+pub async fn start(config: &MqttConfig, admission: Admission, stats: Arc<TlsStats>, shutdown: watch::Receiver<bool>) -> Result<Endpoints, MqttError> {
+    let max_packet = config.max_packet.0 as usize;
     // With users, the broker admits only them, and this collector's own
     // connections use a password made for this run.
-    let mut users = config.broker_users();
+    let Admission { mut users, grants } = admission;
     let internal_password = users.as_ref().map(|_| shared::auth::random_secret()).transpose().map_err(|e| MqttError::Secret(e.to_string()))?;
     if let (Some(u), Some(p)) = (users.as_mut(), &internal_password) {
         u.insert(INTERNAL_USER.to_string(), shared::auth::sha256_hex(p));
     }
-    let (inner, public) = match (&config.mqtt.external, config.mqtt_listen()) {
+    let (inner, public) = match (&config.external, config.listen_addr()) {
         (Some(url), _) => {
             let u = BrokerUrl::parse(url).map_err(MqttError::External)?;
             (u.clone(), u)
@@ -71,28 +79,32 @@ pub async fn start(config: &CollectorConfig, stats: Arc<TlsStats>, shutdown: wat
             // With users, clients reach the broker only through a front that
             // enforces their topic grants; with TLS, through one that also
             // terminates TLS. Otherwise they reach it directly.
-            let acl: Option<tls::MqttAcl> = users.as_ref().map(|_| Arc::new((config.acl(), max_packet)));
+            let grants = users.as_ref().map(|_| acl::GrantRelay { acl: Arc::new(grants), max_packet });
             let users = users.map(Arc::new);
-            if acl.is_none() && config.mqtt.tls.is_none() {
+            if grants.is_none() && config.tls.is_none() {
                 let addr = broker::start_embedded_async(listen, max_packet, users).await?;
                 let u = BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() };
                 (u.clone(), u)
             } else {
                 let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
                 let addr = broker::start_embedded_async(loopback, max_packet, users).await?;
-                let tls = config.mqtt.tls.as_ref().map(|f| tls::server_config(f, Path::new(""))).transpose()?;
+                let tls = config.tls.as_ref().map(|f| tls::server_config(f, Path::new(""))).transpose()?;
                 let is_tls = tls.is_some();
-                let public = tls::front(&listen.to_string(), tls, addr, "MQTT", stats, acl, shutdown).await?;
+                let listen = listen.to_string();
+                let public = match grants {
+                    Some(g) => tls::front(&listen, tls, addr, "MQTT", stats, g, shutdown).await?,
+                    None => tls::front(&listen, tls, addr, "MQTT", stats, tls::Plain, shutdown).await?,
+                };
                 (BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() }, BrokerUrl { tls: is_tls, host: public.ip().to_string(), port: public.port() })
             }
         }
         (None, None) => return Err(MqttError::Listen),
     };
-    let password = match (&config.mqtt.password_file, &internal_password) {
+    let password = match (&config.password_file, &internal_password) {
         (Some(f), _) => std::fs::read_to_string(f).map_err(|source| MqttError::PasswordFile { path: f.clone(), source })?.trim().to_string(),
         (None, Some(p)) => p.clone(),
         (None, None) => String::new(),
     };
-    let user = config.mqtt.username.clone().or(internal_password.as_ref().map(|_| INTERNAL_USER.to_string()));
+    let user = config.username.clone().or(internal_password.as_ref().map(|_| INTERNAL_USER.to_string()));
     Ok(Endpoints { inner, public, login: user.map(|u| (u, password)) })
 }

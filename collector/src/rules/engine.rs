@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use shared::Reading;
 
-use super::alert::{Alert, Change, State};
+use crate::alert::{Alert, Change, State};
 use super::rule::{glob, Kind, Rule};
 use super::AlertError;
 

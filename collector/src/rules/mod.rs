@@ -1,14 +1,13 @@
 //! Early warning (预警): rules, the engine that evaluates them, and alerts.
 
-pub mod alert;
 pub mod alerting;
 pub mod engine;
 pub mod rule;
 pub mod store;
 
-pub use alert::{Alert, Change, State};
+pub use crate::alert::{Alert, Change, Severity, State};
 pub use engine::{Engine, SensorInfo};
-pub use rule::{Rule, Severity};
+pub use rule::Rule;
 
 /// Why an operator's request on an alert or rule was refused.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ pub use redb_store::{RedbStore, StoreOptions};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shared::{Quality, Reading};
+use shared::Reading;
 
 /// How long after an hour ends its samples are packed: readings arriving
 /// this late (a slow batch) still land as plain samples first.
@@ -28,12 +28,7 @@ pub struct Progress {
     pub above: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Sample {
-    pub ts_ms: i64,
-    pub value: f64,
-    pub quality: Quality,
-}
+pub use shared::Sample;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -246,6 +241,7 @@ pub fn aggregate(samples: &[Sample], step_ms: i64, agg: Agg) -> Vec<(i64, f64)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::Quality;
 
     fn s(ts: i64, v: f64) -> Sample {
         Sample { ts_ms: ts, value: v, quality: Quality::Good }

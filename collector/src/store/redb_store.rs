@@ -448,8 +448,8 @@ impl Store for RedbStore {
             let mut hours: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
             for &(id, start) in dirty.iter() {
                 let h = hour_of(start);
-                if !hours.contains_key(&(id, h)) {
-                    hours.insert((id, h), self.samples(t, id, h, h + HOUR - 1)?);
+                if let std::collections::hash_map::Entry::Vacant(e) = hours.entry((id, h)) {
+                    e.insert(self.samples(t, id, h, h + HOUR - 1)?);
                 }
                 let mut acc = None;
                 for s in hours[&(id, h)].iter().filter(|s| (start..start + minute).contains(&s.ts_ms)) {

@@ -150,7 +150,7 @@ async fn replay(n: u64) -> Result<serde_json::Value> {
     let cfg: AgentConfig = shared::config::parse("bench agent", &agent_text, d).map_err(|e| anyhow::anyhow!("{e}"))?;
     let start = Instant::now();
     let agent = agent::Agent::start(cfg).await?;
-    let counters = &collector.registry.counters;
+    let counters = &collector.counters;
     let deadline = start + Duration::from_secs(600);
     while counters.stored.load(Relaxed) < n || agent.outbox.stats().depth > 0 {
         if Instant::now() > deadline {
@@ -222,7 +222,7 @@ async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, b
     let start = Instant::now();
     let want = load(&c, gateways, total, batch).await?;
     let secs = start.elapsed().as_secs_f64();
-    let lagged = c.registry.counters.rules_lagged.load(Relaxed);
+    let lagged = c.counters.rules_lagged.load(Relaxed);
     c.shutdown().await;
     drop(mosquitto);
     Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "batch": batch.unwrap_or((total / gateways as u64).clamp(1, 1000)), "seconds": (secs * 1000.0).round() / 1000.0,
@@ -258,7 +258,7 @@ async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Opti
         t.await?;
     }
     let want = per_gateway * size * gateways as u64;
-    let counters = &c.registry.counters;
+    let counters = &c.counters;
     let deadline = Instant::now() + Duration::from_secs(600);
     while counters.stored.load(Relaxed) < want {
         if Instant::now() > deadline {
@@ -282,7 +282,8 @@ fn store(series: usize, days: i64) -> Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
     let st = RedbStore::open(dir.path())?;
     let day = 86_400i64;
-    let t0 = 1_700_006_400_000i64 - 1_700_006_400_000i64 % 86_400_000;
+    // Midnight UTC: the days below start on day boundaries.
+    let t0 = 1_700_006_400_000i64;
     let start = Instant::now();
     let mut batch = Vec::with_capacity(1000);
     let mut n = 0u64;
@@ -430,7 +431,7 @@ async fn agent_pipeline(points: usize, every: &str, secs: u64, phases: Phases) -
         let _ = idle.wait();
     }
     // Under load: a poll every 20 ms.
-    let stored = &c.registry.counters.stored;
+    let stored = &c.counters.stored;
     let mut busy = run(every, "load")?;
     tokio::time::sleep(Duration::from_secs(if secs < 5 { 1 } else { 3 })).await;
     let (n0, (c0, _, _), t0) = (stored.load(Relaxed), proc_usage(busy.id())?, Instant::now());
@@ -600,7 +601,7 @@ async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let stored_before = c.registry.counters.stored.load(Relaxed);
+    let stored_before = c.counters.stored.load(Relaxed);
     let measuring = Instant::now();
     let (mut to_mqtt, mut to_sse) = (Vec::new(), Vec::new());
     for i in 0..samples as u64 {
@@ -614,7 +615,7 @@ async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
         to_mqtt.push(m.duration_since(sent).as_secs_f64() * 1000.0);
         to_sse.push(s.duration_since(sent).as_secs_f64() * 1000.0);
     }
-    let achieved = (c.registry.counters.stored.load(Relaxed) - stored_before) as f64 / measuring.elapsed().as_secs_f64();
+    let achieved = (c.counters.stored.load(Relaxed) - stored_before) as f64 / measuring.elapsed().as_secs_f64();
     stop_load.store(true, Relaxed);
     c.shutdown().await;
     let pct = |v: &mut Vec<f64>, p: f64| {

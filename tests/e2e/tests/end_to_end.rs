@@ -20,7 +20,7 @@ async fn forced_values_arrive_exactly(http: std::net::SocketAddr, city: &Running
         ("aq-001", "temperature_c", -12.5),  // i16 scale 0.1
         ("tr-001", "speed_kmh", 88.5),       // f32 DCBA, input registers
         ("tr-001", "vehicle_count", 123456.0), // u32 CDAB
-        ("wl-001", "water_level_m", 3.14159265358979), // f64 ABCD
+        ("wl-001", "water_level_m", 3.25179265358979), // f64 ABCD
         ("wl-001", "pump_running", 1.0),     // discrete input
         ("ns-001", "noise_laeq", 71.5),      // MQTT JSON
     ];

@@ -75,7 +75,7 @@ impl Device {
                 image.insert(p.address + k as u16, w);
             }
         }
-        (start..(end.min(65536) as u32) as u16)
+        (start..end.min(65536) as u16)
             .map(|a| image.get(&a).copied().ok_or(ExceptionCode::IllegalDataAddress))
             .collect()
     }

@@ -1,9 +1,30 @@
-//! `Alert`: one open problem per (rule, sensor, metric), and its lifecycle
-//! firing → acknowledged → resolved (by the condition clearing, or by hand).
+//! `Alert`: one open problem per (rule, sensor, metric), how bad it is, and
+//! its lifecycle firing → acknowledged → resolved (by the condition clearing,
+//! or by hand). The rule engine makes alerts; feeds, the store and the API
+//! carry them, so the record lives below all of them.
 
 use serde::{Deserialize, Serialize};
 
-use super::rule::Severity;
+/// How bad: decides who is woken and which feed topic carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+    Emergency,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+            Severity::Emergency => "emergency",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,27 @@
+//! What ingest has done since start, for `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::RwLock;
+
+use super::Rejection;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub batches: AtomicU64,
+    pub received: AtomicU64,
+    pub stored: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub skipped: AtomicU64,
+    pub store_errors: AtomicU64,
+    /// Batches of stored readings the alert engine could not take in time.
+    pub rules_lagged: AtomicU64,
+    /// Rejected batches by reason.
+    pub rejected: RwLock<BTreeMap<Rejection, u64>>,
+}
+
+impl Counters {
+    pub fn reject(&self, reason: Rejection) {
+        *self.rejected.write().unwrap().entry(reason).or_default() += 1;
+    }
+}

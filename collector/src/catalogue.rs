@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use shared::config::Problem;
 use shared::topics::valid_id;
+use shared::{GatewayId, SensorId};
 
 /// One entry of the data-resource catalogue (资源目录).
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorEntry {
-    pub id: String,
+    pub id: SensorId,
     pub kind: String,
     pub name: Option<String>,
     pub district: Option<String>,
@@ -20,7 +21,7 @@ pub struct SensorEntry {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     /// The gateway expected to carry this sensor.
-    pub gateway: Option<String>,
+    pub gateway: Option<GatewayId>,
     /// Install date, `YYYY-MM-DD`.
     pub installed: Option<String>,
     /// Unit per metric, e.g. `{ pm25 = "ug/m3" }`.

@@ -9,13 +9,13 @@ use shared::clock::SharedClock;
 
 use serde::Serialize;
 use shared::wire::{Health, Status};
-use shared::{Reading, Sample};
+use shared::{GatewayId, Metric, Reading, Sample, SensorId};
 
 #[derive(Debug, Clone, Default)]
 pub struct SensorSeen {
-    pub gateway: Option<String>,
+    pub gateway: Option<GatewayId>,
     pub last_seen_ms: Option<i64>,
-    pub latest: BTreeMap<String, Sample>,
+    pub latest: BTreeMap<Metric, Sample>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,7 +34,7 @@ pub struct GatewayView {
 
 pub struct Registry {
     clock: SharedClock,
-    sensors: RwLock<HashMap<String, SensorSeen>>,
+    sensors: RwLock<HashMap<SensorId, SensorSeen>>,
     gateways: RwLock<BTreeMap<String, GatewayView>>,
 }
 
@@ -62,7 +62,7 @@ impl Registry {
             let mut sensors = self.sensors.write().unwrap();
             for r in readings {
                 let s = sensors.entry(r.sensor.clone()).or_default();
-                s.gateway = Some(gateway.to_string());
+                s.gateway = Some(gateway.into());
                 s.last_seen_ms = Some(s.last_seen_ms.unwrap_or(i64::MIN).max(now));
                 let newer = s.latest.get(&r.metric).is_none_or(|l| l.ts_ms <= r.ts_ms);
                 if newer {
@@ -86,11 +86,11 @@ impl Registry {
     }
 
     /// Seeds latest values from the store at start-up.
-    pub fn seed(&self, sensor: &str, metric: &str, latest: Sample) {
+    pub fn seed(&self, sensor: &SensorId, metric: &Metric, latest: Sample) {
         let mut sensors = self.sensors.write().unwrap();
-        let s = sensors.entry(sensor.to_string()).or_default();
+        let s = sensors.entry(sensor.clone()).or_default();
         s.last_seen_ms = Some(s.last_seen_ms.unwrap_or(i64::MIN).max(latest.ts_ms));
-        s.latest.insert(metric.to_string(), latest);
+        s.latest.insert(metric.clone(), latest);
     }
 
     pub fn seed_gateway(&self, gateway: &str, acked: u64) {
@@ -118,7 +118,7 @@ impl Registry {
         });
     }
 
-    pub fn sensors(&self) -> HashMap<String, SensorSeen> {
+    pub fn sensors(&self) -> HashMap<SensorId, SensorSeen> {
         self.sensors.read().unwrap().clone()
     }
 

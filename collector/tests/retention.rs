@@ -31,7 +31,7 @@ fn ten_minutes(store: &RedbStore, start: i64, seq: &mut u64) {
     for ts in (start..start + 10 * MIN).step_by(10_000) {
         for s in 0..8 {
             *seq += 1;
-            readings.push(Reading { seq: *seq, sensor: format!("aq-{s}"), metric: "pm25".into(), ts_ms: ts, value: value(s, ts), quality: Quality::Good });
+            readings.push(Reading { seq: *seq, sensor: format!("aq-{s}").into(), metric: "pm25".into(), ts_ms: ts, value: value(s, ts), quality: Quality::Good });
         }
     }
     store.write(&Write { batches: vec![("gw-1".into(), Arc::new(readings))], progress: vec![] }).unwrap();

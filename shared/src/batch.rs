@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::id::{GatewayId, Metric, SensorId};
 use crate::Reading;
 
 /// The batch layout this build writes and the only one it reads.
@@ -17,7 +18,7 @@ pub const MAX_READINGS: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub version: u16,
-    pub gateway: String,
+    pub gateway: GatewayId,
     /// The lowest `seq` the agent still held when it sent this batch: every
     /// earlier seq was either acknowledged or dropped by the agent's
     /// `when_full` policy. It lets the collector advance its ack over a gap the
@@ -44,11 +45,11 @@ pub enum BatchError {
     #[error("floor_seq {floor} is above the first reading's seq {first}")]
     FloorAboveFirst { floor: u64, first: u64 },
     #[error("reading seq {seq} ({sensor}/{metric}) has a non-finite value")]
-    NonFinite { seq: u64, sensor: String, metric: String },
+    NonFinite { seq: u64, sensor: SensorId, metric: Metric },
 }
 
 impl Batch {
-    pub fn new(gateway: impl Into<String>, floor_seq: u64, readings: Vec<Reading>) -> Batch {
+    pub fn new(gateway: impl Into<GatewayId>, floor_seq: u64, readings: Vec<Reading>) -> Batch {
         Batch { version: BATCH_VERSION, gateway: gateway.into(), floor_seq, readings }
     }
 

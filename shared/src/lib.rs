@@ -6,6 +6,7 @@ pub mod auth;
 pub mod batch;
 pub mod clock;
 pub mod config;
+pub mod id;
 pub mod modbus;
 pub mod reading;
 pub mod topics;
@@ -13,6 +14,7 @@ pub mod url;
 pub mod wire;
 
 pub use batch::{Batch, BatchError, BATCH_VERSION};
+pub use id::{GatewayId, Metric, SensorId};
 pub use reading::{Quality, Reading, Sample};
 
 /// Milliseconds since the Unix epoch, UTC: the only clock representation on the wire.

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::id::{Metric, SensorId};
+
 /// How far a value can be trusted. A device that answers with an exception or
 /// not at all yields `Bad`; a value outside a point's plausible range, `Uncertain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -49,8 +51,8 @@ pub struct Sample {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
     pub seq: u64,
-    pub sensor: String,
-    pub metric: String,
+    pub sensor: SensorId,
+    pub metric: Metric,
     pub ts_ms: i64,
     pub value: f64,
     pub quality: Quality,

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::query::{parse_time, Params};
 use super::{bad, ApiError, AppState};
+use shared::{GatewayId, SensorId};
+
 use crate::catalogue::SensorEntry;
 use crate::sink::lineproto::{self, Scheme};
 
@@ -61,8 +63,8 @@ pub async fn export(State(st): State<AppState>, Params(q): Params<ExportQuery>) 
         return Err(bad(format!("`from` ({from}) is after `to` ({to})")));
     }
     let (sensor, metric) = (q.sensor, q.metric);
-    let catalogue: HashMap<String, SensorEntry> = st.catalogue.iter().map(|e| (e.id.clone(), e.clone())).collect();
-    let gateways: HashMap<String, String> = st.registry.sensors().into_iter().filter_map(|(id, s)| s.gateway.map(|g| (id, g))).collect();
+    let catalogue: HashMap<SensorId, SensorEntry> = st.catalogue.iter().map(|e| (e.id.clone(), e.clone())).collect();
+    let gateways: HashMap<SensorId, GatewayId> = st.registry.sensors().into_iter().filter_map(|(id, s)| s.gateway.map(|g| (id, g))).collect();
     let store = st.store.clone();
     let body = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         let mut out = String::new();
@@ -82,7 +84,7 @@ pub async fn export(State(st): State<AppState>, Params(q): Params<ExportQuery>) 
                 match format {
                     Format::Csv => {
                         // As /api/v1/sensors shows it: the catalogue's unit, else the well-known one.
-                        let unit = entry.and_then(|e| e.units.get(&m)).map(String::as_str).or_else(|| super::sensors::default_unit(&m)).unwrap_or("");
+                        let unit = entry.and_then(|e| e.units.get(m.as_str())).map(String::as_str).or_else(|| super::sensors::default_unit(&m)).unwrap_or("");
                         for f in [s.as_str(), entry.map_or("", |e| e.kind.as_str()), entry.and_then(|e| e.district.as_deref()).unwrap_or(""), entry.and_then(|e| e.owner.as_deref()).unwrap_or(""), m.as_str(), unit] {
                             csv_field(&mut out, f);
                             out.push(',');
@@ -91,7 +93,7 @@ pub async fn export(State(st): State<AppState>, Params(q): Params<ExportQuery>) 
                     }
                     Format::Line => {
                         let r = shared::Reading { seq: 0, sensor: s.clone(), metric: m.clone(), ts_ms: smp.ts_ms, value: smp.value, quality: smp.quality };
-                        lineproto::line(&mut out, Scheme::Metric, &r, gateways.get(&s).map(String::as_str), entry);
+                        lineproto::line(&mut out, Scheme::Metric, &r, gateways.get(&s).map(GatewayId::as_str), entry);
                     }
                 }
             }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::query::Params;
 use super::{bad, ApiError, AppState};
+use shared::{GatewayId, SensorId};
+
 use crate::catalogue::SensorEntry;
 
 #[derive(Serialize)]
@@ -22,7 +24,7 @@ pub struct MetricView {
 
 #[derive(Serialize)]
 pub struct SensorView {
-    id: String,
+    id: SensorId,
     kind: Option<String>,
     name: Option<String>,
     district: Option<String>,
@@ -30,7 +32,7 @@ pub struct SensorView {
     lat: Option<f64>,
     lon: Option<f64>,
     installed: Option<String>,
-    gateway: Option<String>,
+    gateway: Option<GatewayId>,
     /// False for a sensor that sends data but is missing from the catalogue.
     catalogued: bool,
     last_seen_ms: Option<i64>,
@@ -63,11 +65,11 @@ pub async fn sensors(State(st): State<AppState>, Params(q): Params<SensorsQuery>
             }
         }
         for (m, l) in seen.latest {
-            let unit = entry.and_then(|e| e.units.get(&m).cloned()).or_else(|| default_unit(&m).map(str::to_string));
-            metrics.insert(m.clone(), MetricView { metric: m, unit, ts_ms: Some(l.ts_ms), value: Some(l.value), quality: Some(l.quality) });
+            let unit = entry.and_then(|e| e.units.get(m.as_str()).cloned()).or_else(|| default_unit(&m).map(str::to_string));
+            metrics.insert(m.to_string(), MetricView { metric: m.into_string(), unit, ts_ms: Some(l.ts_ms), value: Some(l.value), quality: Some(l.quality) });
         }
         SensorView {
-            id: id.to_string(),
+            id: id.into(),
             kind: entry.map(|e| e.kind.clone()),
             name: entry.and_then(|e| e.name.clone()),
             district: entry.and_then(|e| e.district.clone()),

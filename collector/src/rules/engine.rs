@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use shared::Reading;
+use shared::{GatewayId, Metric, Reading, SensorId};
 
 use crate::alert::{Alert, Change, State};
 use super::rule::{glob, Kind, Rule};
@@ -16,7 +16,7 @@ use super::AlertError;
 pub struct SensorInfo {
     pub kind: Option<String>,
     pub district: Option<String>,
-    pub gateway: Option<String>,
+    pub gateway: Option<GatewayId>,
 }
 
 type Key = (String, String, String);
@@ -41,13 +41,13 @@ pub struct Engine {
     /// Rules that look at readings, by metric (threshold, rate, and stale with
     /// a metric) plus those for any metric, so a reading meets only the rules
     /// that can care about it.
-    by_metric: HashMap<String, Vec<usize>>,
+    by_metric: HashMap<Metric, Vec<usize>>,
     any_metric: Vec<usize>,
-    sensors: HashMap<String, SensorInfo>,
+    sensors: HashMap<SensorId, SensorInfo>,
     /// Last arrival per sensor, and per (sensor, metric).
-    seen: HashMap<String, i64>,
-    seen_metric: HashMap<(String, String), i64>,
-    gateways: HashMap<String, GatewaySeen>,
+    seen: HashMap<SensorId, i64>,
+    seen_metric: HashMap<(SensorId, Metric), i64>,
+    gateways: HashMap<GatewayId, GatewaySeen>,
     tracks: HashMap<Key, Track>,
     open: HashMap<Key, u64>,
     alerts: BTreeMap<u64, Alert>,
@@ -60,7 +60,7 @@ pub struct Engine {
 pub type Changes = Vec<(Change, Alert)>;
 
 impl Engine {
-    pub fn new(rules: Vec<Rule>, sensors: HashMap<String, SensorInfo>, alerts: Vec<Alert>, now: i64) -> Engine {
+    pub fn new(rules: Vec<Rule>, sensors: HashMap<SensorId, SensorInfo>, alerts: Vec<Alert>, now: i64) -> Engine {
         let mut e = Engine { rules, sensors, started_ms: now, next_id: 1, ..Default::default() };
         e.reindex();
         for a in alerts {
@@ -79,7 +79,7 @@ impl Engine {
         for (i, r) in self.rules.iter().enumerate() {
             match (&r.kind, &r.metric) {
                 (Kind::GatewayOffline, _) => {}
-                (_, Some(m)) => self.by_metric.entry(m.clone()).or_default().push(i),
+                (_, Some(m)) => self.by_metric.entry(m.into()).or_default().push(i),
                 (_, None) => self.any_metric.push(i),
             }
         }
@@ -188,12 +188,12 @@ impl Engine {
                 if !Self::selected(rule, &r.sensor, info) {
                     continue;
                 }
-                let key: Key = (rule.id.clone(), r.sensor.clone(), r.metric.clone());
+                let key: Key = (rule.id.clone(), r.sensor.to_string(), r.metric.to_string());
                 match rule.kind {
                     Kind::Threshold if rule.metric.as_deref() == Some(r.metric.as_str()) => self.threshold(rule, key, r, now, &mut out),
                     Kind::Rate if rule.metric.as_deref() == Some(r.metric.as_str()) => self.rate(rule, key, r, now, &mut out),
                     Kind::Stale if rule.metric.as_deref().is_none_or(|m| m == r.metric) => {
-                        let stale_key: Key = (rule.id.clone(), r.sensor.clone(), rule.metric.clone().unwrap_or_default());
+                        let stale_key: Key = (rule.id.clone(), r.sensor.to_string(), rule.metric.clone().unwrap_or_default());
                         out.extend(self.close(&stale_key, now, None));
                     }
                     _ => {}
@@ -253,7 +253,7 @@ impl Engine {
     }
 
     fn gateway_heard(&mut self, gateway: &str, now: i64, out: &mut Changes) {
-        let g = self.gateways.entry(gateway.to_string()).or_default();
+        let g = self.gateways.entry(gateway.into()).or_default();
         g.last_ms = now;
         g.offline_since = None;
         let keys: Vec<Key> = self.open.keys().filter(|k| k.1 == gateway && self.is_gateway_rule(&k.0)).cloned().collect();
@@ -272,7 +272,7 @@ impl Engine {
         if online {
             self.gateway_heard(gateway, now, &mut out);
         } else {
-            let g = self.gateways.entry(gateway.to_string()).or_default();
+            let g = self.gateways.entry(gateway.into()).or_default();
             g.offline_since.get_or_insert(now);
             out.extend(self.tick(now));
         }
@@ -315,16 +315,17 @@ impl Engine {
     fn stale(&mut self, rule: &Rule, now: i64, out: &mut Changes) {
         let silence = rule.for_duration().expect("validated").as_millis() as i64;
         let metric = rule.metric.clone().unwrap_or_default();
-        let mut known: Vec<String> = self.sensors.keys().chain(self.seen.keys()).cloned().collect();
+        let metric_id = Metric::from(metric.as_str());
+        let mut known: Vec<SensorId> = self.sensors.keys().chain(self.seen.keys()).cloned().collect();
         known.sort();
         known.dedup();
         for sensor in known {
             if !Self::selected(rule, &sensor, self.sensors.get(&sensor)) {
                 continue;
             }
-            let last = if metric.is_empty() { self.seen.get(&sensor) } else { self.seen_metric.get(&(sensor.clone(), metric.clone())) };
+            let last = if metric.is_empty() { self.seen.get(&sensor) } else { self.seen_metric.get(&(sensor.clone(), metric_id.clone())) };
             let since = last.copied().unwrap_or(self.started_ms);
-            let key: Key = (rule.id.clone(), sensor.clone(), metric.clone());
+            let key: Key = (rule.id.clone(), sensor.to_string(), metric.clone());
             if now - since >= silence && !self.open.contains_key(&key) {
                 out.push(self.fire(rule, &sensor, &metric, None, now));
             }
@@ -333,13 +334,13 @@ impl Engine {
 
     fn offline(&mut self, rule: &Rule, now: i64, out: &mut Changes) {
         let silence = rule.for_duration().map(|d| d.as_millis() as i64);
-        let gws: Vec<(String, GatewaySeen)> = self.gateways.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let gws: Vec<(GatewayId, GatewaySeen)> = self.gateways.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (gw, g) in gws {
             if rule.select.gateway.as_deref().is_some_and(|p| !glob(p, &gw)) {
                 continue;
             }
             let down = g.offline_since.is_some() || silence.is_some_and(|s| now - g.last_ms >= s);
-            let key: Key = (rule.id.clone(), gw.clone(), String::new());
+            let key: Key = (rule.id.clone(), gw.to_string(), String::new());
             if down && !self.open.contains_key(&key) {
                 out.push(self.fire(rule, &gw, "", None, now));
             }

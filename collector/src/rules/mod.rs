@@ -43,10 +43,10 @@ mod tests {
         Reading { seq: 0, sensor: sensor.into(), metric: metric.into(), ts_ms: ts, value, quality: Quality::Good }
     }
 
-    fn catalogue() -> HashMap<String, SensorInfo> {
+    fn catalogue() -> HashMap<shared::SensorId, SensorInfo> {
         HashMap::from([
-            ("wl-001".to_string(), SensorInfo { kind: Some("water_level".into()), district: Some("Xihu".into()), gateway: None }),
-            ("wl-002".to_string(), SensorInfo { kind: Some("water_level".into()), district: Some("Binjiang".into()), gateway: None }),
+            ("wl-001".into(), SensorInfo { kind: Some("water_level".into()), district: Some("Xihu".into()), gateway: None }),
+            ("wl-002".into(), SensorInfo { kind: Some("water_level".into()), district: Some("Binjiang".into()), gateway: None }),
         ])
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use influxdb2::api::write::TimestampPrecision;
 use influxdb2::RequestError;
+use shared::SensorId;
 use tokio::sync::{watch, Notify};
 
 use crate::catalogue::SensorEntry;
@@ -38,7 +39,7 @@ pub struct InfluxSink {
     scheme: Scheme,
     batch_points: usize,
     timeout: Duration,
-    catalogue: HashMap<String, SensorEntry>,
+    catalogue: HashMap<SensorId, SensorEntry>,
     pub stats: Arc<SinkStats>,
 }
 

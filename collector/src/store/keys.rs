@@ -10,7 +10,7 @@
 //! - `G` gateway → postcard `Progress`
 //! - `L` entry id (u64, big-endian) → postcard (gateway, readings): the forward log
 
-use shared::{Quality, Reading};
+use shared::{Metric, Quality, Reading, SensorId};
 
 use super::{Forward, Level, Rollup, Sample, StoreError};
 
@@ -26,10 +26,10 @@ pub fn series(sensor: &str, metric: &str) -> Vec<u8> {
 }
 
 /// (sensor, metric) of an `S` key.
-pub fn parse_series(k: &[u8]) -> Option<(String, String)> {
+pub fn parse_series(k: &[u8]) -> Option<(SensorId, Metric)> {
     let body = k.get(1..)?;
     let sep = body.iter().position(|&b| b == 0)?;
-    Some((String::from_utf8_lossy(&body[..sep]).into_owned(), String::from_utf8_lossy(&body[sep + 1..]).into_owned()))
+    Some((String::from_utf8_lossy(&body[..sep]).into_owned().into(), String::from_utf8_lossy(&body[sep + 1..]).into_owned().into()))
 }
 
 pub fn level(level: Level, id: u32, ts_ms: i64) -> Key {

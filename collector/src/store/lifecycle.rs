@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use shared::clock::SharedClock;
+use shared::SensorId;
 use tokio::sync::watch;
 
 use crate::catalogue::SensorEntry;
@@ -16,7 +17,7 @@ use crate::store::{Keep, Store};
 pub struct Policy {
     default: KeepConfig,
     rules: Vec<RetentionRule>,
-    kinds: HashMap<String, String>,
+    kinds: HashMap<SensorId, String>,
 }
 
 fn ms(l: Lifetime) -> Option<i64> {

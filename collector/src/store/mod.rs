@@ -13,7 +13,7 @@ pub use redb_store::{RedbStore, StoreOptions};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shared::Reading;
+use shared::{Metric, Reading, SensorId};
 
 /// How long after an hour ends its samples are packed: readings arriving
 /// this late (a slow batch) still land as plain samples first.
@@ -156,7 +156,7 @@ pub trait Store: Send + Sync {
     /// The newest sample of a series.
     fn last(&self, sensor: &str, metric: &str) -> Result<Option<Sample>, StoreError>;
     /// Every (sensor, metric) with data.
-    fn series(&self) -> Vec<(String, String)>;
+    fn series(&self) -> Vec<(SensorId, Metric)>;
     /// Brings the rollups up to date with every sample written so far;
     /// returns how many minutes were recomputed.
     fn roll_up(&self) -> Result<u64, StoreError>;

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use shared::{Metric, SensorId};
 
 use super::keys::Key;
 use super::{block, keys};
@@ -53,7 +54,7 @@ impl Default for StoreOptions {
 
 #[derive(Default)]
 struct SeriesIndex {
-    ids: HashMap<(String, String), u32>,
+    ids: HashMap<(SensorId, Metric), u32>,
     next: u32,
 }
 
@@ -147,7 +148,7 @@ impl RedbStore {
     }
 
     fn id(&self, sensor: &str, metric: &str) -> Option<u32> {
-        self.series.lock().unwrap().ids.get(&(sensor.to_string(), metric.to_string())).copied()
+        self.series.lock().unwrap().ids.get(&(SensorId::from(sensor), Metric::from(metric))).copied()
     }
 
     /// Runs `f` in one write transaction committed with `durability`.
@@ -268,7 +269,7 @@ impl Store for RedbStore {
         let mut index = self.series.lock().unwrap();
         let mut dirty = self.dirty.lock().unwrap();
         let mut unpacked = self.unpacked.lock().unwrap();
-        let mut added: Vec<(String, String)> = Vec::new();
+        let mut added: Vec<(SensorId, Metric)> = Vec::new();
         // Sets, not lists: a group of batches touches thousands of series.
         let mut newly_dirty: HashSet<(u32, i64)> = HashSet::new();
         let mut newly_unpacked: HashSet<(u32, i64)> = HashSet::new();
@@ -429,7 +430,7 @@ impl Store for RedbStore {
         })
     }
 
-    fn series(&self) -> Vec<(String, String)> {
+    fn series(&self) -> Vec<(SensorId, Metric)> {
         let mut v: Vec<_> = self.series.lock().unwrap().ids.keys().cloned().collect();
         v.sort();
         v
@@ -529,7 +530,7 @@ impl Store for RedbStore {
     }
 
     fn expire(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError> {
-        let series: Vec<((String, String), u32)> = self.series.lock().unwrap().ids.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let series: Vec<((SensorId, Metric), u32)> = self.series.lock().unwrap().ids.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let mut done = Expired::default();
         for ((sensor, metric), id) in series {
             let k = keep(&sensor, &metric);

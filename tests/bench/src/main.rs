@@ -126,7 +126,7 @@ async fn replay(n: u64) -> Result<serde_json::Value> {
         while i < n {
             let chunk: Vec<NewReading> = (i..(i + 10_000).min(n))
                 .map(|k| NewReading {
-                    sensor: format!("aq-{:03}", k % 100),
+                    sensor: format!("aq-{:03}", k % 100).into(),
                     metric: "pm25".into(),
                     ts_ms: t0 + k as i64,
                     value: (k % 500) as f64 / 10.0,
@@ -246,7 +246,7 @@ async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Opti
                 let readings = (0..size)
                     .map(|k| {
                         let seq = b * size + k + 1;
-                        shared::Reading { seq, sensor: format!("s{g}-{}", k % 100), metric: format!("m{}", k / 100), ts_ms: t0 + seq as i64, value: (k % 97) as f64, quality: Quality::Good }
+                        shared::Reading { seq, sensor: format!("s{g}-{}", k % 100).into(), metric: format!("m{}", k / 100).into(), ts_ms: t0 + seq as i64, value: (k % 97) as f64, quality: Quality::Good }
                     })
                     .collect();
                 let bytes = shared::Batch::new(gw.clone(), 1, readings).encode();
@@ -304,7 +304,7 @@ fn store(series: usize, days: i64) -> Result<serde_json::Value> {
             n += 1;
             // A slowly varying value with sensor noise, as a real gauge gives.
             let v = 20.0 + ((sec as f64) / 600.0).sin() * 5.0 + ((sec * 7 + s as i64) % 13) as f64 * 0.01;
-            batch.push(shared::Reading { seq: n, sensor: format!("aq-{s:03}"), metric: "pm25".into(), ts_ms: t0 + sec * 1000, value: (v * 100.0).round() / 100.0, quality: Quality::Good });
+            batch.push(shared::Reading { seq: n, sensor: format!("aq-{s:03}").into(), metric: "pm25".into(), ts_ms: t0 + sec * 1000, value: (v * 100.0).round() / 100.0, quality: Quality::Good });
             if batch.len() == 1000 {
                 st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(std::mem::take(&mut batch)))], progress: vec![] })?;
                 st.sync()?;
@@ -591,7 +591,7 @@ async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
                     let t = shared::now_ms();
                     let readings = (0..1000u64).map(|k| {
                         seq += 1;
-                        shared::Reading { seq, sensor: format!("load{g}-{}", k % 100), metric: "flow".into(), ts_ms: t + k as i64, value: k as f64, quality: Quality::Good }
+                        shared::Reading { seq, sensor: format!("load{g}-{}", k % 100).into(), metric: "flow".into(), ts_ms: t + k as i64, value: k as f64, quality: Quality::Good }
                     }).collect();
                     if client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new(gw.clone(), 1, readings).encode()).await.is_err() {
                         return;

@@ -9,7 +9,7 @@ use shared::clock::SharedClock;
 
 use serde::Serialize;
 use shared::wire::{Health, Status};
-use shared::{GatewayId, Metric, Reading, Sample, SensorId};
+use shared::{GatewayId, Metric, Reading, Sample, SensorId, Seq};
 
 #[derive(Debug, Clone, Default)]
 pub struct SensorSeen {
@@ -26,7 +26,7 @@ pub struct GatewayView {
     pub readings_received: u64,
     pub duplicates: u64,
     pub rejected_batches: u64,
-    pub acked_seq: u64,
+    pub acked_seq: Seq,
     /// Ingest time minus the newest reading's time, at the last batch.
     pub lag_ms: Option<i64>,
     pub health: Option<Health>,
@@ -56,7 +56,7 @@ impl Registry {
     }
 
     /// Records readings just stored for `gateway`.
-    pub fn stored(&self, gateway: &str, readings: &[Reading], received: u64, duplicates: u64, acked: u64) {
+    pub fn stored(&self, gateway: &str, readings: &[Reading], received: u64, duplicates: u64, acked: Seq) {
         let now = self.clock.now_ms();
         {
             let mut sensors = self.sensors.write().unwrap();
@@ -93,7 +93,7 @@ impl Registry {
         s.latest.insert(metric.clone(), latest);
     }
 
-    pub fn seed_gateway(&self, gateway: &str, acked: u64) {
+    pub fn seed_gateway(&self, gateway: &str, acked: Seq) {
         self.with_gateway(gateway, |g| g.acked_seq = acked);
     }
 

@@ -9,7 +9,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use shared::{topics, Batch, Quality, Reading};
 
 fn reading(seq: u64) -> Reading {
-    Reading { seq, sensor: "wl-900".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + seq as i64 * 1000, value: 2.0 + seq as f64 / 100.0, quality: Quality::Good }
+    Reading { seq: shared::Seq(seq), sensor: "wl-900".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + seq as i64 * 1000, value: 2.0 + seq as f64 / 100.0, quality: Quality::Good }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +26,7 @@ async fn bad_batches_are_rejected_counted_and_never_stop_ingest() {
             match el.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let a: shared::wire::Ack = serde_json::from_slice(&p.payload).unwrap();
-                    let _ = acks_tx.send(a.seq);
+                    let _ = acks_tx.send(a.seq.get());
                 }
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -21,7 +21,7 @@ units = { pm25 = "ug/m3" }
 "#;
 
 fn reading(sensor: &str, metric: &str, ts_ms: i64, value: f64) -> Reading {
-    Reading { seq: 0, sensor: sensor.into(), metric: metric.into(), ts_ms, value, quality: Quality::Good }
+    Reading { seq: shared::Seq(0), sensor: sensor.into(), metric: metric.into(), ts_ms, value, quality: Quality::Good }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,7 @@ fn influx_toml(port: u16) -> String {
 }
 
 fn reading(sensor: &str, metric: &str, ts_ms: i64, value: f64) -> Reading {
-    Reading { seq: 0, sensor: sensor.into(), metric: metric.into(), ts_ms, value, quality: Quality::Good }
+    Reading { seq: shared::Seq(0), sensor: sensor.into(), metric: metric.into(), ts_ms, value, quality: Quality::Good }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

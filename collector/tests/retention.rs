@@ -31,7 +31,7 @@ fn ten_minutes(store: &RedbStore, start: i64, seq: &mut u64) {
     for ts in (start..start + 10 * MIN).step_by(10_000) {
         for s in 0..8 {
             *seq += 1;
-            readings.push(Reading { seq: *seq, sensor: format!("aq-{s}").into(), metric: "pm25".into(), ts_ms: ts, value: value(s, ts), quality: Quality::Good });
+            readings.push(Reading { seq: shared::Seq(*seq), sensor: format!("aq-{s}").into(), metric: "pm25".into(), ts_ms: ts, value: value(s, ts), quality: Quality::Good });
         }
     }
     store.write(&Write { batches: vec![("gw-1".into(), Arc::new(readings))], progress: vec![] }).unwrap();
@@ -103,8 +103,8 @@ async fn a_step_reads_rollups_after_raw_samples_expired() {
     // Two hours of readings every 10 s, three days ago; and the last minute.
     let old = now - 3 * 24 * HOUR;
     let old = old - old.rem_euclid(HOUR);
-    let mut rs: Vec<Reading> = (0..720).map(|i| old + i * 10_000).map(|ts| Reading { seq: 0, sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: ts, value: value(1, ts), quality: Quality::Good }).collect();
-    rs.push(Reading { seq: 0, sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: now, value: 5.0, quality: Quality::Good });
+    let mut rs: Vec<Reading> = (0..720).map(|i| old + i * 10_000).map(|ts| Reading { seq: shared::Seq(0), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: ts, value: value(1, ts), quality: Quality::Good }).collect();
+    rs.push(Reading { seq: shared::Seq(0), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: now, value: 5.0, quality: Quality::Good });
     let last = gw.send(rs).await;
     gw.wait_acked(last, Duration::from_secs(20)).await;
     wait_for("raw samples past retention deleted", Duration::from_secs(20), || async {

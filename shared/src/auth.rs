@@ -38,11 +38,11 @@ pub fn open_batch<'a>(key: &[u8], payload: &'a [u8]) -> Option<&'a [u8]> {
     mac(key, &[batch]).verify_slice(tag).ok().map(|_| batch)
 }
 
-pub fn ack_mac(key: &[u8], gateway: &str, seq: u64) -> String {
+pub fn ack_mac(key: &[u8], gateway: &str, seq: crate::Seq) -> String {
     hex(&mac(key, &[b"ack/", gateway.as_bytes(), b"/", seq.to_string().as_bytes()]).finalize().into_bytes())
 }
 
-pub fn verify_ack(key: &[u8], gateway: &str, seq: u64, mac_hex: &str) -> bool {
+pub fn verify_ack(key: &[u8], gateway: &str, seq: crate::Seq, mac_hex: &str) -> bool {
     let Some(tag) = unhex(mac_hex) else { return false };
     mac(key, &[b"ack/", gateway.as_bytes(), b"/", seq.to_string().as_bytes()]).verify_slice(&tag).is_ok()
 }
@@ -91,6 +91,7 @@ pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Seq;
 
     #[test]
     fn a_sealed_batch_opens_only_with_its_key_and_unaltered() {
@@ -105,12 +106,12 @@ mod tests {
 
     #[test]
     fn acks_verify_for_their_gateway_and_seq_only() {
-        let m = ack_mac(b"k-a", "gw-a", 42);
-        assert!(verify_ack(b"k-a", "gw-a", 42, &m));
-        assert!(!verify_ack(b"k-a", "gw-a", 43, &m));
-        assert!(!verify_ack(b"k-a", "gw-b", 42, &m));
-        assert!(!verify_ack(b"k-b", "gw-a", 42, &m));
-        assert!(!verify_ack(b"k-a", "gw-a", 42, "zz"));
+        let m = ack_mac(b"k-a", "gw-a", Seq(42));
+        assert!(verify_ack(b"k-a", "gw-a", Seq(42), &m));
+        assert!(!verify_ack(b"k-a", "gw-a", Seq(43), &m));
+        assert!(!verify_ack(b"k-a", "gw-b", Seq(42), &m));
+        assert!(!verify_ack(b"k-b", "gw-a", Seq(42), &m));
+        assert!(!verify_ack(b"k-a", "gw-a", Seq(42), "zz"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{GatewayId, Metric, SensorId};
+use crate::id::{GatewayId, Metric, SensorId, Seq};
 use crate::Reading;
 
 /// The batch layout this build writes and the only one it reads.
@@ -23,7 +23,7 @@ pub struct Batch {
     /// earlier seq was either acknowledged or dropped by the agent's
     /// `when_full` policy. It lets the collector advance its ack over a gap the
     /// agent reported instead of waiting forever for readings that no longer exist.
-    pub floor_seq: u64,
+    pub floor_seq: Seq,
     /// In strictly increasing `seq` order.
     pub readings: Vec<Reading>,
 }
@@ -41,16 +41,16 @@ pub enum BatchError {
     #[error("batch has {0} readings, more than the limit of {MAX_READINGS}")]
     TooLarge(usize),
     #[error("readings out of seq order at index {index}: seq {seq} after {prev}")]
-    OutOfOrder { index: usize, prev: u64, seq: u64 },
+    OutOfOrder { index: usize, prev: Seq, seq: Seq },
     #[error("floor_seq {floor} is above the first reading's seq {first}")]
-    FloorAboveFirst { floor: u64, first: u64 },
+    FloorAboveFirst { floor: Seq, first: Seq },
     #[error("reading seq {seq} ({sensor}/{metric}) has a non-finite value")]
-    NonFinite { seq: u64, sensor: SensorId, metric: Metric },
+    NonFinite { seq: Seq, sensor: SensorId, metric: Metric },
 }
 
 impl Batch {
-    pub fn new(gateway: impl Into<GatewayId>, floor_seq: u64, readings: Vec<Reading>) -> Batch {
-        Batch { version: BATCH_VERSION, gateway: gateway.into(), floor_seq, readings }
+    pub fn new(gateway: impl Into<GatewayId>, floor_seq: impl Into<Seq>, readings: Vec<Reading>) -> Batch {
+        Batch { version: BATCH_VERSION, gateway: gateway.into(), floor_seq: floor_seq.into(), readings }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -104,7 +104,7 @@ mod tests {
 
     fn reading(seq: u64) -> Reading {
         Reading {
-            seq,
+            seq: Seq(seq),
             sensor: "aq-001".into(),
             metric: "pm25".into(),
             ts_ms: 1_700_000_000_000 + seq as i64,

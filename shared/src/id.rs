@@ -123,3 +123,63 @@ name!(
     /// What a reading measures, e.g. `pm25`, `water_level_m`.
     Metric
 );
+
+/// A reading's place in its gateway's sequence: assigned once by the agent's
+/// outbox, only ever growing, what the collector deduplicates and acks by.
+/// Arithmetic on it is explicit and cannot overflow silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    pub const ZERO: Seq = Seq(0);
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The seq after this one; None at the end of the sequence space.
+    pub fn next(self) -> Option<Seq> {
+        self.0.checked_add(1).map(Seq)
+    }
+
+    /// The seq `n` after this one; None past the end of the sequence space.
+    pub fn plus(self, n: u64) -> Option<Seq> {
+        self.0.checked_add(n).map(Seq)
+    }
+
+    /// How many seqs from `self` up to `later` (0 when `later` is not later).
+    pub fn until(self, later: Seq) -> u64 {
+        later.0.saturating_sub(self.0)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<u64> for Seq {
+    fn from(n: u64) -> Seq {
+        Seq(n)
+    }
+}
+
+impl From<Seq> for u64 {
+    fn from(s: Seq) -> u64 {
+        s.0
+    }
+}
+
+impl PartialEq<u64> for Seq {
+    fn eq(&self, other: &u64) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialOrd<u64> for Seq {
+    fn partial_cmp(&self, other: &u64) -> Option<std::cmp::Ordering> {
+        self.0.partial_cmp(other)
+    }
+}

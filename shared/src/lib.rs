@@ -14,7 +14,7 @@ pub mod url;
 pub mod wire;
 
 pub use batch::{Batch, BatchError, BATCH_VERSION};
-pub use id::{GatewayId, Metric, SensorId};
+pub use id::{GatewayId, Metric, SensorId, Seq};
 pub use reading::{Quality, Reading, Sample};
 
 /// Milliseconds since the Unix epoch, UTC: the only clock representation on the wire.

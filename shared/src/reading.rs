@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::id::{Metric, SensorId};
+use crate::id::{Metric, SensorId, Seq};
 
 /// How far a value can be trusted. A device that answers with an exception or
 /// not at all yields `Bad`; a value outside a point's plausible range, `Uncertain`.
@@ -50,7 +50,7 @@ pub struct Sample {
 /// only ever grows per gateway; the collector deduplicates on (gateway, seq).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
-    pub seq: u64,
+    pub seq: Seq,
     pub sensor: SensorId,
     pub metric: Metric,
     pub ts_ms: i64,

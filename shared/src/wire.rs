@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// `ack/{gateway}`: every reading up to and including `seq` is durably stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
-    pub seq: u64,
+    pub seq: crate::Seq,
     /// With per-gateway batch keys: hex HMAC over `ack/{gateway}/{seq}` (see `auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,

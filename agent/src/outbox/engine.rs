@@ -152,7 +152,7 @@ impl Engine {
                 if seq > upto || out.len() == max {
                     return Ok(out);
                 }
-                out.push(Reading { seq, sensor: rec.sensor.into(), metric: rec.metric.into(), ts_ms: rec.ts_ms, value: rec.value, quality: rec.quality });
+                out.push(Reading { seq: shared::Seq(seq), sensor: rec.sensor.into(), metric: rec.metric.into(), ts_ms: rec.ts_ms, value: rec.value, quality: rec.quality });
             }
         }
         Ok(out)

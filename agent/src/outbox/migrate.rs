@@ -75,6 +75,6 @@ mod tests {
         assert_eq!((s.depth, s.floor_seq, s.next_seq), (1997, 3, 2001));
         let all = ob.read(0, 5000, 5000).unwrap();
         assert_eq!(all.len(), 1997);
-        assert!(all.iter().all(|r| r.value == r.seq as f64 && r.seq != 100));
+        assert!(all.iter().all(|r| r.value == r.seq.get() as f64 && r.seq != 100));
     }
 }

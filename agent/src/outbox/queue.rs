@@ -309,7 +309,7 @@ mod tests {
         }
         let ob = SledOutbox::open(dir.path(), 1 << 20, WhenFull::DropOldest).unwrap();
         let left = ob.read(0, u64::MAX >> 8, 100).unwrap();
-        assert_eq!(left.iter().map(|r| (r.seq, r.value)).collect::<Vec<_>>(), vec![(11, 100.0), (12, 101.0), (13, 102.0)]);
+        assert_eq!(left.iter().map(|r| (r.seq.get(), r.value)).collect::<Vec<_>>(), vec![(11, 100.0), (12, 101.0), (13, 102.0)]);
         ob.ack(13).unwrap();
         ob.flush().unwrap();
         drop(ob);
@@ -372,8 +372,8 @@ mod tests {
             assert_eq!((s.depth, s.floor_seq, s.oldest_ts_ms), (2000, 1501, Some(1_000)), "seq 1501 is the first reading of its round of 500");
             let got = ob.read(1, 3500, 1200).unwrap();
             assert_eq!(got.len(), 1200);
-            assert!(got.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-            assert_eq!((got[0].seq, got[0].value), (1501, 1500.0));
+            assert!(got.windows(2).all(|w| w[1].seq.get() == w[0].seq.get() + 1));
+            assert_eq!((got[0].seq.get(), got[0].value), (1501, 1500.0));
             assert_eq!(ob.read(3400, 3450, 1000).unwrap().len(), 51);
         }
         let ob = SledOutbox::open(dir.path(), 64 << 20, WhenFull::DropOldest).unwrap();

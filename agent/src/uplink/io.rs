@@ -61,10 +61,10 @@ pub(super) async fn event_loop(
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => match serde_json::from_slice::<Ack>(&p.payload) {
                 // Believing a forged ack would delete readings never stored: with a key, only signed acks count.
                 Ok(a) if batch_key.as_ref().is_some_and(|k| !a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gateway, a.seq, m))) => {
-                    tracing::warn!(seq = a.seq, "ignoring an ack without a valid signature (forged, or the collector lacks this gateway's batch key)");
+                    tracing::warn!(seq = a.seq.get(), "ignoring an ack without a valid signature (forged, or the collector lacks this gateway's batch key)");
                 }
                 // Every ack wakes the acker, a repeated one too: it retries a deletion that failed.
-                Ok(a) => wanted.send_modify(|v| *v = (*v).max(a.seq)),
+                Ok(a) => wanted.send_modify(|v| *v = (*v).max(a.seq.get())),
                 Err(e) => tracing::warn!(topic = %p.topic, "ignoring an ack that is not {{\"seq\":N}}: {e}"),
             },
             Ok(_) => {}
@@ -183,7 +183,7 @@ impl Sender {
     async fn send(&self, topic: &str, from: u64, upto: u64) -> Result<Option<(u64, u64)>, SendError> {
         let (ob, max) = (self.outbox.clone(), self.batch_max);
         let readings = tokio::task::spawn_blocking(move || ob.read(from, upto, max)).await.map_err(|_| SendError::Stopped)??;
-        let (Some(first), Some(last)) = (readings.first().map(|r| r.seq), readings.last().map(|r| r.seq)) else { return Ok(None) };
+        let (Some(first), Some(last)) = (readings.first().map(|r| r.seq.get()), readings.last().map(|r| r.seq.get())) else { return Ok(None) };
         let floor = self.outbox.stats().floor_seq.min(first);
         let batch = Batch::new(self.gateway.clone(), floor, readings);
         self.client

@@ -92,7 +92,7 @@ pub async fn export(State(st): State<AppState>, Params(q): Params<ExportQuery>) 
                         let _ = writeln!(out, "{},{},{:?},{}", rfc3339(smp.ts_ms), smp.ts_ms, smp.value, smp.quality.as_str());
                     }
                     Format::Line => {
-                        let r = shared::Reading { seq: 0, sensor: s.clone(), metric: m.clone(), ts_ms: smp.ts_ms, value: smp.value, quality: smp.quality };
+                        let r = shared::Reading { seq: shared::Seq::ZERO, sensor: s.clone(), metric: m.clone(), ts_ms: smp.ts_ms, value: smp.value, quality: smp.quality };
                         lineproto::line(&mut out, Scheme::Metric, &r, gateways.get(&s).map(GatewayId::as_str), entry);
                     }
                 }

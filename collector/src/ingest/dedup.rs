@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use shared::{Batch, Reading};
+use shared::{Batch, Reading, Seq};
 
 use crate::store::Progress;
 
@@ -34,8 +34,8 @@ impl Tracker {
     }
 
     /// The seq to put in `ack/{gateway}`.
-    pub fn ack(&self) -> u64 {
-        self.contiguous
+    pub fn ack(&self) -> Seq {
+        Seq(self.contiguous)
     }
 
     /// Splits a batch into new readings and duplicates, and advances the
@@ -43,15 +43,16 @@ impl Tracker {
     /// written the fresh readings.
     pub fn accept(&mut self, batch: Batch) -> Accepted {
         let mut out = Accepted::default();
-        if batch.floor_seq > self.contiguous + 1 {
-            let gap_end = batch.floor_seq - 1;
+        let floor = batch.floor_seq.get();
+        if floor > self.contiguous.saturating_add(1) {
+            let gap_end = floor - 1;
             let already = self.above.range(..=gap_end).count() as u64;
             out.skipped = gap_end - self.contiguous - already;
-            self.above = self.above.split_off(&batch.floor_seq);
+            self.above = self.above.split_off(&floor);
             self.contiguous = gap_end;
         }
         for r in batch.readings {
-            if r.seq <= self.contiguous || !self.above.insert(r.seq) {
+            if r.seq.get() <= self.contiguous || !self.above.insert(r.seq.get()) {
                 out.duplicates += 1;
             } else {
                 out.fresh.push(r);
@@ -74,7 +75,7 @@ mod tests {
         Batch::new(
             "gw",
             floor,
-            seqs.iter().map(|&s| Reading { seq: s, sensor: "s".into(), metric: "m".into(), ts_ms: s as i64, value: 0.0, quality: Quality::Good }).collect(),
+            seqs.iter().map(|&s| Reading { seq: Seq(s), sensor: "s".into(), metric: "m".into(), ts_ms: s as i64, value: 0.0, quality: Quality::Good }).collect(),
         )
     }
 
@@ -82,9 +83,9 @@ mod tests {
     fn a_replayed_batch_is_all_duplicates_and_acks_the_same_seq() {
         let mut t = Tracker::default();
         let a = t.accept(batch(1, &[1, 2, 3]));
-        assert_eq!((a.fresh.len(), a.duplicates, t.ack()), (3, 0, 3));
+        assert_eq!((a.fresh.len(), a.duplicates, t.ack().get()), (3, 0, 3));
         let b = t.accept(batch(1, &[1, 2, 3]));
-        assert_eq!((b.fresh.len(), b.duplicates, t.ack()), (0, 3, 3));
+        assert_eq!((b.fresh.len(), b.duplicates, t.ack().get()), (0, 3, 3));
     }
 
     #[test]
@@ -92,9 +93,9 @@ mod tests {
         let mut t = Tracker::default();
         t.accept(batch(1, &[1, 2]));
         let a = t.accept(batch(1, &[5, 6]));
-        assert_eq!((a.fresh.len(), t.ack()), (2, 2));
+        assert_eq!((a.fresh.len(), t.ack().get()), (2, 2));
         let b = t.accept(batch(1, &[3, 4, 5]));
-        assert_eq!((b.fresh.len(), b.duplicates, t.ack()), (2, 1, 6));
+        assert_eq!((b.fresh.len(), b.duplicates, t.ack().get()), (2, 1, 6));
         assert_eq!(t.progress().above, Vec::<u64>::new());
     }
 
@@ -104,7 +105,7 @@ mod tests {
         t.accept(batch(1, &[1, 2]));
         t.accept(batch(1, &[12]));
         let a = t.accept(batch(10, &[10, 11]));
-        assert_eq!((a.fresh.len(), a.skipped, t.ack()), (2, 7, 12));
+        assert_eq!((a.fresh.len(), a.skipped, t.ack().get()), (2, 7, 12));
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Ingest {
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, keys: HashMap<String, Arc<Vec<u8>>>, rate: RateLimit) -> Result<Ingest, crate::store::StoreError> {
         let mut trackers = HashMap::new();
         for (gw, p) in store.progress()? {
-            registry.seed_gateway(&gw, p.contiguous);
+            registry.seed_gateway(&gw, shared::Seq(p.contiguous));
             trackers.insert(gw, Tracker::from_progress(&p));
         }
         Ok(Ingest { store, registry, counters, links, trackers, keys, rate })

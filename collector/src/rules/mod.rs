@@ -40,7 +40,7 @@ mod tests {
     }
 
     fn reading(sensor: &str, metric: &str, ts: i64, value: f64) -> Reading {
-        Reading { seq: 0, sensor: sensor.into(), metric: metric.into(), ts_ms: ts, value, quality: Quality::Good }
+        Reading { seq: shared::Seq(0), sensor: sensor.into(), metric: metric.into(), ts_ms: ts, value, quality: Quality::Good }
     }
 
     fn catalogue() -> HashMap<shared::SensorId, SensorInfo> {

@@ -74,7 +74,7 @@ mod tests {
     }
 
     fn reading(v: f64) -> Reading {
-        Reading { seq: 1, sensor: "aq-001".into(), metric: "pm25".into(), ts_ms: 1_700_000_000_123, value: v, quality: Quality::Uncertain }
+        Reading { seq: shared::Seq(1), sensor: "aq-001".into(), metric: "pm25".into(), ts_ms: 1_700_000_000_123, value: v, quality: Quality::Uncertain }
     }
 
     #[test]

@@ -571,7 +571,7 @@ mod tests {
     use shared::{Quality, Reading};
 
     fn r(seq: u64, sensor: &str, ts: i64, v: f64) -> Reading {
-        Reading { seq, sensor: sensor.into(), metric: "pm25".into(), ts_ms: ts, value: v, quality: Quality::Good }
+        Reading { seq: shared::Seq(seq), sensor: sensor.into(), metric: "pm25".into(), ts_ms: ts, value: v, quality: Quality::Good }
     }
 
     fn w(readings: Vec<Reading>, progress: Vec<(String, Progress)>) -> Write {

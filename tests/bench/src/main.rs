@@ -246,7 +246,7 @@ async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Opti
                 let readings = (0..size)
                     .map(|k| {
                         let seq = b * size + k + 1;
-                        shared::Reading { seq, sensor: format!("s{g}-{}", k % 100).into(), metric: format!("m{}", k / 100).into(), ts_ms: t0 + seq as i64, value: (k % 97) as f64, quality: Quality::Good }
+                        shared::Reading { seq: shared::Seq(seq), sensor: format!("s{g}-{}", k % 100).into(), metric: format!("m{}", k / 100).into(), ts_ms: t0 + seq as i64, value: (k % 97) as f64, quality: Quality::Good }
                     })
                     .collect();
                 let bytes = shared::Batch::new(gw.clone(), 1, readings).encode();
@@ -304,7 +304,7 @@ fn store(series: usize, days: i64) -> Result<serde_json::Value> {
             n += 1;
             // A slowly varying value with sensor noise, as a real gauge gives.
             let v = 20.0 + ((sec as f64) / 600.0).sin() * 5.0 + ((sec * 7 + s as i64) % 13) as f64 * 0.01;
-            batch.push(shared::Reading { seq: n, sensor: format!("aq-{s:03}").into(), metric: "pm25".into(), ts_ms: t0 + sec * 1000, value: (v * 100.0).round() / 100.0, quality: Quality::Good });
+            batch.push(shared::Reading { seq: shared::Seq(n), sensor: format!("aq-{s:03}").into(), metric: "pm25".into(), ts_ms: t0 + sec * 1000, value: (v * 100.0).round() / 100.0, quality: Quality::Good });
             if batch.len() == 1000 {
                 st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(std::mem::take(&mut batch)))], progress: vec![] })?;
                 st.sync()?;
@@ -591,7 +591,7 @@ async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
                     let t = shared::now_ms();
                     let readings = (0..1000u64).map(|k| {
                         seq += 1;
-                        shared::Reading { seq, sensor: format!("load{g}-{}", k % 100).into(), metric: "flow".into(), ts_ms: t + k as i64, value: k as f64, quality: Quality::Good }
+                        shared::Reading { seq: shared::Seq(seq), sensor: format!("load{g}-{}", k % 100).into(), metric: "flow".into(), ts_ms: t + k as i64, value: k as f64, quality: Quality::Good }
                     }).collect();
                     if client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new(gw.clone(), 1, readings).encode()).await.is_err() {
                         return;
@@ -607,7 +607,7 @@ async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
     for i in 0..samples as u64 {
         // Odd samples fire, even ones resolve: each is one alert change.
         let value = if i % 2 == 0 { 100.0 } else { 10.0 };
-        let r = shared::Reading { seq: i + 1, sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value, quality: Quality::Good };
+        let r = shared::Reading { seq: shared::Seq(i + 1), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value, quality: Quality::Good };
         let sent = Instant::now();
         pubc.publish(shared::topics::up("gw-lat"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-lat", 1, vec![r]).encode()).await?;
         let m = tokio::time::timeout(Duration::from_secs(5), mqtt_rx.recv()).await?.unwrap();

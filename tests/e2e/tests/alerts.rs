@@ -215,7 +215,7 @@ async fn a_webhook_receiver_that_was_down_gets_the_alert_once_it_is_up() {
     let b = shared::url::BrokerUrl::parse(&c.mqtt_url).unwrap();
     let (client, mut el) = AsyncClient::new(MqttOptions::new("gw-direct", b.host, b.port), 10);
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    let reading = shared::Reading { seq: 1, sensor: "aq-777".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value: 300.0, quality: shared::Quality::Good };
+    let reading = shared::Reading { seq: shared::Seq(1), sensor: "aq-777".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value: 300.0, quality: shared::Quality::Good };
     client.publish(shared::topics::up("gw-direct"), QoS::AtLeastOnce, false, shared::Batch::new("gw-direct", 1, vec![reading]).encode()).await.unwrap();
 
     // The receiver is down: deliveries fail, are kept and retried.

@@ -43,7 +43,7 @@ async fn roles_decide_who_may_do_what_and_every_write_is_audited() {
     assert_eq!(request_as(http, ADMIN, "POST", "/api/v1/rules", rule).await.0, 201);
 
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-s").await;
-    let seq = gw.send(vec![Reading { seq: 0, sensor: "wl-7".into(), metric: "water_level_m".into(), ts_ms: shared::now_ms(), value: 3.6, quality: Quality::Good }]).await;
+    let seq = gw.send(vec![Reading { seq: shared::Seq(0), sensor: "wl-7".into(), metric: "water_level_m".into(), ts_ms: shared::now_ms(), value: 3.6, quality: Quality::Good }]).await;
     gw.wait_acked(seq, Duration::from_secs(20)).await;
     let id = wait_for("the alert", Duration::from_secs(20), || async move {
         let (_, body) = request_as(http, VIEWER, "GET", "/api/v1/alerts?state=firing", "").await;
@@ -103,7 +103,7 @@ async fn oversized_input_is_refused_and_the_collector_keeps_serving() {
     assert!(dropped.is_ok(), "the broker drops a connection that sends 5 MiB over a 4 MiB limit");
     // Others are served as before.
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-ok").await;
-    let seq = gw.send(vec![Reading { seq: 0, sensor: "aq-9".into(), metric: "pm25".into(), ts_ms: 1_700_000_000_000, value: 1.5, quality: Quality::Good }]).await;
+    let seq = gw.send(vec![Reading { seq: shared::Seq(0), sensor: "aq-9".into(), metric: "pm25".into(), ts_ms: 1_700_000_000_000, value: 1.5, quality: Quality::Good }]).await;
     gw.wait_acked(seq, Duration::from_secs(20)).await;
     assert_eq!(latest(c.http_addr, "aq-9", "pm25").await, Some(1.5));
     assert_eq!(get(c.http_addr, "/healthz").await.0, 200);
@@ -154,7 +154,7 @@ fn gw_a() -> Identity {
 }
 
 fn water(value: f64) -> Reading {
-    Reading { seq: 0, sensor: "wl-1".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + (value * 1000.0) as i64, value, quality: Quality::Good }
+    Reading { seq: shared::Seq(0), sensor: "wl-1".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + (value * 1000.0) as i64, value, quality: Quality::Good }
 }
 
 fn keys_only_toml(dir: &std::path::Path) -> String {
@@ -171,16 +171,16 @@ async fn batches_are_stored_only_under_their_own_gateways_key() {
     let http = c.http_addr;
     let mut a = FakeGateway::connect_as(&c.mqtt_url, "gw-a", Identity { key: Some(KEY_A.as_bytes().to_vec()), ..Identity::default() }).await.unwrap();
     // Batches A could make with its key (seqs outside A's own stream).
-    let sealed_by_a = |gateway: &str, r: Reading| shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new(gateway, 1, vec![Reading { seq: 1, ..r }]).encode());
+    let sealed_by_a = |gateway: &str, r: Reading| shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new(gateway, 1, vec![Reading { seq: shared::Seq(1), ..r }]).encode());
     // A publishing on B's topic, with a batch claiming B, sealed with A's key.
     a.client.publish(shared::topics::up("gw-b"), rumqttc::QoS::AtLeastOnce, false, sealed_by_a("gw-b", water(9.1))).await.unwrap();
     // On its own topic, but claiming to be B.
     a.client.publish(shared::topics::up("gw-a"), rumqttc::QoS::AtLeastOnce, false, sealed_by_a("gw-b", water(9.2))).await.unwrap();
     // Without the HMAC at all.
-    let plain = shared::Batch::new("gw-a", 1, vec![Reading { seq: 100, ..water(9.3) }]).encode();
+    let plain = shared::Batch::new("gw-a", 1, vec![Reading { seq: shared::Seq(100), ..water(9.3) }]).encode();
     a.client.publish(shared::topics::up("gw-a"), rumqttc::QoS::AtLeastOnce, false, plain).await.unwrap();
     // A gateway the collector has no key for.
-    a.client.publish(shared::topics::up("gw-z"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-z", 1, vec![Reading { seq: 1, ..water(9.4) }]).encode()).await.unwrap();
+    a.client.publish(shared::topics::up("gw-z"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-z", 1, vec![Reading { seq: shared::Seq(1), ..water(9.4) }]).encode()).await.unwrap();
     let counts = || async move { (rejected(http, "unauthenticated").await, rejected(http, "gateway_mismatch").await, rejected(http, "unknown_gateway").await) };
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -237,7 +237,7 @@ async fn the_embedded_broker_admits_gateways_by_password_and_confines_each_to_it
         assert!(a.dropped_within(Duration::from_secs(10)).await, "{what}: still connected");
     }
     let mut a = FakeGateway::connect_as(&c.mqtt_url, "gw-a", gw_a()).await.unwrap();
-    let sealed_by_a = shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new("gw-b", 1, vec![Reading { seq: 1, ..water(9.1) }]).encode());
+    let sealed_by_a = shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new("gw-b", 1, vec![Reading { seq: shared::Seq(1), ..water(9.1) }]).encode());
     a.client.publish(shared::topics::up("gw-b"), rumqttc::QoS::AtLeastOnce, false, sealed_by_a).await.unwrap();
     assert!(a.dropped_within(Duration::from_secs(10)).await, "publishing on B's topic: still connected");
 
@@ -449,7 +449,7 @@ async fn mosquitto_with_the_deployed_acl_keeps_each_gateway_to_its_topics() {
     let mut b = FakeGateway::connect_as(&url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: None }).await.unwrap();
     // A asks for B's acks and publishes on B's topic; Mosquitto drops both silently.
     a.client.subscribe(shared::topics::ack("gw-b"), rumqttc::QoS::AtLeastOnce).await.unwrap();
-    let sealed_by_a = shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new("gw-b", 1, vec![Reading { seq: 1, ..water(9.1) }]).encode());
+    let sealed_by_a = shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new("gw-b", 1, vec![Reading { seq: shared::Seq(1), ..water(9.1) }]).encode());
     a.client.publish(shared::topics::up("gw-b"), rumqttc::QoS::AtLeastOnce, false, sealed_by_a).await.unwrap();
     for _ in 0..3 {
         let seq = b.send(vec![Reading { sensor: "wl-2".into(), ..water(2.5) }]).await;

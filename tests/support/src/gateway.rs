@@ -70,7 +70,7 @@ impl FakeGateway {
                             // As an agent does: with a key, only acks signed with it count.
                             let signed = key.as_ref().is_none_or(|k| a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gw, a.seq, m)));
                             if signed {
-                                tx.send_modify(|s| *s = (*s).max(a.seq));
+                                tx.send_modify(|s| *s = (*s).max(a.seq.get()));
                             }
                         }
                     }
@@ -91,7 +91,7 @@ impl FakeGateway {
     /// Numbers the readings and encodes them as a batch claiming `gateway`, sealed with this gateway's key if it has one.
     pub fn batch(&mut self, gateway: &str, mut readings: Vec<shared::Reading>) -> (Vec<u8>, u64) {
         for r in &mut readings {
-            r.seq = self.next_seq;
+            r.seq = shared::Seq(self.next_seq);
             self.next_seq += 1;
         }
         let bytes = shared::Batch::new(gateway, 1, readings).encode();

@@ -8,11 +8,7 @@ fn main() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .ok()
-        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    let dirty = std::process::Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().ok().is_some_and(|o| o.status.success() && !o.stdout.is_empty());
     println!("cargo:rustc-env=CITYSENSE_GIT_REV={rev}{}", if dirty { "-dirty" } else { "" });
     let git = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.git");
     // Only paths that exist: cargo treats a missing one as always changed and

@@ -25,14 +25,7 @@ pub fn snapshot(outbox: &dyn Outbox, devices: &[Arc<DeviceStats>], readings_per_
     }
 }
 
-pub async fn publish(
-    gateway: String,
-    client: AsyncClient,
-    outbox: Arc<dyn Outbox>,
-    devices: Vec<Arc<DeviceStats>>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn publish(gateway: String, client: AsyncClient, outbox: Arc<dyn Outbox>, devices: Vec<Arc<DeviceStats>>, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let topic = topics::health(&gateway);
     let mut ticker = tokio::time::interval(every);
     let mut last = (Instant::now(), outbox.stats().next_seq);

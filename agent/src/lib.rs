@@ -163,14 +163,7 @@ impl Agent {
         };
         let (status_addr, status_task) = status::serve(*config.status.listen, source, shutdown.clone()).await?;
         tasks.push(status_task);
-        tasks.push(tokio::spawn(health::publish(
-            config.gateway.clone(),
-            up.client.clone(),
-            outbox.clone(),
-            devices.clone(),
-            config.uplink.health_interval.0,
-            shutdown.clone(),
-        )));
+        tasks.push(tokio::spawn(health::publish(config.gateway.clone(), up.client.clone(), outbox.clone(), devices.clone(), config.uplink.health_interval.0, shutdown.clone())));
         Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link, status_addr })
     }
 

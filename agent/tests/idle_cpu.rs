@@ -42,19 +42,14 @@ async fn an_agent_that_cannot_send_does_not_spin() {
     let mqtt_port = free_port();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(&conf, format!("listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
-    let _broker = Running(
-        Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn().expect("mosquitto (tests/run installs it: apt-get install mosquitto)"),
-    );
+    let _broker = Running(Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn().expect("mosquitto (tests/run installs it: apt-get install mosquitto)"));
 
     let (full_port, dead_port) = (free_port(), free_port());
     let full = agent(dir.path(), "unacked", &format!("mqtt://127.0.0.1:{mqtt_port}"), full_port, &modbus);
     let dead = agent(dir.path(), "unreachable", "mqtt://127.0.0.1:9", dead_port, &modbus);
 
     // One batch of one reading out and never acked; more durable behind it.
-    wait_for("the unacked agent's window to fill", || {
-        status(full_port).filter(|s| s["connected"] == true && s["durable_seq"].as_u64() >= Some(5) && s["acked_seq"] == 0)
-    })
-    .await;
+    wait_for("the unacked agent's window to fill", || status(full_port).filter(|s| s["connected"] == true && s["durable_seq"].as_u64() >= Some(5) && s["acked_seq"] == 0)).await;
     wait_for("the unreachable agent to buffer", || status(dead_port).filter(|s| s["durable_seq"].as_u64() >= Some(5))).await;
 
     let (full_pid, dead_pid) = (full.0.id(), dead.0.id());

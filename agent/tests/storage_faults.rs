@@ -83,9 +83,8 @@ fn a_damaged_outbox_is_refused_with_the_recovery_command_and_reset_keeps_seqs_gr
     {
         let ob = SledOutbox::open(&outbox, 64 << 20, WhenFull::DropOldest).unwrap();
         for chunk in 0..30 {
-            let readings = (0..100)
-                .map(|i| NewReading { sensor: "wl-001".into(), metric: "water_level_m".into(), ts_ms: chunk * 100 + i, value: 1.0, quality: Quality::Good })
-                .collect();
+            let readings =
+                (0..100).map(|i| NewReading { sensor: "wl-001".into(), metric: "water_level_m".into(), ts_ms: chunk * 100 + i, value: 1.0, quality: Quality::Good }).collect();
             ob.append(readings).unwrap();
         }
         ob.ack(1000).unwrap();

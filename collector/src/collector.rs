@@ -202,6 +202,7 @@ fn rules_engine(config: &CollectorConfig, store: &dyn AlertStore, now_ms: i64) -
             all_rules.push(r);
         }
     }
-    let catalogue = config.sensor.iter().map(|s| (s.id.clone(), rules::SensorInfo { kind: Some(s.kind.clone()), district: s.district.clone(), gateway: s.gateway.clone() })).collect();
+    let catalogue =
+        config.sensor.iter().map(|s| (s.id.clone(), rules::SensorInfo { kind: Some(s.kind.clone()), district: s.district.clone(), gateway: s.gateway.clone() })).collect();
     Ok(rules::Engine::new(all_rules, catalogue, store.alerts()?, now_ms))
 }

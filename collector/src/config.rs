@@ -87,7 +87,11 @@ impl CollectorConfig {
 
     /// Gateways' batch keys, read from their files.
     pub fn batch_keys(&self, base: &Path) -> Result<HashMap<String, Arc<Vec<u8>>>, String> {
-        self.gateway.iter().filter_map(|g| g.batch_key_file.as_ref().map(|f| (g, f))).map(|(g, f)| shared::auth::read_secret(&base.join(f)).map(|k| (g.id.clone(), Arc::new(k)))).collect()
+        self.gateway
+            .iter()
+            .filter_map(|g| g.batch_key_file.as_ref().map(|f| (g, f)))
+            .map(|(g, f)| shared::auth::read_secret(&base.join(f)).map(|k| (g.id.clone(), Arc::new(k))))
+            .collect()
     }
 
     /// Safe defaults: a listener reachable from the network needs TLS and

@@ -4,11 +4,11 @@
 //! it through a `Relay` (for the broker, one that enforces topic grants:
 //! `mqtt::acl::GrantRelay`). One implementation for both protocols.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::future::Future;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -101,7 +101,9 @@ pub fn server_config(files: &TlsFiles, base: &Path) -> Result<Arc<ServerConfig>,
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_single_cert(certs(&base.join(&files.cert_file))?, key(&base.join(&files.key_file))?).map_err(|source| TlsError::Rustls { path: files.cert_file.clone(), source })?;
+    let config = builder
+        .with_single_cert(certs(&base.join(&files.cert_file))?, key(&base.join(&files.key_file))?)
+        .map_err(|source| TlsError::Rustls { path: files.cert_file.clone(), source })?;
     Ok(Arc::new(config))
 }
 
@@ -137,7 +139,15 @@ where
 }
 
 /// Binds `listen` and relays each connection (TLS when `tls`) to `upstream`. Returns the bound address.
-pub async fn front<R: Relay>(listen: &str, tls: Option<Arc<ServerConfig>>, upstream: SocketAddr, what: &'static str, stats: Arc<TlsStats>, relay: R, mut stop: watch::Receiver<bool>) -> Result<SocketAddr, TlsError> {
+pub async fn front<R: Relay>(
+    listen: &str,
+    tls: Option<Arc<ServerConfig>>,
+    upstream: SocketAddr,
+    what: &'static str,
+    stats: Arc<TlsStats>,
+    relay: R,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SocketAddr, TlsError> {
     let bound = match TcpListener::bind(listen).await {
         Ok(l) => l.local_addr().map(|a| (l, a)),
         Err(e) => Err(e),

@@ -1,15 +1,21 @@
 //! Malformed, foreign-version and mislabelled batches are rejected and counted;
 //! the collector keeps serving and still stores good batches exactly once.
 
-
 use std::time::Duration;
 
-use support::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use shared::{topics, Batch, Quality, Reading};
+use support::*;
 
 fn reading(seq: u64) -> Reading {
-    Reading { seq: shared::Seq(seq), sensor: "wl-900".into(), metric: "water_level_m".into(), ts_ms: 1_700_000_000_000 + seq as i64 * 1000, value: 2.0 + seq as f64 / 100.0, quality: Quality::Good }
+    Reading {
+        seq: shared::Seq(seq),
+        sensor: "wl-900".into(),
+        metric: "water_level_m".into(),
+        ts_ms: 1_700_000_000_000 + seq as i64 * 1000,
+        value: 2.0 + seq as f64 / 100.0,
+        quality: Quality::Good,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,10 @@
 //! The catalogue as served, uncatalogued sensors listed for an operator, and
 //! the export of a time range as CSV and line protocol.
 
-
 use std::time::Duration;
 
-use support::*;
 use shared::{Quality, Reading};
+use support::*;
 
 const CATALOGUE: &str = r#"
 [[sensor]]
@@ -30,12 +29,22 @@ async fn the_catalogue_lists_uncatalogued_senders_and_exports_carry_it() {
     let c = collector(dir.path(), None, CATALOGUE).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-e").await;
     let t0 = 1_700_000_000_000;
-    let last = gw.send(vec![reading("aq-001", "pm25", t0, 12.5), reading("zz-9", "noise_laeq", t0 + 500, 60.0), reading("aq-001", "pm25", t0 + 1000, 13.0), reading("aq-001", "pm25", t0 + 9000, 99.0)]).await;
+    let last = gw
+        .send(vec![
+            reading("aq-001", "pm25", t0, 12.5),
+            reading("zz-9", "noise_laeq", t0 + 500, 60.0),
+            reading("aq-001", "pm25", t0 + 1000, 13.0),
+            reading("aq-001", "pm25", t0 + 9000, 99.0),
+        ])
+        .await;
     gw.wait_acked(last, Duration::from_secs(20)).await;
 
     let all = get_json(c.http_addr, "/api/v1/sensors").await;
     let aq = all.as_array().unwrap().iter().find(|s| s["id"] == "aq-001").unwrap();
-    assert_eq!((aq["kind"].as_str(), aq["owner"].as_str(), aq["installed"].as_str(), aq["catalogued"].as_bool()), (Some("air_quality"), Some("Environment Bureau"), Some("2026-03-15"), Some(true)));
+    assert_eq!(
+        (aq["kind"].as_str(), aq["owner"].as_str(), aq["installed"].as_str(), aq["catalogued"].as_bool()),
+        (Some("air_quality"), Some("Environment Bureau"), Some("2026-03-15"), Some(true))
+    );
     assert_eq!(aq["metrics"][0]["unit"], "ug/m3");
     let new = get_json(c.http_addr, "/api/v1/sensors?catalogued=false").await;
     let ids: Vec<&str> = new.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();

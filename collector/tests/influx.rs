@@ -2,15 +2,14 @@
 //! (VictoriaMetrics, started here on loopback with its data in a temp dir),
 //! and against a server that refuses one bad point.
 
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use support::*;
 use serde_json::Value;
 use shared::{Quality, Reading};
+use support::*;
 
 /// VictoriaMetrics started and answering `/health`.
 async fn start_vm(data: &Path, port: u16) -> Victoria {
@@ -145,7 +144,10 @@ async fn a_20_second_outage_delays_points_and_loses_or_duplicates_none() {
     publisher.await.unwrap();
     let total = (batches * per_batch) as f64;
     wait_drained(c.http_addr, total).await;
-    eprintln!("backlog of {backlog} readings after a 20 s outage ({errors} failed writes); stream and backlog drained {:.1} s after the restart", drain_from.elapsed().as_secs_f64());
+    eprintln!(
+        "backlog of {backlog} readings after a 20 s outage ({errors} failed writes); stream and backlog drained {:.1} s after the restart",
+        drain_from.elapsed().as_secs_f64()
+    );
 
     let got = wait_for("every point in VictoriaMetrics' export", Duration::from_secs(60), || {
         let vm = &vm;

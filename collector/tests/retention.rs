@@ -2,15 +2,14 @@
 //! retention are gone, rollups hold the right aggregates, the store stops
 //! growing under steady load; through the API, a `step` picks the rollups.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use collector::store::settings::{KeepConfig, Lifetime};
 use collector::store::lifecycle::Policy;
+use collector::store::settings::{KeepConfig, Lifetime};
 use collector::store::{aggregate, Agg, Level, RedbStore, Store, Write};
-use support::*;
 use shared::{Quality, Reading};
+use support::*;
 
 const T0: i64 = 1_700_002_800_000; // a whole hour
 const MIN: i64 = 60_000;
@@ -79,7 +78,8 @@ fn expired_raw_data_is_gone_rollups_stay_right_and_the_store_stops_growing() {
     assert_eq!(hours.len(), 48);
     let first = hours[0];
     assert_eq!(first.start_ms, now - 48 * HOUR);
-    let samples: Vec<collector::store::Sample> = (0..360).map(|i| first.start_ms + i * 10_000).map(|ts| collector::store::Sample { ts_ms: ts, value: value(3, ts), quality: Quality::Good }).collect();
+    let samples: Vec<collector::store::Sample> =
+        (0..360).map(|i| first.start_ms + i * 10_000).map(|ts| collector::store::Sample { ts_ms: ts, value: value(3, ts), quality: Quality::Good }).collect();
     assert_eq!(aggregate(&samples, HOUR, Agg::Mean)[0].1, first.sum / first.count as f64);
     assert_eq!(aggregate(&samples, HOUR, Agg::Max)[0].1, first.max);
 
@@ -88,7 +88,14 @@ fn expired_raw_data_is_gone_rollups_stay_right_and_the_store_stops_growing() {
     let mb = |b: u64| b as f64 / 1e6;
     let day2 = *sizes[(48 * 6) as usize..(60 * 6) as usize].iter().max().unwrap();
     let day3 = *sizes[(60 * 6) as usize..].iter().max().unwrap();
-    eprintln!("store size: at 12 h {:.1} MB, 24 h {:.1} MB, 48-60 h max {:.1} MB, 60-72 h max {:.1} MB ({} readings written)", mb(sizes[72]), mb(sizes[144]), mb(day2), mb(day3), seq);
+    eprintln!(
+        "store size: at 12 h {:.1} MB, 24 h {:.1} MB, 48-60 h max {:.1} MB, 60-72 h max {:.1} MB ({} readings written)",
+        mb(sizes[72]),
+        mb(sizes[144]),
+        mb(day2),
+        mb(day3),
+        seq
+    );
     assert!(day3 as f64 <= day2 as f64 * 1.10, "store kept growing: {:.1} MB then {:.1} MB", mb(day2), mb(day3));
 }
 
@@ -103,7 +110,10 @@ async fn a_step_reads_rollups_after_raw_samples_expired() {
     // Two hours of readings every 10 s, three days ago; and the last minute.
     let old = now - 3 * 24 * HOUR;
     let old = old - old.rem_euclid(HOUR);
-    let mut rs: Vec<Reading> = (0..720).map(|i| old + i * 10_000).map(|ts| Reading { seq: shared::Seq(0), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: ts, value: value(1, ts), quality: Quality::Good }).collect();
+    let mut rs: Vec<Reading> = (0..720)
+        .map(|i| old + i * 10_000)
+        .map(|ts| Reading { seq: shared::Seq(0), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: ts, value: value(1, ts), quality: Quality::Good })
+        .collect();
     rs.push(Reading { seq: shared::Seq(0), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: now, value: 5.0, quality: Quality::Good });
     let last = gw.send(rs).await;
     gw.wait_acked(last, Duration::from_secs(20)).await;
@@ -118,7 +128,11 @@ async fn a_step_reads_rollups_after_raw_samples_expired() {
         assert_eq!(q["resolution"], resolution, "{q}");
         let points = q["points"].as_array().unwrap();
         assert_eq!(points.len(), n, "{step}: {q}");
-        let first_bucket: i64 = match step { "1h" => HOUR, "10m" => 10 * MIN, _ => MIN };
+        let first_bucket: i64 = match step {
+            "1h" => HOUR,
+            "10m" => 10 * MIN,
+            _ => MIN,
+        };
         let want = (0..first_bucket / 10_000).map(|i| value(1, old + i * 10_000)).fold(f64::NEG_INFINITY, f64::max);
         assert_eq!(points[0]["value"].as_f64().unwrap(), want, "{step}");
     }

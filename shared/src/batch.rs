@@ -62,13 +62,11 @@ impl Batch {
         if bytes.is_empty() {
             return Err(BatchError::Empty);
         }
-        let (version, _) = postcard::take_from_bytes::<u16>(bytes)
-            .map_err(|e| BatchError::Undecodable(format!("version: {e}")))?;
+        let (version, _) = postcard::take_from_bytes::<u16>(bytes).map_err(|e| BatchError::Undecodable(format!("version: {e}")))?;
         if version != BATCH_VERSION {
             return Err(BatchError::UnknownVersion(version));
         }
-        let batch: Batch =
-            postcard::from_bytes(bytes).map_err(|e| BatchError::Undecodable(e.to_string()))?;
+        let batch: Batch = postcard::from_bytes(bytes).map_err(|e| BatchError::Undecodable(e.to_string()))?;
         batch.validate()?;
         Ok(batch)
     }
@@ -103,14 +101,7 @@ mod tests {
     use crate::Quality;
 
     fn reading(seq: u64) -> Reading {
-        Reading {
-            seq: Seq(seq),
-            sensor: "aq-001".into(),
-            metric: "pm25".into(),
-            ts_ms: 1_700_000_000_000 + seq as i64,
-            value: 12.5 + seq as f64,
-            quality: Quality::Good,
-        }
+        Reading { seq: Seq(seq), sensor: "aq-001".into(), metric: "pm25".into(), ts_ms: 1_700_000_000_000 + seq as i64, value: 12.5 + seq as f64, quality: Quality::Good }
     }
 
     #[test]

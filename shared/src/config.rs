@@ -85,9 +85,8 @@ pub fn load_and_enter<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, 
 
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Diagnostics> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic { file: file.clone(), line: 0, path: String::new(), message: format!("cannot read: {e}") }])
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Diagnostics(vec![Diagnostic { file: file.clone(), line: 0, path: String::new(), message: format!("cannot read: {e}") }]))?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&file, &text, base)
 }
@@ -98,23 +97,13 @@ pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str, base: &Path
     let value: T = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let path = map.path_at(&span);
-        Diagnostics(vec![Diagnostic {
-            file: file.to_string(),
-            line: map.line_of_offset(span.start),
-            path,
-            message: e.message().trim().to_string(),
-        }])
+        Diagnostics(vec![Diagnostic { file: file.to_string(), line: map.line_of_offset(span.start), path, message: e.message().trim().to_string() }])
     })?;
     let problems = value.validate(base);
     if problems.is_empty() {
         Ok(value)
     } else {
-        Err(Diagnostics(
-            problems
-                .into_iter()
-                .map(|p| Diagnostic { file: file.to_string(), line: map.line_of_path(&p.path), path: p.path, message: p.message })
-                .collect(),
-        ))
+        Err(Diagnostics(problems.into_iter().map(|p| Diagnostic { file: file.to_string(), line: map.line_of_path(&p.path), path: p.path, message: p.message }).collect()))
     }
 }
 
@@ -171,10 +160,7 @@ impl<'a> SourceMap<'a> {
         let mut array: Option<&[Spanned<DeValue>]> = None;
         for seg in segments(path) {
             let next: Option<(Range<usize>, &DeValue)> = match (seg, table, array) {
-                (Segment::Key(k), Some(t), _) => t
-                    .iter()
-                    .find(|(key, _)| key.get_ref().as_ref() == k)
-                    .map(|(key, v)| (key.span(), v.get_ref())),
+                (Segment::Key(k), Some(t), _) => t.iter().find(|(key, _)| key.get_ref().as_ref() == k).map(|(key, v)| (key.span(), v.get_ref())),
                 (Segment::Index(i), _, Some(a)) => a.get(i).map(|v| (v.span(), v.get_ref())),
                 _ => None,
             };
@@ -236,9 +222,7 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"5m\"")))
+        humantime::parse_duration(&s).map(HumanDuration).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"5m\"")))
     }
 }
 

@@ -19,8 +19,5 @@ pub use reading::{Quality, Reading, Sample};
 
 /// Milliseconds since the Unix epoch, UTC: the only clock representation on the wire.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -32,8 +32,7 @@ pub enum WordOrder {
 }
 
 impl DataType {
-    pub const ALL: [DataType; 9] =
-        [DataType::Bool, DataType::U16, DataType::I16, DataType::U32, DataType::I32, DataType::U64, DataType::I64, DataType::F32, DataType::F64];
+    pub const ALL: [DataType; 9] = [DataType::Bool, DataType::U16, DataType::I16, DataType::U32, DataType::I32, DataType::U64, DataType::I64, DataType::F32, DataType::F64];
 
     /// Registers (or bits, for `Bool`) one value occupies.
     pub fn registers(self) -> u16 {
@@ -59,10 +58,7 @@ impl DataType {
     }
 
     pub fn parse(s: &str) -> Result<DataType, String> {
-        DataType::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| format!("unknown type `{s}`; one of bool u16 i16 u32 i32 u64 i64 f32 f64"))
+        DataType::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| format!("unknown type `{s}`; one of bool u16 i16 u32 i32 u64 i64 f32 f64"))
     }
 }
 
@@ -86,10 +82,7 @@ impl WordOrder {
     }
 
     pub fn parse(s: &str) -> Result<WordOrder, String> {
-        WordOrder::ALL
-            .into_iter()
-            .find(|o| o.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown order `{s}`; one of ABCD CDAB BADC DCBA"))
+        WordOrder::ALL.into_iter().find(|o| o.name().eq_ignore_ascii_case(s)).ok_or_else(|| format!("unknown order `{s}`; one of ABCD CDAB BADC DCBA"))
     }
 }
 
@@ -144,10 +137,7 @@ pub fn encode_registers(value: f64, data_type: DataType, order: WordOrder) -> Ve
         DataType::I64 => (value as i64).to_be_bytes().to_vec(),
         DataType::F64 => value.to_be_bytes().to_vec(),
     };
-    let mut words: Vec<u16> = be
-        .chunks(2)
-        .map(|c| if order.swaps_bytes() { u16::from_be_bytes([c[1], c[0]]) } else { u16::from_be_bytes([c[0], c[1]]) })
-        .collect();
+    let mut words: Vec<u16> = be.chunks(2).map(|c| if order.swaps_bytes() { u16::from_be_bytes([c[1], c[0]]) } else { u16::from_be_bytes([c[0], c[1]]) }).collect();
     if order.swaps_words() {
         words.reverse();
     }

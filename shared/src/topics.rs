@@ -33,9 +33,7 @@ pub fn gateway_of<'a>(topic: &'a str, kind: &str) -> Option<&'a str> {
 
 /// Whether an id can stand as one MQTT topic level and in file names and URLs.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 #[cfg(test)]

@@ -113,7 +113,11 @@ fn validate_device(d: &ModbusDevice, path: &str, p: &mut Vec<Problem>) {
     if d.interval.0 < d.timeout.0 {
         p.push(Problem::new(
             format!("{path}.interval"),
-            format!("{} is shorter than timeout {}: a slow device would be polled again before it answered", humantime::format_duration(d.interval.0), humantime::format_duration(d.timeout.0)),
+            format!(
+                "{} is shorter than timeout {}: a slow device would be polled again before it answered",
+                humantime::format_duration(d.interval.0),
+                humantime::format_duration(d.timeout.0)
+            ),
         ));
     }
     if d.retries > 10 {
@@ -180,10 +184,9 @@ fn validate_mqtt(m: &MqttSource, path: &str, base: &Path, p: &mut Vec<Problem>) 
         p.push(Problem::new(format!("{path}.topic"), e.to_string()));
     }
     match m.sensor {
-        SensorFrom::TopicLevel(n) if n >= m.topic.split('/').count() => p.push(Problem::new(
-            format!("{path}.sensor"),
-            format!("topic level {n} does not exist in `{}` (levels count from 0)", m.topic),
-        )),
+        SensorFrom::TopicLevel(n) if n >= m.topic.split('/').count() => {
+            p.push(Problem::new(format!("{path}.sensor"), format!("topic level {n} does not exist in `{}` (levels count from 0)", m.topic)))
+        }
         SensorFrom::TopicLevel(n) if m.topic.split('/').nth(n).is_some_and(|l| l != "+") => p.push(Problem::new(
             format!("{path}.sensor"),
             format!("topic level {n} of `{}` is fixed, not a `+` wildcard: every message would get the same id; use a literal id instead", m.topic),

@@ -65,13 +65,9 @@ impl Watermark {
 pub(super) fn check(dir: &Path, next_seq: u64, acked: u64, last: u64, depth: u64) -> Result<(), OutboxError> {
     let damaged = |detail: String| OutboxError::Damaged { path: dir.to_path_buf(), detail };
     match Watermark::read(dir) {
-        Ok(Some(w)) if w.durable >= next_seq || w.acked > acked.max(last) => Err(damaged(format!(
-            "it held readings up to seq {} (acknowledged up to {}), but only {} survive up to seq {}",
-            w.durable,
-            w.acked,
-            depth,
-            next_seq - 1
-        ))),
+        Ok(Some(w)) if w.durable >= next_seq || w.acked > acked.max(last) => {
+            Err(damaged(format!("it held readings up to seq {} (acknowledged up to {}), but only {} survive up to seq {}", w.durable, w.acked, depth, next_seq - 1)))
+        }
         Ok(_) => Ok(()),
         Err(e) => Err(damaged(format!("unreadable watermark: {e}"))),
     }

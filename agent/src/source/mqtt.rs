@@ -181,9 +181,7 @@ impl MessageMap {
         let mut missing = Vec::new();
         for (metric, path) in &self.fields {
             match lookup(&json, path).and_then(number) {
-                Some(value) if value.is_finite() => {
-                    out.push(NewReading { sensor: sensor.clone(), metric: metric.clone(), ts_ms, value, quality: Quality::Good })
-                }
+                Some(value) if value.is_finite() => out.push(NewReading { sensor: sensor.clone(), metric: metric.clone(), ts_ms, value, quality: Quality::Good }),
                 _ => missing.push(path.as_str()),
             }
         }
@@ -221,10 +219,7 @@ fn parse_timestamp(v: Option<&Value>) -> Option<i64> {
             let f = n.as_f64()?;
             Some(if f.abs() < 1e11 { (f * 1000.0) as i64 } else { f as i64 })
         }
-        Value::String(s) => humantime::parse_rfc3339_weak(s)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64),
+        Value::String(s) => humantime::parse_rfc3339_weak(s).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as i64),
         _ => None,
     }
 }

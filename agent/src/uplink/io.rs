@@ -187,10 +187,15 @@ impl Sender {
         let floor = self.outbox.stats().floor_seq.min(first);
         let batch = Batch::new(self.gateway.clone(), floor, readings);
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, match &self.batch_key {
-                Some(k) => shared::auth::seal_batch(k, batch.encode()),
-                None => batch.encode(),
-            })
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                match &self.batch_key {
+                    Some(k) => shared::auth::seal_batch(k, batch.encode()),
+                    None => batch.encode(),
+                },
+            )
             .await
             .map_err(|err| SendError::Publish { topic: topic.to_string(), err })?;
         Ok(Some((first, last)))

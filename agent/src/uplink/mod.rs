@@ -21,9 +21,9 @@ use tokio::sync::watch;
 
 use crate::config::UplinkConfig;
 use crate::outbox::Outbox;
+use shared::topics;
 use shared::url::BrokerUrl;
 use shared::wire::{State, Status};
-use shared::topics;
 
 /// Largest MQTT packet either side accepts; the collector's broker uses the same.
 pub const MAX_PACKET: usize = 4 << 20;
@@ -116,13 +116,7 @@ pub fn start(
 
     let events = tokio::spawn(io::event_loop(gateway.to_string(), url, client.clone(), eventloop, secrets.batch_key.clone(), link_tx, wanted_tx, shutdown.clone()));
     let acker = tokio::spawn(io::acker(outbox.clone(), wanted_rx, acked_tx));
-    let sender = io::Sender {
-        gateway: gateway.to_string(),
-        client: client.clone(),
-        outbox,
-        batch_max: config.batch_max,
-        batch_key: secrets.batch_key,
-    };
+    let sender = io::Sender { gateway: gateway.to_string(), client: client.clone(), outbox, batch_max: config.batch_max, batch_key: secrets.batch_key };
     let window = window::Window::new(acked_seq, config.batch_max, config.linger.0, config.ack_timeout.0, config.max_inflight);
     let link = link_rx.clone();
     let task = tokio::spawn(async move {

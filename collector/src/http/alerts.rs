@@ -32,9 +32,9 @@ pub async fn alerts(State(st): State<AppState>, Params(q): Params<AlertsQuery>) 
         .map(|s| serde_json::from_value::<Severity>(Value::String(s.clone())).map_err(|_| bad(format!("severity `{s}` is not info, warning, critical or emergency"))))
         .transpose()?;
     let sensor = q.sensor;
-    Ok(Json(st.alerting.alerts(|a| {
-        state.as_ref().is_none_or(|s| s.contains(&a.state)) && severity.is_none_or(|s| a.severity == s) && sensor.as_ref().is_none_or(|s| &a.sensor == s)
-    })))
+    Ok(Json(
+        st.alerting.alerts(|a| state.as_ref().is_none_or(|s| s.contains(&a.state)) && severity.is_none_or(|s| a.severity == s) && sensor.as_ref().is_none_or(|s| &a.sensor == s)),
+    ))
 }
 
 fn alert_id(id: &str) -> Result<u64, ApiError> {

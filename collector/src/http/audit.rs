@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::query::{parse_time, Params};
-use super::{bad, ApiError, AppState};
 use super::role::Role;
+use super::{bad, ApiError, AppState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

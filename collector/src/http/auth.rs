@@ -14,8 +14,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use super::role::Role;
 use super::audit::{AuditEntry, AuditLog};
+pub use super::role::Role;
 use super::ApiError;
 
 #[derive(Debug, Clone, Deserialize)]

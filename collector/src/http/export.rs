@@ -85,7 +85,14 @@ pub async fn export(State(st): State<AppState>, Params(q): Params<ExportQuery>) 
                     Format::Csv => {
                         // As /api/v1/sensors shows it: the catalogue's unit, else the well-known one.
                         let unit = entry.and_then(|e| e.units.get(m.as_str())).map(String::as_str).or_else(|| super::sensors::default_unit(&m)).unwrap_or("");
-                        for f in [s.as_str(), entry.map_or("", |e| e.kind.as_str()), entry.and_then(|e| e.district.as_deref()).unwrap_or(""), entry.and_then(|e| e.owner.as_deref()).unwrap_or(""), m.as_str(), unit] {
+                        for f in [
+                            s.as_str(),
+                            entry.map_or("", |e| e.kind.as_str()),
+                            entry.and_then(|e| e.district.as_deref()).unwrap_or(""),
+                            entry.and_then(|e| e.owner.as_deref()).unwrap_or(""),
+                            m.as_str(),
+                            unit,
+                        ] {
                             csv_field(&mut out, f);
                             out.push(',');
                         }

@@ -31,19 +31,40 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         let _ = writeln!(out, "citysense_batches_rejected_total{{reason=\"{}\"}} {}", reason.label(), rejected.get(&reason).copied().unwrap_or(0));
     }
     let _ = writeln!(out, "# HELP citysense_tls_handshakes_total TLS handshakes on the broker and HTTP listeners, by outcome.\n# TYPE citysense_tls_handshakes_total counter");
-    let _ = writeln!(out, "citysense_tls_handshakes_total{{result=\"accepted\"}} {}\ncitysense_tls_handshakes_total{{result=\"refused\"}} {}", st.tls.accepted.load(Relaxed), st.tls.refused.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "citysense_tls_handshakes_total{{result=\"accepted\"}} {}\ncitysense_tls_handshakes_total{{result=\"refused\"}} {}",
+        st.tls.accepted.load(Relaxed),
+        st.tls.refused.load(Relaxed)
+    );
     let hooks = &st.alerting.outbox;
-    let _ = writeln!(out, "# HELP citysense_webhook_delivered_total Webhook deliveries answered 2xx.\n# TYPE citysense_webhook_delivered_total counter\ncitysense_webhook_delivered_total {}", hooks.delivered.load(Relaxed));
-    let _ = writeln!(out, "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}", hooks.failures.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP citysense_webhook_delivered_total Webhook deliveries answered 2xx.\n# TYPE citysense_webhook_delivered_total counter\ncitysense_webhook_delivered_total {}",
+        hooks.delivered.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}",
+        hooks.failures.load(Relaxed)
+    );
     let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
     counter(&mut out, "citysense_store_expired_samples_total", "Raw samples deleted past their retention.", st.lifecycle.expired_samples.load(Relaxed));
     counter(&mut out, "citysense_store_expired_rollups_total", "Rollup buckets deleted past their retention.", st.lifecycle.expired_rollups.load(Relaxed));
-    let _ = writeln!(out, "# HELP citysense_store_bytes Bytes the embedded store takes on disk.\n# TYPE citysense_store_bytes gauge\ncitysense_store_bytes {}", st.store.size_on_disk());
+    let _ = writeln!(
+        out,
+        "# HELP citysense_store_bytes Bytes the embedded store takes on disk.\n# TYPE citysense_store_bytes gauge\ncitysense_store_bytes {}",
+        st.store.size_on_disk()
+    );
     if let Some(sink) = &st.sink {
         counter(&mut out, "citysense_influx_points_written_total", "Points InfluxDB confirmed.", sink.written.load(Relaxed));
         counter(&mut out, "citysense_influx_points_rejected_total", "Points InfluxDB refused as invalid (logged, dropped).", sink.rejected.load(Relaxed));
         counter(&mut out, "citysense_influx_write_errors_total", "InfluxDB write requests that failed and are retried.", sink.errors.load(Relaxed));
-        let _ = writeln!(out, "# HELP citysense_influx_backlog Readings stored and not yet confirmed by InfluxDB.\n# TYPE citysense_influx_backlog gauge\ncitysense_influx_backlog {}", st.store.forward_backlog());
+        let _ = writeln!(
+            out,
+            "# HELP citysense_influx_backlog Readings stored and not yet confirmed by InfluxDB.\n# TYPE citysense_influx_backlog gauge\ncitysense_influx_backlog {}",
+            st.store.forward_backlog()
+        );
     }
     let _ = writeln!(out, "# HELP citysense_alerts Alerts by state (resolved: all kept in history).\n# TYPE citysense_alerts gauge");
     for state in [crate::rules::State::Firing, crate::rules::State::Acknowledged, crate::rules::State::Resolved] {

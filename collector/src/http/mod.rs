@@ -62,7 +62,12 @@ pub enum HttpError {
 
 /// Serves the API and dashboard on `config.listen` (behind the TLS front
 /// when configured) until `stop`; returns the address clients reach.
-pub async fn serve(config: &settings::HttpConfig, state: AppState, tls_stats: Arc<crate::tls::TlsStats>, stop: tokio::sync::watch::Receiver<bool>) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+pub async fn serve(
+    config: &settings::HttpConfig,
+    state: AppState,
+    tls_stats: Arc<crate::tls::TlsStats>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
     let plain_listen = if config.tls.is_some() { "127.0.0.1:0" } else { config.listen.as_str() };
     let listen_err = |source| HttpError::Listen { listen: config.listen.clone(), source };
     let listener = tokio::net::TcpListener::bind(plain_listen).await.map_err(listen_err)?;
@@ -139,4 +144,3 @@ impl From<crate::rules::AlertError> for ApiError {
         ApiError(status, e.to_string())
     }
 }
-

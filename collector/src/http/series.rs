@@ -63,10 +63,7 @@ pub async fn series(State(st): State<AppState>, Params(q): Params<SeriesQuery>) 
         // Whole buckets: the one holding `from` counts in full.
         _ => store.roll_up().and_then(|_| store.rollups(&s, &m, level, from - from.rem_euclid(level.bucket_ms()), to)).map(Read::Rollups),
     });
-    let read = read
-        .await
-        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "query failed".into()))?
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let read = read.await.map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "query failed".into()))?.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let resolution = match level {
         Level::Raw => "raw",
         Level::Minute => "1m",

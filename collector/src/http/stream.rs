@@ -11,9 +11,9 @@ use futures_util::stream::Stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::messages::FeedEvent;
 use super::query::Params;
 use super::{bad, ApiError, AppState};
+use crate::messages::FeedEvent;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +47,11 @@ pub async fn stream(State(st): State<AppState>, Params(q): Params<StreamQuery>) 
                 Ok(FeedEvent::Readings(rs)) if want("reading") => rs
                     .iter()
                     .filter(|r| sensor.as_deref().is_none_or(|s| s == r.sensor))
-                    .map(|r| Event::default().event("reading").data(json!({"sensor": r.sensor, "metric": r.metric, "ts_ms": r.ts_ms, "value": r.value, "quality": r.quality}).to_string()))
+                    .map(|r| {
+                        Event::default()
+                            .event("reading")
+                            .data(json!({"sensor": r.sensor, "metric": r.metric, "ts_ms": r.ts_ms, "value": r.value, "quality": r.quality}).to_string())
+                    })
                     .collect(),
                 Ok(FeedEvent::Alert(a)) if want("alert") && sensor.as_deref().is_none_or(|s| s == a.alert.sensor) => {
                     vec![Event::default().event("alert").data(serde_json::to_string(&a).expect("alert serializes"))]

@@ -57,7 +57,14 @@ struct Outcome {
 }
 
 impl Ingest {
-    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, keys: HashMap<String, Arc<Vec<u8>>>, rate: RateLimit) -> Result<Ingest, crate::store::StoreError> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        counters: Arc<Counters>,
+        links: Links,
+        keys: HashMap<String, Arc<Vec<u8>>>,
+        rate: RateLimit,
+    ) -> Result<Ingest, crate::store::StoreError> {
         let mut trackers = HashMap::new();
         for (gw, p) in store.progress()? {
             registry.seed_gateway(&gw, shared::Seq(p.contiguous));

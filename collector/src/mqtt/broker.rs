@@ -21,14 +21,8 @@ pub fn start_embedded(listen: SocketAddr, max_packet: usize, users: Option<Arc<H
     // A taken port fails here, with the address in the message, rather than
     // in rumqttd's thread.
     let addr = TcpListener::bind(listen).and_then(|l| l.local_addr()).map_err(|source| MqttError::Bind { addr: listen, source })?;
-    let mut connections = ConnectionSettings {
-        connection_timeout_ms: 10_000,
-        max_payload_size: max_packet,
-        max_inflight_count: 200,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
+    let mut connections =
+        ConnectionSettings { connection_timeout_ms: 10_000, max_payload_size: max_packet, max_inflight_count: 200, auth: None, external_auth: None, dynamic_filters: true };
     if let Some(users) = users {
         connections.set_auth_handler(move |client_id: String, user: String, password: String| {
             let ok = users.get(&user).is_some_and(|h| shared::auth::matches_sha256(&password, h));

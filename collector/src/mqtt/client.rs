@@ -69,7 +69,8 @@ impl Connector {
         // Acks and alerts are small, latency-bound packets: no Nagle delay.
         eventloop.network_options.set_tcp_nodelay(true);
         let (ready_tx, ready) = watch::channel(false);
-        let supervisor = Supervisor { role: role.trim_start_matches('-').to_string(), broker: self.endpoints.inner.to_string(), client: client.clone(), subscriptions, ready: ready_tx };
+        let supervisor =
+            Supervisor { role: role.trim_start_matches('-').to_string(), broker: self.endpoints.inner.to_string(), client: client.clone(), subscriptions, ready: ready_tx };
         let task = tokio::spawn(supervisor.run(eventloop, inbound, shutdown));
         Connection { client, ready, task }
     }

@@ -63,7 +63,17 @@ pub struct MqttUser {
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        MqttConfig { listen: None, external: None, max_packet: default_max_packet(), username: None, password_file: None, shared_group: None, tls: None, gateway_rate: default_gateway_rate(), user: Vec::new() }
+        MqttConfig {
+            listen: None,
+            external: None,
+            max_packet: default_max_packet(),
+            username: None,
+            password_file: None,
+            shared_group: None,
+            tls: None,
+            gateway_rate: default_gateway_rate(),
+            user: Vec::new(),
+        }
     }
 }
 

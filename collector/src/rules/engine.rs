@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use shared::{GatewayId, Metric, Reading, SensorId};
 
-use crate::alert::{Alert, Change, State};
 use super::rule::{glob, Kind, Rule};
 use super::AlertError;
+use crate::alert::{Alert, Change, State};
 
 /// What the catalogue says about a sensor, for selectors.
 #[derive(Debug, Clone, Default)]

@@ -56,7 +56,8 @@ mod tests {
 
     #[test]
     fn threshold_waits_for_its_duration_and_hysteresis_stops_flapping() {
-        let r = rule(r#"{"id":"river","kind":"threshold","metric":"water_level_m","op":">","value":3.0,"clear":2.8,"for":"10s","severity":"critical","select":{"district":"Xihu"}}"#);
+        let r =
+            rule(r#"{"id":"river","kind":"threshold","metric":"water_level_m","op":">","value":3.0,"clear":2.8,"for":"10s","severity":"critical","select":{"district":"Xihu"}}"#);
         let mut e = Engine::new(vec![r], catalogue(), vec![], 0);
         assert!(e.on_readings("gw", &[reading("wl-001", "water_level_m", 0, 3.2)], 0).is_empty(), "not before `for`");
         assert!(e.on_readings("gw", &[reading("wl-002", "water_level_m", 0, 9.9)], 1_000).is_empty(), "other district");

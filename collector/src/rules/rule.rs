@@ -201,9 +201,11 @@ mod tests {
 
     #[test]
     fn the_contract_example_is_valid() {
-        let r = rule(r#"{"id": "pm25-high", "kind": "threshold", "metric": "pm25", "op": ">", "value": 75, "clear": 60,
+        let r = rule(
+            r#"{"id": "pm25-high", "kind": "threshold", "metric": "pm25", "op": ">", "value": 75, "clear": 60,
             "for": "10m", "severity": "warning", "select": {"sensor": "aq-*", "kind": "air_quality", "district": "Xihu"},
-            "escalate_after": "15m"}"#);
+            "escalate_after": "15m"}"#,
+        );
         assert!(r.validate().is_empty(), "{:?}", r.validate());
         assert_eq!(r.for_duration(), Some(Duration::from_secs(600)));
     }

@@ -18,9 +18,9 @@ use shared::SensorId;
 use tokio::sync::{watch, Notify};
 
 use crate::catalogue::SensorEntry;
-use settings::InfluxConfig;
-use lineproto::Scheme;
 use crate::store::Store;
+use lineproto::Scheme;
+use settings::InfluxConfig;
 
 #[derive(Default)]
 pub struct SinkStats {

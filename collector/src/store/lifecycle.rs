@@ -61,7 +61,11 @@ pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::D
         let pass = tokio::task::spawn_blocking(move || {
             s.roll_up()?;
             s.pack(now)?;
-            if expire { s.expire(now, &|sensor, metric| p.keep(sensor, metric)).map(Some) } else { Ok(None) }
+            if expire {
+                s.expire(now, &|sensor, metric| p.keep(sensor, metric)).map(Some)
+            } else {
+                Ok(None)
+            }
         });
         match pass.await {
             Ok(Ok(Some(e))) => {

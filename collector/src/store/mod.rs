@@ -3,10 +3,10 @@
 //! `redb_store`).
 
 mod block;
-pub mod lifecycle;
-pub mod settings;
 mod keys;
+pub mod lifecycle;
 mod redb_store;
+pub mod settings;
 
 pub use redb_store::{RedbStore, StoreOptions};
 

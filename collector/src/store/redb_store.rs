@@ -75,7 +75,13 @@ pub struct RedbStore {
 
 /// Calls `f` on each entry with `from <= key < to` until it returns false;
 /// errors name the store's `file`.
-fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, from: &[u8], to: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    file: &Path,
+    from: &[u8],
+    to: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
     for item in t.range::<&[u8]>(from..to).map_err(err)? {
         let (k, v) = item.map_err(err)?;

@@ -39,7 +39,9 @@ impl<'de> Deserialize<'de> for Lifetime {
         if s == "forever" {
             return Ok(Lifetime(None));
         }
-        humantime::parse_duration(&s).map(|d| Lifetime(Some(d))).map_err(|e| serde::de::Error::custom(format!("`{s}` is neither a duration ({e}; e.g. \"30d\", \"1y\") nor \"forever\"")))
+        humantime::parse_duration(&s)
+            .map(|d| Lifetime(Some(d)))
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is neither a duration ({e}; e.g. \"30d\", \"1y\") nor \"forever\"")))
     }
 }
 
@@ -125,7 +127,8 @@ impl StoreConfig {
             return vec!["store: series not kept here (series = false)".into()];
         }
         let k = &self.keep;
-        let mut out = vec![format!("retention: raw {}, 1-minute rollups {}, 1-hour rollups {} (deleted every {})", k.raw, k.minute, k.hour, humantime::format_duration(self.expire_every.0))];
+        let mut out =
+            vec![format!("retention: raw {}, 1-minute rollups {}, 1-hour rollups {} (deleted every {})", k.raw, k.minute, k.hour, humantime::format_duration(self.expire_every.0))];
         for r in &self.retention {
             let what = match (&r.kind, &r.metric) {
                 (Some(k), Some(m)) => format!("kind {k}, metric {m}"),

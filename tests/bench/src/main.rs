@@ -192,9 +192,7 @@ async fn collector_on(mqtt: &str, rules: &str) -> Result<(tempfile::TempDir, col
 
 /// `n` threshold rules, none of which the benchmark's values trip.
 fn quiet_rules(n: usize) -> String {
-    (0..n)
-        .map(|i| format!("[[rule]]\nid = \"r{i}\"\nkind = \"threshold\"\nmetric = \"m{}\"\nop = \">\"\nvalue = 1e9\nseverity = \"info\"\n", i % 10))
-        .collect()
+    (0..n).map(|i| format!("[[rule]]\nid = \"r{i}\"\nkind = \"threshold\"\nmetric = \"m{}\"\nop = \">\"\nvalue = 1e9\nseverity = \"info\"\n", i % 10)).collect()
 }
 
 fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
@@ -225,8 +223,10 @@ async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, b
     let lagged = c.counters.rules_lagged.load(Relaxed);
     c.shutdown().await;
     drop(mosquitto);
-    Ok(json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "batch": batch.unwrap_or((total / gateways as u64).clamp(1, 1000)), "seconds": (secs * 1000.0).round() / 1000.0,
-              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": broker}))
+    Ok(
+        json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "batch": batch.unwrap_or((total / gateways as u64).clamp(1, 1000)), "seconds": (secs * 1000.0).round() / 1000.0,
+              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": broker}),
+    )
 }
 
 /// Publishes about `total` readings from `gateways` connections in batches of
@@ -246,7 +246,14 @@ async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Opti
                 let readings = (0..size)
                     .map(|k| {
                         let seq = b * size + k + 1;
-                        shared::Reading { seq: shared::Seq(seq), sensor: format!("s{g}-{}", k % 100).into(), metric: format!("m{}", k / 100).into(), ts_ms: t0 + seq as i64, value: (k % 97) as f64, quality: Quality::Good }
+                        shared::Reading {
+                            seq: shared::Seq(seq),
+                            sensor: format!("s{g}-{}", k % 100).into(),
+                            metric: format!("m{}", k / 100).into(),
+                            ts_ms: t0 + seq as i64,
+                            value: (k % 97) as f64,
+                            quality: Quality::Good,
+                        }
                     })
                     .collect();
                 let bytes = shared::Batch::new(gw.clone(), 1, readings).encode();
@@ -304,7 +311,14 @@ fn store(series: usize, days: i64) -> Result<serde_json::Value> {
             n += 1;
             // A slowly varying value with sensor noise, as a real gauge gives.
             let v = 20.0 + ((sec as f64) / 600.0).sin() * 5.0 + ((sec * 7 + s as i64) % 13) as f64 * 0.01;
-            batch.push(shared::Reading { seq: shared::Seq(n), sensor: format!("aq-{s:03}").into(), metric: "pm25".into(), ts_ms: t0 + sec * 1000, value: (v * 100.0).round() / 100.0, quality: Quality::Good });
+            batch.push(shared::Reading {
+                seq: shared::Seq(n),
+                sensor: format!("aq-{s:03}").into(),
+                metric: "pm25".into(),
+                ts_ms: t0 + sec * 1000,
+                value: (v * 100.0).round() / 100.0,
+                quality: Quality::Good,
+            });
             if batch.len() == 1000 {
                 st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(std::mem::take(&mut batch)))], progress: vec![] })?;
                 st.sync()?;
@@ -416,7 +430,16 @@ async fn agent_pipeline(points: usize, every: &str, secs: u64, phases: Phases) -
                 if interval == "1h" { "1s" } else { interval }
             ),
         )?;
-        Ok(std::process::Command::new("taskset").args(["-c", "1"]).arg(&bin).arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?)
+        Ok(std::process::Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?)
     };
     // Idle: one poll at start, then nothing to do for an hour.
     let (mut rss_idle, mut idle_cpu) = (None, None);
@@ -544,10 +567,7 @@ async fn sink(total: u64) -> Result<serde_json::Value> {
 /// With `load` > 0, ten other gateways publish that many readings per second
 /// (batches of 1,000 metrics no rule looks at) all along.
 async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
-    let rules = format!(
-        "{}[[rule]]\nid = \"pm\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 75\nseverity = \"warning\"\n",
-        quiet_rules(99)
-    );
+    let rules = format!("{}[[rule]]\nid = \"pm\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 75\nseverity = \"warning\"\n", quiet_rules(99));
     let (_dir, c) = collector_with(&rules).await?;
     let (sub, mut sub_el) = mqtt_client(&c.mqtt_url, "bench-command");
     let (mqtt_tx, mut mqtt_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -589,10 +609,19 @@ async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
                 while !stop.load(Relaxed) {
                     tick.tick().await;
                     let t = shared::now_ms();
-                    let readings = (0..1000u64).map(|k| {
-                        seq += 1;
-                        shared::Reading { seq: shared::Seq(seq), sensor: format!("load{g}-{}", k % 100).into(), metric: "flow".into(), ts_ms: t + k as i64, value: k as f64, quality: Quality::Good }
-                    }).collect();
+                    let readings = (0..1000u64)
+                        .map(|k| {
+                            seq += 1;
+                            shared::Reading {
+                                seq: shared::Seq(seq),
+                                sensor: format!("load{g}-{}", k % 100).into(),
+                                metric: "flow".into(),
+                                ts_ms: t + k as i64,
+                                value: k as f64,
+                                quality: Quality::Good,
+                            }
+                        })
+                        .collect();
                     if client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new(gw.clone(), 1, readings).encode()).await.is_err() {
                         return;
                     }

@@ -79,7 +79,8 @@ async fn an_operator_sees_acknowledges_and_watches_an_alert_resolve_in_the_brows
     page.goto(&format!("http://{http}/")).await.unwrap();
     let loaded_ms = page.execute("return performance.getEntriesByType('navigation')[0].loadEventEnd", vec![]).await.unwrap();
     until(&page, "the live feed", "document.querySelector('#conn')?.textContent.trim().toLowerCase() === 'live'").await;
-    let markers = until(&page, "24 sensors on the map", "document.querySelectorAll('#map [data-sensor]').length >= 24 && document.querySelectorAll('#map [data-sensor]').length").await;
+    let markers =
+        until(&page, "24 sensors on the map", "document.querySelectorAll('#map [data-sensor]').length >= 24 && document.querySelectorAll('#map [data-sensor]').length").await;
     eprintln!("dashboard: load event after {loaded_ms} ms, live with {markers} markers {:.1} s after navigation", started.elapsed().as_secs_f64());
     until(&page, "the gateways panel", "document.querySelectorAll('#gateways [data-gateway]').length >= 1").await;
     // Marks this page load: a reload would lose it.

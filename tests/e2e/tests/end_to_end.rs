@@ -14,24 +14,21 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// checks it arrives decoded exactly at the collector.
 async fn forced_values_arrive_exactly(http: std::net::SocketAddr, city: &RunningCity) {
     let cases: [(&str, &str, f64); 9] = [
-        ("aq-001", "pm25", 123.25),          // f32 ABCD
-        ("aq-001", "pm10", 77.5),            // f32 CDAB
-        ("aq-001", "no2", 41.125),           // f32 BADC
-        ("aq-001", "temperature_c", -12.5),  // i16 scale 0.1
-        ("tr-001", "speed_kmh", 88.5),       // f32 DCBA, input registers
-        ("tr-001", "vehicle_count", 123456.0), // u32 CDAB
+        ("aq-001", "pm25", 123.25),                    // f32 ABCD
+        ("aq-001", "pm10", 77.5),                      // f32 CDAB
+        ("aq-001", "no2", 41.125),                     // f32 BADC
+        ("aq-001", "temperature_c", -12.5),            // i16 scale 0.1
+        ("tr-001", "speed_kmh", 88.5),                 // f32 DCBA, input registers
+        ("tr-001", "vehicle_count", 123456.0),         // u32 CDAB
         ("wl-001", "water_level_m", 3.25179265358979), // f64 ABCD
-        ("wl-001", "pump_running", 1.0),     // discrete input
-        ("ns-001", "noise_laeq", 71.5),      // MQTT JSON
+        ("wl-001", "pump_running", 1.0),               // discrete input
+        ("ns-001", "noise_laeq", 71.5),                // MQTT JSON
     ];
     for (sensor, metric, value) in cases {
         city.control.force(sensor, metric, value);
     }
     for (sensor, metric, value) in cases {
-        wait_for(&format!("{sensor}/{metric} = {value}"), LIMIT, || async move {
-            latest(http, sensor, metric).await.filter(|v| (v - value).abs() < 1e-9)
-        })
-        .await;
+        wait_for(&format!("{sensor}/{metric} = {value}"), LIMIT, || async move { latest(http, sensor, metric).await.filter(|v| (v - value).abs() < 1e-9) }).await;
     }
 }
 
@@ -48,11 +45,7 @@ async fn counter_is_gapless(http: std::net::SocketAddr, agent: &agent::Agent, se
     assert!(values.windows(2).all(|w| w[1] > w[0]), "counter of {sensor} repeats or goes back: {values:?}");
     let missing = values.last().unwrap() - values.len() as f64;
     let stats = agent.devices.iter().find(|d| d.sensor == sensor).expect("device stats").snapshot();
-    assert!(
-        missing <= (stats.errors * 2) as f64,
-        "counter of {sensor} misses {missing} values but the agent reports only {} failed reads: {values:?}",
-        stats.errors
-    );
+    assert!(missing <= (stats.errors * 2) as f64, "counter of {sensor} misses {missing} values but the agent reports only {} failed reads: {values:?}", stats.errors);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,10 +95,7 @@ async fn readings_travel_from_devices_to_the_api_through_the_embedded_broker() {
     let before = series_values(c.http_addr, "aq-002", "counter").await.len();
     counter_is_gapless(c.http_addr, &agent, "aq-002", before + 10).await;
     let tr_before = series_values(c.http_addr, "tr-001", "counter").await.len();
-    wait_for("tr-001 to keep delivering", LIMIT, || async move {
-        (series_values(c.http_addr, "tr-001", "counter").await.len() >= tr_before + 10).then_some(())
-    })
-    .await;
+    wait_for("tr-001 to keep delivering", LIMIT, || async move { (series_values(c.http_addr, "tr-001", "counter").await.len() >= tr_before + 10).then_some(()) }).await;
 
     let sensors = get_json(c.http_addr, "/api/v1/sensors").await;
     assert_eq!(sensors.as_array().unwrap().len(), 6);
@@ -160,12 +150,7 @@ async fn readings_travel_through_an_external_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_twenty_four_live_sensors_within_twenty_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = demo::DemoOptions {
-        data: Some(dir.path().to_path_buf()),
-        http: Some("127.0.0.1:0".into()),
-        control: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
+    let opts = demo::DemoOptions { data: Some(dir.path().to_path_buf()), http: Some("127.0.0.1:0".into()), control: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let demo = demo::Demo::start(opts).await.unwrap();
     let http = demo.collector.http_addr;
     let mut sse = SseClient::connect(http, "/api/v1/stream?types=alert").await;

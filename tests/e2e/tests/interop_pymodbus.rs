@@ -92,13 +92,7 @@ retries = 1
 async fn the_agent_decodes_a_pymodbus_server_correctly() {
     let script = workspace().join("tests/interop/pymodbus_server.py");
     let port = free_port();
-    let _server = Child(
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .spawn()
-            .expect("python3 runs the pymodbus server (./tests/run installs pymodbus)"),
-    );
+    let _server = Child(std::process::Command::new("python3").arg(script).arg(port.to_string()).spawn().expect("python3 runs the pymodbus server (./tests/run installs pymodbus)"));
     wait_for_port(port, "the pymodbus server (is pymodbus installed? ./tests/run installs it)").await;
 
     let dir = tempfile::tempdir().unwrap();

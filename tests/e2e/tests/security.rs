@@ -43,7 +43,8 @@ async fn roles_decide_who_may_do_what_and_every_write_is_audited() {
     assert_eq!(request_as(http, ADMIN, "POST", "/api/v1/rules", rule).await.0, 201);
 
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-s").await;
-    let seq = gw.send(vec![Reading { seq: shared::Seq(0), sensor: "wl-7".into(), metric: "water_level_m".into(), ts_ms: shared::now_ms(), value: 3.6, quality: Quality::Good }]).await;
+    let seq =
+        gw.send(vec![Reading { seq: shared::Seq(0), sensor: "wl-7".into(), metric: "water_level_m".into(), ts_ms: shared::now_ms(), value: 3.6, quality: Quality::Good }]).await;
     gw.wait_acked(seq, Duration::from_secs(20)).await;
     let id = wait_for("the alert", Duration::from_secs(20), || async move {
         let (_, body) = request_as(http, VIEWER, "GET", "/api/v1/alerts?state=firing", "").await;
@@ -64,7 +65,10 @@ async fn roles_decide_who_may_do_what_and_every_write_is_audited() {
     assert_eq!(status, 200, "{body}");
     let log: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(log.len(), 2, "the rule and the ack (refused requests are logged, not audited as writes): {log:?}");
-    assert_eq!((log[0]["who"].as_str(), log[0]["role"].as_str(), log[0]["method"].as_str(), log[0]["status"].as_u64()), (Some("duty-officer"), Some("operator"), Some("POST"), Some(200)));
+    assert_eq!(
+        (log[0]["who"].as_str(), log[0]["role"].as_str(), log[0]["method"].as_str(), log[0]["status"].as_u64()),
+        (Some("duty-officer"), Some("operator"), Some("POST"), Some(200))
+    );
     assert_eq!(log[0]["path"], ack.as_str());
     assert!(log[0]["body"].as_str().unwrap().contains("on my way"));
     assert!(log[0]["ts_ms"].as_i64().unwrap() > shared::now_ms() - 60_000);
@@ -180,7 +184,10 @@ async fn batches_are_stored_only_under_their_own_gateways_key() {
     let plain = shared::Batch::new("gw-a", 1, vec![Reading { seq: shared::Seq(100), ..water(9.3) }]).encode();
     a.client.publish(shared::topics::up("gw-a"), rumqttc::QoS::AtLeastOnce, false, plain).await.unwrap();
     // A gateway the collector has no key for.
-    a.client.publish(shared::topics::up("gw-z"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-z", 1, vec![Reading { seq: shared::Seq(1), ..water(9.4) }]).encode()).await.unwrap();
+    a.client
+        .publish(shared::topics::up("gw-z"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-z", 1, vec![Reading { seq: shared::Seq(1), ..water(9.4) }]).encode())
+        .await
+        .unwrap();
     let counts = || async move { (rejected(http, "unauthenticated").await, rejected(http, "gateway_mismatch").await, rejected(http, "unknown_gateway").await) };
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -231,7 +238,11 @@ async fn the_embedded_broker_admits_gateways_by_password_and_confines_each_to_it
     let mut b = FakeGateway::connect_as(&c.mqtt_url, "gw-b", gw_b()).await.unwrap();
 
     // Reading B's acks, by name or by wildcard, or publishing as B: the connection is dropped.
-    for (what, topic) in [("subscribe to B's acks", shared::topics::ack("gw-b")), ("subscribe to every ack", format!("{}ack/+", shared::topics::PREFIX)), ("subscribe to everything", "#".to_string())] {
+    for (what, topic) in [
+        ("subscribe to B's acks", shared::topics::ack("gw-b")),
+        ("subscribe to every ack", format!("{}ack/+", shared::topics::PREFIX)),
+        ("subscribe to everything", "#".to_string()),
+    ] {
         let mut a = FakeGateway::connect_as(&c.mqtt_url, "gw-a", gw_a()).await.unwrap();
         a.client.subscribe(topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
         assert!(a.dropped_within(Duration::from_secs(10)).await, "{what}: still connected");
@@ -329,7 +340,8 @@ async fn tls_admits_only_certified_gateways_and_an_agent_delivers_through_it() {
     let cfg: collector::config::CollectorConfig = shared::config::parse("tls collector", &text, d).unwrap_or_else(|e| panic!("{e}"));
     let c = collector::Collector::start(cfg).await.unwrap();
     assert!(c.mqtt_url.starts_with("mqtts://"), "{}", c.mqtt_url);
-    let tls = |client: Option<&(String, String)>| Some(rumqttc::Transport::tls(pki.ca.clone().into_bytes(), client.map(|(c, k)| (c.clone().into_bytes(), k.clone().into_bytes())), None));
+    let tls =
+        |client: Option<&(String, String)>| Some(rumqttc::Transport::tls(pki.ca.clone().into_bytes(), client.map(|(c, k)| (c.clone().into_bytes(), k.clone().into_bytes())), None));
 
     for (what, client) in [("no client certificate", None), ("an expired certificate", Some(&pki.expired)), ("a certificate from another CA", Some(&pki.foreign))] {
         let r = FakeGateway::connect_as(&c.mqtt_url, "gw-a", Identity { tls: tls(client), ..gw_a() }).await;
@@ -371,7 +383,10 @@ async fn tls_admits_only_certified_gateways_and_an_agent_delivers_through_it() {
     assert!(got.contains("aq-001"));
 
     // Another authenticated gateway trying to ack for A is cut off.
-    let mut b = FakeGateway::connect_as(&c.mqtt_url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client)) }).await.unwrap();
+    let mut b =
+        FakeGateway::connect_as(&c.mqtt_url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client)) })
+            .await
+            .unwrap();
     b.client.publish(shared::topics::ack("gw-a"), rumqttc::QoS::AtLeastOnce, false, br#"{"seq":1000000}"#.to_vec()).await.unwrap();
     assert!(b.dropped_within(Duration::from_secs(10)).await);
     assert!(agent.outbox.stats().acked < 1_000_000);

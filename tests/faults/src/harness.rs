@@ -33,9 +33,10 @@ impl Bins {
             }
         }
         let find = |name: &str| -> Result<PathBuf> {
-            dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
-                anyhow!("{name} not found next to {}: build the workspace first (tests/faults/run does)", exe.display())
-            })
+            dirs.iter()
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+                .ok_or_else(|| anyhow!("{name} not found next to {}: build the workspace first (tests/faults/run does)", exe.display()))
         };
         Ok(Bins { agent: find("citysense-agent")?, collector: find("citysense-collector")?, sim: find("citysense-sim")? })
     }
@@ -50,12 +51,7 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, log_dir: &Path) -> Result<Proc> {
         let log = File::create(log_dir.join(format!("{name}.log")))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
         Ok(Proc { name: name.to_string(), child: Some(child) })
     }
 

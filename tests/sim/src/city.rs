@@ -120,8 +120,7 @@ impl SensorSpec {
     }
 }
 
-const DISTRICTS: [(&str, f64, f64); 4] =
-    [("Xihu", 30.259, 120.130), ("Shangcheng", 30.242, 120.171), ("Gongshu", 30.319, 120.142), ("Binjiang", 30.208, 120.211)];
+const DISTRICTS: [(&str, f64, f64); 4] = [("Xihu", 30.259, 120.130), ("Shangcheng", 30.242, 120.171), ("Gongshu", 30.319, 120.142), ("Binjiang", 30.208, 120.211)];
 
 /// How many sensors of each kind.
 #[derive(Debug, Clone, Copy)]
@@ -148,14 +147,7 @@ impl City {
                 // A deterministic scatter of ~2 km around the district centre.
                 let a = (i as f64 * 2.399963) + kind as usize as f64;
                 let r = 0.004 + 0.012 * ((i * 7 + 3) % 10) as f64 / 10.0;
-                out.push(SensorSpec {
-                    id: format!("{}-{:03}", kind.prefix(), i + 1),
-                    kind,
-                    district,
-                    lat: lat + r * a.sin(),
-                    lon: lon + r * a.cos(),
-                    index: i,
-                });
+                out.push(SensorSpec { id: format!("{}-{:03}", kind.prefix(), i + 1), kind, district, lat: lat + r * a.sin(), lon: lon + r * a.cos(), index: i });
             }
         }
         out

@@ -51,8 +51,7 @@ impl Control {
 
     /// What is forced right now, for the control endpoint.
     pub fn snapshot(&self) -> serde_json::Value {
-        let forced: Vec<serde_json::Value> =
-            self.forced.lock().unwrap().iter().map(|((s, m), v)| serde_json::json!({"sensor": s, "metric": m, "value": v})).collect();
+        let forced: Vec<serde_json::Value> = self.forced.lock().unwrap().iter().map(|((s, m), v)| serde_json::json!({"sensor": s, "metric": m, "value": v})).collect();
         let on = |m: &Mutex<HashMap<String, bool>>| m.lock().unwrap().iter().filter(|(_, v)| **v).map(|(k, _)| k.clone()).collect::<Vec<_>>();
         serde_json::json!({"forced": forced, "silent": on(&self.silent), "dropped": on(&self.dropped)})
     }

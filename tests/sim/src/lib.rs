@@ -16,5 +16,5 @@ pub mod mqtt;
 pub mod run;
 
 pub use city::{City, Kind, PointSpec, SensorSpec};
-pub use run::RunningCity;
 pub use control::Control;
+pub use run::RunningCity;

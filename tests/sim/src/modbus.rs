@@ -69,15 +69,17 @@ impl Device {
             } else {
                 // Scaled points hold integers on the wire, as on real devices.
                 let v = self.value(p.metric, ts) / p.scale;
-                if p.scale != 1.0 { v.round() } else { v }
+                if p.scale != 1.0 {
+                    v.round()
+                } else {
+                    v
+                }
             };
             for (k, w) in encode_registers(raw, p.data_type(), p.order()).into_iter().enumerate() {
                 image.insert(p.address + k as u16, w);
             }
         }
-        (start..end.min(65536) as u16)
-            .map(|a| image.get(&a).copied().ok_or(ExceptionCode::IllegalDataAddress))
-            .collect()
+        (start..end.min(65536) as u16).map(|a| image.get(&a).copied().ok_or(ExceptionCode::IllegalDataAddress)).collect()
     }
 }
 

@@ -95,10 +95,13 @@ impl FakeGateway {
             self.next_seq += 1;
         }
         let bytes = shared::Batch::new(gateway, 1, readings).encode();
-        (match &self.key {
-            Some(k) => shared::auth::seal_batch(k, bytes),
-            None => bytes,
-        }, self.next_seq - 1)
+        (
+            match &self.key {
+                Some(k) => shared::auth::seal_batch(k, bytes),
+                None => bytes,
+            },
+            self.next_seq - 1,
+        )
     }
 
     /// Publishes one batch, numbering the readings; returns the last seq.

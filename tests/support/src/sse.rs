@@ -31,11 +31,8 @@ impl SseClient {
         let deadline = tokio::time::Instant::now() + limit;
         let mut name = String::new();
         loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("no `{event}` event within {limit:?}"))
-                .unwrap()
-                .expect("stream open");
+            let line =
+                tokio::time::timeout_at(deadline, self.lines.next_line()).await.unwrap_or_else(|_| panic!("no `{event}` event within {limit:?}")).unwrap().expect("stream open");
             if let Some(n) = line.strip_prefix("event:") {
                 name = n.trim().to_string();
             } else if let Some(d) = line.strip_prefix("data:") {

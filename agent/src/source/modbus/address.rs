@@ -92,11 +92,7 @@ impl ModbusAddress {
     pub fn parse(s: &str) -> Result<ModbusAddress, AddressError> {
         if let Some(rest) = s.strip_prefix("tcp://") {
             let rest = rest.trim_end_matches('/');
-            let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
-                rest.to_string()
-            } else {
-                format!("{rest}:502")
-            };
+            let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) { rest.to_string() } else { format!("{rest}:502") };
             let (host, port) = with_port.rsplit_once(':').unwrap_or_default();
             if host.is_empty() {
                 return Err(AddressError::NoHost(s.to_string()));
@@ -115,10 +111,9 @@ impl ModbusAddress {
     /// Resolves a TCP host now, so a DNS failure is reported as the device's error.
     pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
         match self {
-            ModbusAddress::Tcp(hp) => tokio::net::lookup_host(hp.as_str())
-                .await?
-                .next()
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{hp} resolves to no address"))),
+            ModbusAddress::Tcp(hp) => {
+                tokio::net::lookup_host(hp.as_str()).await?.next().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{hp} resolves to no address")))
+            }
             ModbusAddress::Rtu(s) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is a serial line", s.path))),
         }
     }

@@ -6,8 +6,8 @@ pub mod poller;
 pub mod register_map;
 
 pub use address::{AddressError, ModbusAddress, Parity, Serial};
-pub use shared::modbus::{decode_registers, DataType, WordOrder};
 pub use register_map::{RegisterMap, Table};
+pub use shared::modbus::{decode_registers, DataType, WordOrder};
 
 /// The name of a Modbus exception, as a technician would look it up in a device manual.
 pub fn exception_name(code: tokio_modbus::ExceptionCode) -> String {

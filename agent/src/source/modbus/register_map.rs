@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
-use shared::modbus::{decode_registers, DataType, WordOrder};
 use crate::config::PointConfig;
+use shared::modbus::{decode_registers, DataType, WordOrder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -95,10 +95,8 @@ impl RegisterMap {
             let end = p.address as u32 + width as u32; // exclusive
             if let Some(r) = requests.last_mut() {
                 let r_end = r.start as u32 + r.count as u32;
-                let joinable = r.table == p.table
-                    && (p.address as u32) >= r_end
-                    && (p.address as u32 - r_end) <= max_gap as u32
-                    && end - r.start as u32 <= p.table.max_per_request() as u32;
+                let joinable =
+                    r.table == p.table && (p.address as u32) >= r_end && (p.address as u32 - r_end) <= max_gap as u32 && end - r.start as u32 <= p.table.max_per_request() as u32;
                 if joinable {
                     r.count = (end - r.start as u32) as u16;
                     r.points.push(i);

@@ -1,6 +1,10 @@
 // citysense operations dashboard. Plain JS, no build step; uPlot is the only
 // dependency (vendored, global `uPlot`). Every string from the API reaches the
 // page through textContent / setAttribute, never innerHTML.
+// One file of ~1,300 lines on purpose: the binary embeds its assets as a
+// fixed list and the page must run from file without a bundler; the
+// sections below (`// ---------- name ----------`) are its modules, sharing
+// one closure's state.
 'use strict';
 (() => {
 const API = '/api/v1';

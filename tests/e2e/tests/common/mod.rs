@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod credentials;
+
 use std::path::{Path, PathBuf};
 
 pub use support::*;

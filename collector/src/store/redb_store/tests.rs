@@ -1,0 +1,111 @@
+//! The redb engine's own tests: range reads, reopening, the forward log, packed hours.
+
+use super::*;
+use crate::store::PACK_AFTER_MS;
+use shared::{Quality, Reading};
+
+fn r(seq: u64, sensor: &str, ts: i64, v: f64) -> Reading {
+    Reading { seq: shared::Seq(seq), sensor: sensor.into(), metric: "pm25".into(), ts_ms: ts, value: v, quality: Quality::Good }
+}
+
+fn w(readings: Vec<Reading>, progress: Vec<(String, Progress)>) -> Write {
+    Write { batches: vec![("gw-1".into(), std::sync::Arc::new(readings))], progress }
+}
+
+#[test]
+fn range_queries_return_only_the_series_and_window_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    st.write(&w(vec![r(1, "aq-1", -5, 0.5), r(2, "aq-1", 10, 1.0), r(3, "aq-2", 15, 9.0), r(4, "aq-1", 20, 2.0)], vec![])).unwrap();
+    let got: Vec<f64> = st.query("aq-1", "pm25", -10, 15, 100).unwrap().iter().map(|s| s.value).collect();
+    assert_eq!(got, vec![0.5, 1.0]);
+    assert_eq!(st.last("aq-1", "pm25").unwrap().unwrap().value, 2.0);
+    assert!(st.query("aq-9", "pm25", 0, 100, 100).unwrap().is_empty());
+    assert_eq!(st.series().len(), 2);
+}
+
+#[test]
+fn data_progress_and_dirty_minutes_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = RedbStore::open(dir.path()).unwrap();
+        st.write(&w(vec![r(1, "aq-1", 100, 1.0), r(2, "aq-1", 200, 3.0)], vec![("gw-1".into(), Progress { contiguous: 1, above: vec![3] })])).unwrap();
+        st.sync().unwrap();
+    }
+    let st = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(st.progress().unwrap(), vec![("gw-1".to_string(), Progress { contiguous: 1, above: vec![3] })]);
+    st.write(&w(vec![r(3, "aq-2", 100, 5.0)], vec![])).unwrap();
+    assert_eq!(st.query("aq-1", "pm25", 0, 1000, 10).unwrap()[0].value, 1.0);
+    assert_eq!(st.query("aq-2", "pm25", 0, 1000, 10).unwrap()[0].value, 5.0);
+    // The minute written before reopening still gets its rollup.
+    assert_eq!(st.roll_up().unwrap(), 2);
+    let m = st.rollups("aq-1", "pm25", Level::Minute, 0, 0).unwrap();
+    assert_eq!((m[0].count, m[0].sum, m[0].last), (2, 4.0, 3.0));
+    assert_eq!(st.roll_up().unwrap(), 0);
+}
+
+#[test]
+fn forward_log_keeps_entries_in_order_until_done_and_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions { keep_series: false, forward: true };
+    {
+        let st = RedbStore::open_with(dir.path(), opts.clone()).unwrap();
+        st.write(&w(vec![r(1, "aq-1", 10, 1.0), r(2, "aq-1", 20, 2.0)], vec![])).unwrap();
+        st.write(&w(vec![r(3, "aq-2", 30, 3.0)], vec![])).unwrap();
+        st.write(&w(vec![], vec![])).unwrap();
+        assert_eq!(st.forward_backlog(), 3);
+        let first = st.forward_next(1).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].readings.len(), 2);
+        assert_eq!(first[0].gateway, "gw-1");
+        st.forward_done(first[0].id).unwrap();
+        assert_eq!(st.forward_backlog(), 1);
+        // Series are not kept when the external sink is the only one.
+        assert!(st.series().is_empty());
+        st.sync().unwrap();
+    }
+    let st = RedbStore::open_with(dir.path(), opts).unwrap();
+    assert_eq!(st.forward_backlog(), 1);
+    let rest = st.forward_next(100).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].readings[0].value, 3.0);
+    st.write(&w(vec![r(4, "aq-2", 40, 4.0)], vec![])).unwrap();
+    let all = st.forward_next(100).unwrap();
+    assert!(all[1].id > all[0].id, "ids keep growing after reopening");
+    st.forward_done(all[1].id).unwrap();
+    assert!(st.forward_next(100).unwrap().is_empty());
+    assert_eq!(st.forward_backlog(), 0);
+}
+
+#[test]
+fn packed_hours_read_back_whole_and_late_samples_join_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    let h0 = 1_700_006_400_000;
+    let rs: Vec<Reading> = (0..720).map(|i| r(i + 1, "aq-1", h0 + i as i64 * 10_000, 20.0 + (i % 7) as f64 * 0.25)).collect();
+    st.write(&w(rs.clone(), vec![])).unwrap();
+    st.roll_up().unwrap();
+    // Only the closed hour is packed: the second one ended less than PACK_AFTER_MS ago.
+    assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS - 1).unwrap(), 1);
+    assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS).unwrap(), 1);
+    let all = st.query("aq-1", "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap();
+    assert_eq!(all.iter().map(|s| (s.ts_ms, s.value)).collect::<Vec<_>>(), rs.iter().map(|r| (r.ts_ms, r.value)).collect::<Vec<_>>());
+    assert_eq!(st.query("aq-1", "pm25", h0 + 3_585_000, h0 + 3_620_000, 2).unwrap().iter().map(|s| s.ts_ms).collect::<Vec<_>>(), vec![h0 + 3_600_000 - 10_000, h0 + 3_600_000]);
+    assert_eq!(st.last("aq-1", "pm25").unwrap().unwrap().ts_ms, h0 + 719 * 10_000);
+    // A late sample for the packed first hour, and a corrected one.
+    st.write(&w(vec![r(900, "aq-1", h0 + 5, 99.0), r(901, "aq-1", h0 + 10_000, 98.0)], vec![])).unwrap();
+    let first = st.query("aq-1", "pm25", h0, h0 + 10_000, 10).unwrap();
+    assert_eq!(first.iter().map(|s| (s.ts_ms, s.value)).collect::<Vec<_>>(), vec![(h0, 20.0), (h0 + 5, 99.0), (h0 + 10_000, 98.0)]);
+    st.roll_up().unwrap();
+    let m = st.rollups("aq-1", "pm25", Level::Minute, h0, h0).unwrap();
+    assert_eq!((m[0].count, m[0].max), (7, 99.0), "the minute's rollup counts packed and late samples once each");
+    assert_eq!(st.pack(h0 + 10 * HOUR).unwrap(), 1);
+    assert_eq!(st.query("aq-1", "pm25", h0, h0 + HOUR - 1, usize::MAX).unwrap().len(), 361);
+    // Retention cuts through a block.
+    let e = st.expire(h0 + HOUR / 2 + 1000, &|_, _| Keep { raw_ms: Some(1000), minute_ms: None, hour_ms: None }).unwrap();
+    assert_eq!(e.raw, 181);
+    assert_eq!(st.query("aq-1", "pm25", i64::MIN, i64::MAX, 1).unwrap()[0].ts_ms, h0 + HOUR / 2);
+    drop(st);
+    let st = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(st.query("aq-1", "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap().len(), 721 - 181);
+}

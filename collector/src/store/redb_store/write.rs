@@ -1,0 +1,126 @@
+//! Writing: readings, the forward log and gateway progress in one transaction
+//! (committed without fsync; `sync` makes every commit so far durable at once).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+
+use redb::Durability;
+use shared::{Metric, SensorId};
+
+use super::super::keys;
+use super::super::{Forward, Level, Progress, StoreError, Write};
+use super::{hour_of, scan, RedbStore};
+
+impl RedbStore {
+    pub(super) fn commit(&self, w: &Write) -> Result<(), StoreError> {
+        let mut index = self.series.lock().unwrap();
+        let mut dirty = self.dirty.lock().unwrap();
+        let mut unpacked = self.unpacked.lock().unwrap();
+        let mut added: Vec<(SensorId, Metric)> = Vec::new();
+        // Sets, not lists: a group of batches touches thousands of series.
+        let mut newly_dirty: HashSet<(u32, i64)> = HashSet::new();
+        let mut newly_unpacked: HashSet<(u32, i64)> = HashSet::new();
+        let first_forward = self.next_forward.load(Relaxed);
+        let (mut next_forward, mut forwarded) = (first_forward, 0);
+        let done = self.update(Durability::None, |t| {
+            if self.options.forward {
+                for (gw, rs) in w.batches.iter().filter(|(_, rs)| !rs.is_empty()) {
+                    let v = postcard::to_allocvec(&(gw, rs.as_slice())).expect("readings serialize");
+                    t.insert(&keys::forward(next_forward)[..], &v[..]).map_err(self.err())?;
+                    next_forward += 1;
+                    forwarded += rs.len() as u64;
+                }
+            }
+            let readings = w.batches.iter().flat_map(|(_, rs)| rs.iter()).filter(|_| self.options.keep_series);
+            for r in readings {
+                let key = (r.sensor.clone(), r.metric.clone());
+                let id = match index.ids.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = index.next;
+                        index.next += 1;
+                        index.ids.insert(key.clone(), id);
+                        t.insert(&keys::series(&r.sensor, &r.metric)[..], &id.to_be_bytes()[..]).map_err(self.err())?;
+                        added.push(key);
+                        id
+                    }
+                };
+                t.insert(&keys::point(id, r.ts_ms)[..], &keys::encode_sample(r)[..]).map_err(self.err())?;
+                let minute = r.ts_ms - r.ts_ms.rem_euclid(Level::Minute.bucket_ms());
+                if !dirty.contains(&(id, minute)) && newly_dirty.insert((id, minute)) {
+                    t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(self.err())?;
+                }
+                let hour = hour_of(r.ts_ms);
+                if !unpacked.contains(&(id, hour)) && newly_unpacked.insert((id, hour)) {
+                    t.insert(&keys::unpacked(id, hour)[..], &[][..]).map_err(self.err())?;
+                }
+            }
+            for (gw, p) in &w.progress {
+                t.insert(&keys::gateway(gw)[..], &postcard::to_allocvec(p).expect("progress serializes")[..]).map_err(self.err())?;
+            }
+            Ok(())
+        });
+        if let Err(e) = done {
+            // Nothing of the transaction was written: forget the ids handed out for it.
+            for k in added {
+                index.ids.remove(&k);
+            }
+            return Err(e);
+        }
+        dirty.extend(newly_dirty);
+        unpacked.extend(newly_unpacked);
+        self.next_forward.store(next_forward, Relaxed);
+        self.forward_backlog.fetch_add(forwarded, Relaxed);
+        Ok(())
+    }
+
+    pub(super) fn sync_all(&self) -> Result<(), StoreError> {
+        // An empty durable commit makes every earlier non-durable one durable.
+        self.update(Durability::Immediate, |_| Ok(()))
+    }
+
+    pub(super) fn forward_read(&self, max_readings: usize) -> Result<Vec<Forward>, StoreError> {
+        self.read(|t| {
+            let (mut out, mut n) = (Vec::new(), 0);
+            scan(t, &self.file, b"L", &keys::after(b'L'), |k, v| {
+                let f = keys::decode_forward(&self.path, k, v)?;
+                n += f.readings.len();
+                out.push(f);
+                Ok(n < max_readings)
+            })?;
+            Ok(out)
+        })
+    }
+
+    pub(super) fn forward_trim(&self, id: u64) -> Result<(), StoreError> {
+        let gone = self.update(Durability::Immediate, |t| {
+            let mut gone = 0u64;
+            t.retain_in::<&[u8], _>(&keys::forward(0)[..]..=&keys::forward(id)[..], |k, v| {
+                // An entry that does not decode was never counted in the backlog either.
+                gone += keys::decode_forward(&self.path, k, v).map_or(0, |f| f.readings.len() as u64);
+                false
+            })
+            .map_err(self.err())?;
+            Ok(gone)
+        })?;
+        self.forward_backlog.fetch_sub(gone, Relaxed);
+        Ok(())
+    }
+
+    pub(super) fn forward_len(&self) -> u64 {
+        self.forward_backlog.load(Relaxed)
+    }
+
+    pub(super) fn read_progress(&self) -> Result<Vec<(String, Progress)>, StoreError> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            scan(t, &self.file, b"G", &keys::after(b'G'), |k, v| {
+                let gw = String::from_utf8_lossy(&k[1..]).into_owned();
+                let p: Progress = postcard::from_bytes(v).map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: format!("progress of {gw}: {e}") })?;
+                out.push((gw, p));
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! `alert-latency`: a reading's publish to its alert on MQTT and SSE.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::json;
+use shared::Quality;
+
+use crate::common::*;
+
+/// With 100 rules loaded, one gateway alternates a pm25 value above and
+/// below a threshold; the time from publishing the reading to the alert
+/// change arriving on MQTT (`alerts/#`) and on the SSE stream is recorded.
+///
+/// With `load` > 0, ten other gateways publish that many readings per second
+/// (batches of 1,000 metrics no rule looks at) all along.
+pub(crate) async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
+    let rules = format!("{}[[rule]]\nid = \"pm\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 75\nseverity = \"warning\"\n", quiet_rules(99));
+    let (_dir, c) = collector_with(&rules).await?;
+    let (sub, mut sub_el) = mqtt_client(&c.mqtt_url, "bench-command");
+    let (mqtt_tx, mut mqtt_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    sub.subscribe("citysense/v1/alerts/#", rumqttc::QoS::AtLeastOnce).await?;
+    tokio::spawn(async move {
+        while let Ok(ev) = sub_el.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = ev {
+                let _ = mqtt_tx.send(Instant::now());
+            }
+        }
+    });
+    let (sse_tx, mut sse_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let http = c.http_addr;
+    tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(b"GET /api/v1/stream?types=alert HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut lines = tokio::io::BufReader::new(s).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("data:") {
+                let _ = sse_tx.send(Instant::now());
+            }
+        }
+    });
+    let (pubc, mut pub_el) = mqtt_client(&c.mqtt_url, "bench-gw");
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if load > 0 {
+        for g in 0..10u64 {
+            let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-load-{g}"));
+            tokio::spawn(async move { while el.poll().await.is_ok() {} });
+            let stop = stop_load.clone();
+            // Each of the ten sends 1,000-reading batches at load/10 readings/s.
+            let every = Duration::from_secs_f64(1000.0 * 10.0 / load as f64);
+            tokio::spawn(async move {
+                let gw = format!("gw-load-{g}");
+                let mut tick = tokio::time::interval(every);
+                let mut seq = 0u64;
+                while !stop.load(Relaxed) {
+                    tick.tick().await;
+                    let t = shared::now_ms();
+                    let readings = (0..1000u64)
+                        .map(|k| {
+                            seq += 1;
+                            shared::Reading {
+                                seq: shared::Seq(seq),
+                                sensor: format!("load{g}-{}", k % 100).into(),
+                                metric: "flow".into(),
+                                ts_ms: t + k as i64,
+                                value: k as f64,
+                                quality: Quality::Good,
+                            }
+                        })
+                        .collect();
+                    if client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new(gw.clone(), 1, readings).encode()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored_before = c.counters.stored.load(Relaxed);
+    let measuring = Instant::now();
+    let (mut to_mqtt, mut to_sse) = (Vec::new(), Vec::new());
+    for i in 0..samples as u64 {
+        // Odd samples fire, even ones resolve: each is one alert change.
+        let value = if i % 2 == 0 { 100.0 } else { 10.0 };
+        let r = shared::Reading { seq: shared::Seq(i + 1), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value, quality: Quality::Good };
+        let sent = Instant::now();
+        pubc.publish(shared::topics::up("gw-lat"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-lat", 1, vec![r]).encode()).await?;
+        let m = tokio::time::timeout(Duration::from_secs(5), mqtt_rx.recv()).await?.unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(5), sse_rx.recv()).await?.unwrap();
+        to_mqtt.push(m.duration_since(sent).as_secs_f64() * 1000.0);
+        to_sse.push(s.duration_since(sent).as_secs_f64() * 1000.0);
+    }
+    let achieved = (c.counters.stored.load(Relaxed) - stored_before) as f64 / measuring.elapsed().as_secs_f64();
+    stop_load.store(true, Relaxed);
+    c.shutdown().await;
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        (v[i] * 100.0).round() / 100.0
+    };
+    Ok(json!({"scenario": "alert-latency", "rules": 100, "alert_changes": samples,
+              "mqtt_ms_p50": pct(&mut to_mqtt, 0.5), "mqtt_ms_p99": pct(&mut to_mqtt, 0.99), "mqtt_ms_max": pct(&mut to_mqtt, 1.0),
+              "sse_ms_p50": pct(&mut to_sse, 0.5), "sse_ms_p99": pct(&mut to_sse, 0.99), "sse_ms_max": pct(&mut to_sse, 1.0),
+              "background_readings_per_s_asked": load, "background_readings_per_s_stored": achieved.round(),
+              "measured": "from publish by the gateway to the alert change received, so it includes the broker hops and the store sync"}))
+}

@@ -1,0 +1,64 @@
+//! What the scenarios share: collectors on free ports, MQTT clients, scraping
+//! `/metrics`, a process's CPU and memory.
+
+use anyhow::Result;
+use collector::config::CollectorConfig;
+
+pub(crate) async fn collector_with(rules: &str) -> Result<(tempfile::TempDir, collector::Collector)> {
+    collector_on("listen = \"127.0.0.1:0\"", rules).await
+}
+
+/// `mqtt`: the `[mqtt]` line saying which broker (`listen = …` or `external = …`).
+pub(crate) async fn collector_on(mqtt: &str, rules: &str) -> Result<(tempfile::TempDir, collector::Collector)> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let text = format!(
+        "[mqtt]\n{mqtt}\nmax_packet = \"16MiB\"\n# One bench gateway may send more than a real one is allowed to.\ngateway_rate = 10000000\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
+        d.join("store").display()
+    );
+    let cfg: CollectorConfig = shared::config::parse("bench collector", &text, d).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = collector::Collector::start(cfg).await?;
+    Ok((dir, c))
+}
+
+/// `n` threshold rules, none of which the benchmark's values trip.
+pub(crate) fn quiet_rules(n: usize) -> String {
+    (0..n).map(|i| format!("[[rule]]\nid = \"r{i}\"\nkind = \"threshold\"\nmetric = \"m{}\"\nop = \">\"\nvalue = 1e9\nseverity = \"info\"\n", i % 10)).collect()
+}
+
+pub(crate) fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let b = shared::url::BrokerUrl::parse(url).unwrap();
+    let mut o = rumqttc::MqttOptions::new(id, b.host, b.port);
+    o.set_max_packet_size(16 << 20, 16 << 20);
+    o.set_inflight(100);
+    let (c, mut el) = rumqttc::AsyncClient::new(o, 256);
+    el.network_options.set_tcp_nodelay(true);
+    (c, el)
+}
+
+/// (CPU seconds used, resident and peak resident MB) of a process, from /proc.
+pub(crate) fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, in clock ticks (100 per second on Linux).
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok((ticks / 100.0, kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0))
+}
+
+pub(crate) fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The agent's `/status` report.
+pub(crate) async fn agent_status(port: u16) -> Result<serde_json::Value> {
+    let (_, body) = support::try_get(([127, 0, 0, 1], port).into(), "/status").await?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// A counter or gauge from the collector's `/metrics`.
+pub(crate) async fn scrape(http: std::net::SocketAddr, name: &str) -> Result<f64> {
+    let (_, body) = support::try_get(http, "/metrics").await?;
+    support::metric_in(&body, name).ok_or_else(|| anyhow::anyhow!("{name} not in /metrics"))
+}

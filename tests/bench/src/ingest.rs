@@ -1,0 +1,82 @@
+//! `ingest`: collector readings/s from many gateways, with rules, through
+//! the embedded broker or Mosquitto.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use shared::Quality;
+
+use crate::common::*;
+
+/// `gateways` connections each publish batches of 1,000 readings (10 metrics ×
+/// 100 sensors) until `total` readings are stored; readings/s is stored/elapsed.
+pub(crate) async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, broker: &str) -> Result<serde_json::Value> {
+    // Debian's Mosquitto on a free loopback port, as the tests start it.
+    let broker_dir = tempfile::tempdir()?;
+    let mut mosquitto = None;
+    let mqtt = match broker {
+        "embedded" => "listen = \"127.0.0.1:0\"".to_string(),
+        "mosquitto" => format!("external = \"{}\"", mosquitto.insert(support::Mosquitto::open(broker_dir.path())?).url()),
+        other => bail!("broker `{other}` is not embedded or mosquitto"),
+    };
+    let (_dir, c) = collector_on(&mqtt, &quiet_rules(rules)).await?;
+    let start = Instant::now();
+    let want = load(&c, gateways, total, batch).await?;
+    let secs = start.elapsed().as_secs_f64();
+    let lagged = c.counters.rules_lagged.load(Relaxed);
+    c.shutdown().await;
+    drop(mosquitto);
+    Ok(
+        json!({"scenario": "ingest", "gateways": gateways, "rules": rules, "readings": want, "batch": batch.unwrap_or((total / gateways as u64).clamp(1, 1000)), "seconds": (secs * 1000.0).round() / 1000.0,
+              "readings_per_s": (want as f64 / secs).round(), "rules_lagged_batches": lagged, "broker": broker}),
+    )
+}
+
+/// Publishes about `total` readings from `gateways` connections in batches of
+/// `batch` (default: 1,000, fewer when there are many gateways) and waits
+/// until the collector has stored them all; returns how many.
+pub(crate) async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Option<u64>) -> Result<u64> {
+    let size = batch.unwrap_or((total / gateways as u64).clamp(1, 1000));
+    let per_gateway = total / gateways as u64 / size;
+    let mut tasks = Vec::new();
+    for g in 0..gateways {
+        let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-gw-{g}"));
+        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        tasks.push(tokio::spawn(async move {
+            let gw = format!("gw-{g}");
+            let t0 = shared::now_ms();
+            for b in 0..per_gateway {
+                let readings = (0..size)
+                    .map(|k| {
+                        let seq = b * size + k + 1;
+                        shared::Reading {
+                            seq: shared::Seq(seq),
+                            sensor: format!("s{g}-{}", k % 100).into(),
+                            metric: format!("m{}", k / 100).into(),
+                            ts_ms: t0 + seq as i64,
+                            value: (k % 97) as f64,
+                            quality: Quality::Good,
+                        }
+                    })
+                    .collect();
+                let bytes = shared::Batch::new(gw.clone(), 1, readings).encode();
+                client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, bytes).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let want = per_gateway * size * gateways as u64;
+    let counters = &c.counters;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while counters.stored.load(Relaxed) < want {
+        if Instant::now() > deadline {
+            bail!("ingest stalled at {} of {want}", counters.stored.load(Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(want)
+}

@@ -98,6 +98,12 @@ impl Ingest {
             tracing::warn!(topic_gateway = %m.gateway, batch_gateway = %batch.gateway, "rejected batch: gateway in the batch does not match its topic");
             return Err(Rejection::GatewayMismatch);
         }
+        // The same id rules as the configs: what is stored is shown, exported and put in topics.
+        if let Some(r) = batch.readings.iter().find(|r| !shared::topics::valid_id(r.sensor.as_str()) || !shared::topics::valid_id(r.metric.as_str())) {
+            let shown = |s: &str| s.chars().take(64).collect::<String>().escape_debug().to_string();
+            tracing::warn!(gateway = %m.gateway, sensor = %shown(r.sensor.as_str()), metric = %shown(r.metric.as_str()), "rejected batch: a sensor or metric id is not 1-128 of A-Z a-z 0-9 - _ . :");
+            return Err(Rejection::InvalidId);
+        }
         if let Err(refused) = self.rate.admit(&m.gateway, batch.readings.len()) {
             // Not acknowledged: the agent keeps the readings and sends them again.
             if refused.log {

@@ -19,10 +19,13 @@ pub enum Rejection {
     UnknownGateway,
     /// Over `mqtt.gateway_rate`; not acknowledged, so the agent resends it.
     RateLimited,
+    /// A sensor or metric id that a config would refuse (`shared::topics::valid_id`):
+    /// markup, control characters, `/+#` or over 128 bytes never reach the store.
+    InvalidId,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::Undecodable,
         Rejection::UnknownVersion,
         Rejection::TooLarge,
@@ -31,6 +34,7 @@ impl Rejection {
         Rejection::Unauthenticated,
         Rejection::UnknownGateway,
         Rejection::RateLimited,
+        Rejection::InvalidId,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Rejection {
             Rejection::Unauthenticated => "unauthenticated",
             Rejection::UnknownGateway => "unknown_gateway",
             Rejection::RateLimited => "rate_limited",
+            Rejection::InvalidId => "invalid_id",
         }
     }
 }

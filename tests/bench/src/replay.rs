@@ -29,13 +29,7 @@ pub(crate) async fn replay(n: u64) -> Result<serde_json::Value> {
         let mut i = 0u64;
         while i < n {
             let chunk: Vec<NewReading> = (i..(i + 10_000).min(n))
-                .map(|k| NewReading {
-                    sensor: format!("aq-{:03}", k % 100).into(),
-                    metric: "pm25".into(),
-                    ts_ms: t0 + k as i64,
-                    value: (k % 500) as f64 / 10.0,
-                    quality: Quality::Good,
-                })
+                .map(|k| NewReading { sensor: format!("aq-{:03}", k % 100), metric: "pm25".into(), ts_ms: t0 + k as i64, value: (k % 500) as f64 / 10.0, quality: Quality::Good })
                 .collect();
             i += chunk.len() as u64;
             ob.append(chunk)?;

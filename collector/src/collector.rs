@@ -79,9 +79,10 @@ impl Collector {
 
         let store = open_store(&config)?;
         let registry = live_view(store.as_ref(), clock.clone())?;
-        let admission = mqtt::Admission { users: config.broker_users(), grants: config.acl() };
+        let mqtt_front = Arc::new(mqtt::front::FrontStats::default());
+        let admission = mqtt::Admission { users: config.broker_users(), grants: config.acl(), stats: mqtt_front.clone() };
         let endpoints = Arc::new(mqtt::start(&config.mqtt, admission, tls_stats.clone(), stop.clone()).await?);
-        let connector = Connector::new(endpoints.clone(), config.mqtt.max_packet.0 as usize);
+        let connector = Connector::new(endpoints.clone(), config.mqtt.max_packet.0 as usize).map_err(|e| mqtt::MqttError::Secret(e.to_string()))?;
         let feed = messages::bus();
 
         // Rules and alerts, with the webhook outbox and the audit log beside them.
@@ -149,8 +150,10 @@ impl Collector {
             shutdown: stop.clone(),
             sink: sink_stats,
             lifecycle: lifecycle_stats,
-            access: http::auth::Access::new(config.auth.as_ref(), audit.clone(), clock.clone()),
+            access: http::auth::Access::new(config.auth.as_ref(), &config.http, audit.clone(), clock.clone()),
             tls: tls_stats.clone(),
+            mqtt_front,
+            conn_limit: crate::conn_limit::ConnLimit::new(config.http.max_connections, config.http.max_connections_per_peer),
             audit,
             clock,
         };

@@ -82,7 +82,7 @@ impl CollectorConfig {
     /// Topic grants of the broker's users.
     pub fn acl(&self) -> crate::mqtt::acl::Acl {
         let gateways = self.gateway.iter().filter(|g| g.password_sha256.is_some()).map(|g| (g.id.clone(), crate::mqtt::acl::Grant::Gateway(g.id.clone())));
-        gateways.chain(self.mqtt.user.iter().map(|u| (u.name.clone(), crate::mqtt::acl::Grant::Reader))).collect()
+        gateways.chain(self.mqtt.user.iter().map(|u| (u.name.clone(), crate::mqtt::acl::Grant::Reader { client_prefix: u.client_id_prefix() }))).collect()
     }
 
     /// Gateways' batch keys, read from their files.
@@ -126,6 +126,7 @@ impl Validate for CollectorConfig {
             a.validate(&mut p);
         }
         GatewayEntry::validate_all(&self.gateway, base, &mut p);
+        crate::mqtt::settings::MqttUser::validate_all(&self.mqtt.user, &self.gateway, &mut p);
         self.store.validate(&mut p);
         match &self.influxdb {
             Some(i) => i.validate(base, &mut p),

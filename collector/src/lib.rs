@@ -17,6 +17,7 @@ pub mod alert;
 pub mod catalogue;
 mod collector;
 pub mod config;
+pub mod conn_limit;
 pub mod feed;
 pub mod http;
 pub mod ingest;

@@ -22,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 use serde::Deserialize;
 use shared::config::Problem;
 
+use crate::conn_limit::ConnLimit;
+
 /// Certificate and key (PEM) for a TLS listener; with `ca_file`, clients
 /// must present a certificate signed by that CA.
 #[derive(Debug, Clone, Deserialize)]
@@ -109,10 +111,26 @@ pub fn server_config(files: &TlsFiles, base: &Path) -> Result<Arc<ServerConfig>,
 
 /// What a front does with a connection once it is accepted (and its TLS
 /// handshake done): relay it to `upstream`, the plain listener behind.
+/// `cert_names`: the names (CN and DNS SANs) of the client's certificate,
+/// when client certificates are required.
 pub trait Relay: Clone + Send + Sync + 'static {
-    fn relay<S>(&self, client: S, upstream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    fn relay<S>(&self, client: S, upstream: TcpStream, peer: SocketAddr, cert_names: Option<Vec<String>>) -> impl Future<Output = ()> + Send
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+}
+
+/// The subject's common names and DNS subject-alternative names of a DER certificate.
+pub fn cert_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let mut names: Vec<String> = cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_string());
+            }
+        }
+    }
+    names
 }
 
 /// Byte for byte, both ways.
@@ -120,7 +138,7 @@ pub trait Relay: Clone + Send + Sync + 'static {
 pub struct Plain;
 
 impl Relay for Plain {
-    async fn relay<S>(&self, mut client: S, mut upstream: TcpStream, _: SocketAddr)
+    async fn relay<S>(&self, mut client: S, mut upstream: TcpStream, _: SocketAddr, _: Option<Vec<String>>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -128,17 +146,19 @@ impl Relay for Plain {
     }
 }
 
-async fn connect_and_relay<S, R>(client: S, upstream: SocketAddr, relay: R, peer: SocketAddr)
+async fn connect_and_relay<S, R>(client: S, upstream: SocketAddr, relay: R, peer: SocketAddr, cert_names: Option<Vec<String>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     R: Relay,
 {
     let Ok(plain) = TcpStream::connect(upstream).await else { return };
     let _ = plain.set_nodelay(true);
-    relay.relay(client, plain, peer).await;
+    relay.relay(client, plain, peer, cert_names).await;
 }
 
-/// Binds `listen` and relays each connection (TLS when `tls`) to `upstream`. Returns the bound address.
+/// Binds `listen` and relays each connection (TLS when `tls`) to `upstream`,
+/// within `limit` when given. Returns the bound address.
+#[allow(clippy::too_many_arguments)]
 pub async fn front<R: Relay>(
     listen: &str,
     tls: Option<Arc<ServerConfig>>,
@@ -146,6 +166,7 @@ pub async fn front<R: Relay>(
     what: &'static str,
     stats: Arc<TlsStats>,
     relay: R,
+    limit: Option<Arc<ConnLimit>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<SocketAddr, TlsError> {
     let bound = match TcpListener::bind(listen).await {
@@ -167,11 +188,20 @@ pub async fn front<R: Relay>(
                 },
                 _ = stop.changed() => return,
             };
+            // Over a cap: closed before any work is done for it.
+            let slot = match limit.as_ref().map(|l| l.acquire(peer.ip())).transpose() {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::warn!(%peer, "{what} connection refused: {why}");
+                    continue;
+                }
+            };
             let (acceptor, stats, relay) = (acceptor.clone(), stats.clone(), relay.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let _ = tcp.set_nodelay(true);
                 let Some(acceptor) = acceptor else {
-                    return connect_and_relay(tcp, upstream, relay, peer).await;
+                    return connect_and_relay(tcp, upstream, relay, peer, None).await;
                 };
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -187,7 +217,9 @@ pub async fn front<R: Relay>(
                     }
                 };
                 stats.accepted.fetch_add(1, Relaxed);
-                connect_and_relay(tls, upstream, relay, peer).await;
+                // With client certificates required, the relay learns whose certificate it is.
+                let names = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| cert_names(c.as_ref()));
+                connect_and_relay(tls, upstream, relay, peer, names).await;
             });
         }
     });

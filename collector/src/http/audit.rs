@@ -1,4 +1,5 @@
 //! The audit log: every write through the API (who, what, when, outcome),
+//! refused ones included,
 //! durable before the next request is answered, queryable by admins.
 
 use serde::{Deserialize, Serialize};
@@ -14,9 +15,11 @@ use super::{bad, ApiError, AppState};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub ts_ms: i64,
-    /// The token's name (`anonymous` when the API is open).
+    /// The token's name (`anonymous` when the API is open; `(no token)` or
+    /// `(unknown token)` for a refused request without a valid one).
     pub who: String,
-    pub role: Role,
+    /// The token's role; null when no valid token was given.
+    pub role: Option<Role>,
     pub method: String,
     pub path: String,
     /// The request body, up to 1 KiB.

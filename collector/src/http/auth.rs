@@ -1,6 +1,7 @@
 //! API access: bearer tokens with roles, kept as SHA-256 hashes, checked by
-//! a guard the router puts in front of each route with the role it needs;
-//! every write is audited.
+//! a guard the router puts in front of each route with the role it needs,
+//! after the request passed the `gate` (JSON writes, origin, host); every
+//! write is audited, refused ones included, and every refusal counted.
 //!
 //! With no `[[auth.token]]` the API is open, which the config allows only on
 //! loopback (see `config::CollectorConfig::validate`).
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::audit::{AuditEntry, AuditLog};
+use super::gate::{Origins, Refusal, Refusals};
 pub use super::role::Role;
 use super::ApiError;
 
@@ -61,11 +63,15 @@ pub struct Access {
     tokens: Arc<Vec<TokenEntry>>,
     audit: Arc<AuditLog>,
     clock: shared::clock::SharedClock,
+    origins: Arc<Origins>,
+    /// Refused requests by reason, for `/metrics`.
+    pub refusals: Arc<Refusals>,
 }
 
 impl Access {
-    pub fn new(cfg: Option<&AuthConfig>, audit: Arc<AuditLog>, clock: shared::clock::SharedClock) -> Access {
-        Access { tokens: Arc::new(cfg.map(|c| c.token.clone()).unwrap_or_default()), audit, clock }
+    pub fn new(cfg: Option<&AuthConfig>, http: &super::settings::HttpConfig, audit: Arc<AuditLog>, clock: shared::clock::SharedClock) -> Access {
+        let tokens = Arc::new(cfg.map(|c| c.token.clone()).unwrap_or_default());
+        Access { tokens, audit, clock, origins: Arc::new(Origins::new(http)), refusals: Arc::new(Refusals::default()) }
     }
 
     pub fn open(&self) -> bool {
@@ -77,12 +83,16 @@ impl Access {
     }
 }
 
+/// The path that takes its token in the query.
+pub const STREAM_PATH: &str = "/api/v1/stream";
+
 fn bearer(req: &Request) -> Option<String> {
     if let Some(h) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         return h.strip_prefix("Bearer ").map(|t| t.trim().to_string());
     }
-    // EventSource cannot send headers: the dashboard's stream passes the token in the query.
-    if req.method() == Method::GET {
+    // EventSource cannot send headers: the dashboard's stream passes the token
+    // in the query. Only there: a token in any other URL ends up in proxy logs and history.
+    if req.method() == Method::GET && req.uri().path() == STREAM_PATH {
         let q = req.uri().query().unwrap_or("");
         return q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.to_string());
     }
@@ -92,42 +102,65 @@ fn bearer(req: &Request) -> Option<String> {
 /// Largest request body the API reads (rules and acks are far smaller).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Lets a request through when its caller has `role` (set per route by the
-/// router); audits every write.
+/// Lets a request through when it passes the gate and its caller has
+/// `role` (set per route by the router); audits every write, refused or not.
 pub async fn guard(State((access, role)): State<(Access, Role)>, req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let caller = if access.open() {
-        Caller { name: "anonymous".into(), role: Role::Admin }
-    } else {
-        match bearer(&req).and_then(|t| access.caller(&t)) {
-            Some(c) => c,
-            None => {
-                let mut r = ApiError(StatusCode::UNAUTHORIZED, "missing or unknown bearer token (Authorization: Bearer TOKEN)".into()).into_response();
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-                return r;
-            }
+    let write = method != Method::GET && method != Method::HEAD;
+    // Who asked, as far as known: refusals of writes are audited under it.
+    let token = bearer(&req);
+    let known = token.as_deref().and_then(|t| access.caller(t));
+    let (who, who_role) = match (&known, &token, access.open()) {
+        (_, _, true) => ("anonymous".to_string(), Some(Role::Admin)),
+        (Some(c), _, _) => (c.name.clone(), Some(c.role)),
+        (None, Some(_), _) => ("(unknown token)".to_string(), None),
+        (None, None, _) => ("(no token)".to_string(), None),
+    };
+    let refuse = |why: Refusal, status: StatusCode, msg: String, body: String| {
+        access.refusals.add(why);
+        tracing::warn!(%who, %method, %path, reason = why.label(), "HTTP request refused: {msg}");
+        if write {
+            access.record(AuditEntry { ts_ms: access.clock.now_ms(), who: who.clone(), role: who_role, method: method.to_string(), path: path.clone(), body, status: status.as_u16() });
         }
+        let mut r = ApiError(status, msg).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        r
+    };
+    if let Err((why, status, msg)) = access.origins.check(&req, access.open()) {
+        return refuse(why, status, msg, String::new());
+    }
+    let caller = match (access.open(), known.clone()) {
+        (true, _) => Caller { name: "anonymous".into(), role: Role::Admin },
+        (false, Some(c)) => c,
+        (false, None) => return refuse(Refusal::Unauthorized, StatusCode::UNAUTHORIZED, "missing or unknown bearer token (Authorization: Bearer TOKEN)".into(), String::new()),
     };
     if caller.role < role {
-        tracing::warn!(who = %caller.name, role = caller.role.as_str(), %method, %path, "refused: needs {}", role.as_str());
-        return ApiError(StatusCode::FORBIDDEN, format!("token `{}` has role {}; {method} {path} needs {}", caller.name, caller.role.as_str(), role.as_str())).into_response();
+        let msg = format!("token `{}` has role {}; {method} {path} needs {}", caller.name, caller.role.as_str(), role.as_str());
+        return refuse(Refusal::Forbidden, StatusCode::FORBIDDEN, msg, String::new());
     }
-    if method == Method::GET {
+    if !write {
         return next.run(req).await;
     }
     // A write: keep its body for the audit log, then let it through.
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {MAX_BODY} bytes")).into_response(),
+        Err(_) => return refuse(Refusal::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {MAX_BODY} bytes"), String::new()),
     };
     let what = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(caller.clone());
     let resp = next.run(req).await;
-    let entry = AuditEntry { ts_ms: access.clock.now_ms(), who: caller.name, role: caller.role, method: method.to_string(), path, body: what, status: resp.status().as_u16() };
-    if let Err(e) = access.audit.record(entry) {
-        tracing::error!("audit log: {e}");
-    }
+    access.record(AuditEntry { ts_ms: access.clock.now_ms(), who: caller.name, role: Some(caller.role), method: method.to_string(), path, body: what, status: resp.status().as_u16() });
     resp
+}
+
+impl Access {
+    fn record(&self, entry: AuditEntry) {
+        if let Err(e) = self.audit.record(entry) {
+            tracing::error!("audit log: {e}");
+        }
+    }
 }

@@ -37,6 +37,16 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         st.tls.accepted.load(Relaxed),
         st.tls.refused.load(Relaxed)
     );
+    let _ = writeln!(out, "# HELP citysense_mqtt_refused_total MQTT connections the broker's front door closed, by reason.\n# TYPE citysense_mqtt_refused_total counter");
+    for r in crate::mqtt::front::Refusal::ALL {
+        let _ = writeln!(out, "citysense_mqtt_refused_total{{reason=\"{}\"}} {}", r.label(), st.mqtt_front.count(r));
+    }
+    let _ = writeln!(out, "# HELP citysense_http_refused_total HTTP requests and connections refused, by reason.\n# TYPE citysense_http_refused_total counter");
+    for r in crate::http::gate::Refusal::ALL {
+        // Connections refused at the TLS front are counted by the cap itself.
+        let n = st.access.refusals.count(r) + if r == crate::http::gate::Refusal::ConnectionCap { st.conn_limit.refused.load(Relaxed) } else { 0 };
+        let _ = writeln!(out, "citysense_http_refused_total{{reason=\"{}\"}} {n}", r.label());
+    }
     let hooks = &st.alerting.outbox;
     let _ = writeln!(
         out,

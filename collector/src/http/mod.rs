@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod export;
+pub mod gate;
 pub mod gateways;
 pub mod health;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod role;
 pub mod rules;
 pub mod sensors;
 pub mod series;
+pub mod server;
 pub mod settings;
 pub mod stream;
 pub mod web;
@@ -48,6 +50,10 @@ pub struct AppState {
     pub lifecycle: Arc<crate::store::lifecycle::LifecycleStats>,
     pub access: crate::http::auth::Access,
     pub tls: Arc<crate::tls::TlsStats>,
+    /// The MQTT front door's refusals.
+    pub mqtt_front: Arc<crate::mqtt::front::FrontStats>,
+    /// The HTTP connection caps (`http.max_connections`, `…_per_peer`).
+    pub conn_limit: Arc<crate::conn_limit::ConnLimit>,
     pub audit: Arc<crate::http::audit::AuditLog>,
     pub clock: shared::clock::SharedClock,
 }
@@ -72,20 +78,20 @@ pub async fn serve(
     let listen_err = |source| HttpError::Listen { listen: config.listen.clone(), source };
     let listener = tokio::net::TcpListener::bind(plain_listen).await.map_err(listen_err)?;
     let mut addr = listener.local_addr().map_err(listen_err)?;
-    if let Some(files) = &config.tls {
-        let tls = crate::tls::server_config(files, std::path::Path::new(""))?;
-        addr = crate::tls::front(&config.listen, Some(tls), addr, "HTTP", tls_stats, crate::tls::Plain, stop.clone()).await?;
-    }
-    let app = router(state);
-    let mut stop = stop;
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("HTTP server: {e}");
+    let (limit, refusals) = (state.conn_limit.clone(), state.access.refusals.clone());
+    // Under TLS the caps apply at the front, where the peers' addresses are
+    // known; the plain listener behind it only ever sees loopback.
+    let inner_limit = match &config.tls {
+        Some(files) => {
+            let tls = crate::tls::server_config(files, std::path::Path::new(""))?;
+            addr = crate::tls::front(&config.listen, Some(tls), addr, "HTTP", tls_stats, crate::tls::Plain, Some(limit), stop.clone()).await?;
+            None
         }
-    });
+        None => Some(limit),
+    };
+    let tls = config.tls.is_some();
+    let app = router(state).layer(axum::middleware::from_fn(move |req, next| server::security_headers(tls, req, next)));
+    let task = tokio::spawn(server::run(listener, app, config.header_timeout.0, inner_limit, refusals, stop));
     Ok((addr, task))
 }
 

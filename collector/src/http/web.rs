@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("index.html", "text/html; charset=utf-8", include_bytes!("web/index.html")),
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("web/app.js")),
+    ("layout.js", "text/javascript; charset=utf-8", include_bytes!("web/layout.js")),
     ("app.css", "text/css; charset=utf-8", include_bytes!("web/app.css")),
     ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("web/vendor/uPlot.iife.min.js")),
     ("vendor/uPlot.min.css", "text/css; charset=utf-8", include_bytes!("web/vendor/uPlot.min.css")),

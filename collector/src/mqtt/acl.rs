@@ -1,128 +1,83 @@
-//! Topic isolation on the embedded broker. rumqttd checks passwords but has
-//! no ACLs, so the listener in front of it reads each client packet and
-//! drops the connection of a client that publishes or subscribes outside its
-//! grant: a gateway only to its own `up`/`state`/`health` and its own `ack`.
+//! Who may do what on the embedded broker. rumqttd checks passwords but has
+//! no ACLs, so the front (`front.rs`) reads each client packet and asks the
+//! user's `Grant`: a gateway may publish only its own `up`/`state`/`health`
+//! (retained only on `state`, never QoS 2), subscribe only to its own `ack`,
+//! leave a will only where it may publish, and connect only as
+//! `citysense-agent-<gateway>`; a reader may only subscribe to the feeds,
+//! never publish or leave a will, and connect only with its client-id prefix.
 
 use std::collections::HashMap;
 
-use bytes::BytesMut;
-use rumqttc::mqttbytes::{self, v4::Packet};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
+use rumqttc::mqttbytes::QoS;
 use shared::topics;
+
+/// The client id an agent connects with (agent/src/uplink/mod.rs makes the same).
+pub fn agent_client_id(gateway: &str) -> String {
+    format!("citysense-agent-{gateway}")
+}
+
+/// The namespace of the collector's own client ids: no one else may use it.
+pub const COLLECTOR_ID_PREFIX: &str = "citysense-collector-";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grant {
     /// A gateway: its own uplink topics, its own acks.
     Gateway(String),
-    /// A feed consumer: reads alerts, live readings, gateway state and health.
-    Reader,
+    /// A feed consumer: reads alerts, live readings, gateway state and
+    /// health; its client ids start with `client_prefix`.
+    Reader { client_prefix: String },
 }
 
 impl Grant {
-    pub fn may_publish(&self, topic: &str) -> bool {
-        match self {
-            Grant::Gateway(g) => [topics::up(g), topics::state(g), topics::health(g)].iter().any(|t| t == topic),
-            Grant::Reader => false,
+    /// Why `user` may not publish this, or Ok. The same rule holds for a will.
+    pub fn check_publish(&self, topic: &str, qos: QoS, retain: bool) -> Result<(), String> {
+        let Grant::Gateway(g) = self else { return Err(format!("a feed reader may not publish (to {topic})")) };
+        if ![topics::up(g), topics::state(g), topics::health(g)].iter().any(|t| t == topic) {
+            return Err(format!("gateway {g} may not publish to {topic}"));
         }
+        if qos == QoS::ExactlyOnce {
+            return Err(format!("QoS 2 on {topic}: gateways publish at QoS 0 or 1"));
+        }
+        // Only the state is kept for new subscribers; a retained batch or health would be replayed forever.
+        if retain && topic != topics::state(g) {
+            return Err(format!("retained message on {topic}: only {} may be retained", topics::state(g)));
+        }
+        Ok(())
+    }
+
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.check_publish(topic, QoS::AtLeastOnce, false).is_ok() || self.check_publish(topic, QoS::AtLeastOnce, true).is_ok()
     }
 
     pub fn may_subscribe(&self, filter: &str) -> bool {
         match self {
             Grant::Gateway(g) => filter == topics::ack(g),
-            Grant::Reader => ["alerts/", "live/", "state/", "health/"].iter().any(|p| filter.starts_with(&format!("{}{p}", topics::PREFIX))),
+            Grant::Reader { .. } => ["alerts/", "live/", "state/", "health/"].iter().any(|p| filter.starts_with(&format!("{}{p}", topics::PREFIX))),
+        }
+    }
+
+    /// A will is published by the broker in the client's name when its
+    /// connection drops, so it is held to the publish grant; readers have none.
+    pub fn check_will(&self, topic: &str, qos: QoS, retain: bool) -> Result<(), String> {
+        match self {
+            Grant::Reader { .. } => Err(format!("a feed reader may not leave a will (on {topic})")),
+            Grant::Gateway(_) => self.check_publish(topic, qos, retain).map_err(|e| format!("will: {e}")),
+        }
+    }
+
+    /// Whether this user may connect as `client_id`: a client id taken over
+    /// knocks its owner off the broker, so each user has its own.
+    pub fn check_client_id(&self, client_id: &str) -> Result<(), String> {
+        match self {
+            Grant::Gateway(g) if client_id == agent_client_id(g) => Ok(()),
+            Grant::Gateway(g) => Err(format!("gateway {g} must connect as client id `{}`, not `{client_id}`", agent_client_id(g))),
+            Grant::Reader { client_prefix } if client_id.len() > client_prefix.len() && client_id.starts_with(client_prefix.as_str()) => Ok(()),
+            Grant::Reader { client_prefix } => Err(format!("client id `{client_id}` does not start with this user's prefix `{client_prefix}` (followed by at least one character)")),
         }
     }
 }
 
 pub type Acl = HashMap<String, Grant>;
-
-/// The front's relay for the embedded broker: every connection goes
-/// through `relay` with the users' grants.
-#[derive(Clone)]
-pub struct GrantRelay {
-    pub acl: std::sync::Arc<Acl>,
-    pub max_packet: usize,
-}
-
-impl crate::tls::Relay for GrantRelay {
-    async fn relay<S>(&self, client: S, upstream: tokio::net::TcpStream, peer: std::net::SocketAddr)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        if let Err(e) = relay(client, upstream, &self.acl, self.max_packet).await {
-            tracing::warn!(%peer, "MQTT connection dropped: {e}");
-        }
-    }
-}
-
-/// Why a client's connection was dropped.
-#[derive(Debug, thiserror::Error)]
-pub enum GrantError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("malformed MQTT from {user:?}: {detail}")]
-    Malformed { user: String, detail: String },
-    #[error("user {user:?} may not publish to {topic}")]
-    Publish { user: String, topic: String },
-    #[error("user {user:?} may not subscribe to {filter}")]
-    Subscribe { user: String, filter: String },
-}
-
-/// Relays one client connection to the broker, enforcing `acl` on what the
-/// client sends. Ends when either side closes or the client oversteps.
-pub async fn relay<C>(client: C, broker: tokio::net::TcpStream, acl: &Acl, max_packet: usize) -> Result<(), GrantError>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut br, mut bw) = broker.into_split();
-    let down = async move {
-        let _ = tokio::io::copy(&mut br, &mut cw).await;
-        let _ = cw.shutdown().await;
-    };
-    let up = async move {
-        let mut buf = BytesMut::with_capacity(4096);
-        let mut grant: Option<Grant> = None;
-        let mut user = String::new();
-        loop {
-            // Whole packets only: parse what is buffered, read more when short.
-            let frame_len = match mqttbytes::check(buf.iter(), max_packet) {
-                Ok(h) => h.frame_length(),
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {
-                    if cr.read_buf(&mut buf).await? == 0 {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Err(e) => return Err(GrantError::Malformed { user, detail: format!("{e:?}") }),
-            };
-            let frame = buf.split_to(frame_len);
-            let mut copy = frame.clone();
-            match Packet::read(&mut copy, max_packet).map_err(|e| GrantError::Malformed { user: user.clone(), detail: format!("{e:?}") })? {
-                Packet::Connect(c) => {
-                    user = c.login.map(|l| l.username).unwrap_or_default();
-                    // Unknown users go on to the broker, which refuses them.
-                    grant = acl.get(&user).cloned();
-                }
-                Packet::Publish(p) if !grant.as_ref().is_some_and(|g| g.may_publish(&p.topic)) => {
-                    return Err(GrantError::Publish { user, topic: p.topic });
-                }
-                Packet::Subscribe(s) => {
-                    if let Some(f) = s.filters.iter().find(|f| !grant.as_ref().is_some_and(|g| g.may_subscribe(&f.path))) {
-                        return Err(GrantError::Subscribe { user, filter: f.path.clone() });
-                    }
-                }
-                _ => {}
-            }
-            bw.write_all(&frame).await?;
-        }
-    };
-    tokio::select! {
-        r = up => r,
-        _ = down => Ok(()),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -135,8 +90,26 @@ mod tests {
         assert!(!g.may_publish(&topics::up("gw-b")) && !g.may_publish(&topics::ack("gw-a")) && !g.may_publish("sensors/x"));
         assert!(g.may_subscribe(&topics::ack("gw-a")));
         assert!(!g.may_subscribe(&topics::ack("gw-b")) && !g.may_subscribe(&format!("{}ack/+", topics::PREFIX)) && !g.may_subscribe("#"));
-        let r = Grant::Reader;
+        let r = Grant::Reader { client_prefix: "ops-".into() };
         assert!(r.may_subscribe(&format!("{}alerts/#", topics::PREFIX)) && !r.may_subscribe(&format!("{}ack/#", topics::PREFIX)) && !r.may_subscribe("#"));
         assert!(!r.may_publish(&topics::up("gw-a")));
+    }
+
+    #[test]
+    fn wills_retain_qos_and_client_ids_follow_the_grant() {
+        let g = Grant::Gateway("gw-a".into());
+        // The agent's own will: retained offline state at QoS 1.
+        assert!(g.check_will(&topics::state("gw-a"), QoS::AtLeastOnce, true).is_ok());
+        assert!(g.check_will(&topics::state("gw-b"), QoS::AtLeastOnce, true).is_err());
+        assert!(g.check_will(&format!("{}alerts/emergency/wl-001", topics::PREFIX), QoS::AtMostOnce, false).is_err());
+        assert!(g.check_publish(&topics::up("gw-a"), QoS::AtLeastOnce, true).is_err(), "retained batch");
+        assert!(g.check_publish(&topics::up("gw-a"), QoS::ExactlyOnce, false).is_err(), "QoS 2");
+        let r = Grant::Reader { client_prefix: "ops-".into() };
+        assert!(r.check_will(&topics::state("gw-a"), QoS::AtMostOnce, false).is_err());
+        assert!(g.check_client_id("citysense-agent-gw-a").is_ok());
+        for id in ["citysense-agent-gw-b", "citysense-collector-1", "", "citysense-agent-gw-a-2"] {
+            assert!(g.check_client_id(id).is_err(), "{id}");
+        }
+        assert!(r.check_client_id("ops-1").is_ok() && r.check_client_id("ops-").is_err() && r.check_client_id("citysense-agent-gw-a").is_err());
     }
 }

@@ -51,9 +51,12 @@ pub struct Connection {
 }
 
 impl Connector {
-    pub fn new(endpoints: std::sync::Arc<Endpoints>, max_packet: usize) -> Connector {
-        let id = format!("citysense-collector-{}", std::process::id());
-        Connector { endpoints, max_packet, id }
+    /// The client ids are `citysense-collector-<random>-<role>`: random per
+    /// run, so neither an attacker nor a second collector (also pid 1 in its
+    /// container) can take them over.
+    pub fn new(endpoints: std::sync::Arc<Endpoints>, max_packet: usize) -> Result<Connector, std::io::Error> {
+        let nonce: String = shared::auth::random_secret()?.chars().take(16).collect();
+        Ok(Connector { endpoints, max_packet, id: format!("{}{nonce}", super::acl::COLLECTOR_ID_PREFIX) })
     }
 
     /// Connects as `role` (part of the client id), subscribes to

@@ -1,12 +1,13 @@
-//! The MQTT side of the collector: the embedded broker (`broker`), the grant
-//! front that keeps each gateway to its own topics (`acl`, relayed through
-//! the TLS front in `crate::tls`), the settings (`settings`), the one
+//! The MQTT side of the collector: the embedded broker (`broker`), the
+//! grants (`acl`) and the front door that enforces them (`front`, relayed
+//! through the TLS front in `crate::tls`), the settings (`settings`), the one
 //! supervised client every component connects through (`client`), and the
 //! routing of what arrives (`inbound`).
 
 pub mod acl;
 pub mod broker;
 pub mod client;
+pub mod front;
 pub mod inbound;
 pub mod settings;
 
@@ -57,54 +58,59 @@ pub struct Admission {
     /// None leaves the broker open (loopback only, which `check` enforces).
     pub users: Option<HashMap<String, String>>,
     pub grants: acl::Acl,
+    /// The front's refusals, for `/metrics`.
+    pub stats: Arc<front::FrontStats>,
 }
 
-/// Starts the embedded broker (behind the grant and TLS fronts when
+/// Starts the embedded broker (behind the front door and the TLS front when
 /// configured) or settles on the external one.
 pub async fn start(config: &MqttConfig, admission: Admission, stats: Arc<TlsStats>, shutdown: watch::Receiver<bool>) -> Result<Endpoints, MqttError> {
     let max_packet = config.max_packet.0 as usize;
-    // With users, the broker admits only them, and this collector's own
-    // connections use a password made for this run.
-    let Admission { mut users, grants } = admission;
-    let internal_password = users.as_ref().map(|_| shared::auth::random_secret()).transpose().map_err(|e| MqttError::Secret(e.to_string()))?;
-    if let (Some(u), Some(p)) = (users.as_mut(), &internal_password) {
-        u.insert(INTERNAL_USER.to_string(), shared::auth::sha256_hex(p));
-    }
-    let (inner, public) = match (&config.external, config.listen_addr()) {
+    let Admission { users, grants, stats: front_stats } = admission;
+    // With users, the broker behind the front admits only logins made for
+    // this run: the front's (after it checked the real password) and this
+    // collector's own. Whoever reaches its loopback port directly has neither.
+    let inner = users.as_ref().map(|_| shared::auth::random_secret().map(|s| Arc::new(front::InnerLogins::new(s)))).transpose().map_err(|e| MqttError::Secret(e.to_string()))?;
+    let (broker_url, public) = match (&config.external, config.listen_addr()) {
         (Some(url), _) => {
             let u = BrokerUrl::parse(url).map_err(MqttError::External)?;
             (u.clone(), u)
         }
-        (None, Some(listen)) => {
-            // With users, clients reach the broker only through a front that
-            // enforces their topic grants; with TLS, through one that also
-            // terminates TLS. Otherwise they reach it directly.
-            let grants = users.as_ref().map(|_| acl::GrantRelay { acl: Arc::new(grants), max_packet });
-            let users = users.map(Arc::new);
-            if grants.is_none() && config.tls.is_none() {
-                let addr = broker::start_embedded_async(listen, max_packet, users).await?;
+        (None, Some(listen)) => match (users, &inner) {
+            (None, _) if config.tls.is_none() => {
+                // Open: the demo's loopback broker, reached directly.
+                let addr = broker::start_embedded_async(listen, max_packet, None).await?;
                 let u = BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() };
                 (u.clone(), u)
-            } else {
+            }
+            (users, inner) => {
+                let inner_users = inner.as_ref().map(|i| {
+                    let names = users.iter().flat_map(|u| u.keys().cloned()).chain([INTERNAL_USER.to_string()]);
+                    Arc::new(names.map(|u| (u.clone(), shared::auth::sha256_hex(&i.password(&u)))).collect::<HashMap<_, _>>())
+                });
                 let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                let addr = broker::start_embedded_async(loopback, max_packet, users).await?;
+                let addr = broker::start_embedded_async(loopback, max_packet, inner_users).await?;
                 let tls = config.tls.as_ref().map(|f| tls::server_config(f, Path::new(""))).transpose()?;
                 let is_tls = tls.is_some();
                 let listen = listen.to_string();
-                let public = match grants {
-                    Some(g) => tls::front(&listen, tls, addr, "MQTT", stats, g, shutdown).await?,
-                    None => tls::front(&listen, tls, addr, "MQTT", stats, tls::Plain, shutdown).await?,
+                let public = match (users, inner) {
+                    (Some(users), Some(inner)) => {
+                        let relay = front::GrantRelay { acl: Arc::new(grants), users: Arc::new(users), inner: inner.clone(), max_packet, stats: front_stats };
+                        tls::front(&listen, tls, addr, "MQTT", stats, relay, None, shutdown).await?
+                    }
+                    // TLS without users: loopback only (`check` enforces it), so the front only terminates TLS.
+                    _ => tls::front(&listen, tls, addr, "MQTT", stats, tls::Plain, None, shutdown).await?,
                 };
                 (BrokerUrl { tls: false, host: addr.ip().to_string(), port: addr.port() }, BrokerUrl { tls: is_tls, host: public.ip().to_string(), port: public.port() })
             }
-        }
+        },
         (None, None) => return Err(MqttError::Listen),
     };
-    let password = match (&config.password_file, &internal_password) {
+    let password = match (&config.password_file, &inner) {
         (Some(f), _) => std::fs::read_to_string(f).map_err(|source| MqttError::PasswordFile { path: f.clone(), source })?.trim().to_string(),
-        (None, Some(p)) => p.clone(),
+        (None, Some(i)) => i.password(INTERNAL_USER),
         (None, None) => String::new(),
     };
-    let user = config.username.clone().or(internal_password.as_ref().map(|_| INTERNAL_USER.to_string()));
-    Ok(Endpoints { inner, public, login: user.map(|u| (u, password)) })
+    let login = config.username.clone().or(inner.as_ref().map(|_| INTERNAL_USER.to_string())).map(|u| (u, password));
+    Ok(Endpoints { inner: broker_url, public, login })
 }

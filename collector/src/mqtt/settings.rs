@@ -59,6 +59,47 @@ pub struct MqttUser {
     pub name: String,
     /// Hex SHA-256 of the password.
     pub password_sha256: String,
+    /// Its client ids must start with this (default `<name>-`), so that no
+    /// user can take over another's client id and knock it off the broker.
+    pub client_id_prefix: Option<String>,
+}
+
+impl MqttUser {
+    pub fn client_id_prefix(&self) -> String {
+        self.client_id_prefix.clone().unwrap_or_else(|| format!("{}-", self.name))
+    }
+
+    /// Names and client-id prefixes that cannot be confused with a gateway's,
+    /// the collector's or each other's.
+    pub fn validate_all(users: &[MqttUser], gateways: &[GatewayEntry], p: &mut Vec<Problem>) {
+        for (i, u) in users.iter().enumerate() {
+            let at = |f: &str| format!("mqtt.user[{i}].{f}");
+            if !valid_id(&u.name) {
+                p.push(Problem::new(at("name"), format!("`{}` is not a valid user name (1-128 of A-Z a-z 0-9 - _ . :)", u.name)));
+            }
+            if let Some(g) = gateways.iter().position(|g| g.id == u.name) {
+                p.push(Problem::new(at("name"), format!("`{}` is already gateway[{g}]; a feed user needs a name of its own", u.name)));
+            }
+            if u.name == super::INTERNAL_USER {
+                p.push(Problem::new(at("name"), format!("`{}` is the collector's own user", u.name)));
+            }
+            if let Some(j) = users[..i].iter().position(|o| o.name == u.name) {
+                p.push(Problem::new(at("name"), format!("`{}` is already mqtt.user[{j}]", u.name)));
+            }
+            if u.password_sha256.len() != 64 || shared::auth::unhex(&u.password_sha256).is_none() {
+                p.push(Problem::new(at("password_sha256"), "must be 64 hex digits (citysense-collector token prints one)"));
+            }
+            let prefix = u.client_id_prefix();
+            if prefix.is_empty() || prefix.starts_with("citysense-") || prefix.chars().any(|c| c.is_control() || matches!(c, '/' | '+' | '#')) {
+                p.push(Problem::new(at("client_id_prefix"), format!("`{prefix}` must be non-empty, printable, free of / + # and not start with `citysense-` (gateways' and the collector's ids)")));
+            }
+            for (j, o) in users.iter().enumerate().filter(|(j, _)| *j != i) {
+                if o.client_id_prefix().starts_with(&prefix) && (j > i || o.client_id_prefix() != prefix) {
+                    p.push(Problem::new(at("client_id_prefix"), format!("`{prefix}` is also the start of mqtt.user[{j}]'s prefix `{}`: it could take over that user's client ids", o.client_id_prefix())));
+                }
+            }
+        }
+    }
 }
 
 impl Default for MqttConfig {

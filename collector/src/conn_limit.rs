@@ -1,0 +1,80 @@
+//! Connection caps for a listener: at most `global` connections at once and
+//! at most `per_peer` from one IP address, so one client (or a crowd of
+//! half-sent requests) cannot take every file descriptor.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+pub struct ConnLimit {
+    global: usize,
+    per_peer: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Connections closed at once for being over a cap.
+    pub refused: AtomicU64,
+}
+
+/// A held connection slot; dropping it frees the slot.
+pub struct Slot {
+    limit: Arc<ConnLimit>,
+    ip: IpAddr,
+}
+
+impl ConnLimit {
+    pub fn new(global: usize, per_peer: usize) -> Arc<ConnLimit> {
+        Arc::new(ConnLimit { global, per_peer, open: Mutex::new((0, HashMap::new())), refused: AtomicU64::new(0) })
+    }
+
+    /// A slot for a connection from `ip`, or which cap it is over.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, String> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let from_peer = open.1.get(&ip).copied().unwrap_or(0);
+        let over = if open.0 >= self.global {
+            Some(format!("{} connections open, the cap for all peers", open.0))
+        } else if from_peer >= self.per_peer {
+            Some(format!("{from_peer} connections open from {ip}, the cap per peer"))
+        } else {
+            None
+        };
+        if let Some(why) = over {
+            self.refused.fetch_add(1, Relaxed);
+            return Err(why);
+        }
+        open.0 += 1;
+        *open.1.entry(ip).or_default() += 1;
+        Ok(Slot { limit: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.limit.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 -= 1;
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_peer_and_overall_and_frees_on_drop() {
+        let l = ConnLimit::new(3, 2);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let s1 = l.acquire(a).unwrap();
+        let _s2 = l.acquire(a).unwrap();
+        assert!(l.acquire(a).err().unwrap().contains("per peer"));
+        let _s3 = l.acquire(b).unwrap();
+        assert!(l.acquire(b).err().unwrap().contains("all peers"));
+        drop(s1);
+        assert!(l.acquire(b).is_ok());
+        assert_eq!(l.refused.load(Relaxed), 2);
+    }
+}

@@ -94,17 +94,58 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Diagnostic
 /// Parses and validates config text; `file` is only used in messages.
 pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str, base: &Path) -> Result<T, Diagnostics> {
     let map = SourceMap::new(text);
-    let value: T = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let path = map.path_at(&span);
-        Diagnostics(vec![Diagnostic { file: file.to_string(), line: map.line_of_offset(span.start), path, message: e.message().trim().to_string() }])
-    })?;
+    let value: T = toml::from_str(text).map_err(|e| Diagnostics(type_errors::<T>(file, text, &map, e)))?;
     let problems = value.validate(base);
     if problems.is_empty() {
         Ok(value)
     } else {
         Err(Diagnostics(problems.into_iter().map(|p| Diagnostic { file: file.to_string(), line: map.line_of_path(&p.path), path: p.path, message: p.message }).collect()))
     }
+}
+
+/// Every type error of a file that is valid TOML, not only the first: after
+/// each error the offending `key = value` line is blanked (byte offsets and
+/// line numbers kept) and the text parsed again, until it parses or an error
+/// cannot be stepped over (a syntax error, a table header, the same line
+/// again, or a required key then missing). Messages are reworded by
+/// `config_hints::rephrase`.
+fn type_errors<T: DeserializeOwned>(file: &str, text: &str, map: &SourceMap, first: toml::de::Error) -> Vec<Diagnostic> {
+    let diagnostic = |e: &toml::de::Error| {
+        let span = e.span().unwrap_or(0..0);
+        Diagnostic { file: file.to_string(), line: map.line_of_offset(span.start), path: map.path_at(&span), message: crate::config_hints::rephrase(e.message()) }
+    };
+    let mut out = vec![diagnostic(&first)];
+    if map.root.is_none() {
+        return out;
+    }
+    let mut work = text.to_string();
+    let mut error = first;
+    for _ in 0..50 {
+        let Some(span) = error.span() else { break };
+        let start = work[..span.start.min(work.len())].rfind('\n').map_or(0, |i| i + 1);
+        let end = work[start..].find('\n').map_or(work.len(), |i| start + i);
+        let line = work[start..end].trim_start();
+        if !line.contains('=') || line.starts_with('[') || line.starts_with('#') {
+            break;
+        }
+        work.replace_range(start..end, &" ".repeat(end - start));
+        match toml::from_str::<T>(&work) {
+            Ok(_) => break,
+            Err(e) => {
+                // Most likely the blanked key was that one, misspelt or mistyped.
+                if e.message().starts_with("missing field `") {
+                    break;
+                }
+                let d = diagnostic(&e);
+                if out.iter().any(|o| o.line == d.line) {
+                    break;
+                }
+                out.push(d);
+                error = e;
+            }
+        }
+    }
+    out
 }
 
 /// Finds where a dotted path sits in TOML text, and which path covers an offset.
@@ -221,8 +262,27 @@ pub struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(HumanDuration).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"5m\"")))
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration in quotes with its unit, e.g. \"500ms\", \"10s\", \"5m\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(s).map(HumanDuration).map_err(|e| E::custom(format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"5m\"")))
+            }
+            // A bare number has no unit: say how to write it rather than "expected a string".
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a duration needs its unit and quotes: write \"{n}s\" (or \"{n}ms\")")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                self.visit_i64(n as i64)
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a duration needs its unit and quotes: write \"{n}s\"")))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -290,6 +350,9 @@ mod tests {
         port: u16,
         #[allow(dead_code)]
         every: HumanDuration,
+        #[serde(default)]
+        #[allow(dead_code)]
+        level: u8,
     }
     impl Validate for Cfg {
         fn validate(&self, _: &Path) -> Vec<Problem> {
@@ -322,7 +385,7 @@ mod tests {
         assert_eq!(err.0.len(), 1);
         let d = &err.0[0];
         assert_eq!(d.line, 4, "{d}");
-        assert!(d.message.contains("unknown field `prot`"), "{d}");
+        assert!(d.message.contains("unknown field `prot`: did you mean `port`?"), "{d}");
         assert_eq!(d.path, "item[0].prot");
     }
 
@@ -342,6 +405,19 @@ mod tests {
             assert!(map.line_of_path(path) >= 1, "{path}");
         }
         assert_eq!(map.line_of_path("item[1].port"), 9);
+    }
+
+    #[test]
+    fn every_type_error_of_a_well_formed_file_is_reported_in_one_run() {
+        let text = TEXT.replace("port = 1", "level = \"high\"\nport = 1").replace("port = 0", "port = 0\nlevel = 300");
+        let err = parse::<Cfg>("c.toml", &text, Path::new(".")).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(|d| d.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("c.toml:4: item[0].level: write a whole number without quotes"), "{lines:?}");
+        assert!(lines[1].starts_with("c.toml:11: item[1].level: 300 is out of range: at most 255"), "{lines:?}");
+        let text = TEXT.replace("every = \"1s\"", "every = 5");
+        let err = parse::<Cfg>("c.toml", &text, Path::new(".")).unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:5: item[0].every: a duration needs its unit and quotes: write \"5s\""), "{err}");
     }
 
     #[test]

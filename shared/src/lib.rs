@@ -6,6 +6,7 @@ pub mod auth;
 pub mod batch;
 pub mod clock;
 pub mod config;
+pub mod config_hints;
 pub mod id;
 pub mod modbus;
 pub mod reading;

@@ -53,6 +53,8 @@ pub struct Collector {
     pub http_addr: SocketAddr,
     /// Where agents connect: the embedded broker's address or the external one.
     pub mqtt_url: String,
+    /// Where this collector's own connections go (behind the front, when there is one).
+    pub mqtt_inner: String,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     /// What ingest has done since start.
@@ -158,7 +160,7 @@ impl Collector {
             clock,
         };
         let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop).await?;
-        Ok(Collector { http_addr, mqtt_url: endpoints.public.to_string(), store, registry, counters, alerting, feed, shutdown, tasks, http })
+        Ok(Collector { http_addr, mqtt_url: endpoints.public.to_string(), mqtt_inner: endpoints.inner.to_string(), store, registry, counters, alerting, feed, shutdown, tasks, http })
     }
 
     /// Stops serving (open streams end, requests in flight finish), then stops

@@ -15,6 +15,9 @@ pub struct FakeGateway {
     pub foreign: std::sync::Arc<std::sync::atomic::AtomicU64>,
     next_seq: u64,
     key: Option<Vec<u8>>,
+    /// Dropping the gateway drops this, which ends its connection: a gateway
+    /// the test is done with does not reconnect under the same client id.
+    _alive: tokio::sync::oneshot::Sender<()>,
 }
 
 /// How a fake gateway proves itself: MQTT credentials, batch key, TLS.
@@ -34,7 +37,8 @@ impl FakeGateway {
     pub async fn connect_as(mqtt_url: &str, id: &str, who: Identity) -> Result<FakeGateway, String> {
         use rumqttc::{Event, MqttOptions, Packet, QoS};
         let broker = shared::url::BrokerUrl::parse(mqtt_url).unwrap();
-        let mut opts = MqttOptions::new(format!("fake-{id}"), broker.host.clone(), broker.port);
+        // The client id an agent uses, which the embedded broker's front requires of a gateway.
+        let mut opts = MqttOptions::new(format!("citysense-agent-{id}"), broker.host.clone(), broker.port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         if let Some((u, p)) = &who.login {
             opts.set_credentials(u.clone(), p.clone());
@@ -56,9 +60,14 @@ impl FakeGateway {
         let (tx, acked) = tokio::sync::watch::channel(0u64);
         let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
         let (closed_tx, closed) = tokio::sync::watch::channel(false);
+        let (alive, mut gone) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             loop {
-                match el.poll().await {
+                let event = tokio::select! {
+                    e = el.poll() => e,
+                    _ = &mut gone => return,
+                };
+                match event {
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = subscribed_tx.send(true);
                     }
@@ -68,7 +77,7 @@ impl FakeGateway {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Ok(a) = serde_json::from_slice::<shared::wire::Ack>(&p.payload) {
                             // As an agent does: with a key, only acks signed with it count.
-                            let signed = key.as_ref().is_none_or(|k| a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gw, a.seq, m)));
+                            let signed = key.as_ref().is_none_or(|k| a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gw, a.epoch, a.seq, m)));
                             if signed {
                                 tx.send_modify(|s| *s = (*s).max(a.seq.get()));
                             }
@@ -85,7 +94,7 @@ impl FakeGateway {
         client.subscribe(shared::topics::ack(id), QoS::AtLeastOnce).await.unwrap();
         // Acks published before the subscription holds would be lost, and a fake gateway does not resend.
         tokio::time::timeout(Duration::from_secs(20), subscribed.wait_for(|s| *s)).await.expect("SUBACK within 20 s").unwrap();
-        Ok(FakeGateway { id: id.to_string(), client, acked, closed, foreign, next_seq: 1, key: who.key })
+        Ok(FakeGateway { id: id.to_string(), client, acked, closed, foreign, next_seq: 1, key: who.key, _alive: alive })
     }
 
     /// Numbers the readings and encodes them as a batch claiming `gateway`, sealed with this gateway's key if it has one.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod credentials;
+pub mod raw_mqtt;
 
 use std::path::{Path, PathBuf};
 

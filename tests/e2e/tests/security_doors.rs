@@ -8,6 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use common::credentials::*;
 use common::raw_mqtt::Raw;
 use common::*;
@@ -98,9 +100,86 @@ async fn sensor_and_metric_ids_in_batches_follow_the_config_rules() {
         gw.send(vec![shared::Reading { sensor: sensor.into(), metric: metric.into(), ..water(1.0) }]).await;
     }
     wait_for("four batches refused as invalid_id", Duration::from_secs(20), || async move { (rejected(http, "invalid_id").await == 4.0).then_some(()) }).await;
-    let seq = gw.send(vec![water(1.5)]).await;
-    gw.wait_acked(seq, Duration::from_secs(20)).await;
+    // A gateway with valid ids is served (a fresh one: the refused seqs leave a gap in gw-ids').
+    let mut ok = FakeGateway::connect(&c.mqtt_url, "gw-valid").await;
+    let seq = ok.send(vec![water(1.5)]).await;
+    ok.wait_acked(seq, Duration::from_secs(20)).await;
     assert_eq!(metric(http, "citysense_readings_stored_total").await, 1.0, "only the valid reading was stored");
     let (_, sensors) = get(http, "/api/v1/sensors").await;
     assert!(!sensors.contains("img") && !sensors.contains("a/b"), "{sensors}");
+}
+
+/// Against an open-mode (loopback, token-less) collector, what a web page in
+/// the operator's browser could send: a text/plain "simple" request, a
+/// foreign Origin, a rebinding Host. Then slow and piled-up connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_rebinding_and_slow_clients_are_refused_by_an_open_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nheader_timeout = \"1s\"\nmax_connections_per_peer = 8\n[store]\npath = \"{}\"\n",
+        dir.path().join("store").display()
+    );
+    let cfg: collector::config::CollectorConfig = shared::config::parse("open collector", &text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let c = collector::Collector::start(cfg).await.unwrap();
+    let http = c.http_addr;
+    let rule = r#"{"id":"csrf","kind":"threshold","metric":"water_level_m","op":">","value":0.0,"severity":"info"}"#;
+    let raw = |head: String| async move {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        let t = String::from_utf8_lossy(&buf).into_owned();
+        (t.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0), t)
+    };
+    let post = |host: String, extra: &str, ctype: &str| format!("POST /api/v1/rules HTTP/1.0\r\nHost: {host}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{rule}", rule.len());
+    // A form or no-preflight fetch: text/plain.
+    assert_eq!(raw(post(http.to_string(), "", "text/plain")).await.0, 415);
+    // JSON from another origin (would need a preflight a browser never gets granted; curl-like senders are checked too).
+    assert_eq!(raw(post(http.to_string(), "Origin: http://evil.example\r\n", "application/json")).await.0, 403);
+    // DNS rebinding: same origin as far as the browser knows, foreign Host.
+    assert_eq!(raw(post("evil.example:8080".into(), "Origin: http://evil.example:8080\r\n", "application/json")).await.0, 403);
+    assert_eq!(raw(format!("GET /api/v1/sensors HTTP/1.0\r\nHost: evil.example:{}\r\n\r\n", http.port())).await.0, 403);
+    let (_, rules) = get(http, "/api/v1/rules").await;
+    assert!(!rules.contains("csrf"), "a cross-site write created a rule: {rules}");
+    // The dashboard's own JSON write still works.
+    assert_eq!(raw(post(http.to_string(), &format!("Origin: http://{http}\r\n"), "application/json")).await.0, 201);
+    // Refusals are counted and the refused writes audited.
+    let (_, m) = get(http, "/metrics").await;
+    for (reason, n) in [("content_type", 1.0), ("origin", 1.0), ("host", 2.0)] {
+        assert_eq!(metric_in(&m, &format!("citysense_http_refused_total{{reason=\"{reason}\"}}")), Some(n), "{reason}\n{m}");
+    }
+    let log: Vec<serde_json::Value> = serde_json::from_str(&get(http, "/api/v1/audit").await.1).unwrap();
+    let statuses: Vec<u64> = log.iter().map(|e| e["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![201, 403, 403, 415], "{log:?}");
+
+    // Security headers on the page.
+    let (_, page) = raw(format!("GET / HTTP/1.0\r\nHost: {http}\r\n\r\n")).await;
+    assert!(page.contains("frame-ancestors 'none'") && page.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{page}");
+
+    // A half-sent request is closed after the header timeout (1 s here).
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"GET /api/v1/sensors HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await.expect("a half-sent request is closed").ok();
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(900) && held < Duration::from_secs(5), "held for {held:?}");
+    // At most 8 connections from one peer: the 9th is closed at once.
+    let mut held_open = Vec::new();
+    for _ in 0..8 {
+        held_open.push(tokio::net::TcpStream::connect(http).await.unwrap());
+    }
+    let mut ninth = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), ninth.read(&mut b)).await.expect("the 9th connection is closed at once").unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(held_open);
+    let counted = wait_for("the capped connection counted", Duration::from_secs(10), || async move {
+        let (_, m) = get(http, "/metrics").await;
+        metric_in(&m, "citysense_http_refused_total{reason=\"connection_cap\"}").filter(|n| *n >= 1.0)
+    })
+    .await;
+    // The 9th, and any request that came while the 8 were still being closed on the server's side.
+    assert!(counted >= 1.0);
+    c.shutdown().await;
 }

@@ -97,6 +97,7 @@ async fn the_embedded_broker_admits_gateways_by_password_and_confines_each_to_it
     let sealed_by_a = shared::auth::seal_batch(KEY_A.as_bytes(), shared::Batch::new("gw-b", 1, vec![Reading { seq: shared::Seq(1), ..water(9.1) }]).encode());
     a.client.publish(shared::topics::up("gw-b"), rumqttc::QoS::AtLeastOnce, false, sealed_by_a).await.unwrap();
     assert!(a.dropped_within(Duration::from_secs(10)).await, "publishing on B's topic: still connected");
+    drop(a);
 
     // Each on its own topics is served, acks signed.
     let mut a = FakeGateway::connect_as(&c.mqtt_url, "gw-a", gw_a()).await.unwrap();

@@ -15,6 +15,7 @@ struct Pki {
     ca: String,
     server: (String, String),
     client: (String, String),
+    client_b: (String, String),
     expired: (String, String),
     foreign: (String, String),
 }
@@ -45,6 +46,7 @@ fn pki() -> Pki {
     Pki {
         server: leaf(&issuer, "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth, false),
         client: leaf(&issuer, "gw-a", ExtendedKeyUsagePurpose::ClientAuth, false),
+        client_b: leaf(&issuer, "gw-b", ExtendedKeyUsagePurpose::ClientAuth, false),
         expired: leaf(&issuer, "gw-a", ExtendedKeyUsagePurpose::ClientAuth, true),
         foreign: leaf(&stranger, "gw-a", ExtendedKeyUsagePurpose::ClientAuth, false),
         ca,
@@ -129,11 +131,13 @@ async fn tls_admits_only_certified_gateways_and_an_agent_delivers_through_it() {
     .await;
     assert!(got.contains("aq-001"));
 
+    // gw-a's certificate with gw-b's password: the certificate must name its user.
+    let b_with_a_cert = Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client)) };
+    assert!(FakeGateway::connect_as(&c.mqtt_url, "gw-b", b_with_a_cert).await.is_err(), "gw-a's certificate admitted gw-b");
     // Another authenticated gateway trying to ack for A is cut off.
-    let mut b =
-        FakeGateway::connect_as(&c.mqtt_url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client)) })
-            .await
-            .unwrap();
+    let mut b = FakeGateway::connect_as(&c.mqtt_url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client_b)) })
+        .await
+        .unwrap();
     b.client.publish(shared::topics::ack("gw-a"), rumqttc::QoS::AtLeastOnce, false, br#"{"seq":1000000}"#.to_vec()).await.unwrap();
     assert!(b.dropped_within(Duration::from_secs(10)).await);
     assert!(agent.outbox.stats().acked < 1_000_000);

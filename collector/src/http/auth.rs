@@ -120,7 +120,15 @@ pub async fn guard(State((access, role)): State<(Access, Role)>, req: Request, n
         access.refusals.add(why);
         tracing::warn!(%who, %method, %path, reason = why.label(), "HTTP request refused: {msg}");
         if write {
-            access.record(AuditEntry { ts_ms: access.clock.now_ms(), who: who.clone(), role: who_role, method: method.to_string(), path: path.clone(), body, status: status.as_u16() });
+            access.record(AuditEntry {
+                ts_ms: access.clock.now_ms(),
+                who: who.clone(),
+                role: who_role,
+                method: method.to_string(),
+                path: path.clone(),
+                body,
+                status: status.as_u16(),
+            });
         }
         let mut r = ApiError(status, msg).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -153,7 +161,15 @@ pub async fn guard(State((access, role)): State<(Access, Role)>, req: Request, n
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(caller.clone());
     let resp = next.run(req).await;
-    access.record(AuditEntry { ts_ms: access.clock.now_ms(), who: caller.name, role: Some(caller.role), method: method.to_string(), path, body: what, status: resp.status().as_u16() });
+    access.record(AuditEntry {
+        ts_ms: access.clock.now_ms(),
+        who: caller.name,
+        role: Some(caller.role),
+        method: method.to_string(),
+        path,
+        body: what,
+        status: resp.status().as_u16(),
+    });
     resp
 }
 

@@ -72,14 +72,20 @@ impl Origins {
             Some(v6) => v6.split(']').next().unwrap_or(""),
             None => host.rsplit_once(':').map_or(host, |(h, _)| h),
         };
-        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+        name.eq_ignore_ascii_case("localhost")
+            || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
     }
 
     /// Ok, or the refusal with its status and message.
     pub fn check(&self, req: &Request, open: bool) -> Result<(), (Refusal, StatusCode, String)> {
         let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
         if open && !self.host_allowed(host) {
-            return Err((Refusal::Host, StatusCode::FORBIDDEN, format!("Host `{host}` is not this collector's: an open API answers only to loopback names and http.allowed_hosts")));
+            return Err((
+                Refusal::Host,
+                StatusCode::FORBIDDEN,
+                format!("Host `{host}` is not this collector's: an open API answers only to loopback names and http.allowed_hosts"),
+            ));
         }
         if req.method() == Method::GET || req.method() == Method::HEAD {
             return Ok(());
@@ -88,7 +94,11 @@ impl Origins {
             let origin = origin.to_str().unwrap_or("");
             let same = origin.split_once("://").is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host));
             if !same && !self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
-                return Err((Refusal::Origin, StatusCode::FORBIDDEN, format!("Origin `{origin}` may not write here: only pages of this collector ({host}) and http.allowed_origins may")));
+                return Err((
+                    Refusal::Origin,
+                    StatusCode::FORBIDDEN,
+                    format!("Origin `{origin}` may not write here: only pages of this collector ({host}) and http.allowed_origins may"),
+                ));
             }
         }
         if req.method() == Method::POST {

@@ -63,7 +63,6 @@ fn default_max_connections_per_peer() -> usize {
     64
 }
 
-
 fn default_http_listen() -> String {
     "127.0.0.1:8080".into()
 }

@@ -72,7 +72,9 @@ impl Grant {
             Grant::Gateway(g) if client_id == agent_client_id(g) => Ok(()),
             Grant::Gateway(g) => Err(format!("gateway {g} must connect as client id `{}`, not `{client_id}`", agent_client_id(g))),
             Grant::Reader { client_prefix } if client_id.len() > client_prefix.len() && client_id.starts_with(client_prefix.as_str()) => Ok(()),
-            Grant::Reader { client_prefix } => Err(format!("client id `{client_id}` does not start with this user's prefix `{client_prefix}` (followed by at least one character)")),
+            Grant::Reader { client_prefix } => {
+                Err(format!("client id `{client_id}` does not start with this user's prefix `{client_prefix}` (followed by at least one character)"))
+            }
         }
     }
 }

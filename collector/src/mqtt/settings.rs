@@ -91,11 +91,17 @@ impl MqttUser {
             }
             let prefix = u.client_id_prefix();
             if prefix.is_empty() || prefix.starts_with("citysense-") || prefix.chars().any(|c| c.is_control() || matches!(c, '/' | '+' | '#')) {
-                p.push(Problem::new(at("client_id_prefix"), format!("`{prefix}` must be non-empty, printable, free of / + # and not start with `citysense-` (gateways' and the collector's ids)")));
+                p.push(Problem::new(
+                    at("client_id_prefix"),
+                    format!("`{prefix}` must be non-empty, printable, free of / + # and not start with `citysense-` (gateways' and the collector's ids)"),
+                ));
             }
             for (j, o) in users.iter().enumerate().filter(|(j, _)| *j != i) {
                 if o.client_id_prefix().starts_with(&prefix) && (j > i || o.client_id_prefix() != prefix) {
-                    p.push(Problem::new(at("client_id_prefix"), format!("`{prefix}` is also the start of mqtt.user[{j}]'s prefix `{}`: it could take over that user's client ids", o.client_id_prefix())));
+                    p.push(Problem::new(
+                        at("client_id_prefix"),
+                        format!("`{prefix}` is also the start of mqtt.user[{j}]'s prefix `{}`: it could take over that user's client ids", o.client_id_prefix()),
+                    ));
                 }
             }
         }

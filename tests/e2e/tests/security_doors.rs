@@ -131,7 +131,9 @@ async fn cross_site_rebinding_and_slow_clients_are_refused_by_an_open_api() {
         let t = String::from_utf8_lossy(&buf).into_owned();
         (t.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0), t)
     };
-    let post = |host: String, extra: &str, ctype: &str| format!("POST /api/v1/rules HTTP/1.0\r\nHost: {host}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{rule}", rule.len());
+    let post = |host: String, extra: &str, ctype: &str| {
+        format!("POST /api/v1/rules HTTP/1.0\r\nHost: {host}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{rule}", rule.len())
+    };
     // A form or no-preflight fetch: text/plain.
     assert_eq!(raw(post(http.to_string(), "", "text/plain")).await.0, 415);
     // JSON from another origin (would need a preflight a browser never gets granted; curl-like senders are checked too).

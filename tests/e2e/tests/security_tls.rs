@@ -135,9 +135,10 @@ async fn tls_admits_only_certified_gateways_and_an_agent_delivers_through_it() {
     let b_with_a_cert = Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client)) };
     assert!(FakeGateway::connect_as(&c.mqtt_url, "gw-b", b_with_a_cert).await.is_err(), "gw-a's certificate admitted gw-b");
     // Another authenticated gateway trying to ack for A is cut off.
-    let mut b = FakeGateway::connect_as(&c.mqtt_url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client_b)) })
-        .await
-        .unwrap();
+    let mut b =
+        FakeGateway::connect_as(&c.mqtt_url, "gw-b", Identity { login: Some(("gw-b".into(), PW_B.into())), key: Some(KEY_B.as_bytes().to_vec()), tls: tls(Some(&pki.client_b)) })
+            .await
+            .unwrap();
     b.client.publish(shared::topics::ack("gw-a"), rumqttc::QoS::AtLeastOnce, false, br#"{"seq":1000000}"#.to_vec()).await.unwrap();
     assert!(b.dropped_within(Duration::from_secs(10)).await);
     assert!(agent.outbox.stats().acked < 1_000_000);

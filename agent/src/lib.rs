@@ -13,6 +13,7 @@ pub mod probe;
 pub mod source;
 pub mod stats;
 pub mod status;
+pub mod trial;
 pub mod uplink;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Agent {
     pub link: watch::Receiver<uplink::LinkState>,
     /// Where `GET /status` and `/metrics` are served (`[status] listen`).
     pub status_addr: std::net::SocketAddr,
+    /// What status says about the config; `run` records reloads in it.
+    pub config_record: status::SharedConfigRecord,
 }
 
 /// The outbox's current storage error, shown by status until a write succeeds.
@@ -86,6 +89,7 @@ impl Agent {
                     devices: Vec::new(),
                     link: watch::channel(uplink::LinkState::default()).1,
                     storage_error: error.clone(),
+                    config: Default::default(),
                 };
                 let (_, degraded) = status::serve(*config.status.listen, source, degraded_rx).await?;
                 let opened = loop {
@@ -150,6 +154,7 @@ impl Agent {
         drop(sink);
 
         let storage_error: StorageError = Default::default();
+        let config_record: status::SharedConfigRecord = Arc::new(std::sync::Mutex::new(status::ConfigRecord { path: None, loaded_ms: shared::now_ms(), last_reload: None }));
         let flushes = Arc::new(Flushes::default());
         let intake = tokio::spawn(intake(intake_rx, outbox.clone(), paused_tx, config.buffer.when_full, storage_error.clone(), flushes.clone()));
         tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, storage_error.clone(), flushes, shutdown.clone())));
@@ -160,11 +165,12 @@ impl Agent {
             devices: devices.clone(),
             link: up.link.clone(),
             storage_error,
+            config: config_record.clone(),
         };
         let (status_addr, status_task) = status::serve(*config.status.listen, source, shutdown.clone()).await?;
         tasks.push(status_task);
         tasks.push(tokio::spawn(health::publish(config.gateway.clone(), up.client.clone(), outbox.clone(), devices.clone(), config.uplink.health_interval.0, shutdown.clone())));
-        Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link, status_addr })
+        Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link, status_addr, config_record })
     }
 
     pub async fn shutdown(self) {

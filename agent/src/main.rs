@@ -1,4 +1,4 @@
-//! The `citysense-agent` command line: run, check.
+//! The `citysense-agent` command line: run, check, test, probe, status, reset-outbox.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,16 @@ enum Command {
         /// Also list, per device, the metrics and the read requests that will be made.
         #[arg(long, short)]
         verbose: bool,
+    },
+    /// Poll every device of a config once (and listen to its MQTT sources) and
+    /// print each reading as it would be sent, with its raw registers. Never
+    /// touches the outbox. Exit 1 if any device or source failed.
+    Test {
+        #[arg(long)]
+        config: PathBuf,
+        /// How long to listen to the MQTT sources.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Read a live device once and print raw and decoded values: the commissioning tool.
     Probe {
@@ -128,6 +138,11 @@ fn main() -> ExitCode {
         Command::Check { config, verbose } => match shared::config::load::<AgentConfig>(&config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());
+                let text = std::fs::read_to_string(&config).unwrap_or_default();
+                let map = shared::config::SourceMap::new(&text);
+                for w in c.warnings() {
+                    eprintln!("{}:{}: {}: warning: {}", config.display(), map.line_of_path(&w.path), w.path, w.message);
+                }
                 if verbose {
                     for line in c.plan() {
                         println!("  {line}");
@@ -141,6 +156,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Probe { what } => probe(what),
+        Command::Test { config, seconds } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+            let report = rt.block_on(agent::trial::run(&cfg, std::time::Duration::from_secs(seconds)));
+            print!("{}", report.text);
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::ResetOutbox { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
@@ -160,9 +189,15 @@ fn main() -> ExitCode {
         Command::Status { config, addr, json } => {
             let addr = match (addr, config) {
                 (Some(a), _) => a,
-                (None, Some(c)) => match load(&c) {
+                (None, Some(c)) => match shared::config::load::<AgentConfig>(&c) {
                     Ok(cfg) => cfg.status.listen.text().to_string(),
-                    Err(code) => return code,
+                    // The file on disk may be the broken one a reload refused:
+                    // the running agent is what the technician wants to see.
+                    Err(d) => {
+                        let addr = listen_of_broken(&c);
+                        eprintln!("citysense-agent status: {} does not pass check ({} problem(s)); asking the running agent at {addr}:\n{d}", c.display(), d.0.len());
+                        addr
+                    }
                 },
                 (None, None) => agent::config::StatusConfig::default().listen.text().to_string(),
             };
@@ -214,23 +249,37 @@ async fn run(path: PathBuf, mut cfg: AgentConfig) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut hup = signal(SignalKind::hangup())?;
+    let mut last_reload: Option<agent::status::ReloadOutcome> = None;
     loop {
         tracing::info!("{}", cfg.summary());
         let Some(agent) = agent::Agent::start_patiently(cfg.clone(), std::time::Duration::from_secs(2), &mut stop).await? else {
             return Ok(());
         };
         println!("citysense-agent: status on http://{}", agent.status_addr);
+        {
+            let mut record = agent.config_record.lock().unwrap();
+            record.path = Some(path.display().to_string());
+            record.last_reload = last_reload.take();
+        }
         let next = loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break None,
-                _ = hup.recv() => match shared::config::load::<AgentConfig>(&path) {
-                    Ok(new) => break Some(new),
-                    Err(d) => {
-                        for line in d.0 {
-                            tracing::error!("reload refused, keeping the running config: {line}");
-                        }
+                _ = hup.recv() => {
+                    let problems = match shared::config::load::<AgentConfig>(&path) {
+                        // The collector knows a gateway by its id: readings under a
+                        // new one would be counted against an unknown gateway.
+                        Ok(new) if new.gateway != cfg.gateway => vec![format!(
+                            "{}: gateway: changed from `{}` to `{}`: a gateway's id cannot change by reload; stop the agent, register the new id with the collector, and start it again",
+                            path.display(), cfg.gateway, new.gateway
+                        )],
+                        Ok(new) => break Some(new),
+                        Err(d) => d.0.iter().map(|l| l.to_string()).collect(),
+                    };
+                    for line in &problems {
+                        tracing::error!("reload refused, keeping the running config: {line}");
                     }
-                },
+                    agent.config_record.lock().unwrap().last_reload = Some(agent::status::ReloadOutcome { at_ms: shared::now_ms(), accepted: false, problems });
+                }
             }
         };
         tracing::info!("stopping: flushing the outbox");
@@ -239,10 +288,20 @@ async fn run(path: PathBuf, mut cfg: AgentConfig) -> anyhow::Result<()> {
             Some(new) => {
                 tracing::info!("reloading {}", path.display());
                 cfg = new;
+                last_reload = Some(agent::status::ReloadOutcome { at_ms: shared::now_ms(), accepted: true, problems: Vec::new() });
             }
             None => return Ok(()),
         }
     }
+}
+
+/// `[status] listen` of a config that does not pass `check`, read from the
+/// TOML alone (the default when even that is missing or unreadable).
+fn listen_of_broken(path: &std::path::Path) -> String {
+    let default = || agent::config::StatusConfig::default().listen.text().to_string();
+    let Ok(text) = std::fs::read_to_string(path) else { return default() };
+    let Ok(value) = text.parse::<toml::Table>() else { return default() };
+    value.get("status").and_then(|s| s.get("listen")).and_then(|l| l.as_str()).map(str::to_string).unwrap_or_else(default)
 }
 
 fn init_tracing() {

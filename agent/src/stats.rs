@@ -1,6 +1,6 @@
 //! Counters the agent keeps about itself, read by `health/{gateway}` and status.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use shared::wire::DeviceHealth;
@@ -13,6 +13,26 @@ pub struct DeviceStats {
     errors: AtomicU64,
     last_poll_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    last_error_ms: AtomicI64,
+    /// `STATE_*`: a device is DOWN when a whole poll failed (an MQTT source:
+    /// its broker connection is lost) and UP again at the next success.
+    state: AtomicU8,
+    since_ms: AtomicI64,
+}
+
+// 0 (the default) is unknown: not polled yet.
+const STATE_UP: u8 = 1;
+const STATE_DOWN: u8 = 2;
+
+/// A device's state for status: `up`/`down`/`unknown` since a time, and the
+/// error that made it DOWN (cleared when it comes UP; the last error and its
+/// time stay in `last_error`/`last_error_ms` as history).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceState {
+    pub state: String,
+    pub since_ms: Option<i64>,
+    pub error: Option<String>,
+    pub last_error_ms: Option<i64>,
 }
 
 impl DeviceStats {
@@ -23,11 +43,38 @@ impl DeviceStats {
     pub fn ok(&self, ts_ms: i64) {
         self.polls.fetch_add(1, Relaxed);
         self.last_poll_ms.store(ts_ms, Relaxed);
+        self.up(ts_ms);
+    }
+
+    /// UP from now, unless already UP.
+    pub fn up(&self, ts_ms: i64) {
+        if self.state.swap(STATE_UP, Relaxed) != STATE_UP {
+            self.since_ms.store(ts_ms, Relaxed);
+        }
+    }
+
+    /// DOWN from now (unless already DOWN): a whole poll failed or the broker connection was lost.
+    pub fn down(&self, ts_ms: i64) {
+        if self.state.swap(STATE_DOWN, Relaxed) != STATE_DOWN {
+            self.since_ms.store(ts_ms, Relaxed);
+        }
     }
 
     pub fn error(&self, message: String) {
         self.errors.fetch_add(1, Relaxed);
         *self.last_error.lock().unwrap() = Some(message);
+        self.last_error_ms.store(shared::now_ms(), Relaxed);
+    }
+
+    pub fn state(&self) -> DeviceState {
+        let since = self.since_ms.load(Relaxed);
+        let last_error_ms = self.last_error_ms.load(Relaxed);
+        let (state, error) = match self.state.load(Relaxed) {
+            STATE_UP => ("up", None),
+            STATE_DOWN => ("down", self.last_error.lock().unwrap().clone()),
+            _ => ("unknown", None),
+        };
+        DeviceState { state: state.into(), since_ms: (since > 0).then_some(since), error, last_error_ms: (last_error_ms > 0).then_some(last_error_ms) }
     }
 
     pub fn errors(&self) -> u64 {

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::outbox::Outbox;
-use crate::stats::DeviceStats;
+use crate::stats::{DeviceState, DeviceStats};
 use crate::uplink::LinkState;
 use shared::wire::DeviceHealth;
 
@@ -37,8 +37,39 @@ pub struct StatusReport {
     pub full: bool,
     /// The outbox's last storage error, if writing is failing right now.
     pub storage_error: Option<String>,
-    pub devices: Vec<DeviceHealth>,
+    pub devices: Vec<DeviceStatus>,
+    /// The running config: when it was loaded, and the last reload's outcome.
+    #[serde(default)]
+    pub config: ConfigRecord,
 }
+
+/// A device's counters (as in `health/`) and its UP/DOWN state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    #[serde(flatten)]
+    pub health: DeviceHealth,
+    #[serde(flatten)]
+    pub state: DeviceState,
+}
+
+/// What status says about the config: the running one's load time and the
+/// last SIGHUP's outcome (refused with its reasons, the running config kept).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub path: Option<String>,
+    pub loaded_ms: i64,
+    pub last_reload: Option<ReloadOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    pub at_ms: i64,
+    pub accepted: bool,
+    /// Why it was refused, one `FILE:LINE: path: message` per line.
+    pub problems: Vec<String>,
+}
+
+pub type SharedConfigRecord = Arc<std::sync::Mutex<ConfigRecord>>;
 
 pub struct StatusSource {
     pub gateway: String,
@@ -48,6 +79,7 @@ pub struct StatusSource {
     pub devices: Vec<Arc<DeviceStats>>,
     pub link: watch::Receiver<LinkState>,
     pub storage_error: Arc<std::sync::Mutex<Option<String>>>,
+    pub config: SharedConfigRecord,
 }
 
 impl StatusSource {
@@ -70,7 +102,8 @@ impl StatusSource {
             dropped_total: s.dropped_total,
             full: s.full,
             storage_error: self.storage_error.lock().unwrap().clone(),
-            devices: self.devices.iter().map(|d| d.snapshot()).collect(),
+            devices: self.devices.iter().map(|d| DeviceStatus { health: d.snapshot(), state: d.state() }).collect(),
+            config: self.config.lock().unwrap().clone(),
         }
     }
 
@@ -89,11 +122,17 @@ impl StatusSource {
         gauge("citysense_agent_readings_dropped_total", "Readings discarded by the buffer.when_full policy.", r.dropped_total as f64);
         let _ = writeln!(out, "# HELP citysense_agent_device_errors_total Failed polls per device.\n# TYPE citysense_agent_device_errors_total counter");
         for d in &r.devices {
-            let _ = writeln!(out, "citysense_agent_device_errors_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.sensor, d.errors);
+            let _ = writeln!(out, "citysense_agent_device_errors_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, d.health.errors);
         }
+        let _ = writeln!(out, "# HELP citysense_agent_device_up 1 while the device answers (an MQTT source: while connected), 0 when DOWN.\n# TYPE citysense_agent_device_up gauge");
+        for d in r.devices.iter().filter(|d| d.state.state != "unknown") {
+            let _ = writeln!(out, "citysense_agent_device_up{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, u8::from(d.state.state == "up"));
+        }
+        let refused = r.config.last_reload.as_ref().is_some_and(|l| !l.accepted);
+        let _ = writeln!(out, "# HELP citysense_agent_config_reload_refused 1 when the last SIGHUP reload was refused (the running config kept).\n# TYPE citysense_agent_config_reload_refused gauge\ncitysense_agent_config_reload_refused{{gateway=\"{g}\"}} {}", u8::from(refused));
         let _ = writeln!(out, "# HELP citysense_agent_device_polls_total Successful polls per device.\n# TYPE citysense_agent_device_polls_total counter");
         for d in &r.devices {
-            let _ = writeln!(out, "citysense_agent_device_polls_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.sensor, d.polls);
+            let _ = writeln!(out, "citysense_agent_device_polls_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, d.health.polls);
         }
         out
     }
@@ -141,8 +180,8 @@ pub enum FetchError {
     Unreachable { addr: String, err: std::io::Error },
     #[error("talking to the agent's status endpoint at {addr}: {err}")]
     Io { addr: String, err: std::io::Error },
-    #[error("unexpected answer from {addr}: {err}")]
-    Unexpected { addr: String, err: serde_json::Error },
+    #[error("{addr} answered, but it is not a citysense agent's status endpoint ({what}); check the port against [status] listen")]
+    NotAnAgent { addr: String, what: String },
 }
 
 /// `citysense-agent status`: fetches `/status` from a running agent.
@@ -157,8 +196,17 @@ pub async fn fetch(addr: &str) -> Result<StatusReport, FetchError> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.map_err(|err| FetchError::Io { addr: a(), err })?;
     let text = String::from_utf8_lossy(&buf);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).map_err(|err| FetchError::Unexpected { addr: a(), err })
+    let not_agent = |what: String| FetchError::NotAnAgent { addr: a(), what };
+    let Some((head, body)) = text.split_once("\r\n\r\n").filter(|(h, _)| h.starts_with("HTTP/")) else {
+        let first = text.lines().next().unwrap_or("").chars().take(60).collect::<String>();
+        return Err(not_agent(if first.is_empty() { "it closed without an answer".into() } else { format!("not HTTP: `{first}`") }));
+    };
+    let status_line = head.lines().next().unwrap_or("");
+    let value: serde_json::Value = serde_json::from_str(body).map_err(|_| not_agent(format!("`{status_line}` without a status report")))?;
+    if value.get("gateway").is_none() || value.get("buffer_depth").is_none() {
+        return Err(not_agent(format!("`{status_line}` with JSON that is no status report")));
+    }
+    serde_json::from_value(value).map_err(|e| not_agent(format!("a status report this version cannot read: {e}")))
 }
 
 fn age(ms: i64) -> String {
@@ -198,11 +246,31 @@ pub fn render(r: &StatusReport) -> String {
     if let Some(e) = &r.storage_error {
         let _ = writeln!(out, "storage: FAILING: {e}");
     }
+    if let Some(l) = &r.config.last_reload {
+        if l.accepted {
+            let _ = writeln!(out, "config: reloaded {} ago", age(now - l.at_ms));
+        } else {
+            let _ = writeln!(out, "config: reload REFUSED {} ago; still running the config loaded {} ago. The file on disk:", age(now - l.at_ms), age(now - r.config.loaded_ms));
+            for p in &l.problems {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+    }
     for d in &r.devices {
-        let last = d.last_poll_ms.map(|t| format!("{} ago", age(now - t))).unwrap_or_else(|| "never".into());
-        let _ = write!(out, "{}: {} polls, {} errors, last poll {last}", d.sensor, d.polls, d.errors);
-        if let Some(e) = &d.last_error {
-            let _ = write!(out, ", last error: {e}");
+        let h = &d.health;
+        let since = d.state.since_ms.map(|t| format!(" since {} ago", age(now - t))).unwrap_or_default();
+        let last = h.last_poll_ms.map(|t| format!("{} ago", age(now - t))).unwrap_or_else(|| "never".into());
+        let _ = write!(out, "{}: {}{since}, {} polls, {} errors, last good poll {last}", h.sensor, d.state.state.to_uppercase(), h.polls, h.errors);
+        match (&d.state.error, &h.last_error) {
+            (Some(e), _) => {
+                let _ = write!(out, ", error: {e}");
+            }
+            // Kept as history once the device is UP again: said so, with its time.
+            (None, Some(e)) => {
+                let when = d.state.last_error_ms.map(|t| format!(" {} ago", age(now - t))).unwrap_or_default();
+                let _ = write!(out, ", last error{when} (recovered since): {e}");
+            }
+            (None, None) => {}
         }
         out.push('\n');
     }

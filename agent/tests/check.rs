@@ -53,7 +53,7 @@ fn a_typo_in_a_key_is_named_on_its_line() {
 #[test]
 fn an_unknown_data_type_is_named() {
     let text = replace_nth(&example(), "type = \"f32\"", "type = \"float32\"", 0);
-    assert_problem(&text, "float32", "modbus[0].point[0].type", "unknown variant `float32`");
+    assert_problem(&text, "float32", "modbus[0].point[0].type", "unknown type `float32`; one of bool u16 i16 u32 i32 u64 i64 f32 f64 bit bits");
 }
 
 #[test]
@@ -174,4 +174,91 @@ fn verbose_check_lists_what_will_be_polled() {
     assert!(out.status.success());
     assert!(text.contains("aq-001 at tcp://10.20.1.11:502 unit 1 every 5s (timeout 1s, 2 retries): pm25, pm10, no2, temperature_c in 1 request(s): holding 0+7"), "{text}");
     assert!(text.contains("mqtt[0] mqtt://127.0.0.1:1884 topic sensors/noise/+ sensor topic:2: noise_laeq = laeq"), "{text}");
+}
+
+fn run_check(text: &str, verbose: bool) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_citysense-agent"));
+    cmd.args(["check", "--config"]).arg(&file);
+    if verbose {
+        cmd.arg("-v");
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_datasheet_number_as_a_0_based_address_is_refused_naming_the_conversion() {
+    let text = replace_nth(&example(), "address = 0", "address = 40101", 0);
+    assert_problem(&text, "address = 40101", "modbus[0].point[0].address", "holding register 40101 is 0-based address 100. Write `ref = 40101`");
+    // The same number as a datasheet reference is accepted, and -v shows the conversion.
+    for written in ["address = \"40101\"", "ref = 40101", "ref = \"40101-40102\"", "address = \"0x0064\""] {
+        let text = replace_nth(&example(), "address = 0", written, 0);
+        let (code, out, err) = run_check(&text, true);
+        assert_eq!(code, 0, "{written}: {err}");
+        assert!(out.contains("pm25: holding 100..101 (datasheet 40101) f32 ABCD"), "{written}: {out}");
+    }
+    let text = replace_nth(&example(), "address = 0", "ref = 30101", 0);
+    assert_problem(&text, "ref = 30101", "modbus[0].point[0].ref", "is in the input table (3xxxx), but table = \"holding\"");
+    let text = replace_nth(&example(), "address = 0", "ref = \"40101-40103\"", 0);
+    assert_problem(&text, "40101-40103", "modbus[0].point[0].ref", "spans 3 register(s) but type `f32` takes 2");
+}
+
+#[test]
+fn bit_fields_and_ranges_are_checked() {
+    let point = "  [[modbus.point]]\n  metric = \"alarm\"\n  ref = 40008\n  type = \"bit\"\n  bit = 3\n  [[modbus.point]]\n  metric = \"mode\"\n  ref = \"40008\"\n  type = \"bits\"\n  bits = [4, 7]\n  range = [0, 9]\n";
+    let text = example().replace("# --- Traffic counter ---", &format!("{point}\n# --- Traffic counter ---"));
+    let (code, out, err) = run_check(&text, true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("alarm: holding 7 (datasheet 40008) bit bit 3") && out.contains("mode: holding 7 (datasheet 40008) bits bits 4..=7, plausible 0..=9"), "{out}");
+    let clash = text.replace("bits = [4, 7]", "bits = [3, 7]");
+    assert_problem(&clash, "ref = \"40008\"", "modbus[0].point[5].ref", "bits of register 7 of table `holding` overlap point[4] (alarm)");
+    let clash = text.replace("bit = 3", "bit = 16");
+    assert_problem(&clash, "bit = 16", "modbus[0].point[4].bit", "not a bit of a 16-bit register");
+    let word = text.replace("ref = 40008\n  type = \"bit\"", "ref = 40007\n  type = \"bit\"");
+    assert_problem(&word, "ref = 40007", "modbus[0].point[4].ref", "overlap point[3] (temperature_c)");
+    let range = text.replace("range = [0, 9]", "range = [9, 0]");
+    assert_problem(&range, "range = [9, 0]", "modbus[0].point[5].range", "min below max");
+}
+
+const RTU: &str = "[[modbus]]\nsensor = \"tr-rtu\"\naddress = \"rtu:///dev/ttyUSB0?baud=9600\"\nunit = 7\n  [[modbus.point]]\n  metric = \"count\"\n  table = \"input\"\n  address = 0\n";
+
+#[test]
+fn accepted_but_wrong_settings_are_refused_with_the_fix() {
+    let with_rtu = format!("{}\n{RTU}", example());
+    let text = with_rtu.replace("unit = 7", "unit = 250");
+    assert_problem(&text, "unit = 250", "modbus[2].unit", "reserved on a serial bus (devices use 1..=247)");
+    let text = with_rtu.replace("baud=9600\"\nunit = 7", "baud=192000\"\nunit = 7");
+    assert_problem(&text, "baud=192000", "modbus[2].address", "baud 192000 is not a standard rate");
+    let text = example().replace("sensor = \"topic:2\"", "sensor = \"id\"");
+    assert_problem(&text, "sensor = \"id\"", "mqtt[0].sensor", "Write \"json:id\"");
+    let text = example().replace("interval = \"5s\"", "interval = 5");
+    assert_problem(&text, "interval = 5", "modbus[0].interval", "write \"5s\"");
+    let text = example().replace("scale = 0.1                           # the device", "scale = \"0.1\" # the device");
+    assert_problem(&text, "scale = \"0.1\"", "modbus[0].point[3].scale", "write a number without quotes");
+    let text = example().replace("timeout = \"1s\"                          # per request", "timout = \"1s\"");
+    assert_problem(&text, "timout", "modbus[0].timout", "did you mean `timeout`?");
+}
+
+#[test]
+fn every_type_error_of_the_file_comes_in_one_run() {
+    let text = example().replace("interval = \"5s\"", "interval = 5").replace("scale = 0.1                           # the device", "scale = \"0.1\" # the device");
+    let (code, _, err) = run_check(&text, false);
+    assert_eq!(code, 2);
+    assert!(err.contains("modbus[0].interval") && err.contains("modbus[0].point[3].scale"), "{err}");
+}
+
+#[test]
+fn status_on_every_interface_is_a_warning_and_defaults_are_shown_by_verbose() {
+    let text = example().replace("listen = \"127.0.0.1:9102\"", "listen = \"0.0.0.0:9102\"");
+    let (code, _, err) = run_check(&text, false);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("status.listen: warning: 0.0.0.0:9102 serves /status and /metrics to the network without authentication"), "{err}");
+    let text = replace_nth(&example(), "  order = \"CDAB\"\n", "", 0).replace("type = \"i16\"\n", "");
+    let (code, out, err) = run_check(&text, true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pm10: holding 2..3 (datasheet 40003) f32 ABCD (default: no `order` given"), "{out}");
+    assert!(out.contains("temperature_c: holding 6 (datasheet 40007) u16 (default: no `type` given)"), "{out}");
 }

@@ -5,6 +5,8 @@
 //! file is read: a bad one is a `check` error on its line, and the running
 //! agent never parses them again.
 
+mod check_points;
+mod point;
 mod text;
 mod validate;
 
@@ -17,9 +19,11 @@ use serde::Deserialize;
 use shared::config::{ByteSize, HumanDuration};
 use shared::url::BrokerUrl;
 
-use crate::source::modbus::{DataType, ModbusAddress, Table, WordOrder};
+use crate::source::modbus::ModbusAddress;
 use crate::source::mqtt::{SensorFrom, TimestampFrom};
+use crate::source::timestamp::Zoneless;
 
+pub use point::{BadRegister, Modicon, ModiconRef, PointConfig, PointType, RegisterAddress};
 pub use text::{ConfigText, NotIpPort, Written};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,28 +123,14 @@ pub struct ModbusDevice {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PointConfig {
-    pub metric: String,
-    pub table: Table,
-    pub address: u16,
-    #[serde(rename = "type", default = "default_type")]
-    pub data_type: DataType,
-    #[serde(default)]
-    pub order: WordOrder,
-    #[serde(default = "one")]
-    pub scale: f64,
-    #[serde(default)]
-    pub offset: f64,
-    pub unit: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MqttSource {
     pub broker: Written<BrokerUrl>,
     pub topic: String,
     pub sensor: SensorFrom,
     pub timestamp: Option<TimestampFrom>,
+    /// What an RFC 3339 time without a zone means: "reject" (default), "UTC" or "+08:00".
+    #[serde(default)]
+    pub timestamp_zone: Zoneless,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     #[serde(default)]
@@ -186,12 +176,6 @@ fn default_timeout() -> HumanDuration {
 fn default_retries() -> u32 {
     2
 }
-fn default_type() -> DataType {
-    DataType::U16
-}
-fn one() -> f64 {
-    1.0
-}
 
 impl AgentConfig {
     /// A one-line account of what will run, printed by `check`.
@@ -236,6 +220,9 @@ impl AgentConfig {
                 requests.len(),
                 requests.join(", ")
             ));
+            for pt in &d.point {
+                out.push(format!("  {}", point_plan(pt)));
+            }
         }
         for (i, m) in self.mqtt.iter().enumerate() {
             let fields: Vec<String> = m.fields.iter().map(|(k, v)| format!("{k} = {v}")).collect();
@@ -243,4 +230,38 @@ impl AgentConfig {
         }
         out
     }
+}
+
+/// One point as `check -v` shows it, defaults spelled out: a missing `type`
+/// reads u16 and a missing `order` reads ABCD, which is silently wrong for a
+/// 32-bit value of another order, so the technician should see both.
+fn point_plan(pt: &PointConfig) -> String {
+    let Ok((table, address)) = pt.location() else { return format!("{}: (location not resolved)", pt.metric) };
+    let ty = pt.point_type();
+    let width = ty.registers_type().registers();
+    let mut s = format!("{}: {} {}", pt.metric, table.name(), address);
+    if width > 1 {
+        s.push_str(&format!("..{}", address as u32 + width as u32 - 1));
+    }
+    let datasheet = point::Modicon::prefix(table).to_string() + &format!("{:04}", address as u32 + 1);
+    s.push_str(&format!(" (datasheet {datasheet})"));
+    match pt.data_type {
+        Some(t) => s.push_str(&format!(" {}", t.name())),
+        None => s.push_str(" u16 (default: no `type` given)"),
+    }
+    if let Some((a, b)) = pt.bit_range() {
+        s.push_str(&if a == b { format!(" bit {a}") } else { format!(" bits {a}..={b}") });
+    } else if width > 1 {
+        match pt.order {
+            Some(o) => s.push_str(&format!(" {}", o.name())),
+            None => s.push_str(" ABCD (default: no `order` given; `probe --type` shows every order)"),
+        }
+    }
+    if pt.scale != 1.0 || pt.offset != 0.0 {
+        s.push_str(&format!(" = raw * {} + {}", pt.scale, pt.offset));
+    }
+    if let Some([lo, hi]) = pt.range {
+        s.push_str(&format!(", plausible {lo}..={hi}"));
+    }
+    s
 }

@@ -11,7 +11,7 @@ use shared::config::{Problem, Validate};
 use shared::topics::valid_id;
 
 use super::{AgentConfig, ModbusDevice, MqttSource};
-use crate::source::modbus::{DataType, ModbusAddress, Table};
+use crate::source::modbus::ModbusAddress;
 use crate::source::mqtt::SensorFrom;
 
 fn check_file(problems: &mut Vec<Problem>, base: &Path, path: &str, file: &Option<PathBuf>) {
@@ -103,6 +103,9 @@ impl Validate for AgentConfig {
     }
 }
 
+/// The rates serial adapters and Modbus devices are built for.
+const STANDARD_BAUDS: [u32; 16] = [300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 76800, 115200, 230400, 460800, 921600];
+
 fn validate_device(d: &ModbusDevice, path: &str, p: &mut Vec<Problem>) {
     if !valid_id(&d.sensor) {
         p.push(Problem::new(format!("{path}.sensor"), format!("`{}` is not a valid sensor id", d.sensor)));
@@ -123,56 +126,25 @@ fn validate_device(d: &ModbusDevice, path: &str, p: &mut Vec<Problem>) {
     if d.retries > 10 {
         p.push(Problem::new(format!("{path}.retries"), "at most 10"));
     }
-    if d.unit == 0 && !matches!(*d.address, ModbusAddress::Tcp(_)) {
-        p.push(Problem::new(format!("{path}.unit"), "unit 0 is broadcast on a serial bus and gets no answer"));
+    if let ModbusAddress::Rtu(serial) = &*d.address {
+        if d.unit == 0 {
+            p.push(Problem::new(format!("{path}.unit"), "unit 0 is broadcast on a serial bus and gets no answer"));
+        }
+        if d.unit >= 248 {
+            p.push(Problem::new(format!("{path}.unit"), format!("unit {} is reserved on a serial bus (devices use 1..=247): set the device's address to 1..=247", d.unit)));
+        }
+        if !STANDARD_BAUDS.contains(&serial.baud) {
+            let near = STANDARD_BAUDS.iter().min_by_key(|b| (**b as i64 - serial.baud as i64).abs()).expect("a list");
+            p.push(Problem::new(
+                format!("{path}.address"),
+                format!("baud {} is not a standard rate (did you mean {near}?): serial adapters round odd rates and the device never answers", serial.baud),
+            ));
+        }
     }
     if d.point.is_empty() {
         p.push(Problem::new(path, "has no [[modbus.point]]"));
     }
-    let mut metrics: HashMap<&str, usize> = HashMap::new();
-    // (table, first register, last register, point index) for overlap checks.
-    let mut spans: Vec<(Table, u32, u32, usize)> = Vec::new();
-    for (j, pt) in d.point.iter().enumerate() {
-        let pp = format!("{path}.point[{j}]");
-        if pt.metric.is_empty() || !valid_id(&pt.metric) {
-            p.push(Problem::new(format!("{pp}.metric"), format!("`{}` is not a valid metric name", pt.metric)));
-        }
-        if let Some(first) = metrics.insert(&pt.metric, j) {
-            p.push(Problem::new(format!("{pp}.metric"), format!("`{}` is already read by point[{first}] of this device", pt.metric)));
-        }
-        let bits = pt.table.is_bits();
-        if bits && pt.data_type != DataType::Bool {
-            p.push(Problem::new(format!("{pp}.type"), format!("table `{}` holds single bits: type must be \"bool\"", pt.table.name())));
-        }
-        if !bits && pt.data_type == DataType::Bool {
-            p.push(Problem::new(format!("{pp}.type"), format!("\"bool\" needs table \"coil\" or \"discrete\", not `{}`", pt.table.name())));
-        }
-        if !pt.scale.is_finite() || pt.scale == 0.0 {
-            p.push(Problem::new(format!("{pp}.scale"), "must be a finite number other than 0"));
-        }
-        if !pt.offset.is_finite() {
-            p.push(Problem::new(format!("{pp}.offset"), "must be a finite number"));
-        }
-        let width = pt.data_type.registers() as u32;
-        let first = pt.address as u32;
-        let last = first + width - 1;
-        if last > u16::MAX as u32 {
-            p.push(Problem::new(
-                format!("{pp}.address"),
-                format!("{} at address {} needs registers {}..={}, past the last address 65535", pt.data_type.name(), first, first, last),
-            ));
-            continue;
-        }
-        for &(t, a, b, k) in &spans {
-            if t == pt.table && first <= b && a <= last {
-                p.push(Problem::new(
-                    format!("{pp}.address"),
-                    format!("registers {first}..={last} of table `{}` overlap point[{k}] ({}) at {a}..={b}", pt.table.name(), d.point[k].metric),
-                ));
-            }
-        }
-        spans.push((pt.table, first, last, j));
-    }
+    super::check_points::validate_points(&d.point, path, p);
 }
 
 fn validate_mqtt(m: &MqttSource, path: &str, base: &Path, p: &mut Vec<Problem>) {
@@ -193,6 +165,17 @@ fn validate_mqtt(m: &MqttSource, path: &str, base: &Path, p: &mut Vec<Problem>) 
         )),
         _ => {}
     }
+    if let SensorFrom::Literal(id) = &m.sensor {
+        if let Some(level) = m.topic.split('/').position(|l| l == "+") {
+            p.push(Problem::new(
+                format!("{path}.sensor"),
+                format!(
+                    "`{id}` is a literal sensor id, but topic `{}` matches many sensors: every message would be stored as sensor `{id}`. Write \"json:{id}\" to take the id from the payload's `{id}` field, or \"topic:{level}\" to take it from the topic",
+                    m.topic
+                ),
+            ));
+        }
+    }
     if m.fields.is_empty() {
         p.push(Problem::new(format!("{path}.fields"), "maps no metric: add e.g. `noise_laeq = \"laeq\"` under [mqtt.fields]"));
     }
@@ -203,5 +186,28 @@ fn validate_mqtt(m: &MqttSource, path: &str, base: &Path, p: &mut Vec<Problem>) 
         if json_path.is_empty() {
             p.push(Problem::new(format!("{path}.fields.{metric}"), "empty JSON path; use \"$\" for a bare number payload"));
         }
+    }
+}
+
+impl AgentConfig {
+    /// What `check` accepts but a technician should hear about: printed as
+    /// `FILE:LINE: path: warning: …`, exit 0.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut w = Vec::new();
+        let listen = *self.status.listen;
+        if !listen.ip().is_loopback() {
+            w.push(Problem::new(
+                "status.listen",
+                format!("{listen} serves /status and /metrics to the network without authentication; use 127.0.0.1:{} unless a firewall limits who reaches it", listen.port()),
+            ));
+        }
+        for (i, m) in self.mqtt.iter().enumerate() {
+            if let SensorFrom::Literal(id) = &m.sensor {
+                if m.topic.ends_with('#') && !m.topic.contains('+') {
+                    w.push(Problem::new(format!("mqtt[{i}].sensor"), format!("every message under `{}` is stored as sensor `{id}`; if several sensors publish there, use \"json:PATH\" or \"topic:N\"", m.topic)));
+                }
+            }
+        }
+        w
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod modbus;
 pub mod mqtt;
+pub mod timestamp;
 
 use shared::Quality;
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use super::timestamp::{parse_rfc3339, TimeError, Zoneless};
 use crate::config::MqttSource;
 use crate::source::NewReading;
 use crate::stats::DeviceStats;
@@ -137,6 +138,8 @@ pub enum MapError {
     BadSensorId { topic: String, sensor: String },
     #[error("{topic}: no usable timestamp at `{path}`")]
     NoTimestamp { topic: String, path: String },
+    #[error("{topic}: timestamp at `{path}`: {error}")]
+    BadTime { topic: String, path: String, error: TimeError },
     #[error("{topic}: no numeric value at {paths}")]
     NoValue { topic: String, paths: String },
 }
@@ -146,12 +149,13 @@ pub enum MapError {
 pub struct MessageMap {
     pub sensor: SensorFrom,
     pub timestamp: Option<TimestampFrom>,
+    pub zoneless: Zoneless,
     pub fields: BTreeMap<String, String>,
 }
 
 impl From<&MqttSource> for MessageMap {
     fn from(c: &MqttSource) -> MessageMap {
-        MessageMap { sensor: c.sensor.clone(), timestamp: c.timestamp.clone(), fields: c.fields.clone() }
+        MessageMap { sensor: c.sensor.clone(), timestamp: c.timestamp.clone(), zoneless: c.timestamp_zone, fields: c.fields.clone() }
     }
 }
 
@@ -175,7 +179,10 @@ impl MessageMap {
         }
         let ts_ms = match &self.timestamp {
             None => arrival_ms,
-            Some(TimestampFrom::Json(p)) => parse_timestamp(lookup(&json, p)).ok_or_else(|| MapError::NoTimestamp { topic: t(), path: p.clone() })?,
+            Some(TimestampFrom::Json(p)) => match lookup(&json, p) {
+                Some(Value::String(s)) => parse_rfc3339(s.trim(), self.zoneless).map_err(|error| MapError::BadTime { topic: t(), path: p.clone(), error })?,
+                v => parse_epoch(v).ok_or_else(|| MapError::NoTimestamp { topic: t(), path: p.clone() })?,
+            },
         };
         let mut out = Vec::new();
         let mut missing = Vec::new();
@@ -212,16 +219,30 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
-/// Epoch milliseconds from epoch ms, epoch seconds (values below 10^11), or RFC 3339.
-fn parse_timestamp(v: Option<&Value>) -> Option<i64> {
+/// Epoch milliseconds from epoch ms or epoch seconds (values below 10^11).
+fn parse_epoch(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::Number(n) => {
             let f = n.as_f64()?;
             Some(if f.abs() < 1e11 { (f * 1000.0) as i64 } else { f as i64 })
         }
-        Value::String(s) => humantime::parse_rfc3339_weak(s).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as i64),
         _ => None,
     }
+}
+
+/// The broker connection of a source, under `client_id` (the running agent
+/// and `citysense-agent test` use different ones, so a test does not take the
+/// running agent's session over).
+pub fn options(source: &MqttSource, client_id: String) -> MqttOptions {
+    let url = &*source.broker;
+    let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
+    opts.set_keep_alive(Duration::from_secs(15));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(user) = &source.username {
+        let password = source.password_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        opts.set_credentials(user.clone(), password.trim().to_string());
+    }
+    opts
 }
 
 /// Subscribes and maps messages until `shutdown`. Reconnects with backoff; the
@@ -237,14 +258,7 @@ pub async fn run(
 ) {
     let map = MessageMap::from(&source);
     let url = &*source.broker;
-    let mut opts = MqttOptions::new(format!("citysense-{gateway}-src{index}"), url.host.clone(), url.port);
-    opts.set_keep_alive(Duration::from_secs(15));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    if let Some(user) = &source.username {
-        let password = source.password_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
-        opts.set_credentials(user.clone(), password.trim().to_string());
-    }
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (client, mut eventloop) = AsyncClient::new(options(&source, format!("citysense-{gateway}-src{index}")), 64);
     let mut backoff = Duration::from_millis(250);
     loop {
         let event = tokio::select! {
@@ -254,6 +268,7 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(250);
+                stats.up(shared::now_ms());
                 tracing::info!(broker = %url, topic = %source.topic, "mqtt[{index}] connected");
                 if let Err(e) = client.subscribe(source.topic.clone(), QoS::AtLeastOnce).await {
                     tracing::error!("mqtt[{index}]: cannot subscribe to {}: {e}", source.topic);
@@ -279,6 +294,8 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(broker = %url, "mqtt[{index}]: {e}; reconnecting in {backoff:?}");
+                stats.error(format!("broker {url}: {e}"));
+                stats.down(shared::now_ms());
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
@@ -297,6 +314,7 @@ mod tests {
         MessageMap {
             sensor: SensorFrom::parse(sensor).unwrap(),
             timestamp: ts.map(|t| TimestampFrom::parse(t).unwrap()),
+            zoneless: Zoneless::Reject,
             fields: fields.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         }
     }
@@ -322,6 +340,10 @@ mod tests {
         assert_eq!((r[0].sensor.as_str(), r[0].ts_ms, r[0].value), ("w-1", 1_700_000_000_000, 3.5));
         let r = m.map("t", br#"{"id":"w-1","t":"2023-11-14T22:13:20Z","v":1}"#, 0).unwrap();
         assert_eq!(r[0].ts_ms, 1_700_000_000_000);
+        let r = m.map("t", br#"{"id":"w-1","t":"2023-11-15T06:13:20+08:00","v":1}"#, 0).unwrap();
+        assert_eq!(r[0].ts_ms, 1_700_000_000_000);
+        let e = m.map("t", br#"{"id":"w-1","t":"2023-11-15T06:13:20","v":1}"#, 0).unwrap_err();
+        assert!(e.to_string().contains("timestamp_zone"), "{e}");
     }
 
     #[test]

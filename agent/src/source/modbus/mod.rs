@@ -4,9 +4,10 @@
 mod address;
 pub mod poller;
 pub mod register_map;
+pub mod value;
 
 pub use address::{AddressError, ModbusAddress, Parity, Serial};
-pub use register_map::{RegisterMap, Table};
+pub use register_map::{Decoded, Point, RegisterMap, Table};
 pub use shared::modbus::{decode_registers, DataType, WordOrder};
 
 /// The name of a Modbus exception, as a technician would look it up in a device manual.

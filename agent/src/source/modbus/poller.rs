@@ -19,7 +19,6 @@ use super::{exception_name, ModbusAddress};
 use crate::config::ModbusDevice;
 use crate::source::NewReading;
 use crate::stats::DeviceStats;
-use shared::Quality;
 
 /// Why one read failed, worded for the person reading the log.
 #[derive(Debug)]
@@ -44,7 +43,7 @@ impl std::error::Error for ReadError {}
 /// A request that failed after its retries: the device's error in status and health.
 #[derive(Debug, thiserror::Error)]
 #[error("{address} unit {unit} {} {start}+{count}: {cause}", table.name())]
-struct RequestFailed {
+pub struct RequestFailed {
     address: ModbusAddress,
     unit: u8,
     table: Table,
@@ -184,6 +183,24 @@ impl Poller {
         }
     }
 
+    pub fn unit(&self) -> u8 {
+        self.unit
+    }
+
+    pub fn map(&self) -> &RegisterMap {
+        &self.map
+    }
+
+    /// Every request of one poll, answered or failed, in the map's order:
+    /// what `citysense-agent test` shows beside the values.
+    pub async fn read_all(&self, link: &mut Link) -> Vec<Result<Vec<u16>, RequestFailed>> {
+        let mut out = Vec::with_capacity(self.map.requests.len());
+        for request in &self.map.requests {
+            out.push(self.read_with_retries(link, request).await);
+        }
+        out
+    }
+
     async fn poll_once(&self, link: &mut Link) -> Vec<NewReading> {
         let mut out = Vec::new();
         let mut failed = 0;
@@ -191,14 +208,14 @@ impl Poller {
             match self.read_with_retries(link, request).await {
                 Ok(words) => {
                     let ts_ms = shared::now_ms();
-                    for (i, value) in self.map.decode(request, &words) {
-                        if !value.is_finite() {
+                    for d in self.map.decode(request, &words) {
+                        if !d.value.is_finite() {
                             // A NaN/inf register image is how many devices flag a failed
                             // sensor element; it has no value to send, so it is counted.
-                            self.stats.error(format!("{}: {} decoded to a non-finite value", self.sensor, self.map.points[i].metric));
+                            self.stats.error(format!("{}: {} decoded to a non-finite value", self.sensor, self.map.points[d.point].metric));
                             continue;
                         }
-                        out.push(NewReading { sensor: self.sensor.clone(), metric: self.map.points[i].metric.clone(), ts_ms, value, quality: Quality::Good });
+                        out.push(NewReading { sensor: self.sensor.clone(), metric: self.map.points[d.point].metric.clone(), ts_ms, value: d.value, quality: d.quality });
                     }
                 }
                 Err(failure) => {
@@ -211,6 +228,8 @@ impl Poller {
         }
         if failed < self.map.requests.len() {
             self.stats.ok(shared::now_ms());
+        } else {
+            self.stats.down(shared::now_ms());
         }
         out
     }

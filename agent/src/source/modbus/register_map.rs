@@ -3,8 +3,10 @@
 
 use serde::Deserialize;
 
+use super::value::{raw_value, scaled};
 use crate::config::PointConfig;
-use shared::modbus::{decode_registers, DataType, WordOrder};
+use shared::modbus::{DataType, WordOrder};
+use shared::Quality;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -53,16 +55,51 @@ pub struct Point {
     pub metric: String,
     pub table: Table,
     pub address: u16,
+    /// The registers read (`U16` for a bit field).
     pub data_type: DataType,
     pub order: WordOrder,
+    /// Bits first..=last of the register, for bit-field points.
+    pub bits: Option<(u8, u8)>,
     pub scale: f64,
     pub offset: f64,
+    /// Plausible (min, max): a value outside is sent as `uncertain`.
+    pub range: Option<(f64, f64)>,
+    pub unit: Option<String>,
 }
 
+impl Point {
+    pub fn new(metric: &str, table: Table, address: u16, data_type: DataType) -> Point {
+        Point { metric: metric.into(), table, address, data_type, order: WordOrder::ABCD, bits: None, scale: 1.0, offset: 0.0, range: None, unit: None }
+    }
+}
+
+/// Built from a config that passed `check`, which refuses every point whose
+/// location does not resolve.
 impl From<&PointConfig> for Point {
     fn from(c: &PointConfig) -> Point {
-        Point { metric: c.metric.clone(), table: c.table, address: c.address, data_type: c.data_type, order: c.order, scale: c.scale, offset: c.offset }
+        let (table, address) = c.location().expect("point locations are checked when the config is loaded");
+        Point {
+            metric: c.metric.clone(),
+            table,
+            address,
+            data_type: c.point_type().registers_type(),
+            order: c.word_order(),
+            bits: c.bit_range(),
+            scale: c.scale,
+            offset: c.offset,
+            range: c.range.map(|[a, b]| (a, b)),
+            unit: c.unit.clone(),
+        }
     }
+}
+
+/// One point's value from one answer, with the registers it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub point: usize,
+    pub value: f64,
+    pub quality: Quality,
+    pub raw: Vec<u16>,
 }
 
 /// One read request and the points whose values it carries.
@@ -95,10 +132,11 @@ impl RegisterMap {
             let end = p.address as u32 + width as u32; // exclusive
             if let Some(r) = requests.last_mut() {
                 let r_end = r.start as u32 + r.count as u32;
-                let joinable =
-                    r.table == p.table && (p.address as u32) >= r_end && (p.address as u32 - r_end) <= max_gap as u32 && end - r.start as u32 <= p.table.max_per_request() as u32;
+                // Bit fields of one register share it, so a point may also
+                // start inside the request so far.
+                let joinable = r.table == p.table && (p.address as u32) <= r_end + max_gap as u32 && end.max(r_end) - r.start as u32 <= p.table.max_per_request() as u32;
                 if joinable {
-                    r.count = (end - r.start as u32) as u16;
+                    r.count = (end.max(r_end) - r.start as u32) as u16;
                     r.points.push(i);
                     continue;
                 }
@@ -109,8 +147,9 @@ impl RegisterMap {
     }
 
     /// Values of a request's points from its answer: registers for word tables,
-    /// bits (as 0/1 words) for bit tables. Scale and offset applied.
-    pub fn decode(&self, request: &Request, words: &[u16]) -> Vec<(usize, f64)> {
+    /// bits (as 0/1 words) for bit tables. Scale and offset applied at the
+    /// precision read, and `uncertain` outside the point's plausible range.
+    pub fn decode(&self, request: &Request, words: &[u16]) -> Vec<Decoded> {
         request
             .points
             .iter()
@@ -118,8 +157,12 @@ impl RegisterMap {
                 let p = &self.points[i];
                 let from = (p.address - request.start) as usize;
                 let regs = words.get(from..from + p.data_type.registers() as usize)?;
-                let raw = decode_registers(regs, p.data_type, p.order);
-                Some((i, raw * p.scale + p.offset))
+                let value = scaled(raw_value(regs, p.data_type, p.order, p.bits), p.scale, p.offset);
+                let quality = match p.range {
+                    Some((lo, hi)) if !(lo..=hi).contains(&value) => Quality::Uncertain,
+                    _ => Quality::Good,
+                };
+                Some(Decoded { point: i, value, quality, raw: regs.to_vec() })
             })
             .collect()
     }
@@ -130,7 +173,7 @@ mod tests {
     use super::*;
 
     fn pt(metric: &str, table: Table, address: u16, t: DataType) -> Point {
-        Point { metric: metric.into(), table, address, data_type: t, order: WordOrder::ABCD, scale: 1.0, offset: 0.0 }
+        Point::new(metric, table, address, t)
     }
 
     #[test]
@@ -177,7 +220,27 @@ mod tests {
         let map = RegisterMap::plan(vec![a, b], 0);
         let values = map.decode(&map.requests[0], &[650, 0x0001, 0x0002]);
         assert_eq!(values.len(), 2);
-        assert!((values[0].1 - 25.0).abs() < 1e-9);
-        assert_eq!(values[1].1, 65538.0);
+        assert_eq!(values[0].value, 25.0);
+        assert_eq!(values[1].value, 65538.0);
+        assert_eq!(values[1].raw, vec![0x0001, 0x0002]);
+    }
+
+    #[test]
+    fn bit_fields_share_their_register_and_a_range_marks_implausible_values() {
+        let mut alarm = pt("alarm", Table::Holding, 5, DataType::U16);
+        alarm.bits = Some((0, 0));
+        let mut mode = pt("mode", Table::Holding, 5, DataType::U16);
+        mode.bits = Some((4, 7));
+        let mut temp = pt("temp", Table::Holding, 6, DataType::I16);
+        temp.scale = 0.1;
+        temp.range = Some((-40.0, 50.0));
+        let map = RegisterMap::plan(vec![alarm, mode, temp], 0);
+        assert_eq!(map.requests.len(), 1, "{:?}", map.requests);
+        assert_eq!((map.requests[0].start, map.requests[0].count), (5, 2));
+        let v = map.decode(&map.requests[0], &[0x0031, 550]);
+        let got: Vec<(f64, Quality)> = v.iter().map(|d| (d.value, d.quality)).collect();
+        assert_eq!(got, vec![(1.0, Quality::Good), (3.0, Quality::Good), (55.0, Quality::Uncertain)]);
+        let v = map.decode(&map.requests[0], &[0x0000, 215]);
+        assert_eq!((v[2].value, v[2].quality), (21.5, Quality::Good));
     }
 }

@@ -73,9 +73,10 @@ enum ProbeWhat {
         /// holding | input | coil | discrete
         #[arg(long, default_value = "holding")]
         table: String,
-        /// First address, 0-based (mbpoll's -r 1 is address 0).
-        #[arg(long, default_value_t = 0)]
-        start: u16,
+        /// First address, 0-based (mbpoll's -r 1 is address 0), or a datasheet
+        /// number such as 40101 (holding, address 100), which also sets the table.
+        #[arg(long, default_value = "0")]
+        start: String,
         #[arg(long, default_value_t = 10)]
         count: u16,
         /// Decode as bool u16 i16 u32 i32 u64 i64 f32 f64, in every word order.
@@ -93,10 +94,21 @@ fn probe(what: ProbeWhat) -> ExitCode {
     let ProbeWhat::Modbus { addr, unit, table, start, count, data_type, order, timeout } = what;
     let parsed = (|| -> Result<agent::probe::Probe, String> {
         use agent::source::modbus::{DataType, Table, WordOrder};
+        let given = Table::parse(&table).map_err(|e| e.to_string())?;
+        let (table, start) = match start.parse::<u16>() {
+            Ok(n) if start.len() < 5 => (given, n),
+            _ => match agent::config::Modicon::parse(&start) {
+                Ok(m) => (m.table, m.address),
+                Err(_) => match start.parse::<u16>() {
+                    Ok(n) => (given, n),
+                    Err(_) => return Err(format!("--start `{start}`: write a 0-based address (0..=65535) or a datasheet number such as 40101")),
+                },
+            },
+        };
         Ok(agent::probe::Probe {
             address: agent::probe::Probe::address(&addr).map_err(|e| e.to_string())?,
             unit,
-            table: Table::parse(&table).map_err(|e| e.to_string())?,
+            table,
             start,
             count,
             data_type: data_type.as_deref().map(DataType::parse).transpose()?,

@@ -223,7 +223,8 @@ fn bit_fields_and_ranges_are_checked() {
     assert_problem(&range, "range = [9, 0]", "modbus[0].point[5].range", "min below max");
 }
 
-const RTU: &str = "[[modbus]]\nsensor = \"tr-rtu\"\naddress = \"rtu:///dev/ttyUSB0?baud=9600\"\nunit = 7\n  [[modbus.point]]\n  metric = \"count\"\n  table = \"input\"\n  address = 0\n";
+const RTU: &str =
+    "[[modbus]]\nsensor = \"tr-rtu\"\naddress = \"rtu:///dev/ttyUSB0?baud=9600\"\nunit = 7\n  [[modbus.point]]\n  metric = \"count\"\n  table = \"input\"\n  address = 0\n";
 
 #[test]
 fn accepted_but_wrong_settings_are_refused_with_the_fix() {

@@ -2,12 +2,10 @@
 //! would be sent (exact decimals, raw registers beside), a datasheet-numbered
 //! config, a silent device failing the run, and no outbox touched.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::BIN;
+const BIN: &str = env!("CARGO_BIN_EXE_citysense-agent");
 
 fn run_test(config: &str) -> (i32, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -67,9 +67,10 @@ pub(super) fn validate_points(points: &[PointConfig], path: &str, p: &mut Vec<Pr
         let ty = pt.point_type();
         let bits_table = table.is_bits();
         match ty {
-            PointType::Value(DataType::Bool) if !bits_table => {
-                p.push(Problem::new(format!("{pp}.type"), format!("\"bool\" needs table \"coil\" or \"discrete\", not `{}`; for one bit of a register use type = \"bit\"", table.name())))
-            }
+            PointType::Value(DataType::Bool) if !bits_table => p.push(Problem::new(
+                format!("{pp}.type"),
+                format!("\"bool\" needs table \"coil\" or \"discrete\", not `{}`; for one bit of a register use type = \"bit\"", table.name()),
+            )),
             PointType::Value(DataType::Bool) => {}
             _ if bits_table => p.push(Problem::new(format!("{pp}.type"), format!("table `{}` holds single bits: type must be \"bool\"", table.name()))),
             _ => {}

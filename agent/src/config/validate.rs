@@ -204,7 +204,10 @@ impl AgentConfig {
         for (i, m) in self.mqtt.iter().enumerate() {
             if let SensorFrom::Literal(id) = &m.sensor {
                 if m.topic.ends_with('#') && !m.topic.contains('+') {
-                    w.push(Problem::new(format!("mqtt[{i}].sensor"), format!("every message under `{}` is stored as sensor `{id}`; if several sensors publish there, use \"json:PATH\" or \"topic:N\"", m.topic)));
+                    w.push(Problem::new(
+                        format!("mqtt[{i}].sensor"),
+                        format!("every message under `{}` is stored as sensor `{id}`; if several sensors publish there, use \"json:PATH\" or \"topic:N\"", m.topic),
+                    ));
                 }
             }
         }

@@ -31,6 +31,12 @@ pub struct StatusReport {
     pub buffer_max_bytes: u64,
     pub oldest_age_ms: i64,
     pub acked_seq: u64,
+    /// The outbox's sequence space (see the batch format in docs/mqtt.md).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Acks ignored: for another outbox epoch, or above anything sent.
+    #[serde(default)]
+    pub acks_ignored: u64,
     pub next_seq: u64,
     pub durable_seq: u64,
     pub dropped_total: u64,
@@ -97,6 +103,8 @@ impl StatusSource {
             buffer_max_bytes: s.max_bytes,
             oldest_age_ms: s.oldest_ts_ms.map(|t| (now - t).max(0)).unwrap_or(0),
             acked_seq: s.acked,
+            epoch: s.epoch,
+            acks_ignored: link.acks_ignored,
             next_seq: s.next_seq,
             durable_seq: s.durable,
             dropped_total: s.dropped_total,
@@ -120,11 +128,13 @@ impl StatusSource {
         gauge("citysense_agent_buffer_oldest_age_seconds", "Age of the oldest buffered reading.", r.oldest_age_ms as f64 / 1000.0);
         gauge("citysense_agent_acked_seq", "Highest seq the collector acknowledged.", r.acked_seq as f64);
         gauge("citysense_agent_readings_dropped_total", "Readings discarded by the buffer.when_full policy.", r.dropped_total as f64);
+        gauge("citysense_agent_acks_ignored_total", "Acks ignored: for another outbox epoch, above anything sent, or badly signed.", r.acks_ignored as f64);
         let _ = writeln!(out, "# HELP citysense_agent_device_errors_total Failed polls per device.\n# TYPE citysense_agent_device_errors_total counter");
         for d in &r.devices {
             let _ = writeln!(out, "citysense_agent_device_errors_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, d.health.errors);
         }
-        let _ = writeln!(out, "# HELP citysense_agent_device_up 1 while the device answers (an MQTT source: while connected), 0 when DOWN.\n# TYPE citysense_agent_device_up gauge");
+        let _ =
+            writeln!(out, "# HELP citysense_agent_device_up 1 while the device answers (an MQTT source: while connected), 0 when DOWN.\n# TYPE citysense_agent_device_up gauge");
         for d in r.devices.iter().filter(|d| d.state.state != "unknown") {
             let _ = writeln!(out, "citysense_agent_device_up{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, u8::from(d.state.state == "up"));
         }

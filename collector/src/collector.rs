@@ -14,9 +14,11 @@ use tokio::task::JoinHandle;
 
 use crate::config::CollectorConfig;
 use crate::http::audit::{AuditError, AuditLog};
+use crate::ingest::dedup::JumpLimit;
 use crate::ingest::rate::RateLimit;
 use crate::ingest::{self, Ingest};
-use crate::messages::{self, Bus, Incoming, RuleInput};
+use crate::liveness::Liveness;
+use crate::messages::{self, Bus, Incoming, IngestControl, RuleInput};
 use crate::mqtt::client::{Connector, PublishOnly};
 use crate::registry::Registry;
 use crate::rules::alerting::Alerting;
@@ -49,6 +51,20 @@ pub enum StartError {
     Http(#[from] http::HttpError),
 }
 
+/// What a collector is built from besides its config. Tests put in a clock
+/// that moves when told, or a store that fails on command.
+pub struct Parts {
+    pub clock: SharedClock,
+    /// The time-series store; by default the redb engine at `store.path`.
+    pub store: Option<Arc<dyn Store>>,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts { clock: shared::clock::system(), store: None }
+    }
+}
+
 pub struct Collector {
     pub http_addr: SocketAddr,
     /// Where agents connect: the embedded broker's address or the external one.
@@ -68,18 +84,27 @@ pub struct Collector {
 
 impl Collector {
     pub async fn start(config: CollectorConfig) -> Result<Collector, StartError> {
-        Collector::start_with_clock(config, shared::clock::system()).await
+        Collector::start_with(config, Parts::default()).await
+    }
+
+    pub async fn start_with_clock(config: CollectorConfig, clock: SharedClock) -> Result<Collector, StartError> {
+        Collector::start_with(config, Parts { clock, store: None }).await
     }
 
     /// As `start`, reading the time from `clock` wherever a decision depends
     /// on it (rules, staleness, retention, rate limits, audit times).
-    pub async fn start_with_clock(config: CollectorConfig, clock: SharedClock) -> Result<Collector, StartError> {
+    pub async fn start_with(config: CollectorConfig, parts: Parts) -> Result<Collector, StartError> {
+        let Parts { clock, store } = parts;
         let (shutdown, stop) = watch::channel(false);
+        let liveness = Liveness::default();
         let mut tasks = Vec::new();
         let tls_stats = Arc::new(TlsStats::default());
         let base = Path::new("");
 
-        let store = open_store(&config)?;
+        let store = match store {
+            Some(s) => s,
+            None => open_store(&config)?,
+        };
         let registry = live_view(store.as_ref(), clock.clone())?;
         let mqtt_front = Arc::new(mqtt::front::FrontStats::default());
         let admission = mqtt::Admission { users: config.broker_users(), grants: config.acl(), stats: mqtt_front.clone() };
@@ -95,7 +120,7 @@ impl Collector {
         let engine = rules_engine(&config, alert_store.as_ref(), clock.now_ms())?;
         let alerting = Arc::new(Alerting::new(engine, alert_store, feed.clone(), (config.webhook.clone(), webhooks.clone()), clock.clone()));
         let (rules_tx, rules_rx) = mpsc::channel::<RuleInput>(65_536);
-        tasks.push(tokio::spawn(alerting.clone().run(rules_rx, Duration::from_millis(250), stop.clone())));
+        tasks.push(tokio::spawn(alerting.clone().run(rules_rx, Duration::from_millis(250), liveness.register("rules", clock.clone()), stop.clone())));
         tasks.push(tokio::spawn(feed::webhook::run(webhooks, config.webhook.clone(), stop.clone())));
 
         // Ingest: the connection that hears batches also sends the acks.
@@ -112,8 +137,12 @@ impl Collector {
         let keys = config.batch_keys(base).map_err(StartError::Keys)?;
         let links = ingest::Links { acks: link.client.clone(), rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone() };
         let counters = Arc::new(ingest::Counters::default());
-        let ingest = Ingest::new(store.clone(), registry.clone(), counters.clone(), links, keys, RateLimit::new(config.mqtt.gateway_rate, clock.clone()))?;
-        tasks.push(tokio::spawn(ingest.run(ingest_rx)));
+        let admission = ingest::Admission { keys, rate: RateLimit::new(config.mqtt.gateway_rate, clock.clone()) };
+        let limit = JumpLimit { per_second: config.mqtt.gateway_rate as u64, slack: config.ingest.seq_jump_slack };
+        let health = ingest::Health { ingest: liveness.register("ingest", clock.clone()), store: liveness.register("store", clock.clone()) };
+        let ingest = Ingest::new(store.clone(), registry.clone(), counters.clone(), links, admission, ingest::Sequencing { limit, clock: clock.clone() }, health)?;
+        let (ingest_control, control_rx) = mpsc::channel::<IngestControl>(16);
+        tasks.push(tokio::spawn(ingest.run(ingest_rx, control_rx)));
 
         // Store lifecycle and the InfluxDB sink.
         let lifecycle_stats = Arc::new(LifecycleStats::default());
@@ -125,7 +154,7 @@ impl Collector {
         if let Some(influx) = &config.influxdb {
             let sink = sink::InfluxSink::new(influx, influx.token(base)?, &config.sensor);
             sink_stats = Some(sink.stats.clone());
-            tasks.push(tokio::spawn(sink.run(store.clone(), forwarded, stop.clone())));
+            tasks.push(tokio::spawn(sink.run(store.clone(), forwarded, liveness.register("sink", clock.clone()), stop.clone())));
         }
 
         // Feeds over MQTT.
@@ -158,9 +187,23 @@ impl Collector {
             conn_limit: crate::conn_limit::ConnLimit::new(config.http.max_connections, config.http.max_connections_per_peer),
             audit,
             clock,
+            ingest: ingest_control,
+            liveness,
         };
         let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop).await?;
-        Ok(Collector { http_addr, mqtt_url: endpoints.public.to_string(), mqtt_inner: endpoints.inner.to_string(), store, registry, counters, alerting, feed, shutdown, tasks, http })
+        Ok(Collector {
+            http_addr,
+            mqtt_url: endpoints.public.to_string(),
+            mqtt_inner: endpoints.inner.to_string(),
+            store,
+            registry,
+            counters,
+            alerting,
+            feed,
+            shutdown,
+            tasks,
+            http,
+        })
     }
 
     /// Stops serving (open streams end, requests in flight finish), then stops

@@ -37,6 +37,9 @@ pub struct CollectorConfig {
     pub influxdb: Option<InfluxConfig>,
     /// API tokens; none = an open API, allowed on loopback only.
     pub auth: Option<crate::http::auth::AuthConfig>,
+    /// How far one batch may move a gateway's sequence.
+    #[serde(default)]
+    pub ingest: crate::ingest::settings::IngestConfig,
     /// Gateways' credentials: MQTT password and batch key.
     #[serde(default)]
     pub gateway: Vec<GatewayEntry>,
@@ -128,6 +131,7 @@ impl Validate for CollectorConfig {
         GatewayEntry::validate_all(&self.gateway, base, &mut p);
         crate::mqtt::settings::MqttUser::validate_all(&self.mqtt.user, &self.gateway, &mut p);
         self.store.validate(&mut p);
+        self.ingest.validate(&mut p);
         match &self.influxdb {
             Some(i) => i.validate(base, &mut p),
             None if !self.store.series => p.push(Problem::new("store.series", "with `series = false` and no [influxdb], nothing would keep the readings")),

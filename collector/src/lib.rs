@@ -21,6 +21,7 @@ pub mod conn_limit;
 pub mod feed;
 pub mod http;
 pub mod ingest;
+pub mod liveness;
 pub mod messages;
 pub mod mqtt;
 pub mod registry;
@@ -29,7 +30,7 @@ pub mod sink;
 pub mod store;
 pub mod tls;
 
-pub use collector::{Collector, StartError};
+pub use collector::{Collector, Parts, StartError};
 pub use mqtt::INTERNAL_USER;
 
 /// Logging for the binaries: `RUST_LOG` wins; otherwise info, with rumqttd's

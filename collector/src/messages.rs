@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use shared::Reading;
+use shared::{GatewayId, Reading, Seq};
+use tokio::sync::oneshot;
 
 use crate::alert::{Alert, Change};
 
@@ -15,6 +16,26 @@ use crate::alert::{Alert, Change};
 pub struct Incoming {
     pub gateway: String,
     pub payload: bytes::Bytes,
+}
+
+/// What an operator asks of ingest about a gateway's delivery progress.
+pub enum IngestControl {
+    /// Each outbox epoch's ack and state.
+    Progress { gateway: GatewayId, reply: oneshot::Sender<Vec<SeqSpaceView>> },
+    /// Forget the progress of one epoch (or all): the next batch starts that
+    /// sequence anew. For a gateway that legitimately restarted its seqs in
+    /// the same epoch (a restored disk image).
+    Forget { gateway: GatewayId, epoch: Option<u64>, reply: oneshot::Sender<Result<usize, String>> },
+}
+
+/// One outbox epoch of a gateway, as ingest tracks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeqSpaceView {
+    pub epoch: u64,
+    pub acked_seq: Seq,
+    /// Seqs stored above the ack, waiting for the gap below them.
+    pub waiting: usize,
+    pub heard_ms: i64,
 }
 
 /// What the rule engine hears about, in arrival order.

@@ -1,6 +1,7 @@
-//! What the collector knows right now, for the API: latest values per sensor,
-//! each gateway's state and health.
-//! It is a view fed by ingest; the store remains the record.
+//! What the collector knows right now, for the API: latest values per sensor
+//! and whether they are still coming (stale), each gateway's state, health
+//! and whether its batches are being refused. It is a view fed by ingest and
+//! the MQTT routing; the store remains the record.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -11,11 +12,47 @@ use serde::Serialize;
 use shared::wire::{Health, Status};
 use shared::{GatewayId, Metric, Reading, Sample, SensorId, Seq};
 
+/// A sensor is stale after three of its usual intervals without a reading,
+/// but never sooner than this (a 1 s sensor does not flicker on a busy link)…
+pub const STALE_MIN_MS: i64 = 10_000;
+/// …nor later than this, whatever its interval (and before one is known).
+pub const STALE_MAX_MS: i64 = 60_000;
+
 #[derive(Debug, Clone, Default)]
 pub struct SensorSeen {
     pub gateway: Option<GatewayId>,
     pub last_seen_ms: Option<i64>,
     pub latest: BTreeMap<Metric, Sample>,
+    /// Its usual time between deliveries (moving average of arrival gaps).
+    pub interval_ms: Option<i64>,
+}
+
+impl SensorSeen {
+    pub fn stale_after_ms(&self) -> i64 {
+        self.interval_ms.map_or(STALE_MAX_MS, |i| i.saturating_mul(3).clamp(STALE_MIN_MS, STALE_MAX_MS))
+    }
+
+    /// Whether nothing arrived for longer than `stale_after_ms` (a sensor never heard from is stale).
+    pub fn stale(&self, now_ms: i64) -> bool {
+        self.last_seen_ms.is_none_or(|t| now_ms.saturating_sub(t) > self.stale_after_ms())
+    }
+
+    fn arrived(&mut self, now_ms: i64) {
+        if let Some(prev) = self.last_seen_ms.filter(|p| now_ms > *p) {
+            let gap = now_ms - prev;
+            self.interval_ms = Some(self.interval_ms.map_or(gap, |i| (i * 7 + gap) / 8));
+        }
+        self.last_seen_ms = Some(self.last_seen_ms.unwrap_or(i64::MIN).max(now_ms));
+    }
+}
+
+/// A gateway whose batches are being refused, since its last accepted one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusing {
+    /// The last refusal's reason (a `Rejection` label).
+    pub reason: &'static str,
+    pub count: u64,
+    pub since_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -27,6 +64,10 @@ pub struct GatewayView {
     pub duplicates: u64,
     pub rejected_batches: u64,
     pub acked_seq: Seq,
+    /// The outbox epoch of its last accepted batch.
+    pub epoch: u64,
+    /// Set while its batches are refused; cleared by the next accepted one.
+    pub refusing: Option<Refusing>,
     /// Ingest time minus the newest reading's time, at the last batch.
     pub lag_ms: Option<i64>,
     pub health: Option<Health>,
@@ -56,14 +97,17 @@ impl Registry {
     }
 
     /// Records readings just stored for `gateway`.
-    pub fn stored(&self, gateway: &str, readings: &[Reading], received: u64, duplicates: u64, acked: Seq) {
+    pub fn stored(&self, gateway: &str, epoch: u64, readings: &[Reading], received: u64, duplicates: u64, acked: Seq) {
         let now = self.clock.now_ms();
         {
             let mut sensors = self.sensors.write().unwrap();
             for r in readings {
                 let s = sensors.entry(r.sensor.clone()).or_default();
                 s.gateway = Some(gateway.into());
-                s.last_seen_ms = Some(s.last_seen_ms.unwrap_or(i64::MIN).max(now));
+                // Several metrics of one sensor arrive together: one arrival.
+                if s.last_seen_ms != Some(now) {
+                    s.arrived(now);
+                }
                 let newer = s.latest.get(&r.metric).is_none_or(|l| l.ts_ms <= r.ts_ms);
                 if newer {
                     s.latest.insert(r.metric.clone(), r.sample());
@@ -76,6 +120,8 @@ impl Registry {
             g.readings_received += received;
             g.duplicates += duplicates;
             g.acked_seq = acked;
+            g.epoch = epoch;
+            g.refusing = None;
             if let Some(t) = newest {
                 g.lag_ms = Some(now - t);
             }
@@ -93,12 +139,24 @@ impl Registry {
         s.latest.insert(metric.clone(), latest);
     }
 
-    pub fn seed_gateway(&self, gateway: &str, acked: Seq) {
-        self.with_gateway(gateway, |g| g.acked_seq = acked);
+    /// Seeds a gateway's ack from the store at start-up; of several epochs,
+    /// the one heard last is shown.
+    pub fn seed_gateway(&self, gateway: &str, epoch: u64, acked: Seq, heard_ms: i64) {
+        self.with_gateway(gateway, |g| {
+            if g.last_seen_ms.is_none_or(|t| heard_ms >= t) {
+                (g.acked_seq, g.epoch, g.last_seen_ms) = (acked, epoch, Some(heard_ms));
+            }
+        });
     }
 
-    pub fn rejected(&self, gateway: &str) {
-        self.with_gateway(gateway, |g| g.rejected_batches += 1);
+    /// A batch of `gateway` refused, `why` being its rejection label.
+    pub fn rejected(&self, gateway: &str, why: &'static str, now_ms: i64) {
+        self.with_gateway(gateway, |g| {
+            g.rejected_batches += 1;
+            let r = g.refusing.get_or_insert(Refusing { reason: why, count: 0, since_ms: now_ms });
+            r.reason = why;
+            r.count += 1;
+        });
     }
 
     pub fn state(&self, gateway: &str, status: Status, ts_ms: i64) {

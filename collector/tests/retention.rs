@@ -33,7 +33,7 @@ fn ten_minutes(store: &RedbStore, start: i64, seq: &mut u64) {
             readings.push(Reading { seq: shared::Seq(*seq), sensor: format!("aq-{s}").into(), metric: "pm25".into(), ts_ms: ts, value: value(s, ts), quality: Quality::Good });
         }
     }
-    store.write(&Write { batches: vec![("gw-1".into(), Arc::new(readings))], progress: vec![] }).unwrap();
+    store.write(&Write { batches: vec![("gw-1".into(), Arc::new(readings))], progress: vec![], forget: vec![] }).unwrap();
     store.sync().unwrap();
 }
 

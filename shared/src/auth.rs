@@ -5,8 +5,9 @@
 //! - An authenticated `up/{gateway}` payload is the postcard `Batch` followed
 //!   by 32 bytes: HMAC(key, batch bytes). The batch names its gateway, so a
 //!   batch cannot be moved to another gateway's topic or key.
-//! - An authenticated ack carries `"mac"`: hex HMAC(key, "ack/{gateway}/{seq}"),
-//!   so no one but the collector can make a gateway drop readings.
+//! - An authenticated ack carries `"mac"`: hex HMAC(key, "ack/{gateway}/{seq}")
+//!   for epoch 0, "ack/{gateway}/{epoch}/{seq}" otherwise, so no one but the
+//!   collector can make a gateway drop readings.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -38,13 +39,21 @@ pub fn open_batch<'a>(key: &[u8], payload: &'a [u8]) -> Option<&'a [u8]> {
     mac(key, &[batch]).verify_slice(tag).ok().map(|_| batch)
 }
 
-pub fn ack_mac(key: &[u8], gateway: &str, seq: crate::Seq) -> String {
-    hex(&mac(key, &[b"ack/", gateway.as_bytes(), b"/", seq.to_string().as_bytes()]).finalize().into_bytes())
+fn ack_hmac(key: &[u8], gateway: &str, epoch: u64, seq: crate::Seq) -> HmacSha256 {
+    let seq = seq.to_string();
+    match epoch {
+        0 => mac(key, &[b"ack/", gateway.as_bytes(), b"/", seq.as_bytes()]),
+        e => mac(key, &[b"ack/", gateway.as_bytes(), b"/", e.to_string().as_bytes(), b"/", seq.as_bytes()]),
+    }
 }
 
-pub fn verify_ack(key: &[u8], gateway: &str, seq: crate::Seq, mac_hex: &str) -> bool {
+pub fn ack_mac(key: &[u8], gateway: &str, epoch: u64, seq: crate::Seq) -> String {
+    hex(&ack_hmac(key, gateway, epoch, seq).finalize().into_bytes())
+}
+
+pub fn verify_ack(key: &[u8], gateway: &str, epoch: u64, seq: crate::Seq, mac_hex: &str) -> bool {
     let Some(tag) = unhex(mac_hex) else { return false };
-    mac(key, &[b"ack/", gateway.as_bytes(), b"/", seq.to_string().as_bytes()]).verify_slice(&tag).is_ok()
+    ack_hmac(key, gateway, epoch, seq).verify_slice(&tag).is_ok()
 }
 
 /// Hex SHA-256, as passwords and API tokens are kept at rest.
@@ -78,6 +87,15 @@ pub fn random_secret() -> std::io::Result<String> {
     Ok(hex(&b))
 }
 
+/// A random number from the OS, e.g. a new outbox's epoch (never 0, which
+/// means "before epochs").
+pub fn random_u64() -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b).max(1))
+}
+
 /// A secret read from a file: trimmed, and refused when empty.
 pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -106,12 +124,14 @@ mod tests {
 
     #[test]
     fn acks_verify_for_their_gateway_and_seq_only() {
-        let m = ack_mac(b"k-a", "gw-a", Seq(42));
-        assert!(verify_ack(b"k-a", "gw-a", Seq(42), &m));
-        assert!(!verify_ack(b"k-a", "gw-a", Seq(43), &m));
-        assert!(!verify_ack(b"k-a", "gw-b", Seq(42), &m));
-        assert!(!verify_ack(b"k-b", "gw-a", Seq(42), &m));
-        assert!(!verify_ack(b"k-a", "gw-a", Seq(42), "zz"));
+        let m = ack_mac(b"k-a", "gw-a", 0, Seq(42));
+        assert!(verify_ack(b"k-a", "gw-a", 0, Seq(42), &m));
+        assert!(!verify_ack(b"k-a", "gw-a", 0, Seq(43), &m));
+        assert!(!verify_ack(b"k-a", "gw-b", 0, Seq(42), &m));
+        assert!(!verify_ack(b"k-b", "gw-a", 0, Seq(42), &m));
+        assert!(!verify_ack(b"k-a", "gw-a", 0, Seq(42), "zz"));
+        assert!(!verify_ack(b"k-a", "gw-a", 7, Seq(42), &m), "an ack of one epoch is not one of another");
+        assert!(verify_ack(b"k-a", "gw-a", 7, Seq(42), &ack_mac(b"k-a", "gw-a", 7, Seq(42))));
     }
 
     #[test]

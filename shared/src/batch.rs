@@ -2,14 +2,19 @@
 //!
 //! The encoding starts with the version as a postcard varint, so a decoder can
 //! refuse a version it does not know before trying to read the rest.
+//!
+//! Version 2 added `epoch`, the outbox's sequence space: a fresh outbox (new
+//! hardware, a deleted buffer) starts its seqs again at 1 in a new epoch
+//! instead of colliding with the seqs the collector already holds. Version 1
+//! batches are still read, as epoch 0.
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{GatewayId, Metric, SensorId, Seq};
 use crate::Reading;
 
-/// The batch layout this build writes and the only one it reads.
-pub const BATCH_VERSION: u16 = 1;
+/// The batch layout this build writes.
+pub const BATCH_VERSION: u16 = 2;
 
 /// Upper bound on readings in one batch, so that a hostile or broken sender
 /// cannot make the collector allocate without limit.
@@ -19,6 +24,9 @@ pub const MAX_READINGS: usize = 100_000;
 pub struct Batch {
     pub version: u16,
     pub gateway: GatewayId,
+    /// The sequence space of the outbox that numbered the readings; 0 for
+    /// outboxes made before epochs existed.
+    pub epoch: u64,
     /// The lowest `seq` the agent still held when it sent this batch: every
     /// earlier seq was either acknowledged or dropped by the agent's
     /// `when_full` policy. It lets the collector advance its ack over a gap the
@@ -28,16 +36,30 @@ pub struct Batch {
     pub readings: Vec<Reading>,
 }
 
+/// The version 1 layout, read for agents that predate epochs.
+#[derive(Deserialize)]
+struct BatchV1 {
+    #[allow(dead_code)]
+    version: u16,
+    gateway: GatewayId,
+    floor_seq: Seq,
+    readings: Vec<Reading>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BatchError {
     #[error("empty payload")]
     Empty,
-    #[error("unknown batch version {0} (this build reads version {BATCH_VERSION})")]
+    #[error("unknown batch version {0} (this build reads versions 1 and {BATCH_VERSION})")]
     UnknownVersion(u16),
     #[error("undecodable batch: {0}")]
     Undecodable(String),
     #[error("batch has no gateway id")]
     NoGateway,
+    #[error("batch has no readings")]
+    NoReadings,
+    #[error("seq 0 is not a seq (outboxes number readings from 1)")]
+    SeqZero,
     #[error("batch has {0} readings, more than the limit of {MAX_READINGS}")]
     TooLarge(usize),
     #[error("readings out of seq order at index {index}: seq {seq} after {prev}")]
@@ -50,7 +72,13 @@ pub enum BatchError {
 
 impl Batch {
     pub fn new(gateway: impl Into<GatewayId>, floor_seq: impl Into<Seq>, readings: Vec<Reading>) -> Batch {
-        Batch { version: BATCH_VERSION, gateway: gateway.into(), floor_seq: floor_seq.into(), readings }
+        Batch { version: BATCH_VERSION, gateway: gateway.into(), epoch: 0, floor_seq: floor_seq.into(), readings }
+    }
+
+    /// The same batch in outbox epoch `epoch`.
+    pub fn in_epoch(mut self, epoch: u64) -> Batch {
+        self.epoch = epoch;
+        self
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -63,10 +91,15 @@ impl Batch {
             return Err(BatchError::Empty);
         }
         let (version, _) = postcard::take_from_bytes::<u16>(bytes).map_err(|e| BatchError::Undecodable(format!("version: {e}")))?;
-        if version != BATCH_VERSION {
-            return Err(BatchError::UnknownVersion(version));
-        }
-        let batch: Batch = postcard::from_bytes(bytes).map_err(|e| BatchError::Undecodable(e.to_string()))?;
+        let undecodable = |e: postcard::Error| BatchError::Undecodable(e.to_string());
+        let batch: Batch = match version {
+            1 => {
+                let v1: BatchV1 = postcard::from_bytes(bytes).map_err(undecodable)?;
+                Batch { version: 1, gateway: v1.gateway, epoch: 0, floor_seq: v1.floor_seq, readings: v1.readings }
+            }
+            BATCH_VERSION => postcard::from_bytes(bytes).map_err(undecodable)?,
+            v => return Err(BatchError::UnknownVersion(v)),
+        };
         batch.validate()?;
         Ok(batch)
     }
@@ -78,10 +111,14 @@ impl Batch {
         if self.readings.len() > MAX_READINGS {
             return Err(BatchError::TooLarge(self.readings.len()));
         }
-        if let Some(first) = self.readings.first() {
-            if self.floor_seq > first.seq {
-                return Err(BatchError::FloorAboveFirst { floor: self.floor_seq, first: first.seq });
-            }
+        // An empty batch carries nothing to store; all it could do is move
+        // the floor, which only readings at or above it may.
+        let Some(first) = self.readings.first() else { return Err(BatchError::NoReadings) };
+        if self.floor_seq > first.seq {
+            return Err(BatchError::FloorAboveFirst { floor: self.floor_seq, first: first.seq });
+        }
+        if self.floor_seq == Seq::ZERO || first.seq == Seq::ZERO {
+            return Err(BatchError::SeqZero);
         }
         for (index, pair) in self.readings.windows(2).enumerate() {
             if pair[1].seq <= pair[0].seq {
@@ -111,16 +148,32 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_of_an_empty_batch() {
-        let batch = Batch::new("gw-1", 3, vec![]);
-        assert_eq!(Batch::decode(&batch.encode()).unwrap(), batch);
+    fn an_empty_batch_or_seq_zero_is_refused() {
+        assert_eq!(Batch::decode(&Batch::new("gw-1", 3, vec![]).encode()), Err(BatchError::NoReadings));
+        assert_eq!(Batch::decode(&Batch::new("gw-1", 0, vec![reading(0)]).encode()), Err(BatchError::SeqZero));
     }
 
     #[test]
     fn unknown_version_is_rejected_by_number() {
         let mut batch = Batch::new("gw-1", 1, vec![reading(1)]);
-        batch.version = 2;
-        assert_eq!(Batch::decode(&batch.encode()), Err(BatchError::UnknownVersion(2)));
+        batch.version = 3;
+        assert_eq!(Batch::decode(&batch.encode()), Err(BatchError::UnknownVersion(3)));
+    }
+
+    #[test]
+    fn a_version_1_batch_reads_as_epoch_0() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            version: u16,
+            gateway: &'a str,
+            floor_seq: u64,
+            readings: Vec<Reading>,
+        }
+        let bytes = postcard::to_allocvec(&V1 { version: 1, gateway: "gw-1", floor_seq: 1, readings: vec![reading(1), reading(2)] }).unwrap();
+        let b = Batch::decode(&bytes).unwrap();
+        assert_eq!((b.version, b.epoch, b.gateway.as_str(), b.readings.len()), (1, 0, "gw-1", 2));
+        let v2 = Batch::new("gw-1", 1, vec![reading(1)]).in_epoch(77);
+        assert_eq!(Batch::decode(&v2.encode()).unwrap().epoch, 77);
     }
 
     #[test]

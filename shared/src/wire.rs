@@ -2,10 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `ack/{gateway}`: every reading up to and including `seq` is durably stored.
+/// `ack/{gateway}`: every reading up to and including `seq` of outbox epoch
+/// `epoch` is durably stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub seq: crate::Seq,
+    /// Absent (0) for outboxes made before epochs existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     /// With per-gateway batch keys: hex HMAC over `ack/{gateway}/{seq}` (see `auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
@@ -50,3 +54,7 @@ pub struct DeviceHealth {
 
 /// `live/{sensor}/{metric}`: the reading's time, value and quality.
 pub type Live = crate::Sample;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

@@ -11,7 +11,7 @@ use shared::Reading;
 
 use super::chunk::{chunk_count, chunk_value, decode_chunk, key, seq_of, CHUNK};
 use super::index::{ChunkMeta, Pending, State};
-use super::watermark::{read_u64, META_ACKED, META_DROPPED, META_NEXT, META_START};
+use super::watermark::{read_u64, META_ACKED, META_DROPPED, META_EPOCH, META_NEXT, META_START};
 use super::{migrate, watermark, OutboxError};
 
 /// sled's page cache. Its default (1 GiB) is sized for a server, not a gateway.
@@ -67,13 +67,28 @@ pub(super) fn load(path: &Path) -> Result<(Engine, State), OutboxError> {
     let last = chunks.iter().next_back().map(|(f, c)| f + c.count - 1).unwrap_or(0);
     let handed_out = read_u64(&tree, META_NEXT).map_err(open_err)?.saturating_sub(1);
     let next_seq = last.max(acked).max(handed_out) + 1;
-    let mut st = State { next_seq, acked, durable: next_seq - 1, dropped_total, chunks, ..State::default() };
+    let epoch = epoch_of(path, &tree, next_seq).map_err(open_err)?;
+    let mut st = State { epoch, next_seq, acked, durable: next_seq - 1, dropped_total, chunks, ..State::default() };
     st.recount();
     watermark::check(path, next_seq, acked, last, st.depth)?;
     let engine = Engine { db, tree };
     engine.refresh_oldest(path, &mut st);
-    tracing::info!(path = %path.display(), depth = st.depth, bytes = st.bytes, next_seq, acked, "outbox opened");
+    tracing::info!(path = %path.display(), depth = st.depth, bytes = st.bytes, next_seq, acked, epoch, "outbox opened");
     Ok((engine, st))
+}
+
+/// The store's epoch. A store that never handed out a seq (and has no
+/// watermark: it is not one that lost everything) is new, and gets a random
+/// epoch now; a store made before epochs keeps 0.
+fn epoch_of(path: &Path, tree: &sled::Tree, next_seq: u64) -> sled::Result<u64> {
+    if tree.get(META_EPOCH)?.is_some() {
+        return read_u64(tree, META_EPOCH);
+    }
+    let fresh = next_seq == 1 && matches!(watermark::Watermark::read(path), Ok(None));
+    let epoch = if fresh { shared::auth::random_u64().map_err(sled::Error::Io)? } else { 0 };
+    tree.insert(META_EPOCH, &epoch.to_be_bytes())?;
+    tree.flush()?;
+    Ok(epoch)
 }
 
 impl Engine {

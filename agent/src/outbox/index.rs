@@ -34,6 +34,8 @@ impl ChunkMeta {
 
 #[derive(Default)]
 pub(super) struct State {
+    /// The outbox's sequence space (see `watermark::META_EPOCH`).
+    pub epoch: u64,
     pub next_seq: u64,
     pub acked: u64,
     pub durable: u64,

@@ -67,6 +67,8 @@ pub struct OutboxStats {
     pub max_bytes: u64,
     /// The lowest `seq` still held (every earlier one was acked or dropped).
     pub floor_seq: u64,
+    /// The outbox's sequence space, sent with every batch and checked on every ack.
+    pub epoch: u64,
     pub acked: u64,
     pub next_seq: u64,
     pub durable: u64,

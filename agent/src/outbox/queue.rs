@@ -191,9 +191,9 @@ impl Outbox for SledOutbox {
         let _flushing = self.flushing.lock().unwrap();
         // Pending readings leave the state while they are written and come back
         // if the write fails; `flushing` keeps a reopen from happening meanwhile.
-        let (pending, upto, acked, dropped_total) = {
+        let (pending, upto, acked, dropped_total, epoch) = {
             let mut st = self.state.lock().unwrap();
-            (std::mem::take(&mut st.unflushed), st.next_seq - 1, st.acked, st.dropped_total)
+            (std::mem::take(&mut st.unflushed), st.next_seq - 1, st.acked, st.dropped_total, st.epoch)
         };
         let result = {
             let guard = self.engine();
@@ -219,7 +219,7 @@ impl Outbox for SledOutbox {
         st.bytes -= pending.iter().map(Pending::bytes).sum::<u64>();
         st.durable = st.durable.max(upto);
         drop(st);
-        let mark = Watermark { next_seq: upto + 1, durable: upto, acked };
+        let mark = Watermark { next_seq: upto + 1, durable: upto, acked, epoch };
         if self.last_mark.lock().unwrap().replace(mark) != Some(mark) {
             if let Err(err) = mark.write(&self.path) {
                 *self.last_mark.lock().unwrap() = None;
@@ -259,6 +259,7 @@ impl Outbox for SledOutbox {
             bytes: st.bytes,
             max_bytes: self.max_bytes,
             floor_seq,
+            epoch: st.epoch,
             acked: st.acked,
             next_seq: st.next_seq,
             durable: st.durable,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::migrate::{FORMAT_CHUNKS, META_FORMAT};
-use super::watermark::{Watermark, META_ACKED};
+use super::watermark::{Watermark, META_ACKED, META_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResetError {
@@ -30,6 +30,9 @@ pub fn reset(path: &Path) -> Result<(PathBuf, u64), ResetError> {
     let p = || path.to_path_buf();
     let mark = Watermark::read(path).map_err(|err| ResetError::Watermark { path: p(), err })?;
     let after = mark.map(|m| m.next_seq.saturating_sub(1)).unwrap_or(0);
+    // The same sequence goes on (the collector counts the gap as dropped);
+    // without a watermark there is none to go on, and the new store makes a new epoch.
+    let epoch = mark.map(|m| m.epoch);
     let aside = PathBuf::from(format!("{}.damaged-{}", path.display(), shared::now_ms() / 1000));
     std::fs::rename(path, &aside).map_err(|err| ResetError::MoveAside { path: p(), aside: aside.clone(), err })?;
     std::fs::create_dir_all(path).map_err(|err| ResetError::CreateDir { path: p(), err })?;
@@ -38,7 +41,10 @@ pub fn reset(path: &Path) -> Result<(PathBuf, u64), ResetError> {
     let tree = db.open_tree("outbox").map_err(create)?;
     tree.insert(META_ACKED, &after.to_be_bytes()).map_err(create)?;
     tree.insert(META_FORMAT, &FORMAT_CHUNKS.to_be_bytes()).map_err(create)?;
+    if let Some(e) = epoch {
+        tree.insert(META_EPOCH, &e.to_be_bytes()).map_err(create)?;
+    }
     db.flush().map_err(create)?;
-    Watermark { next_seq: after + 1, durable: after, acked: after }.write(path).map_err(|err| ResetError::WriteWatermark { path: p(), err })?;
+    Watermark { next_seq: after + 1, durable: after, acked: after, epoch: epoch.unwrap_or(0) }.write(path).map_err(|err| ResetError::WriteWatermark { path: p(), err })?;
     Ok((aside, after))
 }

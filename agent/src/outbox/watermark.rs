@@ -20,6 +20,10 @@ pub(super) const META_DROPPED: &[u8] = &[0xFF, b'd'];
 /// The seq after the last one made durable, so that a store whose readings
 /// were all dropped still knows which seqs it handed out.
 pub(super) const META_NEXT: &[u8] = &[0xFF, b'n'];
+/// The outbox's epoch: its sequence space, random, made with the store (0
+/// for stores made before epochs). A store made anew gets a new one, so its
+/// seqs, starting again at 1, are not taken for replays by the collector.
+pub(super) const META_EPOCH: &[u8] = &[0xFF, b'e'];
 
 /// A meta value; 0 when absent.
 pub(super) fn read_u64(tree: &sled::Tree, k: &[u8]) -> sled::Result<u64> {
@@ -33,6 +37,8 @@ pub struct Watermark {
     pub next_seq: u64,
     pub durable: u64,
     pub acked: u64,
+    /// Kept here too so that `reset-outbox` continues the same sequence.
+    pub epoch: u64,
 }
 
 impl Watermark {
@@ -44,8 +50,9 @@ impl Watermark {
         };
         let n: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
         match n[..] {
-            [next_seq, durable, acked] => Ok(Some(Watermark { next_seq, durable, acked })),
-            _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not `NEXT DURABLE ACKED`", dir.join(WATERMARK).display()))),
+            [next_seq, durable, acked] => Ok(Some(Watermark { next_seq, durable, acked, epoch: 0 })),
+            [next_seq, durable, acked, epoch] => Ok(Some(Watermark { next_seq, durable, acked, epoch })),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not `NEXT DURABLE ACKED [EPOCH]`", dir.join(WATERMARK).display()))),
         }
     }
 
@@ -53,7 +60,7 @@ impl Watermark {
         use std::io::Write as _;
         let tmp = dir.join(format!("{WATERMARK}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{} {} {}", self.next_seq, self.durable, self.acked)?;
+        writeln!(f, "{} {} {} {}", self.next_seq, self.durable, self.acked, self.epoch)?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(WATERMARK))
     }

@@ -11,12 +11,21 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::acks::{self, Verdict};
 use super::window::{Step, Window};
 use super::{state_payload, LinkState};
 use crate::outbox::{Outbox, OutboxError};
 use shared::url::BrokerUrl;
 use shared::wire::{Ack, Status};
 use shared::{topics, Batch};
+
+/// How the event loop passes acks on: to the acker, once `acks::judge` believes them.
+pub(super) struct AckLink {
+    pub outbox_epoch: u64,
+    /// The highest seq the sender has published since start.
+    pub sent_upto: watch::Receiver<u64>,
+    pub wanted: watch::Sender<u64>,
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn event_loop(
@@ -26,12 +35,12 @@ pub(super) async fn event_loop(
     mut eventloop: rumqttc::EventLoop,
     batch_key: Option<Arc<Vec<u8>>>,
     link: watch::Sender<LinkState>,
-    wanted: watch::Sender<u64>,
+    acks: AckLink,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ack_topic = topics::ack(&gateway);
     let mut backoff = Duration::from_millis(100);
-    let mut epoch = 0u64;
+    let mut session = 0u64;
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -55,16 +64,29 @@ pub(super) async fn event_loop(
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 // Only now can an ack reach us, so only now is sending useful.
-                epoch += 1;
-                link.send_replace(LinkState { connected: true, epoch, last_error: None });
+                session += 1;
+                link.send_modify(|s| *s = LinkState { connected: true, session, last_error: None, acks_ignored: s.acks_ignored });
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => match serde_json::from_slice::<Ack>(&p.payload) {
                 // Believing a forged ack would delete readings never stored: with a key, only signed acks count.
-                Ok(a) if batch_key.as_ref().is_some_and(|k| !a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gateway, a.seq, m))) => {
+                Ok(a) if batch_key.as_ref().is_some_and(|k| !a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gateway, a.epoch, a.seq, m))) => {
                     tracing::warn!(seq = a.seq.get(), "ignoring an ack without a valid signature (forged, or the collector lacks this gateway's batch key)");
+                    link.send_modify(|s| s.acks_ignored += 1);
                 }
-                // Every ack wakes the acker, a repeated one too: it retries a deletion that failed.
-                Ok(a) => wanted.send_modify(|v| *v = (*v).max(a.seq.get())),
+                Ok(a) => match acks::judge(a.epoch, a.seq.get(), acks.outbox_epoch, *acks.sent_upto.borrow()) {
+                    // Every ack wakes the acker, a repeated one too: it retries a deletion that failed.
+                    Verdict::Delete(seq) => acks.wanted.send_modify(|v| *v = (*v).max(seq)),
+                    Verdict::WrongEpoch { got, ours } => {
+                        tracing::warn!(seq = a.seq.get(), "ignoring an ack for outbox epoch {got}; this outbox is epoch {ours}");
+                        link.send_modify(|s| s.acks_ignored += 1);
+                    }
+                    Verdict::Unsent { seq, sent_upto } => {
+                        tracing::warn!(
+                            "ignoring an ack of seq {seq}: nothing above seq {sent_upto} was sent since the agent started, so it would delete readings the collector never had"
+                        );
+                        link.send_modify(|s| s.acks_ignored += 1);
+                    }
+                },
                 Err(e) => tracing::warn!(topic = %p.topic, "ignoring an ack that is not {{\"seq\":N}}: {e}"),
             },
             Ok(_) => {}
@@ -126,6 +148,8 @@ pub(super) struct Sender {
     pub outbox: Arc<dyn Outbox>,
     pub batch_max: usize,
     pub batch_key: Option<Arc<Vec<u8>>>,
+    /// The highest seq published so far, for `acks::judge`.
+    pub sent: watch::Sender<u64>,
 }
 
 impl Sender {
@@ -138,14 +162,14 @@ impl Sender {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let topic = topics::up(&self.gateway);
-        let mut epoch = 0;
+        let mut session = 0;
         loop {
             window.ack(*acked.borrow_and_update());
             window.durable(*durable.borrow_and_update());
             let state = link.borrow_and_update().clone();
             window.connected(state.connected);
-            if state.epoch != epoch {
-                epoch = state.epoch;
+            if state.session != session {
+                session = state.session;
                 window.reconnected();
             }
             let until = match window.poll(Instant::now().into_std()) {
@@ -184,8 +208,10 @@ impl Sender {
         let (ob, max) = (self.outbox.clone(), self.batch_max);
         let readings = tokio::task::spawn_blocking(move || ob.read(from, upto, max)).await.map_err(|_| SendError::Stopped)??;
         let (Some(first), Some(last)) = (readings.first().map(|r| r.seq.get()), readings.last().map(|r| r.seq.get())) else { return Ok(None) };
-        let floor = self.outbox.stats().floor_seq.min(first);
-        let batch = Batch::new(self.gateway.clone(), floor, readings);
+        let stats = self.outbox.stats();
+        let batch = Batch::new(self.gateway.clone(), stats.floor_seq.min(first), readings).in_epoch(stats.epoch);
+        // Before it can be acked: an ack racing ahead of this would be ignored.
+        self.sent.send_modify(|s| *s = (*s).max(last));
         self.client
             .publish(
                 topic,

@@ -9,6 +9,7 @@
 //! not acknowledged within `ack_timeout`, or when the link comes back, is sent again.
 //! Every outbox call that touches the disk runs on tokio's blocking pool.
 
+pub mod acks;
 mod io;
 pub mod window;
 
@@ -33,8 +34,10 @@ pub const MAX_PACKET: usize = 4 << 20;
 pub struct LinkState {
     pub connected: bool,
     /// Increments on every (re)connection, so the sender knows to resend.
-    pub epoch: u64,
+    pub session: u64,
     pub last_error: Option<String>,
+    /// Acks ignored since start: for another outbox epoch, or above anything sent (`acks`).
+    pub acks_ignored: u64,
 }
 
 pub struct Uplink {
@@ -114,9 +117,11 @@ pub fn start(
     let (wanted_tx, wanted_rx) = watch::channel(acked_seq);
     let (acked_tx, acked_rx) = watch::channel(acked_seq);
 
-    let events = tokio::spawn(io::event_loop(gateway.to_string(), url, client.clone(), eventloop, secrets.batch_key.clone(), link_tx, wanted_tx, shutdown.clone()));
+    let (sent_tx, sent_rx) = watch::channel(0u64);
+    let acks = io::AckLink { outbox_epoch: outbox.stats().epoch, sent_upto: sent_rx, wanted: wanted_tx };
+    let events = tokio::spawn(io::event_loop(gateway.to_string(), url, client.clone(), eventloop, secrets.batch_key.clone(), link_tx, acks, shutdown.clone()));
     let acker = tokio::spawn(io::acker(outbox.clone(), wanted_rx, acked_tx));
-    let sender = io::Sender { gateway: gateway.to_string(), client: client.clone(), outbox, batch_max: config.batch_max, batch_key: secrets.batch_key };
+    let sender = io::Sender { gateway: gateway.to_string(), client: client.clone(), outbox, batch_max: config.batch_max, batch_key: secrets.batch_key, sent: sent_tx };
     let window = window::Window::new(acked_seq, config.batch_max, config.linger.0, config.ack_timeout.0, config.max_inflight);
     let link = link_rx.clone();
     let task = tokio::spawn(async move {

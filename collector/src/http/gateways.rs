@@ -1,10 +1,17 @@
-//! `GET /api/v1/gateways`: each gateway's state, health and delivery counters.
+//! `/api/v1/gateways`: each gateway's state, health and delivery counters;
+//! `/api/v1/gateways/{id}/progress`: its delivery progress per outbox epoch,
+//! and the operator's reset of it.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
-use super::AppState;
+use super::query::Params;
+use super::{bad, ApiError, AppState};
+use crate::messages::{IngestControl, SeqSpaceView};
 
 pub async fn gateways(State(st): State<AppState>) -> Json<Value> {
     let list: Vec<Value> = st
@@ -16,6 +23,9 @@ pub async fn gateways(State(st): State<AppState>) -> Json<Value> {
             json!({
                 "id": g.id,
                 "status": g.status,
+                // `refusing` while its batches are refused, whatever its connection says.
+                "delivery": if g.refusing.is_some() { "refusing" } else { "ok" },
+                "refusing": g.refusing,
                 "last_seen_ms": g.last_seen_ms,
                 "buffer_depth": h.map(|h| h.buffer_depth),
                 "oldest_buffered_age_ms": h.map(|h| h.oldest_age_ms),
@@ -24,10 +34,57 @@ pub async fn gateways(State(st): State<AppState>) -> Json<Value> {
                 "duplicates": g.duplicates,
                 "rejected_batches": g.rejected_batches,
                 "acked_seq": g.acked_seq,
+                "epoch": g.epoch,
                 "lag_ms": g.lag_ms,
                 "devices": h.map(|h| h.devices.clone()).unwrap_or_default(),
             })
         })
         .collect();
     Json(Value::Array(list))
+}
+
+fn gateway_id(id: &str) -> Result<shared::GatewayId, ApiError> {
+    if shared::topics::valid_id(id) {
+        Ok(id.into())
+    } else {
+        Err(bad(format!("`{id}` is not a gateway id")))
+    }
+}
+
+fn ingest_gone() -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, "ingest is not running".into())
+}
+
+/// `GET /api/v1/gateways/{id}/progress`: each outbox epoch's ack, newest first.
+pub async fn progress(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<SeqSpaceView>>, ApiError> {
+    let gateway = gateway_id(&id)?;
+    let (reply, answer) = oneshot::channel();
+    st.ingest.send(IngestControl::Progress { gateway, reply }).await.map_err(|_| ingest_gone())?;
+    let spaces = answer.await.map_err(|_| ingest_gone())?;
+    if spaces.is_empty() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no delivery progress for gateway `{id}`")));
+    }
+    Ok(Json(spaces))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetQuery {
+    epoch: Option<String>,
+}
+
+/// `DELETE /api/v1/gateways/{id}/progress[?epoch=N]` (admin, audited): forget
+/// the progress of one epoch (or all), so the gateway's next batch starts it
+/// anew. For a gateway that restarted its seqs without a new epoch (a restored
+/// disk image) and is now refused (`seq_jump`) or taken for replays.
+pub async fn reset_progress(State(st): State<AppState>, Path(id): Path<String>, Params(q): Params<ResetQuery>) -> Result<Json<Value>, ApiError> {
+    let gateway = gateway_id(&id)?;
+    let epoch = q.epoch.map(|e| e.parse::<u64>().map_err(|_| bad(format!("epoch `{e}` is not a number")))).transpose()?;
+    let (reply, answer) = oneshot::channel();
+    st.ingest.send(IngestControl::Forget { gateway, epoch, reply }).await.map_err(|_| ingest_gone())?;
+    match answer.await.map_err(|_| ingest_gone())? {
+        Ok(0) => Err(ApiError(StatusCode::NOT_FOUND, format!("no delivery progress for gateway `{id}`{}", epoch.map(|e| format!(" in epoch {e}")).unwrap_or_default()))),
+        Ok(n) => Ok(Json(json!({ "gateway": id, "forgotten": n }))),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
 }

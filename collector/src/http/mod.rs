@@ -56,6 +56,10 @@ pub struct AppState {
     pub conn_limit: Arc<crate::conn_limit::ConnLimit>,
     pub audit: Arc<crate::http::audit::AuditLog>,
     pub clock: shared::clock::SharedClock,
+    /// Operators' requests about delivery progress go to ingest.
+    pub ingest: tokio::sync::mpsc::Sender<crate::messages::IngestControl>,
+    /// Each component's heartbeat, for `/healthz`.
+    pub liveness: crate::liveness::Liveness,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics).route_layer(needs(Role::Viewer)))
         .route("/api/v1/sensors", get(sensors::sensors).route_layer(needs(Role::Viewer)))
         .route("/api/v1/gateways", get(gateways::gateways).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/gateways/{id}/progress", get(gateways::progress).route_layer(needs(Role::Viewer)).merge(delete(gateways::reset_progress).route_layer(needs(Role::Admin))))
         .route("/api/v1/series", get(series::series).route_layer(needs(Role::Viewer)))
         .route("/api/v1/export", get(export::export).route_layer(needs(Role::Viewer)))
         .route("/api/v1/stream", get(stream::stream).route_layer(needs(Role::Viewer)))

@@ -1,41 +1,65 @@
-//! Ingest: decode → verify → dedup → store → sync → ack, then update the live view.
+//! Ingest: admit → dedup → store → sync → ack, then update the live view.
 //!
 //! Batches that arrive together are stored with one write and one sync, so a
-//! burst costs one fsync, not one per gateway. The ack for a gateway is sent
-//! only after the sync that made its readings durable.
+//! burst costs one fsync, not one per gateway. The ack for a sequence is sent
+//! only after the sync that made its readings durable, and names the outbox
+//! epoch it is for. `admit` decides whether a message is a batch at all,
+//! `dedup` which readings are new and how far a batch may move its sequence.
 
+pub mod admit;
 pub mod counters;
 pub mod dedup;
 pub mod rate;
 pub mod rejection;
+pub mod settings;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use rumqttc::{AsyncClient, QoS};
+use shared::clock::SharedClock;
+use shared::wire::Ack;
+use shared::{topics, Reading};
 use tokio::sync::mpsc;
 
-use shared::wire::Ack;
-use shared::{topics, Batch, Reading};
-
-use crate::messages::{Bus, FeedEvent, Incoming, RuleInput};
+use crate::liveness::Heartbeat;
+use crate::messages::{Bus, FeedEvent, Incoming, IngestControl, RuleInput, SeqSpaceView};
 use crate::registry::Registry;
-use crate::store::{Store, Write};
+use crate::store::{SeqSpace, Store, StoreError, Write};
+pub use admit::Admission;
 pub use counters::Counters;
-use dedup::Tracker;
-use rate::RateLimit;
+use dedup::{JumpLimit, Tracker};
 pub use rejection::Rejection;
+
+/// Outbox epochs one gateway may have open at once. A gateway gets a new one
+/// each time its outbox is made anew; an operator forgets old ones
+/// (`DELETE /api/v1/gateways/{id}/progress`), so a stream of made-up epochs
+/// cannot grow the collector's state without bound.
+pub const MAX_EPOCHS: usize = 8;
 
 pub struct Ingest {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     counters: Arc<Counters>,
     links: Links,
-    trackers: HashMap<String, Tracker>,
-    /// Gateways' batch keys. When there are any, every batch must carry the
-    /// HMAC of its topic's gateway, and acks are signed.
-    keys: HashMap<String, Arc<Vec<u8>>>,
-    rate: RateLimit,
+    trackers: HashMap<SeqSpace, Tracker>,
+    admission: Admission,
+    limit: JumpLimit,
+    clock: SharedClock,
+    health: Health,
+}
+
+/// What ingest reports about itself and about the store it writes.
+pub struct Health {
+    pub ingest: Arc<Heartbeat>,
+    pub store: Arc<Heartbeat>,
+}
+
+/// How sequences may move, and the clock they are judged by.
+pub struct Sequencing {
+    pub limit: JumpLimit,
+    pub clock: SharedClock,
 }
 
 /// Where ingest sends what it has accepted.
@@ -50,7 +74,7 @@ pub struct Links {
 }
 
 struct Outcome {
-    gateway: String,
+    space: SeqSpace,
     fresh: Vec<Reading>,
     received: u64,
     duplicates: u64,
@@ -62,60 +86,34 @@ impl Ingest {
         registry: Arc<Registry>,
         counters: Arc<Counters>,
         links: Links,
-        keys: HashMap<String, Arc<Vec<u8>>>,
-        rate: RateLimit,
-    ) -> Result<Ingest, crate::store::StoreError> {
+        admission: Admission,
+        sequencing: Sequencing,
+        health: Health,
+    ) -> Result<Ingest, StoreError> {
+        let Sequencing { limit, clock } = sequencing;
+        let now = clock.now_ms();
         let mut trackers = HashMap::new();
-        for (gw, p) in store.progress()? {
-            registry.seed_gateway(&gw, shared::Seq(p.contiguous));
-            trackers.insert(gw, Tracker::from_progress(&p));
+        for (space, p) in store.progress()? {
+            let t = Tracker::from_progress(&p, now);
+            registry.seed_gateway(&space.gateway, space.epoch, t.ack(), t.heard_ms());
+            trackers.insert(space, t);
         }
-        Ok(Ingest { store, registry, counters, links, trackers, keys, rate })
+        Ok(Ingest { store, registry, counters, links, trackers, admission, limit, clock, health })
     }
 
-    /// Opens, decodes and admits one message: the batch, or why not.
-    fn admit(&mut self, m: &Incoming) -> Result<Batch, Rejection> {
-        let payload: &[u8] = if self.keys.is_empty() {
-            &m.payload
-        } else {
-            match self.keys.get(&m.gateway).map(|k| shared::auth::open_batch(k, &m.payload)) {
-                Some(Some(batch)) => batch,
-                Some(None) => {
-                    tracing::warn!(gateway = %m.gateway, bytes = m.payload.len(), "rejected batch: its HMAC is not that of gateway {}'s key (forged, altered, or sent by another gateway)", m.gateway);
-                    return Err(Rejection::Unauthenticated);
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>, mut control: mpsc::Receiver<IngestControl>) {
+        let _alive = self.health.ingest.alive();
+        loop {
+            self.health.ingest.pending(!rx.is_empty());
+            let first = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => return },
+                c = control.recv() => {
+                    if let Some(c) = c {
+                        self.control(c).await;
+                    }
+                    continue;
                 }
-                None => {
-                    tracing::warn!(gateway = %m.gateway, bytes = m.payload.len(), "rejected batch: no [[gateway]] batch key for {}", m.gateway);
-                    return Err(Rejection::UnknownGateway);
-                }
-            }
-        };
-        let batch = Batch::decode(payload).map_err(|e| {
-            tracing::warn!(gateway = %m.gateway, bytes = m.payload.len(), "rejected batch: {e}");
-            Rejection::from(&e)
-        })?;
-        if batch.gateway != m.gateway {
-            tracing::warn!(topic_gateway = %m.gateway, batch_gateway = %batch.gateway, "rejected batch: gateway in the batch does not match its topic");
-            return Err(Rejection::GatewayMismatch);
-        }
-        // The same id rules as the configs: what is stored is shown, exported and put in topics.
-        if let Some(r) = batch.readings.iter().find(|r| !shared::topics::valid_id(r.sensor.as_str()) || !shared::topics::valid_id(r.metric.as_str())) {
-            let shown = |s: &str| s.chars().take(64).collect::<String>().escape_debug().to_string();
-            tracing::warn!(gateway = %m.gateway, sensor = %shown(r.sensor.as_str()), metric = %shown(r.metric.as_str()), "rejected batch: a sensor or metric id is not 1-128 of A-Z a-z 0-9 - _ . :");
-            return Err(Rejection::InvalidId);
-        }
-        if let Err(refused) = self.rate.admit(&m.gateway, batch.readings.len()) {
-            // Not acknowledged: the agent keeps the readings and sends them again.
-            if refused.log {
-                tracing::warn!(gateway = %m.gateway, "batch refused: over mqtt.gateway_rate ({} readings/s); the agent will resend it", self.rate.rate());
-            }
-            return Err(Rejection::RateLimited);
-        }
-        Ok(batch)
-    }
-
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
-        while let Some(first) = rx.recv().await {
+            };
             let mut group = vec![first];
             while group.len() < 256 {
                 match rx.try_recv() {
@@ -123,36 +121,111 @@ impl Ingest {
                     Err(_) => break,
                 }
             }
+            self.health.ingest.pending(true);
             self.handle(group).await;
+            self.health.ingest.progress();
         }
+    }
+
+    async fn control(&mut self, c: IngestControl) {
+        match c {
+            IngestControl::Progress { gateway, reply } => {
+                let mut spaces: Vec<SeqSpaceView> = self
+                    .trackers
+                    .iter()
+                    .filter(|(s, _)| s.gateway == gateway)
+                    .map(|(s, t)| SeqSpaceView { epoch: s.epoch, acked_seq: t.ack(), waiting: t.waiting(), heard_ms: t.heard_ms() })
+                    .collect();
+                spaces.sort_by_key(|v| std::cmp::Reverse(v.heard_ms));
+                let _ = reply.send(spaces);
+            }
+            IngestControl::Forget { gateway, epoch, reply } => {
+                let forget: Vec<SeqSpace> = self.trackers.keys().filter(|s| s.gateway == gateway && epoch.is_none_or(|e| s.epoch == e)).cloned().collect();
+                let write = Write { forget: forget.clone(), ..Write::default() };
+                let store = self.store.clone();
+                let done = tokio::task::spawn_blocking(move || store.write(&write).and_then(|_| store.sync())).await;
+                let result = match done {
+                    Ok(Ok(())) => {
+                        for s in &forget {
+                            self.trackers.remove(s);
+                            tracing::warn!(gateway = %s.gateway, epoch = s.epoch, "delivery progress reset by an operator: the next batch starts this sequence anew");
+                        }
+                        Ok(forget.len())
+                    }
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => return,
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The tracker `space` would continue from: this group's copy, the
+    /// stored one, or a new sequence starting at `batch`'s floor, which is
+    /// refused past `MAX_EPOCHS` per gateway.
+    fn tracker_for(&self, next: &HashMap<SeqSpace, Tracker>, space: &SeqSpace, floor: shared::Seq, now: i64) -> Result<Tracker, Rejection> {
+        if let Some(t) = next.get(space).or_else(|| self.trackers.get(space)) {
+            return Ok(t.clone());
+        }
+        let open = self.trackers.keys().chain(next.keys()).filter(|s| s.gateway == space.gateway).count();
+        if open >= MAX_EPOCHS {
+            tracing::warn!(gateway = %space.gateway, epoch = space.epoch, "rejected batch: the gateway already has {MAX_EPOCHS} outbox epochs; an operator can forget old ones (DELETE /api/v1/gateways/{}/progress?epoch=N)", space.gateway);
+            return Err(Rejection::EpochLimit);
+        }
+        if open > 0 {
+            tracing::info!(gateway = %space.gateway, epoch = space.epoch, first_seq = floor.get(), "a new outbox epoch: the gateway's outbox was made anew; its seqs start a sequence of their own");
+        }
+        Ok(Tracker::starting_at(floor, now, self.limit))
     }
 
     async fn handle(&mut self, group: Vec<Incoming>) {
         let counters = self.counters.clone();
+        let now = self.clock.now_ms();
         // Work on copies: a tracker only moves on once the store has the readings.
-        let mut next: HashMap<String, Tracker> = HashMap::new();
+        let mut next: HashMap<SeqSpace, Tracker> = HashMap::new();
         let mut outcomes: Vec<Outcome> = Vec::new();
         for m in group {
-            let batch = match self.admit(&m) {
+            let refuse = |why: Rejection| {
+                counters.reject(why);
+                // A batch without a key to check it against names no gateway we know.
+                if why != Rejection::UnknownGateway {
+                    self.registry.rejected(&m.gateway, why.label(), now);
+                }
+            };
+            let batch = match self.admission.admit(&m) {
                 Ok(b) => b,
                 Err(why) => {
-                    counters.reject(why);
-                    // A batch without a key to check it against names no gateway we know.
-                    if why != Rejection::UnknownGateway {
-                        self.registry.rejected(&m.gateway);
-                    }
+                    refuse(why);
                     continue;
                 }
             };
-            counters.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tracker = next.entry(m.gateway.clone()).or_insert_with(|| self.trackers.get(&m.gateway).cloned().unwrap_or_default());
+            let space = SeqSpace::new(batch.gateway.clone(), batch.epoch);
+            let mut tracker = match self.tracker_for(&next, &space, batch.floor_seq, now) {
+                Ok(t) => t,
+                Err(why) => {
+                    refuse(why);
+                    continue;
+                }
+            };
             let received = batch.readings.len() as u64;
-            let accepted = tracker.accept(batch);
+            let accepted = match tracker.accept(batch, now, self.limit) {
+                Ok(a) => a,
+                Err(jump) => {
+                    // Not acknowledged and nothing stored: an honest agent is
+                    // not harmed (it resends), a broken or hostile one cannot
+                    // make the collector ack what it never received.
+                    tracing::warn!(gateway = %space.gateway, epoch = space.epoch, "rejected batch: {jump}");
+                    refuse(Rejection::SeqJump);
+                    continue;
+                }
+            };
+            counters.batches.fetch_add(1, Relaxed);
             if accepted.skipped > 0 {
-                tracing::warn!(gateway = %m.gateway, skipped = accepted.skipped, "agent reports readings it dropped before sending (buffer full)");
-                counters.skipped.fetch_add(accepted.skipped, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(gateway = %space.gateway, skipped = accepted.skipped, "agent reports readings it dropped before sending (buffer full)");
+                counters.skipped.fetch_add(accepted.skipped, Relaxed);
             }
-            outcomes.push(Outcome { gateway: m.gateway, fresh: accepted.fresh, received, duplicates: accepted.duplicates });
+            next.insert(space.clone(), tracker);
+            outcomes.push(Outcome { space, fresh: accepted.fresh, received, duplicates: accepted.duplicates });
         }
         if next.is_empty() {
             return;
@@ -165,10 +238,10 @@ impl Ingest {
             })
             .collect();
         let write = Write {
-            batches: outcomes.iter().map(|(o, fresh)| (o.gateway.clone(), fresh.clone())).collect(),
-            progress: next.iter().map(|(g, t)| (g.clone(), t.progress())).collect(),
+            batches: outcomes.iter().map(|(o, fresh)| (o.space.gateway.to_string(), fresh.clone())).collect(),
+            progress: next.iter().map(|(s, t)| (s.clone(), t.progress())).collect(),
+            forget: Vec::new(),
         };
-        use std::sync::atomic::Ordering::Relaxed;
         // The rule engine and the live feeds get the readings before they are
         // written and synced, so an alert does not wait for the disk; only the
         // ack does. Should the write or the sync fail, the readings come back
@@ -177,18 +250,28 @@ impl Ingest {
         for (o, fresh) in &outcomes {
             if !fresh.is_empty() {
                 let _ = self.links.feed.send(FeedEvent::Readings(fresh.clone()));
-                if self.links.rules.try_send(RuleInput::Readings { gateway: o.gateway.clone(), readings: fresh.clone() }).is_err() {
+                if self.links.rules.try_send(RuleInput::Readings { gateway: o.space.gateway.to_string(), readings: fresh.clone() }).is_err() {
                     counters.rules_lagged.fetch_add(1, Relaxed);
                 }
             }
         }
         let store = self.store.clone();
-        // A JoinError only happens when the runtime is being torn down.
-        let Ok(written) = tokio::task::spawn_blocking(move || store.write(&write)).await else { return };
+        let written = match tokio::task::spawn_blocking(move || store.write(&write)).await {
+            Ok(w) => w,
+            Err(e) if e.is_panic() => {
+                tracing::error!("store write panicked; {} batch(es) not acknowledged, agents will resend", outcomes.len());
+                counters.store_errors.fetch_add(1, Relaxed);
+                self.health.store.failing("a write panicked");
+                return;
+            }
+            // The runtime is being torn down.
+            Err(_) => return,
+        };
         if let Err(e) = written {
             // No ack: the agents keep the readings and send them again.
             tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
             counters.store_errors.fetch_add(1, Relaxed);
+            self.health.store.failing(format!("write failed: {e}"));
             return;
         }
         let store = self.store.clone();
@@ -196,30 +279,32 @@ impl Ingest {
         if let Err(e) = synced {
             tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
             counters.store_errors.fetch_add(1, Relaxed);
+            self.health.store.failing(format!("sync failed: {e}"));
             return;
         }
+        self.health.store.progress();
         for (o, fresh) in outcomes {
             counters.received.fetch_add(o.received, Relaxed);
             counters.stored.fetch_add(fresh.len() as u64, Relaxed);
             counters.duplicate.fetch_add(o.duplicates, Relaxed);
-            let acked = next[&o.gateway].ack();
-            self.registry.stored(&o.gateway, &fresh, o.received, o.duplicates, acked);
+            let acked = next[&o.space].ack();
+            self.registry.stored(&o.space.gateway, o.space.epoch, &fresh, o.received, o.duplicates, acked);
         }
         self.links.forwarded.notify_one();
-        for (gw, t) in next {
-            let seq = t.ack();
-            let mac = self.keys.get(&gw).map(|k| shared::auth::ack_mac(k, &gw, seq));
-            let ack = serde_json::to_vec(&Ack { seq, mac }).expect("ack serializes");
+        for (space, t) in next {
+            let (gw, seq, epoch) = (space.gateway.as_str(), t.ack(), space.epoch);
+            let mac = self.admission.keys.get(gw).map(|k| shared::auth::ack_mac(k, gw, epoch, seq));
+            let ack = serde_json::to_vec(&Ack { seq, epoch, mac }).expect("ack serializes");
             // QoS 0: an ack is cumulative, so a lost one is covered by the next
             // (or the agent resends after its ack timeout and the batch is
             // deduplicated). At QoS 1 the broker's PUBACK for it, sitting
             // unacknowledged on a socket without TCP_NODELAY (rumqttd's, or
             // Mosquitto's by default), held the next batch for that socket's
             // delayed ACK: ~40 ms, for anything from 1% to nearly all batches.
-            if let Err(e) = self.links.acks.publish(topics::ack(&gw), QoS::AtMostOnce, false, ack).await {
+            if let Err(e) = self.links.acks.publish(topics::ack(gw), QoS::AtMostOnce, false, ack).await {
                 tracing::warn!(gateway = %gw, "cannot queue ack: {e}");
             }
-            self.trackers.insert(gw, t);
+            self.trackers.insert(space, t);
         }
     }
 }

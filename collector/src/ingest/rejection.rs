@@ -22,10 +22,15 @@ pub enum Rejection {
     /// A sensor or metric id that a config would refuse (`shared::topics::valid_id`):
     /// markup, control characters, `/+#` or over 128 bytes never reach the store.
     InvalidId,
+    /// It would move its gateway's sequence further than the gateway can
+    /// have produced readings since it was last heard (`dedup::JumpLimit`).
+    SeqJump,
+    /// A new outbox epoch for a gateway that already has `MAX_EPOCHS`.
+    EpochLimit,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Undecodable,
         Rejection::UnknownVersion,
         Rejection::TooLarge,
@@ -35,6 +40,8 @@ impl Rejection {
         Rejection::UnknownGateway,
         Rejection::RateLimited,
         Rejection::InvalidId,
+        Rejection::SeqJump,
+        Rejection::EpochLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -47,6 +54,8 @@ impl Rejection {
             Rejection::Unauthenticated => "unauthenticated",
             Rejection::UnknownGateway => "unknown_gateway",
             Rejection::RateLimited => "rate_limited",
+            Rejection::SeqJump => "seq_jump",
+            Rejection::EpochLimit => "epoch_limit",
             Rejection::InvalidId => "invalid_id",
         }
     }

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shared::clock::SharedClock;
+
+use crate::liveness::Heartbeat;
 use tokio::sync::{mpsc, watch};
 
 use crate::feed::webhook::{self, WebhookConfig};
@@ -48,7 +50,8 @@ impl Alerting {
         }
     }
 
-    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Input>, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Input>, tick: Duration, beat: Arc<Heartbeat>, mut shutdown: watch::Receiver<bool>) {
+        let _alive = beat.alive();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -64,6 +67,8 @@ impl Alerting {
                 _ = shutdown.changed() => return,
             };
             self.apply(changes);
+            beat.progress();
+            beat.pending(!rx.is_empty());
         }
     }
 

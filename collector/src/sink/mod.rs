@@ -18,6 +18,7 @@ use shared::SensorId;
 use tokio::sync::{watch, Notify};
 
 use crate::catalogue::SensorEntry;
+use crate::liveness::Heartbeat;
 use crate::store::Store;
 use lineproto::Scheme;
 use settings::InfluxConfig;
@@ -109,7 +110,8 @@ impl InfluxSink {
         Ok(())
     }
 
-    pub async fn run(self, store: Arc<dyn Store>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, store: Arc<dyn Store>, wake: Arc<Notify>, beat: Arc<Heartbeat>, mut stop: watch::Receiver<bool>) {
+        let _alive = beat.alive();
         let mut backoff = BACKOFF_MIN;
         let mut failing_since: Option<std::time::Instant> = None;
         loop {
@@ -127,6 +129,8 @@ impl InfluxSink {
                 Err(_) => return,
             };
             let Some(last) = entries.last().map(|e| e.id) else {
+                beat.pending(false);
+                beat.progress();
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = stop.changed() => {}
@@ -135,6 +139,7 @@ impl InfluxSink {
                 }
                 continue;
             };
+            beat.pending(true);
             let mut lines = Vec::new();
             for e in &entries {
                 for r in &e.readings {
@@ -150,6 +155,7 @@ impl InfluxSink {
             }
             match self.write(lines).await {
                 Ok(()) => {
+                    beat.progress();
                     if let Some(t) = failing_since.take() {
                         tracing::info!("InfluxDB writes succeed again after {:.1} s", t.elapsed().as_secs_f64());
                     }

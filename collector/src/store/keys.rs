@@ -7,12 +7,12 @@
 //! - `U` series id, hour start → nothing: an hour with `P` samples not yet packed
 //! - `M` / `H` series id, bucket start (as in `P`) → 1-minute / 1-hour `Rollup`
 //! - `D` series id, minute start → nothing: a minute written since its rollups were made
-//! - `G` gateway → postcard `Progress`
+//! - `G` gateway (`\0` epoch, for epochs other than 0) → postcard `Progress`
 //! - `L` entry id (u64, big-endian) → postcard (gateway, readings): the forward log
 
 use shared::{Metric, Quality, Reading, SensorId};
 
-use super::{Forward, Level, Rollup, Sample, StoreError};
+use super::{Forward, Level, Rollup, Sample, SeqSpace, StoreError};
 
 pub type Key = [u8; 13];
 
@@ -73,10 +73,24 @@ pub fn parse_timed(k: &[u8]) -> Option<(u32, i64)> {
     Some((u32::from_be_bytes(k[1..5].try_into().ok()?), (u64::from_be_bytes(k[5..13].try_into().ok()?) ^ (1 << 63)) as i64))
 }
 
-pub fn gateway(gw: &str) -> Vec<u8> {
+/// `G` gateway for epoch 0 (the key progress had before epochs), `G`
+/// gateway NUL epoch for the others: gateway ids hold no NUL.
+pub fn progress(space: &SeqSpace) -> Vec<u8> {
     let mut k = vec![b'G'];
-    k.extend_from_slice(gw.as_bytes());
+    k.extend_from_slice(space.gateway.as_bytes());
+    if space.epoch != 0 {
+        k.push(0);
+        k.extend_from_slice(&space.epoch.to_be_bytes());
+    }
     k
+}
+
+pub fn parse_progress(k: &[u8]) -> Option<SeqSpace> {
+    let body = k.get(1..)?;
+    match body.iter().position(|&b| b == 0) {
+        None => Some(SeqSpace::new(String::from_utf8_lossy(body).into_owned(), 0)),
+        Some(sep) => Some(SeqSpace::new(String::from_utf8_lossy(&body[..sep]).into_owned(), u64::from_be_bytes(body[sep + 1..].try_into().ok()?))),
+    }
 }
 
 pub fn forward(id: u64) -> [u8; 9] {

@@ -13,19 +13,40 @@ pub use redb_store::{RedbStore, StoreOptions};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shared::{Metric, Reading, SensorId};
+use shared::{GatewayId, Metric, Reading, SensorId};
 
 /// How long after an hour ends its samples are packed: readings arriving
 /// this late (a slow batch) still land as plain samples first.
 pub const PACK_AFTER_MS: i64 = 5 * 60_000;
 
-/// Per-gateway delivery progress, stored atomically with the readings it covers.
+/// One gateway's sequence of seqs: its outbox epoch (0 before epochs).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeqSpace {
+    pub gateway: GatewayId,
+    pub epoch: u64,
+}
+
+impl SeqSpace {
+    pub fn new(gateway: impl Into<GatewayId>, epoch: u64) -> SeqSpace {
+        SeqSpace { gateway: gateway.into(), epoch }
+    }
+}
+
+impl std::fmt::Display for SeqSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (epoch {})", self.gateway, self.epoch)
+    }
+}
+
+/// Delivery progress of one sequence, stored atomically with the readings it covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     /// Every `seq` up to here is stored (or was reported gone by the agent).
     pub contiguous: u64,
     /// Stored seqs above `contiguous`, waiting for the gap below them to fill.
     pub above: Vec<u64>,
+    /// When a batch of it was last accepted (0 in progress written before this was kept).
+    pub heard_ms: i64,
 }
 
 pub use shared::Sample;
@@ -43,7 +64,9 @@ pub enum StoreError {
 pub struct Write {
     /// Fresh readings, by the gateway that sent them.
     pub batches: Vec<(String, Arc<Vec<Reading>>)>,
-    pub progress: Vec<(String, Progress)>,
+    pub progress: Vec<(SeqSpace, Progress)>,
+    /// Sequences whose progress an operator reset: their keys are removed.
+    pub forget: Vec<SeqSpace>,
 }
 
 /// Readings waiting in the forward log for the external sink (InfluxDB).
@@ -150,7 +173,7 @@ pub trait Store: Send + Sync {
     fn forward_backlog(&self) -> u64;
     /// Makes every completed `write` durable.
     fn sync(&self) -> Result<(), StoreError>;
-    fn progress(&self) -> Result<Vec<(String, Progress)>, StoreError>;
+    fn progress(&self) -> Result<Vec<(SeqSpace, Progress)>, StoreError>;
     /// Samples with `from <= ts_ms <= to`, oldest first, at most `limit`.
     fn query(&self, sensor: &str, metric: &str, from: i64, to: i64, limit: usize) -> Result<Vec<Sample>, StoreError>;
     /// The newest sample of a series.

@@ -51,12 +51,12 @@ pub(crate) fn store(series: usize, days: i64) -> Result<serde_json::Value> {
                 quality: Quality::Good,
             });
             if batch.len() == 1000 {
-                st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(std::mem::take(&mut batch)))], progress: vec![] })?;
+                st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(std::mem::take(&mut batch)))], progress: vec![], forget: vec![] })?;
                 st.sync()?;
             }
         }
     }
-    st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(batch))], progress: vec![] })?;
+    st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(batch))], progress: vec![], forget: vec![] })?;
     st.sync()?;
     let write_secs = start.elapsed().as_secs_f64();
     let t = Instant::now();

@@ -77,7 +77,7 @@ impl FakeGateway {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Ok(a) = serde_json::from_slice::<shared::wire::Ack>(&p.payload) {
                             // As an agent does: with a key, only acks signed with it count.
-                            let signed = key.as_ref().is_none_or(|k| a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gw, a.seq, m)));
+                            let signed = key.as_ref().is_none_or(|k| a.mac.as_deref().is_some_and(|m| shared::auth::verify_ack(k, &gw, a.epoch, a.seq, m)));
                             if signed {
                                 tx.send_modify(|s| *s = (*s).max(a.seq.get()));
                             }

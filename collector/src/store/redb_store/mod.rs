@@ -27,7 +27,7 @@ use shared::{Metric, SensorId};
 
 use super::keys::Key;
 use super::{block, keys};
-use super::{Expired, Forward, Keep, Level, Progress, Rollup, Sample, Store, StoreError, Write};
+use super::{Expired, Forward, Keep, Level, Progress, Rollup, Sample, SeqSpace, Store, StoreError, Write};
 
 mod maintain;
 mod read;
@@ -297,7 +297,7 @@ impl Store for RedbStore {
         self.forward_len()
     }
 
-    fn progress(&self) -> Result<Vec<(String, Progress)>, StoreError> {
+    fn progress(&self) -> Result<Vec<(SeqSpace, Progress)>, StoreError> {
         self.read_progress()
     }
 

@@ -8,8 +8,8 @@ fn r(seq: u64, sensor: &str, ts: i64, v: f64) -> Reading {
     Reading { seq: shared::Seq(seq), sensor: sensor.into(), metric: "pm25".into(), ts_ms: ts, value: v, quality: Quality::Good }
 }
 
-fn w(readings: Vec<Reading>, progress: Vec<(String, Progress)>) -> Write {
-    Write { batches: vec![("gw-1".into(), std::sync::Arc::new(readings))], progress }
+fn w(readings: Vec<Reading>, progress: Vec<(SeqSpace, Progress)>) -> Write {
+    Write { batches: vec![("gw-1".into(), std::sync::Arc::new(readings))], progress, forget: vec![] }
 }
 
 #[test]
@@ -29,11 +29,11 @@ fn data_progress_and_dirty_minutes_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let st = RedbStore::open(dir.path()).unwrap();
-        st.write(&w(vec![r(1, "aq-1", 100, 1.0), r(2, "aq-1", 200, 3.0)], vec![("gw-1".into(), Progress { contiguous: 1, above: vec![3] })])).unwrap();
+        st.write(&w(vec![r(1, "aq-1", 100, 1.0), r(2, "aq-1", 200, 3.0)], vec![(SeqSpace::new("gw-1", 0), Progress { contiguous: 1, above: vec![3], heard_ms: 5 })])).unwrap();
         st.sync().unwrap();
     }
     let st = RedbStore::open(dir.path()).unwrap();
-    assert_eq!(st.progress().unwrap(), vec![("gw-1".to_string(), Progress { contiguous: 1, above: vec![3] })]);
+    assert_eq!(st.progress().unwrap(), vec![(SeqSpace::new("gw-1", 0), Progress { contiguous: 1, above: vec![3], heard_ms: 5 })]);
     st.write(&w(vec![r(3, "aq-2", 100, 5.0)], vec![])).unwrap();
     assert_eq!(st.query("aq-1", "pm25", 0, 1000, 10).unwrap()[0].value, 1.0);
     assert_eq!(st.query("aq-2", "pm25", 0, 1000, 10).unwrap()[0].value, 5.0);
@@ -108,4 +108,28 @@ fn packed_hours_read_back_whole_and_late_samples_join_them() {
     drop(st);
     let st = RedbStore::open(dir.path()).unwrap();
     assert_eq!(st.query("aq-1", "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap().len(), 721 - 181);
+}
+
+#[test]
+fn each_epoch_keeps_its_own_progress_and_a_reset_forgets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (SeqSpace::new("gw-1", 0), SeqSpace::new("gw-1", 0xdead_beef));
+    let p = |c| Progress { contiguous: c, above: vec![], heard_ms: 1 };
+    {
+        let st = RedbStore::open(dir.path()).unwrap();
+        st.write(&w(vec![], vec![(old.clone(), p(100)), (new.clone(), p(7))])).unwrap();
+        // Progress as written before heard times were kept still reads, as heard at 0.
+        let before = postcard::to_allocvec(&(42u64, vec![44u64])).unwrap();
+        st.update(redb::Durability::Immediate, |t| {
+            t.insert(&keys::progress(&SeqSpace::new("gw-2", 0))[..], &before[..]).map_err(st.err())?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let st = RedbStore::open(dir.path()).unwrap();
+    let mut got = st.progress().unwrap();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, vec![(old.clone(), p(100)), (new.clone(), p(7)), (SeqSpace::new("gw-2", 0), Progress { contiguous: 42, above: vec![44], heard_ms: 0 })]);
+    st.write(&Write { forget: vec![new], ..Write::default() }).unwrap();
+    assert_eq!(st.progress().unwrap().len(), 2);
 }

@@ -8,7 +8,7 @@ use redb::Durability;
 use shared::{Metric, SensorId};
 
 use super::super::keys;
-use super::super::{Forward, Level, Progress, StoreError, Write};
+use super::super::{Forward, Level, Progress, SeqSpace, StoreError, Write};
 use super::{hour_of, scan, RedbStore};
 
 impl RedbStore {
@@ -55,8 +55,11 @@ impl RedbStore {
                     t.insert(&keys::unpacked(id, hour)[..], &[][..]).map_err(self.err())?;
                 }
             }
-            for (gw, p) in &w.progress {
-                t.insert(&keys::gateway(gw)[..], &postcard::to_allocvec(p).expect("progress serializes")[..]).map_err(self.err())?;
+            for (space, p) in &w.progress {
+                t.insert(&keys::progress(space)[..], &postcard::to_allocvec(p).expect("progress serializes")[..]).map_err(self.err())?;
+            }
+            for space in &w.forget {
+                t.remove(&keys::progress(space)[..]).map_err(self.err())?;
             }
             Ok(())
         });
@@ -111,16 +114,30 @@ impl RedbStore {
         self.forward_backlog.load(Relaxed)
     }
 
-    pub(super) fn read_progress(&self) -> Result<Vec<(String, Progress)>, StoreError> {
+    pub(super) fn read_progress(&self) -> Result<Vec<(SeqSpace, Progress)>, StoreError> {
         self.read(|t| {
             let mut out = Vec::new();
             scan(t, &self.file, b"G", &keys::after(b'G'), |k, v| {
-                let gw = String::from_utf8_lossy(&k[1..]).into_owned();
-                let p: Progress = postcard::from_bytes(v).map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: format!("progress of {gw}: {e}") })?;
-                out.push((gw, p));
+                let corrupt = |detail: String| StoreError::Corrupt { path: self.path.clone(), detail };
+                let space = keys::parse_progress(k).ok_or_else(|| corrupt(format!("progress key {k:?}")))?;
+                out.push((space.clone(), decode_progress(v).map_err(|e| corrupt(format!("progress of {space}: {e}")))?));
                 Ok(true)
             })?;
             Ok(out)
         })
+    }
+}
+
+/// Progress as written now, or as written before `heard_ms` was kept (the
+/// same fields without the last one).
+fn decode_progress(v: &[u8]) -> Result<Progress, postcard::Error> {
+    #[derive(serde::Deserialize)]
+    struct Before {
+        contiguous: u64,
+        above: Vec<u64>,
+    }
+    match postcard::from_bytes::<Progress>(v) {
+        Ok(p) => Ok(p),
+        Err(_) => postcard::from_bytes::<Before>(v).map(|b| Progress { contiguous: b.contiguous, above: b.above, heard_ms: 0 }),
     }
 }

@@ -1,0 +1,145 @@
+//! `/healthz` tells the truth: a store that refuses writes or panics, or an
+//! ingest stuck on a write that never returns, makes it answer 503 naming
+//! the component; recovery makes it 200 again (a component whose task has
+//! ended is named `stopped`: `liveness`'s unit test). The store is the real redb engine behind a wrapper that fails
+//! or panics on command (the `Parts::store` seam).
+
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector::config::CollectorConfig;
+use collector::store::{Expired, Forward, Keep, Level, Progress, RedbStore, Rollup, Sample, SeqSpace, Store, StoreError, Write};
+use collector::{Collector, Parts};
+use serde_json::Value;
+use shared::{Metric, Quality, Reading, SensorId};
+use support::*;
+
+const OK: u8 = 0;
+const FAIL: u8 = 1;
+const PANIC: u8 = 2;
+/// Writes block until the mode changes: a hung disk.
+const HANG: u8 = 3;
+
+/// The real store, whose writes fail or panic when told.
+struct Flaky {
+    inner: RedbStore,
+    mode: AtomicU8,
+}
+
+impl Store for Flaky {
+    fn write(&self, w: &Write) -> Result<(), StoreError> {
+        while self.mode.load(SeqCst) == HANG {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match self.mode.load(SeqCst) {
+            FAIL => Err(StoreError::Corrupt { path: "flaky".into(), detail: "disk refuses writes".into() }),
+            PANIC => panic!("store write panicked"),
+            _ => self.inner.write(w),
+        }
+    }
+    fn forward_next(&self, max: usize) -> Result<Vec<Forward>, StoreError> {
+        self.inner.forward_next(max)
+    }
+    fn forward_done(&self, id: u64) -> Result<(), StoreError> {
+        self.inner.forward_done(id)
+    }
+    fn forward_backlog(&self) -> u64 {
+        self.inner.forward_backlog()
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync()
+    }
+    fn progress(&self) -> Result<Vec<(SeqSpace, Progress)>, StoreError> {
+        self.inner.progress()
+    }
+    fn query(&self, sensor: &str, metric: &str, from: i64, to: i64, limit: usize) -> Result<Vec<Sample>, StoreError> {
+        self.inner.query(sensor, metric, from, to, limit)
+    }
+    fn last(&self, sensor: &str, metric: &str) -> Result<Option<Sample>, StoreError> {
+        self.inner.last(sensor, metric)
+    }
+    fn series(&self) -> Vec<(SensorId, Metric)> {
+        self.inner.series()
+    }
+    fn roll_up(&self) -> Result<u64, StoreError> {
+        self.inner.roll_up()
+    }
+    fn pack(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.inner.pack(now_ms)
+    }
+    fn rollups(&self, sensor: &str, metric: &str, level: Level, from: i64, to: i64) -> Result<Vec<Rollup>, StoreError> {
+        self.inner.rollups(sensor, metric, level, from, to)
+    }
+    fn expire(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError> {
+        self.inner.expire(now_ms, keep)
+    }
+    fn size_on_disk(&self) -> u64 {
+        self.inner.size_on_disk()
+    }
+}
+
+fn reading(v: f64) -> Reading {
+    Reading { seq: shared::Seq(0), sensor: "wl-1".into(), metric: "water_level_m".into(), ts_ms: shared::now_ms(), value: v, quality: Quality::Good }
+}
+
+async fn health(addr: std::net::SocketAddr) -> (u16, Value) {
+    let (status, body) = get(addr, "/healthz").await;
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("/healthz: {e}: {body}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_names_a_failing_store_and_a_stalled_ingest_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
+    let cfg: CollectorConfig = shared::config::parse("health collector", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
+    let flaky = Arc::new(Flaky { inner: RedbStore::open(&dir.path().join("store")).unwrap(), mode: AtomicU8::new(OK) });
+    let c = Collector::start_with(cfg, Parts { store: Some(flaky.clone()), ..Parts::default() }).await.unwrap();
+    let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-h").await;
+    let seq = gw.send(vec![reading(1.0)]).await;
+    gw.wait_acked(seq, Duration::from_secs(20)).await;
+    let (status, body) = health(c.http_addr).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["components"], serde_json::json!(["rules", "ingest", "store"]));
+
+    // The store refuses writes: nothing is acked, and /healthz says which part fails.
+    flaky.mode.store(FAIL, SeqCst);
+    gw.send(vec![reading(2.0)]).await;
+    let body = wait_for("/healthz to name the store", Duration::from_secs(20), || async {
+        let (status, body) = health(c.http_addr).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["failing"][0]["component"], "store", "{body}");
+    assert!(body["failing"][0]["problem"].as_str().unwrap().contains("disk refuses writes"), "{body}");
+
+    // It recovers with the next write that lands.
+    flaky.mode.store(OK, SeqCst);
+    gw.send(vec![reading(3.0)]).await;
+    wait_for("/healthz to recover", Duration::from_secs(20), || async { (health(c.http_addr).await.0 == 200).then_some(()) }).await;
+
+    // A write that never returns: ingest has work waiting and makes no
+    // progress, and is named once that has lasted 10 s.
+    flaky.mode.store(HANG, SeqCst);
+    gw.send(vec![reading(4.0)]).await;
+    let body = wait_for("/healthz to name the stalled ingest", Duration::from_secs(30), || async {
+        let (status, body) = health(c.http_addr).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["failing"][0]["component"], "ingest", "{body}");
+    assert!(body["failing"][0]["problem"].as_str().unwrap().starts_with("no progress for"), "{body}");
+    flaky.mode.store(OK, SeqCst);
+    wait_for("/healthz to recover after the stall", Duration::from_secs(20), || async { (health(c.http_addr).await.0 == 200).then_some(()) }).await;
+
+    // A write that panics: the store is named.
+    flaky.mode.store(PANIC, SeqCst);
+    gw.send(vec![reading(5.0)]).await;
+    let body = wait_for("/healthz to name the panicking store", Duration::from_secs(20), || async {
+        let (status, body) = health(c.http_addr).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body["failing"].as_array().unwrap().iter().any(|f| f["component"] == "store" && f["problem"] == "a write panicked"), "{body}");
+    c.shutdown().await;
+}

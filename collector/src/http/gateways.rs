@@ -9,11 +9,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::query::Params;
+use super::query::{NoQuery, Params};
 use super::{bad, ApiError, AppState};
 use crate::messages::{IngestControl, SeqSpaceView};
 
-pub async fn gateways(State(st): State<AppState>) -> Json<Value> {
+pub async fn gateways(State(st): State<AppState>, Params(_): Params<NoQuery>) -> Json<Value> {
     let list: Vec<Value> = st
         .registry
         .gateways()
@@ -56,7 +56,7 @@ fn ingest_gone() -> ApiError {
 }
 
 /// `GET /api/v1/gateways/{id}/progress`: each outbox epoch's ack, newest first.
-pub async fn progress(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<SeqSpaceView>>, ApiError> {
+pub async fn progress(State(st): State<AppState>, Path(id): Path<String>, Params(_): Params<NoQuery>) -> Result<Json<Vec<SeqSpaceView>>, ApiError> {
     let gateway = gateway_id(&id)?;
     let (reply, answer) = oneshot::channel();
     st.ingest.send(IngestControl::Progress { gateway, reply }).await.map_err(|_| ingest_gone())?;

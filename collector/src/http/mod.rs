@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use shared::clock::SharedClock;
 
 use serde::Serialize;
-use shared::wire::{Health, Status};
+use shared::wire::{DeviceHealth, Health, Status};
 use shared::{GatewayId, Metric, Reading, Sample, SensorId, Seq};
 
 /// A sensor is stale after three of its usual intervals without a reading,
@@ -71,6 +71,31 @@ pub struct GatewayView {
     /// Ingest time minus the newest reading's time, at the last batch.
     pub lag_ms: Option<i64>,
     pub health: Option<Health>,
+    /// Its devices that are failing, by `failing_now`, in the agent's order.
+    pub failing: Vec<String>,
+}
+
+/// Whether a device is failing, from two consecutive health reports of its
+/// agent: failing when its error count rose and its successful-poll count
+/// did not (every poll since the last report failed); well again at the next
+/// successful poll. A report in which neither moved (a poll slower than the
+/// health interval, a timeout still running) keeps what the previous one
+/// said. Without a comparable previous report (the first one heard, or an
+/// agent restarted with fresh counters) only a device that has errors and has
+/// never polled successfully counts as failing.
+pub fn failing_now(before: Option<&DeviceHealth>, now: &DeviceHealth, was_failing: bool) -> bool {
+    match before {
+        Some(b) if now.polls >= b.polls && now.errors >= b.errors => {
+            if now.polls > b.polls {
+                false
+            } else if now.errors > b.errors {
+                true
+            } else {
+                was_failing
+            }
+        }
+        _ => now.polls == 0 && now.errors > 0,
+    }
 }
 
 pub struct Registry {
@@ -172,6 +197,13 @@ impl Registry {
     pub fn health(&self, gateway: &str, health: Health) {
         self.with_gateway(gateway, |g| {
             g.last_seen_ms = Some(self.clock.now_ms());
+            let before = g.health.as_ref().map(|h| &h.devices);
+            g.failing = health
+                .devices
+                .iter()
+                .filter(|d| failing_now(before.and_then(|b| b.iter().find(|p| p.sensor == d.sensor)), d, g.failing.contains(&d.sensor)))
+                .map(|d| d.sensor.clone())
+                .collect();
             g.health = Some(health);
         });
     }
@@ -182,5 +214,51 @@ impl Registry {
 
     pub fn gateways(&self) -> Vec<GatewayView> {
         self.gateways.read().unwrap().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(polls: u64, errors: u64) -> DeviceHealth {
+        DeviceHealth { sensor: "wl-001".into(), polls, errors, last_poll_ms: None, last_error: (errors > 0).then(|| "timeout".into()) }
+    }
+
+    fn report(devices: Vec<DeviceHealth>) -> Health {
+        Health { devices, ..Default::default() }
+    }
+
+    #[test]
+    fn a_device_fails_when_only_its_errors_rise_and_recovers_at_the_next_good_poll() {
+        let r = Registry::new(shared::clock::system());
+        let failing = |r: &Registry| r.gateways()[0].failing.clone();
+        r.health("gw", report(vec![dev(10, 0)]));
+        assert!(failing(&r).is_empty(), "polling fine");
+        r.health("gw", report(vec![dev(12, 1)]));
+        assert!(failing(&r).is_empty(), "an error among good polls is not failing");
+        r.health("gw", report(vec![dev(12, 3)]));
+        assert_eq!(failing(&r), ["wl-001"], "errors only since the last report");
+        r.health("gw", report(vec![dev(12, 3)]));
+        assert_eq!(failing(&r), ["wl-001"], "a report between two slow polls keeps it failing");
+        r.health("gw", report(vec![dev(13, 3)]));
+        assert!(failing(&r).is_empty(), "a good poll ends it");
+        // A restarted agent's counters start again: only never-polled-with-errors counts.
+        r.health("gw", report(vec![dev(0, 2)]));
+        assert_eq!(failing(&r), ["wl-001"]);
+        r.health("gw", report(vec![dev(1, 2)]));
+        assert!(failing(&r).is_empty());
+    }
+
+    #[test]
+    fn stale_after_three_intervals_within_ten_to_sixty_seconds() {
+        let mut s = SensorSeen::default();
+        assert!(s.stale(0), "never heard is stale");
+        assert_eq!(s.stale_after_ms(), STALE_MAX_MS);
+        for t in [0, 1_000, 2_000, 3_000] {
+            s.arrived(t);
+        }
+        assert_eq!((s.interval_ms, s.stale_after_ms()), (Some(1_000), STALE_MIN_MS));
+        assert!(!s.stale(3_000 + STALE_MIN_MS) && s.stale(3_001 + STALE_MIN_MS));
     }
 }

@@ -37,6 +37,8 @@ pub async fn gateways(State(st): State<AppState>, Params(_): Params<NoQuery>) ->
                 "epoch": g.epoch,
                 "lag_ms": g.lag_ms,
                 "devices": h.map(|h| h.devices.clone()).unwrap_or_default(),
+                // Devices whose polls all fail (`registry::failing_now`); the dashboard shows the gateway `degraded`.
+                "failing_devices": g.failing,
             })
         })
         .collect();

@@ -36,6 +36,13 @@ pub struct SensorView {
     /// False for a sensor that sends data but is missing from the catalogue.
     catalogued: bool,
     last_seen_ms: Option<i64>,
+    /// `ok`, or `stale` when nothing arrived for `stale_after_ms` (a sensor
+    /// never heard from is `stale`); the dashboard applies the same rule.
+    state: &'static str,
+    /// Three of its usual intervals, clamped to 10–60 s (60 s until known).
+    stale_after_ms: i64,
+    /// Its usual time between deliveries, once two have arrived.
+    interval_ms: Option<i64>,
     metrics: Vec<MetricView>,
 }
 
@@ -55,9 +62,12 @@ pub async fn sensors(State(st): State<AppState>, Params(q): Params<SensorsQuery>
         Some(v) => return Err(bad(format!("catalogued `{v}` is not true or false"))),
     };
     let mut seen = st.registry.sensors();
+    // The registry's clock, the one its arrival times were taken with.
+    let now = st.clock.now_ms();
     let mut out: Vec<SensorView> = Vec::new();
     let view = |id: &str, entry: Option<&SensorEntry>, seen: Option<crate::registry::SensorSeen>| {
         let seen = seen.unwrap_or_default();
+        let (state, stale_after_ms, interval_ms) = (if seen.stale(now) { "stale" } else { "ok" }, seen.stale_after_ms(), seen.interval_ms);
         let mut metrics: BTreeMap<String, MetricView> = BTreeMap::new();
         if let Some(e) = entry {
             for (m, u) in &e.units {
@@ -80,6 +90,9 @@ pub async fn sensors(State(st): State<AppState>, Params(q): Params<SensorsQuery>
             gateway: seen.gateway.or_else(|| entry.and_then(|e| e.gateway.clone())),
             catalogued: entry.is_some(),
             last_seen_ms: seen.last_seen_ms,
+            state,
+            stale_after_ms,
+            interval_ms,
             metrics: metrics.into_values().collect(),
         }
     };

@@ -3,6 +3,8 @@
 #   deploy/make-test-ca.sh DIR COLLECTOR_HOST_OR_IP [GATEWAY_ID...]
 # DIR/ca.pem          the CA certificate: [mqtt.tls] ca_file on the collector, uplink.ca_file on agents
 # DIR/collector.pem   server certificate for COLLECTOR_HOST_OR_IP, DIR/collector.key its key
+# DIR/broker.pem      server certificate of an external Mosquitto (deploy/mosquitto.conf) for
+#                     BROKER_HOST (environment; default COLLECTOR_HOST_OR_IP), DIR/broker.key its key
 # DIR/GATEWAY.pem     client certificate per gateway (CN = gateway id), DIR/GATEWAY.key its key
 # DIR/ca.key stays with whoever issues certificates, never on a gateway or the collector.
 # A production city uses its own PKI; the files and settings are the same.
@@ -17,7 +19,8 @@ key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"
 [ -f ca.key ] || key ca.key
 [ -f ca.pem ] || openssl req -x509 -new -key ca.key -out ca.pem -days 3650 -subj "/CN=citysense test CA" \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-if [[ $host =~ ^[0-9.]+$ || $host == *:* ]]; then san="IP:$host"; else san="DNS:$host"; fi
+broker=${BROKER_HOST:-$host}
+san() { if [[ $1 =~ ^[0-9.]+$ || $1 == *:* ]]; then echo "IP:$1"; else echo "DNS:$1"; fi; }
 issue() { # name cn usage san
   key "$1.key"
   openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$2"
@@ -26,5 +29,6 @@ issue() { # name cn usage san
   rm -f "$1.csr" "$1.ext"
   echo "$dir/$1.pem ($3, CN=$2)"
 }
-issue collector "$host" serverAuth "$san"
+issue collector "$host" serverAuth "$(san "$host")"
+issue broker "$broker" serverAuth "$(san "$broker")"
 for gw in "$@"; do issue "$gw" "$gw" clientAuth; done

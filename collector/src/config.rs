@@ -71,6 +71,13 @@ impl CollectorConfig {
         out
     }
 
+    /// What `check` accepts but warns about, printed as `FILE:LINE: path: warning: …` (exit 0).
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut w = Vec::new();
+        self.mqtt.warnings(&mut w);
+        w
+    }
+
     /// Users of the embedded broker (name → password hash); None leaves it open.
     pub fn broker_users(&self) -> Option<HashMap<String, String>> {
         let users: HashMap<String, String> = self

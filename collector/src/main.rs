@@ -69,6 +69,11 @@ fn main() -> ExitCode {
                 for line in c.retention_summary() {
                     println!("{}: {line}", config.display());
                 }
+                let text = std::fs::read_to_string(&config).unwrap_or_default();
+                let map = shared::config::SourceMap::new(&text);
+                for w in c.warnings() {
+                    eprintln!("{}:{}: {}: warning: {}", config.display(), map.line_of_path(&w.path), w.path, w.message);
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -34,11 +34,51 @@ fn the_scale_out_collector_configs_pass_check() {
     let tls = root.path().join("tls");
     let made = Command::new("bash").arg(deploy().join("make-test-ca.sh")).arg(&tls).arg("collector.city.example").output().unwrap();
     assert!(made.status.success(), "make-test-ca.sh: {}", String::from_utf8_lossy(&made.stderr));
+    let password = root.path().join("mqtt-password");
+    std::fs::write(&password, "collector-password\n").unwrap();
     for name in ["collector-a.toml", "collector-b.toml"] {
-        let text = std::fs::read_to_string(deploy().join(name)).unwrap().replace("/etc/citysense/tls", &tls.display().to_string());
+        let text = std::fs::read_to_string(deploy().join(name))
+            .unwrap()
+            .replace("/etc/citysense/tls", &tls.display().to_string())
+            .replace("/etc/citysense/mqtt-password", &password.display().to_string());
         let installed = root.path().join(name);
         std::fs::write(&installed, text).unwrap();
         let out = Command::new(COLLECTOR).args(["check", "--config"]).arg(&installed).output().unwrap();
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {err}");
+        // The shipped configs log in to the broker: no warning.
+        assert!(!err.contains("warning"), "{name}: {err}");
+    }
+    // make-test-ca.sh also issues the broker's certificate (deploy/mosquitto.conf).
+    assert!(tls.join("broker.pem").is_file() && tls.join("broker.key").is_file());
+}
+
+/// An external broker reached without a login is accepted with a warning
+/// that names the missing settings; with both, no warning.
+#[test]
+fn check_warns_about_an_external_broker_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("mqtt-password");
+    std::fs::write(&password, "pw\n").unwrap();
+    let store = dir.path().join("store");
+    let cases = [
+        ("", Some("(no mqtt.username, no mqtt.password_file)")),
+        ("username = \"citysense-collector\"\n", Some("(no mqtt.password_file)")),
+        (&*format!("username = \"citysense-collector\"\npassword_file = \"{}\"\n", password.display()), None),
+    ];
+    for (login, warning) in cases {
+        let config = dir.path().join("collector.toml");
+        std::fs::write(&config, format!("[mqtt]\nexternal = \"mqtt://broker:1883\"\n{login}[store]\npath = \"{}\"\n", store.display())).unwrap();
+        let out = Command::new(COLLECTOR).args(["check", "--config"]).arg(&config).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "a warning is not an error: {stderr}");
+        assert!(stdout.contains(": ok: external broker mqtt://broker:1883"), "{stdout}");
+        match warning {
+            Some(missing) => {
+                let line = format!("{}:2: mqtt.external: warning: `mqtt://broker:1883` is reached without credentials {missing}", config.display());
+                assert!(stderr.contains(&line), "expected `{line}` in:\n{stderr}");
+            }
+            None => assert!(stderr.trim().is_empty(), "{stderr}"),
+        }
     }
 }

@@ -141,6 +141,22 @@ impl MqttConfig {
         self.listen.as_deref().unwrap_or(DEFAULT_MQTT_LISTEN).parse().ok()
     }
 
+    /// What `check` accepts but an installer should hear about.
+    pub fn warnings(&self, w: &mut Vec<Problem>) {
+        if let Some(e) = &self.external {
+            let missing: Vec<&str> = [("mqtt.username", self.username.is_none()), ("mqtt.password_file", self.password_file.is_none())].into_iter().filter(|(_, m)| *m).map(|(k, _)| k).collect();
+            if !missing.is_empty() {
+                w.push(Problem::new(
+                    "mqtt.external",
+                    format!(
+                        "`{e}` is reached without credentials (no {}): a broker that lets this collector in anonymously lets anyone publish readings, states and alerts; close it (deploy/mosquitto.conf) and set mqtt.username and mqtt.password_file",
+                        missing.join(", no ")
+                    ),
+                ));
+            }
+        }
+    }
+
     pub fn validate(&self, base: &Path, p: &mut Vec<Problem>) {
         if let Some(e) = &self.external {
             match BrokerUrl::parse(e) {

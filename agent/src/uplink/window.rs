@@ -301,3 +301,99 @@ mod tests {
         assert_eq!((w.cursor(), w.poll(t)), (101, Step::Wait { until: None }));
     }
 }
+
+/// The sending side's invariants under arbitrary interleavings of readings
+/// made durable, acks (for seqs sent, as `acks::judge` lets through),
+/// reconnects, timeouts and polls: nothing above the durable seq is sent,
+/// batches in flight are in order and disjoint, the ack never goes back, and
+/// once the link is quiet every durable reading has been sent and acked.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Durable(u64),
+        /// Ack this share (0..=100 %) of what was sent.
+        Ack(u8),
+        Reconnect,
+        Disconnect,
+        Wait(u64),
+        Poll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            2 => (1u64..40).prop_map(Op::Durable),
+            2 => (0u8..=100).prop_map(Op::Ack),
+            1 => Just(Op::Reconnect),
+            1 => Just(Op::Disconnect),
+            2 => (0u64..15_000).prop_map(Op::Wait),
+            4 => Just(Op::Poll),
+        ]
+    }
+
+    /// Polls once; sends what the window asks for (up to a batch).
+    fn poll(w: &mut Window, now: Instant, durable: u64, sent_upto: &mut u64) -> Result<(), TestCaseError> {
+        if let Step::Send { from, upto } = w.poll(now) {
+            prop_assert!(upto <= durable, "asked to send up to {upto} with only {durable} durable");
+            prop_assert!(from > w.acked(), "asked to resend acked seq {from}");
+            let last = upto.min(from + 9);
+            w.sent(from, last, now);
+            *sent_upto = (*sent_upto).max(last);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn only_durable_seqs_go_out_in_order_and_all_are_acked_in_the_end(ops in proptest::collection::vec(op(), 0..80)) {
+            let start = Instant::now();
+            let mut now = start;
+            let mut w = Window::new(0, 10, Duration::from_millis(200), Duration::from_secs(10), 3);
+            let (mut durable, mut sent_upto, mut acked) = (0u64, 0u64, 0u64);
+            w.connected(true);
+            for op in ops {
+                match op {
+                    Op::Durable(k) => {
+                        durable += k;
+                        w.durable(durable);
+                    }
+                    Op::Ack(share) => {
+                        let upto = acked.max(sent_upto * share as u64 / 100);
+                        w.ack(upto);
+                        acked = upto;
+                    }
+                    Op::Reconnect => {
+                        w.connected(true);
+                        w.reconnected();
+                    }
+                    Op::Disconnect => w.connected(false),
+                    Op::Wait(ms) => now += Duration::from_millis(ms),
+                    Op::Poll => poll(&mut w, now, durable, &mut sent_upto)?,
+                }
+                prop_assert_eq!(w.acked(), acked);
+                let inflight: Vec<InFlight> = w.inflight().copied().collect();
+                prop_assert!(inflight.windows(2).all(|p| p[0].last < p[1].first), "batches in flight overlap or go back: {:?}", inflight);
+                prop_assert!(inflight.iter().all(|b| b.last > acked && b.last <= durable), "a batch in flight is acked whole or beyond the durable seq");
+            }
+            // The link settles: connected, and every batch acked when it lands.
+            w.connected(true);
+            w.reconnected();
+            for _ in 0..1_000 {
+                now += Duration::from_millis(250);
+                poll(&mut w, now, durable, &mut sent_upto)?;
+                w.ack(sent_upto);
+                acked = sent_upto;
+                if acked == durable {
+                    break;
+                }
+            }
+            prop_assert_eq!(acked, durable, "durable readings never sent");
+        }
+    }
+}

@@ -227,3 +227,92 @@ mod tests {
         assert_eq!(Tracker::from_progress(&old, 99).heard_ms(), 99);
     }
 }
+
+/// The delivery invariants under arbitrary interleavings of an honest agent's
+/// batches (sliced, replayed, reordered, with drops it declares) and hostile
+/// ones (floors and seqs anywhere up to `u64::MAX`): acked ⊆ stored ∪
+/// dropped, every honest reading stored exactly once, the ack reaching the
+/// last honest seq, drops counted exactly once.
+#[cfg(test)]
+mod properties {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+    use shared::{Batch, Quality, Reading, Seq};
+
+    use super::{JumpLimit, Tracker};
+
+    const LIMIT: JumpLimit = JumpLimit { per_second: 10, slack: 1_000 };
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Seqs `from..from+len` of the honest readings (clamped), `wait_ms` after the last op.
+        Honest { from: u64, len: u64, wait_ms: i64 },
+        /// A batch with this floor and readings at `floor + offsets`, saturating.
+        Hostile { floor: u64, offsets: Vec<u64>, wait_ms: i64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let far = prop_oneof![Just(u64::MAX), Just(u64::MAX - 1), Just(1u64 << 62), 1_000_000u64..u64::MAX / 2];
+        prop_oneof![
+            3 => (0u64..80, 1u64..20, 0i64..2_000).prop_map(|(from, len, wait_ms)| Op::Honest { from, len, wait_ms }),
+            1 => (far, proptest::collection::vec(0u64..5, 1..4), 0i64..2_000).prop_map(|(floor, offsets, wait_ms)| Op::Hostile { floor, offsets, wait_ms }),
+        ]
+    }
+
+    fn reading(seq: u64) -> Reading {
+        Reading { seq: Seq(seq), sensor: "s".into(), metric: "m".into(), ts_ms: 0, value: seq as f64, quality: Quality::Good }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn honest_readings_are_stored_once_and_nothing_unreceived_is_acked(n in 10u64..80, dropped in 0u64..10, ops in proptest::collection::vec(op(), 0..40)) {
+            let floor = dropped + 1;
+            let mut now = 1_000_000i64;
+            // The honest agent's first batch starts the sequence (a hostile
+            // one would need the new outbox's random epoch before it is sent).
+            let mut t = Tracker::starting_at(Seq(floor), now, LIMIT);
+            let mut stored: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut skipped = 0;
+            let mut accept = |t: &mut Tracker, b: Batch, now: i64, stored: &mut BTreeMap<u64, u32>| {
+                if let Ok(a) = t.accept(b, now, LIMIT) {
+                    skipped += a.skipped;
+                    for r in a.fresh {
+                        *stored.entry(r.seq.get()).or_default() += 1;
+                    }
+                }
+            };
+            let honest = |from: u64, len: u64| {
+                let first = (floor + from).min(n);
+                let last = (first + len - 1).min(n);
+                Batch::new("gw", floor, (first..=last).map(reading).collect())
+            };
+            accept(&mut t, honest(0, 1), now, &mut stored);
+            for op in ops {
+                match op {
+                    Op::Honest { from, len, wait_ms } => {
+                        now += wait_ms;
+                        accept(&mut t, honest(from, len), now, &mut stored);
+                    }
+                    Op::Hostile { floor: f, offsets, wait_ms } => {
+                        now += wait_ms;
+                        let seqs: BTreeSet<u64> = offsets.iter().map(|o| f.saturating_add(*o)).collect();
+                        accept(&mut t, Batch::new("gw", f, seqs.into_iter().map(reading).collect()), now, &mut stored);
+                    }
+                }
+                // Acked ⊆ stored ∪ dropped, at every step.
+                let ack = t.ack().get();
+                prop_assert!(ack <= n, "acked {ack} beyond the last honest seq {n}");
+                prop_assert!((floor..=ack).all(|s| stored.contains_key(&s)), "acked {ack} with a seq below it never stored");
+            }
+            // The agent resends whatever it holds until acked.
+            accept(&mut t, Batch::new("gw", floor, (floor..=n).map(reading).collect()), now, &mut stored);
+            prop_assert_eq!(t.ack().get(), n);
+            prop_assert!(stored.values().all(|c| *c == 1), "a reading stored twice");
+            prop_assert_eq!(stored.keys().copied().collect::<Vec<_>>(), (floor..=n).collect::<Vec<_>>());
+            prop_assert_eq!(skipped, dropped);
+        }
+    }
+}

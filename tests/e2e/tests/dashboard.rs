@@ -1,7 +1,10 @@
 //! The operations dashboard in a real browser: Debian's Chromium, headless,
 //! driven over WebDriver (chromedriver) against the demo's collector fed by
 //! the simulator. A forced anomaly appears without a reload, is acknowledged
-//! by clicking, and resolves; screenshots land in target/dashboard/.
+//! by clicking, and resolves; a silent sensor turns stale and back, a
+//! gateway with a dropped device shows degraded with the device named, and a
+//! gateway whose batches are refused shows refusing. Screenshots land in
+//! target/dashboard/.
 
 mod common;
 
@@ -11,9 +14,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
+use rumqttc::QoS;
 use serde_json::{json, Value};
+use shared::{Batch, Quality, Reading, Seq};
 
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// Each test runs a demo and a Chromium: on two cores, one at a time keeps
+/// their timings (staleness within its limit) honest.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn artifacts() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
@@ -69,6 +78,7 @@ async fn save_screenshot(page: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_sees_acknowledges_and_watches_an_alert_resolve_in_the_browser() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let opts = demo::DemoOptions { data: Some(dir.path().join("demo")), http: Some("127.0.0.1:0".into()), control: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let demo = demo::Demo::start(opts).await.unwrap();
@@ -131,6 +141,107 @@ async fn an_operator_sees_acknowledges_and_watches_an_alert_resolve_in_the_brows
     let fits = page.execute("return document.documentElement.scrollHeight <= window.innerHeight + 1", vec![]).await.unwrap();
     assert_eq!(fits, json!(true), "the wall layout fits 1920x1080 without scrolling");
     save_screenshot(&page, "wall.png").await;
+    page.close().await.unwrap();
+    demo.shutdown().await;
+}
+
+async fn sensor_view(http: std::net::SocketAddr, id: &str) -> Value {
+    let all = get_json(http, "/api/v1/sensors").await;
+    all.as_array().unwrap().iter().find(|s| s["id"] == id).cloned().unwrap_or_else(|| panic!("{id} not in /api/v1/sensors"))
+}
+
+/// A gateway that sends one good batch and then only a batch whose seq
+/// jumps to 2^62 in the same epoch: every batch after the first is refused,
+/// so it stays `refusing` (a demo gateway's next honest batch would end it
+/// within a second, before the page's next poll).
+async fn refused_gateway(mqtt_url: &str) -> rumqttc::AsyncClient {
+    let broker = shared::url::BrokerUrl::parse(mqtt_url).unwrap();
+    let (client, mut el) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("dashboard-test-gw", broker.host.clone(), broker.port), 10);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let reading = |seq: u64| Reading { seq: Seq(seq), sensor: "tst-001".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value: 12.0, quality: Quality::Good };
+    let topic = shared::topics::up("gw-test");
+    client.publish(topic.clone(), QoS::AtLeastOnce, false, Batch::new("gw-test", 1, vec![reading(1)]).in_epoch(7).encode()).await.unwrap();
+    const POISON: u64 = 1 << 62;
+    client.publish(topic, QoS::AtLeastOnce, false, Batch::new("gw-test", POISON, vec![reading(POISON)]).in_epoch(7).encode()).await.unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sensor_turns_stale_a_dropped_device_degrades_its_gateway_and_refused_batches_show() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = demo::DemoOptions { data: Some(dir.path().join("demo")), http: Some("127.0.0.1:0".into()), control: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let demo = demo::Demo::start(opts).await.unwrap();
+    let http = demo.collector.http_addr;
+    let (_driver, page) = browser(&dir.path().join("profile")).await;
+    let started = Instant::now();
+    page.goto(&format!("http://{http}/")).await.unwrap();
+    until(&page, "the live feed", "document.querySelector('#conn')?.textContent.trim().toLowerCase() === 'live'").await;
+
+    // A noise sensor (MQTT, every second): once two readings are in, the
+    // server knows its interval and its stale limit is 3 s clamped up to 10 s.
+    const QUIET: &str = "ns-002";
+    let marker = format!("#map [data-sensor='{QUIET}']");
+    let stale_after = wait_for("the sensor's interval", LIMIT, || async {
+        let s = sensor_view(http, QUIET).await;
+        s["interval_ms"].as_i64().and(s["stale_after_ms"].as_i64()).filter(|_| s["state"] == "ok")
+    })
+    .await;
+    assert_eq!(stale_after, 10_000, "3 x 1 s, clamped up to 10 s");
+    until(&page, "the sensor ok on the page", &format!("document.querySelector(\"{marker}\")?.dataset.state === 'ok'")).await;
+
+    // Silence it, drop a device of gw-river off the network, and start a gateway whose batches are refused.
+    let silenced = Instant::now();
+    assert_eq!(post(demo.control, &format!("/silent?sensor={QUIET}&on=true"), "").await.0, 200);
+    assert_eq!(post(demo.control, "/drop?sensor=wl-001&on=true", "").await.0, 200);
+    let _refused = refused_gateway(&demo.collector.mqtt_url).await;
+
+    until(&page, "the silent sensor stale on the map", &format!("document.querySelector(\"{marker}\")?.dataset.state === 'stale'")).await;
+    let took = silenced.elapsed();
+    eprintln!("dashboard: {QUIET} stale on the page {:.1} s after it fell silent (limit {stale_after} ms)", took.as_secs_f64());
+    // Its last reading may arrive up to a poll and a linger after the silence began; the page re-derives every second.
+    assert!(took <= Duration::from_millis(stale_after as u64 + 4_000), "stale after {took:?}, limit {stale_after} ms");
+    until(&page, "the silent sensor's row stale", &format!("document.querySelector(\"#sensors [data-row='{QUIET}'] .pill\")?.textContent === 'stale'")).await;
+    // The API says so too (within a second or two: page and server read different clocks).
+    wait_for("the API to call it stale", Duration::from_secs(5), || async { (sensor_view(http, QUIET).await["state"] == "stale").then_some(()) }).await;
+
+    until(&page, "gw-river degraded", "document.querySelector(\"#gateways [data-gateway='gw-river']\")?.dataset.state === 'degraded'").await;
+    until(&page, "wl-001 listed as failing", "document.querySelector(\"#gateways [data-gateway-why='gw-river'] [data-device='wl-001']\")").await;
+    let why = page.find(Locator::Css("#gateways [data-gateway-why='gw-river']")).await.unwrap().text().await.unwrap();
+    assert!(why.contains("wl-001") && why.to_lowercase().contains("degraded"), "the failing device in the panel, no hover: {why}");
+    let gw = get_json(http, "/api/v1/gateways").await;
+    let river = gw.as_array().unwrap().iter().find(|g| g["id"] == "gw-river").unwrap();
+    assert_eq!(river["failing_devices"], json!(["wl-001"]), "{river}");
+
+    until(&page, "gw-test refusing", "document.querySelector(\"#gateways [data-gateway='gw-test']\")?.dataset.state === 'refusing'").await;
+    let why = page.find(Locator::Css("#gateways [data-gateway-why='gw-test']")).await.unwrap().text().await.unwrap();
+    assert!(why.contains("seq_jump") && why.to_lowercase().contains("refusing"), "reason and count shown: {why}");
+    let issues = page.find(Locator::Css("#gw-issues")).await.unwrap().text().await.unwrap();
+    assert!(issues.contains("gw-test") && issues.contains("seq_jump") && issues.contains("gw-river") && issues.contains("wl-001"), "{issues}");
+    page.execute("document.querySelector('#gateways-panel').scrollIntoView(); return true;", vec![]).await.unwrap();
+    save_screenshot(&page, "gateways-refusing-degraded.png").await;
+
+    // The wall has no gateways panel: the strip and the counters carry it.
+    page.goto(&format!("http://{http}/?mode=wall")).await.unwrap();
+    until(
+        &page,
+        "refusing and degraded on the wall",
+        "document.querySelector(\"#gw-issues [data-gateway='gw-test']\")?.dataset.state === 'refusing' && document.querySelector(\"#gw-issues [data-gateway='gw-river']\")?.dataset.state === 'degraded'",
+    )
+    .await;
+    assert_eq!(page.execute("return document.querySelector('#kpi-gw-refusing').textContent", vec![]).await.unwrap(), json!("1"));
+    let fits = page.execute("return document.documentElement.scrollHeight <= window.innerHeight + 1", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "the wall still fits 1920x1080 with the strip");
+    save_screenshot(&page, "wall-gateways.png").await;
+
+    // Back on the network: the sensor is ok again and the gateway no longer degraded.
+    assert_eq!(post(demo.control, &format!("/silent?sensor={QUIET}&on=false"), "").await.0, 200);
+    assert_eq!(post(demo.control, "/drop?sensor=wl-001&on=false", "").await.0, 200);
+    until(&page, "the sensor ok again", &format!("document.querySelector(\"{marker}\")?.dataset.state === 'ok'")).await;
+    wait_for("the API to call it ok", Duration::from_secs(5), || async { (sensor_view(http, QUIET).await["state"] == "ok").then_some(()) }).await;
+    until(&page, "gw-river well again", "!document.querySelector(\"#gw-issues [data-gateway='gw-river']\") && document.querySelector(\"#gw-issues [data-gateway='gw-test']\")")
+        .await;
+    eprintln!("dashboard: stale, degraded and refusing shown and cleared in {:.1} s", started.elapsed().as_secs_f64());
     page.close().await.unwrap();
     demo.shutdown().await;
 }

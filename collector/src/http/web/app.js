@@ -216,14 +216,19 @@ function topSeverity(alerts) {
   for (const a of alerts) if (!best || SEV_RANK[sevOf(a)] > SEV_RANK[best]) best = sevOf(a);
   return best;
 }
-function staleLimit(id) {
-  const iv = S.interval.get(id);
+// The server's stale_after_ms when the last poll brought one, so page and
+// API apply one rule to one arrival time; between polls the page re-derives
+// the state from last_seen_ms (moved on by SSE readings). A sensor first seen
+// over SSE falls back to the interval estimated here.
+function staleLimit(sn) {
+  if (sn.stale_after_ms != null) return sn.stale_after_ms;
+  const iv = S.interval.get(sn.id);
   return iv ? Math.min(STALE_MAX_MS, Math.max(3 * iv, STALE_MIN_MS)) : STALE_MAX_MS;
 }
 function sensorState(sn) {
   const gw = sn.gateway && S.gateways.get(sn.gateway);
   if (gw && gw.status === 'offline') return 'offline';
-  if (sn.last_seen_ms == null || now() - sn.last_seen_ms > staleLimit(sn.id)) return 'stale';
+  if (sn.last_seen_ms == null || now() - sn.last_seen_ms > staleLimit(sn)) return 'stale';
   if (alertsFor(sn.id).length) return 'alerting';
   return 'ok';
 }
@@ -883,28 +888,78 @@ function renderSensors() {
   setText($('sensors-count'), '(' + (filter ? shown + ' of ' : '') + S.sensors.size + ')');
 }
 
+// A gateway's worst condition: offline, then refusing (its batches are
+// refused, so nothing of it is stored), then degraded (devices failing), then
+// its connection status. Failing devices are the server's failing_devices
+// (errors rose and no poll succeeded since the agent's previous health report).
+function gatewayState(g) {
+  if (g.status === 'offline') return 'offline';
+  if (g.delivery === 'refusing') return 'refusing';
+  if (failingDevices(g).length) return 'degraded';
+  return g.status || 'unknown';
+}
+function failingDevices(g) {
+  const names = g.failing_devices || [];
+  return names.map((n) => (g.devices || []).find((d) => d.sensor === n) || { sensor: n });
+}
+function refusalLine(g) {
+  const r = g.refusing;
+  if (!r) return null;
+  return h('div', { class: 'gw-refusing' }, h('span', { class: 'pill st-refusing' }, 'refusing'), ' batches refused: ',
+    h('strong', { class: 'mono' }, r.reason), ' ×', fmtNum(r.count), ' since ',
+    h('span', { class: 'age', 'data-since': r.since_ms }, fmtAge(now() - r.since_ms)), ' ago — nothing from it is stored');
+}
+function failingLines(g) {
+  const devs = failingDevices(g);
+  if (!devs.length) return null;
+  return h('div', { class: 'gw-degraded' }, h('span', { class: 'pill st-degraded' }, 'degraded'), ' failing devices:',
+    h('ul', { class: 'failing' }, devs.map((d) => h('li', { 'data-device': d.sensor },
+      sensorLink(d.sensor),
+      d.errors != null ? ' · ' + fmtNum(d.errors) + ' errors' : null,
+      d.last_error ? [' · ', h('span', { class: 'last-error' }, d.last_error)] : null,
+      ' · last good poll ', d.last_poll_ms == null ? 'never' : [h('span', { class: 'age', 'data-since': d.last_poll_ms }, fmtAge(now() - d.last_poll_ms)), ' ago']))));
+}
 function renderGateways() {
+  renderGatewayIssues();
   const tbody = $('gateways');
   const gws = [...S.gateways.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
   if (!gws.length) { put(tbody, h('tr', null, h('td', { colspan: 11, class: 'empty' }, 'No gateway has connected yet'))); return; }
   put(tbody, ...gws.map((g) => {
     const devs = g.devices || [];
     const errs = devs.reduce((n, d) => n + (d.errors || 0), 0);
-    const failing = devs.filter((d) => d.errors > 0);
-    const failTitle = failing.map((d) => d.sensor + ': ' + d.errors + ' errors' + (d.last_error ? ' — ' + d.last_error : '')).join('\n');
+    const state = gatewayState(g);
     const num = (v) => h('td', { class: 'num' }, v == null ? '—' : fmtNum(v));
-    return h('tr', { 'data-gateway': g.id, 'data-status': g.status, class: g.status === 'online' ? '' : 'gw-offline' },
+    const row = h('tr', { 'data-gateway': g.id, 'data-status': g.status, 'data-state': state, 'data-delivery': g.delivery || 'ok', class: 'gw-' + state },
       h('td', { class: 'mono' }, g.id),
-      h('td', null, h('span', { class: 'pill ' + (g.status === 'online' ? 'st-ok' : 'st-offline') }, g.status)),
+      h('td', null, h('span', { class: 'pill st-' + (state === 'online' ? 'ok' : state) }, state),
+        state !== g.status && g.status ? h('span', { class: 'muted conn-note' }, ' ', g.status) : null),
       h('td', null, g.last_seen_ms == null ? 'never' : [h('span', { class: 'age', 'data-since': g.last_seen_ms }, fmtAge(now() - g.last_seen_ms)), ' ago']),
       num(g.buffer_depth),
       h('td', { class: 'num' }, fmtDur(g.oldest_buffered_age_ms)),
       h('td', { class: 'num' + (g.dropped_at_gateway > 0 ? ' warn' : '') }, g.dropped_at_gateway == null ? '—' : fmtNum(g.dropped_at_gateway)),
-      h('td', { class: 'num' + (errs > 0 ? ' warn' : ''), title: failTitle || null }, fmtNum(errs),
-        failing.length ? h('div', { class: 'devs' }, failing.map((d) => d.sensor).join(', ')) : null),
+      h('td', { class: 'num' + (errs > 0 ? ' warn' : '') }, fmtNum(errs)),
       h('td', { class: 'num' }, fmtDur(g.lag_ms)),
       num(g.readings_received), num(g.duplicates),
       h('td', { class: 'num' + (g.rejected_batches > 0 ? ' warn' : '') }, fmtNum(g.rejected_batches)));
+    // What is wrong, in words, on a row of its own: no hover on a tablet or the wall.
+    const why = [refusalLine(g), failingLines(g)].filter(Boolean);
+    if (!why.length) return row;
+    return [row, h('tr', { class: 'gw-why gw-' + state, 'data-gateway-why': g.id }, h('td', { colspan: 11 }, why))];
+  }));
+}
+// The strip under the header: every refusing or degraded gateway, on the
+// wall too (which has no gateways panel).
+function renderGatewayIssues() {
+  const box = $('gw-issues');
+  const bad = [...S.gateways.values()].filter((g) => ['refusing', 'degraded'].includes(gatewayState(g))).sort((a, b) => (a.id < b.id ? -1 : 1));
+  box.hidden = !bad.length;
+  put(box, ...bad.map((g) => {
+    const state = gatewayState(g);
+    const r = g.refusing;
+    return h('div', { class: 'gw-issue gw-' + state, 'data-gateway': g.id, 'data-state': state },
+      h('span', { class: 'mono' }, g.id), ' ', h('span', { class: 'pill st-' + state }, state), ' ',
+      state === 'refusing' && r ? ['batches refused: ', h('strong', null, r.reason), ' ×' + fmtNum(r.count)] : null,
+      state === 'degraded' ? ['failing: ', failingDevices(g).map((d) => d.sensor).join(', ')] : null);
   }));
 }
 
@@ -912,10 +967,13 @@ function renderKpis() {
   const counts = { ok: 0, alerting: 0, stale: 0, offline: 0 };
   for (const s of S.sensors.values()) counts[sensorState(s)]++;
   for (const k of Object.keys(counts)) setText($('kpi-' + k), counts[k]);
-  let on = 0, off = 0;
-  for (const g of S.gateways.values()) if (g.status === 'online') on++; else off++;
-  setText($('kpi-gw-online'), on);
-  setText($('kpi-gw-offline'), off);
+  // Each gateway counted once, under its worst condition.
+  const gw = { online: 0, offline: 0, refusing: 0, degraded: 0 };
+  for (const g of S.gateways.values()) { const st = gatewayState(g); gw[st in gw ? st : 'offline']++; }
+  for (const k of Object.keys(gw)) setText($('kpi-gw-' + k), gw[k]);
+  const off = gw.offline;
+  $('kpi-gw-refusing').parentElement.classList.toggle('hot', gw.refusing > 0);
+  $('kpi-gw-degraded').parentElement.classList.toggle('hot', gw.degraded > 0);
   const sev = { emergency: 0, critical: 0, warning: 0, info: 0 };
   for (const a of S.open.values()) sev[sevOf(a)]++;
   for (const k of SEVERITIES) {
@@ -998,7 +1056,8 @@ function updateDetail() {
     put(box,
       h('span', { class: 'pill st-' + st + (sev ? ' sev-' + sev : '') }, st === 'alerting' ? 'alerting · ' + sev : st),
       ' last reading ', s.last_seen_ms == null ? 'never' : [h('span', { class: 'age', 'data-since': s.last_seen_ms }, fmtAge(now() - s.last_seen_ms)), ' ago'],
-      S.interval.get(s.id) ? ' · every ~' + fmtDur(S.interval.get(s.id)) : '');
+      (s.interval_ms || S.interval.get(s.id)) ? ' · every ~' + fmtDur(s.interval_ms || S.interval.get(s.id)) : '',
+      ' · stale after ' + fmtDur(staleLimit(s)));
   }
   const ab = $('detail-alerts');
   if (ab) put(ab, ...al.map((a) => h('div', { class: 'mini-alert sev-' + sevOf(a) }, h('span', { class: 'badge sev-' + sevOf(a) }, sevOf(a)), ' ', a.rule, a.metric ? ' · ' + a.metric : '', ' · ', alertCondition(a), ' · ', a.state)));
@@ -1023,7 +1082,7 @@ function xLabels(rangeKey) {
 }
 function makeChart(host, metric, unit, limits, data, rangeKey) {
   const axis = { stroke: '#8aa0b4', grid: { stroke: 'rgba(138,160,180,0.12)', width: 1 }, ticks: { stroke: 'rgba(138,160,180,0.2)', width: 1 } };
-  const series = [{}, { label: metric, stroke: COLORS.line, width: 1.5, fill: 'rgba(90,169,255,0.12)', points: { show: false }, value: (u, v) => (v == null ? '—' : fmtNum(v)) }];
+  const series = [{}, { label: metric, stroke: COLORS.line, width: 1.5, fill: 'rgba(90,169,255,0.12)', spanGaps: false, points: { show: false }, value: (u, v) => (v == null ? '—' : fmtNum(v)) }];
   for (const r of limits) series.push({ label: r.id + ' ' + (r.op || '') + ' ' + r.value, stroke: COLORS[r.severity] || COLORS.limit, width: 1, dash: [6, 4], points: { show: false } });
   return new uPlot({
     width: chartWidth(), height: WALL ? 220 : 160,
@@ -1062,10 +1121,10 @@ async function loadCharts() {
     if (res.status !== 'fulfilled') { host.append(h('p', { class: 'error' }, 'Could not load: ' + res.reason.message)); return; }
     const pts = res.value.points || [];
     const limits = ruleLimits(s, metric);
-    const xs = pts.map((p) => p.ts_ms / 1000);
-    const data = [xs, pts.map((p) => p.value)];
+    const { xs, ys, gapS } = withGaps(pts, range.stepMs);
+    const data = [xs, ys];
     for (const r of limits) data.push(xs.map(() => r.value));
-    const c = { metric, stepMs: range.stepMs, spanMs: range.spanMs, data, n: 1, limits, latest, dirty: false, u: null };
+    const c = { metric, stepMs: range.stepMs, spanMs: range.spanMs, gapS, data, n: 1, limits, latest, dirty: false, u: null };
     c.u = makeChart(host, metric, unitOf(s, metric), limits, data, D.range);
     if (!pts.length) host.append(h('p', { class: 'muted nodata' }, 'No data in this range.'));
     D.charts.set(metric, c);
@@ -1073,6 +1132,25 @@ async function loadCharts() {
   updateDetail();
 }
 
+// The series API returns only buckets that hold data. Where two consecutive
+// points lie more than GAP_INTERVALS intervals apart (the interval being the
+// series' median spacing, never less than the step), a null point goes in
+// between, so the line breaks (spanGaps: false) instead of bridging an outage.
+const GAP_INTERVALS = 3;
+function withGaps(pts, stepMs) {
+  const diffs = [];
+  for (let i = 1; i < pts.length; i++) if (pts[i].ts_ms > pts[i - 1].ts_ms) diffs.push(pts[i].ts_ms - pts[i - 1].ts_ms);
+  diffs.sort((a, b) => a - b);
+  const median = diffs.length ? diffs[diffs.length >> 1] : 0;
+  const iv = Math.max(stepMs, median);
+  const gapMs = GAP_INTERVALS * iv;
+  const xs = [], ys = [];
+  pts.forEach((p, i) => {
+    if (i > 0 && p.ts_ms - pts[i - 1].ts_ms > gapMs) { xs.push((pts[i - 1].ts_ms + iv) / 1000); ys.push(null); }
+    xs.push(p.ts_ms / 1000); ys.push(p.value);
+  });
+  return { xs, ys, gapS: gapMs / 1000 };
+}
 function chartAppend(r) {
   const c = S.detail.charts.get(r.metric);
   if (!c || r.value == null) return;
@@ -1083,6 +1161,11 @@ function chartAppend(r) {
     ys[ys.length - 1] = (ys[ys.length - 1] * c.n + r.value) / (c.n + 1);
     c.n++;
   } else if (bucket > last) {
+    // A live point after an outage: break the line as withGaps does.
+    if (xs.length && bucket - last > c.gapS) {
+      xs.push(last + c.stepMs / 1000); ys.push(null);
+      for (let i = 2; i < c.data.length; i++) c.data[i].push(c.limits[i - 2].value);
+    }
     xs.push(bucket); ys.push(r.value); c.n = 1;
     for (let i = 2; i < c.data.length; i++) c.data[i].push(c.limits[i - 2].value);
     const cutoff = (r.ts_ms - c.spanMs) / 1000;

@@ -24,6 +24,7 @@ fn maps() -> &'static [(&'static str, MessageMap)] {
                 MessageMap {
                     sensor: SensorFrom::TopicLevel(2),
                     timestamp: Some(TimestampFrom::Json("ts".into())),
+                    zoneless: Default::default(),
                     fields: fields(&[("noise_laeq", "laeq"), ("noise_lmax", "stats.max"), ("first", "samples.0")]),
                 },
             ),
@@ -32,10 +33,11 @@ fn maps() -> &'static [(&'static str, MessageMap)] {
                 MessageMap {
                     sensor: SensorFrom::Json("id".into()),
                     timestamp: Some(TimestampFrom::Json("meta.t".into())),
+                    zoneless: Default::default(),
                     fields: fields(&[("temperature_c", "v"), ("wind", "wind.speed")]),
                 },
             ),
-            ("lamps/3/lux", MessageMap { sensor: SensorFrom::Literal("lamp-3".into()), timestamp: None, fields: fields(&[("lux", "$")]) }),
+            ("lamps/3/lux", MessageMap { sensor: SensorFrom::Literal("lamp-3".into()), timestamp: None, zoneless: Default::default(), fields: fields(&[("lux", "$")]) }),
         ]
     })
 }
@@ -45,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         let back: Ack = serde_json::from_str(&serde_json::to_string(&ack).unwrap()).unwrap();
         assert_eq!(back, ack);
         if let Some(mac) = &ack.mac {
-            let _ = shared::auth::verify_ack(b"citysense-fuzz-key", "gw-1", ack.seq, mac);
+            let _ = shared::auth::verify_ack(b"citysense-fuzz-key", "gw-1", ack.epoch, ack.seq, mac);
         }
     }
     if let Ok(state) = serde_json::from_slice::<State>(data) {

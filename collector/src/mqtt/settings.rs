@@ -144,7 +144,8 @@ impl MqttConfig {
     /// What `check` accepts but an installer should hear about.
     pub fn warnings(&self, w: &mut Vec<Problem>) {
         if let Some(e) = &self.external {
-            let missing: Vec<&str> = [("mqtt.username", self.username.is_none()), ("mqtt.password_file", self.password_file.is_none())].into_iter().filter(|(_, m)| *m).map(|(k, _)| k).collect();
+            let missing: Vec<&str> =
+                [("mqtt.username", self.username.is_none()), ("mqtt.password_file", self.password_file.is_none())].into_iter().filter(|(_, m)| *m).map(|(k, _)| k).collect();
             if !missing.is_empty() {
                 w.push(Problem::new(
                     "mqtt.external",

@@ -6,6 +6,7 @@
 //! agent never parses them again.
 
 mod check_points;
+pub mod mqtt_spec;
 mod point;
 mod text;
 mod validate;
@@ -20,8 +21,8 @@ use shared::config::{ByteSize, HumanDuration};
 use shared::url::BrokerUrl;
 
 use crate::source::modbus::ModbusAddress;
-use crate::source::mqtt::{SensorFrom, TimestampFrom};
 use crate::source::timestamp::Zoneless;
+use mqtt_spec::{SensorFrom, TimestampFrom};
 
 pub use point::{BadRegister, Modicon, ModiconRef, PointConfig, PointType, RegisterAddress};
 pub use text::{ConfigText, NotIpPort, Written};

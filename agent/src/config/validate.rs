@@ -10,9 +10,9 @@ use std::time::Duration;
 use shared::config::{Problem, Validate};
 use shared::topics::valid_id;
 
+use super::mqtt_spec::SensorFrom;
 use super::{AgentConfig, ModbusDevice, MqttSource};
 use crate::source::modbus::ModbusAddress;
-use crate::source::mqtt::SensorFrom;
 
 fn check_file(problems: &mut Vec<Problem>, base: &Path, path: &str, file: &Option<PathBuf>) {
     if let Some(f) = file {

@@ -154,13 +154,29 @@ async fn sensor_view(http: std::net::SocketAddr, id: &str) -> Value {
 /// jumps to 2^62 in the same epoch: every batch after the first is refused,
 /// so it stays `refusing` (a demo gateway's next honest batch would end it
 /// within a second, before the page's next poll).
-async fn refused_gateway(mqtt_url: &str) -> rumqttc::AsyncClient {
+async fn refused_gateway(mqtt_url: &str, http: std::net::SocketAddr) -> rumqttc::AsyncClient {
     let broker = shared::url::BrokerUrl::parse(mqtt_url).unwrap();
     let (client, mut el) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("dashboard-test-gw", broker.host.clone(), broker.port), 10);
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    // Keeps polling through a refused or reset connection: rumqttc
+    // reconnects on the next poll and resends what was not acknowledged.
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = el.poll().await {
+                eprintln!("dashboard: test gateway connection: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
     let reading = |seq: u64| Reading { seq: Seq(seq), sensor: "tst-001".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value: 12.0, quality: Quality::Good };
     let topic = shared::topics::up("gw-test");
     client.publish(topic.clone(), QoS::AtLeastOnce, false, Batch::new("gw-test", 1, vec![reading(1)]).in_epoch(7).encode()).await.unwrap();
+    // Stored before the poison goes out: the registry hears of a stored batch
+    // after its sync, so one still syncing would clear a refusal recorded meanwhile.
+    wait_for("gw-test's first batch acked", LIMIT, || async {
+        let gws = get_json(http, "/api/v1/gateways").await;
+        gws.as_array().unwrap().iter().find(|g| g["id"] == "gw-test" && g["acked_seq"] == 1).map(|_| ())
+    })
+    .await;
     const POISON: u64 = 1 << 62;
     client.publish(topic, QoS::AtLeastOnce, false, Batch::new("gw-test", POISON, vec![reading(POISON)]).in_epoch(7).encode()).await.unwrap();
     client
@@ -194,7 +210,7 @@ async fn a_silent_sensor_turns_stale_a_dropped_device_degrades_its_gateway_and_r
     let silenced = Instant::now();
     assert_eq!(post(demo.control, &format!("/silent?sensor={QUIET}&on=true"), "").await.0, 200);
     assert_eq!(post(demo.control, "/drop?sensor=wl-001&on=true", "").await.0, 200);
-    let _refused = refused_gateway(&demo.collector.mqtt_url).await;
+    let _refused = refused_gateway(&demo.collector.mqtt_url, http).await;
 
     until(&page, "the silent sensor stale on the map", &format!("document.querySelector(\"{marker}\")?.dataset.state === 'stale'")).await;
     let took = silenced.elapsed();
@@ -213,6 +229,16 @@ async fn a_silent_sensor_turns_stale_a_dropped_device_degrades_its_gateway_and_r
     let river = gw.as_array().unwrap().iter().find(|g| g["id"] == "gw-river").unwrap();
     assert_eq!(river["failing_devices"], json!(["wl-001"]), "{river}");
 
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let gws = get_json(http, "/api/v1/gateways").await;
+        let gw = gws.as_array().unwrap().iter().find(|g| g["id"] == "gw-test").cloned().unwrap_or(Value::Null);
+        if gw["delivery"] == "refusing" && gw["refusing"]["reason"] == "seq_jump" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gw-test not refusing seq_jump in the API: {gw}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     until(&page, "gw-test refusing", "document.querySelector(\"#gateways [data-gateway='gw-test']\")?.dataset.state === 'refusing'").await;
     let why = page.find(Locator::Css("#gateways [data-gateway-why='gw-test']")).await.unwrap().text().await.unwrap();
     assert!(why.contains("seq_jump") && why.to_lowercase().contains("refusing"), "reason and count shown: {why}");

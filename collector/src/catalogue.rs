@@ -20,8 +20,13 @@ pub struct SensorEntry {
     pub owner: Option<String>,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
-    /// The gateway expected to carry this sensor.
+    /// The gateway that carries this sensor: only its readings of it are
+    /// accepted (`ingest::ownership`).
     pub gateway: Option<GatewayId>,
+    /// For a sensor that moves between gateways: every gateway that may
+    /// carry it (together with `gateway`, if given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayId>,
     /// Install date, `YYYY-MM-DD`.
     pub installed: Option<String>,
     /// Unit per metric, e.g. `{ pm25 = "ug/m3" }`.
@@ -30,6 +35,15 @@ pub struct SensorEntry {
 }
 
 impl SensorEntry {
+    /// The gateways whose readings of this sensor are accepted; empty when the
+    /// catalogue names none (the sensor is then bound to the first gateway heard).
+    pub fn owners(&self) -> Vec<GatewayId> {
+        let mut out: Vec<GatewayId> = self.gateway.iter().chain(&self.gateways).cloned().collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Each entry, and no sensor catalogued twice.
     pub fn validate_all(sensors: &[SensorEntry], p: &mut Vec<Problem>) {
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -49,6 +63,11 @@ impl SensorEntry {
             }
             if s.lon.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
                 p.push(Problem::new(format!("{path}.lon"), "must be between -180 and 180"));
+            }
+            for g in s.gateway.iter().chain(&s.gateways) {
+                if !valid_id(g) {
+                    p.push(Problem::new(format!("{path}.gateway"), format!("`{g}` is not a valid gateway id")));
+                }
             }
             if s.lat.is_some() != s.lon.is_some() {
                 p.push(Problem::new(path.clone(), "give both `lat` and `lon`, or neither"));

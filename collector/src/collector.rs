@@ -140,15 +140,21 @@ impl Collector {
         let admission = ingest::Admission { keys, rate: RateLimit::new(config.mqtt.gateway_rate, clock.clone()) };
         let limit = JumpLimit { per_second: config.mqtt.gateway_rate as u64, slack: config.ingest.seq_jump_slack };
         let health = ingest::Health { ingest: liveness.register("ingest", clock.clone()), store: liveness.register("store", clock.clone()) };
-        let ingest = Ingest::new(store.clone(), registry.clone(), counters.clone(), links, admission, ingest::Sequencing { limit, clock: clock.clone() }, health)?;
+        let retention = Arc::new(Policy::new(config.store.keep, config.store.retention.clone(), &config.sensor));
+        let catalogue = Arc::new(config.sensor.clone());
+        let trust = ingest::Trust {
+            catalogue: catalogue.clone(),
+            // Without series there is no raw retention to fall out of.
+            clocks: ingest::clock::ClockPolicy::new(&config.ingest.clock, &config.sensor, config.store.series.then(|| retention.clone())),
+        };
+        let ingest = Ingest::new(store.clone(), registry.clone(), counters.clone(), links, admission, ingest::Sequencing { limit, clock: clock.clone() }, health, trust)?;
         let (ingest_control, control_rx) = mpsc::channel::<IngestControl>(16);
         tasks.push(tokio::spawn(ingest.run(ingest_rx, control_rx)));
 
         // Store lifecycle and the InfluxDB sink.
         let lifecycle_stats = Arc::new(LifecycleStats::default());
         if config.store.series {
-            let policy = Arc::new(Policy::new(config.store.keep, config.store.retention.clone(), &config.sensor));
-            tasks.push(tokio::spawn(lifecycle::run(store.clone(), policy, config.store.expire_every.0, lifecycle_stats.clone(), clock.clone(), stop.clone())));
+            tasks.push(tokio::spawn(lifecycle::run(store.clone(), retention, config.store.expire_every.0, lifecycle_stats.clone(), clock.clone(), stop.clone())));
         }
         let mut sink_stats = None;
         if let Some(influx) = &config.influxdb {
@@ -174,7 +180,7 @@ impl Collector {
             store: store.clone(),
             registry: registry.clone(),
             counters: counters.clone(),
-            catalogue: Arc::new(config.sensor.clone()),
+            catalogue,
             alerting: alerting.clone(),
             feed: feed.clone(),
             started: std::time::Instant::now(),
@@ -189,6 +195,7 @@ impl Collector {
             clock,
             ingest: ingest_control,
             liveness,
+            known_gateways: Arc::new(config.gateway.iter().map(|g| g.id.to_string()).chain(config.sensor.iter().flat_map(|s| s.owners()).map(|g| g.to_string())).collect()),
         };
         let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop).await?;
         Ok(Collector {

@@ -69,6 +69,8 @@ fn main() -> ExitCode {
                 for line in c.retention_summary() {
                     println!("{}: {line}", config.display());
                 }
+                println!("{}: {}", config.display(), c.ingest.clock.summary());
+                println!("{}: ownership: a catalogued sensor's readings are accepted only from its [[sensor]] gateway/gateways; any other sensor is bound to the first gateway heard (PUT /api/v1/sensors/{{id}}/gateway moves it)", config.display());
                 let text = std::fs::read_to_string(&config).unwrap_or_default();
                 let map = shared::config::SourceMap::new(&text);
                 for w in c.warnings() {

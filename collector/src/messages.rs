@@ -26,6 +26,18 @@ pub enum IngestControl {
     /// sequence anew. For a gateway that legitimately restarted its seqs in
     /// the same epoch (a restored disk image).
     Forget { gateway: GatewayId, epoch: Option<u64>, reply: oneshot::Sender<Result<usize, String>> },
+    /// Bind an uncatalogued sensor to another gateway; the reply names the
+    /// gateway(s) it was bound to before.
+    MoveSensor { sensor: shared::SensorId, gateway: GatewayId, reply: oneshot::Sender<Result<Vec<GatewayId>, MoveRefused>> },
+}
+
+/// Why a sensor was not moved.
+#[derive(Debug)]
+pub enum MoveRefused {
+    /// The operator asked for something the ownership rules do not allow.
+    Invalid(String),
+    /// The store could not keep the binding.
+    Store(String),
 }
 
 /// One outbox epoch of a gateway, as ingest tracks it.

@@ -77,6 +77,12 @@ impl Store for Flaky {
     fn size_on_disk(&self) -> u64 {
         self.inner.size_on_disk()
     }
+    fn bind(&self, bindings: &[(SensorId, shared::GatewayId)]) -> Result<(), StoreError> {
+        self.inner.bind(bindings)
+    }
+    fn bindings(&self) -> Result<Vec<(SensorId, shared::GatewayId)>, StoreError> {
+        self.inner.bindings()
+    }
 }
 
 fn reading(v: f64) -> Reading {

@@ -6,7 +6,9 @@
 //! Version 2 added `epoch`, the outbox's sequence space: a fresh outbox (new
 //! hardware, a deleted buffer) starts its seqs again at 1 in a new epoch
 //! instead of colliding with the seqs the collector already holds. Version 1
-//! batches are still read, as epoch 0.
+//! batches are still read, as epoch 0. Version 2 also carries `sent_ms`, the
+//! sender's clock at sending, from which the collector measures the gateway's
+//! clock offset (version 1: unknown, 0).
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,10 @@ pub struct Batch {
     pub floor_seq: Seq,
     /// In strictly increasing `seq` order.
     pub readings: Vec<Reading>,
+    /// The sender's clock when it sent the batch (ms since the Unix epoch;
+    /// 0 when unknown, as in version 1). The collector's receive time minus
+    /// this is the gateway's clock offset (plus the transit time).
+    pub sent_ms: i64,
 }
 
 /// The version 1 layout, read for agents that predate epochs.
@@ -72,7 +78,13 @@ pub enum BatchError {
 
 impl Batch {
     pub fn new(gateway: impl Into<GatewayId>, floor_seq: impl Into<Seq>, readings: Vec<Reading>) -> Batch {
-        Batch { version: BATCH_VERSION, gateway: gateway.into(), epoch: 0, floor_seq: floor_seq.into(), readings }
+        Batch { version: BATCH_VERSION, gateway: gateway.into(), epoch: 0, floor_seq: floor_seq.into(), readings, sent_ms: crate::now_ms() }
+    }
+
+    /// The same batch, sent at `ms` by the sender's clock.
+    pub fn sent_at(mut self, ms: i64) -> Batch {
+        self.sent_ms = ms;
+        self
     }
 
     /// The same batch in outbox epoch `epoch`.
@@ -95,7 +107,7 @@ impl Batch {
         let batch: Batch = match version {
             1 => {
                 let v1: BatchV1 = postcard::from_bytes(bytes).map_err(undecodable)?;
-                Batch { version: 1, gateway: v1.gateway, epoch: 0, floor_seq: v1.floor_seq, readings: v1.readings }
+                Batch { version: 1, gateway: v1.gateway, epoch: 0, floor_seq: v1.floor_seq, readings: v1.readings, sent_ms: 0 }
             }
             BATCH_VERSION => postcard::from_bytes(bytes).map_err(undecodable)?,
             v => return Err(BatchError::UnknownVersion(v)),
@@ -171,9 +183,10 @@ mod tests {
         }
         let bytes = postcard::to_allocvec(&V1 { version: 1, gateway: "gw-1", floor_seq: 1, readings: vec![reading(1), reading(2)] }).unwrap();
         let b = Batch::decode(&bytes).unwrap();
-        assert_eq!((b.version, b.epoch, b.gateway.as_str(), b.readings.len()), (1, 0, "gw-1", 2));
+        assert_eq!((b.version, b.epoch, b.gateway.as_str(), b.readings.len(), b.sent_ms), (1, 0, "gw-1", 2, 0));
         let v2 = Batch::new("gw-1", 1, vec![reading(1)]).in_epoch(77);
         assert_eq!(Batch::decode(&v2.encode()).unwrap().epoch, 77);
+        assert_eq!(Batch::decode(&v2.sent_at(4_102_444_800_000).encode()).unwrap().sent_ms, 4_102_444_800_000);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/api/v1/gateways`: each gateway's state, health and delivery counters;
 //! `/api/v1/gateways/{id}/progress`: its delivery progress per outbox epoch,
-//! and the operator's reset of it.
+//! and the operator's reset of it; `PUT /api/v1/sensors/{id}/gateway`: an
+//! operator's move of an uncatalogued sensor to another gateway.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,15 +11,32 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::query::{NoQuery, Params};
-use super::{bad, ApiError, AppState};
-use crate::messages::{IngestControl, SeqSpaceView};
+use super::{bad, body, ApiError, AppState};
+use crate::messages::{IngestControl, MoveRefused, SeqSpaceView};
 
-pub async fn gateways(State(st): State<AppState>, Params(_): Params<NoQuery>) -> Json<Value> {
+/// `?known=false` lists the gateway ids heard from that are neither a
+/// `[[gateway]]` nor named by the catalogue (in open mode anyone can make
+/// one up); `?known=true` the others.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaysQuery {
+    known: Option<String>,
+}
+
+pub async fn gateways(State(st): State<AppState>, Params(q): Params<GatewaysQuery>) -> Result<Json<Value>, ApiError> {
+    let only = match q.known.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(v) => return Err(bad(format!("known `{v}` is not true or false"))),
+    };
     let list: Vec<Value> = st
         .registry
         .gateways()
         .into_iter()
-        .map(|g| {
+        .map(|g| (st.known_gateways.contains(g.id.as_str()), g))
+        .filter(|(known, _)| only.is_none_or(|k| k == *known))
+        .map(|(known, g)| {
             let h = g.health.as_ref();
             json!({
                 "id": g.id,
@@ -39,10 +57,42 @@ pub async fn gateways(State(st): State<AppState>, Params(_): Params<NoQuery>) ->
                 "devices": h.map(|h| h.devices.clone()).unwrap_or_default(),
                 // Devices whose polls all fail (`registry::failing_now`); the dashboard shows the gateway `degraded`.
                 "failing_devices": g.failing,
+                // A [[gateway]] or a gateway the catalogue names.
+                "known": known,
+                // Readings refused: it does not own their sensor (ingest::ownership).
+                "refused_readings": g.refused_readings,
+                "last_refused": g.last_refused,
+                // Receive time minus its clock at sending (ingest::clock).
+                "clock_offset_ms": g.clock_offset_ms,
+                "clock_skewed_readings": g.clock_skewed,
             })
         })
         .collect();
-    Json(Value::Array(list))
+    Ok(Json(Value::Array(list)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveBody {
+    gateway: String,
+}
+
+/// `PUT /api/v1/sensors/{id}/gateway` `{"gateway": "gw-x"}` (admin, audited):
+/// bind an uncatalogued sensor to another gateway. A catalogued sensor's
+/// gateways are the config's (409).
+pub async fn move_sensor(State(st): State<AppState>, Path(id): Path<String>, Params(_): Params<NoQuery>, bytes: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    if !shared::topics::valid_id(&id) {
+        return Err(bad(format!("`{}` is not a sensor id", id.chars().take(64).collect::<String>())));
+    }
+    let MoveBody { gateway } = body(&bytes)?;
+    let gateway = gateway_id(&gateway)?;
+    let (reply, answer) = oneshot::channel();
+    st.ingest.send(IngestControl::MoveSensor { sensor: id.as_str().into(), gateway: gateway.clone(), reply }).await.map_err(|_| ingest_gone())?;
+    match answer.await.map_err(|_| ingest_gone())? {
+        Ok(before) => Ok(Json(json!({ "sensor": id, "gateway": gateway, "before": before }))),
+        Err(MoveRefused::Invalid(e)) => Err(ApiError(StatusCode::CONFLICT, e)),
+        Err(MoveRefused::Store(e)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
 }
 
 fn gateway_id(id: &str) -> Result<shared::GatewayId, ApiError> {

@@ -23,6 +23,18 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     counter(&mut out, "citysense_readings_stored_total", "Readings stored for the first time.", c.stored.load(Relaxed));
     counter(&mut out, "citysense_readings_duplicate_total", "Readings received again and not stored twice.", c.duplicate.load(Relaxed));
     counter(&mut out, "citysense_readings_dropped_at_agent_total", "Readings agents reported dropped before sending (buffer full).", c.skipped.load(Relaxed));
+    counter(
+        &mut out,
+        "citysense_readings_sensor_not_owned_total",
+        "Readings refused because their gateway does not own their sensor (acknowledged, not stored).",
+        c.sensor_not_owned.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "citysense_readings_clock_skew_total",
+        "Readings with an implausible time moved onto the collector's clock (their gateway's clock is off).",
+        c.clock_skew.load(Relaxed),
+    );
     counter(&mut out, "citysense_store_errors_total", "Store writes that failed (batches left unacknowledged).", c.store_errors.load(Relaxed));
     counter(&mut out, "citysense_rules_lagged_total", "Batches of stored readings the alert engine could not take in time.", c.rules_lagged.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_batches_rejected_total Batches rejected, by reason.\n# TYPE citysense_batches_rejected_total counter");

@@ -13,6 +13,11 @@ pub struct Counters {
     pub stored: AtomicU64,
     pub duplicate: AtomicU64,
     pub skipped: AtomicU64,
+    /// Readings refused because their gateway does not own their sensor
+    /// (acknowledged, never stored).
+    pub sensor_not_owned: AtomicU64,
+    /// Readings with an implausible time moved onto the collector's clock.
+    pub clock_skew: AtomicU64,
     pub store_errors: AtomicU64,
     /// Batches of stored readings the alert engine could not take in time.
     pub rules_lagged: AtomicU64,

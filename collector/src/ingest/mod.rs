@@ -4,11 +4,15 @@
 //! burst costs one fsync, not one per gateway. The ack for a sequence is sent
 //! only after the sync that made its readings durable, and names the outbox
 //! epoch it is for. `admit` decides whether a message is a batch at all,
-//! `dedup` which readings are new and how far a batch may move its sequence.
+//! `dedup` which readings are new and how far a batch may move its sequence,
+//! `ownership` which of them their gateway may speak for, `clock` what is
+//! done with readings whose time cannot be right.
 
 pub mod admit;
+pub mod clock;
 pub mod counters;
 pub mod dedup;
+pub mod ownership;
 pub mod rate;
 pub mod rejection;
 pub mod settings;
@@ -23,14 +27,18 @@ use shared::wire::Ack;
 use shared::{topics, Reading};
 use tokio::sync::mpsc;
 
+use crate::catalogue::SensorEntry;
 use crate::liveness::Heartbeat;
-use crate::messages::{Bus, FeedEvent, Incoming, IngestControl, RuleInput, SeqSpaceView};
-use crate::registry::Registry;
+use crate::messages::{Bus, FeedEvent, Incoming, IngestControl, MoveRefused, RuleInput, SeqSpaceView};
+use crate::registry::{RefusedSensor, Registry};
 use crate::store::{SeqSpace, Store, StoreError, Write};
 pub use admit::Admission;
+use clock::{ClockPolicy, Fix};
 pub use counters::Counters;
 use dedup::{JumpLimit, Tracker};
+use ownership::Ownership;
 pub use rejection::Rejection;
+use shared::{GatewayId, SensorId};
 
 /// Outbox epochs one gateway may have open at once. A gateway gets a new one
 /// each time its outbox is made anew; an operator forgets old ones
@@ -48,6 +56,15 @@ pub struct Ingest {
     limit: JumpLimit,
     clock: SharedClock,
     health: Health,
+    ownership: Ownership,
+    clocks: ClockPolicy,
+}
+
+/// Whom to believe: the catalogue (which gateway owns which sensor) and the
+/// clock policy for readings whose time cannot be right.
+pub struct Trust {
+    pub catalogue: Arc<Vec<SensorEntry>>,
+    pub clocks: ClockPolicy,
 }
 
 /// What ingest reports about itself and about the store it writes.
@@ -78,6 +95,8 @@ struct Outcome {
     fresh: Vec<Reading>,
     received: u64,
     duplicates: u64,
+    /// Readings refused for not being the gateway's to send (counted once stored).
+    refused: Vec<ownership::Refused>,
 }
 
 impl Ingest {
@@ -89,8 +108,10 @@ impl Ingest {
         admission: Admission,
         sequencing: Sequencing,
         health: Health,
+        trust: Trust,
     ) -> Result<Ingest, StoreError> {
         let Sequencing { limit, clock } = sequencing;
+        let ownership = Ownership::new(&trust.catalogue, store.bindings()?);
         let now = clock.now_ms();
         let mut trackers = HashMap::new();
         for (space, p) in store.progress()? {
@@ -98,7 +119,7 @@ impl Ingest {
             registry.seed_gateway(&space.gateway, space.epoch, t.ack(), t.heard_ms());
             trackers.insert(space, t);
         }
-        Ok(Ingest { store, registry, counters, links, trackers, admission, limit, clock, health })
+        Ok(Ingest { store, registry, counters, links, trackers, admission, limit, clock, health, ownership, clocks: trust.clocks })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>, mut control: mpsc::Receiver<IngestControl>) {
@@ -157,7 +178,27 @@ impl Ingest {
                 };
                 let _ = reply.send(result);
             }
+            IngestControl::MoveSensor { sensor, gateway, reply } => {
+                let _ = reply.send(self.move_sensor(sensor, gateway).await);
+            }
         }
+    }
+
+    /// An operator's move of an uncatalogued sensor to another gateway.
+    async fn move_sensor(&mut self, sensor: SensorId, gateway: GatewayId) -> Result<Vec<GatewayId>, MoveRefused> {
+        let binding = self.ownership.check_move(&sensor, &gateway).map_err(|e| MoveRefused::Invalid(e.to_string()))?;
+        let before = self.ownership.owners(&sensor);
+        let store = self.store.clone();
+        let b = vec![binding.clone()];
+        let done = tokio::task::spawn_blocking(move || store.bind(&b).and_then(|_| store.sync())).await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(MoveRefused::Store(e.to_string())),
+            Err(_) => return Err(MoveRefused::Store("the store task ended".into())),
+        }
+        tracing::warn!(sensor = %sensor, from = ?before, to = %gateway, "sensor moved to another gateway by an operator");
+        self.ownership.commit([binding]);
+        Ok(before)
     }
 
     /// The tracker `space` would continue from: this group's copy, the
@@ -184,6 +225,8 @@ impl Ingest {
         // Work on copies: a tracker only moves on once the store has the readings.
         let mut next: HashMap<SeqSpace, Tracker> = HashMap::new();
         let mut outcomes: Vec<Outcome> = Vec::new();
+        // First-heard sensors of this group, bound once the group is stored.
+        let mut pending: HashMap<SensorId, GatewayId> = HashMap::new();
         for m in group {
             let refuse = |why: Rejection| {
                 counters.reject(why);
@@ -208,6 +251,8 @@ impl Ingest {
                 }
             };
             let received = batch.readings.len() as u64;
+            // Receive time minus the agent's clock at sending (v1: unknown).
+            let offset = (batch.sent_ms != 0).then(|| now.saturating_sub(batch.sent_ms));
             let accepted = match tracker.accept(batch, now, self.limit) {
                 Ok(a) => a,
                 Err(jump) => {
@@ -225,7 +270,15 @@ impl Ingest {
                 counters.skipped.fetch_add(accepted.skipped, Relaxed);
             }
             next.insert(space.clone(), tracker);
-            outcomes.push(Outcome { space, fresh: accepted.fresh, received, duplicates: accepted.duplicates });
+            // After dedup: refused readings still move the sequence and are acked.
+            let judged = self.ownership.judge(&space.gateway, accepted.fresh, &mut pending);
+            if let Some(last) = judged.refused.last() {
+                tracing::warn!(gateway = %space.gateway, owner = ?last.owners, sensor = %last.sensor, refused = judged.refused.len(), "refused readings: gateway {} does not own sensor {} (owned by {:?}); acknowledged, not stored", space.gateway, last.sensor, last.owners);
+            }
+            let mut fresh = judged.kept;
+            let moved = self.judge_clock(&space.gateway, now, offset, &mut fresh);
+            self.registry.clock(&space.gateway, offset, moved);
+            outcomes.push(Outcome { space, fresh, received, duplicates: accepted.duplicates, refused: judged.refused });
         }
         if next.is_empty() {
             return;
@@ -256,7 +309,9 @@ impl Ingest {
             }
         }
         let store = self.store.clone();
-        let written = match tokio::task::spawn_blocking(move || store.write(&write)).await {
+        let bindings: Vec<(SensorId, GatewayId)> = pending.into_iter().collect();
+        let bind = bindings.clone();
+        let written = match tokio::task::spawn_blocking(move || store.bind(&bind).and_then(|_| store.write(&write))).await {
             Ok(w) => w,
             Err(e) if e.is_panic() => {
                 tracing::error!("store write panicked; {} batch(es) not acknowledged, agents will resend", outcomes.len());
@@ -283,7 +338,12 @@ impl Ingest {
             return;
         }
         self.health.store.progress();
+        self.ownership.commit(bindings);
         for (o, fresh) in outcomes {
+            if let Some(last) = o.refused.last() {
+                counters.sensor_not_owned.fetch_add(o.refused.len() as u64, Relaxed);
+                self.registry.refused(&o.space.gateway, o.refused.len() as u64, RefusedSensor { sensor: last.sensor.clone(), owners: last.owners.clone(), at_ms: now });
+            }
             counters.received.fetch_add(o.received, Relaxed);
             counters.stored.fetch_add(fresh.len() as u64, Relaxed);
             counters.duplicate.fetch_add(o.duplicates, Relaxed);
@@ -306,5 +366,33 @@ impl Ingest {
             }
             self.trackers.insert(space, t);
         }
+    }
+}
+
+impl Ingest {
+    /// Applies the clock policy to one batch's fresh readings; how many were
+    /// moved onto the collector's clock.
+    fn judge_clock(&self, gateway: &str, now: i64, offset: Option<i64>, fresh: &mut [Reading]) -> u64 {
+        let (mut moved, mut flagged) = (0u64, 0u64);
+        let mut first_moved = None;
+        for r in fresh.iter_mut() {
+            let device_ms = r.ts_ms;
+            match self.clocks.apply(now, offset, r) {
+                Fix::Kept => {}
+                Fix::Uncertain => flagged += 1,
+                Fix::Moved => {
+                    moved += 1;
+                    first_moved.get_or_insert((device_ms, r.ts_ms));
+                }
+            }
+        }
+        if let Some((device, stored)) = first_moved {
+            self.counters.clock_skew.fetch_add(moved, Relaxed);
+            tracing::warn!(gateway, offset_ms = ?offset, moved, device_ms = device, stored_ms = stored, "readings with an implausible time moved onto the collector's clock: the gateway's clock is off");
+        }
+        if flagged > 0 {
+            tracing::info!(gateway, flagged, "readings with an implausible time kept at their device time as uncertain (the gateway's clock is sound)");
+        }
+        moved
     }
 }

@@ -12,11 +12,14 @@ pub struct IngestConfig {
     /// batch beyond it is refused (`seq_jump`) and left unacknowledged.
     #[serde(default = "default_seq_jump_slack")]
     pub seq_jump_slack: u64,
+    /// `[ingest.clock]`: what is done with readings whose time cannot be right.
+    #[serde(default)]
+    pub clock: super::clock::ClockConfig,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { seq_jump_slack: default_seq_jump_slack() }
+        IngestConfig { seq_jump_slack: default_seq_jump_slack(), clock: Default::default() }
     }
 }
 
@@ -29,5 +32,6 @@ impl IngestConfig {
         if self.seq_jump_slack < 100_000 {
             p.push(Problem::new("ingest.seq_jump_slack", "must be at least 100000 (an agent sends batches of up to 10000 readings)"));
         }
+        self.clock.validate(p);
     }
 }

@@ -9,8 +9,9 @@
 //! - `D` series id, minute start → nothing: a minute written since its rollups were made
 //! - `G` gateway (`\0` epoch, for epochs other than 0) → postcard `Progress`
 //! - `L` entry id (u64, big-endian) → postcard (gateway, readings): the forward log
+//! - `B` sensor → gateway (UTF-8): which gateway an uncatalogued sensor is bound to
 
-use shared::{Metric, Quality, Reading, SensorId};
+use shared::{GatewayId, Metric, Quality, Reading, SensorId};
 
 use super::{Forward, Level, Rollup, Sample, SeqSpace, StoreError};
 
@@ -91,6 +92,21 @@ pub fn parse_progress(k: &[u8]) -> Option<SeqSpace> {
         None => Some(SeqSpace::new(String::from_utf8_lossy(body).into_owned(), 0)),
         Some(sep) => Some(SeqSpace::new(String::from_utf8_lossy(&body[..sep]).into_owned(), u64::from_be_bytes(body[sep + 1..].try_into().ok()?))),
     }
+}
+
+/// `B` sensor: the binding of an uncatalogued sensor to its gateway.
+pub fn binding(sensor: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + sensor.len());
+    k.push(b'B');
+    k.extend_from_slice(sensor.as_bytes());
+    k
+}
+
+/// (sensor, gateway) of a `B` entry.
+pub fn parse_binding(k: &[u8], v: &[u8]) -> Option<(SensorId, GatewayId)> {
+    let sensor = std::str::from_utf8(k.get(1..)?).ok()?;
+    let gateway = std::str::from_utf8(v).ok()?;
+    (!sensor.is_empty() && !gateway.is_empty()).then(|| (sensor.into(), gateway.into()))
 }
 
 pub fn forward(id: u64) -> [u8; 9] {

@@ -194,6 +194,13 @@ pub trait Store: Send + Sync {
     fn expire(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> u64;
+    /// Binds each sensor to its gateway (replacing an earlier binding), in
+    /// one step; durable with the next `sync`. Ownership of uncatalogued
+    /// sensors: kept here so that a restart does not let another gateway
+    /// claim a sensor first.
+    fn bind(&self, bindings: &[(SensorId, GatewayId)]) -> Result<(), StoreError>;
+    /// Every sensor binding.
+    fn bindings(&self) -> Result<Vec<(SensorId, GatewayId)>, StoreError>;
 }
 
 /// Buckets rollups into `step_ms` windows (a multiple of their own width).

@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use shared::{Metric, SensorId};
+use shared::{GatewayId, Metric, SensorId};
 
 use super::keys::Key;
 use super::{block, keys};
@@ -279,6 +279,14 @@ fn merge_into(acc: &mut Option<Rollup>, r: Rollup) {
 impl Store for RedbStore {
     fn write(&self, w: &Write) -> Result<(), StoreError> {
         self.commit(w)
+    }
+
+    fn bind(&self, bindings: &[(SensorId, GatewayId)]) -> Result<(), StoreError> {
+        self.write_bindings(bindings)
+    }
+
+    fn bindings(&self) -> Result<Vec<(SensorId, GatewayId)>, StoreError> {
+        self.read_bindings()
     }
 
     fn sync(&self) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use redb::Durability;
-use shared::{Metric, SensorId};
+use shared::{GatewayId, Metric, SensorId};
 
 use super::super::keys;
 use super::super::{Forward, Level, Progress, SeqSpace, StoreError, Write};
@@ -112,6 +112,30 @@ impl RedbStore {
 
     pub(super) fn forward_len(&self) -> u64 {
         self.forward_backlog.load(Relaxed)
+    }
+
+    pub(super) fn write_bindings(&self, bindings: &[(SensorId, GatewayId)]) -> Result<(), StoreError> {
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        self.update(Durability::None, |t| {
+            for (sensor, gateway) in bindings {
+                t.insert(&keys::binding(sensor)[..], gateway.as_bytes()).map_err(self.err())?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn read_bindings(&self) -> Result<Vec<(SensorId, GatewayId)>, StoreError> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            scan(t, &self.file, b"B", &keys::after(b'B'), |k, v| {
+                let b = keys::parse_binding(k, v).ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), detail: format!("sensor binding {k:?}") })?;
+                out.push(b);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
     }
 
     pub(super) fn read_progress(&self) -> Result<Vec<(SeqSpace, Progress)>, StoreError> {

@@ -73,6 +73,23 @@ pub struct GatewayView {
     pub health: Option<Health>,
     /// Its devices that are failing, by `failing_now`, in the agent's order.
     pub failing: Vec<String>,
+    /// Readings refused because it does not own their sensor (`ingest::ownership`).
+    pub refused_readings: u64,
+    pub last_refused: Option<RefusedSensor>,
+    /// Receive time minus its clock at sending, at its last batch (None: not
+    /// yet measured, or a version 1 batch).
+    pub clock_offset_ms: Option<i64>,
+    /// Its readings moved onto the collector's clock (`ingest::clock`).
+    pub clock_skewed: u64,
+}
+
+/// The last sensor a gateway sent readings of without owning it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedSensor {
+    pub sensor: SensorId,
+    /// The gateway(s) that own it.
+    pub owners: Vec<GatewayId>,
+    pub at_ms: i64,
 }
 
 /// Whether a device is failing, from two consecutive health reports of its
@@ -181,6 +198,24 @@ impl Registry {
             let r = g.refusing.get_or_insert(Refusing { reason: why, count: 0, since_ms: now_ms });
             r.reason = why;
             r.count += 1;
+        });
+    }
+
+    /// `count` readings of `gateway` refused, the last for `last`'s sensor.
+    pub fn refused(&self, gateway: &str, count: u64, last: RefusedSensor) {
+        self.with_gateway(gateway, |g| {
+            g.refused_readings += count;
+            g.last_refused = Some(last);
+        });
+    }
+
+    /// `gateway`'s clock offset at its latest batch, and readings moved for it.
+    pub fn clock(&self, gateway: &str, offset_ms: Option<i64>, moved: u64) {
+        self.with_gateway(gateway, |g| {
+            if offset_ms.is_some() {
+                g.clock_offset_ms = offset_ms;
+            }
+            g.clock_skewed += moved;
         });
     }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -60,6 +60,8 @@ pub struct AppState {
     pub ingest: tokio::sync::mpsc::Sender<crate::messages::IngestControl>,
     /// Each component's heartbeat, for `/healthz`.
     pub liveness: crate::liveness::Liveness,
+    /// Gateway ids the config knows: `[[gateway]]`s and those the catalogue names.
+    pub known_gateways: Arc<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics).route_layer(needs(Role::Viewer)))
         .route("/api/v1/sensors", get(sensors::sensors).route_layer(needs(Role::Viewer)))
         .route("/api/v1/gateways", get(gateways::gateways).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/sensors/{id}/gateway", put(gateways::move_sensor).route_layer(needs(Role::Admin)))
         .route("/api/v1/gateways/{id}/progress", get(gateways::progress).route_layer(needs(Role::Viewer)).merge(delete(gateways::reset_progress).route_layer(needs(Role::Admin))))
         .route("/api/v1/series", get(series::series).route_layer(needs(Role::Viewer)))
         .route("/api/v1/export", get(export::export).route_layer(needs(Role::Viewer)))

@@ -121,3 +121,38 @@ async fn with_batch_keys_a_gateway_cannot_get_another_gateways_sensor_stored() {
     let known = get_json(http, "/api/v1/gateways?known=true").await;
     assert_eq!(known.as_array().unwrap().len(), 2, "{known}");
 }
+
+/// Gateways whose clocks say 1970 and 2100 (batches as their agents would
+/// send them, `sent_ms` by the same wrong clock): readings land on the
+/// collector's time line, the offset is shown, `latest` stays sane, and
+/// retention has nothing to delete because of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_from_a_wrong_clock_land_on_the_collectors_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = collector(dir.path(), None, "").await;
+    let http = c.http_addr;
+    let mut client = FakeGateway::connect(&c.mqtt_url, "gw-1970").await;
+    let mut other = FakeGateway::connect(&c.mqtt_url, "gw-2100").await;
+    const Y2100: i64 = 4_102_444_800_000;
+    for (gw, g, clock, value) in [("gw-1970", &mut client, 5_000i64, 1.5), ("gw-2100", &mut other, Y2100, 2.5)] {
+        let reading = Reading { seq: shared::Seq(1), sensor: format!("wl-{gw}").into(), metric: "water_level_m".into(), ts_ms: clock - 1_000, value, quality: Quality::Good };
+        let batch = shared::Batch::new(gw, 1, vec![reading]).sent_at(clock).encode();
+        g.client.publish(shared::topics::up(gw), rumqttc::QoS::AtLeastOnce, false, batch).await.unwrap();
+        g.wait_acked(1, LIMIT).await;
+    }
+    let before = now_ms();
+    for (gw, value) in [("gw-1970", 1.5), ("gw-2100", 2.5)] {
+        let sensor = format!("wl-{gw}");
+        let v = get_json(http, &format!("/api/v1/series?sensor={sensor}&metric=water_level_m&from=0")).await;
+        let p = &v["points"][0];
+        assert_eq!(p["value"], value, "{v}");
+        let ts = p["ts_ms"].as_i64().or_else(|| p["ts"].as_i64()).unwrap_or_else(|| panic!("{v}"));
+        assert!((before - ts).abs() < 60_000, "stored near the collector's now, not at the gateway's: {v}");
+        assert_eq!(latest(http, &sensor, "water_level_m").await, Some(value));
+        let g = gateway(http, gw).await;
+        let offset = g["clock_offset_ms"].as_i64().unwrap();
+        assert!(offset.abs() > 1_000_000_000, "{g}");
+        assert_eq!(g["clock_skewed_readings"], 1, "{g}");
+    }
+    assert_eq!(metric(http, "citysense_readings_clock_skew_total").await, 2.0);
+}

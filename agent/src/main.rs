@@ -111,8 +111,8 @@ fn probe(what: ProbeWhat) -> ExitCode {
             table,
             start,
             count,
-            data_type: data_type.as_deref().map(DataType::parse).transpose()?,
-            order: order.as_deref().map(WordOrder::parse).transpose()?,
+            data_type: data_type.as_deref().map(DataType::parse).transpose().map_err(|e| e.to_string())?,
+            order: order.as_deref().map(WordOrder::parse).transpose().map_err(|e| e.to_string())?,
             timeout,
         })
     })();

@@ -44,7 +44,7 @@ pub enum StartError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("gateway batch keys: {0}")]
-    Keys(String),
+    Keys(#[from] shared::auth::SecretError),
     #[error(transparent)]
     InfluxToken(#[from] sink::settings::TokenError),
     #[error(transparent)]
@@ -134,7 +134,7 @@ impl Collector {
         let mut link = connector.connect("", 1024, subscriptions, router, stop.clone());
         tasks.push(link.task);
         let forwarded = Arc::new(Notify::new());
-        let keys = config.batch_keys(base).map_err(StartError::Keys)?;
+        let keys = config.batch_keys(base)?;
         let links = ingest::Links { acks: link.client.clone(), rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone() };
         let counters = Arc::new(ingest::Counters::default());
         let admission = ingest::Admission { keys, rate: RateLimit::new(config.mqtt.gateway_rate, clock.clone()) };

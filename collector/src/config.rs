@@ -96,7 +96,7 @@ impl CollectorConfig {
     }
 
     /// Gateways' batch keys, read from their files.
-    pub fn batch_keys(&self, base: &Path) -> Result<HashMap<String, Arc<Vec<u8>>>, String> {
+    pub fn batch_keys(&self, base: &Path) -> Result<HashMap<String, Arc<Vec<u8>>>, shared::auth::SecretError> {
         self.gateway
             .iter()
             .filter_map(|g| g.batch_key_file.as_ref().map(|f| (g, f)))

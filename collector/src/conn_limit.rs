@@ -21,19 +21,28 @@ pub struct Slot {
     ip: IpAddr,
 }
 
+/// Which connection cap a new connection would go over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverCap {
+    #[error("{open} connections open, the cap for all peers")]
+    Global { open: usize },
+    #[error("{open} connections open from {ip}, the cap per peer")]
+    Peer { open: usize, ip: IpAddr },
+}
+
 impl ConnLimit {
     pub fn new(global: usize, per_peer: usize) -> Arc<ConnLimit> {
         Arc::new(ConnLimit { global, per_peer, open: Mutex::new((0, HashMap::new())), refused: AtomicU64::new(0) })
     }
 
     /// A slot for a connection from `ip`, or which cap it is over.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, String> {
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, OverCap> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let from_peer = open.1.get(&ip).copied().unwrap_or(0);
         let over = if open.0 >= self.global {
-            Some(format!("{} connections open, the cap for all peers", open.0))
+            Some(OverCap::Global { open: open.0 })
         } else if from_peer >= self.per_peer {
-            Some(format!("{from_peer} connections open from {ip}, the cap per peer"))
+            Some(OverCap::Peer { open: from_peer, ip })
         } else {
             None
         };
@@ -70,9 +79,9 @@ mod tests {
         let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let s1 = l.acquire(a).unwrap();
         let _s2 = l.acquire(a).unwrap();
-        assert!(l.acquire(a).err().unwrap().contains("per peer"));
+        assert!(l.acquire(a).err().unwrap().to_string().contains("per peer"));
         let _s3 = l.acquire(b).unwrap();
-        assert!(l.acquire(b).err().unwrap().contains("all peers"));
+        assert!(l.acquire(b).err().unwrap().to_string().contains("all peers"));
         drop(s1);
         assert!(l.acquire(b).is_ok());
         assert_eq!(l.refused.load(Relaxed), 2);

@@ -25,7 +25,7 @@ pub enum IngestControl {
     /// Forget the progress of one epoch (or all): the next batch starts that
     /// sequence anew. For a gateway that legitimately restarted its seqs in
     /// the same epoch (a restored disk image).
-    Forget { gateway: GatewayId, epoch: Option<u64>, reply: oneshot::Sender<Result<usize, String>> },
+    Forget { gateway: GatewayId, epoch: Option<u64>, reply: oneshot::Sender<Result<usize, crate::store::StoreError>> },
     /// Bind an uncatalogued sensor to another gateway; the reply names the
     /// gateway(s) it was bound to before.
     MoveSensor { sensor: shared::SensorId, gateway: GatewayId, reply: oneshot::Sender<Result<Vec<GatewayId>, MoveRefused>> },

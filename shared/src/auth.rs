@@ -96,12 +96,21 @@ pub fn random_u64() -> std::io::Result<u64> {
     Ok(u64::from_be_bytes(b).max(1))
 }
 
-/// A secret read from a file: trimmed, and refused when empty.
-pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Why a secret file could not be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{path}: {source}")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{0}: a key must be at least 16 characters")]
+    TooShort(std::path::PathBuf),
+}
+
+/// A secret read from a file: trimmed, and refused when shorter than 16 characters.
+pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read { path: path.to_path_buf(), source })?;
     let t = text.trim();
     if t.len() < 16 {
-        return Err(format!("{}: a key must be at least 16 characters", path.display()));
+        return Err(SecretError::TooShort(path.to_path_buf()));
     }
     Ok(t.as_bytes().to_vec())
 }

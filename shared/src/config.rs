@@ -74,13 +74,23 @@ pub trait Validate {
 /// directory the working directory, so relative paths in it (store, keys,
 /// certificates) mean at run time what `check` validated: relative to the
 /// file. The error is what to print before exiting with status 2.
-pub fn load_and_enter<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, String> {
-    let config = load::<T>(path).map_err(|d| d.to_string())?;
-    let abs = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load_and_enter<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, LoadError> {
+    let config = load::<T>(path)?;
+    let abs = path.canonicalize().map_err(|source| LoadError::Enter { path: path.to_path_buf(), source })?;
     if let Some(dir) = abs.parent() {
-        std::env::set_current_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::env::set_current_dir(dir).map_err(|source| LoadError::Enter { path: dir.to_path_buf(), source })?;
     }
     Ok(config)
+}
+
+/// Why a config could not be loaded for a command: its problems (one line
+/// each, `FILE:LINE: path: message`), or its directory could not be entered.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(#[from] Diagnostics),
+    #[error("{path}: {source}")]
+    Enter { path: std::path::PathBuf, source: std::io::Error },
 }
 
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Diagnostics> {
@@ -292,16 +302,24 @@ impl From<Duration> for HumanDuration {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeError {
+    #[error("`{0}` is not a size; write e.g. \"512MiB\"")]
+    Number(String),
+    #[error("unknown size unit `{unit}` in `{size}`; use B, KiB, MiB, GiB, KB, MB or GB")]
+    Unit { unit: String, size: String },
+}
+
 /// A byte size such as `512MiB`, `2GB`, `4096`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
+    pub fn parse(s: &str) -> Result<ByteSize, ByteSizeError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size; write e.g. \"512MiB\""))?;
+        let num: f64 = num.parse().map_err(|_| ByteSizeError::Number(s.to_string()))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -312,7 +330,7 @@ impl ByteSize {
             "GiB" => 1 << 30,
             "TB" => 1_000_000_000_000,
             "TiB" => 1 << 40,
-            other => return Err(format!("unknown size unit `{other}` in `{s}`; use B, KiB, MiB, GiB, KB, MB or GB")),
+            other => return Err(ByteSizeError::Unit { unit: other.to_string(), size: s.to_string() }),
         };
         Ok(ByteSize((num * mult as f64) as u64))
     }

@@ -57,9 +57,18 @@ impl DataType {
         }
     }
 
-    pub fn parse(s: &str) -> Result<DataType, String> {
-        DataType::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| format!("unknown type `{s}`; one of bool u16 i16 u32 i32 u64 i64 f32 f64"))
+    pub fn parse(s: &str) -> Result<DataType, UnknownName> {
+        DataType::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| UnknownName::Type(s.to_string()))
     }
+}
+
+/// A data type or word order name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownName {
+    #[error("unknown type `{0}`; one of bool u16 i16 u32 i32 u64 i64 f32 f64")]
+    Type(String),
+    #[error("unknown order `{0}`; one of ABCD CDAB BADC DCBA")]
+    Order(String),
 }
 
 impl WordOrder {
@@ -81,8 +90,8 @@ impl WordOrder {
         }
     }
 
-    pub fn parse(s: &str) -> Result<WordOrder, String> {
-        WordOrder::ALL.into_iter().find(|o| o.name().eq_ignore_ascii_case(s)).ok_or_else(|| format!("unknown order `{s}`; one of ABCD CDAB BADC DCBA"))
+    pub fn parse(s: &str) -> Result<WordOrder, UnknownName> {
+        WordOrder::ALL.into_iter().find(|o| o.name().eq_ignore_ascii_case(s)).ok_or_else(|| UnknownName::Order(s.to_string()))
     }
 }
 

@@ -9,32 +9,47 @@ pub struct BrokerUrl {
     pub port: u16,
 }
 
+/// Why a broker URL was refused; each message quotes what was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{0}` is not a broker URL; write mqtt://HOST:PORT or mqtts://HOST:PORT")]
+    Scheme(String),
+    #[error("`{0}` must be just scheme://HOST[:PORT]")]
+    Path(String),
+    #[error("port `{port}` in `{url}` is not a number from 1 to 65535")]
+    Port { port: String, url: String },
+    #[error("port 0 in `{0}` cannot be connected to")]
+    PortZero(String),
+    #[error("`{0}` has no host")]
+    NoHost(String),
+}
+
 impl BrokerUrl {
-    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
+    pub fn parse(s: &str) -> Result<BrokerUrl, UrlError> {
         let (tls, rest) = if let Some(r) = s.strip_prefix("mqtt://") {
             (false, r)
         } else if let Some(r) = s.strip_prefix("mqtts://") {
             (true, r)
         } else {
-            return Err(format!("`{s}` is not a broker URL; write mqtt://HOST:PORT or mqtts://HOST:PORT"));
+            return Err(UrlError::Scheme(s.to_string()));
         };
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() || rest.contains('/') || rest.contains('?') {
-            return Err(format!("`{s}` must be just scheme://HOST[:PORT]"));
+            return Err(UrlError::Path(s.to_string()));
         }
         let default_port = if tls { 8883 } else { 1883 };
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| format!("port `{p}` in `{s}` is not a number from 1 to 65535"))?;
+                let port = p.parse::<u16>().map_err(|_| UrlError::Port { port: p.to_string(), url: s.to_string() })?;
                 if port == 0 {
-                    return Err(format!("port 0 in `{s}` cannot be connected to"));
+                    return Err(UrlError::PortZero(s.to_string()));
                 }
                 (h, port)
             }
             _ => (rest, default_port),
         };
         if host.is_empty() {
-            return Err(format!("`{s}` has no host"));
+            return Err(UrlError::NoHost(s.to_string()));
         }
         Ok(BrokerUrl { tls, host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port })
     }

@@ -60,7 +60,7 @@ pub(super) fn validate_points(points: &[PointConfig], path: &str, p: &mut Vec<Pr
         let (table, address) = match pt.location() {
             Ok(l) => l,
             Err(message) => {
-                p.push(Problem::new(if pt.reference.is_none() && pt.address.is_none() { pp.clone() } else { format!("{pp}.{key}") }, message));
+                p.push(Problem::new(if pt.reference.is_none() && pt.address.is_none() { pp.clone() } else { format!("{pp}.{key}") }, message.to_string()));
                 continue;
             }
         };

@@ -134,15 +134,39 @@ pub enum PointType {
     Bits,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown type `{0}`; one of bool u16 i16 u32 i32 u64 i64 f32 f64 bit bits")]
+pub struct UnknownPointType(String);
+
 impl TryFrom<String> for PointType {
-    type Error = String;
-    fn try_from(s: String) -> Result<PointType, String> {
+    type Error = UnknownPointType;
+    fn try_from(s: String) -> Result<PointType, UnknownPointType> {
         match s.as_str() {
             "bit" => Ok(PointType::Bit),
             "bits" => Ok(PointType::Bits),
-            _ => DataType::parse(&s).map(PointType::Value).map_err(|_| format!("unknown type `{s}`; one of bool u16 i16 u32 i32 u64 i64 f32 f64 bit bits")),
+            _ => DataType::parse(&s).map(PointType::Value).map_err(|_| UnknownPointType(s)),
         }
     }
+}
+
+/// Why a point's table and address cannot be known; `check` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("give `address` (0-based) or `ref` (datasheet number), not both")]
+    Both,
+    #[error("missing `address` (0-based, e.g. 100) or `ref` (datasheet number, e.g. 40101)")]
+    Neither,
+    #[error("missing `table` (holding, input, coil or discrete); or write the address as a datasheet number such as \"40101\", which names it")]
+    NoTable,
+    #[error("{0} is past the last register address 65535")]
+    PastEnd(u64),
+    /// A 0-based address that reads like a datasheet number (see `datasheet_lookalike`).
+    #[error("{0}")]
+    Lookalike(String),
+    #[error("datasheet number \"{text}\" is in the {table} table ({prefix}xxxx), but table = \"{given}\": drop `table` or fix the number")]
+    TableMismatch { text: String, table: &'static str, prefix: char, given: &'static str },
+    #[error("\"{text}\" spans {span} register(s) but type `{type_name}` takes {width}")]
+    Span { text: String, span: u32, type_name: &'static str, width: u32 },
 }
 
 impl PointType {
@@ -214,39 +238,33 @@ impl PointConfig {
 
     /// The table and 0-based address, or why they cannot be known. `check`
     /// reports the error; a config that passed `check` always resolves.
-    pub fn location(&self) -> Result<(Table, u16), String> {
+    pub fn location(&self) -> Result<(Table, u16), LocationError> {
         match (&self.address, &self.reference) {
-            (Some(_), Some(_)) => Err("give `address` (0-based) or `ref` (datasheet number), not both".into()),
-            (None, None) => Err("missing `address` (0-based, e.g. 100) or `ref` (datasheet number, e.g. 40101)".into()),
+            (Some(_), Some(_)) => Err(LocationError::Both),
+            (None, None) => Err(LocationError::Neither),
             (None, Some(ModiconRef(m))) | (Some(RegisterAddress::Modicon(m)), None) => self.modicon_location(m),
             (Some(RegisterAddress::Hex(a)), None) => Ok((self.table_required()?, *a)),
             (Some(RegisterAddress::ZeroBased(n)), None) => {
                 let table = self.table_required()?;
                 if let Some(hint) = datasheet_lookalike(*n) {
-                    return Err(hint);
+                    return Err(LocationError::Lookalike(hint));
                 }
-                u16::try_from(*n).map(|a| (table, a)).map_err(|_| format!("{n} is past the last register address 65535"))
+                u16::try_from(*n).map(|a| (table, a)).map_err(|_| LocationError::PastEnd(*n))
             }
         }
     }
 
-    fn table_required(&self) -> Result<Table, String> {
-        self.table.ok_or_else(|| "missing `table` (holding, input, coil or discrete); or write the address as a datasheet number such as \"40101\", which names it".into())
+    fn table_required(&self) -> Result<Table, LocationError> {
+        self.table.ok_or(LocationError::NoTable)
     }
 
-    fn modicon_location(&self, m: &Modicon) -> Result<(Table, u16), String> {
+    fn modicon_location(&self, m: &Modicon) -> Result<(Table, u16), LocationError> {
         if let Some(t) = self.table.filter(|t| *t != m.table) {
-            return Err(format!(
-                "datasheet number \"{}\" is in the {} table ({}xxxx), but table = \"{}\": drop `table` or fix the number",
-                m.text,
-                m.table.name(),
-                Modicon::prefix(m.table),
-                t.name()
-            ));
+            return Err(LocationError::TableMismatch { text: m.text.clone(), table: m.table.name(), prefix: Modicon::prefix(m.table), given: t.name() });
         }
         let width = self.point_type().registers_type().registers() as u32;
         if let Some(span) = m.span.filter(|s| *s != width) {
-            return Err(format!("\"{}\" spans {span} register(s) but type `{}` takes {width}", m.text, self.point_type().name()));
+            return Err(LocationError::Span { text: m.text.clone(), span, type_name: self.point_type().name(), width });
         }
         Ok((m.table, m.address))
     }

@@ -20,8 +20,8 @@ pub trait ConfigText: Sized {
 
 impl ConfigText for BrokerUrl {
     /// `shared::url`'s own message, which names the URL and the fix.
-    type Err = String;
-    fn parse_text(s: &str) -> Result<BrokerUrl, String> {
+    type Err = shared::url::UrlError;
+    fn parse_text(s: &str) -> Result<BrokerUrl, Self::Err> {
         BrokerUrl::parse(s)
     }
 }

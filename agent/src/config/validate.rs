@@ -42,7 +42,7 @@ impl Validate for AgentConfig {
         }
         if let Some(f) = &u.batch_key_file {
             if let Err(e) = shared::auth::read_secret(&base.join(f)) {
-                p.push(Problem::new("uplink.batch_key_file", e));
+                p.push(Problem::new("uplink.batch_key_file", e.to_string()));
             }
         }
         if u.password_file.is_some() && u.username.is_none() {

@@ -19,13 +19,17 @@ pub enum Zoneless {
     Offset(i32),
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}`: write \"reject\", \"UTC\" or an offset such as \"+08:00\"")]
+pub struct BadZone(String);
+
 impl TryFrom<String> for Zoneless {
-    type Error = String;
-    fn try_from(s: String) -> Result<Zoneless, String> {
+    type Error = BadZone;
+    fn try_from(s: String) -> Result<Zoneless, BadZone> {
         match s.as_str() {
             "reject" => Ok(Zoneless::Reject),
             "UTC" | "utc" | "Z" => Ok(Zoneless::Offset(0)),
-            _ => offset_minutes(&s).map(Zoneless::Offset).ok_or_else(|| format!("`{s}`: write \"reject\", \"UTC\" or an offset such as \"+08:00\"")),
+            _ => offset_minutes(&s).map(Zoneless::Offset).ok_or(BadZone(s)),
         }
     }
 }

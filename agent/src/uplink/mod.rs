@@ -54,8 +54,8 @@ pub enum SecretsError {
     #[error("reading uplink.{key} {path}: {err}")]
     ReadFile { key: &'static str, path: PathBuf, err: std::io::Error },
     /// `shared::auth`'s message, which names the file.
-    #[error("{0}")]
-    BatchKey(String),
+    #[error(transparent)]
+    BatchKey(#[from] shared::auth::SecretError),
 }
 
 /// What the uplink proves itself with, read from the files the config names.

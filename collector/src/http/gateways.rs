@@ -137,6 +137,6 @@ pub async fn reset_progress(State(st): State<AppState>, Path(id): Path<String>, 
     match answer.await.map_err(|_| ingest_gone())? {
         Ok(0) => Err(ApiError(StatusCode::NOT_FOUND, format!("no delivery progress for gateway `{id}`{}", epoch.map(|e| format!(" in epoch {e}")).unwrap_or_default()))),
         Ok(n) => Ok(Json(json!({ "gateway": id, "forgotten": n }))),
-        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }

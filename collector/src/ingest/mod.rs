@@ -173,7 +173,7 @@ impl Ingest {
                         }
                         Ok(forget.len())
                     }
-                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(e),
                     Err(_) => return,
                 };
                 let _ = reply.send(result);

@@ -19,6 +19,27 @@ pub fn agent_client_id(gateway: &str) -> String {
 /// The namespace of the collector's own client ids: no one else may use it.
 pub const COLLECTOR_ID_PREFIX: &str = "citysense-collector-";
 
+/// What a user's grant does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("a feed reader may not publish (to {0})")]
+    ReaderPublish(String),
+    #[error("gateway {gateway} may not publish to {topic}")]
+    Topic { gateway: String, topic: String },
+    #[error("QoS 2 on {0}: gateways publish at QoS 0 or 1")]
+    Qos2(String),
+    #[error("retained message on {topic}: only {state} may be retained")]
+    Retained { topic: String, state: String },
+    #[error("a feed reader may not leave a will (on {0})")]
+    ReaderWill(String),
+    #[error("will: {0}")]
+    Will(Box<Denied>),
+    #[error("gateway {gateway} must connect as client id `{expected}`, not `{client_id}`")]
+    GatewayClientId { gateway: String, expected: String, client_id: String },
+    #[error("client id `{client_id}` does not start with this user's prefix `{prefix}` (followed by at least one character)")]
+    ReaderClientId { client_id: String, prefix: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grant {
     /// A gateway: its own uplink topics, its own acks.
@@ -30,17 +51,17 @@ pub enum Grant {
 
 impl Grant {
     /// Why `user` may not publish this, or Ok. The same rule holds for a will.
-    pub fn check_publish(&self, topic: &str, qos: QoS, retain: bool) -> Result<(), String> {
-        let Grant::Gateway(g) = self else { return Err(format!("a feed reader may not publish (to {topic})")) };
+    pub fn check_publish(&self, topic: &str, qos: QoS, retain: bool) -> Result<(), Denied> {
+        let Grant::Gateway(g) = self else { return Err(Denied::ReaderPublish(topic.to_string())) };
         if ![topics::up(g), topics::state(g), topics::health(g)].iter().any(|t| t == topic) {
-            return Err(format!("gateway {g} may not publish to {topic}"));
+            return Err(Denied::Topic { gateway: g.clone(), topic: topic.to_string() });
         }
         if qos == QoS::ExactlyOnce {
-            return Err(format!("QoS 2 on {topic}: gateways publish at QoS 0 or 1"));
+            return Err(Denied::Qos2(topic.to_string()));
         }
         // Only the state is kept for new subscribers; a retained batch or health would be replayed forever.
         if retain && topic != topics::state(g) {
-            return Err(format!("retained message on {topic}: only {} may be retained", topics::state(g)));
+            return Err(Denied::Retained { topic: topic.to_string(), state: topics::state(g) });
         }
         Ok(())
     }
@@ -58,23 +79,21 @@ impl Grant {
 
     /// A will is published by the broker in the client's name when its
     /// connection drops, so it is held to the publish grant; readers have none.
-    pub fn check_will(&self, topic: &str, qos: QoS, retain: bool) -> Result<(), String> {
+    pub fn check_will(&self, topic: &str, qos: QoS, retain: bool) -> Result<(), Denied> {
         match self {
-            Grant::Reader { .. } => Err(format!("a feed reader may not leave a will (on {topic})")),
-            Grant::Gateway(_) => self.check_publish(topic, qos, retain).map_err(|e| format!("will: {e}")),
+            Grant::Reader { .. } => Err(Denied::ReaderWill(topic.to_string())),
+            Grant::Gateway(_) => self.check_publish(topic, qos, retain).map_err(|e| Denied::Will(Box::new(e))),
         }
     }
 
     /// Whether this user may connect as `client_id`: a client id taken over
     /// knocks its owner off the broker, so each user has its own.
-    pub fn check_client_id(&self, client_id: &str) -> Result<(), String> {
+    pub fn check_client_id(&self, client_id: &str) -> Result<(), Denied> {
         match self {
             Grant::Gateway(g) if client_id == agent_client_id(g) => Ok(()),
-            Grant::Gateway(g) => Err(format!("gateway {g} must connect as client id `{}`, not `{client_id}`", agent_client_id(g))),
+            Grant::Gateway(g) => Err(Denied::GatewayClientId { gateway: g.clone(), expected: agent_client_id(g), client_id: client_id.to_string() }),
             Grant::Reader { client_prefix } if client_id.len() > client_prefix.len() && client_id.starts_with(client_prefix.as_str()) => Ok(()),
-            Grant::Reader { client_prefix } => {
-                Err(format!("client id `{client_id}` does not start with this user's prefix `{client_prefix}` (followed by at least one character)"))
-            }
+            Grant::Reader { client_prefix } => Err(Denied::ReaderClientId { client_id: client_id.to_string(), prefix: client_prefix.clone() }),
         }
     }
 }

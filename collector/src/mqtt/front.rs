@@ -128,20 +128,26 @@ impl crate::tls::Relay for GrantRelay {
 }
 
 /// The next whole packet from `r` (None at end of stream), with its bytes.
-async fn next_packet<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut, max: usize) -> Result<Option<(BytesMut, Packet)>, Result<std::io::Error, String>> {
+/// Why no packet could be read: the stream failed, or what came is not MQTT.
+enum ReadError {
+    Io(std::io::Error),
+    Malformed(mqttbytes::Error),
+}
+
+async fn next_packet<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut, max: usize) -> Result<Option<(BytesMut, Packet)>, ReadError> {
     loop {
         match mqttbytes::check(buf.iter(), max) {
             Ok(h) => {
                 let frame = buf.split_to(h.frame_length());
                 let mut copy = frame.clone();
-                return Packet::read(&mut copy, max).map(|p| Some((frame, p))).map_err(|e| Err(format!("{e:?}")));
+                return Packet::read(&mut copy, max).map(|p| Some((frame, p))).map_err(ReadError::Malformed);
             }
             Err(mqttbytes::Error::InsufficientBytes(_)) => {
-                if r.read_buf(buf).await.map_err(Ok)? == 0 {
+                if r.read_buf(buf).await.map_err(ReadError::Io)? == 0 {
                     return Ok(None);
                 }
             }
-            Err(e) => return Err(Err(format!("{e:?}"))),
+            Err(e) => return Err(ReadError::Malformed(e)),
         }
     }
 }
@@ -155,14 +161,14 @@ impl GrantRelay {
         let Some(grant) = self.acl.get(&login.username).filter(|_| known) else {
             return Err((Refusal::Login, ConnectReturnCode::BadUserNamePassword, "unknown user or wrong password".into()));
         };
-        grant.check_client_id(&c.client_id).map_err(|e| (Refusal::ClientId, ConnectReturnCode::BadClientId, e))?;
+        grant.check_client_id(&c.client_id).map_err(|e| (Refusal::ClientId, ConnectReturnCode::BadClientId, e.to_string()))?;
         if let (Grant::Gateway(g), Some(names)) = (grant, cert_names) {
             if !names.iter().any(|n| n == g) {
                 return Err((Refusal::Certificate, ConnectReturnCode::NotAuthorized, format!("the TLS client certificate names {names:?}, not gateway {g}")));
             }
         }
         if let Some(w) = &c.last_will {
-            grant.check_will(&w.topic, w.qos, w.retain).map_err(|e| (Refusal::Will, ConnectReturnCode::NotAuthorized, e))?;
+            grant.check_will(&w.topic, w.qos, w.retain).map_err(|e| (Refusal::Will, ConnectReturnCode::NotAuthorized, e.to_string()))?;
         }
         Ok(grant.clone())
     }
@@ -177,8 +183,8 @@ impl GrantRelay {
         let first = match tokio::time::timeout(CONNECT_TIMEOUT, next_packet(&mut client, &mut buf, max)).await {
             Err(_) => return Err(refused(Refusal::Malformed, "", "", format!("no CONNECT within {CONNECT_TIMEOUT:?}")).into()),
             Ok(Ok(None)) => return Ok(()),
-            Ok(Err(Ok(io))) => return Err(io.into()),
-            Ok(Err(Err(e))) => return Err(refused(Refusal::Malformed, "", "", e).into()),
+            Ok(Err(ReadError::Io(io))) => return Err(io.into()),
+            Ok(Err(ReadError::Malformed(e))) => return Err(refused(Refusal::Malformed, "", "", format!("{e:?}")).into()),
             Ok(Ok(Some((_, p)))) => p,
         };
         let Packet::Connect(mut connect) = first else { return Err(refused(Refusal::Malformed, "", "", format!("first packet is {first:?}, not CONNECT")).into()) };
@@ -213,8 +219,8 @@ impl GrantRelay {
                 let (frame, packet) = match next_packet(&mut cr, &mut buf, max).await {
                     Ok(Some(f)) => f,
                     Ok(None) => return Ok(()),
-                    Err(Ok(io)) => return Err(FrontError::Io(io)),
-                    Err(Err(e)) => return Err(refused(Refusal::Malformed, &user, &client_id, e).into()),
+                    Err(ReadError::Io(io)) => return Err(FrontError::Io(io)),
+                    Err(ReadError::Malformed(e)) => return Err(refused(Refusal::Malformed, &user, &client_id, format!("{e:?}")).into()),
                 };
                 match packet {
                     Packet::Connect(c) => {
@@ -223,7 +229,7 @@ impl GrantRelay {
                     }
                     Packet::Publish(p) => {
                         if let Err(e) = grant.check_publish(&p.topic, p.qos, p.retain) {
-                            return Err(refused(Refusal::Publish, &user, &client_id, e).into());
+                            return Err(refused(Refusal::Publish, &user, &client_id, e.to_string()).into());
                         }
                     }
                     Packet::Subscribe(s) => {

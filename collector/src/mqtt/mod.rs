@@ -38,7 +38,7 @@ pub struct Endpoints {
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error("mqtt.external: {0}")]
-    External(String),
+    External(#[from] shared::url::UrlError),
     #[error("mqtt.listen is not IP:PORT")]
     Listen,
     #[error("cannot listen for MQTT on {addr}: {source}")]
@@ -73,7 +73,7 @@ pub async fn start(config: &MqttConfig, admission: Admission, stats: Arc<TlsStat
     let inner = users.as_ref().map(|_| shared::auth::random_secret().map(|s| Arc::new(front::InnerLogins::new(s)))).transpose().map_err(|e| MqttError::Secret(e.to_string()))?;
     let (broker_url, public) = match (&config.external, config.listen_addr()) {
         (Some(url), _) => {
-            let u = BrokerUrl::parse(url).map_err(MqttError::External)?;
+            let u = BrokerUrl::parse(url)?;
             (u.clone(), u)
         }
         (None, Some(listen)) => match (users, &inner) {

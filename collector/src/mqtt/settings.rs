@@ -163,7 +163,7 @@ impl MqttConfig {
             match BrokerUrl::parse(e) {
                 Ok(u) if u.tls => p.push(Problem::new("mqtt.external", "mqtts:// (TLS) is not supported by this build yet")),
                 Ok(_) => {}
-                Err(msg) => p.push(Problem::new("mqtt.external", msg)),
+                Err(e) => p.push(Problem::new("mqtt.external", e.to_string())),
             }
             if self.listen.is_some() {
                 p.push(Problem::new("mqtt.listen", "set either `listen` (embedded broker) or `external`, not both"));
@@ -213,7 +213,7 @@ impl GatewayEntry {
             }
             if let Some(f) = &g.batch_key_file {
                 if let Err(e) = shared::auth::read_secret(&base.join(f)) {
-                    p.push(Problem::new(format!("gateway[{i}].batch_key_file"), e));
+                    p.push(Problem::new(format!("gateway[{i}].batch_key_file"), e.to_string()));
                 }
             }
         }

@@ -8,8 +8,12 @@
 //! acks are cumulative (a duplicate or older one changes nothing); a batch
 //! whose ack does not come within `ack_timeout`, and everything unacked when
 //! the link comes back, is sent again from the acked floor, in order (the
-//! collector drops the duplicates). A partial batch waits for `linger` unless
-//! `batch_max` readings are ready.
+//! collector drops the duplicates). Readings go as soon as they are durable
+//! and the window has room: with nothing in flight even a partial batch goes
+//! at once; while a batch is in flight a partial one waits, for its ack, for
+//! `batch_max` readings to be ready or for `linger`, whichever comes first, so
+//! batches grow by themselves under load (as Nagle's algorithm does) and an
+//! idle link adds no delay.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -150,7 +154,7 @@ impl Window {
         }
         if self.connected && self.cursor <= self.durable && self.has_room() {
             let since = *self.waiting_since.get_or_insert(now);
-            if self.durable - self.cursor + 1 >= self.batch_max || now.saturating_duration_since(since) >= self.linger {
+            if self.inflight.is_empty() || self.durable - self.cursor + 1 >= self.batch_max || now.saturating_duration_since(since) >= self.linger {
                 return Step::Send { from: self.cursor, upto: self.durable };
             }
         } else if self.cursor > self.durable {
@@ -214,14 +218,23 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_batch_waits_for_linger_and_nothing_goes_past_the_durable_seq() {
+    fn a_partial_batch_goes_at_once_on_an_idle_link_and_waits_while_another_is_in_flight() {
         let (mut w, t) = window(5);
-        assert_eq!(w.poll(t), Step::Wait { until: Some(t + LINGER) });
-        assert_eq!(w.poll(t + LINGER), Step::Send { from: 1, upto: 5 });
-        w.sent(1, 5, t + LINGER);
-        assert_eq!(w.poll(t + LINGER), Step::Wait { until: Some(t + LINGER + ACK_TIMEOUT) });
+        assert_eq!(w.poll(t), Step::Send { from: 1, upto: 5 }, "nothing in flight: no linger");
+        w.sent(1, 5, t);
+        assert_eq!(w.poll(t), Step::Wait { until: Some(t + ACK_TIMEOUT) }, "nothing goes past the durable seq");
         w.durable(7);
-        assert_eq!(w.poll(t + LINGER * 2), Step::Wait { until: Some(t + LINGER * 3) }, "linger counts from when 6..=7 became ready");
+        let ready = t + LINGER;
+        assert_eq!(w.poll(ready), Step::Wait { until: Some(ready + LINGER) }, "1..=5 in flight: 6..=7 wait for more, linger at most");
+        w.durable(8);
+        assert_eq!(w.poll(ready + LINGER / 2), Step::Wait { until: Some(ready + LINGER) }, "linger counts from when 6..=7 became ready");
+        w.ack(5);
+        assert_eq!(w.poll(ready + LINGER / 2), Step::Send { from: 6, upto: 8 }, "the ack emptied the window: what is ready goes at once");
+        w.sent(6, 8, ready + LINGER / 2);
+        w.durable(9);
+        let nine = ready + LINGER;
+        assert_eq!(w.poll(nine), Step::Wait { until: Some(nine + LINGER) });
+        assert_eq!(w.poll(nine + LINGER), Step::Send { from: 9, upto: 9 }, "linger passed with 6..=8 still in flight");
     }
 
     #[test]

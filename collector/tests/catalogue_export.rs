@@ -52,21 +52,23 @@ async fn the_catalogue_lists_uncatalogued_senders_and_exports_carry_it() {
     assert_eq!(new[0]["gateway"], "gw-e");
     assert_eq!(get(c.http_addr, "/api/v1/sensors?catalogued=maybe").await.0, 400);
 
+    // 2023 readings, before aq-001's install date and older than raw retention,
+    // from a gateway whose clock is right: kept at their time, as `uncertain`.
     let (status, csv) = get(c.http_addr, &format!("/api/v1/export?from={t0}&to={}", t0 + 5000)).await;
     assert_eq!(status, 200, "{csv}");
     assert_eq!(
         csv,
         "sensor,kind,district,owner,metric,unit,time,ts_ms,value,quality\n\
-         aq-001,air_quality,\"West, Lake\",Environment Bureau,pm25,ug/m3,2023-11-14T22:13:20.000Z,1700000000000,12.5,good\n\
-         aq-001,air_quality,\"West, Lake\",Environment Bureau,pm25,ug/m3,2023-11-14T22:13:21.000Z,1700000001000,13.0,good\n\
-         zz-9,,,,noise_laeq,dB(A),2023-11-14T22:13:20.500Z,1700000000500,60.0,good\n"
+         aq-001,air_quality,\"West, Lake\",Environment Bureau,pm25,ug/m3,2023-11-14T22:13:20.000Z,1700000000000,12.5,uncertain\n\
+         aq-001,air_quality,\"West, Lake\",Environment Bureau,pm25,ug/m3,2023-11-14T22:13:21.000Z,1700000001000,13.0,uncertain\n\
+         zz-9,,,,noise_laeq,dB(A),2023-11-14T22:13:20.500Z,1700000000500,60.0,uncertain\n"
     );
     let (status, lp) = get(c.http_addr, &format!("/api/v1/export?from={t0}&to={}&format=line&sensor=aq-001", t0 + 5000)).await;
     assert_eq!(status, 200);
     assert_eq!(
         lp,
-        "pm25,district=West\\,\\ Lake,gateway=gw-e,kind=air_quality,owner=Environment\\ Bureau,sensor=aq-001 value=12.5,quality=0i 1700000000000\n\
-         pm25,district=West\\,\\ Lake,gateway=gw-e,kind=air_quality,owner=Environment\\ Bureau,sensor=aq-001 value=13.0,quality=0i 1700000001000\n"
+        "pm25,district=West\\,\\ Lake,gateway=gw-e,kind=air_quality,owner=Environment\\ Bureau,sensor=aq-001 value=12.5,quality=1i 1700000000000\n\
+         pm25,district=West\\,\\ Lake,gateway=gw-e,kind=air_quality,owner=Environment\\ Bureau,sensor=aq-001 value=13.0,quality=1i 1700000001000\n"
     );
     let (status, err) = get(c.http_addr, "/api/v1/export?from=-1h&format=xml").await;
     assert_eq!(status, 400);

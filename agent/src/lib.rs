@@ -2,7 +2,7 @@
 //! collector, losing none.
 //!
 //! Data flows one way: `source` (Modbus pollers, MQTT subscriptions) → intake
-//! (gives each reading its `seq`) → `outbox` (sled, flushed on a schedule) →
+//! (gives each reading its `seq`) → `outbox` (sled, made durable on arrival) →
 //! `uplink` (batches to MQTT, deletes on the collector's ack). This crate owns
 //! the edge; it knows nothing of how the collector stores or alerts.
 
@@ -184,20 +184,24 @@ impl Agent {
     }
 }
 
-/// Readings appended and not yet flushed, at most (about 0.1 s at 500k readings/s).
+/// Readings appended and not yet durable, at most (about 0.1 s at 500k
+/// readings/s): beyond it the intake waits for the fsync under way.
 const MAX_UNFLUSHED: u64 = 50_000;
 
-/// Between intake and flusher: an early flush when readings pile up faster
-/// than the schedule flushes them, and word when one has landed.
+/// Between intake and flusher: readings are waiting for an fsync, and word
+/// when one has landed.
 #[derive(Default)]
 struct Flushes {
+    /// Holds one permit: readings appended while a flush runs make the flusher
+    /// go again at once, and one fsync covers all of them (group commit).
     wanted: tokio::sync::Notify,
     done: tokio::sync::Notify,
 }
 
-/// Gives readings their `seq` by appending them to the outbox. On a storage
-/// error it holds the readings and retries: sources then block on the full
-/// channel instead of producing readings with nowhere to go.
+/// Gives readings their `seq` by appending them to the outbox, and asks the
+/// flusher to make them durable at once. On a storage error it holds the
+/// readings and retries: sources then block on the full channel instead of
+/// producing readings with nowhere to go.
 async fn intake(
     mut rx: mpsc::Receiver<Vec<NewReading>>,
     outbox: Arc<dyn Outbox>,
@@ -213,8 +217,8 @@ async fn intake(
                 break;
             }
         }
-        // More readings than the schedule flushes: flush early, and wait for it
-        // rather than hold ever more unflushed readings in memory. Should the
+        // More readings waiting for an fsync than one covers quickly: wait for
+        // the one under way rather than hold ever more in memory. Should the
         // disk be the limit, the sources then block on the bounded channel and
         // polling slows down.
         while outbox.stats().unflushed > MAX_UNFLUSHED {
@@ -246,6 +250,7 @@ async fn intake(
                 }
             }
         }
+        flushes.wanted.notify_one();
         if when_full == WhenFull::StopPolling {
             paused.send_if_modified(|p| {
                 let full = outbox.stats().full;
@@ -255,8 +260,13 @@ async fn intake(
     }
 }
 
-/// Makes the outbox durable every `every` and tells the uplink how far it may send.
-/// After the intake has finished (shutdown), one last flush.
+/// Makes the outbox durable as soon as readings arrive (group commit: one
+/// fsync covers everything appended while the previous one ran, so a reading
+/// waits for at most one fsync in progress and one of its own) and tells the
+/// uplink how far it may send. `every` is only an upper bound: it records acks
+/// when no reading arrives, and retries after a failed flush, which waits for
+/// it rather than retrying at once. After the intake has finished (shutdown),
+/// one last flush.
 async fn flusher(
     outbox: Arc<dyn Outbox>,
     every: Duration,
@@ -268,29 +278,41 @@ async fn flusher(
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = flushes.wanted.notified() => false,
-            _ = shutdown.changed() => true,
+        let stopping = if failing {
+            tokio::select! {
+                _ = ticker.tick() => false,
+                _ = shutdown.changed() => true,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => true,
+                _ = flushes.wanted.notified() => false,
+                _ = ticker.tick() => false,
+            }
         };
         if stopping {
             let _ = (&mut intake).await;
         }
         let ob = outbox.clone();
         let Ok(flushed) = tokio::task::spawn_blocking(move || ob.flush()).await else { return };
-        flushes.done.notify_waiters();
         match flushed {
             Ok(seq) => {
+                failing = false;
                 durable.send_if_modified(|d| std::mem::replace(d, seq) != seq);
             }
             Err(e) => {
+                failing = true;
                 tracing::error!("{e}");
                 *storage_error.lock().unwrap() = Some(e.to_string());
             }
         }
+        flushes.done.notify_waiters();
         if stopping {
             return;
         }
+        ticker.reset();
     }
 }

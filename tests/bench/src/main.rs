@@ -9,11 +9,14 @@
 //! `store` (the embedded store: bytes per reading, a day's query time),
 //! `agent` (the real agent binary on one core: readings/s, CPU, memory idle,
 //! under load and with a backlog), `scaling` (how the figures change as
-//! gateways, rules and points grow tenfold).
+//! gateways, rules and points grow tenfold), `delivery` (the agent with its
+//! shipped defaults, in its own process, through Mosquitto to a collector in
+//! its own: read → stored latency, idle and backlog memory, backlog drain).
 
 mod agent_pipeline;
 mod alert_latency;
 mod common;
+mod delivery;
 mod ingest;
 mod replay;
 mod scaling;
@@ -22,6 +25,7 @@ mod store;
 
 use agent_pipeline::{agent_pipeline, Phases};
 use alert_latency::alert_latency;
+use delivery::delivery;
 use ingest::ingest;
 use replay::replay;
 use scaling::scaling;
@@ -59,9 +63,10 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent replay ingest alert-latency sink store scaling");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent delivery replay ingest alert-latency sink store scaling");
     };
     match scenario.as_str() {
+        "delivery" => println!("{}", delivery(quick).await?),
         "replay" => println!("{}", replay(if quick { 100_000 } else { 1_000_000 }).await?),
         "ingest" => {
             let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -110,7 +115,7 @@ async fn main() -> Result<()> {
         },
         "store" => println!("{}", tokio::task::spawn_blocking(move || if quick { store(20, 1) } else { store(40, 3) }).await??),
         "scaling" => println!("{}", scaling(quick)?),
-        other => bail!("unknown scenario `{other}`; scenarios: agent replay ingest alert-latency sink store scaling"),
+        other => bail!("unknown scenario `{other}`; scenarios: agent delivery replay ingest alert-latency sink store scaling"),
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ fn agent(dir: &Path, status_port: u16, modbus: &str) -> Running {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_right_after_a_poll_was_made_durable_loses_none_of_it() {
     let city = sim::RunningCity::start(sim::City { air: 3, traffic: 0, water: 0, noise: 0 }, None, Duration::from_secs(1)).await.unwrap();
-    let devices: Vec<&sim::run::RunningDevice> = city.devices.iter().collect();
+    let devices: Vec<_> = city.devices.iter().collect();
     let modbus = sim::run::modbus_toml(&devices, Duration::from_millis(50));
     let dir = tempfile::tempdir().unwrap();
     let mut last = 0u64;

@@ -110,8 +110,10 @@ fn free_port() -> u16 {
 /// its outbox, its status port and its devices are set.
 fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, device: std::net::SocketAddr, devices: usize, points: usize, every: &str) -> Result<Kid> {
     let points_toml: String = (0..points).map(|i| format!("  [[modbus.point]]\n  metric = \"p{i}\"\n  table = \"holding\"\n  address = {i}\n  type = \"u16\"\n")).collect();
+    // A device's timeout may not exceed its interval (the default is 1 s); loopback answers take well under 1 ms.
+    let timeout = if every == "20ms" { "timeout = \"20ms\"\n" } else { "" };
     let devices_toml: String =
-        (0..devices).map(|d| format!("[[modbus]]\nsensor = \"dev-{d:03}\"\naddress = \"tcp://{device}\"\nunit = 1\ninterval = \"{every}\"\n{points_toml}")).collect();
+        (0..devices).map(|d| format!("[[modbus]]\nsensor = \"dev-{d:03}\"\naddress = \"tcp://{device}\"\nunit = 1\ninterval = \"{every}\"\n{timeout}{points_toml}")).collect();
     let cfg = dir.join(format!("agent-{tag}.toml"));
     std::fs::write(
         &cfg,
@@ -273,7 +275,9 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     let mosquitto = support::Mosquitto::open(d)?;
     let (collector_proc, _) = collector(&bins, d, "main", &mosquitto.url())?;
     let low = latency(&bins, d, &mosquitto, "low", 10, 18, secs).await.context("latency at 180/s")?;
+    eprintln!("latency at 180/s: {low}");
     let high = latency(&bins, d, &mosquitto, "high", 100, 100, secs).await.context("latency at 10k/s")?;
+    eprintln!("latency at 10k/s: {high}");
     drop(collector_proc);
     drop(mosquitto);
 
@@ -285,6 +289,7 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, idle_rss, idle_peak) = proc_usage(idle.0.id())?;
     drop(idle);
+    eprintln!("idle, 200 points: RSS {idle_rss:.1} MB");
 
     // Backlog: the broker's port is chosen but nothing listens on it yet.
     let (bank, device) = StampedBank::serve().await?;
@@ -300,6 +305,7 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, backlog_rss, backlog_peak) = proc_usage(ag.0.id())?;
     let backlog = settled["buffer_depth"].as_u64().unwrap_or(0);
+    eprintln!("backlog {backlog}: RSS {backlog_rss:.1} MB, peak {backlog_peak:.1} MB");
 
     // Drain: the broker and the collector come back.
     let broker_dir = tempfile::tempdir()?;

@@ -147,7 +147,14 @@ impl Collector {
             // Without series there is no raw retention to fall out of.
             clocks: ingest::clock::ClockPolicy::new(&config.ingest.clock, &config.sensor, config.store.series.then(|| retention.clone())),
         };
-        let ingest = Ingest::new(store.clone(), registry.clone(), counters.clone(), links, admission, ingest::Sequencing { limit, clock: clock.clone() }, health, trust)?;
+        let ingest = Ingest::new(
+            store.clone(),
+            registry.clone(),
+            counters.clone(),
+            links,
+            ingest::Policy { admission, sequencing: ingest::Sequencing { limit, clock: clock.clone() }, trust },
+            health,
+        )?;
         let (ingest_control, control_rx) = mpsc::channel::<IngestControl>(16);
         tasks.push(tokio::spawn(ingest.run(ingest_rx, control_rx)));
 

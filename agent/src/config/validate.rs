@@ -65,7 +65,7 @@ impl Validate for AgentConfig {
             p.push(Problem::new("buffer.max_bytes", "must be at least 16KiB"));
         }
         if b.flush.0.is_zero() || b.flush.0 > Duration::from_secs(60) {
-            p.push(Problem::new("buffer.flush", "must be between 1ms and 60s: it is the window in which a power cut can lose polled readings"));
+            p.push(Problem::new("buffer.flush", "must be between 1ms and 60s: it is the longest gap between fsyncs of the outbox"));
         }
         if self.modbus.is_empty() && self.mqtt.is_empty() {
             p.push(Problem::new("", "no [[modbus]] or [[mqtt]] source: the agent would read nothing"));

@@ -1,6 +1,9 @@
 //! What the agent's binary tests share: running the real binary and asking
 //! its status endpoint.
 
+// Each test binary uses some of these.
+#![allow(dead_code)]
+
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 

@@ -73,6 +73,14 @@ pub struct Health {
     pub store: Arc<Heartbeat>,
 }
 
+/// What ingest lets through: admission (seal, decode, ids, rate), how far
+/// sequences may move, and which readings a gateway may send and when.
+pub struct Policy {
+    pub admission: Admission,
+    pub sequencing: Sequencing,
+    pub trust: Trust,
+}
+
 /// How sequences may move, and the clock they are judged by.
 pub struct Sequencing {
     pub limit: JumpLimit,
@@ -100,17 +108,8 @@ struct Outcome {
 }
 
 impl Ingest {
-    pub fn new(
-        store: Arc<dyn Store>,
-        registry: Arc<Registry>,
-        counters: Arc<Counters>,
-        links: Links,
-        admission: Admission,
-        sequencing: Sequencing,
-        health: Health,
-        trust: Trust,
-    ) -> Result<Ingest, StoreError> {
-        let Sequencing { limit, clock } = sequencing;
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, policy: Policy, health: Health) -> Result<Ingest, StoreError> {
+        let Policy { admission, sequencing: Sequencing { limit, clock }, trust } = policy;
         let ownership = Ownership::new(&trust.catalogue, store.bindings()?);
         let now = clock.now_ms();
         let mut trackers = HashMap::new();

@@ -108,7 +108,16 @@ fn free_port() -> u16 {
 
 /// The agent with the shipped defaults: only where it sends, where it keeps
 /// its outbox, its status port and its devices are set.
-fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, device: std::net::SocketAddr, devices: usize, points: usize, every: &str) -> Result<Kid> {
+/// What an agent polls: `devices` devices at `device`, each with `points` registers, every `every`.
+struct Polling<'a> {
+    device: std::net::SocketAddr,
+    devices: usize,
+    points: usize,
+    every: &'a str,
+}
+
+fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, polling: Polling) -> Result<Kid> {
+    let Polling { device, devices, points, every } = polling;
     let points_toml: String = (0..points).map(|i| format!("  [[modbus.point]]\n  metric = \"p{i}\"\n  table = \"holding\"\n  address = {i}\n  type = \"u16\"\n")).collect();
     // A device's timeout may not exceed its interval (the default is 1 s); loopback answers take well under 1 ms.
     let timeout = if every == "20ms" { "timeout = \"20ms\"\n" } else { "" };
@@ -206,7 +215,7 @@ async fn latency(bins: &Bins, dir: &Path, mosquitto: &support::Mosquitto, tag: &
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = free_port();
-    let ag = agent(bins, dir, tag, &mosquitto.url(), status, device, devices, points, "1s")?;
+    let ag = agent(bins, dir, tag, &mosquitto.url(), status, Polling { device, devices, points, every: "1s" })?;
     status_when(status, Duration::from_secs(30), "the agent to connect", |s| s["connected"] == true).await?;
     // Warm up, then count the readings served during `secs`.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -284,7 +293,7 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     // Idle: 200 points, polled at start and then hourly.
     let (_idle_bank, idle_device) = StampedBank::serve().await?;
     let idle_status = free_port();
-    let idle = agent(&bins, d, "idle", "mqtt://127.0.0.1:9", idle_status, idle_device, 10, 20, "1h")?;
+    let idle = agent(&bins, d, "idle", "mqtt://127.0.0.1:9", idle_status, Polling { device: idle_device, devices: 10, points: 20, every: "1h" })?;
     status_when(idle_status, Duration::from_secs(30), "the idle agent's first polls", |s| s["durable_seq"].as_u64() >= Some(200)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, idle_rss, idle_peak) = proc_usage(idle.0.id())?;
@@ -296,7 +305,7 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     let broker_port = free_port();
     let status = free_port();
     let fill_start = Instant::now();
-    let ag = agent(&bins, d, "backlog", &format!("mqtt://127.0.0.1:{broker_port}"), status, device, 1, 4000, "20ms")?;
+    let ag = agent(&bins, d, "backlog", &format!("mqtt://127.0.0.1:{broker_port}"), status, Polling { device, devices: 1, points: 4000, every: "20ms" })?;
     status_when(status, Duration::from_secs(600), "the backlog to build", |s| s["buffer_depth"].as_u64() >= Some(backlog_target)).await?;
     bank.offline.store(true, Relaxed);
     let fill_s = fill_start.elapsed().as_secs_f64();

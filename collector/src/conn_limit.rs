@@ -3,9 +3,13 @@
 //! half-sent requests) cannot take every file descriptor.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 pub struct ConnLimit {
     global: usize,
@@ -64,6 +68,39 @@ impl Drop for Slot {
             *n -= 1;
             if *n == 0 {
                 open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The next connection on `listener` within `limit` (its slot held until
+/// dropped); one over a cap is closed at once, logged and reported to
+/// `refused`. None once `stop` turns. The one accept loop of both the TLS
+/// front and the plain HTTP server.
+pub async fn accept(
+    listener: &TcpListener,
+    limit: Option<&Arc<ConnLimit>>,
+    what: &str,
+    stop: &mut watch::Receiver<bool>,
+    mut refused: impl FnMut(),
+) -> Option<(TcpStream, SocketAddr, Option<Slot>)> {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("{what} listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return None,
+        };
+        match limit.map(|l| l.acquire(peer.ip())).transpose() {
+            Ok(slot) => return Some((tcp, peer, slot)),
+            Err(why) => {
+                refused();
+                tracing::warn!(%peer, "{what} connection refused: {why}");
             }
         }
     }

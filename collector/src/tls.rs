@@ -176,26 +176,8 @@ pub async fn front<R: Relay>(
     let (listener, addr) = bound.map_err(|source| TlsError::Listen { what, listen: listen.to_string(), source })?;
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("{what} TLS listener: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = stop.changed() => return,
-            };
-            // Over a cap: closed before any work is done for it.
-            let slot = match limit.as_ref().map(|l| l.acquire(peer.ip())).transpose() {
-                Ok(s) => s,
-                Err(why) => {
-                    tracing::warn!(%peer, "{what} connection refused: {why}");
-                    continue;
-                }
-            };
+        // Over a cap: closed before any work is done for it.
+        while let Some((tcp, peer, slot)) = crate::conn_limit::accept(&listener, limit.as_ref(), what, &mut stop, || {}).await {
             let (acceptor, stats, relay) = (acceptor.clone(), stats.clone(), relay.clone());
             tokio::spawn(async move {
                 let _slot = slot;

@@ -41,26 +41,7 @@ pub async fn security_headers(tls: bool, req: Request, next: Next) -> Response {
 /// headers within `header_timeout`, idle no longer than that either.
 pub async fn run(listener: TcpListener, app: Router, header_timeout: Duration, limit: Option<Arc<ConnLimit>>, refusals: Arc<Refusals>, mut stop: watch::Receiver<bool>) {
     let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("HTTP listener: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let slot = match limit.as_ref().map(|l| l.acquire(peer.ip())).transpose() {
-            Ok(s) => s,
-            Err(why) => {
-                refusals.add(Refusal::ConnectionCap);
-                tracing::warn!(%peer, "HTTP connection refused: {why}");
-                continue;
-            }
-        };
+    while let Some((tcp, _peer, slot)) = crate::conn_limit::accept(&listener, limit.as_ref(), "HTTP", &mut stop, || refusals.add(Refusal::ConnectionCap)).await {
         let (app, mut stop) = (app.clone(), stop.clone());
         conns.spawn(async move {
             let _slot = slot;

@@ -3,6 +3,7 @@
 //! the flusher flushes, the uplink reads and acks) and to recover from a
 //! storage error by reopening the store without losing a seq. Policy lives
 //! here too: `buffer.max_bytes` with `drop_oldest` or `stop_polling`.
+//! Just over 400 lines only because its tests sit beside it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

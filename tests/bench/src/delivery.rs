@@ -32,6 +32,7 @@ use rumqttc::{Event, Packet, QoS};
 use serde_json::json;
 
 use crate::common::*;
+use support::{free_port, Child};
 
 /// Modbus devices (any unit, any address) answering every request with one
 /// counter value in all registers, noting when each counter value was served.
@@ -93,19 +94,6 @@ struct Bins {
     collector: PathBuf,
 }
 
-/// A child killed when dropped.
-struct Kid(std::process::Child);
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The agent with the shipped defaults: only where it sends, where it keeps
 /// its outbox, its status port and its devices are set.
 /// What an agent polls: `devices` devices at `device`, each with `points` registers, every `every`.
@@ -116,7 +104,7 @@ struct Polling<'a> {
     every: &'a str,
 }
 
-fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, polling: Polling) -> Result<Kid> {
+fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, polling: Polling) -> Result<Child> {
     let Polling { device, devices, points, every } = polling;
     let points_toml: String = (0..points).map(|i| format!("  [[modbus.point]]\n  metric = \"p{i}\"\n  table = \"holding\"\n  address = {i}\n  type = \"u16\"\n")).collect();
     // A device's timeout may not exceed its interval (the default is 1 s); loopback answers take well under 1 ms.
@@ -132,11 +120,11 @@ fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, polling:
         ),
     )?;
     let child = Command::new(&bins.agent).arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    Ok(Kid(child))
+    Ok(Child(child))
 }
 
 /// The collector in its own process on Mosquitto at `broker`.
-fn collector(bins: &Bins, dir: &Path, tag: &str, broker: &str) -> Result<(Kid, u16)> {
+fn collector(bins: &Bins, dir: &Path, tag: &str, broker: &str) -> Result<(Child, u16)> {
     let http = free_port();
     let cfg = dir.join(format!("collector-{tag}.toml"));
     std::fs::write(
@@ -147,7 +135,7 @@ fn collector(bins: &Bins, dir: &Path, tag: &str, broker: &str) -> Result<(Kid, u
         ),
     )?;
     let child = Command::new(&bins.collector).arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    let kid = Kid(child);
+    let kid = Child(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
         if Instant::now() > deadline {
@@ -321,7 +309,7 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     let conf = broker_dir.path().join("mosquitto.conf");
     std::fs::write(&conf, format!("listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 16777216\nmax_queued_messages 100000\n"))?;
     let broker_up = Instant::now();
-    let _mosq = Kid(Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn().context("mosquitto is not installed")?);
+    let _mosq = Child(Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn().context("mosquitto is not installed")?);
     let url = format!("mqtt://127.0.0.1:{broker_port}");
     while std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_err() {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -31,6 +31,14 @@ fn artifacts() -> PathBuf {
     dir
 }
 
+/// The demo on free loopback ports and a headless browser ready to open it.
+async fn demo_in_browser(dir: &std::path::Path) -> (demo::Demo, Child, Client) {
+    let opts = demo::DemoOptions { data: Some(dir.join("demo")), http: Some("127.0.0.1:0".into()), control: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let demo = demo::Demo::start(opts).await.unwrap();
+    let (driver, page) = browser(&dir.join("profile")).await;
+    (demo, driver, page)
+}
+
 async fn browser(profile: &std::path::Path) -> (Child, Client) {
     let port = free_port();
     let driver = Command::new("chromedriver")
@@ -80,10 +88,8 @@ async fn save_screenshot(page: &Client, name: &str) {
 async fn an_operator_sees_acknowledges_and_watches_an_alert_resolve_in_the_browser() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let opts = demo::DemoOptions { data: Some(dir.path().join("demo")), http: Some("127.0.0.1:0".into()), control: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-    let demo = demo::Demo::start(opts).await.unwrap();
+    let (demo, _driver, page) = demo_in_browser(dir.path()).await;
     let http = demo.collector.http_addr;
-    let (_driver, page) = browser(&dir.path().join("profile")).await;
 
     let started = Instant::now();
     page.goto(&format!("http://{http}/")).await.unwrap();
@@ -186,10 +192,8 @@ async fn refused_gateway(mqtt_url: &str, http: std::net::SocketAddr) -> rumqttc:
 async fn a_silent_sensor_turns_stale_a_dropped_device_degrades_its_gateway_and_refused_batches_show() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let opts = demo::DemoOptions { data: Some(dir.path().join("demo")), http: Some("127.0.0.1:0".into()), control: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-    let demo = demo::Demo::start(opts).await.unwrap();
+    let (demo, _driver, page) = demo_in_browser(dir.path()).await;
     let http = demo.collector.http_addr;
-    let (_driver, page) = browser(&dir.path().join("profile")).await;
     let started = Instant::now();
     page.goto(&format!("http://{http}/")).await.unwrap();
     until(&page, "the live feed", "document.querySelector('#conn')?.textContent.trim().toLowerCase() === 'live'").await;

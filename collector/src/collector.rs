@@ -87,12 +87,9 @@ impl Collector {
         Collector::start_with(config, Parts::default()).await
     }
 
-    pub async fn start_with_clock(config: CollectorConfig, clock: SharedClock) -> Result<Collector, StartError> {
-        Collector::start_with(config, Parts { clock, store: None }).await
-    }
-
-    /// As `start`, reading the time from `clock` wherever a decision depends
-    /// on it (rules, staleness, retention, rate limits, audit times).
+    /// As `start`, built from `parts`: the clock wherever a decision depends on
+    /// the time (rules, staleness, retention, rate limits, audit times), and
+    /// the store when one is given.
     pub async fn start_with(config: CollectorConfig, parts: Parts) -> Result<Collector, StartError> {
         let Parts { clock, store } = parts;
         let (shutdown, stop) = watch::channel(false);

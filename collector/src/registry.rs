@@ -121,12 +121,6 @@ pub struct Registry {
     gateways: RwLock<BTreeMap<String, GatewayView>>,
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        Registry::new(shared::clock::system())
-    }
-}
-
 impl Registry {
     pub fn new(clock: SharedClock) -> Registry {
         Registry { clock, sensors: RwLock::default(), gateways: RwLock::default() }

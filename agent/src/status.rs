@@ -190,6 +190,8 @@ pub enum FetchError {
     Unreachable { addr: String, err: std::io::Error },
     #[error("talking to the agent's status endpoint at {addr}: {err}")]
     Io { addr: String, err: std::io::Error },
+    #[error("{addr} took the connection but sent no answer within 5 s: not a citysense agent's status endpoint; check the port against [status] listen")]
+    Silent { addr: String },
     #[error("{addr} answered, but it is not a citysense agent's status endpoint ({what}); check the port against [status] listen")]
     NotAnAgent { addr: String, what: String },
 }
@@ -202,9 +204,16 @@ pub async fn fetch(addr: &str) -> Result<StatusReport, FetchError> {
         .await
         .map_err(|_| FetchError::NoAnswer { addr: a() })?
         .map_err(|err| FetchError::Unreachable { addr: a(), err })?;
-    s.write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|err| FetchError::Io { addr: a(), err })?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.map_err(|err| FetchError::Io { addr: a(), err })?;
+    // A port that accepts and then says nothing (a Modbus device waiting for
+    // the rest of what it takes for a frame, a stuck service) must not hang
+    // the technician's terminal: the agent answers in milliseconds.
+    let exchange = async {
+        s.write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map(|_| buf)
+    };
+    let buf =
+        tokio::time::timeout(std::time::Duration::from_secs(5), exchange).await.map_err(|_| FetchError::Silent { addr: a() })?.map_err(|err| FetchError::Io { addr: a(), err })?;
     let text = String::from_utf8_lossy(&buf);
     let not_agent = |what: String| FetchError::NotAnAgent { addr: a(), what };
     let Some((head, body)) = text.split_once("\r\n\r\n").filter(|(h, _)| h.starts_with("HTTP/")) else {

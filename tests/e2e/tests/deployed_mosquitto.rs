@@ -91,10 +91,18 @@ impl Deployed {
         let shipped = std::fs::read_to_string(deploy().join("mosquitto.conf")).unwrap();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(&conf, adapt(&shipped, dir, gateways, collectors)).unwrap();
-        let broker = Child(Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn().expect("mosquitto (apt-get install mosquitto)"));
+        // Mosquitto logs to stderr in the foreground: kept, to count client-id takeovers.
+        let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
+        let broker = Child(Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::from(log)).spawn().expect("mosquitto (apt-get install mosquitto)"));
         wait_for_port(gateways, "mosquitto's gateway listener").await;
         wait_for_port(collectors, "mosquitto's collector listener").await;
         Deployed { dir: dir.to_path_buf(), gateways, collectors, _broker: broker }
+    }
+
+    /// Lines of Mosquitto's log where one client's CONNECT knocked off another's.
+    fn takeovers(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
+        log.lines().filter(|l| l.contains("already connected")).map(str::to_string).collect()
     }
 
     fn tls(&self, cert: Option<&str>) -> Transport {
@@ -323,4 +331,64 @@ async fn a_will_outside_the_grants_is_never_published() {
     reader.subscribe("citysense/v1/live/#").await;
     collector.publish("citysense/v1/alerts/warning/wl-001", "real alert").await;
     assert_eq!(reader.next_message().await, ("citysense/v1/alerts/warning/wl-001".to_string(), "real alert".to_string()), "a forged will was retained");
+}
+
+/// `deploy/collector-a.toml` and `collector-b.toml` with only what compose
+/// provides changed (the broker's name, the mounted paths, the port): the
+/// compose stack's two collectors, as processes on loopback.
+fn compose_collector(file: &str, b: &Deployed, dir: &Path) -> collector::config::CollectorConfig {
+    let shipped = std::fs::read_to_string(deploy().join(file)).unwrap();
+    let pw = dir.join("collector.mqtt-password");
+    std::fs::write(&pw, format!("{}\n", password(COLLECTOR_USER))).unwrap();
+    let store = dir.join(file.trim_end_matches(".toml"));
+    let text = shipped
+        .replace("mqtt://broker:1883", &format!("mqtt://127.0.0.1:{}", b.collectors))
+        .replace("/etc/citysense/mqtt-password", &pw.display().to_string())
+        .replace("/etc/citysense/tls/", &format!("{}/", b.dir.join("tls").display()))
+        .replace("0.0.0.0:8080", "127.0.0.1:0")
+        .replace("/var/lib/citysense/collector", &store.display().to_string());
+    assert!(!text.contains("/etc/citysense") && !text.contains("broker:1883") && !text.contains("/var/lib"), "deploy/{file} has a path or host left to adapt:\n{text}");
+    shared::config::parse(file, &text, dir).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// The compose stack's pair: both collectors log in as `citysense-collector`
+/// on the same broker. Each must keep its connections (ids of its own, no
+/// takeover — before random client ids, both were `citysense-collector-1` in
+/// their containers and knocked each other off 167 times in 12 s), share the
+/// gateways' batches through the shared subscription, and acknowledge every
+/// batch exactly once between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_pair_of_collectors_shares_the_gateways_without_colliding() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Deployed::start(dir.path()).await;
+    let a = collector::Collector::start(compose_collector("collector-a.toml", &b, dir.path())).await.expect("collector a starts");
+    let c = collector::Collector::start(compose_collector("collector-b.toml", &b, dir.path())).await.expect("collector b starts");
+    let mut gateways = Vec::new();
+    for id in ["gw-a", "gw-b"] {
+        let who = Identity { login: Some((id.into(), password(id).into())), key: None, tls: Some(b.tls(Some(id))) };
+        gateways.push(FakeGateway::connect_as(&format!("mqtts://127.0.0.1:{}", b.gateways), id, who).await.unwrap_or_else(|e| panic!("{id}: {e}")));
+    }
+    const BATCHES: u64 = 20;
+    for n in 0..BATCHES {
+        for gw in gateways.iter_mut() {
+            let sensor = format!("wl-{}", gw.id);
+            let reading = shared::Reading {
+                seq: shared::Seq(0),
+                sensor: sensor.as_str().into(),
+                metric: "water_level_m".into(),
+                ts_ms: now_ms() - 60_000 + n as i64,
+                value: n as f64,
+                quality: shared::Quality::Good,
+            };
+            let seq = gw.send(vec![reading]).await;
+            gw.wait_acked(seq, Duration::from_secs(30)).await;
+        }
+    }
+    let stored = |x: &collector::Collector| x.counters.stored.load(std::sync::atomic::Ordering::Relaxed);
+    let (sa, sb) = (stored(&a), stored(&c));
+    assert_eq!(sa + sb, 2 * BATCHES, "every batch stored by exactly one collector (a {sa}, b {sb})");
+    assert!(sa > 0 && sb > 0, "the shared subscription gave all batches to one collector (a {sa}, b {sb})");
+    assert_eq!(b.takeovers(), Vec::<String>::new(), "a client id was taken over");
+    a.shutdown().await;
+    c.shutdown().await;
 }

@@ -1,0 +1,35 @@
+//! Debian's Chromium, headless, driven over WebDriver (chromedriver).
+
+use std::process::{Command, Stdio};
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::json;
+use support::{free_port, wait_for_port, Child};
+
+/// A chromedriver and a Chromium session with its profile in `profile`. The
+/// flags keep Chromium off the network it would otherwise call at start.
+pub async fn browser(profile: &std::path::Path) -> (Child, Client) {
+    let port = free_port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}): run ./tests/run, which installs chromium and chromium-driver"));
+    let driver = Child(driver);
+    wait_for_port(port, "chromedriver").await;
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--disable-quic", "--no-first-run", "--window-size=1920,1080", format!("--user-data-dir={}", profile.display())]
+        }
+    });
+    let caps = caps.as_object().unwrap().clone().into_iter().collect();
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+    (driver, client)
+}

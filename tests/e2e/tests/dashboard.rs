@@ -3,7 +3,8 @@
 //! the simulator. A forced anomaly appears without a reload, is acknowledged
 //! by clicking, and resolves; a silent sensor turns stale and back, a
 //! gateway with a dropped device shows degraded with the device named, and a
-//! gateway whose batches are refused shows refusing. Screenshots land in
+//! gateway whose batches are refused shows refusing; a chart's line breaks
+//! across an outage, in stored and in live data. Screenshots land in
 //! target/dashboard/.
 
 mod common;
@@ -272,6 +273,69 @@ async fn a_silent_sensor_turns_stale_a_dropped_device_degrades_its_gateway_and_r
     until(&page, "gw-river well again", "!document.querySelector(\"#gw-issues [data-gateway='gw-river']\") && document.querySelector(\"#gw-issues [data-gateway='gw-test']\")")
         .await;
     eprintln!("dashboard: stale, degraded and refusing shown and cleared in {:.1} s", started.elapsed().as_secs_f64());
+    page.close().await.unwrap();
+    demo.shutdown().await;
+}
+
+/// The page keeps its state in a closure; this records each uPlot chart it
+/// makes (through the global constructor app.js calls), so the test reads the
+/// very data uPlot draws. Run before the charts are made.
+const RECORD_CHARTS: &str =
+    "const Real = window.uPlot; window.__charts = []; window.uPlot = new Proxy(Real, { construct(t, args) { const u = Reflect.construct(t, args); window.__charts.push(u); return u; } }); return true;";
+
+/// `[xs, ys]` of the newest pm25 chart (seconds, values; a null breaks the line).
+const CHART_DATA: &str =
+    "(() => { const u = (window.__charts || []).filter((c) => c.series[1] && c.series[1].label === 'pm25').pop(); return u ? [u.data[0], u.data[1]] : null; })()";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_breaks_its_line_where_readings_are_missing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, _driver, page) = demo_in_browser(dir.path()).await;
+    let http = demo.collector.http_addr;
+
+    // A sensor read every 10 s (the hour chart's step) for 15 minutes, then
+    // silent for 5 (an outage of 30 intervals), then 15 minutes more.
+    const STEP: i64 = 10_000;
+    let t0 = (shared::now_ms() - 40 * 60_000) / STEP * STEP;
+    let before: Vec<i64> = (0..90).map(|i| t0 + i * STEP).collect();
+    let after: Vec<i64> = (0..90).map(|i| t0 + 20 * 60_000 + i * STEP).collect();
+    let reading = |ts_ms: i64, value: f64| Reading { seq: Seq(0), sensor: "gap-001".into(), metric: "pm25".into(), ts_ms, value, quality: Quality::Good };
+    let mut gw = FakeGateway::connect(&demo.collector.mqtt_url, "gw-gaps").await;
+    let last = gw.send(before.iter().chain(&after).enumerate().map(|(i, &t)| reading(t, 20.0 + (i % 7) as f64)).collect()).await;
+    gw.wait_acked(last, LIMIT).await;
+
+    page.goto(&format!("http://{http}/")).await.unwrap();
+    until(&page, "the live feed", "document.querySelector('#conn')?.textContent.trim().toLowerCase() === 'live'").await;
+    page.execute(RECORD_CHARTS, vec![]).await.unwrap();
+    until(&page, "gap-001 in the sensors table", "document.querySelector(\"#sensors tr[data-row='gap-001']\")").await;
+    page.execute("document.querySelector(\"#sensors tr[data-row='gap-001']\").dispatchEvent(new MouseEvent('click', {bubbles: true})); return true;", vec![]).await.unwrap();
+    let data = until(&page, "the pm25 chart of gap-001 drawn", CHART_DATA).await;
+    let (xs, ys) = (data[0].as_array().unwrap(), data[1].as_array().unwrap());
+    let nulls: Vec<usize> = ys.iter().enumerate().filter(|(_, y)| y.is_null()).map(|(i, _)| i).collect();
+    assert_eq!(nulls.len(), 1, "one break, at the outage, none between readings 10 s apart: nulls at {nulls:?} of {} points", ys.len());
+    let k = nulls[0];
+    let ms = |i: usize| (xs[i].as_f64().unwrap() * 1000.0).round() as i64;
+    assert_eq!((ms(k - 1), ms(k + 1)), (*before.last().unwrap(), after[0]), "the line stops at the last reading before the outage and starts again at the first after");
+    assert!(ms(k - 1) < ms(k) && ms(k) < ms(k + 1), "{xs:?}");
+    assert_eq!(ys.len(), before.len() + after.len() + 1, "every reading is its own point");
+
+    // A live reading after minutes of silence breaks the line the same way.
+    let now = shared::now_ms();
+    let live = gw.send(vec![reading(now, 42.5)]).await;
+    gw.wait_acked(live, LIMIT).await;
+    let tail = until(
+        &page,
+        "the live point after a break",
+        &format!("(() => {{ const d = {CHART_DATA}; const n = d ? d[1].length : 0; return n > 2 && d[1][n - 1] === 42.5 ? [d[0][n - 3], d[1][n - 3], d[1][n - 2], d[0][n - 1]] : null; }})()"),
+    )
+    .await;
+    assert_eq!(tail[1].as_f64(), Some(20.0 + ((before.len() + after.len() - 1) % 7) as f64), "the last stored reading before the break: {tail}");
+    assert!(tail[2].is_null(), "a null between the last stored reading and the live one: {tail}");
+    assert_eq!((tail[0].as_f64().unwrap() * 1000.0).round() as i64, *after.last().unwrap(), "{tail}");
+    assert_eq!((tail[3].as_f64().unwrap() * 1000.0) as i64, now / STEP * STEP, "the live point in its 10 s bucket: {tail}");
+    page.execute("document.querySelector('#detail').scrollIntoView(); return true;", vec![]).await.unwrap();
+    save_screenshot(&page, "chart-gap.png").await;
     page.close().await.unwrap();
     demo.shutdown().await;
 }

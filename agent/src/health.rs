@@ -1,4 +1,5 @@
-//! Periodic `health/{gateway}`: buffer depth and age, throughput, per-device errors.
+//! Periodic `health/{gateway}`: buffer depth and age, throughput, per-device
+//! errors, and the agent's own clock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,14 +7,16 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::watch;
 
+use crate::clock::AgentClock;
 use crate::outbox::Outbox;
 use crate::stats::DeviceStats;
 use shared::topics;
 use shared::wire::Health;
 
-pub fn snapshot(outbox: &dyn Outbox, devices: &[Arc<DeviceStats>], readings_per_s: f64) -> Health {
+pub fn snapshot(outbox: &dyn Outbox, devices: &[Arc<DeviceStats>], readings_per_s: f64, clock: &AgentClock) -> Health {
     let s = outbox.stats();
-    let now = shared::now_ms();
+    let clock = clock.state();
+    let now = clock.now_ms;
     Health {
         ts_ms: now,
         buffer_depth: s.depth,
@@ -22,10 +25,20 @@ pub fn snapshot(outbox: &dyn Outbox, devices: &[Arc<DeviceStats>], readings_per_
         readings_per_s,
         dropped: s.dropped_total,
         devices: devices.iter().map(|d| d.snapshot()).collect(),
+        clock: Some(clock),
     }
 }
 
-pub async fn publish(gateway: String, client: AsyncClient, outbox: Arc<dyn Outbox>, devices: Vec<Arc<DeviceStats>>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+#[allow(clippy::too_many_arguments)]
+pub async fn publish(
+    gateway: String,
+    client: AsyncClient,
+    outbox: Arc<dyn Outbox>,
+    devices: Vec<Arc<DeviceStats>>,
+    clock: Arc<AgentClock>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let topic = topics::health(&gateway);
     let mut ticker = tokio::time::interval(every);
     let mut last = (Instant::now(), outbox.stats().next_seq);
@@ -37,7 +50,7 @@ pub async fn publish(gateway: String, client: AsyncClient, outbox: Arc<dyn Outbo
         let next = outbox.stats().next_seq;
         let rate = (next - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
         last = (Instant::now(), next);
-        let h = snapshot(outbox.as_ref(), &devices, rate);
+        let h = snapshot(outbox.as_ref(), &devices, rate, &clock);
         // QoS 0 and try_publish: health is periodic, and a stale one queued
         // behind an outage is worth nothing.
         let _ = client.try_publish(topic.clone(), QoS::AtMostOnce, false, serde_json::to_vec(&h).expect("health serializes"));

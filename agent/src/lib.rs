@@ -6,6 +6,7 @@
 //! `uplink` (batches to MQTT, deletes on the collector's ack). This crate owns
 //! the edge; it knows nothing of how the collector stores or alerts.
 
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod outbox;
@@ -22,8 +23,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use clock::AgentClock;
 use config::{AgentConfig, BufferConfig, WhenFull};
 use outbox::{Outbox, OutboxError, SledOutbox};
+use shared::clock::{Clock as _, SharedClock};
 use source::NewReading;
 use stats::DeviceStats;
 
@@ -39,6 +42,20 @@ pub struct Agent {
     pub status_addr: std::net::SocketAddr,
     /// What status says about the config; `run` records reloads in it.
     pub config_record: status::SharedConfigRecord,
+}
+
+/// What an agent is built from besides its config. Tests put in a clock that
+/// reads 1970 or 2100.
+pub struct Parts {
+    /// The wall clock: readings, batches, health, state and status are stamped
+    /// with it. Polling intervals and timeouts do not use it.
+    pub clock: SharedClock,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts { clock: shared::clock::system() }
+    }
 }
 
 /// The outbox's current storage error, shown by status until a write succeeds.
@@ -67,8 +84,13 @@ async fn open_outbox(b: &BufferConfig) -> Result<SledOutbox, StartError> {
 
 impl Agent {
     pub async fn start(config: AgentConfig) -> Result<Agent, StartError> {
+        Agent::start_with(config, Parts::default()).await
+    }
+
+    /// As `start`, built from `parts`.
+    pub async fn start_with(config: AgentConfig, parts: Parts) -> Result<Agent, StartError> {
         let outbox: Arc<dyn Outbox> = Arc::new(open_outbox(&config.buffer).await?);
-        Agent::start_with(config, outbox).await
+        Agent::start_on(config, outbox, AgentClock::new(parts.clock)).await
     }
 
     /// As `start`, but a data directory that cannot be opened (unwritable,
@@ -76,6 +98,7 @@ impl Agent {
     /// endpoint reports why, instead of ending the agent. A damaged outbox is
     /// not retried: it needs a person (see `reset-outbox`).
     pub async fn start_patiently(config: AgentConfig, retry: Duration, stop: &mut watch::Receiver<bool>) -> Result<Option<Agent>, StartError> {
+        let clock = AgentClock::new(Parts::default().clock);
         let first = match open_outbox(&config.buffer).await {
             Ok(o) => o,
             Err(e @ (StartError::Outbox(OutboxError::Damaged { .. }) | StartError::Interrupted(_))) => return Err(e),
@@ -90,6 +113,7 @@ impl Agent {
                     link: watch::channel(uplink::LinkState::default()).1,
                     storage_error: error.clone(),
                     config: Default::default(),
+                    clock: clock.clone(),
                 };
                 let (_, degraded) = status::serve(*config.status.listen, source, degraded_rx).await?;
                 let opened = loop {
@@ -115,10 +139,10 @@ impl Agent {
                 }
             }
         };
-        Agent::start_with(config, Arc::new(first)).await.map(Some)
+        Agent::start_on(config, Arc::new(first), clock).await.map(Some)
     }
 
-    async fn start_with(config: AgentConfig, outbox: Arc<dyn Outbox>) -> Result<Agent, StartError> {
+    async fn start_on(config: AgentConfig, outbox: Arc<dyn Outbox>, clock: Arc<AgentClock>) -> Result<Agent, StartError> {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (durable_tx, durable_rx) = watch::channel(outbox.stats().durable);
         let (paused_tx, paused) = watch::channel(outbox.stats().full && config.buffer.when_full == WhenFull::StopPolling);
@@ -128,7 +152,7 @@ impl Agent {
         let mut tasks = Vec::new();
 
         let secrets = uplink::Secrets::load(&config.uplink)?;
-        let (up, uplink_task) = uplink::start(&config.gateway, &config.uplink, secrets, outbox.clone(), durable_rx, shutdown.clone());
+        let (up, uplink_task) = uplink::start(&config.gateway, &config.uplink, secrets, outbox.clone(), durable_rx, clock.clone(), shutdown.clone());
         tasks.push(uplink_task);
 
         let mut devices = Vec::new();
@@ -137,7 +161,7 @@ impl Agent {
         for d in &config.modbus {
             let stats = Arc::new(DeviceStats::new(&d.sensor));
             devices.push(stats.clone());
-            let poller = source::modbus::poller::Poller::new(d, stats);
+            let poller = source::modbus::poller::Poller::new(d, stats).with_clock(clock.clone());
             match &poller.address {
                 source::modbus::ModbusAddress::Rtu(serial) => buses.entry(serial.path.clone()).or_default().push(poller),
                 source::modbus::ModbusAddress::Tcp(_) => tasks.push(tokio::spawn(poller.run(sink.clone(), paused.clone(), shutdown.clone()))),
@@ -149,12 +173,12 @@ impl Agent {
         for (i, m) in config.mqtt.iter().enumerate() {
             let stats = Arc::new(DeviceStats::new(format!("mqtt[{i}] {}", m.topic)));
             devices.push(stats.clone());
-            tasks.push(tokio::spawn(source::mqtt::run(i, config.gateway.clone(), m.clone(), stats, sink.clone(), paused.clone(), shutdown.clone())));
+            tasks.push(tokio::spawn(source::mqtt::run(i, config.gateway.clone(), m.clone(), stats, clock.clone(), sink.clone(), paused.clone(), shutdown.clone())));
         }
         drop(sink);
 
         let storage_error: StorageError = Default::default();
-        let config_record: status::SharedConfigRecord = Arc::new(std::sync::Mutex::new(status::ConfigRecord { path: None, loaded_ms: shared::now_ms(), last_reload: None }));
+        let config_record: status::SharedConfigRecord = Arc::new(std::sync::Mutex::new(status::ConfigRecord { path: None, loaded_ms: clock.now_ms(), last_reload: None }));
         let flushes = Arc::new(Flushes::default());
         let intake = tokio::spawn(intake(intake_rx, outbox.clone(), paused_tx, config.buffer.when_full, storage_error.clone(), flushes.clone()));
         tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, storage_error.clone(), flushes, shutdown.clone())));
@@ -166,10 +190,12 @@ impl Agent {
             link: up.link.clone(),
             storage_error,
             config: config_record.clone(),
+            clock: clock.clone(),
         };
         let (status_addr, status_task) = status::serve(*config.status.listen, source, shutdown.clone()).await?;
         tasks.push(status_task);
-        tasks.push(tokio::spawn(health::publish(config.gateway.clone(), up.client.clone(), outbox.clone(), devices.clone(), config.uplink.health_interval.0, shutdown.clone())));
+        let every = config.uplink.health_interval.0;
+        tasks.push(tokio::spawn(health::publish(config.gateway.clone(), up.client.clone(), outbox.clone(), devices.clone(), clock, every, shutdown.clone())));
         Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link, status_addr, config_record })
     }
 

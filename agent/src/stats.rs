@@ -60,10 +60,11 @@ impl DeviceStats {
         }
     }
 
-    pub fn error(&self, message: String) {
+    /// A failure at `ts_ms` (the agent's clock).
+    pub fn error(&self, message: String, ts_ms: i64) {
         self.errors.fetch_add(1, Relaxed);
         *self.last_error.lock().unwrap() = Some(message);
-        self.last_error_ms.store(shared::now_ms(), Relaxed);
+        self.last_error_ms.store(ts_ms, Relaxed);
     }
 
     pub fn state(&self) -> DeviceState {

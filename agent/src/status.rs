@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::clock::AgentClock;
 use crate::outbox::Outbox;
 use crate::stats::{DeviceState, DeviceStats};
 use crate::uplink::LinkState;
-use shared::wire::DeviceHealth;
+use shared::wire::{ClockState, DeviceHealth};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -47,6 +48,10 @@ pub struct StatusReport {
     /// The running config: when it was loaded, and the last reload's outcome.
     #[serde(default)]
     pub config: ConfigRecord,
+    /// The agent's clock, whether it can be right, and its offset from the
+    /// collector's (absent from agents that predate it).
+    #[serde(default)]
+    pub clock: Option<ClockState>,
 }
 
 /// A device's counters (as in `health/`) and its UP/DOWN state.
@@ -86,13 +91,15 @@ pub struct StatusSource {
     pub link: watch::Receiver<LinkState>,
     pub storage_error: Arc<std::sync::Mutex<Option<String>>>,
     pub config: SharedConfigRecord,
+    pub clock: Arc<AgentClock>,
 }
 
 impl StatusSource {
     pub fn report(&self) -> StatusReport {
         let s = self.outbox.as_ref().map(|o| o.stats()).unwrap_or_default();
         let link = self.link.borrow().clone();
-        let now = shared::now_ms();
+        let clock = self.clock.state();
+        let now = clock.now_ms;
         StatusReport {
             gateway: self.gateway.clone(),
             broker: self.broker.clone(),
@@ -112,6 +119,7 @@ impl StatusSource {
             storage_error: self.storage_error.lock().unwrap().clone(),
             devices: self.devices.iter().map(|d| DeviceStatus { health: d.snapshot(), state: d.state() }).collect(),
             config: self.config.lock().unwrap().clone(),
+            clock: Some(clock),
         }
     }
 
@@ -129,6 +137,12 @@ impl StatusSource {
         gauge("citysense_agent_acked_seq", "Highest seq the collector acknowledged.", r.acked_seq as f64);
         gauge("citysense_agent_readings_dropped_total", "Readings discarded by the buffer.when_full policy.", r.dropped_total as f64);
         gauge("citysense_agent_acks_ignored_total", "Acks ignored: for another outbox epoch, above anything sent, or badly signed.", r.acks_ignored as f64);
+        if let Some(c) = &r.clock {
+            gauge("citysense_agent_clock_synced", "0 while the clock reads a time before this agent was built (never set: RTC reset, no NTP yet).", f64::from(u8::from(c.synced)));
+            if let Some(o) = c.offset_ms {
+                gauge("citysense_agent_clock_offset_seconds", "The collector's clock minus this agent's, from the last ack.", o as f64 / 1000.0);
+            }
+        }
         let _ = writeln!(out, "# HELP citysense_agent_device_errors_total Failed polls per device.\n# TYPE citysense_agent_device_errors_total counter");
         for d in &r.devices {
             let _ = writeln!(out, "citysense_agent_device_errors_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, d.health.errors);
@@ -139,7 +153,11 @@ impl StatusSource {
             let _ = writeln!(out, "citysense_agent_device_up{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, u8::from(d.state.state == "up"));
         }
         let refused = r.config.last_reload.as_ref().is_some_and(|l| !l.accepted);
-        let _ = writeln!(out, "# HELP citysense_agent_config_reload_refused 1 when the last SIGHUP reload was refused (the running config kept).\n# TYPE citysense_agent_config_reload_refused gauge\ncitysense_agent_config_reload_refused{{gateway=\"{g}\"}} {}", u8::from(refused));
+        let _ = writeln!(
+            out,
+            "# HELP citysense_agent_config_reload_refused 1 when the last SIGHUP reload was refused (the running config kept).\n# TYPE citysense_agent_config_reload_refused gauge\ncitysense_agent_config_reload_refused{{gateway=\"{g}\"}} {}",
+            u8::from(refused)
+        );
         let _ = writeln!(out, "# HELP citysense_agent_device_polls_total Successful polls per device.\n# TYPE citysense_agent_device_polls_total counter");
         for d in &r.devices {
             let _ = writeln!(out, "citysense_agent_device_polls_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, d.health.polls);
@@ -228,6 +246,40 @@ pub async fn fetch(addr: &str) -> Result<StatusReport, FetchError> {
     serde_json::from_value(value).map_err(|e| not_agent(format!("a status report this version cannot read: {e}")))
 }
 
+/// `clock: TIME, synced, 0.3 s behind the collector` (or what is wrong with it).
+fn clock_line(c: &ClockState) -> String {
+    let at = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(c.now_ms.max(0) as u64)).map(humantime::format_rfc3339_seconds);
+    let at = at.map(|t| t.to_string()).unwrap_or_else(|| format!("{} ms", c.now_ms));
+    let synced = if c.synced {
+        "synced".to_string()
+    } else {
+        format!(
+            "NOT SYNCED (before this agent was built, {})",
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(crate::clock::BUILT_MS as u64))
+        )
+    };
+    let offset = match c.offset_ms {
+        // The collector's time minus ours: positive when this clock is behind.
+        Some(o) => format!(", {} {} the collector", span(o.saturating_abs()), if o > 0 { "behind" } else { "ahead of" }),
+        None => ", offset unknown until the collector acknowledges a batch".to_string(),
+    };
+    format!("clock: {at}, {synced}{offset}")
+}
+
+/// A span of time at the scale it is read at: ms to years.
+fn span(ms: i64) -> String {
+    const YEAR: f64 = 365.25 * 86_400_000.0;
+    if ms < 7_200_000 {
+        age(ms)
+    } else if ms < 172_800_000 {
+        format!("{:.1} h", ms as f64 / 3_600_000.0)
+    } else if ms < 63_115_200_000 {
+        format!("{:.1} d", ms as f64 / 86_400_000.0)
+    } else {
+        format!("{:.1} y", ms as f64 / YEAR)
+    }
+}
+
 fn age(ms: i64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
@@ -241,7 +293,8 @@ fn age(ms: i64) -> String {
 /// The human-readable form `citysense-agent status` prints.
 pub fn render(r: &StatusReport) -> String {
     let mut out = String::new();
-    let now = shared::now_ms();
+    // Ages are measured on the agent's clock, which stamped what they age from.
+    let now = r.clock.map_or_else(shared::now_ms, |c| c.now_ms);
     let _ = writeln!(
         out,
         "gateway {}: uplink {} {}{}",
@@ -264,6 +317,9 @@ pub fn render(r: &StatusReport) -> String {
     );
     if let Some(e) = &r.storage_error {
         let _ = writeln!(out, "storage: FAILING: {e}");
+    }
+    if let Some(c) = &r.clock {
+        let _ = writeln!(out, "{}", clock_line(c));
     }
     if let Some(l) = &r.config.last_reload {
         if l.accepted {

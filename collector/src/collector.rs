@@ -263,5 +263,5 @@ fn rules_engine(config: &CollectorConfig, store: &dyn AlertStore, now_ms: i64) -
     }
     let catalogue =
         config.sensor.iter().map(|s| (s.id.clone(), rules::SensorInfo { kind: Some(s.kind.clone()), district: s.district.clone(), gateway: s.gateway.clone() })).collect();
-    Ok(rules::Engine::new(all_rules, catalogue, store.alerts()?, now_ms))
+    Ok(rules::Engine::new(all_rules, catalogue, store.alerts()?, now_ms).with_max_offset(config.ingest.clock.max_offset.0))
 }

@@ -50,11 +50,13 @@ pub struct SeqSpaceView {
     pub heard_ms: i64,
 }
 
-/// What the rule engine hears about, in arrival order.
+/// What the rule engine hears about, in arrival order. `GatewayClock` is a
+/// gateway's clock offset, measured on one of its batches.
 pub enum RuleInput {
     Readings { gateway: String, readings: Arc<Vec<Reading>> },
     GatewayState { gateway: String, online: bool },
     GatewayHeard { gateway: String },
+    GatewayClock { gateway: String, offset_ms: i64 },
 }
 
 /// Everything the live feeds carry.

@@ -79,6 +79,8 @@ pub struct GatewayView {
     /// Receive time minus its clock at sending, at its last batch (None: not
     /// yet measured, or a version 1 batch).
     pub clock_offset_ms: Option<i64>,
+    /// Whether that offset is beyond `[ingest.clock] max_offset`.
+    pub clock_beyond_max: bool,
     /// Its readings moved onto the collector's clock (`ingest::clock`).
     pub clock_skewed: u64,
 }
@@ -203,24 +205,31 @@ impl Registry {
         });
     }
 
-    /// `gateway`'s clock offset at its latest batch, and readings moved for it.
-    pub fn clock(&self, gateway: &str, offset_ms: Option<i64>, moved: u64) {
+    /// `gateway`'s clock offset at its latest batch (and whether it is beyond
+    /// `max_offset`), and readings moved for it.
+    pub fn clock(&self, gateway: &str, offset_ms: Option<(i64, bool)>, moved: u64) {
         self.with_gateway(gateway, |g| {
-            if offset_ms.is_some() {
-                g.clock_offset_ms = offset_ms;
+            if let Some((offset, beyond)) = offset_ms {
+                (g.clock_offset_ms, g.clock_beyond_max) = (Some(offset), beyond);
             }
             g.clock_skewed += moved;
         });
     }
 
-    pub fn state(&self, gateway: &str, status: Status, ts_ms: i64) {
+    /// A `state/` message stamped `ts_ms` by the gateway's clock; returns the
+    /// time recorded as last seen. A retained message may be old, so its own
+    /// time is kept, but never one ahead of ours: a clock in 2100 would
+    /// otherwise make the gateway "last seen" in 74 years.
+    pub fn state(&self, gateway: &str, status: Status, ts_ms: i64) -> i64 {
+        let ts_ms = ts_ms.min(self.clock.now_ms());
         self.with_gateway(gateway, |g| {
             g.status = match status {
                 Status::Online => "online",
                 Status::Offline => "offline",
             };
             g.last_seen_ms = Some(g.last_seen_ms.unwrap_or(ts_ms).max(ts_ms));
-        });
+            ts_ms
+        })
     }
 
     pub fn health(&self, gateway: &str, health: Health) {

@@ -13,6 +13,11 @@ pub struct Ack {
     /// With per-gateway batch keys: hex HMAC over `ack/{gateway}/{seq}` (see `auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The collector's clock when it sent the ack (epoch ms), from which the
+    /// agent learns its own clock offset. Not covered by `mac`: the agent
+    /// only reports it, it never sets its clock by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +46,23 @@ pub struct Health {
     /// Readings the `when_full` policy discarded since the agent started.
     pub dropped: u64,
     pub devices: Vec<DeviceHealth>,
+    /// The agent's own clock (absent from agents that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockState>,
+}
+
+/// What an agent knows of its own clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockState {
+    /// Its clock's reading (epoch ms).
+    pub now_ms: i64,
+    /// False while the clock reads a time before the agent was built: it has
+    /// never been set (a real-time clock reset to 1970, NTP not yet synced).
+    pub synced: bool,
+    /// The collector's clock minus this one, as learned from the last ack
+    /// (less the ack's transit time); None before the first ack that says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ use super::timestamp::{parse_rfc3339, TimeError, Zoneless};
 use crate::config::MqttSource;
 use crate::source::NewReading;
 use crate::stats::DeviceStats;
+use shared::clock::SharedClock;
 use shared::topics::valid_id;
 use shared::Quality;
 
@@ -142,12 +143,15 @@ pub fn options(source: &MqttSource, client_id: String) -> MqttOptions {
 }
 
 /// Subscribes and maps messages until `shutdown`. Reconnects with backoff; the
-/// subscription is made again on every connection.
+/// subscription is made again on every connection. A message without a
+/// timestamp is stamped on arrival by `clock` (the agent's).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     index: usize,
     gateway: String,
     source: MqttSource,
     stats: Arc<DeviceStats>,
+    clock: SharedClock,
     sink: mpsc::Sender<Vec<NewReading>>,
     paused: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -164,7 +168,7 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(250);
-                stats.up(shared::now_ms());
+                stats.up(clock.now_ms());
                 tracing::info!(broker = %url, topic = %source.topic, "mqtt[{index}] connected");
                 if let Err(e) = client.subscribe(source.topic.clone(), QoS::AtLeastOnce).await {
                     tracing::error!("mqtt[{index}]: cannot subscribe to {}: {e}", source.topic);
@@ -174,24 +178,26 @@ pub async fn run(
                 if *paused.borrow() {
                     continue;
                 }
-                match map.map(&p.topic, &p.payload, shared::now_ms()) {
+                let arrival = clock.now_ms();
+                match map.map(&p.topic, &p.payload, arrival) {
                     Ok(readings) => {
-                        stats.ok(shared::now_ms());
+                        stats.ok(arrival);
                         if sink.send(readings).await.is_err() {
                             return;
                         }
                     }
                     Err(e) => {
                         tracing::warn!("mqtt[{index}]: {e}");
-                        stats.error(e.to_string());
+                        stats.error(e.to_string(), arrival);
                     }
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(broker = %url, "mqtt[{index}]: {e}; reconnecting in {backoff:?}");
-                stats.error(format!("broker {url}: {e}"));
-                stats.down(shared::now_ms());
+                let now = clock.now_ms();
+                stats.error(format!("broker {url}: {e}"), now);
+                stats.down(now);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,

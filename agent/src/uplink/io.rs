@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use super::acks::{self, Verdict};
 use super::window::{Step, Window};
 use super::{state_payload, LinkState};
+use crate::clock::AgentClock;
 use crate::outbox::{Outbox, OutboxError};
+use shared::clock::Clock as _;
 use shared::url::BrokerUrl;
 use shared::wire::{Ack, Status};
 use shared::{topics, Batch};
@@ -25,6 +27,8 @@ pub(super) struct AckLink {
     /// The highest seq the sender has published since start.
     pub sent_upto: watch::Receiver<u64>,
     pub wanted: watch::Sender<u64>,
+    /// Stamps state messages; learns the clock's offset from the acks' times.
+    pub clock: Arc<AgentClock>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -46,7 +50,7 @@ pub(super) async fn event_loop(
             e = eventloop.poll() => e,
             _ = shutdown.changed() => {
                 // A clean disconnect suppresses the last will, so say offline ourselves.
-                let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Offline)).await;
+                let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Offline, acks.clock.now_ms())).await;
                 let _ = client.disconnect().await;
                 let deadline = Instant::now() + Duration::from_secs(2);
                 while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
@@ -60,7 +64,7 @@ pub(super) async fn event_loop(
                 backoff = Duration::from_millis(100);
                 tracing::info!(broker = %url, "uplink connected");
                 let _ = client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
-                let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Online)).await;
+                let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Online, acks.clock.now_ms())).await;
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 // Only now can an ack reach us, so only now is sending useful.
@@ -75,7 +79,13 @@ pub(super) async fn event_loop(
                 }
                 Ok(a) => match acks::judge(a.epoch, a.seq.get(), acks.outbox_epoch, *acks.sent_upto.borrow()) {
                     // Every ack wakes the acker, a repeated one too: it retries a deletion that failed.
-                    Verdict::Delete(seq) => acks.wanted.send_modify(|v| *v = (*v).max(seq)),
+                    Verdict::Delete(seq) => {
+                        // Only an ack believed to be the collector's tells its time.
+                        if let Some(t) = a.ts_ms {
+                            acks.clock.heard_collector(t);
+                        }
+                        acks.wanted.send_modify(|v| *v = (*v).max(seq));
+                    }
                     Verdict::WrongEpoch { got, ours } => {
                         tracing::warn!(seq = a.seq.get(), "ignoring an ack for outbox epoch {got}; this outbox is epoch {ours}");
                         link.send_modify(|s| s.acks_ignored += 1);
@@ -150,6 +160,8 @@ pub(super) struct Sender {
     pub batch_key: Option<Arc<Vec<u8>>>,
     /// The highest seq published so far, for `acks::judge`.
     pub sent: watch::Sender<u64>,
+    /// Each batch's `sent_ms`, from which the collector measures this clock.
+    pub clock: Arc<AgentClock>,
 }
 
 impl Sender {
@@ -209,7 +221,7 @@ impl Sender {
         let readings = tokio::task::spawn_blocking(move || ob.read(from, upto, max)).await.map_err(|_| SendError::Stopped)??;
         let (Some(first), Some(last)) = (readings.first().map(|r| r.seq.get()), readings.last().map(|r| r.seq.get())) else { return Ok(None) };
         let stats = self.outbox.stats();
-        let batch = Batch::new(self.gateway.clone(), stats.floor_seq.min(first), readings).in_epoch(stats.epoch);
+        let batch = Batch::new(self.gateway.clone(), stats.floor_seq.min(first), readings).in_epoch(stats.epoch).sent_at(self.clock.now_ms());
         // Before it can be acked: an ack racing ahead of this would be ignored.
         self.sent.send_modify(|s| *s = (*s).max(last));
         self.client

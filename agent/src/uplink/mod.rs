@@ -20,8 +20,10 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 use tokio::sync::watch;
 
+use crate::clock::AgentClock;
 use crate::config::UplinkConfig;
 use crate::outbox::Outbox;
+use shared::clock::Clock as _;
 use shared::topics;
 use shared::url::BrokerUrl;
 use shared::wire::{State, Status};
@@ -45,8 +47,8 @@ pub struct Uplink {
     pub link: watch::Receiver<LinkState>,
 }
 
-fn state_payload(status: Status) -> Vec<u8> {
-    serde_json::to_vec(&State { status, ts_ms: shared::now_ms() }).expect("state serializes")
+fn state_payload(status: Status, ts_ms: i64) -> Vec<u8> {
+    serde_json::to_vec(&State { status, ts_ms }).expect("state serializes")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +86,16 @@ impl Secrets {
 }
 
 /// Connects (in the background, retrying forever) and starts the event loop,
-/// the acker and the sender. `durable` carries the highest flushed `seq`.
+/// the acker and the sender. `durable` carries the highest flushed `seq`;
+/// `clock` stamps batches and state, and learns its offset from acks.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     gateway: &str,
     config: &UplinkConfig,
     secrets: Secrets,
     outbox: Arc<dyn Outbox>,
     durable: watch::Receiver<u64>,
+    clock: Arc<AgentClock>,
     shutdown: watch::Receiver<bool>,
 ) -> (Uplink, tokio::task::JoinHandle<()>) {
     let url: BrokerUrl = (*config.broker).clone();
@@ -99,7 +104,7 @@ pub fn start(
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     opts.set_clean_session(true);
     opts.set_inflight((config.max_inflight as u16).saturating_mul(2).max(10));
-    opts.set_last_will(LastWill::new(topics::state(gateway), state_payload(Status::Offline), QoS::AtLeastOnce, true));
+    opts.set_last_will(LastWill::new(topics::state(gateway), state_payload(Status::Offline, clock.now_ms()), QoS::AtLeastOnce, true));
     if let Some(user) = &config.username {
         opts.set_credentials(user.clone(), secrets.password.clone().unwrap_or_default());
     }
@@ -118,10 +123,10 @@ pub fn start(
     let (acked_tx, acked_rx) = watch::channel(acked_seq);
 
     let (sent_tx, sent_rx) = watch::channel(0u64);
-    let acks = io::AckLink { outbox_epoch: outbox.stats().epoch, sent_upto: sent_rx, wanted: wanted_tx };
+    let acks = io::AckLink { outbox_epoch: outbox.stats().epoch, sent_upto: sent_rx, wanted: wanted_tx, clock: clock.clone() };
     let events = tokio::spawn(io::event_loop(gateway.to_string(), url, client.clone(), eventloop, secrets.batch_key.clone(), link_tx, acks, shutdown.clone()));
     let acker = tokio::spawn(io::acker(outbox.clone(), wanted_rx, acked_tx));
-    let sender = io::Sender { gateway: gateway.to_string(), client: client.clone(), outbox, batch_max: config.batch_max, batch_key: secrets.batch_key, sent: sent_tx };
+    let sender = io::Sender { gateway: gateway.to_string(), client: client.clone(), outbox, batch_max: config.batch_max, batch_key: secrets.batch_key, sent: sent_tx, clock };
     let window = window::Window::new(acked_seq, config.batch_max, config.linger.0, config.ack_timeout.0, config.max_inflight);
     let link = link_rx.clone();
     let task = tokio::spawn(async move {

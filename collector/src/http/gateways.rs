@@ -64,7 +64,11 @@ pub async fn gateways(State(st): State<AppState>, Params(q): Params<GatewaysQuer
                 "last_refused": g.last_refused,
                 // Receive time minus its clock at sending (ingest::clock).
                 "clock_offset_ms": g.clock_offset_ms,
+                // `skewed` beyond [ingest.clock] max_offset; null before it was measured.
+                "clock_state": g.clock_offset_ms.map(|_| if g.clock_beyond_max { "skewed" } else { "ok" }),
                 "clock_skewed_readings": g.clock_skewed,
+                // What the agent says of its own clock (its health/ report).
+                "agent_clock": h.and_then(|h| h.clock),
             })
         })
         .collect();

@@ -276,7 +276,13 @@ impl Ingest {
             }
             let mut fresh = judged.kept;
             let moved = self.judge_clock(&space.gateway, now, offset, &mut fresh);
-            self.registry.clock(&space.gateway, offset, moved);
+            self.registry.clock(&space.gateway, offset.map(|o| (o, self.clocks.skewed(o))), moved);
+            if let Some(offset_ms) = offset {
+                // For `clock_skew` rules; like readings, never waited for.
+                if self.links.rules.try_send(RuleInput::GatewayClock { gateway: space.gateway.to_string(), offset_ms }).is_err() {
+                    counters.rules_lagged.fetch_add(1, Relaxed);
+                }
+            }
             outcomes.push(Outcome { space, fresh, received, duplicates: accepted.duplicates, refused: judged.refused });
         }
         if next.is_empty() {
@@ -350,10 +356,12 @@ impl Ingest {
             self.registry.stored(&o.space.gateway, o.space.epoch, &fresh, o.received, o.duplicates, acked);
         }
         self.links.forwarded.notify_one();
+        // After the sync: the agent measures its clock against this.
+        let ack_ms = self.clock.now_ms();
         for (space, t) in next {
             let (gw, seq, epoch) = (space.gateway.as_str(), t.ack(), space.epoch);
             let mac = self.admission.keys.get(gw).map(|k| shared::auth::ack_mac(k, gw, epoch, seq));
-            let ack = serde_json::to_vec(&Ack { seq, epoch, mac }).expect("ack serializes");
+            let ack = serde_json::to_vec(&Ack { seq, epoch, mac, ts_ms: Some(ack_ms) }).expect("ack serializes");
             // QoS 0: an ack is cumulative, so a lost one is covered by the next
             // (or the agent resends after its ack timeout and the batch is
             // deduplicated). At QoS 1 the broker's PUBACK for it, sitting

@@ -28,10 +28,10 @@ impl Inbound for Router {
         if let Some(gw) = topics::gateway_of(&p.topic, "state") {
             match serde_json::from_slice::<State>(&p.payload) {
                 Ok(s) => {
-                    self.registry.state(gw, s.status, s.ts_ms);
+                    let ts_ms = self.registry.state(gw, s.status, s.ts_ms);
                     let online = s.status == Status::Online;
                     let _ = self.rules.try_send(RuleInput::GatewayState { gateway: gw.to_string(), online });
-                    let _ = self.feed.send(FeedEvent::Gateway { id: gw.to_string(), status: if online { "online" } else { "offline" }, ts_ms: s.ts_ms });
+                    let _ = self.feed.send(FeedEvent::Gateway { id: gw.to_string(), status: if online { "online" } else { "offline" }, ts_ms });
                 }
                 Err(e) => tracing::warn!(topic = %p.topic, "ignoring malformed state: {e}"),
             }

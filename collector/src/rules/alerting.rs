@@ -61,6 +61,7 @@ impl Alerting {
                     Some(Input::Readings { gateway, readings }) => self.engine.lock().unwrap().on_readings(&gateway, &readings, now),
                     Some(Input::GatewayState { gateway, online }) => self.engine.lock().unwrap().on_gateway_state(&gateway, online, now),
                     Some(Input::GatewayHeard { gateway }) => self.engine.lock().unwrap().on_gateway_heard(&gateway, now),
+                    Some(Input::GatewayClock { gateway, offset_ms }) => self.engine.lock().unwrap().on_gateway_clock(&gateway, offset_ms, now),
                     None => return,
                 },
                 _ = ticker.tick() => self.engine.lock().unwrap().tick(now),

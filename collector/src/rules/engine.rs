@@ -1,7 +1,10 @@
 //! The alert engine: rules evaluated against readings as they are stored and
 //! against the clock (stale sensors, silent gateways, escalation). It is pure
 //! state: time comes in as an argument, so tests need no sleeping, and what
-//! changed comes out as a list for the feeds and the alert store.
+//! changed comes out as a list for the feeds and the alert store. The
+//! per-gateway kinds (`gateway_offline`, `clock_skew`) are in `gateways`.
+
+mod gateways;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,6 +38,9 @@ struct GatewaySeen {
     offline_since: Option<i64>,
 }
 
+/// 2 minutes, as `[ingest.clock] max_offset` by default.
+const DEFAULT_MAX_OFFSET_MS: i64 = 120_000;
+
 #[derive(Default)]
 pub struct Engine {
     rules: Vec<Rule>,
@@ -55,13 +61,15 @@ pub struct Engine {
     /// When the engine started: a catalogued sensor never heard from is stale
     /// once its rule's silence has passed since then.
     started_ms: i64,
+    /// The offset a `clock_skew` rule without a `value` allows: `[ingest.clock] max_offset`.
+    max_offset_ms: i64,
 }
 
 pub type Changes = Vec<(Change, Alert)>;
 
 impl Engine {
     pub fn new(rules: Vec<Rule>, sensors: HashMap<SensorId, SensorInfo>, alerts: Vec<Alert>, now: i64) -> Engine {
-        let mut e = Engine { rules, sensors, started_ms: now, next_id: 1, ..Default::default() };
+        let mut e = Engine { rules, sensors, started_ms: now, next_id: 1, max_offset_ms: DEFAULT_MAX_OFFSET_MS, ..Default::default() };
         e.reindex();
         for a in alerts {
             e.next_id = e.next_id.max(a.id + 1);
@@ -73,12 +81,18 @@ impl Engine {
         e
     }
 
+    /// The same engine, with `clock_skew` rules without a `value` allowing `max_offset`.
+    pub fn with_max_offset(mut self, max_offset: std::time::Duration) -> Engine {
+        self.max_offset_ms = max_offset.as_millis().min(i64::MAX as u128) as i64;
+        self
+    }
+
     fn reindex(&mut self) {
         self.by_metric.clear();
         self.any_metric.clear();
         for (i, r) in self.rules.iter().enumerate() {
             match (&r.kind, &r.metric) {
-                (Kind::GatewayOffline, _) => {}
+                (k, _) if k.is_gateway() => {}
                 (_, Some(m)) => self.by_metric.entry(m.into()).or_default().push(i),
                 (_, None) => self.any_metric.push(i),
             }
@@ -252,40 +266,6 @@ impl Engine {
         }
     }
 
-    fn gateway_heard(&mut self, gateway: &str, now: i64, out: &mut Changes) {
-        let g = self.gateways.entry(gateway.into()).or_default();
-        g.last_ms = now;
-        g.offline_since = None;
-        let keys: Vec<Key> = self.open.keys().filter(|k| k.1 == gateway && self.is_gateway_rule(&k.0)).cloned().collect();
-        for k in keys {
-            out.extend(self.close(&k, now, None));
-        }
-    }
-
-    fn is_gateway_rule(&self, id: &str) -> bool {
-        self.rules.iter().any(|r| r.id == id && r.kind == Kind::GatewayOffline)
-    }
-
-    /// A gateway's `state/{gateway}` message (its last will says offline).
-    pub fn on_gateway_state(&mut self, gateway: &str, online: bool, now: i64) -> Changes {
-        let mut out = Vec::new();
-        if online {
-            self.gateway_heard(gateway, now, &mut out);
-        } else {
-            let g = self.gateways.entry(gateway.into()).or_default();
-            g.offline_since.get_or_insert(now);
-            out.extend(self.tick(now));
-        }
-        out
-    }
-
-    /// Any message from a gateway other than readings (health) proves it alive.
-    pub fn on_gateway_heard(&mut self, gateway: &str, now: i64) -> Changes {
-        let mut out = Vec::new();
-        self.gateway_heard(gateway, now, &mut out);
-        out
-    }
-
     /// Time-driven rules: stale sensors, silent or offline gateways, escalation.
     pub fn tick(&mut self, now: i64) -> Changes {
         let mut out = Vec::new();
@@ -328,21 +308,6 @@ impl Engine {
             let key: Key = (rule.id.clone(), sensor.to_string(), metric.clone());
             if now - since >= silence && !self.open.contains_key(&key) {
                 out.push(self.fire(rule, &sensor, &metric, None, now));
-            }
-        }
-    }
-
-    fn offline(&mut self, rule: &Rule, now: i64, out: &mut Changes) {
-        let silence = rule.for_duration().map(|d| d.as_millis() as i64);
-        let gws: Vec<(GatewayId, GatewaySeen)> = self.gateways.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for (gw, g) in gws {
-            if rule.select.gateway.as_deref().is_some_and(|p| !glob(p, &gw)) {
-                continue;
-            }
-            let down = g.offline_since.is_some() || silence.is_some_and(|s| now - g.last_ms >= s);
-            let key: Key = (rule.id.clone(), gw.to_string(), String::new());
-            if down && !self.open.contains_key(&key) {
-                out.push(self.fire(rule, &gw, "", None, now));
             }
         }
     }

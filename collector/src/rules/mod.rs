@@ -126,6 +126,26 @@ mod tests {
     }
 
     #[test]
+    fn clock_skew_fires_per_gateway_beyond_its_limit_and_clears_within() {
+        let own = rule(r#"{"id":"clk","kind":"clock_skew","value":30,"severity":"warning","select":{"gateway":"gw-*"}}"#);
+        let policy = rule(r#"{"id":"clk-policy","kind":"clock_skew","severity":"info"}"#);
+        let mut e = Engine::new(vec![own, policy], HashMap::new(), vec![], 0).with_max_offset(std::time::Duration::from_secs(120));
+        assert!(e.on_gateway_clock("gw-a", -29_000, 1).is_empty(), "within both limits");
+        let fired = e.on_gateway_clock("gw-a", -60_000, 2);
+        assert_eq!(kinds(&fired), vec![Change::Fired], "beyond 30 s, within the policy's 120 s");
+        assert_eq!((fired[0].1.sensor.as_str(), fired[0].1.metric.as_str(), fired[0].1.value, fired[0].1.threshold), ("gw-a", "", Some(-60.0), Some(30.0)));
+        // 2100: both fire, the policy rule with the policy's limit; another gateway is apart.
+        let y74 = -2_335_000_000_000;
+        let both = e.on_gateway_clock("gw-a", y74, 3);
+        assert_eq!((kinds(&both), both[0].1.rule.as_str(), both[0].1.threshold), (vec![Change::Fired], "clk-policy", Some(120.0)));
+        assert_eq!(e.alert(fired[0].1.id).unwrap().value, Some(y74 as f64 / 1000.0), "the open alert follows the offset");
+        assert_eq!(kinds(&e.on_gateway_clock("other", y74, 4)), vec![Change::Fired], "only the policy rule selects `other`");
+        // Hearing from it does not end a clock alert; a sound offset does.
+        assert!(e.on_gateway_heard("gw-a", 5).is_empty());
+        assert_eq!(kinds(&e.on_gateway_clock("gw-a", 250, 6)), vec![Change::Resolved, Change::Resolved]);
+    }
+
+    #[test]
     fn lifecycle_ack_resolve_and_escalation() {
         let r = rule(r#"{"id":"pm","kind":"threshold","metric":"pm25","op":">","value":75,"severity":"warning","escalate_after":"15m"}"#);
         let mut e = Engine::new(vec![r], HashMap::new(), vec![], 0);

@@ -16,6 +16,15 @@ pub enum Kind {
     Rate,
     Stale,
     GatewayOffline,
+    /// A gateway's clock offset beyond `value` seconds (default `[ingest.clock] max_offset`).
+    ClockSkew,
+}
+
+impl Kind {
+    /// Kinds judged per gateway rather than per reading.
+    pub fn is_gateway(self) -> bool {
+        matches!(self, Kind::GatewayOffline | Kind::ClockSkew)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +146,7 @@ impl Rule {
             Kind::Rate => "rate",
             Kind::Stale => "stale",
             Kind::GatewayOffline => "gateway_offline",
+            Kind::ClockSkew => "clock_skew",
         };
         match self.kind {
             Kind::Threshold => {
@@ -149,7 +159,7 @@ impl Rule {
                 need("value", self.value.is_some(), kind);
             }
             Kind::Stale => need("for", self.for_.is_some(), kind),
-            Kind::GatewayOffline => {}
+            Kind::GatewayOffline | Kind::ClockSkew => {}
         }
         if !valid_id(&self.id) {
             p.push(("id".into(), format!("`{}` is not a valid id: letters, digits, - _ . :", self.id)));
@@ -160,6 +170,9 @@ impl Rule {
             }
             if self.kind == Kind::Rate && v <= 0.0 {
                 p.push(("value".into(), "a rate limit (change per minute) must be positive".into()));
+            }
+            if self.kind == Kind::ClockSkew && v <= 0.0 {
+                p.push(("value".into(), "a clock offset limit (seconds) must be positive".into()));
             }
         }
         if let (Some(c), Some(v), Some(op)) = (self.clear, self.value, self.op) {
@@ -174,8 +187,11 @@ impl Rule {
         if self.op.is_some() && self.kind != Kind::Threshold {
             p.push(("op".into(), "only threshold rules have an operator".into()));
         }
-        if self.select.gateway.is_some() && self.kind != Kind::GatewayOffline {
-            p.push(("select.gateway".into(), "only gateway_offline rules select by gateway".into()));
+        if self.select.gateway.is_some() && !self.kind.is_gateway() {
+            p.push(("select.gateway".into(), "only gateway_offline and clock_skew rules select by gateway".into()));
+        }
+        if self.for_.is_some() && self.kind == Kind::ClockSkew {
+            p.push(("for".into(), "a clock_skew rule is judged on each batch's offset; it has no `for`".into()));
         }
         if let Some(m) = &self.metric {
             if !valid_id(m) {
@@ -219,6 +235,15 @@ mod tests {
         assert_eq!(r.validate()[0].0, "clear");
         assert!(serde_json::from_str::<Rule>(r#"{"id": "x", "kind": "threshold", "severity": "loud"}"#).is_err());
         assert!(serde_json::from_str::<Rule>(r#"{"id": "x", "kind": "teleport", "severity": "info"}"#).is_err());
+    }
+
+    #[test]
+    fn a_clock_skew_rule_needs_nothing_but_refuses_a_bad_limit_and_a_duration() {
+        assert!(rule(r#"{"id": "clk", "kind": "clock_skew", "severity": "warning", "select": {"gateway": "gw-*"}}"#).validate().is_empty());
+        assert!(rule(r#"{"id": "clk", "kind": "clock_skew", "value": 30, "severity": "warning"}"#).validate().is_empty());
+        let fields = |json: &str| rule(json).validate().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        assert_eq!(fields(r#"{"id": "clk", "kind": "clock_skew", "value": 0, "for": "1m", "severity": "warning"}"#), ["value", "for"]);
+        assert_eq!(fields(r#"{"id": "t", "kind": "threshold", "metric": "m", "op": ">", "value": 1, "severity": "info", "select": {"gateway": "g"}}"#), ["select.gateway"]);
     }
 
     #[test]

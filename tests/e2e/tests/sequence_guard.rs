@@ -88,7 +88,7 @@ async fn poisoning_is_refused(keyed: bool) {
     // A forged ack far above anything sent deletes nothing at the agent.
     let acked_before = agent_status(&agent)["acked_seq"].as_u64().unwrap();
     let mac = keyed.then(|| shared::auth::ack_mac(KEY.as_bytes(), "gw-guard", epoch, Seq(POISON)));
-    let forged = serde_json::to_vec(&shared::wire::Ack { seq: Seq(POISON), epoch, mac }).unwrap();
+    let forged = serde_json::to_vec(&shared::wire::Ack { seq: Seq(POISON), epoch, mac, ts_ms: None }).unwrap();
     evil.publish(shared::topics::ack("gw-guard"), QoS::AtLeastOnce, false, forged).await.unwrap();
     let ignored = wait_for("the agent to ignore the forged ack", LIMIT, || async { Some(agent_status(&agent)).filter(|s| s["acks_ignored"].as_u64() >= Some(1)) }).await;
     assert!(ignored["acked_seq"].as_u64().unwrap() < 1_000_000, "the agent took the forged ack: {ignored}");

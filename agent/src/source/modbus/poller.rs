@@ -19,6 +19,7 @@ use super::{exception_name, ModbusAddress};
 use crate::config::ModbusDevice;
 use crate::source::NewReading;
 use crate::stats::DeviceStats;
+use shared::clock::SharedClock;
 
 /// Why one read failed, worded for the person reading the log.
 #[derive(Debug)]
@@ -142,6 +143,8 @@ pub struct Poller {
     retries: u32,
     map: RegisterMap,
     stats: Arc<DeviceStats>,
+    /// Stamps readings and the device's poll record (the agent's clock).
+    clock: SharedClock,
 }
 
 impl Poller {
@@ -155,7 +158,14 @@ impl Poller {
             retries: device.retries,
             map: RegisterMap::plan(device.point.iter().map(Into::into).collect(), device.max_gap),
             stats,
+            clock: shared::clock::system(),
         }
+    }
+
+    /// The same poller, stamping with `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Poller {
+        self.clock = clock;
+        self
     }
 
     /// Polls one TCP device on its own link until `shutdown` turns true. While
@@ -207,12 +217,12 @@ impl Poller {
         for request in &self.map.requests {
             match self.read_with_retries(link, request).await {
                 Ok(words) => {
-                    let ts_ms = shared::now_ms();
+                    let ts_ms = self.clock.now_ms();
                     for d in self.map.decode(request, &words) {
                         if !d.value.is_finite() {
                             // A NaN/inf register image is how many devices flag a failed
                             // sensor element; it has no value to send, so it is counted.
-                            self.stats.error(format!("{}: {} decoded to a non-finite value", self.sensor, self.map.points[d.point].metric));
+                            self.stats.error(format!("{}: {} decoded to a non-finite value", self.sensor, self.map.points[d.point].metric), ts_ms);
                             continue;
                         }
                         out.push(NewReading { sensor: self.sensor.clone(), metric: self.map.points[d.point].metric.clone(), ts_ms, value: d.value, quality: d.quality });
@@ -222,14 +232,14 @@ impl Poller {
                     failed += 1;
                     let message = failure.to_string();
                     tracing::warn!(sensor = %self.sensor, address = %self.address, unit = self.unit, "{message}");
-                    self.stats.error(message);
+                    self.stats.error(message, self.clock.now_ms());
                 }
             }
         }
         if failed < self.map.requests.len() {
-            self.stats.ok(shared::now_ms());
+            self.stats.ok(self.clock.now_ms());
         } else {
-            self.stats.down(shared::now_ms());
+            self.stats.down(self.clock.now_ms());
         }
         out
     }

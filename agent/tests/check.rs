@@ -193,6 +193,9 @@ fn run_check(text: &str, verbose: bool) -> (i32, String, String) {
 fn a_datasheet_number_as_a_0_based_address_is_refused_naming_the_conversion() {
     let text = replace_nth(&example(), "address = 0", "address = 40101", 0);
     assert_problem(&text, "address = 40101", "modbus[0].point[0].address", "holding register 40101 is 0-based address 100. Write `ref = 40101`");
+    // Copied from the datasheet without a table: the conversion is still the fix named, not the table.
+    let text = text.replacen("  table = \"holding\"                     # holding | input | coil | discrete\n", "", 1);
+    assert_problem(&text, "address = 40101", "modbus[0].point[0].address", "holding register 40101 is 0-based address 100. Write `ref = 40101`");
     // The same number as a datasheet reference is accepted, and -v shows the conversion.
     for written in ["address = \"40101\"", "ref = 40101", "ref = \"40101-40102\"", "address = \"0x0064\""] {
         let text = replace_nth(&example(), "address = 0", written, 0);
@@ -212,7 +215,7 @@ fn bit_fields_and_ranges_are_checked() {
     let text = example().replace("# --- Traffic counter ---", &format!("{point}\n# --- Traffic counter ---"));
     let (code, out, err) = run_check(&text, true);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("alarm: holding 7 (datasheet 40008) bit bit 3") && out.contains("mode: holding 7 (datasheet 40008) bits bits 4..=7, plausible 0..=9"), "{out}");
+    assert!(out.contains("alarm: holding 7 (datasheet 40008) bit 3\n") && out.contains("mode: holding 7 (datasheet 40008) bits 4..=7, plausible 0..=9"), "{out}");
     let clash = text.replace("bits = [4, 7]", "bits = [3, 7]");
     assert_problem(&clash, "ref = \"40008\"", "modbus[0].point[5].ref", "bits of register 7 of table `holding` overlap point[4] (alarm)");
     let clash = text.replace("bit = 3", "bit = 16");

@@ -246,13 +246,14 @@ fn point_plan(pt: &PointConfig) -> String {
     }
     let datasheet = point::Modicon::prefix(table).to_string() + &format!("{:04}", address as u32 + 1);
     s.push_str(&format!(" (datasheet {datasheet})"));
-    match pt.data_type {
-        Some(t) => s.push_str(&format!(" {}", t.name())),
-        None => s.push_str(" u16 (default: no `type` given)"),
+    // A bit field's type is its bits: "bit 3", "bits 4..=7".
+    match (pt.bit_range(), pt.data_type) {
+        (Some((a, b)), _) if a == b => s.push_str(&format!(" bit {a}")),
+        (Some((a, b)), _) => s.push_str(&format!(" bits {a}..={b}")),
+        (None, Some(t)) => s.push_str(&format!(" {}", t.name())),
+        (None, None) => s.push_str(" u16 (default: no `type` given)"),
     }
-    if let Some((a, b)) = pt.bit_range() {
-        s.push_str(&if a == b { format!(" bit {a}") } else { format!(" bits {a}..={b}") });
-    } else if width > 1 {
+    if pt.bit_range().is_none() && width > 1 {
         match pt.order {
             Some(o) => s.push_str(&format!(" {}", o.name())),
             None => s.push_str(" ABCD (default: no `order` given; `probe --type` shows every order)"),

@@ -245,10 +245,13 @@ impl PointConfig {
             (None, Some(ModiconRef(m))) | (Some(RegisterAddress::Modicon(m)), None) => self.modicon_location(m),
             (Some(RegisterAddress::Hex(a)), None) => Ok((self.table_required()?, *a)),
             (Some(RegisterAddress::ZeroBased(n)), None) => {
-                let table = self.table_required()?;
+                // Before asking for a table: `address = 40101` without one is
+                // a datasheet number copied as printed, and the conversion is
+                // the fix to name, not the missing table.
                 if let Some(hint) = datasheet_lookalike(*n) {
                     return Err(LocationError::Lookalike(hint));
                 }
+                let table = self.table_required()?;
                 u16::try_from(*n).map(|a| (table, a)).map_err(|_| LocationError::PastEnd(*n))
             }
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use collector::store::lifecycle::Policy;
 use collector::store::settings::KeepConfig;
+use common::browser::browser;
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -99,15 +100,20 @@ async fn open_alerts(http: std::net::SocketAddr, rule: &str) -> Vec<Value> {
     all.as_array().unwrap().iter().filter(|a| a["rule"] == rule && a["state"] != "resolved").cloned().collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_with_1970_and_2100_clocks_are_caught_not_trusted() {
+/// The simulated river (wl-001, wl-002), a collector, and a real agent for
+/// each gauge: gw-1970 reads wl-001 with its clock in 1970, gw-2100 wl-002 in 2100.
+struct SkewedCity {
+    dir: tempfile::TempDir,
+    _city: RunningCity,
+    c: collector::Collector,
+    agents: Vec<agent::Agent>,
+    clocks: [(&'static str, &'static str, Arc<Shifted>); 2],
+}
+
+async fn skewed_city() -> SkewedCity {
     let dir = tempfile::tempdir().unwrap();
     let city = RunningCity::start(City { air: 0, traffic: 0, water: 2, noise: 0 }, None, Duration::from_secs(1)).await.unwrap();
     let c = collector(dir.path(), None, &format!("{}\n{RULES}", sim::run::catalogue_toml(&city.sensors()))).await;
-    let http = c.http_addr;
-    let mut health = health_messages(&c.mqtt_url);
-    let started = now_ms();
-
     let clocks = [("gw-1970", "wl-001", Shifted::reading(Y1970)), ("gw-2100", "wl-002", Shifted::reading(Y2100))];
     let mut agents = Vec::new();
     for (gw, sensor, clock) in &clocks {
@@ -115,9 +121,28 @@ async fn agents_with_1970_and_2100_clocks_are_caught_not_trusted() {
         let cfg = agent_config(dir.path(), gw, &c.mqtt_url, &modbus, None);
         agents.push(agent::Agent::start_with(cfg, agent::Parts { clock: clock.clone() }).await.unwrap());
     }
+    SkewedCity { dir, _city: city, c, agents, clocks }
+}
+
+impl SkewedCity {
+    async fn stop(self) {
+        for a in self.agents {
+            a.shutdown().await;
+        }
+        self.c.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_with_1970_and_2100_clocks_are_caught_not_trusted() {
+    let started = now_ms();
+    let city = skewed_city().await;
+    let (c, agents, clocks) = (&city.c, &city.agents, &city.clocks);
+    let http = c.http_addr;
+    let mut health = health_messages(&c.mqtt_url);
 
     // Readings land on the collector's time line, uncertain, counted.
-    for (gw, sensor, _) in &clocks {
+    for (gw, sensor, _) in clocks {
         let points = wait_for(&format!("3 readings of {sensor}"), LIMIT, || async move {
             let v = get_json(http, &format!("/api/v1/series?sensor={sensor}&metric=water_level_m&from=0")).await;
             v["points"].as_array().filter(|p| p.len() >= 3).cloned()
@@ -179,11 +204,11 @@ async fn agents_with_1970_and_2100_clocks_are_caught_not_trusted() {
 
     // Retention, run now with the default 30 days of raw samples, finds nothing
     // of theirs to delete: stamped 1970, it would all be gone.
-    let before: Vec<usize> = stored_counts(http, &clocks).await;
+    let before: Vec<usize> = stored_counts(http, clocks).await;
     let policy = Policy::new(KeepConfig::default(), vec![], &[]);
     let expired = c.store.expire(now_ms(), &|s, m| policy.keep(s, m)).unwrap();
     assert_eq!(expired.raw, 0, "retention deleted readings because of a wrong clock");
-    let after = stored_counts(http, &clocks).await;
+    let after = stored_counts(http, clocks).await;
     assert!(after.iter().zip(&before).all(|(a, b)| a >= b), "{before:?} → {after:?}");
 
     // NTP comes: the 1970 gateway's offset is sound again, its alert clears,
@@ -204,10 +229,7 @@ async fn agents_with_1970_and_2100_clocks_are_caught_not_trusted() {
     let h = health_of(&mut health, "gw-1970", |h| h["clock"]["synced"] == true).await;
     assert!(h["clock"]["now_ms"].as_i64().unwrap() > 1_700_000_000_000, "{h}");
 
-    for a in agents {
-        a.shutdown().await;
-    }
-    c.shutdown().await;
+    city.stop().await;
 }
 
 /// How many readings each gateway's sensor has stored.
@@ -217,4 +239,57 @@ async fn stored_counts(http: std::net::SocketAddr, clocks: &[(&str, &str, Arc<Sh
         out.push(series_values(http, sensor, "water_level_m").await.len());
     }
     out
+}
+
+/// Polls a JavaScript expression in the page until it is truthy.
+async fn until(page: &fantoccini::Client, what: &str, js: &str) -> Value {
+    wait_for(what, LIMIT, || async move {
+        let v = page.execute(&format!("return ({js});"), vec![]).await.unwrap();
+        (!(v.is_null() || v == false || v == 0 || v == "")).then_some(v)
+    })
+    .await
+}
+
+/// On the dashboard's gateway panel, as a wall or tablet shows it (no hover):
+/// each gateway's clock against the collector's with the skewed one marked,
+/// the agent that says its clock was never set, and a gateway's refused
+/// readings with the sensor and its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_gateway_clocks_and_refused_readings() {
+    let city = skewed_city().await;
+    let http = city.c.http_addr;
+    wait_for("both clocks measured, and the 1970 agent's health", LIMIT, || async move {
+        let g = get_json(http, "/api/v1/gateways").await;
+        let all = g.as_array().unwrap();
+        (all.iter().filter(|g| g["clock_state"] == "skewed").count() == 2 && all.iter().any(|g| g["agent_clock"]["synced"] == false)).then_some(())
+    })
+    .await;
+    // wl-001 is gw-1970's (first heard from it): another gateway's reading of it is refused.
+    let mut intruder = FakeGateway::connect(&city.c.mqtt_url, "gw-intruder").await;
+    let reading = shared::Reading { seq: shared::Seq(0), sensor: "wl-001".into(), metric: "water_level_m".into(), ts_ms: now_ms(), value: 9.9, quality: shared::Quality::Good };
+    let seq = intruder.send(vec![reading]).await;
+    intruder.wait_acked(seq, LIMIT).await;
+
+    let (_driver, page) = browser(&city.dir.path().join("profile")).await;
+    page.goto(&format!("http://{http}/")).await.unwrap();
+    let row = |gw: &str, what: &str| format!("document.querySelector('#gateways tr[data-gateway=\"{gw}\"] {what}')");
+    let ahead = until(&page, "gw-2100's clock, ahead", &format!("{}?.textContent", row("gw-2100", "td.clock[data-clock=skewed].warn"))).await;
+    assert!(ahead.as_str().unwrap().starts_with("+7") && ahead.as_str().unwrap().contains(" y ahead"), "{ahead}");
+    let behind = until(&page, "gw-1970's clock, behind and not synced", &format!("{}?.textContent", row("gw-1970", "td.clock[data-clock=skewed][data-synced=false]"))).await;
+    assert!(behind.as_str().unwrap().contains(" y behind") && behind.as_str().unwrap().contains("not synced"), "{behind}");
+    let why = until(&page, "gw-1970's clock explained", "document.querySelector('tr[data-gateway-why=\"gw-1970\"] .gw-clock')?.textContent").await;
+    assert!(why.as_str().unwrap().contains("never set"), "{why}");
+    let refused = until(&page, "the intruder's refused reading", "document.querySelector('tr[data-gateway-why=\"gw-intruder\"] .gw-refused')?.textContent").await;
+    assert!(refused.as_str().unwrap().contains("wl-001") && refused.as_str().unwrap().contains("gw-1970"), "{refused}");
+    let count = until(&page, "the refused count", &format!("{}?.textContent", row("gw-intruder", "td.refused.warn"))).await;
+    assert_eq!(count, "1");
+    // The wall has no gateway panel: the strip under the header names the clocks.
+    let strip = until(&page, "skewed clocks in the issues strip", "document.querySelector('#gw-issues [data-gateway=\"gw-2100\"]')?.textContent").await;
+    assert!(strip.as_str().unwrap().contains("ahead"), "{strip}");
+    let png = page.screenshot().await.unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| workspace().join("target")).join("dashboard");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("clocks.png"), png).unwrap();
+    page.close().await.unwrap();
+    city.stop().await;
 }

@@ -147,6 +147,21 @@ function fmtDur(ms) {
   if (ms < 60000) return (ms / 1000).toFixed(1) + ' s';
   return fmtAge(ms);
 }
+// A gateway's clock against the collector's. The API's clock_offset_ms is the
+// collector's time minus the gateway's, so a gateway ahead has a negative one.
+function fmtClock(offsetMs) {
+  if (offsetMs == null || !isFinite(offsetMs)) return '—';
+  const ahead = -offsetMs;
+  const a = Math.abs(ahead);
+  const mag = a < 1000 ? Math.round(a) + ' ms'
+    : a < 120000 ? (a / 1000).toFixed(1) + ' s'
+    : a < 7200000 ? (a / 60000).toFixed(1) + ' min'
+    : a < 172800000 ? (a / 3600000).toFixed(1) + ' h'
+    : a < 63115200000 ? (a / 86400000).toFixed(1) + ' d'
+    : (a / 31557600000).toFixed(a < 315576000000 ? 1 : 0) + ' y';
+  if (Math.round(a) === 0) return '±0 ms';
+  return (ahead >= 0 ? '+' : '-') + mag + (ahead >= 0 ? ' ahead' : ' behind');
+}
 function fmtNum(v) {
   if (v == null || !isFinite(v)) return '—';
   const a = Math.abs(v);
@@ -328,7 +343,7 @@ async function refreshAlerts() {
 
 function alertSubject(a) {
   const rule = S.rules.get(a.rule);
-  if ((rule && rule.kind === 'gateway_offline') || (!a.metric && S.gateways.has(a.sensor) && !S.sensors.has(a.sensor))) return 'gateway ' + a.sensor;
+  if ((rule && (rule.kind === 'gateway_offline' || rule.kind === 'clock_skew')) || (!a.metric && S.gateways.has(a.sensor) && !S.sensors.has(a.sensor))) return 'gateway ' + a.sensor;
   return a.sensor;
 }
 function alertCondition(a) {
@@ -336,6 +351,8 @@ function alertCondition(a) {
   const sn = S.sensors.get(a.sensor);
   const unit = unitOf(sn, a.metric);
   if (rule && rule.kind === 'gateway_offline') return 'gateway offline';
+  // value and threshold in seconds; value is the collector's time minus the gateway's.
+  if (rule && rule.kind === 'clock_skew') return 'clock ' + fmtClock(a.value == null ? null : a.value * 1000) + (a.threshold != null ? ' (limit ±' + fmtDur(a.threshold * 1000) + ')' : '');
   if (rule && rule.kind === 'stale') return 'no readings' + (rule.for ? ' for > ' + rule.for : '');
   const op = (rule && rule.op) || '>';
   if (a.value == null && a.threshold == null) return a.metric || a.rule;
@@ -919,11 +936,39 @@ function failingLines(g) {
       d.last_error ? [' · ', h('span', { class: 'last-error' }, d.last_error)] : null,
       ' · last good poll ', d.last_poll_ms == null ? 'never' : [h('span', { class: 'age', 'data-since': d.last_poll_ms }, fmtAge(now() - d.last_poll_ms)), ' ago']))));
 }
+// The gateway's clock: beyond [ingest.clock] max_offset (clock_state
+// `skewed`) its readings with impossible times are moved to the collector's
+// time; an agent whose clock reads before its build date says it is not synced.
+function clockSkewed(g) {
+  return g.clock_state === 'skewed';
+}
+function clockNotSynced(g) {
+  return !!g.agent_clock && g.agent_clock.synced === false;
+}
+function clockCell(g) {
+  const bad = clockSkewed(g) || clockNotSynced(g);
+  return h('td', { class: 'num clock' + (bad ? ' warn' : ''), 'data-clock': g.clock_state || 'unknown', 'data-synced': g.agent_clock ? String(g.agent_clock.synced) : 'unknown' },
+    fmtClock(g.clock_offset_ms), clockNotSynced(g) ? [' ', h('span', { class: 'pill st-degraded' }, 'not synced')] : null);
+}
+function clockLine(g) {
+  if (!clockSkewed(g) && !clockNotSynced(g)) return null;
+  return h('div', { class: 'gw-clock' }, h('span', { class: 'pill st-degraded' }, 'clock'), ' ',
+    clockSkewed(g) ? [h('strong', { class: 'mono' }, fmtClock(g.clock_offset_ms)), ' of the collector — ', fmtNum(g.clock_skewed_readings || 0), g.clock_skewed_readings === 1 ? ' reading' : ' readings', ' moved to the collector\'s time'] : null,
+    clockSkewed(g) && clockNotSynced(g) ? '; ' : null,
+    clockNotSynced(g) ? 'the agent says its clock was never set (it reads before the agent was built)' : null);
+}
+function refusedLine(g) {
+  const r = g.last_refused;
+  if (!g.refused_readings || !r) return null;
+  return h('div', { class: 'gw-refused' }, h('span', { class: 'pill st-refusing' }, 'refused'), ' ', fmtNum(g.refused_readings),
+    g.refused_readings === 1 ? ' reading' : ' readings', ' of sensors it does not own; last ', sensorLink(r.sensor), ' (owned by ', h('span', { class: 'mono' }, (r.owners || []).join(', ') || '—'), ') ',
+    h('span', { class: 'age', 'data-since': r.at_ms }, fmtAge(now() - r.at_ms)), ' ago');
+}
 function renderGateways() {
   renderGatewayIssues();
   const tbody = $('gateways');
   const gws = [...S.gateways.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
-  if (!gws.length) { put(tbody, h('tr', null, h('td', { colspan: 11, class: 'empty' }, 'No gateway has connected yet'))); return; }
+  if (!gws.length) { put(tbody, h('tr', null, h('td', { colspan: 13, class: 'empty' }, 'No gateway has connected yet'))); return; }
   put(tbody, ...gws.map((g) => {
     const devs = g.devices || [];
     const errs = devs.reduce((n, d) => n + (d.errors || 0), 0);
@@ -940,18 +985,20 @@ function renderGateways() {
       h('td', { class: 'num' + (errs > 0 ? ' warn' : '') }, fmtNum(errs)),
       h('td', { class: 'num' }, fmtDur(g.lag_ms)),
       num(g.readings_received), num(g.duplicates),
-      h('td', { class: 'num' + (g.rejected_batches > 0 ? ' warn' : '') }, fmtNum(g.rejected_batches)));
+      h('td', { class: 'num' + (g.rejected_batches > 0 ? ' warn' : '') }, fmtNum(g.rejected_batches)),
+      h('td', { class: 'num refused' + (g.refused_readings > 0 ? ' warn' : '') }, fmtNum(g.refused_readings || 0)),
+      clockCell(g));
     // What is wrong, in words, on a row of its own: no hover on a tablet or the wall.
-    const why = [refusalLine(g), failingLines(g)].filter(Boolean);
+    const why = [refusalLine(g), failingLines(g), refusedLine(g), clockLine(g)].filter(Boolean);
     if (!why.length) return row;
-    return [row, h('tr', { class: 'gw-why gw-' + state, 'data-gateway-why': g.id }, h('td', { colspan: 11 }, why))];
+    return [row, h('tr', { class: 'gw-why gw-' + state, 'data-gateway-why': g.id }, h('td', { colspan: 13 }, why))];
   }));
 }
 // The strip under the header: every refusing or degraded gateway, on the
 // wall too (which has no gateways panel).
 function renderGatewayIssues() {
   const box = $('gw-issues');
-  const bad = [...S.gateways.values()].filter((g) => ['refusing', 'degraded'].includes(gatewayState(g))).sort((a, b) => (a.id < b.id ? -1 : 1));
+  const bad = [...S.gateways.values()].filter((g) => ['refusing', 'degraded'].includes(gatewayState(g)) || clockSkewed(g)).sort((a, b) => (a.id < b.id ? -1 : 1));
   box.hidden = !bad.length;
   put(box, ...bad.map((g) => {
     const state = gatewayState(g);
@@ -959,7 +1006,8 @@ function renderGatewayIssues() {
     return h('div', { class: 'gw-issue gw-' + state, 'data-gateway': g.id, 'data-state': state },
       h('span', { class: 'mono' }, g.id), ' ', h('span', { class: 'pill st-' + state }, state), ' ',
       state === 'refusing' && r ? ['batches refused: ', h('strong', null, r.reason), ' ×' + fmtNum(r.count)] : null,
-      state === 'degraded' ? ['failing: ', failingDevices(g).map((d) => d.sensor).join(', ')] : null);
+      state === 'degraded' ? ['failing: ', failingDevices(g).map((d) => d.sensor).join(', ')] : null,
+      clockSkewed(g) ? [state === 'refusing' || state === 'degraded' ? ' · ' : '', 'clock ', h('strong', null, fmtClock(g.clock_offset_ms))] : null);
   }));
 }
 

@@ -80,6 +80,11 @@ id = "gateway-offline"
 kind = "gateway_offline"
 for = "30s"
 severity = "critical"
+
+[[rule]]
+id = "gateway-clock"
+kind = "clock_skew"
+severity = "warning"
 "#;
 
 pub struct Demo {

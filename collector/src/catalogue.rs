@@ -32,6 +32,13 @@ pub struct SensorEntry {
     /// Unit per metric, e.g. `{ pm25 = "ug/m3" }`.
     #[serde(default)]
     pub units: BTreeMap<String, String>,
+    /// Published as open data: served without a token by the SensorThings
+    /// endpoint (`crate::sta`), under `licence`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+    /// The licence its data is published under, e.g. `CC-BY-4.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
 }
 
 impl SensorEntry {
@@ -68,6 +75,9 @@ impl SensorEntry {
                 if !valid_id(g) {
                     p.push(Problem::new(format!("{path}.gateway"), format!("`{g}` is not a valid gateway id")));
                 }
+            }
+            if s.open && s.licence.as_deref().is_none_or(|l| l.trim().is_empty()) {
+                p.push(Problem::new(format!("{path}.licence"), "an open sensor needs the licence its data is published under (e.g. licence = \"CC-BY-4.0\")"));
             }
             if s.lat.is_some() != s.lon.is_some() {
                 p.push(Problem::new(path.clone(), "give both `lat` and `lon`, or neither"));

@@ -180,6 +180,8 @@ impl Collector {
             tracing::warn!("not subscribed to {} after 5 s; going on, batches will arrive once it is reachable", endpoints.inner);
         }
 
+        let catalogue_for_sta = catalogue.clone();
+        let sta = Arc::new(crate::sta::Sta::new(config.sta.clone(), endpoints.public.to_string(), clock.clone()));
         let state = http::AppState {
             store: store.clone(),
             registry: registry.clone(),
@@ -199,9 +201,15 @@ impl Collector {
             clock,
             ingest: ingest_control,
             liveness,
+            sta,
             known_gateways: Arc::new(config.gateway.iter().map(|g| g.id.to_string()).chain(config.sensor.iter().flat_map(|s| s.owners()).map(|g| g.to_string())).collect()),
         };
-        let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop).await?;
+        let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop.clone()).await?;
+        // SensorThings updates, linking to the HTTP API just started.
+        let sta_link = connector.connect("-sta", 4096, Vec::new(), PublishOnly, stop);
+        let sta_base = crate::sta::base_url(http_addr, config.http.tls.is_some());
+        tasks.push(tokio::spawn(crate::sta::mqtt::publish(feed.clone(), sta_link.client, catalogue_for_sta, sta_base)));
+        tasks.push(sta_link.task);
         Ok(Collector {
             http_addr,
             mqtt_url: endpoints.public.to_string(),

@@ -43,6 +43,9 @@ pub struct CollectorConfig {
     /// Gateways' credentials: MQTT password and batch key.
     #[serde(default)]
     pub gateway: Vec<GatewayEntry>,
+    /// Bounds of the SensorThings endpoint.
+    #[serde(default)]
+    pub sta: crate::sta::settings::StaConfig,
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -139,6 +142,7 @@ impl Validate for CollectorConfig {
         crate::mqtt::settings::MqttUser::validate_all(&self.mqtt.user, &self.gateway, &mut p);
         self.store.validate(&mut p);
         self.ingest.validate(&mut p);
+        self.sta.validate(&mut p);
         match &self.influxdb {
             Some(i) => i.validate(base, &mut p),
             None if !self.store.series => p.push(Problem::new("store.series", "with `series = false` and no [influxdb], nothing would keep the readings")),

@@ -11,7 +11,7 @@
 //! reads; `messages` holds what components send each other, so no producer
 //! depends on its consumer; `catalogue` is the data-resource catalogue every
 //! stage reads; `config` gathers each component's settings; `collector`
-//! builds and joins them.
+//! builds and joins them. `sta` serves all of it again as OGC SensorThings.
 
 pub mod alert;
 pub mod catalogue;
@@ -27,6 +27,7 @@ pub mod mqtt;
 pub mod registry;
 pub mod rules;
 pub mod sink;
+pub mod sta;
 pub mod store;
 pub mod tls;
 

@@ -51,6 +51,11 @@ impl AuthConfig {
     }
 }
 
+/// A bearer token that no `[[auth.token]]` has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown bearer token (Authorization: Bearer TOKEN)")]
+pub struct UnknownToken;
+
 /// Who made a request, as the audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -174,6 +179,20 @@ pub async fn guard(State((access, role)): State<(Access, Role)>, req: Request, n
 }
 
 impl Access {
+    /// For a route anyone may call that shows more to a token holder (the
+    /// SensorThings endpoint): the caller a request's bearer token names, None
+    /// without one (or on an API without tokens); an unknown one is counted as refused.
+    pub fn token_holder(&self, req: &Request) -> Result<Option<Caller>, UnknownToken> {
+        let Some(token) = bearer(req).filter(|_| !self.open()) else { return Ok(None) };
+        match self.caller(&token) {
+            Some(c) => Ok(Some(c)),
+            None => {
+                self.refusals.add(Refusal::Unauthorized);
+                Err(UnknownToken)
+            }
+        }
+    }
+
     fn record(&self, entry: AuditEntry) {
         if let Err(e) = self.audit.record(entry) {
             tracing::error!("audit log: {e}");

@@ -62,6 +62,8 @@ pub struct AppState {
     pub liveness: crate::liveness::Liveness,
     /// Gateway ids the config knows: `[[gateway]]`s and those the catalogue names.
     pub known_gateways: Arc<std::collections::HashSet<String>>,
+    /// The SensorThings endpoint (`crate::sta`).
+    pub sta: Arc<crate::sta::Sta>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,7 @@ pub async fn serve(
         None => Some(limit),
     };
     let tls = config.tls.is_some();
-    let app = router(state).layer(axum::middleware::from_fn(move |req, next| server::security_headers(tls, req, next)));
+    let app = router(state).layer(axum::middleware::from_fn(move |req, next| server::security_headers(tls, req, next))).layer(axum::Extension(crate::sta::Tls(tls)));
     let task = tokio::spawn(server::run(listener, app, config.header_timeout.0, inner_limit, refusals, stop));
     Ok((addr, task))
 }
@@ -125,6 +127,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules::rules).route_layer(needs(Role::Viewer)).merge(post(rules::add_rule).route_layer(needs(Role::Admin))))
         .route("/api/v1/rules/{id}", delete(rules::delete_rule).route_layer(needs(Role::Admin)))
         .route("/api/v1/audit", get(audit::audit).route_layer(needs(Role::Admin)))
+        // Open data for anyone, everything for a token holder: the handler decides (`sta::policy`).
+        .route(crate::sta::ROOT, get(crate::sta::serve))
+        .route("/sta/v1.1/", get(crate::sta::serve))
+        .route("/sta/v1.1/{*path}", get(crate::sta::serve))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see docs/http-api.md".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(auth::MAX_BODY))
         .with_state(state)

@@ -3,7 +3,8 @@
 //! user's `Grant`: a gateway may publish only its own `up`/`state`/`health`
 //! (retained only on `state`, never QoS 2), subscribe only to its own `ack`,
 //! leave a will only where it may publish, and connect only as
-//! `citysense-agent-<gateway>`; a reader may only subscribe to the feeds,
+//! `citysense-agent-<gateway>`; a reader may only subscribe to the feeds
+//! (and the SensorThings updates under `v1.1/`),
 //! never publish or leave a will, and connect only with its client-id prefix.
 
 use std::collections::HashMap;
@@ -15,6 +16,9 @@ use shared::topics;
 pub fn agent_client_id(gateway: &str) -> String {
     format!("citysense-agent-{gateway}")
 }
+
+/// SensorThings updates (`crate::sta::mqtt`): readers may subscribe, nobody may publish.
+pub const STA_TOPIC_PREFIX: &str = "v1.1/";
 
 /// The namespace of the collector's own client ids: no one else may use it.
 pub const COLLECTOR_ID_PREFIX: &str = "citysense-collector-";
@@ -73,7 +77,9 @@ impl Grant {
     pub fn may_subscribe(&self, filter: &str) -> bool {
         match self {
             Grant::Gateway(g) => filter == topics::ack(g),
-            Grant::Reader { .. } => ["alerts/", "live/", "state/", "health/"].iter().any(|p| filter.starts_with(&format!("{}{p}", topics::PREFIX))),
+            Grant::Reader { .. } => {
+                ["alerts/", "live/", "state/", "health/"].iter().any(|p| filter.starts_with(&format!("{}{p}", topics::PREFIX))) || filter.starts_with(STA_TOPIC_PREFIX)
+            }
         }
     }
 
@@ -114,6 +120,15 @@ mod tests {
         let r = Grant::Reader { client_prefix: "ops-".into() };
         assert!(r.may_subscribe(&format!("{}alerts/#", topics::PREFIX)) && !r.may_subscribe(&format!("{}ack/#", topics::PREFIX)) && !r.may_subscribe("#"));
         assert!(!r.may_publish(&topics::up("gw-a")));
+    }
+
+    #[test]
+    fn readers_may_follow_sensorthings_updates_and_nobody_may_publish_there() {
+        let topic = "v1.1/Datastreams('aq-001~pm25')/Observations";
+        let (r, g) = (Grant::Reader { client_prefix: "ops-".into() }, Grant::Gateway("gw-a".into()));
+        assert!(r.may_subscribe(topic) && r.may_subscribe("v1.1/Observations"));
+        assert!(!g.may_subscribe(topic));
+        assert!(!r.may_publish(topic) && !g.may_publish(topic) && !g.may_publish("v1.1/Observations"));
     }
 
     #[test]

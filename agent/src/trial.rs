@@ -122,6 +122,17 @@ fn reading_row(d: &Poller, v: &Decoded) -> String {
     format!("  {} {:<16} = {:<18} {:<9}  {at}{bits} = {}{note}\n", d.sensor, p.metric, value, v.quality.as_str(), raw.join(" "))
 }
 
+/// `2026-11-22T06:03:05.250Z`; the number itself before 1970 or after 9999,
+/// which humantime cannot print (an epoch in µs taken as ms lands there).
+fn utc(ts_ms: i64) -> String {
+    u64::try_from(ts_ms)
+        .ok()
+        .filter(|ms| *ms < 253_402_300_800_000)
+        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .unwrap_or_else(|| format!("{ts_ms} ms"))
+}
+
 async fn listen_source(index: usize, gateway: &str, source: &MqttSource, listen: Duration) -> Block {
     let map = MessageMap::from(source);
     let head = format!("mqtt[{index}] {} on {}", source.topic, source.broker);
@@ -148,7 +159,9 @@ async fn listen_source(index: usize, gateway: &str, source: &MqttSource, listen:
                 match map.map(&p.topic, &p.payload, shared::now_ms()) {
                     Ok(readings) => {
                         for r in readings {
-                            let _ = writeln!(rows, "  {} {:<16} = {:<18} {:<9}  from {}", r.sensor, r.metric, r.value, r.quality.as_str(), p.topic);
+                            // The time as taken (offset applied, or arrival time): a zone rule
+                            // or an epoch in the wrong unit shows here, not weeks later in a chart.
+                            let _ = writeln!(rows, "  {} {:<16} = {:<18} {:<9}  from {} at {}", r.sensor, r.metric, r.value, r.quality.as_str(), p.topic, utc(r.ts_ms));
                         }
                     }
                     Err(e) => errors.push(e.to_string()),

@@ -2,10 +2,12 @@
 //! would be sent (exact decimals, raw registers beside), a datasheet-numbered
 //! config, a silent device failing the run, and no outbox touched.
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_citysense-agent");
+use common::{free_port, Mosquitto, BIN};
 
 fn run_test(config: &str) -> (i32, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -192,4 +194,41 @@ fn a_pymodbus_station_configured_from_its_datasheet_reads_exactly_what_the_datas
     let (code, out, _dir) = run_test(&config);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("aq-101 (tcp://127.0.0.1:{} unit 1): FAILED", station.port)) && out.contains("0 of 1 device(s) and source(s) OK"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_listens_to_mqtt_sources_and_shows_the_time_each_reading_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), free_port());
+    // Retained, so `test` hears them as it subscribes: one stamped with an
+    // offset, one without a zone (the default rule refuses it).
+    let (client, mut events) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("commission-sensors", "127.0.0.1", broker.port), 10);
+    let sent = [("sensors/noise/ns-1", r#"{"laeq": 71.5, "ts": "2026-11-22T14:03:05.250+08:00"}"#), ("sensors/noise/ns-2", r#"{"laeq": "64.2", "ts": "2026-11-22T14:03:05"}"#)];
+    for (topic, payload) in sent {
+        client.publish(topic, rumqttc::QoS::AtLeastOnce, true, payload).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < sent.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.poll()).await.expect("mosquitto answers").unwrap();
+        acked += usize::from(matches!(event, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))));
+    }
+    let source = format!(
+        "[[mqtt]]\nbroker = \"mqtt://127.0.0.1:{}\"\ntopic = \"sensors/noise/+\"\nsensor = \"topic:2\"\ntimestamp = \"json:ts\"\n  [mqtt.fields]\n  noise_laeq = \"laeq\"\n",
+        broker.port
+    );
+    let config = source.clone();
+    let (code, out, _dir) = tokio::task::spawn_blocking(move || run_test(&config)).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("mqtt[0] sensors/noise/+ on mqtt://127.0.0.1:") && out.contains(": FAILED, 1 of 2 message(s) carried no reading"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("  error: ") && l.contains("timestamp_zone")), "the zone rule named: {out}");
+    let row: Vec<&str> = out.lines().find(|l| l.contains("ns-1 noise_laeq")).unwrap_or_else(|| panic!("{out}")).split_whitespace().collect();
+    assert_eq!(row, ["ns-1", "noise_laeq", "=", "71.5", "good", "from", "sensors/noise/ns-1", "at", "2026-11-22T06:03:05.250Z"], "+08:00 taken as such: {out}");
+
+    // The zone the sensors' clocks keep, configured: both readings, at the same instant.
+    let config = source.replace("timestamp = \"json:ts\"\n", "timestamp = \"json:ts\"\ntimestamp_zone = \"+08:00\"\n");
+    let (code, out, _dir) = tokio::task::spawn_blocking(move || run_test(&config)).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": OK, 2 message(s)"), "{out}");
+    let row: Vec<&str> = out.lines().find(|l| l.contains("ns-2 noise_laeq")).unwrap_or_else(|| panic!("{out}")).split_whitespace().collect();
+    assert_eq!(row, ["ns-2", "noise_laeq", "=", "64.2", "good", "from", "sensors/noise/ns-2", "at", "2026-11-22T06:03:05.000Z"], "{out}");
 }

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, status, wait_for, Running, BIN};
+use common::{free_port, status, wait_for, Mosquitto, Running, BIN};
 use serde_json::Value;
 
 /// `citysense-agent status ARGS`: exit code, stdout, stderr.
@@ -52,14 +52,19 @@ async fn status_shows_an_outage_its_recovery_and_refused_reloads_as_they_are() {
         "gateway = \"gw-cabinet\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:9\"\n[buffer]\npath = \"{}\"\n[status]\nlisten = \"{addr}\"\n\n",
         dir.path().join("outbox").display()
     );
-    let good = format!("{head}{}", sim::run::modbus_toml(&[&city.devices[0], &city.devices[1]], Duration::from_millis(200)));
+    // Noise sensors over MQTT: the source is UP while its broker connection is.
+    let mqtt_port = free_port();
+    let broker = Mosquitto::start(dir.path(), mqtt_port);
+    let noise = format!("[[mqtt]]\nbroker = \"mqtt://127.0.0.1:{mqtt_port}\"\ntopic = \"sensors/noise/+\"\nsensor = \"topic:2\"\n  [mqtt.fields]\n  noise_laeq = \"laeq\"\n\n");
+    let good = format!("{head}{noise}{}", sim::run::modbus_toml(&[&city.devices[0], &city.devices[1]], Duration::from_millis(200)));
     let cfg = dir.path().join("agent.toml");
     std::fs::write(&cfg, &good).unwrap();
     let child = Command::new(BIN).args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let pid = child.id().to_string();
     let _agent = Running(child);
 
-    let up = |s: &Value| ["aq-001", "aq-002"].iter().all(|d| device(s, d)["state"] == "up");
+    const NOISE: &str = "mqtt[0] sensors/noise/+";
+    let up = |s: &Value| ["aq-001", "aq-002", NOISE].iter().all(|d| device(s, d)["state"] == "up");
     let first = wait_for("both devices UP", || status(port).filter(|s| up(s))).await;
     let loaded_ms = first["config"]["loaded_ms"].as_i64().unwrap();
     assert!(loaded_ms > 0 && first["config"]["last_reload"].is_null(), "{first}");
@@ -93,6 +98,18 @@ async fn status_shows_an_outage_its_recovery_and_refused_reloads_as_they_are() {
     let line = device_line(&text, "aq-002");
     assert!(line.starts_with("aq-002: UP since ") && line.contains("(recovered since): ") && !line.contains(", error: "), "{text}");
     assert!(metrics(port).contains("citysense_agent_device_up{gateway=\"gw-cabinet\",sensor=\"aq-002\"} 1"));
+
+    // The MQTT source's broker goes away: DOWN with the connection error, UP when it is back.
+    let stopped = shared::now_ms();
+    drop(broker);
+    let down = wait_for("the MQTT source DOWN", || status(port).filter(|s| device(s, NOISE)["state"] == "down")).await;
+    let d = device(&down, NOISE);
+    assert!(d["since_ms"].as_i64().unwrap() >= stopped && d["error"].as_str().unwrap().contains(&format!("broker mqtt://127.0.0.1:{mqtt_port}")), "{d}");
+    let (_, text, _) = status_cli(&["--addr", &addr]);
+    assert!(device_line(&text, NOISE).starts_with(&format!("{NOISE}: DOWN since ")), "{text}");
+    let _broker = Mosquitto::start(dir.path(), mqtt_port);
+    let back = wait_for("the MQTT source UP again", || status(port).filter(|s| device(s, NOISE)["state"] == "up")).await;
+    assert!(device(&back, NOISE)["error"].is_null(), "{back}");
 
     // A broken file on SIGHUP: refused with its reasons, the running config kept.
     let broken = good.replacen("unit = 1", "unit = \"one\"", 1);

@@ -6,9 +6,23 @@ use fantoccini::{Client, ClientBuilder};
 use serde_json::json;
 use support::{free_port, wait_for_port, Child};
 
+/// The chromedriver, and on drop the Chromium it started: a test that panics
+/// before closing its session would otherwise leave Chromium running (it
+/// outlives its driver), so it is found by its profile directory and killed.
+pub struct Driver {
+    _driver: Child,
+    profile: std::path::PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").arg("-f").arg(format!("--user-data-dir={}", self.profile.display())).status();
+    }
+}
+
 /// A chromedriver and a Chromium session with its profile in `profile`. The
 /// flags keep Chromium off the network it would otherwise call at start.
-pub async fn browser(profile: &std::path::Path) -> (Child, Client) {
+pub async fn browser(profile: &std::path::Path) -> (Driver, Client) {
     let port = free_port();
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -31,5 +45,5 @@ pub async fn browser(profile: &std::path::Path) -> (Child, Client) {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a Chromium session");
-    (driver, client)
+    (Driver { _driver: driver, profile: profile.to_path_buf() }, client)
 }

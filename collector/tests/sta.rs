@@ -481,3 +481,33 @@ async fn mqtt_subscribers_receive_each_new_observation_as_its_json() {
     assert_eq!(got[2].1["result"], 4.2);
     c.collector.shutdown().await;
 }
+
+/// FROST-Server's own Python client (PyPI `frost-sta-client`, installed by
+/// tests/run) reads the endpoint: whole sets page by page, links, a filter
+/// on phenomenonTime and result, and the values the series API returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_sta_client_reads_what_the_series_api_holds() {
+    let c = city(UNLIMITED).await;
+    let since = collector::sta::time::format(c.base + HOUR);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sta/frost_client.py");
+    let url = format!("http://{}/sta/v1.1/", c.addr);
+    let out = tokio::process::Command::new("python3").arg(&script).args([url.as_str(), "aq-001~pm25", since.as_str()]).output().await.expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "frost_client.py failed (pip install frost-sta-client; tests/run does):\n{stderr}");
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(got["things"], serde_json::json!(["aq-001", "wl-001"]));
+    assert_eq!(got["datastreams"], serde_json::json!(["aq-001~no2", "aq-001~pm25", "wl-001~water_level_m"]));
+    assert_eq!(got["thing_name"], "Xihu station");
+    assert_eq!(got["thing_datastreams"], serde_json::json!(["aq-001~no2", "aq-001~pm25"]));
+    assert_eq!(got["datastream_unit"], "ug/m3");
+    let series = series_values(c.addr, "aq-001", "pm25").await;
+    let values: Vec<f64> = got["observations"].as_array().unwrap().iter().map(|o| o[1].as_f64().unwrap()).collect();
+    assert_eq!(values, series, "all 120 through nextLinks of 25, as the series API has them");
+    let times: Vec<i64> = got["observations"].as_array().unwrap().iter().map(|o| collector::sta::time::parse(o[0].as_str().unwrap()).unwrap().0).collect();
+    assert_eq!(times, (0..120).map(|i| c.base + i * 60_000).collect::<Vec<_>>());
+    // From an hour in, above 30: minutes 61..=119 (30.5 .. 59.5).
+    let filtered: Vec<f64> = got["filtered"].as_array().unwrap().iter().map(|o| o[1].as_f64().unwrap()).collect();
+    assert_eq!(filtered, series[61..].to_vec());
+    assert_eq!(got["count"], 120);
+    c.collector.shutdown().await;
+}

@@ -143,7 +143,7 @@ impl Options {
         q.append_pair("$skip", &skip.to_string());
         // Readable where the query syntax allows: $top, 'x', (…), a,b, A/B.
         let mut s = q.finish().replace('+', "%20");
-        for (enc, c) in [("%24", "$"), ("%27", "'"), ("%28", "("), ("%29", ")"), ("%2C", ","), ("%2F", "/"), ("%3A", ":")] {
+        for (enc, c) in [("%24", "$"), ("%27", "'"), ("%28", "("), ("%29", ")"), ("%2C", ","), ("%2F", "/"), ("%3A", ":"), ("%3D", "="), ("%3B", ";")] {
             s = s.replace(enc, c);
         }
         s

@@ -111,6 +111,21 @@ pub fn merge(base: &mut toml::Table, extra: toml::Table) {
     }
 }
 
+/// The kinds the demo city publishes as open data (SensorThings without a
+/// token); traffic and noise stay closed.
+pub const OPEN_KINDS: [&str; 2] = ["air_quality", "water_level"];
+
+/// Marks the catalogue's sensors of `OPEN_KINDS` open, under CC BY 4.0.
+fn open_data(table: &mut toml::Table) {
+    let Some(toml::Value::Array(sensors)) = table.get_mut("sensor") else { return };
+    for s in sensors.iter_mut().filter_map(toml::Value::as_table_mut) {
+        if s.get("kind").and_then(toml::Value::as_str).is_some_and(|k| OPEN_KINDS.contains(&k)) {
+            s.insert("open".into(), toml::Value::Boolean(true));
+            s.insert("licence".into(), toml::Value::String("CC-BY-4.0".into()));
+        }
+    }
+}
+
 fn toml_path(p: &Path) -> String {
     p.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -136,6 +151,7 @@ impl Demo {
         text.push_str(&sim::run::catalogue_toml(&city_plan.sensors()));
         text.push_str(DEMO_RULES);
         let mut table: toml::Table = toml::from_str(&text)?;
+        open_data(&mut table);
         if let Some(extra) = &opts.config {
             let extra_text = std::fs::read_to_string(extra).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", extra.display()))?;
             // Validate the extra file's syntax on its own so errors point into it.

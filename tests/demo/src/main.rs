@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         println!("citysense demo: MQTT broker at {}", demo.collector.mqtt_url);
         println!("citysense demo: force an anomaly: curl -X POST 'http://{}/force?sensor=aq-001&metric=pm25&value=180'  (then /clear?sensor=aq-001)", demo.control);
         println!("citysense demo: dashboard at http://{}  (Ctrl-C to stop)", demo.collector.http_addr);
+        println!("citysense demo: open data (OGC SensorThings) at http://{}/sta/v1.1/", demo.collector.http_addr);
         collector::wait_for_signal().await;
         demo.shutdown().await;
         anyhow::Ok(())

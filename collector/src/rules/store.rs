@@ -28,6 +28,9 @@ pub struct SledAlertStore {
     db: sled::Db,
     alerts: sled::Tree,
     rules: sled::Tree,
+    /// sled's log file, fsynced after each flush: on Linux sled 0.34 flushes
+    /// with `sync_file_range`, which a power cut can undo (spacejam/sled#1452).
+    log: std::fs::File,
 }
 
 impl SledAlertStore {
@@ -38,7 +41,16 @@ impl SledAlertStore {
             sled::Error::Io(source) => open_err(source),
             other => AlertStoreError::Engine(other),
         })?;
-        Ok(SledAlertStore { alerts: db.open_tree("alerts")?, rules: db.open_tree("rules")?, db })
+        let (alerts, rules) = (db.open_tree("alerts")?, db.open_tree("rules")?);
+        // sled never fsyncs the directories naming its files: a power cut
+        // soon after the first start would take every alert and rule.
+        let log = std::fs::File::open(path.join("db")).map_err(open_err)?;
+        db.flush()?;
+        log.sync_data().map_err(open_err)?;
+        for dir in [Some(path), path.parent()].into_iter().flatten().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(open_err)?;
+        }
+        Ok(SledAlertStore { alerts, rules, db, log })
     }
 
     /// The database, for the webhook outbox that shares it.
@@ -48,6 +60,7 @@ impl SledAlertStore {
 
     fn sync(&self) -> Result<(), AlertStoreError> {
         self.db.flush()?;
+        self.log.sync_data().map_err(sled::Error::Io)?;
         Ok(())
     }
 }

@@ -10,12 +10,10 @@ use serde_json::Value;
 
 use crate::harness::{account, free_port, get_json, metric, now_ms, wait_for, wait_for_port, Bins, Proc, Report};
 
-/// The agent's `buffer.flush` in every scenario, and the slack allowed on top
-/// of it for a read to reach the outbox and the flush to finish.
+/// The agent's `buffer.flush` in every scenario: the longest gap between fsyncs.
 const FLUSH_MS: i64 = 100;
-const KILL_WINDOW_MS: i64 = FLUSH_MS + 500;
 
-pub const ALL: [&str; 5] = ["broker-outage", "agent-sigkill", "collector-sigkill", "buffer-full", "disk-full"];
+pub const ALL: [&str; 7] = ["broker-outage", "agent-sigkill", "collector-sigkill", "buffer-full", "disk-full", "agent-powercut", "collector-powercut"];
 
 pub fn run(name: &str, bins: &Bins) -> Result<Report> {
     match name {
@@ -24,33 +22,64 @@ pub fn run(name: &str, bins: &Bins) -> Result<Report> {
         "collector-sigkill" => collector_sigkill(bins),
         "buffer-full" => buffer_full(bins),
         "disk-full" => disk_full(bins),
+        "agent-powercut" => crate::powercut::agent(bins, crate::powercut::SUITE_CUTS, crate::powercut::seed()),
+        "collector-powercut" => crate::powercut::collector(bins, crate::powercut::SUITE_CUTS, crate::powercut::seed()),
         other => bail!("unknown scenario `{other}`; one of {}", ALL.join(", ")),
     }
 }
 
-struct Options {
-    external_broker: bool,
-    only_counter: bool,
-    devices: (u32, u32, u32),
-    interval: &'static str,
-    max_bytes: &'static str,
+pub(crate) struct Options {
+    pub external_broker: bool,
+    pub only_counter: bool,
+    pub devices: (u32, u32, u32),
+    pub interval: &'static str,
+    pub max_bytes: &'static str,
     /// Mount a tmpfs of this many KiB for the outbox (needs root).
-    outbox_fs_kib: Option<u32>,
+    pub outbox_fs_kib: Option<u32>,
+    /// Put the agent's outbox or the collector's store on a crash disk (needs root and /dev/fuse).
+    pub crash_disk: Option<CrashAt>,
 }
 
-struct World {
-    dir: tempfile_dir::Dir,
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CrashAt {
+    Outbox,
+    Store,
+}
+
+pub(crate) struct World {
+    pub dir: tempfile_dir::Dir,
     agent_bin: PathBuf,
     collector_bin: PathBuf,
-    sim: Proc,
-    mosquitto: Option<Proc>,
+    pub sim: Proc,
+    pub mosquitto: Option<Proc>,
     mosquitto_conf: PathBuf,
-    collector: Option<Proc>,
-    agent: Option<Proc>,
-    http: u16,
-    status: u16,
-    counter_log: PathBuf,
+    pub collector: Option<Proc>,
+    pub agent: Option<Proc>,
+    pub http: u16,
+    pub status: u16,
+    pub counter_log: PathBuf,
     mount: Option<Mount>,
+    pub disk: Option<powercut::CrashDisk>,
+    /// The log files of the agent and the collector started last.
+    pub agent_log: PathBuf,
+    pub collector_log: PathBuf,
+}
+
+/// The last 15 lines of a log file.
+pub(crate) fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Waits until `port` answers (true) or `p` exits (false).
+fn wait_up(what: &str, port: u16, p: &mut Proc) -> Result<bool> {
+    wait_for(what, Duration::from_secs(30), || {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(true);
+        }
+        (!p.is_running()).then_some(false)
+    })
 }
 
 /// A small tmpfs, so that "disk full" is a real ENOSPC. Unmounted on drop.
@@ -82,7 +111,7 @@ impl Drop for Mount {
 }
 
 /// A scratch directory removed at the end unless CITYSENSE_KEEP_FAULTS is set.
-mod tempfile_dir {
+pub(crate) mod tempfile_dir {
     use std::path::{Path, PathBuf};
     pub struct Dir(PathBuf);
     impl Dir {
@@ -110,7 +139,7 @@ fn path_str(p: &Path) -> String {
 }
 
 impl World {
-    fn new(name: &str, bins: &Bins, o: Options) -> Result<World> {
+    pub fn new(name: &str, bins: &Bins, o: Options) -> Result<World> {
         let dir = tempfile_dir::Dir::new(name)?;
         let d = dir.path().to_path_buf();
         let (http, status, mqtt) = (free_port(), free_port(), free_port());
@@ -153,6 +182,14 @@ impl World {
         if let Some(kib) = o.outbox_fs_kib {
             mount = Some(Mount::new(&d.join("agent-outbox"), kib)?);
         }
+        let disk = match o.crash_disk {
+            Some(at) => {
+                let path = d.join(if at == CrashAt::Outbox { "agent-outbox" } else { "collector-store" });
+                std::fs::create_dir_all(&path)?;
+                Some(powercut::CrashDisk::mount(&path).context("the power-cut scenarios need root and /dev/fuse")?)
+            }
+            None => None,
+        };
         Ok(World {
             dir,
             agent_bin: bins.agent.clone(),
@@ -166,35 +203,68 @@ impl World {
             status,
             counter_log,
             mount,
+            disk,
+            agent_log: PathBuf::new(),
+            collector_log: PathBuf::new(),
         })
     }
 
-    fn start_collector(&mut self) -> Result<()> {
+    /// Starts the collector and waits for its HTTP port; a collector that
+    /// exits instead fails at once with its last words.
+    pub fn start_collector(&mut self) -> Result<()> {
+        self.spawn_collector()?;
+        if !self.wait_collector_up()? {
+            bail!("the collector exited at start; its log ends:\n{}", log_tail(&self.collector_log));
+        }
+        Ok(())
+    }
+
+    pub fn spawn_collector(&mut self) -> Result<()> {
         let mut cmd = Command::new(&self.collector_bin);
-        cmd.arg("run").arg("--config").arg(self.dir.path().join("collector.toml")).env("RUST_LOG", "info,rumqttd=off");
+        cmd.arg("run").arg("--config").arg(self.dir.path().join("collector.toml")).env("RUST_LOG", "info,rumqttd=off").env("NO_COLOR", "1");
         let name = format!("collector-{}", now_ms());
+        self.collector_log = self.dir.path().join(format!("{name}.log"));
         self.collector = Some(Proc::spawn(&name, &mut cmd, self.dir.path())?);
-        wait_for_port(self.http, "the collector's HTTP port").map_err(|e| {
-            // Say why: the collector's own last words.
-            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            e.context(format!("collector log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
-        })
+        Ok(())
     }
 
-    fn start_agent(&mut self) -> Result<()> {
+    /// True once the collector answers on its HTTP port, false if it exited first.
+    pub fn wait_collector_up(&mut self) -> Result<bool> {
+        let (http, collector) = (self.http, self.collector.as_mut().expect("a collector was spawned"));
+        wait_up("the collector's HTTP port", http, collector)
+    }
+
+    /// Starts the agent and waits for its status port; an agent that exits
+    /// instead (a store it refuses to open) fails at once with its last words.
+    pub fn start_agent(&mut self) -> Result<()> {
+        self.spawn_agent()?;
+        if !self.wait_agent_up()? {
+            bail!("the agent exited at start; its log ends:\n{}", log_tail(&self.agent_log));
+        }
+        Ok(())
+    }
+
+    pub fn spawn_agent(&mut self) -> Result<()> {
         let mut cmd = Command::new(&self.agent_bin);
-        cmd.arg("run").arg("--config").arg(self.dir.path().join("agent.toml"));
-        self.agent = Some(Proc::spawn(&format!("agent-{}", now_ms()), &mut cmd, self.dir.path())?);
-        wait_for_port(self.status, "the agent's status port")
+        cmd.arg("run").arg("--config").arg(self.dir.path().join("agent.toml")).env("NO_COLOR", "1");
+        let name = format!("agent-{}", now_ms());
+        self.agent_log = self.dir.path().join(format!("{name}.log"));
+        self.agent = Some(Proc::spawn(&name, &mut cmd, self.dir.path())?);
+        Ok(())
     }
 
-    fn agent_status(&self) -> Result<Value> {
+    /// True once the agent answers on its status port, false if it exited first.
+    pub fn wait_agent_up(&mut self) -> Result<bool> {
+        let (status, agent) = (self.status, self.agent.as_mut().expect("an agent was spawned"));
+        wait_up("the agent's status port", status, agent)
+    }
+
+    pub fn agent_status(&self) -> Result<Value> {
         get_json(self.status, "/status")
     }
 
     /// Waits until the collector has acknowledged everything the agent took in.
-    fn drained(&self, limit: Duration) -> Result<Value> {
+    pub fn drained(&self, limit: Duration) -> Result<Value> {
         wait_for("the agent's outbox to drain", limit, || {
             let s = self.agent_status().ok()?;
             let next = s["next_seq"].as_u64()?;
@@ -202,13 +272,13 @@ impl World {
         })
     }
 
-    fn delivered(&self) -> u64 {
+    pub fn delivered(&self) -> u64 {
         metric(self.http, "citysense_readings_stored_total").unwrap_or(0.0) as u64
     }
 
     /// Stops the simulator (no more values are served), drains, stops the agent
     /// cleanly and accounts for every served value.
-    fn finish(mut self, scenario: &str, kills: &[i64], notes: Vec<String>) -> Result<Report> {
+    pub fn finish(mut self, scenario: &str, notes: Vec<String>) -> Result<Report> {
         self.sim.stop()?;
         let status = self.drained(Duration::from_secs(90))?;
         let dropped = status["dropped_total"].as_u64().unwrap_or(0);
@@ -224,7 +294,7 @@ impl World {
         // that still arrived. So the collector's count must explain every
         // missing value, and the agent's must never be below it.
         let skipped = metric(self.http, "citysense_readings_dropped_at_agent_total")? as u64;
-        let mut report = account(scenario, self.http, &self.counter_log, kills, KILL_WINDOW_MS, skipped)?;
+        let mut report = account(scenario, self.http, &self.counter_log, skipped)?;
         report.notes = notes;
         report.notes.push(format!("agent_dropped={dropped} poll_errors={poll_errors}"));
         if dropped < skipped {
@@ -235,6 +305,7 @@ impl World {
             c.stop()?;
         }
         self.mount.take();
+        self.disk.take();
         Ok(report)
     }
 }
@@ -247,12 +318,12 @@ fn start_mosquitto(conf: &Path, dir: &Path, port: u16) -> Result<Proc> {
     Ok(p)
 }
 
-fn standard() -> Options {
-    Options { external_broker: false, only_counter: false, devices: (2, 1, 1), interval: "250ms", max_bytes: "64MiB", outbox_fs_kib: None }
+pub(crate) fn standard() -> Options {
+    Options { external_broker: false, only_counter: false, devices: (2, 1, 1), interval: "250ms", max_bytes: "64MiB", outbox_fs_kib: None, crash_disk: None }
 }
 
 /// A small deterministic jitter so kills land at varied points of the pipeline.
-fn jitter_ms(seed: &mut u64, lo: u64, hi: u64) -> u64 {
+pub(crate) fn jitter_ms(seed: &mut u64, lo: u64, hi: u64) -> u64 {
     *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     lo + (*seed >> 33) % (hi - lo)
 }
@@ -285,26 +356,15 @@ fn broker_outage(bins: &Bins) -> Result<Report> {
     w.drained(Duration::from_secs(60))?;
     let drain = back.elapsed().as_secs_f64();
     let notes = vec![format!("outage_s=30 backlog={peak_depth} oldest_s={oldest_s:.1} drain_s={drain:.2}")];
-    w.finish("broker-outage", &[], notes)
+    w.finish("broker-outage", notes)
 }
 
-/// Three SIGKILLs of the agent at varied moments, each followed by a restart.
+/// Three SIGKILLs of the agent at varied moments, each followed by a
+/// restart; the readings excused are exactly those above what the outbox
+/// held on reopening, and nothing it showed durable before the kill (see
+/// `powercut`, which shares the loop).
 fn agent_sigkill(bins: &Bins) -> Result<Report> {
-    let mut w = World::new("agent-sigkill", bins, standard())?;
-    w.start_collector()?;
-    w.start_agent()?;
-    let mut seed = now_ms() as u64;
-    let seed0 = seed;
-    let mut kills = Vec::new();
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(jitter_ms(&mut seed, 1500, 4000)));
-        kills.push(now_ms());
-        w.agent.take().unwrap().kill();
-        std::thread::sleep(Duration::from_millis(jitter_ms(&mut seed, 100, 1000)));
-        w.start_agent()?;
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    w.finish("agent-sigkill", &kills, vec![format!("kills=3 seed={seed0}")])
+    crate::powercut::agent_kills(bins, "agent-sigkill", 3, crate::powercut::seed(), false)
 }
 
 /// One SIGKILL of the collector (and its embedded broker), restarted 3 s later.
@@ -318,7 +378,7 @@ fn collector_sigkill(bins: &Bins) -> Result<Report> {
     std::thread::sleep(Duration::from_secs(3));
     w.start_collector()?;
     std::thread::sleep(Duration::from_secs(2));
-    w.finish("collector-sigkill", &[], vec![])
+    w.finish("collector-sigkill", vec![])
 }
 
 /// A long outage fills a 16 KiB buffer: the oldest readings are dropped, and
@@ -336,7 +396,7 @@ fn buffer_full(bins: &Bins) -> Result<Report> {
     }
     w.start_collector()?;
     std::thread::sleep(Duration::from_secs(1));
-    w.finish("buffer-full", &[], vec!["max_bytes=16KiB".into()])
+    w.finish("buffer-full", vec!["max_bytes=16KiB".into()])
 }
 
 /// The outbox's filesystem fills up during an outage: the agent keeps running
@@ -362,5 +422,5 @@ fn disk_full(bins: &Bins) -> Result<Report> {
     wait_for("the agent to recover once space returns", Duration::from_secs(60), || w.agent_status().ok().filter(|s| s["storage_error"].is_null()).map(|_| ()))?;
     w.start_collector()?;
     std::thread::sleep(Duration::from_secs(1));
-    w.finish("disk-full", &[], vec![format!("fs=2MiB enospc_seen={}", failing.1.contains("No space left"))])
+    w.finish("disk-full", vec![format!("fs=2MiB enospc_seen={}", failing.1.contains("No space left"))])
 }

@@ -18,6 +18,9 @@
 //! `load` starts from a directory's tree and `save` writes the durable image
 //! out (for inspection after a test, or to open a store without FUSE).
 //!
+//! `POWERCUT_TRACE=1` prints, at every cut, each file's live and durable
+//! size and each directory's live and durable entries.
+//!
 //! Owns nothing of citysense: it knows files and directories, not stores.
 
 mod fuse;

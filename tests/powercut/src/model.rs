@@ -353,6 +353,17 @@ impl Model {
     /// The power cut: `live` becomes what was durable. No handle survives it.
     pub fn cut(&mut self) -> Unsynced {
         let lost = self.unsynced();
+        if std::env::var_os("POWERCUT_TRACE").is_some() {
+            for (ino, n) in &self.live {
+                let d = self.durable.get(ino);
+                match (&n.body, d.map(|d| &d.body)) {
+                    (Body::File(a), Some(Body::File(b))) => eprintln!("cut: file {ino} live {} durable {}", a.len(), b.len()),
+                    (Body::File(a), _) => eprintln!("cut: file {ino} live {} never synced", a.len()),
+                    (Body::Dir(a), Some(Body::Dir(b))) => eprintln!("cut: dir {ino} live {a:?} durable {b:?}"),
+                    (Body::Dir(a), _) => eprintln!("cut: dir {ino} live {a:?} never synced"),
+                }
+            }
+        }
         let keep = reachable(&self.durable);
         self.durable.retain(|ino, _| keep.contains(ino));
         self.live = self.durable.clone();

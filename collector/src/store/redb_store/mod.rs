@@ -79,6 +79,11 @@ pub struct RedbStore {
     forward_backlog: AtomicU64,
 }
 
+/// fsync of a directory: the names in it become durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Calls `f` on each entry with `from <= key < to` until it returns false;
 /// errors name the store's `file`.
 fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -107,11 +112,21 @@ impl RedbStore {
         let path = dir.display().to_string();
         let file = dir.join("series.redb");
         let at = |e: redb::Error| StoreError::Engine { path: file.display().to_string(), source: e };
+        let existed = dir.is_dir();
         std::fs::create_dir_all(dir).map_err(|e| at(redb::Error::Io(e)))?;
         let db = redb::Database::create(&file).map_err(|e| at(e.into()))?;
         let txn = db.begin_write().map_err(|e| at(e.into()))?;
         txn.open_table(TABLE).map_err(|e| at(e.into()))?;
         txn.commit().map_err(|e| at(e.into()))?;
+        // redb fsyncs its file but not the directory naming it: without this a
+        // power cut after the first start could take the whole store, acked
+        // readings included (every cut of the power-cut suite did).
+        sync_dir(dir).map_err(|e| at(redb::Error::Io(e)))?;
+        if !existed {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(|e| at(redb::Error::Io(e)))?;
+            }
+        }
 
         let read = db.begin_read().map_err(|e| at(e.into()))?;
         let t = read.open_table(TABLE).map_err(|e| at(e.into()))?;

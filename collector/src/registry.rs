@@ -289,6 +289,18 @@ mod tests {
     }
 
     #[test]
+    fn a_state_message_is_last_seen_at_its_own_time_but_never_in_the_future() {
+        const NOW: i64 = 1_800_000_000_000;
+        let r = Registry::new(shared::clock::ManualClock::at(NOW));
+        // A retained message from an hour ago says when the gateway was last heard.
+        assert_eq!(r.state("gw-old", Status::Offline, NOW - 3_600_000), NOW - 3_600_000);
+        // A clock in 2100 does not make it "last seen" in 74 years.
+        assert_eq!(r.state("gw-2100", Status::Online, 4_102_444_800_000), NOW);
+        let seen: Vec<Option<i64>> = r.gateways().iter().map(|g| g.last_seen_ms).collect();
+        assert_eq!(seen, [Some(NOW), Some(NOW - 3_600_000)]);
+    }
+
+    #[test]
     fn stale_after_three_intervals_within_ten_to_sixty_seconds() {
         let mut s = SensorSeen::default();
         assert!(s.stale(0), "never heard is stale");

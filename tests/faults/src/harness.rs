@@ -265,3 +265,62 @@ pub fn account(scenario: &str, http: u16, log: &Path, dropped_reported: u64) -> 
     r.lost = missing.abs_diff(dropped_reported);
     Ok(r)
 }
+
+/// A subscriber to the live MQTT feed's counter topics, as a dashboard or a
+/// city system would be: QoS 0, reconnecting (and subscribing again) when the
+/// broker comes back. Counts each (sensor, value) it hears.
+pub struct Feed {
+    pub heard: std::sync::Arc<std::sync::Mutex<HashMap<(String, u64), u32>>>,
+    subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    client: rumqttc::Client,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Feed {
+    pub fn watch(port: u16) -> Result<Feed> {
+        use rumqttc::{Event, MqttOptions, Packet, QoS};
+        use std::sync::atomic::Ordering;
+        const TOPIC: &str = "citysense/v1/live/+/counter";
+        let mut opts = MqttOptions::new(format!("faults-feed-{}", now_ms()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+        let feed = Feed { heard: Default::default(), subscribed: Default::default(), client: client.clone(), stop: Default::default() };
+        let (heard, subscribed, stop) = (feed.heard.clone(), feed.subscribed.clone(), feed.stop.clone());
+        std::thread::spawn(move || {
+            for event in conn.iter() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match event {
+                    // A clean session forgets the subscription with the broker.
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe(TOPIC, QoS::AtMostOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.store(true, Ordering::SeqCst),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let sensor = p.topic.trim_start_matches("citysense/v1/live/").split('/').next().unwrap_or_default().to_string();
+                        let value = serde_json::from_slice::<Value>(&p.payload).ok().and_then(|v| v["value"].as_f64()).unwrap_or(-1.0) as u64;
+                        *heard.lock().unwrap().entry((sensor, value)).or_default() += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    _ => {}
+                }
+            }
+        });
+        wait_for("the live feed subscription", Duration::from_secs(30), || feed.subscribed.load(Ordering::SeqCst).then_some(()))?;
+        Ok(feed)
+    }
+
+    /// Messages heard so far.
+    pub fn count(&self) -> u64 {
+        self.heard.lock().unwrap().values().map(|c| *c as u64).sum()
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.client.try_disconnect();
+    }
+}

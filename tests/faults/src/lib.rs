@@ -8,7 +8,10 @@
 //! falls in the documented window of an agent kill (a poll whose fsync had
 //! not returned: counted exactly per kill from what the outbox held on
 //! reopening, see `powercut`), or was dropped by the `when_full` policy and
-//! reported as such. A value stored twice is *duplicated*. Both must be zero.
+//! reported as such. A value stored twice is *duplicated*, and so is one
+//! heard twice on the live MQTT feed or counted twice in
+//! `citysense_readings_stored_total` (the store keys points by series and
+//! time, so a reading written twice would not show there). Both must be zero.
 
 pub mod harness;
 pub mod powercut;

@@ -180,9 +180,11 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
     if let Some(mut a) = w.agent.take() {
         a.stop()?;
     }
-    let mut report = Report { scenario: scenario.into(), delivered: stored.len() as u64, in_kill_window: excused_total, ..Default::default() };
+    let (duplicated, effects) = w.effects(last, 0)?;
+    let mut report = Report { scenario: scenario.into(), delivered: stored.len() as u64, in_kill_window: excused_total, duplicated, ..Default::default() };
+    report.notes.extend(effects);
     report.lost = missing_total.saturating_sub(excused_total);
-    report.notes.push(format!("seed={seed0} excused_per_cut={} poll_errors={poll_errors}", join(&tally.excused)));
+    report.notes.insert(0, format!("seed={seed0} excused_per_cut={} poll_errors={poll_errors}", join(&tally.excused)));
     report.notes.extend(lost_durable);
     report.notes.extend(mismatches);
     report.cuts = Some(tally);

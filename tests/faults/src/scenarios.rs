@@ -1,6 +1,7 @@
 //! The fault scenarios. Each builds a small world of real processes, injects
 //! its fault, lets the system drain and accounts for every counter value.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -63,6 +64,11 @@ pub(crate) struct World {
     /// The log files of the agent and the collector started last.
     pub agent_log: PathBuf,
     pub collector_log: PathBuf,
+    /// How many times a collector was started: its counters start at zero each time.
+    pub collector_starts: u32,
+    /// The live feed's counter topics, heard from the first collector start on.
+    feed: Option<crate::harness::Feed>,
+    mqtt: u16,
 }
 
 /// The last 15 lines of a log file.
@@ -206,6 +212,9 @@ impl World {
             disk,
             agent_log: PathBuf::new(),
             collector_log: PathBuf::new(),
+            collector_starts: 0,
+            feed: None,
+            mqtt,
         })
     }
 
@@ -216,7 +225,47 @@ impl World {
         if !self.wait_collector_up()? {
             bail!("the collector exited at start; its log ends:\n{}", log_tail(&self.collector_log));
         }
+        if self.feed.is_none() {
+            self.watch_feed()?;
+        }
         Ok(())
+    }
+
+    /// Subscribes to every counter on the live MQTT feed (QoS 0, what a
+    /// dashboard or a city system hears) and waits for the subscription.
+    fn watch_feed(&mut self) -> Result<()> {
+        self.feed = Some(crate::harness::Feed::watch(self.mqtt)?);
+        Ok(())
+    }
+
+    /// What users see, against what the agent made: every counter value once
+    /// on the live feed (duplicates counted; values the QoS 0 feed missed
+    /// across a restart only noted), and `citysense_readings_stored_total`
+    /// equal to the distinct readings (`handed_out` seqs less those the
+    /// collector counted dropped at the agent) when one collector ran
+    /// throughout. Returns the duplicates seen and notes.
+    pub fn effects(&mut self, handed_out: u64, skipped: u64) -> Result<(u64, Vec<String>)> {
+        let mut notes = Vec::new();
+        let mut duplicated = 0;
+        if self.collector_starts == 1 {
+            let stored_total = metric(self.http, "citysense_readings_stored_total")? as u64;
+            let distinct = handed_out - skipped;
+            notes.push(format!("stored_total={stored_total} distinct_readings={distinct}"));
+            duplicated += stored_total.saturating_sub(distinct);
+        }
+        let feed = self.feed.as_ref().expect("the feed is watched from the first collector start");
+        // The feed's last messages are on their way: wait for it to go quiet.
+        let mut last = u64::MAX;
+        wait_for("the live feed to go quiet", Duration::from_secs(30), || {
+            std::thread::sleep(Duration::from_millis(300));
+            (std::mem::replace(&mut last, feed.count()) == last).then_some(())
+        })?;
+        let seen: HashMap<(String, u64), u32> = feed.heard.lock().unwrap().clone();
+        let feed_duplicated: u64 = seen.values().map(|c| (c - 1) as u64).sum();
+        let served = crate::harness::served(&self.counter_log)?;
+        let feed_missing = served.iter().flat_map(|(s, v)| v.iter().map(move |(v, _)| (s.clone(), *v))).filter(|k| !seen.contains_key(k)).count();
+        notes.push(format!("feed_duplicated={feed_duplicated} feed_missing={feed_missing}"));
+        Ok((duplicated + feed_duplicated, notes))
     }
 
     pub fn spawn_collector(&mut self) -> Result<()> {
@@ -225,6 +274,7 @@ impl World {
         let name = format!("collector-{}", now_ms());
         self.collector_log = self.dir.path().join(format!("{name}.log"));
         self.collector = Some(Proc::spawn(&name, &mut cmd, self.dir.path())?);
+        self.collector_starts += 1;
         Ok(())
     }
 
@@ -297,6 +347,10 @@ impl World {
         let mut report = account(scenario, self.http, &self.counter_log, skipped)?;
         report.notes = notes;
         report.notes.push(format!("agent_dropped={dropped} poll_errors={poll_errors}"));
+        let handed_out = status["next_seq"].as_u64().unwrap_or(1) - 1;
+        let (duplicated, effects) = self.effects(handed_out, skipped)?;
+        report.duplicated += duplicated;
+        report.notes.extend(effects);
         if dropped < skipped {
             report.notes.push(format!("UNDER-REPORTED: agent says {dropped} dropped, collector missed {skipped}"));
             report.lost += skipped - dropped;

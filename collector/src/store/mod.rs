@@ -2,7 +2,7 @@
 //! without touching ingest or the API (it already did: sled to redb, see
 //! `redb_store`).
 
-mod block;
+pub mod block;
 mod keys;
 pub mod lifecycle;
 mod redb_store;

@@ -148,11 +148,13 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
         let in_run = |ts: i64| ts > run.started_ms && ts <= run.killed_ms;
         let mut taken = 0u64;
         let mut missing = 0u64;
+        let mut which = Vec::new();
         for (sensor, values) in &served {
-            for (v, _) in values.iter().filter(|(_, ts)| in_run(*ts)) {
+            for (v, ts) in values.iter().filter(|(_, ts)| in_run(*ts)) {
                 taken += 1;
                 if !stored.contains(&(sensor.clone(), *v)) {
                     missing += 1;
+                    which.push(format!("{sensor}={v}@{ts}"));
                 }
             }
         }
@@ -171,7 +173,13 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
         // Fewer missing than excused happens only when a cut lost seqs the
         // collector already had: counted above against `durable_seq`.
         if missing != excused {
-            mismatches.push(format!("run {i}: {taken} served, {survived} survived the cut, {missing} missing from the store"));
+            which.truncate(5);
+            mismatches.push(format!(
+                "run {i} ({}..{} ms): {taken} served, {survived} survived the cut, {missing} missing from the store: {}",
+                run.started_ms,
+                run.killed_ms,
+                which.join(" ")
+            ));
             tally.lost_beyond_window += missing.saturating_sub(excused);
         }
         missing_total += missing;

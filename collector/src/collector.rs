@@ -49,6 +49,8 @@ pub enum StartError {
     InfluxToken(#[from] sink::settings::TokenError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Incidents(#[from] crate::incident::IncidentError),
 }
 
 /// What a collector is built from besides its config. Tests put in a clock
@@ -113,12 +115,16 @@ impl Collector {
         let side = SledAlertStore::open(&config.store.path.join("alerts"))?;
         let webhooks = Arc::new(feed::webhook::Outbox::open(side.db()).map_err(StartError::Webhooks)?);
         let audit = Arc::new(AuditLog::open(side.db())?);
+        let incident_store = Arc::new(crate::incident::store::SledIncidentStore::open(side.db(), &config.store.path.join("alerts")).map_err(crate::incident::IncidentError::from)?);
         let alert_store: Arc<dyn AlertStore> = Arc::new(side);
         let engine = rules_engine(&config, alert_store.as_ref(), clock.now_ms())?;
         let alerting = Arc::new(Alerting::new(engine, alert_store, feed.clone(), (config.webhook.clone(), webhooks.clone()), clock.clone()));
         let (rules_tx, rules_rx) = mpsc::channel::<RuleInput>(65_536);
         tasks.push(tokio::spawn(alerting.clone().run(rules_rx, Duration::from_millis(250), liveness.register("rules", clock.clone()), stop.clone())));
-        tasks.push(tokio::spawn(feed::webhook::run(webhooks, config.webhook.clone(), stop.clone())));
+        // Incidents (`crate::incident`): their departments' webhooks follow the config's in the one outbox.
+        let (incidents, hooks) = crate::incident::start(&config, incident_store, alerting.clone(), feed.clone(), webhooks.clone(), clock.clone())?;
+        tasks.push(tokio::spawn(incidents.clone().run(Duration::from_millis(250), stop.clone())));
+        tasks.push(tokio::spawn(feed::webhook::run(webhooks, hooks, stop.clone())));
 
         // Ingest: the connection that hears batches also sends the acks.
         let (ingest_tx, ingest_rx) = mpsc::channel::<Incoming>(1024);
@@ -173,6 +179,9 @@ impl Collector {
         tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client)));
         tasks.push(tokio::spawn(feed::mqtt::alerts(feed.clone(), alerts.client)));
         tasks.extend([live.task, alerts.task]);
+        let incident_link = connector.connect("-incidents", 1024, Vec::new(), PublishOnly, stop.clone());
+        tasks.push(tokio::spawn(crate::incident::feed::publish(feed.clone(), incident_link.client)));
+        tasks.push(incident_link.task);
 
         // Ready means subscribed: a batch published after `start` returns is
         // heard. An external broker that is down does not hold start-up up.
@@ -188,6 +197,7 @@ impl Collector {
             counters: counters.clone(),
             catalogue,
             alerting: alerting.clone(),
+            incidents,
             feed: feed.clone(),
             started: std::time::Instant::now(),
             shutdown: stop.clone(),

@@ -46,6 +46,12 @@ pub struct CollectorConfig {
     /// Bounds of the SensorThings endpoint.
     #[serde(default)]
     pub sta: crate::sta::settings::StaConfig,
+    /// Departments on duty (`crate::incident`).
+    #[serde(default)]
+    pub department: Vec<crate::incident::department::DepartmentConfig>,
+    /// Incident grouping, default deadlines, working hours.
+    #[serde(default)]
+    pub incidents: crate::incident::settings::IncidentsConfig,
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -153,6 +159,9 @@ impl Validate for CollectorConfig {
             for (field, msg) in r.validate() {
                 p.push(Problem::new(format!("rule[{i}].{field}"), msg));
             }
+            if let Some(d) = r.department.as_deref().filter(|d| !self.department.iter().any(|x| x.id == *d)) {
+                p.push(Problem::new(format!("rule[{i}].department"), format!("`{d}` is not the id of a [[department]]")));
+            }
             if let Some(first) = ids.insert(&r.id, i) {
                 p.push(Problem::new(format!("rule[{i}].id"), format!("`{}` is already rule[{first}]", r.id)));
             }
@@ -163,6 +172,7 @@ impl Validate for CollectorConfig {
             }
         }
         SensorEntry::validate_all(&self.sensor, &mut p);
+        self.incidents.validate(&self.department, &mut p);
         p
     }
 }

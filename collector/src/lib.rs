@@ -20,6 +20,7 @@ pub mod config;
 pub mod conn_limit;
 pub mod feed;
 pub mod http;
+pub mod incident;
 pub mod ingest;
 pub mod liveness;
 pub mod messages;

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
                     println!("{}: {line}", config.display());
                 }
                 println!("{}: {}", config.display(), c.ingest.clock.summary());
+                println!("{}: {}", config.display(), c.incidents.summary(&c.department));
                 println!("{}: ownership: a catalogued sensor's readings are accepted only from its [[sensor]] gateway/gateways; any other sensor is bound to the first gateway heard (PUT /api/v1/sensors/{{id}}/gateway moves it)", config.display());
                 let text = std::fs::read_to_string(&config).unwrap_or_default();
                 let map = shared::config::SourceMap::new(&text);

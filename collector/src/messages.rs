@@ -65,6 +65,17 @@ pub enum FeedEvent {
     Readings(Arc<Vec<Reading>>),
     Alert(AlertEvent),
     Gateway { id: String, status: &'static str, ts_ms: i64 },
+    Incident(IncidentNews),
+}
+
+/// An incident change (`crate::incident`), already in its JSON form, and the
+/// departments it is addressed to (the owner; a transfer's both ends; the
+/// level an escalation tells).
+#[derive(Debug, Clone)]
+pub struct IncidentNews {
+    pub id: u64,
+    pub departments: Vec<String>,
+    pub json: Arc<String>,
 }
 
 /// An alert change as every feed carries it: the alert JSON plus what happened.

@@ -41,6 +41,7 @@ pub struct AppState {
     pub counters: Arc<crate::ingest::Counters>,
     pub catalogue: Arc<Vec<SensorEntry>>,
     pub alerting: Arc<crate::rules::alerting::Alerting>,
+    pub incidents: Arc<crate::incident::service::Incidents>,
     pub feed: crate::messages::Bus,
     pub started: std::time::Instant,
     /// Turns true when the collector stops: long-lived streams end on it.

@@ -91,6 +91,9 @@ pub struct Rule {
     pub select: Select,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalate_after: Option<String>,
+    /// The department its incidents go to, instead of the sensor's owner (`crate::incident`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
 }
 
 /// `*` wildcard match (any run of characters), the only pattern technicians need.

@@ -40,8 +40,12 @@ pub struct Agent {
     pub link: watch::Receiver<uplink::LinkState>,
     /// Where `GET /status` and `/metrics` are served (`[status] listen`).
     pub status_addr: std::net::SocketAddr,
-    /// What status says about the config; `run` records reloads in it.
+    /// What status and health say about the config; `run` records reloads
+    /// in it (a refused one through `reload_refused`).
     pub config_record: status::SharedConfigRecord,
+    clock: Arc<AgentClock>,
+    /// Sends a health report now rather than at the next period.
+    health_now: Arc<tokio::sync::Notify>,
 }
 
 /// What an agent is built from besides its config. Tests put in a clock that
@@ -195,8 +199,28 @@ impl Agent {
         let (status_addr, status_task) = status::serve(*config.status.listen, source, shutdown.clone()).await?;
         tasks.push(status_task);
         let every = config.uplink.health_interval.0;
-        tasks.push(tokio::spawn(health::publish(config.gateway.clone(), up.client.clone(), outbox.clone(), devices.clone(), clock, every, shutdown.clone())));
-        Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link, status_addr, config_record })
+        let health_now = Arc::new(tokio::sync::Notify::new());
+        tasks.push(tokio::spawn(health::publish(
+            config.gateway.clone(),
+            up.client.clone(),
+            outbox.clone(),
+            devices.clone(),
+            clock.clone(),
+            config_record.clone(),
+            every,
+            health_now.clone(),
+            shutdown.clone(),
+        )));
+        Ok(Agent { shutdown: shutdown_tx, tasks, outbox, devices, link: up.link, status_addr, config_record, clock, health_now })
+    }
+
+    /// A reload refused for `problems` (one `FILE:LINE: path: message` each):
+    /// the agent goes on with its running config, and says so in status and,
+    /// at once, in `health/` for the collector's dashboard.
+    pub fn reload_refused(&self, problems: Vec<String>) {
+        let at_ms = self.clock.now_ms();
+        self.config_record.lock().unwrap().last_reload = Some(status::ReloadOutcome { at_ms, accepted: false, problems });
+        self.health_now.notify_one();
     }
 
     pub async fn shutdown(self) {

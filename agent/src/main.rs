@@ -290,7 +290,7 @@ async fn run(path: PathBuf, mut cfg: AgentConfig) -> anyhow::Result<()> {
                     for line in &problems {
                         tracing::error!("reload refused, keeping the running config: {line}");
                     }
-                    agent.config_record.lock().unwrap().last_reload = Some(agent::status::ReloadOutcome { at_ms: shared::now_ms(), accepted: false, problems });
+                    agent.reload_refused(problems);
                 }
             }
         };

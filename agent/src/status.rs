@@ -19,7 +19,7 @@ use crate::clock::AgentClock;
 use crate::outbox::Outbox;
 use crate::stats::{DeviceState, DeviceStats};
 use crate::uplink::LinkState;
-use shared::wire::{ClockState, DeviceHealth};
+use shared::wire::{ClockState, ConfigHealth, DeviceHealth, RefusedReload};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -78,6 +78,14 @@ pub struct ReloadOutcome {
     pub accepted: bool,
     /// Why it was refused, one `FILE:LINE: path: message` per line.
     pub problems: Vec<String>,
+}
+
+impl ConfigRecord {
+    /// As `health/` carries it: the load time and a refused last reload, bounded.
+    pub fn health(&self) -> ConfigHealth {
+        let refused = self.last_reload.as_ref().filter(|l| !l.accepted);
+        ConfigHealth { loaded_ms: self.loaded_ms, reload_refused: refused.map(|l| RefusedReload::new(l.at_ms, l.problems.clone())) }
+    }
 }
 
 pub type SharedConfigRecord = Arc<std::sync::Mutex<ConfigRecord>>;

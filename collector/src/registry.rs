@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use shared::clock::SharedClock;
 
 use serde::Serialize;
-use shared::wire::{DeviceHealth, Health, Status};
+use shared::wire::{DeviceHealth, Health, RefusedReload, Status};
 use shared::{GatewayId, Metric, Reading, Sample, SensorId, Seq};
 
 /// A sensor is stale after three of its usual intervals without a reading,
@@ -232,7 +232,12 @@ impl Registry {
         })
     }
 
-    pub fn health(&self, gateway: &str, health: Health) {
+    pub fn health(&self, gateway: &str, mut health: Health) {
+        // Kept until the next report: what an agent sends is held to the
+        // bounds the agent is meant to keep.
+        if let Some(c) = health.config.as_mut() {
+            c.reload_refused = c.reload_refused.take().map(RefusedReload::bounded);
+        }
         self.with_gateway(gateway, |g| {
             g.last_seen_ms = Some(self.clock.now_ms());
             let before = g.health.as_ref().map(|h| &h.devices);
@@ -286,6 +291,22 @@ mod tests {
         assert_eq!(failing(&r), ["wl-001"]);
         r.health("gw", report(vec![dev(1, 2)]));
         assert!(failing(&r).is_empty());
+    }
+
+    #[test]
+    fn a_refused_reload_is_kept_within_bounds_until_a_report_without_it() {
+        use shared::wire::ConfigHealth;
+        let r = Registry::new(shared::clock::system());
+        let config = |g: &GatewayView| g.health.as_ref().and_then(|h| h.config.clone()).unwrap();
+        // An agent that does not keep the bounds: twenty reasons of 10 000 characters.
+        let flood = RefusedReload { at_ms: 9, reasons: vec!["x".repeat(10_000); 20], reasons_omitted: 0 };
+        r.health("gw", Health { config: Some(ConfigHealth { loaded_ms: 1, reload_refused: Some(flood) }), ..Default::default() });
+        let kept = config(&r.gateways()[0]).reload_refused.unwrap();
+        assert_eq!((kept.at_ms, kept.reasons.len(), kept.reasons_omitted), (9, RefusedReload::MAX_REASONS, 15));
+        assert!(kept.reasons.iter().all(|x| x.chars().count() == RefusedReload::MAX_REASON_CHARS));
+        // A later reload accepted: the agent's next report has no refusal, nor does the view.
+        r.health("gw", Health { config: Some(ConfigHealth { loaded_ms: 20, reload_refused: None }), ..Default::default() });
+        assert_eq!(config(&r.gateways()[0]), ConfigHealth { loaded_ms: 20, reload_refused: None });
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub async fn gateways(State(st): State<AppState>, Params(q): Params<GatewaysQuer
                 "clock_skewed_readings": g.clock_skewed,
                 // What the agent says of its own clock (its health/ report).
                 "agent_clock": h.and_then(|h| h.clock),
+                // Its running config's load time and a refused last reload
+                // (its health/ report; null from agents that predate it).
+                "config": h.and_then(|h| h.config.clone()),
             })
         })
         .collect();

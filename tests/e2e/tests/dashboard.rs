@@ -4,8 +4,9 @@
 //! by clicking, and resolves; a silent sensor turns stale and back, a
 //! gateway with a dropped device shows degraded with the device named, and a
 //! gateway whose batches are refused shows refusing; a chart's line breaks
-//! across an outage, in stored and in live data. Screenshots land in
-//! target/dashboard/.
+//! across an outage, in stored and in live data; a real agent's refused
+//! config reload is stated on its row and in the strip until a good one.
+//! Screenshots land in target/dashboard/.
 
 mod common;
 
@@ -338,4 +339,79 @@ async fn a_chart_breaks_its_line_where_readings_are_missing() {
     save_screenshot(&page, "chart-gap.png").await;
     page.close().await.unwrap();
     demo.shutdown().await;
+}
+
+/// `HH:MM` of an epoch-ms time in the page's time zone, by the browser's own
+/// `toTimeString` (not the dashboard's formatting).
+async fn page_hh_mm(page: &Client, ms: i64) -> String {
+    page.execute(&format!("return new Date({ms}).toTimeString().slice(0, 5);"), vec![]).await.unwrap().as_str().unwrap().to_string()
+}
+
+/// A SIGHUP refused at the cabinet, seen in the operations centre: the real
+/// agent binary reloads a broken file; the gateway's row says in words when,
+/// why and which config it runs instead, the issues strip (the wall's view)
+/// lists it, and both clear once a good file is reloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_config_reload_is_stated_on_the_gateway_row_and_in_the_strip_until_a_good_one() {
+    use common::reloading::{gateway_view, ReloadingAgent};
+    let _one = ONE_AT_A_TIME.lock().await;
+    const GW: &str = "gw-cabinet";
+    let dir = tempfile::tempdir().unwrap();
+    let city = sim::RunningCity::start(sim::City { air: 0, traffic: 0, water: 1, noise: 0 }, None, Duration::from_secs(1)).await.unwrap();
+    let c = collector(dir.path(), None, &sim::run::catalogue_toml(&city.sensors())).await;
+    let http = c.http_addr;
+    let modbus = sim::run::modbus_toml(&[city.device("wl-001").unwrap()], Duration::from_millis(200));
+    let good = agent_toml(dir.path(), GW, &c.mqtt_url, &modbus, None);
+    let agent = ReloadingAgent::start(dir.path(), &good);
+    wait_for("the agent's config in the API", LIMIT, || async move { gateway_view(http, GW).await["config"]["loaded_ms"].as_i64() }).await;
+    let (_driver, page) = browser(&dir.path().join("profile")).await;
+    page.goto(&format!("http://{http}/")).await.unwrap();
+    let row = format!("#gateways tr[data-gateway='{GW}']");
+    until(&page, "the gateway's row, its config fine", &format!("document.querySelector(\"{row}\")?.dataset.config === 'ok'")).await;
+
+    agent.reload(&good.replacen("unit = 1", "unit = \"one\"", 1));
+    let g = wait_for("the refused reload in the API", LIMIT, || async move {
+        let g = gateway_view(http, GW).await;
+        g["config"]["reload_refused"].is_object().then_some(g)
+    })
+    .await;
+    let (config, refused) = (&g["config"], &g["config"]["reload_refused"]);
+    let reason = refused["reasons"][0].as_str().unwrap();
+    assert!(reason.contains("modbus[0].unit"), "{g}");
+    let said = format!(
+        "config reload refused at {}: {reason} (running the config loaded at {})",
+        page_hh_mm(&page, refused["at_ms"].as_i64().unwrap()).await,
+        page_hh_mm(&page, config["loaded_ms"].as_i64().unwrap()).await
+    );
+    until(&page, "the row marked", &format!("document.querySelector(\"{row}\")?.dataset.config === 'refused'")).await;
+    let line = until(&page, "the refusal in words on the row", &format!("document.querySelector(\"#gateways [data-gateway-why='{GW}'] .gw-config\")?.textContent")).await;
+    assert_eq!(line, json!(said), "no hover needed");
+    let color = page.execute(&format!("return getComputedStyle(document.querySelector(\"#gateways [data-gateway-why='{GW}'] .gw-config\")).color"), vec![]).await.unwrap();
+    let warning = page.execute("return getComputedStyle(document.querySelector('.pill.st-degraded')).backgroundColor", vec![]).await.unwrap();
+    assert_eq!(color, warning, "in the warning colour");
+    assert_eq!(page.execute(&format!("return document.querySelector(\"{row}\").dataset.state"), vec![]).await.unwrap(), json!("online"), "it keeps running");
+    let strip = until(&page, "the refusal in the issues strip", &format!("document.querySelector(\"#gw-issues [data-gateway='{GW}']\")?.textContent")).await;
+    let strip = strip.as_str().unwrap();
+    assert!(strip.contains(&said[..said.find(": ").unwrap()]) && strip.contains("agent.toml:") && strip.contains("modbus[0].unit"), "{strip}");
+    page.execute("document.querySelector('#gateways-panel').scrollIntoView(); return true;", vec![]).await.unwrap();
+    save_screenshot(&page, "reload-refused.png").await;
+
+    // The wall, which has no gateways panel, lists it in its strip.
+    page.goto(&format!("http://{http}/?mode=wall")).await.unwrap();
+    let wall = until(&page, "the refusal on the wall", &format!("document.querySelector(\"#gw-issues [data-gateway='{GW}'] .issue-config\")?.textContent")).await;
+    assert!(wall.as_str().unwrap().contains("reload refused at "), "{wall}");
+
+    // A good file reloaded: the row and the strip clear.
+    agent.reload(&good);
+    until(&page, "the strip cleared", &format!("!document.querySelector(\"#gw-issues [data-gateway='{GW}']\") && document.querySelector('#gw-issues').hidden")).await;
+    page.goto(&format!("http://{http}/")).await.unwrap();
+    until(
+        &page,
+        "the row cleared",
+        &format!("document.querySelector(\"{row}\")?.dataset.config === 'ok' && !document.querySelector(\"#gateways [data-gateway-why='{GW}'] .gw-config\")"),
+    )
+    .await;
+    page.close().await.unwrap();
+    agent.stop();
+    c.shutdown().await;
 }

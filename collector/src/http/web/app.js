@@ -964,6 +964,32 @@ function refusedLine(g) {
     g.refused_readings === 1 ? ' reading' : ' readings', ' of sensors it does not own; last ', sensorLink(r.sensor), ' (owned by ', h('span', { class: 'mono' }, (r.owners || []).join(', ') || '—'), ') ',
     h('span', { class: 'age', 'data-since': r.at_ms }, fmtAge(now() - r.at_ms)), ' ago');
 }
+// A config reload the agent refused (a SIGHUP with a broken file, or one
+// renaming the gateway), from its health/ report: it goes on with the config
+// it loaded before, until a reload is accepted.
+function reloadRefused(g) {
+  return (g.config && g.config.reload_refused) || null;
+}
+// An agent's time as HH:MM, with the day when it is not today's.
+function fmtAt(ms) {
+  const d = new Date(ms);
+  const hm = pad2(d.getHours()) + ':' + pad2(d.getMinutes());
+  return d.toDateString() === new Date(now()).toDateString() ? hm : d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ' ' + hm;
+}
+// The first reason without the config file's directory, cut for the wall.
+function shortReason(r) {
+  const first = ((r.reasons || [])[0] || '').replace(/^[^:]*\//, '');
+  return first.length > 90 ? first.slice(0, 89) + '…' : first;
+}
+function configLine(g) {
+  const r = reloadRefused(g);
+  if (!r) return null;
+  const more = Math.max(0, (r.reasons || []).length - 1) + (r.reasons_omitted || 0);
+  return h('div', { class: 'gw-config' }, h('span', { class: 'pill st-degraded' }, 'config'),
+    ' reload refused at ', h('strong', null, fmtAt(r.at_ms)), ': ', h('span', { class: 'mono reason' }, (r.reasons || [])[0] || 'no reason given'),
+    ' (running the config loaded at ', fmtAt(g.config.loaded_ms), ')',
+    more > 0 ? ' — ' + more + (more === 1 ? ' more reason' : ' more reasons') + ' in citysense-agent status at the gateway' : null);
+}
 function renderGateways() {
   renderGatewayIssues();
   const tbody = $('gateways');
@@ -974,7 +1000,7 @@ function renderGateways() {
     const errs = devs.reduce((n, d) => n + (d.errors || 0), 0);
     const state = gatewayState(g);
     const num = (v) => h('td', { class: 'num' }, v == null ? '—' : fmtNum(v));
-    const row = h('tr', { 'data-gateway': g.id, 'data-status': g.status, 'data-state': state, 'data-delivery': g.delivery || 'ok', class: 'gw-' + state },
+    const row = h('tr', { 'data-gateway': g.id, 'data-status': g.status, 'data-state': state, 'data-delivery': g.delivery || 'ok', 'data-config': reloadRefused(g) ? 'refused' : 'ok', class: 'gw-' + state },
       h('td', { class: 'mono' }, g.id),
       h('td', null, h('span', { class: 'pill st-' + (state === 'online' ? 'ok' : state) }, state),
         state !== g.status && g.status ? h('span', { class: 'muted conn-note' }, ' ', g.status) : null),
@@ -989,25 +1015,30 @@ function renderGateways() {
       h('td', { class: 'num refused' + (g.refused_readings > 0 ? ' warn' : '') }, fmtNum(g.refused_readings || 0)),
       clockCell(g));
     // What is wrong, in words, on a row of its own: no hover on a tablet or the wall.
-    const why = [refusalLine(g), failingLines(g), refusedLine(g), clockLine(g)].filter(Boolean);
+    const why = [refusalLine(g), failingLines(g), refusedLine(g), clockLine(g), configLine(g)].filter(Boolean);
     if (!why.length) return row;
-    return [row, h('tr', { class: 'gw-why gw-' + state, 'data-gateway-why': g.id }, h('td', { colspan: 13 }, why))];
+    return [row, h('tr', { class: 'gw-why gw-' + state + (reloadRefused(g) ? ' reload-refused' : ''), 'data-gateway-why': g.id }, h('td', { colspan: 13 }, why))];
   }));
 }
-// The strip under the header: every refusing or degraded gateway, on the
-// wall too (which has no gateways panel).
+// The strip under the header: every refusing or degraded gateway, skewed
+// clock and refused config reload, on the wall too (which has no gateways panel).
 function renderGatewayIssues() {
   const box = $('gw-issues');
-  const bad = [...S.gateways.values()].filter((g) => ['refusing', 'degraded'].includes(gatewayState(g)) || clockSkewed(g)).sort((a, b) => (a.id < b.id ? -1 : 1));
+  const bad = [...S.gateways.values()].filter((g) => ['refusing', 'degraded'].includes(gatewayState(g)) || clockSkewed(g) || reloadRefused(g)).sort((a, b) => (a.id < b.id ? -1 : 1));
   box.hidden = !bad.length;
   put(box, ...bad.map((g) => {
     const state = gatewayState(g);
     const r = g.refusing;
-    return h('div', { class: 'gw-issue gw-' + state, 'data-gateway': g.id, 'data-state': state },
-      h('span', { class: 'mono' }, g.id), ' ', h('span', { class: 'pill st-' + state }, state), ' ',
+    const reload = reloadRefused(g);
+    const said = [
       state === 'refusing' && r ? ['batches refused: ', h('strong', null, r.reason), ' ×' + fmtNum(r.count)] : null,
       state === 'degraded' ? ['failing: ', failingDevices(g).map((d) => d.sensor).join(', ')] : null,
-      clockSkewed(g) ? [state === 'refusing' || state === 'degraded' ? ' · ' : '', 'clock ', h('strong', null, fmtClock(g.clock_offset_ms))] : null);
+      clockSkewed(g) ? ['clock ', h('strong', null, fmtClock(g.clock_offset_ms))] : null,
+      reload ? h('span', { class: 'issue-config' }, h('span', { class: 'pill st-degraded' }, 'config'), ' reload refused at ', h('strong', null, fmtAt(reload.at_ms)), ': ', shortReason(reload)) : null,
+    ].filter(Boolean);
+    return h('div', { class: 'gw-issue gw-' + state + (reload ? ' reload-refused' : ''), 'data-gateway': g.id, 'data-state': state },
+      h('span', { class: 'mono' }, g.id), ' ', h('span', { class: 'pill st-' + state }, state), ' ',
+      said.map((x, i) => (i ? [' · ', x] : x)));
   }));
 }
 

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod credentials;
 pub mod raw_mqtt;
+pub mod reloading;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,12 @@ pub use support::*;
 
 /// An agent config reading `modbus` devices (and noise over MQTT when `noise_broker`).
 pub fn agent_config(dir: &Path, gateway: &str, broker: &str, modbus: &str, noise_broker: Option<&str>) -> agent::config::AgentConfig {
+    let text = agent_toml(dir, gateway, broker, modbus, noise_broker);
+    shared::config::parse("test agent", &text, dir).unwrap_or_else(|d| panic!("{d}\n{text}"))
+}
+
+/// The text of `agent_config`, for an agent binary to read from a file.
+pub fn agent_toml(dir: &Path, gateway: &str, broker: &str, modbus: &str, noise_broker: Option<&str>) -> String {
     let mut text = format!(
         "gateway = \"{gateway}\"\n[uplink]\nbroker = \"{broker}\"\nbatch_max = 200\nlinger = \"50ms\"\nhealth_interval = \"500ms\"\nack_timeout = \"3s\"\n[buffer]\npath = \"{}\"\nflush = \"50ms\"\n[status]\nlisten = \"127.0.0.1:0\"\n\n{modbus}",
         dir.join(format!("agent-{gateway}")).display()
@@ -20,7 +27,7 @@ pub fn agent_config(dir: &Path, gateway: &str, broker: &str, modbus: &str, noise
     if let Some(b) = noise_broker {
         text.push_str(&sim::run::noise_toml(b));
     }
-    shared::config::parse("test agent", &text, dir).unwrap_or_else(|d| panic!("{d}\n{text}"))
+    text
 }
 
 /// The workspace root.

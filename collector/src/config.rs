@@ -143,6 +143,11 @@ impl Validate for CollectorConfig {
         self.validate_exposure(&mut p);
         if let Some(a) = &self.auth {
             a.validate(&mut p);
+            for (i, t) in a.token.iter().enumerate() {
+                if let Some(d) = t.department.as_deref().filter(|d| !self.department.iter().any(|x| x.id == *d)) {
+                    p.push(Problem::new(format!("auth.token[{i}].department"), format!("`{d}` is not the id of a [[department]]")));
+                }
+            }
         }
         GatewayEntry::validate_all(&self.gateway, base, &mut p);
         crate::mqtt::settings::MqttUser::validate_all(&self.mqtt.user, &self.gateway, &mut p);

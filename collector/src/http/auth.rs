@@ -27,6 +27,9 @@ pub struct TokenEntry {
     pub role: Role,
     /// Hex SHA-256 of the token; the token itself is never stored.
     pub sha256: String,
+    /// The `[[department]]` an operator acts for (its incidents only).
+    #[serde(default)]
+    pub department: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -61,6 +64,8 @@ pub struct UnknownToken;
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// The department its token acts for, if any.
+    pub department: Option<String>,
 }
 
 #[derive(Clone)]
@@ -84,7 +89,7 @@ impl Access {
     }
 
     fn caller(&self, token: &str) -> Option<Caller> {
-        self.tokens.iter().find(|t| shared::auth::matches_sha256(token, &t.sha256)).map(|t| Caller { name: t.name.clone(), role: t.role })
+        self.tokens.iter().find(|t| shared::auth::matches_sha256(token, &t.sha256)).map(|t| Caller { name: t.name.clone(), role: t.role, department: t.department.clone() })
     }
 }
 
@@ -145,7 +150,7 @@ pub async fn guard(State((access, role)): State<(Access, Role)>, req: Request, n
         return refuse(why, status, msg, String::new());
     }
     let caller = match (access.open(), known.clone()) {
-        (true, _) => Caller { name: "anonymous".into(), role: Role::Admin },
+        (true, _) => Caller { name: "anonymous".into(), role: Role::Admin, department: None },
         (false, Some(c)) => c,
         (false, None) => return refuse(Refusal::Unauthorized, StatusCode::UNAUTHORIZED, "missing or unknown bearer token (Authorization: Bearer TOKEN)".into(), String::new()),
     };

@@ -6,10 +6,12 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod departments;
 pub mod export;
 pub mod gate;
 pub mod gateways;
 pub mod health;
+pub mod incidents;
 pub mod metrics;
 pub mod query;
 pub mod role;
@@ -18,6 +20,7 @@ pub mod sensors;
 pub mod series;
 pub mod server;
 pub mod settings;
+pub mod silences;
 pub mod stream;
 pub mod web;
 
@@ -128,6 +131,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules::rules).route_layer(needs(Role::Viewer)).merge(post(rules::add_rule).route_layer(needs(Role::Admin))))
         .route("/api/v1/rules/{id}", delete(rules::delete_rule).route_layer(needs(Role::Admin)))
         .route("/api/v1/audit", get(audit::audit).route_layer(needs(Role::Admin)))
+        // Incidents: operators act on their department's, command on all (the handlers check which).
+        .route("/api/v1/incidents", get(incidents::list).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/incidents/{id}", get(incidents::one).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/incidents/{id}/{action}", post(incidents::act).route_layer(needs(Role::Operator)))
+        .route("/api/v1/silences", get(silences::list).route_layer(needs(Role::Viewer)).merge(post(silences::create).route_layer(needs(Role::Operator))))
+        .route("/api/v1/silences/{id}", get(silences::one).route_layer(needs(Role::Viewer)).merge(delete(silences::delete).route_layer(needs(Role::Operator))))
+        .route("/api/v1/departments", get(departments::list).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/departments/performance", get(departments::league).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/departments/{id}/performance", get(departments::performance).route_layer(needs(Role::Viewer)))
         // Open data for anyone, everything for a token holder: the handler decides (`sta::policy`).
         .route(crate::sta::ROOT, get(crate::sta::serve))
         .route("/sta/v1.1/", get(crate::sta::serve))

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Read everything, follow the streams.
     Viewer,
-    /// And acknowledge and resolve alerts.
+    /// And acknowledge and resolve alerts; act on their department's incidents.
     Operator,
+    /// And act on every department's incidents: assign, reassign, rate.
+    Command,
     /// And change rules, read the audit log.
     Admin,
 }
@@ -18,6 +20,7 @@ impl Role {
         match self {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
+            Role::Command => "command",
             Role::Admin => "admin",
         }
     }
@@ -29,6 +32,6 @@ mod tests {
 
     #[test]
     fn roles_are_ordered_by_what_they_may_do() {
-        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Command && Role::Command < Role::Admin);
     }
 }

@@ -1,5 +1,5 @@
 //! `GET /api/v1/stream?types=reading,alert,gateway&sensor=`: Server-Sent Events.
-//! Event names are `reading`, `alert`, `gateway`; a client that falls behind
+//! Event names are `reading`, `alert`, `gateway`, `incident`; a client that falls behind
 //! gets a `lagged` event with how many it missed.
 
 use std::convert::Infallible;
@@ -29,8 +29,8 @@ pub struct StreamQuery {
 pub async fn stream(State(st): State<AppState>, Params(q): Params<StreamQuery>) -> Result<impl IntoResponse, ApiError> {
     let types: Vec<String> = q.types.map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
     for t in &types {
-        if !["reading", "alert", "gateway"].contains(&t.as_str()) {
-            return Err(bad(format!("unknown type `{t}` in types; use reading, alert, gateway")));
+        if !["reading", "alert", "gateway", "incident"].contains(&t.as_str()) {
+            return Err(bad(format!("unknown type `{t}` in types; use reading, alert, gateway, incident")));
         }
     }
     let want = move |t: &str| types.is_empty() || types.iter().any(|x| x == t);
@@ -59,6 +59,7 @@ pub async fn stream(State(st): State<AppState>, Params(q): Params<StreamQuery>) 
                 Ok(FeedEvent::Gateway { id, status, ts_ms }) if want("gateway") => {
                     vec![Event::default().event("gateway").data(json!({"id": id, "status": status, "ts_ms": ts_ms}).to_string())]
                 }
+                Ok(FeedEvent::Incident(news)) if want("incident") && sensor.is_none() => vec![Event::default().event("incident").data(news.json.as_str())],
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => vec![Event::default().event("lagged").data(json!({"missed": n}).to_string())],
                 Err(RecvError::Closed) => return,

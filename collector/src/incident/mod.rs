@@ -221,6 +221,7 @@ pub struct IncidentEvent {
     /// The department the event is addressed to (the owner, or the level escalated to).
     pub to: Option<String>,
     pub overdue: Option<&'static str>,
+    #[serde(flatten)]
     pub incident: Incident,
 }
 

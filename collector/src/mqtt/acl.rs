@@ -78,7 +78,8 @@ impl Grant {
         match self {
             Grant::Gateway(g) => filter == topics::ack(g),
             Grant::Reader { .. } => {
-                ["alerts/", "live/", "state/", "health/"].iter().any(|p| filter.starts_with(&format!("{}{p}", topics::PREFIX))) || filter.starts_with(STA_TOPIC_PREFIX)
+                ["alerts/", "incidents/", "live/", "state/", "health/"].iter().any(|p| filter.starts_with(&format!("{}{p}", topics::PREFIX)))
+                    || filter.starts_with(STA_TOPIC_PREFIX)
             }
         }
     }
@@ -120,6 +121,15 @@ mod tests {
         let r = Grant::Reader { client_prefix: "ops-".into() };
         assert!(r.may_subscribe(&format!("{}alerts/#", topics::PREFIX)) && !r.may_subscribe(&format!("{}ack/#", topics::PREFIX)) && !r.may_subscribe("#"));
         assert!(!r.may_publish(&topics::up("gw-a")));
+    }
+
+    #[test]
+    fn readers_may_follow_incidents_and_nobody_may_publish_there() {
+        let topic = crate::incident::feed::topic("water", 7);
+        let (r, g) = (Grant::Reader { client_prefix: "ops-".into() }, Grant::Gateway("gw-a".into()));
+        assert!(r.may_subscribe(&topic) && r.may_subscribe(&format!("{}incidents/#", topics::PREFIX)));
+        assert!(!g.may_subscribe(&topic));
+        assert!(!r.may_publish(&topic) && !g.may_publish(&topic));
     }
 
     #[test]

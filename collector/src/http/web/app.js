@@ -1444,6 +1444,120 @@ function wire() {
   ro.observe($('alerts'));
 }
 
+// ---------- incidents ----------
+// Incidents (闭环处置) from /api/v1/incidents: the list with overdue marking
+// and acknowledge / resolve buttons, the departments' league table from
+// /api/v1/departments/performance, open and overdue counts in the KPIs (and
+// on the wall), and sensors of overdue incidents marked on the map. Polled:
+// incidents change on minutes, not readings.
+const INC_POLL_MS = 3000;
+const INC = { list: [], league: [], busy: new Set() };
+const INC_OPEN = ['new', 'assigned', 'acknowledged', 'in_progress'];
+async function refreshIncidents() {
+  if (authWait) return;
+  try {
+    const all = $('inc-show-closed').checked;
+    const [list, league] = await Promise.all([api('/incidents' + (all ? '' : '?status=open')), api('/departments/performance')]);
+    INC.list = list;
+    INC.league = league;
+    renderIncidents();
+    renderLeague();
+  } catch (_) { /* the health poll reports the API's state */ }
+}
+function incidentDeadline(i) {
+  const d = i.deadlines || {};
+  const due = ['new', 'assigned'].includes(i.status) ? d.ack_due_ms : INC_OPEN.includes(i.status) ? d.resolve_due_ms : null;
+  if (!due) return '—';
+  const left = due - now();
+  return left >= 0 ? 'in ' + fmtDur(left) : fmtDur(-left) + ' over';
+}
+function incidentActions(i) {
+  if (INC.busy.has(i.id)) return h('span', { class: 'muted' }, '…');
+  if (['new', 'assigned'].includes(i.status)) {
+    return i.department ? h('button', { type: 'button', class: 'control inc-ack', 'data-incident': i.id }, 'Acknowledge') : h('span', { class: 'muted' }, 'unassigned');
+  }
+  if (['acknowledged', 'in_progress'].includes(i.status)) {
+    return h('span', { class: 'inc-resolve-box' },
+      h('input', { class: 'control inc-action', 'data-incident': i.id, placeholder: 'action taken', 'aria-label': 'Action taken on incident ' + i.id, maxlength: '500' }),
+      h('button', { type: 'button', class: 'control inc-resolve', 'data-incident': i.id }, 'Resolve'));
+  }
+  return h('span', { class: 'muted' }, i.action || '');
+}
+function renderIncidents() {
+  const open = INC.list.filter((i) => INC_OPEN.includes(i.status));
+  const overdue = open.filter((i) => i.overdue);
+  setText($('kpi-inc-open'), String(open.length));
+  setText($('kpi-inc-overdue'), String(overdue.length));
+  $('kpi-incidents').classList.toggle('hot', overdue.length > 0);
+  setText($('incidents-count'), '(' + open.length + ' open' + (overdue.length ? ', ' + overdue.length + ' overdue' : '') + ')');
+  // Keep what an operator is typing across a redraw.
+  const typed = new Map([...document.querySelectorAll('#incidents .inc-action')].map((el) => [el.dataset.incident, el.value]));
+  const focused = document.activeElement && document.activeElement.matches('#incidents .inc-action') ? document.activeElement.dataset.incident : null;
+  put($('incidents'), ...INC.list.map((i) => h('tr', { 'data-incident-id': i.id, 'data-status': i.status, class: i.overdue ? 'inc-overdue' : '' },
+    h('td', { class: 'mono' }, String(i.id)),
+    h('td', null, h('span', { class: 'pill inc-st-' + i.status }, i.status.replace('_', ' ')), i.overdue ? [' ', h('span', { class: 'pill inc-late', title: 'past its ' + i.overdue + ' deadline' }, 'overdue')] : null),
+    h('td', null, h('span', { class: 'pill sev-' + i.severity }, i.severity), ' ', i.title),
+    h('td', null, i.department || '—', i.escalation_level ? h('span', { class: 'flag' }, 'escalated ×' + i.escalation_level) : null),
+    h('td', null, (i.sensors || []).map((s, n) => [n ? ', ' : '', sensorLink(s)])),
+    h('td', null, h('span', { class: 'age', 'data-since': i.opened_ms }, fmtAge(now() - i.opened_ms)), ' ago'),
+    h('td', { class: 'inc-deadline' }, incidentDeadline(i)),
+    h('td', { class: 'inc-act' }, incidentActions(i)))));
+  for (const [id, v] of typed) { const el = document.querySelector('#incidents .inc-action[data-incident="' + CSS.escape(id) + '"]'); if (el) el.value = v; }
+  if (focused) { const el = document.querySelector('#incidents .inc-action[data-incident="' + CSS.escape(focused) + '"]'); if (el) el.focus(); }
+  const strip = $('inc-issues');
+  strip.hidden = !overdue.length;
+  put(strip, ...overdue.map((i) => h('div', { class: 'inc-issue', 'data-incident-id': i.id },
+    h('span', { class: 'pill inc-late' }, 'overdue'), ' #' + i.id + ' ', h('strong', null, i.title), ' · ', i.department || 'unassigned', ' · not ' + (i.overdue === 'acknowledge' ? 'acknowledged' : 'resolved'))));
+  const late = new Set(overdue.flatMap((i) => i.sensors || []));
+  for (const [id, c] of map.markers) c.classList.toggle('inc-overdue', late.has(id));
+}
+function renderLeague() {
+  const mins = (ms) => (ms == null ? '—' : fmtDur(ms));
+  const rows = [...INC.league].sort((a, b) => b.volume - a.volume || (a.department < b.department ? -1 : 1));
+  put($('league'), ...rows.map((p) => h('tr', { 'data-department': p.department, class: p.overdue_now ? 'inc-overdue' : '' },
+    h('td', { class: 'mono' }, p.department),
+    h('td', { class: 'num' }, String(p.volume)),
+    h('td', { class: 'num' }, mins(p.ack_median_ms)),
+    h('td', { class: 'num' }, mins(p.ack_p90_ms)),
+    h('td', { class: 'num' }, mins(p.resolve_median_ms)),
+    h('td', { class: 'num' }, String(p.ack_breaches + p.resolve_breaches)),
+    h('td', { class: 'num' }, String(p.overdue_now)),
+    h('td', { class: 'num' }, String(p.escalations)),
+    h('td', { class: 'num' }, String(p.transfers)),
+    h('td', { class: 'num' }, p.reopen_rate == null ? '—' : Math.round(p.reopen_rate * 100) + ' %'),
+    h('td', { class: 'num' }, p.rated_good + ' / ' + p.rated_bad),
+    h('td', { class: 'num' }, String(p.bad_rectified)))));
+}
+async function incidentAction(id, action, body) {
+  INC.busy.add(id);
+  renderIncidents();
+  try {
+    await post('/incidents/' + id + '/' + action, body);
+    toast('Incident #' + id + ': ' + action + 'd');
+  } catch (ex) {
+    toast('Incident #' + id + ': ' + action + ' refused: ' + ex.message, true);
+  } finally {
+    INC.busy.delete(id);
+    await refreshIncidents();
+  }
+}
+function initIncidents() {
+  document.addEventListener('click', (e) => {
+    const ack = e.target.closest('#incidents .inc-ack');
+    if (ack) { incidentAction(Number(ack.dataset.incident), 'acknowledge', {}); return; }
+    const res = e.target.closest('#incidents .inc-resolve');
+    if (res) {
+      const input = document.querySelector('#incidents .inc-action[data-incident="' + CSS.escape(res.dataset.incident) + '"]');
+      const text = input ? input.value.trim() : '';
+      if (!text) { toast('Say what was done before resolving', true); if (input) input.focus(); return; }
+      incidentAction(Number(res.dataset.incident), 'resolve', { action: text });
+    }
+  });
+  $('inc-show-closed').addEventListener('change', refreshIncidents);
+  refreshIncidents();
+  setInterval(refreshIncidents, INC_POLL_MS);
+}
+
 // ---------- start ----------
 function openFromHash() {
   const m = /sensor=([^&]+)/.exec(location.hash);
@@ -1462,6 +1576,7 @@ async function init() {
   renderAlerts(); // rule kinds refine the labels
   if (!WALL) renderSensors();
   openFromHash();
+  initIncidents();
   setInterval(tick, 1000);
   setInterval(refreshHealth, POLL_MS);
   setInterval(() => refreshAlerts().catch(() => {}), ALERT_POLL_MS);

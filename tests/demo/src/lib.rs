@@ -87,6 +87,65 @@ kind = "clock_skew"
 severity = "warning"
 "#;
 
+/// The demo's departments on duty and how their incidents are handled: the
+/// catalogue's owners (`sim::Kind::owner`) map sensors to departments, and
+/// everything escalates through the district emergency office to city
+/// command. Deadlines are short so a visitor sees a reminder and an
+/// escalation within minutes (README: Incidents).
+pub const DEMO_DEPARTMENTS: &str = r#"
+[incidents]
+group_by = ["rule"]
+group_window = "30m"
+escalate_after = "1m"
+default_department = "district-command"
+
+[[incidents.sla]]
+severity = "emergency"
+acknowledge = "2m"
+resolve = "30m"
+
+[[incidents.sla]]
+severity = "critical"
+acknowledge = "5m"
+resolve = "1h"
+
+[[incidents.sla]]
+severity = "warning"
+acknowledge = "15m"
+resolve = "4h"
+
+[[department]]
+id = "water"
+name = "Water Authority"
+owners = ["Water Resources Bureau"]
+contacts = ["water duty desk, ext. 110"]
+escalate_to = "district-command"
+
+[[department]]
+id = "environment"
+name = "Environment Bureau"
+contacts = ["environment duty desk, ext. 120"]
+escalate_to = "district-command"
+
+[[department]]
+id = "traffic"
+name = "Traffic Police"
+owners = ["Traffic Police Bureau"]
+contacts = ["traffic control room, ext. 122"]
+escalate_to = "district-command"
+
+[[department]]
+id = "district-command"
+name = "District Emergency Office"
+contacts = ["district duty officer"]
+escalate_to = "city-command"
+
+[[department]]
+id = "city-command"
+name = "City Emergency Command"
+contacts = ["city command centre"]
+"#;
+
 pub struct Demo {
     pub collector: Collector,
     pub city: RunningCity,
@@ -150,6 +209,7 @@ impl Demo {
         );
         text.push_str(&sim::run::catalogue_toml(&city_plan.sensors()));
         text.push_str(DEMO_RULES);
+        text.push_str(DEMO_DEPARTMENTS);
         let mut table: toml::Table = toml::from_str(&text)?;
         open_data(&mut table);
         if let Some(extra) = &opts.config {

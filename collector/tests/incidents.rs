@@ -65,6 +65,16 @@ clear = 2.8
 severity = "critical"
 select = {{ kind = "water_level" }}
 
+# Fires on the same reading of the same gauge as river-high: a duplicate, merged.
+[[rule]]
+id = "gauge-1-high"
+kind = "threshold"
+metric = "water_level_m"
+op = ">"
+value = 3.1
+severity = "warning"
+select = {{ sensor = "wl-001" }}
+
 [incidents]
 group_by = ["district", "kind"]
 group_window = "30m"
@@ -184,6 +194,11 @@ async fn a_river_rise_is_one_incident_chased_escalated_transferred_resolved_rate
     assert_eq!(sensors, ["wl-001", "wl-002", "wl-003"]);
     let all = read(&c, "/api/v1/incidents").await;
     assert_eq!(all.as_array().unwrap().len(), 1, "one incident, not three: {all}");
+    let fired = read(&c, "/api/v1/alerts?sensor=wl-001").await;
+    assert_eq!(fired.as_array().unwrap().len(), 2, "two rules fired on wl-001: {fired}");
+    let linked: Vec<u64> = all[0]["alerts"].as_array().unwrap().iter().filter(|a| a["sensor"] == "wl-001").map(|a| a["id"].as_u64().unwrap()).collect();
+    let merged: Vec<u64> = all[0]["merged"].as_array().unwrap().iter().map(|a| a.as_u64().unwrap()).collect();
+    assert_eq!((linked.len(), merged.len()), (1, 1), "the near-simultaneous duplicate is merged: {all}");
     let one = read(&c, "/api/v1/incidents/1").await;
     assert_eq!((one["deadlines"]["ack_due_ms"].as_i64(), one["deadlines"]["resolve_due_ms"].as_i64()), (Some(t0 + 10 * M), Some(t0 + 60 * M)));
     assert_eq!(one["group"], "district=Xihu kind=water_level");
@@ -338,9 +353,19 @@ async fn a_maintenance_window_records_alerts_without_raising_an_incident() {
     let (status, body) =
         request_as(c.http_addr, &token("water-op"), "POST", "/api/v1/silences", r#"{"match":{},"schedule":{"type":"once","from_ms":1,"until_ms":2},"comment":"x"}"#).await;
     assert!(status == 400 && body.contains("match"), "{body}");
+    let mut alerts_feed = SseClient::connect(c.http_addr, &format!("/api/v1/stream?types=alert&access_token={}", token("viewer"))).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-river").await;
     let last = gw.send(vec![reading("wl-001", t0, 3.2), reading("wl-009", t0, 3.9)]).await;
     gw.wait_acked(last, LIMIT).await;
+    // Both fire in one evaluation, wl-001 first: only Binjiang's is announced.
+    let announced = std::sync::Mutex::new(Vec::new());
+    alerts_feed
+        .next_where("alert", LIMIT, |v| {
+            announced.lock().unwrap().push(v["sensor"].as_str().unwrap().to_string());
+            v["sensor"] == "wl-009"
+        })
+        .await;
+    assert_eq!(*announced.lock().unwrap(), ["wl-009"], "the silenced alert is not raised");
     // Binjiang's alert is raised; Xihu's, in the window, is recorded on the silence.
     support::wait_for("Binjiang's incident", LIMIT, || async {
         let v = read(&c, "/api/v1/incidents").await;
@@ -350,7 +375,10 @@ async fn a_maintenance_window_records_alerts_without_raising_an_incident() {
     let silences = read(&c, "/api/v1/silences").await;
     assert_eq!((silences[0]["created_by"].as_str(), silences[0]["active"].as_bool()), (Some("water-op"), Some(true)));
     let alerts = read(&c, "/api/v1/alerts?sensor=wl-001").await;
-    assert_eq!(silences[0]["held"], serde_json::json!([alerts[0]["id"]]), "the alert is stored and held: {alerts}");
+    let mut ids: Vec<u64> = alerts.as_array().unwrap().iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids.len(), 2, "both rules' alerts on wl-001 are stored: {alerts}");
+    assert_eq!(silences[0]["held"], serde_json::json!(ids), "and held: {silences}");
     assert_eq!(read(&c, "/api/v1/incidents").await.as_array().unwrap().len(), 1);
     let (status, _) = request_as(c.http_addr, &token("viewer"), "DELETE", "/api/v1/silences/1", "").await;
     assert_eq!(status, 403);

@@ -270,10 +270,14 @@ pub fn start(
         department::Departments::new(config.department.clone()),
         &config.sensor,
         store,
-        alerting,
+        alerting.clone(),
         feed,
         Some(service::Hooks { outbox, index }),
         clock,
     )?;
-    Ok((std::sync::Arc::new(service), hooks))
+    let service = std::sync::Arc::new(service);
+    // A weak link: the alerting task must not keep the incident service alive.
+    let weak = std::sync::Arc::downgrade(&service);
+    alerting.set_hold(std::sync::Arc::new(move |a| weak.upgrade().is_some_and(|s| s.hold(a))));
+    Ok((service, hooks))
 }

@@ -225,7 +225,9 @@ impl Incidents {
                 let f = self.facts(a);
                 book.last_alert = a.id;
                 if let Some(s) = book.silences.values_mut().find(|s| s.active(f.ts_ms) && s.matches(&f)) {
-                    s.held.push(a.id);
+                    if !s.held.contains(&a.id) {
+                        s.held.push(a.id);
+                    }
                     tracing::info!(alert = a.id, silence = s.id, "alert held by a silence: recorded, not raised");
                     self.persist_silence(s);
                 } else {
@@ -265,6 +267,21 @@ impl Incidents {
             }
         }
         self.announce(out);
+    }
+
+    /// Whether an active silence holds this alert back (the alerting task
+    /// asks before announcing it); records it on the silence. The alert is
+    /// taken in order later (`take`), where the same silence holds it again.
+    pub fn hold(&self, a: &Alert) -> bool {
+        let f = self.facts(a);
+        let at = if a.state == crate::alert::State::Firing && !a.escalated { f.ts_ms } else { self.now() };
+        let mut book = self.book.lock().unwrap();
+        let Some(s) = book.silences.values_mut().find(|s| s.active(at) && s.matches(&f)) else { return false };
+        if !s.held.contains(&a.id) {
+            s.held.push(a.id);
+            self.persist_silence(s);
+        }
+        true
     }
 
     /// An alert's condition cleared: noted on its incident.

@@ -14,10 +14,15 @@ use crate::feed::webhook::{self, WebhookConfig};
 use crate::messages::{AlertEvent, Bus, FeedEvent, RuleInput as Input};
 use crate::rules::engine::Changes;
 use crate::rules::store::AlertStore;
-use crate::rules::{Alert, AlertError, Engine, Rule};
+use crate::rules::{Alert, AlertError, Change, Engine, Rule};
+
+/// Whether a firing (or escalation) is held back: stored, not announced.
+/// Set by the incident service from its silences (`crate::incident::silence`).
+pub type Hold = Arc<dyn Fn(&Alert) -> bool + Send + Sync>;
 
 pub struct Alerting {
     engine: Mutex<Engine>,
+    hold: std::sync::OnceLock<Hold>,
     store: Arc<dyn AlertStore>,
     feed: Bus,
     webhooks: Vec<WebhookConfig>,
@@ -28,7 +33,12 @@ pub struct Alerting {
 impl Alerting {
     pub fn new(engine: Engine, store: Arc<dyn AlertStore>, feed: Bus, webhooks: (Vec<WebhookConfig>, Arc<webhook::Outbox>), clock: SharedClock) -> Alerting {
         let (webhooks, outbox) = webhooks;
-        Alerting { engine: Mutex::new(engine), store, feed, webhooks, outbox, clock }
+        Alerting { engine: Mutex::new(engine), hold: std::sync::OnceLock::new(), store, feed, webhooks, outbox, clock }
+    }
+
+    /// Silences: a fired or escalated alert `hold` says yes to is stored but not announced.
+    pub fn set_hold(&self, hold: Hold) {
+        let _ = self.hold.set(hold);
     }
 
     /// Persists, then announces: an alert on a feed is one that survives a restart.
@@ -36,6 +46,10 @@ impl Alerting {
         for (event, alert) in changes {
             if let Err(e) = self.store.save_alert(&alert) {
                 tracing::error!(alert = alert.id, "cannot persist alert: {e}");
+            }
+            if matches!(event, Change::Fired | Change::Escalated) && self.hold.get().is_some_and(|h| h(&alert)) {
+                tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, "alert {event:?} held by a silence: stored, not announced");
+                continue;
             }
             tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, state = alert.state.as_str(), "alert {event:?}");
             let ev = AlertEvent { event, alert };

@@ -28,7 +28,7 @@ fn token(name: &str) -> String {
     format!("{}-secret", name.chars().rev().collect::<String>())
 }
 
-fn config_text(dir: &std::path::Path) -> String {
+fn config_text(dir: &std::path::Path, water_webhook: Option<u16>) -> String {
     let mut tokens = String::new();
     for (name, role, dept) in TOKENS {
         tokens.push_str(&format!("[[auth.token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n", shared::auth::sha256_hex(&token(name))));
@@ -86,6 +86,7 @@ name = "Water Authority"
 owners = ["Water Resources Bureau"]
 contacts = ["water duty desk"]
 escalate_to = "xihu-command"
+{webhook}
 sla = [{{ severity = "critical", acknowledge = "10m", resolve = "1h" }}]
 
 [[department]]
@@ -104,12 +105,17 @@ id = "city-command"
 name = "City Emergency Command"
 
 {tokens}"#,
-        store = dir.join("collector").display()
+        store = dir.join("collector").display(),
+        webhook = water_webhook.map(|p| format!("webhook = \"http://127.0.0.1:{p}/water\"")).unwrap_or_default()
     )
 }
 
 async fn start(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Collector {
-    let cfg: CollectorConfig = shared::config::parse("incidents test", &config_text(dir), dir).unwrap_or_else(|d| panic!("{d}"));
+    start_hooked(dir, clock, None).await
+}
+
+async fn start_hooked(dir: &std::path::Path, clock: &Arc<ManualClock>, water_webhook: Option<u16>) -> Collector {
+    let cfg: CollectorConfig = shared::config::parse("incidents test", &config_text(dir, water_webhook), dir).unwrap_or_else(|d| panic!("{d}"));
     Collector::start_with(cfg, Parts { clock: clock.clone(), store: None }).await.expect("collector starts")
 }
 
@@ -384,5 +390,57 @@ async fn a_maintenance_window_records_alerts_without_raising_an_incident() {
     assert_eq!(status, 403);
     let (status, _) = request_as(c.http_addr, &token("water-op"), "DELETE", "/api/v1/silences/1", "").await;
     assert_eq!(status, 200);
+    c.shutdown().await;
+}
+
+/// A department's duty desk: records each incident event POSTed to it.
+async fn duty_desk(port: u16) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/water",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_str::<Value>(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_webhook_gets_its_incident_events_even_when_its_desk_was_down_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = shared::now_ms() / M * M;
+    let clock = ManualClock::at(t0);
+    // The desk's port, with nothing listening on it yet.
+    let port = support::free_port();
+    let c = start_hooked(dir.path(), &clock, Some(port)).await;
+    let mut sse = incident_events(&c).await;
+    let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-river").await;
+    let last = gw.send(vec![reading("wl-002", t0, 3.3)]).await;
+    gw.wait_acked(last, LIMIT).await;
+    sse.next_where("incident", LIMIT, |v| v["event"] == "assigned").await;
+    clock.set(t0 + 10 * M);
+    sse.next_where("incident", LIMIT, |v| v["event"] == "overdue").await;
+    // Down while both were due; the collector restarts before the desk is back.
+    drop(sse);
+    drop(gw);
+    c.shutdown().await;
+    let c = start_hooked(dir.path(), &clock, Some(port)).await;
+    let mut desk = duty_desk(port).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let v = tokio::time::timeout(LIMIT, desk.recv()).await.expect("the queued deliveries arrive").unwrap();
+        got.push((v["event"].as_str().unwrap().to_string(), v["to"].as_str().map(String::from), v["id"].as_u64()));
+    }
+    assert_eq!(got, [("assigned".to_string(), Some("water".to_string()), Some(1)), ("overdue".to_string(), Some("water".to_string()), Some(1))], "in order, none lost");
+    // The owner hears of its escalation too (addressed to district command, which has no webhook).
+    clock.set(t0 + 15 * M);
+    let v = tokio::time::timeout(LIMIT, desk.recv()).await.expect("the escalation").unwrap();
+    assert_eq!((v["event"].as_str(), v["to"].as_str()), (Some("escalated"), Some("xihu-command")));
     c.shutdown().await;
 }

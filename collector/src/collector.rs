@@ -176,7 +176,8 @@ impl Collector {
         // Feeds over MQTT.
         let live = connector.connect("-live", 4096, Vec::new(), PublishOnly, stop.clone());
         let alerts = connector.connect("-alerts", 1024, Vec::new(), PublishOnly, stop.clone());
-        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client)));
+        let feed_stats = Arc::new(feed::FeedStats::default());
+        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client, feed_stats.clone())));
         tasks.push(tokio::spawn(feed::mqtt::alerts(feed.clone(), alerts.client)));
         tasks.extend([live.task, alerts.task]);
         let incident_link = connector.connect("-incidents", 1024, Vec::new(), PublishOnly, stop.clone());
@@ -192,6 +193,7 @@ impl Collector {
         let catalogue_for_sta = catalogue.clone();
         let sta = Arc::new(crate::sta::Sta::new(config.sta.clone(), endpoints.public.to_string(), clock.clone()));
         let state = http::AppState {
+            feed_stats,
             store: store.clone(),
             registry: registry.clone(),
             counters: counters.clone(),

@@ -1,14 +1,19 @@
 //! The MQTT feed: `alerts/{severity}/{sensor}` (QoS 1, every change) and
-//! `live/{sensor}/{metric}` (QoS 0, every stored reading).
+//! `live/{sensor}/{metric}` (QoS 0, every stored reading, unless the
+//! collector's connection is full: then dropped and counted in
+//! `FeedStats`).
 //!
 //! Two tasks on two connections: at 100k readings/s the live feed is 100k
 //! publishes a second, and an alert queued behind them (on the same task or
 //! the same connection) waited tens of milliseconds.
 
+use std::sync::Arc;
+
 use rumqttc::{AsyncClient, QoS};
 use shared::topics;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::FeedStats;
 use crate::messages::{Bus, FeedEvent};
 
 pub async fn alerts(bus: Bus, client: AsyncClient) {
@@ -29,20 +34,69 @@ pub async fn alerts(bus: Bus, client: AsyncClient) {
     }
 }
 
-pub async fn live(bus: Bus, client: AsyncClient) {
+pub async fn live(bus: Bus, client: AsyncClient, stats: Arc<FeedStats>) {
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
             Ok(FeedEvent::Readings(readings)) => {
+                let mut dropped = 0;
                 for r in readings.iter() {
                     let live = r.sample();
-                    // Live values are a view, not a record: dropped when the link is busy.
-                    let _ = client.try_publish(topics::live(&r.sensor, &r.metric), QoS::AtMostOnce, false, serde_json::to_vec(&live).expect("live serializes"));
+                    // Live values are a view, not a record: dropped when the link is busy, and counted.
+                    if client.try_publish(topics::live(&r.sensor, &r.metric), QoS::AtMostOnce, false, serde_json::to_vec(&live).expect("live serializes")).is_err() {
+                        dropped += 1;
+                    }
+                }
+                if dropped > 0 {
+                    FeedStats::add(&stats.mqtt_live_readings, dropped);
                 }
             }
             Ok(_) => {}
-            Err(RecvError::Lagged(n)) => tracing::warn!("MQTT live feed fell behind and skipped {n} events"),
+            Err(RecvError::Lagged(n)) => {
+                FeedStats::add(&stats.mqtt_live_batches, n);
+                tracing::warn!("MQTT live feed fell behind and skipped {n} events");
+            }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    use rumqttc::MqttOptions;
+    use shared::{Quality, Reading, Seq};
+
+    use super::*;
+
+    fn readings(n: u64) -> Arc<Vec<Reading>> {
+        Arc::new((0..n).map(|i| Reading { seq: Seq(i + 1), sensor: "aq-001".into(), metric: "pm25".into(), ts_ms: i as i64, value: 1.0, quality: Quality::Good }).collect())
+    }
+
+    #[tokio::test]
+    async fn readings_a_stalled_connection_cannot_take_are_counted_as_dropped() {
+        // A connection whose event loop is never polled: the broker link is
+        // stalled, and its request queue (10) fills up.
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("live-test", "127.0.0.1", 1), 10);
+        let bus = crate::messages::bus();
+        let stats = Arc::new(FeedStats::default());
+        let task = tokio::spawn(live(bus.clone(), client, stats.clone()));
+        while bus.receiver_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        bus.send(FeedEvent::Readings(readings(100))).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while stats.mqtt_live_readings.load(Relaxed) < 90 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(stats.mqtt_live_readings.load(Relaxed), 90, "10 fit the queue, 90 are dropped and counted");
+        bus.send(FeedEvent::Readings(readings(5))).unwrap();
+        while stats.mqtt_live_readings.load(Relaxed) < 95 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(stats.mqtt_live_readings.load(Relaxed), 95, "the counter keeps rising while the consumer is stalled");
+        task.abort();
     }
 }

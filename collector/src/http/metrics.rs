@@ -59,6 +59,13 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         let n = st.access.refusals.count(r) + if r == crate::http::gate::Refusal::ConnectionCap { st.conn_limit.refused.load(Relaxed) } else { 0 };
         let _ = writeln!(out, "citysense_http_refused_total{{reason=\"{}\"}} {n}", r.label());
     }
+    let _ = writeln!(
+        out,
+        "# HELP citysense_feed_dropped_total What the live feeds dropped because a consumer was slow, by feed and unit (reading; batch: a batch of readings skipped whole; event: an SSE event). The store and the InfluxDB sink keep every reading.\n# TYPE citysense_feed_dropped_total counter"
+    );
+    for (feed, unit, n) in st.feed_stats.rows() {
+        let _ = writeln!(out, "citysense_feed_dropped_total{{feed=\"{feed}\",unit=\"{unit}\"}} {n}");
+    }
     let hooks = &st.alerting.outbox;
     let _ = writeln!(
         out,

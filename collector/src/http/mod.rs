@@ -46,6 +46,8 @@ pub struct AppState {
     pub alerting: Arc<crate::rules::alerting::Alerting>,
     pub incidents: Arc<crate::incident::service::Incidents>,
     pub feed: crate::messages::Bus,
+    /// What the live feeds dropped for slow consumers (`/metrics`).
+    pub feed_stats: Arc<crate::feed::FeedStats>,
     pub started: std::time::Instant,
     /// Turns true when the collector stops: long-lived streams end on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

@@ -36,6 +36,7 @@ pub async fn stream(State(st): State<AppState>, Params(q): Params<StreamQuery>) 
     let want = move |t: &str| types.is_empty() || types.iter().any(|x| x == t);
     let sensor = q.sensor.filter(|s| !s.is_empty());
     let mut rx = st.feed.subscribe();
+    let stats = st.feed_stats.clone();
     let mut stop = st.shutdown.clone();
     let events = async_stream(move |tx| async move {
         loop {
@@ -61,7 +62,10 @@ pub async fn stream(State(st): State<AppState>, Params(q): Params<StreamQuery>) 
                 }
                 Ok(FeedEvent::Incident(news)) if want("incident") && sensor.is_none() => vec![Event::default().event("incident").data(news.json.as_str())],
                 Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => vec![Event::default().event("lagged").data(json!({"missed": n}).to_string())],
+                Err(RecvError::Lagged(n)) => {
+                    crate::feed::FeedStats::add(&stats.sse_events, n);
+                    vec![Event::default().event("lagged").data(json!({"missed": n}).to_string())]
+                }
                 Err(RecvError::Closed) => return,
             };
             for e in out {

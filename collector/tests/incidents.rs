@@ -325,6 +325,15 @@ async fn a_river_rise_is_one_incident_chased_escalated_transferred_resolved_rate
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 5, "a header and four departments: {csv}");
     assert_eq!(rows[2], format!("roads,{t0},{},1,1,240000,240000,1,2040000,2040000,0,0,0,0,0,0,0.000,0,1,1", t0 + 120 * M));
+    // The trend: the same period in two hours; the rectification came in the second.
+    let trend = read(&c, &format!("/api/v1/departments/roads/performance?{period}&step=1h")).await;
+    let pick = |n: usize, f: &str| trend[n][f].as_u64().unwrap();
+    assert_eq!(trend.as_array().unwrap().len(), 2, "{trend}");
+    assert_eq!((pick(0, "volume"), pick(0, "resolved"), pick(0, "rated_bad"), pick(0, "bad_rectified")), (1, 1, 1, 0));
+    assert_eq!((pick(1, "volume"), pick(1, "resolved"), pick(1, "bad_rectified")), (0, 0, 1));
+    assert_eq!(trend[1]["from_ms"].as_i64(), Some(t0 + 60 * M));
+    let (status, body) = request_as(c.http_addr, &token("viewer"), "GET", &format!("/api/v1/departments/roads/performance?{period}&step=1s"), "").await;
+    assert!(status == 400 && body.contains("step"), "{body}");
     let (status, body) = request_as(c.http_addr, &token("viewer"), "GET", "/api/v1/departments/nowhere/performance", "").await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = request_as(c.http_addr, &token("viewer"), "GET", &format!("/api/v1/departments/water/performance?from={}&to={t0}", t0 + 1), "").await;

@@ -169,8 +169,12 @@ async fn an_incident_shows_overdue_and_is_acknowledged_and_resolved_from_the_pag
     assert_eq!(cells[1], json!("1"), "{cells}");
     assert_eq!(cells[5], json!("1"), "one breach: {cells}");
     assert_eq!(cells[6], json!("0"), "nothing overdue now: {cells}");
+    // Its trend chart, per day, drawn when its row is clicked.
+    page.find(Locator::Css("#league tr[data-department=\"water\"]")).await.unwrap().click().await.unwrap();
+    until(&page, "the trend chart of water", "document.querySelector('#league-trend-name').textContent === 'water' && document.querySelector('#league-trend canvas')").await;
     let perf = get_json(c.http_addr, "/api/v1/departments/water/performance").await;
     assert_eq!((perf["ack_median_ms"].as_i64(), perf["resolve_median_ms"].as_i64()), (Some(12 * M), Some(40 * M)));
+    page.execute("document.querySelector('#inc-grid').scrollIntoView(); return true;", vec![]).await.unwrap();
     let png = page.screenshot().await.unwrap();
     let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| workspace().join("target")).join("dashboard");
     std::fs::create_dir_all(&target).unwrap();

@@ -1514,7 +1514,7 @@ function renderIncidents() {
 function renderLeague() {
   const mins = (ms) => (ms == null ? '—' : fmtDur(ms));
   const rows = [...INC.league].sort((a, b) => b.volume - a.volume || (a.department < b.department ? -1 : 1));
-  put($('league'), ...rows.map((p) => h('tr', { 'data-department': p.department, class: p.overdue_now ? 'inc-overdue' : '' },
+  put($('league'), ...rows.map((p) => h('tr', { 'data-department': p.department, class: (p.overdue_now ? 'inc-overdue' : '') + (p.department === INC.trendDept ? ' selected' : '') },
     h('td', { class: 'mono' }, p.department),
     h('td', { class: 'num' }, String(p.volume)),
     h('td', { class: 'num' }, mins(p.ack_median_ms)),
@@ -1541,6 +1541,36 @@ async function incidentAction(id, action, body) {
     await refreshIncidents();
   }
 }
+// The trend of one department (the one clicked, else the busiest): per day
+// over 30 days, incidents and missed deadlines, and the median time to acknowledge.
+const TREND_POLL_MS = 15000;
+async function refreshTrend() {
+  if (authWait || !INC.league.length) return;
+  if (!INC.trendDept || !INC.league.some((p) => p.department === INC.trendDept)) {
+    INC.trendDept = [...INC.league].sort((a, b) => b.volume - a.volume)[0].department;
+  }
+  const dept = INC.trendDept;
+  let rows;
+  try { rows = await api('/departments/' + encodeURIComponent(dept) + '/performance?from=-30d&to=now&step=1d'); } catch (_) { return; }
+  if (dept !== INC.trendDept) return;
+  setText($('league-trend-name'), dept);
+  for (const tr of document.querySelectorAll('#league tr[data-department]')) tr.classList.toggle('selected', tr.dataset.department === dept);
+  const data = [rows.map((p) => p.from_ms / 1000), rows.map((p) => p.volume), rows.map((p) => p.ack_breaches + p.resolve_breaches), rows.map((p) => (p.ack_median_ms == null ? null : p.ack_median_ms / 60000))];
+  const host = $('league-trend');
+  const width = Math.max(300, host.clientWidth || 600);
+  if (INC.trend && INC.trend.dept === dept) { INC.trend.u.setData(data); return; }
+  if (INC.trend) INC.trend.u.destroy();
+  const axis = { stroke: '#8aa0b4', grid: { stroke: 'rgba(138,160,180,0.12)', width: 1 }, ticks: { stroke: 'rgba(138,160,180,0.2)', width: 1 } };
+  const u = new uPlot({
+    width, height: 150,
+    scales: { x: { time: true }, n: { range: (u, lo, hi) => [0, Math.max(1, hi)] }, min: { range: (u, lo, hi) => [0, Math.max(1, hi || 1)] } },
+    axes: [axis, Object.assign({ scale: 'n', size: 40 }, axis), Object.assign({ scale: 'min', side: 1, size: 48, values: (u, vals) => vals.map((v) => v + ' m') }, axis)],
+    series: [{}, { label: 'incidents', scale: 'n', stroke: COLORS.line, width: 1.5, points: { show: true } },
+      { label: 'breaches', scale: 'n', stroke: '#ff2e63', width: 1.5, points: { show: true } },
+      { label: 'ack median (min)', scale: 'min', stroke: '#ffd166', width: 1, dash: [6, 4], spanGaps: true, points: { show: true } }],
+  }, data, host);
+  INC.trend = { dept, u };
+}
 function initIncidents() {
   document.addEventListener('click', (e) => {
     const ack = e.target.closest('#incidents .inc-ack');
@@ -1553,9 +1583,14 @@ function initIncidents() {
       incidentAction(Number(res.dataset.incident), 'resolve', { action: text });
     }
   });
+  document.addEventListener('click', (e) => {
+    const row = e.target.closest('#league tr[data-department]');
+    if (row) { INC.trendDept = row.dataset.department; refreshTrend(); }
+  });
   $('inc-show-closed').addEventListener('change', refreshIncidents);
-  refreshIncidents();
+  refreshIncidents().then(refreshTrend);
   setInterval(refreshIncidents, INC_POLL_MS);
+  setInterval(refreshTrend, TREND_POLL_MS);
 }
 
 // ---------- start ----------

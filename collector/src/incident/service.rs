@@ -250,7 +250,7 @@ impl Incidents {
                             book.next_id += 1;
                             let mut i = state::open(id, key, &f);
                             self.set_deadlines(&mut i, f.ts_ms);
-                            out.push((EventKind::Opened, Vec::new(), i.clone()));
+                            out.push((EventKind::Opened, f.department.iter().cloned().collect(), i.clone()));
                             if let Some(d) = f.department.clone() {
                                 state::apply(&mut i, &Action::Assign { department: d }, "citysense", f.ts_ms).expect("a new incident can be assigned");
                                 self.set_deadlines(&mut i, f.ts_ms);
@@ -314,7 +314,14 @@ impl Incidents {
         {
             let mut book = self.book.lock().unwrap();
             let every = ms(self.settings.escalate_after.0);
+            let silences: Vec<Silence> = book.silences.values().filter(|s| s.active(now)).cloned().collect();
             for i in book.incidents.values_mut().filter(|i| i.status.is_open()) {
+                // A maintenance window over all its sensors holds its reminders
+                // and escalations back until it ends (they fire then, stamped
+                // when they came due).
+                if !silences.is_empty() && self.silenced(i, &silences) {
+                    continue;
+                }
                 let chain = i.department.as_deref().map(|d| self.departments.chain(d)).unwrap_or_default();
                 let due = sla::due(i, now, every, chain.len() as u32);
                 if due.is_empty() {
@@ -360,6 +367,28 @@ impl Incidents {
             }
         }
         self.announce(out);
+    }
+
+    /// Whether active silences cover every alert of the incident.
+    fn silenced(&self, i: &Incident, silences: &[Silence]) -> bool {
+        let rules = self.alerting.rules();
+        i.alerts.iter().all(|l| {
+            let per_gateway = rules.iter().any(|r| r.id == l.rule && r.kind.is_gateway());
+            let s = if per_gateway { SensorFacts::default() } else { self.sensors.get(&l.sensor).cloned().unwrap_or_default() };
+            let f = Facts {
+                alert: l.id,
+                rule: l.rule.clone(),
+                sensor: l.sensor.clone(),
+                metric: l.metric.clone(),
+                severity: i.severity,
+                ts_ms: l.ts_ms,
+                district: s.district,
+                kind: s.kind,
+                gateway: if per_gateway { Some(l.sensor.clone()) } else { s.gateway },
+                department: i.department.clone(),
+            };
+            silences.iter().any(|s| s.matches(&f))
+        })
     }
 
     fn check(&self, i: &Incident, actor: &Actor, action: &str) -> Result<(), IncidentError> {
@@ -741,6 +770,25 @@ owner = "Water Resources Bureau""#,
         let t = v.incident.timeline.last().unwrap();
         assert_eq!((t.from.as_deref(), t.department.as_deref(), t.text.as_deref()), (Some("water"), Some("roads"), Some("a burst main")));
         assert_eq!(events(&v.incident).iter().map(|e| e.0).collect::<Vec<_>>(), ["opened", "assigned", "transferred"]);
+    }
+
+    #[test]
+    fn a_maintenance_window_over_an_open_incident_holds_its_escalation_until_it_ends() {
+        let rig = Rig::new(0);
+        let s = rig.service(chain(), settings());
+        s.take(&[alert(1, "wl-001", 0)]);
+        let spec: SilenceSpec =
+            serde_json::from_value(serde_json::json!({"match": {"district": "Xihu"}, "schedule": {"type": "once", "from_ms": 5 * M, "until_ms": 30 * M}, "comment": "dredging"}))
+                .unwrap();
+        s.add_silence(spec, "li").unwrap();
+        rig.clock.set(29 * M);
+        s.tick();
+        assert_eq!(s.get(1).unwrap().incident.count(EventKind::Overdue), 0, "held during the window");
+        rig.clock.set(30 * M);
+        s.tick();
+        let i = s.get(1).unwrap().incident;
+        let due: Vec<(&str, i64)> = i.timeline.iter().filter(|e| matches!(e.event, EventKind::Overdue | EventKind::Escalated)).map(|e| (e.event.as_str(), e.ts_ms)).collect();
+        assert_eq!(due, [("overdue", 10 * M), ("escalated", 15 * M), ("escalated", 20 * M)], "after it, each stamped when it came due");
     }
 
     #[test]

@@ -32,9 +32,12 @@ enum Command {
         /// Who or what holds it, as the audit log will name it.
         #[arg(long)]
         name: String,
-        /// viewer, operator or admin.
+        /// viewer, operator, command or admin.
         #[arg(long)]
         role: String,
+        /// The [[department]] an operator acts for (its incidents only).
+        #[arg(long)]
+        department: Option<String>,
     },
     /// Make a gateway's MQTT password and batch key: writes ID.password and
     /// ID.key (mode 0600) into --out and prints the collector's and the agent's config lines.
@@ -96,9 +99,9 @@ fn main() -> ExitCode {
                 Ok(())
             }))
         }
-        Command::Token { name, role } => {
+        Command::Token { name, role, department } => {
             let Ok(role) = serde_json::from_value::<collector::http::auth::Role>(serde_json::Value::String(role.clone())) else {
-                eprintln!("citysense-collector token: role `{role}` is not viewer, operator or admin");
+                eprintln!("citysense-collector token: role `{role}` is not viewer, operator, command or admin");
                 return ExitCode::from(2);
             };
             let token = match shared::auth::random_secret() {
@@ -107,6 +110,9 @@ fn main() -> ExitCode {
             };
             println!("# token for {name}, shown only now (send it as Authorization: Bearer TOKEN):\n# {token}");
             println!("[[auth.token]]\nname = \"{name}\"\nrole = \"{}\"\nsha256 = \"{}\"", role.as_str(), shared::auth::sha256_hex(&token));
+            if let Some(d) = department {
+                println!("department = \"{d}\"");
+            }
             ExitCode::SUCCESS
         }
         Command::GatewayCredentials { id, out } => finish(gateway_credentials(&id, &out)),

@@ -4,6 +4,7 @@
 //! serial line share a link and a task (`run_bus`): requests never overlap on
 //! the wire, a silent unit costs only its own timeout, and the others go on.
 
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,10 +146,14 @@ pub struct Poller {
     stats: Arc<DeviceStats>,
     /// Stamps readings and the device's poll record (the agent's clock).
     clock: SharedClock,
+    /// The time each request's readings were last stamped with (`stamp`).
+    stamped: Vec<AtomicI64>,
 }
 
 impl Poller {
     pub fn new(device: &ModbusDevice, stats: Arc<DeviceStats>) -> Poller {
+        let map = RegisterMap::plan(device.point.iter().map(Into::into).collect(), device.max_gap);
+        let stamped = map.requests.iter().map(|_| AtomicI64::new(i64::MIN)).collect();
         Poller {
             sensor: device.sensor.clone(),
             address: (*device.address).clone(),
@@ -156,9 +161,10 @@ impl Poller {
             interval: device.interval.0,
             timeout: device.timeout.0,
             retries: device.retries,
-            map: RegisterMap::plan(device.point.iter().map(Into::into).collect(), device.max_gap),
+            map,
             stats,
             clock: shared::clock::system(),
+            stamped,
         }
     }
 
@@ -211,13 +217,31 @@ impl Poller {
         out
     }
 
+    /// The time for the readings of request `i`, just answered: the clock's,
+    /// but always after the time its previous answer got. Two polls can be
+    /// answered within one millisecond: after a stall (a loaded machine, a
+    /// paused process) the late poll's answer is read only when the stall
+    /// ends, and the poll whose tick came due meanwhile goes at once. The
+    /// same time twice for one series is one point at the collector (it keys
+    /// by series and time), so the second reading would overwrite the first,
+    /// acknowledged and lost (issue 16's soak). A clock set back by more than
+    /// one interval is followed rather than held back for as long.
+    fn stamp(&self, i: usize) -> i64 {
+        let now = self.clock.now_ms();
+        let last = self.stamped[i].load(Relaxed);
+        let interval = self.interval.as_millis().min(i64::MAX as u128) as i64;
+        let ts_ms = if now <= last && last - now < interval { last + 1 } else { now };
+        self.stamped[i].store(ts_ms, Relaxed);
+        ts_ms
+    }
+
     async fn poll_once(&self, link: &mut Link) -> Vec<NewReading> {
         let mut out = Vec::new();
         let mut failed = 0;
-        for request in &self.map.requests {
+        for (i, request) in self.map.requests.iter().enumerate() {
             match self.read_with_retries(link, request).await {
                 Ok(words) => {
-                    let ts_ms = self.clock.now_ms();
+                    let ts_ms = self.stamp(i);
                     for d in self.map.decode(request, &words) {
                         if !d.value.is_finite() {
                             // A NaN/inf register image is how many devices flag a failed
@@ -319,3 +343,6 @@ pub async fn read_once(address: &ModbusAddress, unit: u8, table: Table, start: u
     let mut link = Link::new(address.clone());
     link.read(unit, table, start, count, limit).await.map_err(|cause| ProbeReadError { address: address.clone(), unit, cause })
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::alert::Severity;
+use crate::rules::store::AlertDb;
 
 /// `[[webhook]]` in the collector config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,8 @@ impl WebhookConfig {
 
 /// The delivery queue, kept in the alert store's database.
 pub struct Outbox {
+    /// The alert store's database, whose `sync` makes a queued delivery durable.
+    db: AlertDb,
     tree: sled::Tree,
     next: AtomicU64,
     pub notify: Notify,
@@ -53,16 +56,18 @@ struct Delivery {
 }
 
 impl Outbox {
-    pub fn open(db: &sled::Db) -> Result<Outbox, sled::Error> {
+    pub fn open(db: &AlertDb) -> Result<Outbox, sled::Error> {
         let tree = db.open_tree("webhooks")?;
         let next = tree.last()?.map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1).unwrap_or(1);
-        Ok(Outbox { tree, next: AtomicU64::new(next), notify: Notify::new(), delivered: AtomicU64::new(0), failures: AtomicU64::new(0) })
+        Ok(Outbox { db: db.clone(), tree, next: AtomicU64::new(next), notify: Notify::new(), delivered: AtomicU64::new(0), failures: AtomicU64::new(0) })
     }
 
     pub fn enqueue(&self, hook: usize, body: String) -> Result<(), sled::Error> {
         let k = self.next.fetch_add(1, Relaxed);
         self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body }).expect("delivery serializes"))?;
-        self.tree.flush()?;
+        // Durable before it is announced: sled's flush alone is only
+        // sync_file_range (spacejam/sled#1452).
+        self.db.sync()?;
         self.notify.notify_one();
         Ok(())
     }

@@ -11,6 +11,7 @@ use axum::Json;
 use super::query::{parse_time, Params};
 use super::role::Role;
 use super::{bad, ApiError, AppState};
+use crate::rules::store::AlertDb;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -37,19 +38,21 @@ pub enum AuditError {
 }
 
 pub struct AuditLog {
-    db: sled::Db,
+    /// The alert store's database, whose `sync` makes an entry durable.
+    db: AlertDb,
     tree: sled::Tree,
 }
 
 impl AuditLog {
-    pub fn open(db: &sled::Db) -> Result<AuditLog, AuditError> {
+    pub fn open(db: &AlertDb) -> Result<AuditLog, AuditError> {
         Ok(AuditLog { db: db.clone(), tree: db.open_tree("audit")? })
     }
 
     pub fn record(&self, e: AuditEntry) -> Result<(), AuditError> {
         let id = self.db.generate_id()?;
         self.tree.insert(id.to_be_bytes(), serde_json::to_vec(&e).expect("entry serializes"))?;
-        self.db.flush()?;
+        // sled's flush alone is only sync_file_range (spacejam/sled#1452).
+        self.db.sync()?;
         Ok(())
     }
 

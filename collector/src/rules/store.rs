@@ -3,6 +3,7 @@
 //! time-series store; sled underneath.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{Alert, Rule};
 
@@ -24,13 +25,37 @@ pub trait AlertStore: Send + Sync {
     fn rules(&self) -> Result<Vec<Rule>, AlertStoreError>;
 }
 
-pub struct SledAlertStore {
+/// The alert store's sled database, shared by every tree in it (alerts,
+/// rules, webhook deliveries, the audit log), with the one way to make a
+/// change to any of them durable: `sync`. It derefs to the `sled::Db`.
+#[derive(Clone)]
+pub struct AlertDb {
     db: sled::Db,
-    alerts: sled::Tree,
-    rules: sled::Tree,
     /// sled's log file, fsynced after each flush: on Linux sled 0.34 flushes
     /// with `sync_file_range`, which a power cut can undo (spacejam/sled#1452).
-    log: std::fs::File,
+    log: Arc<std::fs::File>,
+}
+
+impl AlertDb {
+    /// Makes every change so far durable: sled's flush, then an fsync of its log.
+    pub fn sync(&self) -> sled::Result<()> {
+        self.db.flush()?;
+        self.log.sync_data().map_err(sled::Error::Io)
+    }
+}
+
+impl std::ops::Deref for AlertDb {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
+pub struct SledAlertStore {
+    db: AlertDb,
+    alerts: sled::Tree,
+    rules: sled::Tree,
 }
 
 impl SledAlertStore {
@@ -50,18 +75,17 @@ impl SledAlertStore {
         for dir in [Some(path), path.parent()].into_iter().flatten().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(open_err)?;
         }
-        Ok(SledAlertStore { alerts, rules, db, log })
+        Ok(SledAlertStore { alerts, rules, db: AlertDb { db, log: Arc::new(log) } })
     }
 
-    /// The database, for the webhook outbox that shares it.
-    pub fn db(&self) -> &sled::Db {
+    /// The database, for the webhook outbox and the audit log that share it
+    /// (and make their changes durable with its `sync`).
+    pub fn db(&self) -> &AlertDb {
         &self.db
     }
 
     fn sync(&self) -> Result<(), AlertStoreError> {
-        self.db.flush()?;
-        self.log.sync_data().map_err(sled::Error::Io)?;
-        Ok(())
+        Ok(self.db.sync()?)
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use collector::store::lifecycle::Policy;
 use collector::store::settings::KeepConfig;
-use common::browser::browser;
+use common::browser::{browser, until};
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -239,15 +239,6 @@ async fn stored_counts(http: std::net::SocketAddr, clocks: &[(&str, &str, Arc<Sh
         out.push(series_values(http, sensor, "water_level_m").await.len());
     }
     out
-}
-
-/// Polls a JavaScript expression in the page until it is truthy.
-async fn until(page: &fantoccini::Client, what: &str, js: &str) -> Value {
-    wait_for(what, LIMIT, || async move {
-        let v = page.execute(&format!("return ({js});"), vec![]).await.unwrap();
-        (!(v.is_null() || v == false || v == 0 || v == "")).then_some(v)
-    })
-    .await
 }
 
 /// On the dashboard's gateway panel, as a wall or tablet shows it (no hover):

@@ -11,11 +11,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::browser::{browser, until, Driver};
 use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use rumqttc::QoS;
 use serde_json::{json, Value};
 use shared::{Batch, Quality, Reading, Seq};
@@ -34,50 +34,11 @@ fn artifacts() -> PathBuf {
 }
 
 /// The demo on free loopback ports and a headless browser ready to open it.
-async fn demo_in_browser(dir: &std::path::Path) -> (demo::Demo, Child, Client) {
+async fn demo_in_browser(dir: &std::path::Path) -> (demo::Demo, Driver, Client) {
     let opts = demo::DemoOptions { data: Some(dir.join("demo")), http: Some("127.0.0.1:0".into()), control: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let demo = demo::Demo::start(opts).await.unwrap();
     let (driver, page) = browser(&dir.join("profile")).await;
     (demo, driver, page)
-}
-
-async fn browser(profile: &std::path::Path) -> (Child, Client) {
-    let port = free_port();
-    let driver = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}): run ./tests/run, which installs chromium and chromium-driver"));
-    let driver = Child(driver);
-    wait_for_port(port, "chromedriver").await;
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--disable-quic", "--no-first-run", "--window-size=1920,1080", format!("--user-data-dir={}", profile.display())]
-        }
-    });
-    let caps = caps.as_object().unwrap().clone().into_iter().collect();
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a Chromium session");
-    (driver, client)
-}
-
-/// Polls a JavaScript expression in the page until it is truthy.
-async fn until(page: &Client, what: &str, js: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let v = page.execute(&format!("return ({js});"), vec![]).await.unwrap();
-        if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {LIMIT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn save_screenshot(page: &Client, name: &str) {

@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use collector::config::CollectorConfig;
 use collector::{Collector, Parts};
-use common::browser::browser;
+use common::browser::{browser, until};
 use common::*;
-use fantoccini::{Client, Locator};
-use serde_json::{json, Value};
+use fantoccini::Locator;
+use serde_json::json;
 use shared::clock::ManualClock;
 use shared::{Quality, Reading};
 
@@ -74,19 +74,6 @@ sla = [{ severity = "critical", acknowledge = "10m", resolve = "1h" }]
 id = "xihu-command"
 name = "Xihu District Emergency Office"
 "#;
-
-/// Polls a JavaScript expression in the page until it is truthy.
-async fn until(page: &Client, what: &str, js: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let v = page.execute(&format!("return ({js});"), vec![]).await.unwrap();
-        if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {LIMIT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn reading(sensor: &str, ts: i64, value: f64) -> Reading {
     Reading { seq: shared::Seq(0), sensor: sensor.into(), metric: "water_level_m".into(), ts_ms: ts, value, quality: Quality::Good }

@@ -1,10 +1,11 @@
 //! Debian's Chromium, headless, driven over WebDriver (chromedriver).
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder};
-use serde_json::json;
-use support::{free_port, wait_for_port, Child};
+use serde_json::{json, Value};
+use support::{free_port, wait_for, wait_for_port, Child};
 
 /// The chromedriver, and on drop the Chromium it started: a test that panics
 /// before closing its session would otherwise leave Chromium running (it
@@ -46,4 +47,13 @@ pub async fn browser(profile: &std::path::Path) -> (Driver, Client) {
         .await
         .expect("a Chromium session");
     (Driver { _driver: driver, profile: profile.to_path_buf() }, client)
+}
+
+/// Polls a JavaScript expression in the page until it is truthy (30 s at most).
+pub async fn until(page: &Client, what: &str, js: &str) -> Value {
+    wait_for(what, Duration::from_secs(30), || async move {
+        let v = page.execute(&format!("return ({js});"), vec![]).await.unwrap();
+        (!(v.is_null() || v == false || v == 0 || v == "")).then_some(v)
+    })
+    .await
 }

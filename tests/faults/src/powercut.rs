@@ -199,7 +199,7 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
     if let Some(mut c) = w.collector.take() {
         c.stop()?;
     }
-    w.disk.take();
+    w.keep_disk();
     Ok(report)
 }
 

@@ -359,8 +359,21 @@ impl World {
             c.stop()?;
         }
         self.mount.take();
-        self.disk.take();
+        self.keep_disk();
         Ok(report)
+    }
+
+    /// Drops the crash disk; with `CITYSENSE_KEEP_FAULTS` its durable image
+    /// is first written to `crash-disk` beside the logs, so a store that
+    /// lived on it can be opened after the run (it is gone once unmounted).
+    pub fn keep_disk(&mut self) {
+        if let Some(disk) = self.disk.take() {
+            if std::env::var_os("CITYSENSE_KEEP_FAULTS").is_some() {
+                if let Err(e) = disk.save(&self.dir.path().join("crash-disk")) {
+                    eprintln!("cannot keep the crash disk's image: {e}");
+                }
+            }
+        }
     }
 }
 

@@ -11,6 +11,8 @@ pub struct DeviceStats {
     pub sensor: String,
     polls: AtomicU64,
     errors: AtomicU64,
+    /// Requests given up for want of an answer within the timeout, retried or not.
+    abandoned: AtomicU64,
     last_poll_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
     last_error_ms: AtomicI64,
@@ -76,6 +78,15 @@ impl DeviceStats {
             _ => ("unknown", None),
         };
         DeviceState { state: state.into(), since_ms: (since > 0).then_some(since), error, last_error_ms: (last_error_ms > 0).then_some(last_error_ms) }
+    }
+
+    /// A request that timed out: abandoned, whether or not a retry then succeeds.
+    pub fn abandoned(&self) {
+        self.abandoned.fetch_add(1, Relaxed);
+    }
+
+    pub fn abandoned_requests(&self) -> u64 {
+        self.abandoned.load(Relaxed)
     }
 
     pub fn errors(&self) -> u64 {

@@ -41,6 +41,10 @@ pub struct StatusReport {
     pub next_seq: u64,
     pub durable_seq: u64,
     pub dropped_total: u64,
+    /// Modbus requests abandoned since start (no answer within the device's
+    /// timeout, whether or not a retry then succeeded), all devices.
+    #[serde(default)]
+    pub abandoned_requests: u64,
     pub full: bool,
     /// The outbox's last storage error, if writing is failing right now.
     pub storage_error: Option<String>,
@@ -61,6 +65,10 @@ pub struct DeviceStatus {
     pub health: DeviceHealth,
     #[serde(flatten)]
     pub state: DeviceState,
+    /// Requests abandoned for want of an answer within the timeout, retried
+    /// or not (a timeout the retry recovered is not in `errors`).
+    #[serde(default)]
+    pub abandoned_requests: u64,
 }
 
 /// What status says about the config: the running one's load time and the
@@ -108,6 +116,7 @@ impl StatusSource {
         let link = self.link.borrow().clone();
         let clock = self.clock.state();
         let now = clock.now_ms;
+        let devices: Vec<DeviceStatus> = self.devices.iter().map(|d| DeviceStatus { health: d.snapshot(), state: d.state(), abandoned_requests: d.abandoned_requests() }).collect();
         StatusReport {
             gateway: self.gateway.clone(),
             broker: self.broker.clone(),
@@ -123,9 +132,10 @@ impl StatusSource {
             next_seq: s.next_seq,
             durable_seq: s.durable,
             dropped_total: s.dropped_total,
+            abandoned_requests: devices.iter().map(|d| d.abandoned_requests).sum(),
             full: s.full,
             storage_error: self.storage_error.lock().unwrap().clone(),
-            devices: self.devices.iter().map(|d| DeviceStatus { health: d.snapshot(), state: d.state() }).collect(),
+            devices,
             config: self.config.lock().unwrap().clone(),
             clock: Some(clock),
         }
@@ -166,6 +176,13 @@ impl StatusSource {
             "# HELP citysense_agent_config_reload_refused 1 when the last SIGHUP reload was refused (the running config kept).\n# TYPE citysense_agent_config_reload_refused gauge\ncitysense_agent_config_reload_refused{{gateway=\"{g}\"}} {}",
             u8::from(refused)
         );
+        let _ = writeln!(
+            out,
+            "# HELP citysense_agent_modbus_abandoned_total Modbus requests abandoned per device: no answer within the timeout, whether or not a retry then succeeded.\n# TYPE citysense_agent_modbus_abandoned_total counter"
+        );
+        for d in &r.devices {
+            let _ = writeln!(out, "citysense_agent_modbus_abandoned_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, d.abandoned_requests);
+        }
         let _ = writeln!(out, "# HELP citysense_agent_device_polls_total Successful polls per device.\n# TYPE citysense_agent_device_polls_total counter");
         for d in &r.devices {
             let _ = writeln!(out, "citysense_agent_device_polls_total{{gateway=\"{g}\",sensor=\"{}\"}} {}", d.health.sensor, d.health.polls);
@@ -343,7 +360,8 @@ pub fn render(r: &StatusReport) -> String {
         let h = &d.health;
         let since = d.state.since_ms.map(|t| format!(" since {} ago", age(now - t))).unwrap_or_default();
         let last = h.last_poll_ms.map(|t| format!("{} ago", age(now - t))).unwrap_or_else(|| "never".into());
-        let _ = write!(out, "{}: {}{since}, {} polls, {} errors, last good poll {last}", h.sensor, d.state.state.to_uppercase(), h.polls, h.errors);
+        let abandoned = if d.abandoned_requests > 0 { format!(", {} requests abandoned (timed out)", d.abandoned_requests) } else { String::new() };
+        let _ = write!(out, "{}: {}{since}, {} polls, {} errors{abandoned}, last good poll {last}", h.sensor, d.state.state.to_uppercase(), h.polls, h.errors);
         match (&d.state.error, &h.last_error) {
             (Some(e), _) => {
                 let _ = write!(out, ", error: {e}");

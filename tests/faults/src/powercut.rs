@@ -16,7 +16,13 @@
 //! The collector's: it never acknowledges a reading a cut then loses. The
 //! agent's `acked_seq` once the collector is dead is everything it was told;
 //! the reopened collector's progress must be at or above it, and in the end
-//! every served value must be stored (the agent resends the rest).
+//! every seq the agent handed out must be stored (the agent resends the
+//! rest), and no more served values missing than reads the agent abandoned.
+//!
+//! A read the agent abandoned (no answer within its timeout, retried or
+//! not) may still have been served a counter value that no reading carries:
+//! the agent counts them, and names each in its log (per run, exact across
+//! a kill), and each excuses at most one missing value.
 //!
 //! Both must reopen their stores after every cut by themselves.
 
@@ -64,6 +70,15 @@ struct Run {
     killed_ms: i64,
     /// The seq the outbox held on opening (None: killed before it opened).
     opened: Option<u64>,
+    /// Its log, where the poller names each request it abandoned.
+    log: std::path::PathBuf,
+}
+
+/// Requests a run's agent abandoned (no answer within its timeout, retried
+/// or not), one debug line each in its log: the log is written as it goes,
+/// so a SIGKILL loses none of them, unlike a status read before the kill.
+fn abandoned_in(log: &Path) -> u64 {
+    std::fs::read_to_string(log).map(|t| t.lines().filter(|l| l.contains("request abandoned")).count() as u64).unwrap_or(0)
 }
 
 /// `cuts` agent kills, each with a power cut of its outbox disk, or (`power`
@@ -102,7 +117,7 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
             check_reopened(opened, cut, &mut must_survive, &mut tally, &mut lost_durable);
         }
         if cut == cuts {
-            runs.push(Run { started_ms, killed_ms: i64::MAX, opened });
+            runs.push(Run { started_ms, killed_ms: i64::MAX, opened, log: w.agent_log.clone() });
             break;
         }
         if up {
@@ -126,7 +141,7 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
             opened = opened_at(&w.agent_log);
             check_reopened(opened, cut, &mut must_survive, &mut tally, &mut lost_durable);
         }
-        runs.push(Run { started_ms, killed_ms, opened });
+        runs.push(Run { started_ms, killed_ms, opened, log: w.agent_log.clone() });
         if let Some(disk) = w.disk.as_mut() {
             disk.power_cut().with_context(|| format!("cut {cut}"))?;
         }
@@ -138,10 +153,12 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
     let status = w.drained(Duration::from_secs(90))?;
     let last = status["next_seq"].as_u64().ok_or_else(|| anyhow!("no next_seq in {status}"))? - 1;
     let poll_errors: u64 = status["devices"].as_array().map(|d| d.iter().filter_map(|x| x["errors"].as_u64()).sum()).unwrap_or(0);
+    let abandoned_last = status["abandoned_requests"].as_u64().context("no abandoned_requests in the agent's status")?;
     let stored = stored_values(&w, &w.counter_log)?;
     let served = served(&w.counter_log)?;
     let mut missing_total = 0;
     let mut excused_total = 0;
+    let mut abandoned_total = 0;
     let mut mismatches = Vec::new();
     let opened_runs: Vec<usize> = (0..runs.len()).filter(|i| runs[*i].opened.is_some()).collect();
     for (i, run) in runs.iter().enumerate() {
@@ -166,32 +183,45 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
             }
             None => 0,
         };
-        let excused = taken.saturating_sub(survived);
+        // Of what was served in this run and did not survive, a value each
+        // of the requests the agent abandoned (it served them, the agent
+        // never took the answer: no reading, no seq); the rest are the
+        // readings the kill lost inside the window.
+        let abandoned = abandoned_in(&run.log);
+        let gone = taken.saturating_sub(survived);
+        let excused = gone.saturating_sub(abandoned);
         if i + 1 < runs.len() {
             tally.excused.push(excused);
         }
-        // Fewer missing than excused happens only when a cut lost seqs the
-        // collector already had: counted above against `durable_seq`.
-        if missing != excused {
+        // Exact: the values missing are the ones served that did not
+        // survive, no more and no fewer. Fewer happens only when a cut lost
+        // seqs the collector already had (counted above against
+        // `durable_seq`) or when an abandoned request was never served.
+        if missing != gone {
             which.truncate(5);
             mismatches.push(format!(
-                "run {i} ({}..{} ms): {taken} served, {survived} survived the cut, {missing} missing from the store: {}",
+                "run {i} ({}..{} ms): {taken} served, {survived} survived the cut, {abandoned} requests abandoned, {missing} missing from the store: {}",
                 run.started_ms,
                 run.killed_ms,
                 which.join(" ")
             ));
-            tally.lost_beyond_window += missing.saturating_sub(excused);
+            tally.lost_beyond_window += missing.saturating_sub(gone);
+        }
+        if i + 1 == runs.len() && abandoned != abandoned_last {
+            mismatches.push(format!("the last run's log names {abandoned} abandoned requests, its status {abandoned_last}"));
         }
         missing_total += missing;
         excused_total += excused;
+        abandoned_total += abandoned.min(gone);
     }
     if let Some(mut a) = w.agent.take() {
         a.stop()?;
     }
     let (duplicated, effects) = w.effects(last, 0)?;
-    let mut report = Report { scenario: scenario.into(), delivered: stored.len() as u64, in_kill_window: excused_total, duplicated, ..Default::default() };
+    let mut report =
+        Report { scenario: scenario.into(), delivered: stored.len() as u64, in_kill_window: excused_total, abandoned: abandoned_total, duplicated, ..Default::default() };
     report.notes.extend(effects);
-    report.lost = missing_total.saturating_sub(excused_total);
+    report.lost = missing_total.saturating_sub(excused_total + abandoned_total);
     report.notes.insert(0, format!("seed={seed0} excused_per_cut={} poll_errors={poll_errors}", join(&tally.excused)));
     report.notes.extend(lost_durable);
     report.notes.extend(mismatches);
@@ -250,7 +280,10 @@ pub fn collector(bins: &Bins, cuts: usize, seed0: u64) -> Result<Report> {
     check_progress(&w, cuts, &mut must_hold, &mut tally, &mut shortfalls)?;
     let acked_short = tally.acked_then_lost;
     let mut report = w.finish("collector-powercut", vec![format!("seed={seed0}")])?;
-    // Nothing excuses a missing value here: the agent deletes only on an ack.
+    // `finish` checks every seq the agent handed out is stored (and the
+    // store's progress past them), and that no more served values are
+    // missing than requests the agent abandoned. Nothing else excuses a
+    // missing reading here: the agent deletes only on an ack.
     tally.acked_then_lost = acked_short.max(report.lost);
     report.notes.extend(shortfalls);
     report.cuts = Some(tally);
@@ -271,11 +304,7 @@ fn check_reopened(opened: Option<u64>, cut: usize, must_survive: &mut u64, tally
 
 /// The reopened collector's progress against every ack the agent got.
 fn check_progress(w: &World, cut: usize, must_hold: &mut u64, tally: &mut Cuts, shortfalls: &mut Vec<String>) -> Result<()> {
-    let progress = match get_json(w.http, "/api/v1/gateways/gw-fault/progress") {
-        Ok(doc) => doc.as_array().map(|a| a.iter().filter_map(|s| s["acked_seq"].as_u64()).max().unwrap_or(0)).unwrap_or(0),
-        Err(e) if e.to_string().contains("404") => 0,
-        Err(e) => return Err(e),
-    };
+    let progress = w.progress()?;
     if progress < *must_hold {
         shortfalls.push(format!("cut {cut}: the agent was told seq {must_hold} was stored, the reopened store holds up to {progress}"));
         tally.acked_then_lost += *must_hold - progress;

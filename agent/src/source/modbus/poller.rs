@@ -27,6 +27,10 @@ use shared::clock::SharedClock;
 pub enum ReadError {
     /// The device answered; retrying the same request will not help (except busy).
     Exception(tokio_modbus::ExceptionCode),
+    /// The request went out and no answer came within the timeout: the read
+    /// is abandoned (the connection dropped and made again), though the
+    /// device may still act on it (serve a value, move a counter) after.
+    NoAnswer(Duration),
     /// No usable answer: the connection is dropped and made again.
     Transport(String),
 }
@@ -35,6 +39,7 @@ impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::Exception(code) => f.write_str(&exception_name(*code)),
+            ReadError::NoAnswer(limit) => write!(f, "no answer within {limit:?}"),
             ReadError::Transport(m) => f.write_str(m),
         }
     }
@@ -113,7 +118,7 @@ impl Link {
         let gap = self.gap();
         let ctx = self.context(unit, limit).await?;
         let result = read_table(ctx, table, start, count, limit).await;
-        if matches!(result, Err(ReadError::Transport(_))) {
+        if matches!(result, Err(ReadError::Transport(_) | ReadError::NoAnswer(_))) {
             self.reset();
         }
         if !gap.is_zero() {
@@ -280,6 +285,13 @@ impl Poller {
                 Ok(words) => return Ok(words),
                 Err(e) => e,
             };
+            if let ReadError::NoAnswer(limit) = cause {
+                // Counted whether or not a retry then succeeds: the device may
+                // have served this request after all, a value nobody will see
+                // (the fault suite's accounting excuses exactly these).
+                self.stats.abandoned();
+                tracing::debug!(sensor = %self.sensor, address = %self.address, unit = self.unit, "request abandoned: {} {}+{}: no answer within {limit:?}", request.table.name(), request.start, request.count);
+            }
             attempt += 1;
             let busy = matches!(cause, ReadError::Exception(tokio_modbus::ExceptionCode::ServerDeviceBusy));
             if attempt > self.retries || (matches!(cause, ReadError::Exception(_)) && !busy) {
@@ -329,7 +341,7 @@ async fn read_table(c: &mut Context, table: Table, start: u16, count: u16, limit
         })
     })
     .await
-    .map_err(|_| ReadError::Transport(format!("no answer within {limit:?}")))?
+    .map_err(|_| ReadError::NoAnswer(limit))?
     .map_err(|e| ReadError::Transport(e.to_string()))?;
     let words = answer.map_err(ReadError::Exception)?;
     if words.len() < count as usize {

@@ -300,14 +300,14 @@ impl Ingest {
             progress: next.iter().map(|(s, t)| (s.clone(), t.progress())).collect(),
             forget: Vec::new(),
         };
-        // The rule engine and the live feeds get the readings before they are
-        // written and synced, so an alert does not wait for the disk; only the
-        // ack does. Should the write or the sync fail, the readings come back
-        // from the agents (their trackers have not moved) and are evaluated
-        // again; the engine keeps one alert per key, so it does not fire twice.
+        // The rule engine gets the readings before they are written and
+        // synced, so an alert does not wait for the disk; only the ack does.
+        // Should the write or the sync fail, the readings come back from the
+        // agents (their trackers have not moved) and are evaluated again; the
+        // engine keeps one alert per key, so it does not fire twice. The live
+        // feeds wait for the sync (below).
         for (o, fresh) in &outcomes {
             if !fresh.is_empty() {
-                let _ = self.links.feed.send(FeedEvent::Readings(fresh.clone()));
                 if self.links.rules.try_send(RuleInput::Readings { gateway: o.space.gateway.to_string(), readings: fresh.clone() }).is_err() {
                     counters.rules_lagged.fetch_add(1, Relaxed);
                 }
@@ -345,6 +345,15 @@ impl Ingest {
         self.health.store.progress();
         self.ownership.commit(bindings);
         for (o, fresh) in outcomes {
+            // Live feeds carry only durable readings: published before the
+            // sync, a reading that a crash then lost would be published again
+            // when its agent resent it (the fault suite's power cuts saw
+            // it), and a consumer could see a value the store never held.
+            // The price is the sync's time on the feed's latency, not on
+            // the alerts'.
+            if !fresh.is_empty() {
+                let _ = self.links.feed.send(FeedEvent::Readings(fresh.clone()));
+            }
             if let Some(last) = o.refused.last() {
                 counters.sensor_not_owned.fetch_add(o.refused.len() as u64, Relaxed);
                 self.registry.refused(&o.space.gateway, o.refused.len() as u64, RefusedSensor { sensor: last.sensor.clone(), owners: last.owners.clone(), at_ms: now });

@@ -6,6 +6,7 @@
 //! - `C` series id, hour start (as in `P`) → that hour's samples packed (`block`)
 //! - `U` series id, hour start → nothing: an hour with `P` samples not yet packed
 //! - `M` / `H` series id, bucket start (as in `P`) → 1-minute / 1-hour `Rollup`
+//! - `R` series id, hour start → that hour's 1-minute rollups packed (`block::rollups`)
 //! - `D` series id, minute start → nothing: a minute written since its rollups were made
 //! - `G` gateway (`\0` epoch, for epochs other than 0) → postcard `Progress`
 //! - `L` entry id (u64, big-endian) → postcard (gateway, readings): the forward log
@@ -48,6 +49,10 @@ pub fn point(id: u32, ts_ms: i64) -> Key {
 
 pub fn block(id: u32, hour: i64) -> Key {
     timed(b'C', id, hour)
+}
+
+pub fn minute_block(id: u32, hour: i64) -> Key {
+    timed(b'R', id, hour)
 }
 
 pub fn unpacked(id: u32, hour: i64) -> Key {

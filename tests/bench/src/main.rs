@@ -30,7 +30,6 @@ use ingest::ingest;
 use replay::replay;
 use scaling::scaling;
 use sink::sink;
-use store::store;
 
 use anyhow::{bail, Result};
 
@@ -113,7 +112,10 @@ async fn main() -> Result<()> {
                 }
             }
         },
-        "store" => println!("{}", tokio::task::spawn_blocking(move || if quick { store(20, 1) } else { store(40, 3) }).await??),
+        "store" => {
+            let realistic = args.iter().any(|a| a == "--realistic");
+            println!("{}", tokio::task::spawn_blocking(move || store::scenario(quick, realistic)).await??)
+        }
         "scaling" => println!("{}", scaling(quick)?),
         other => bail!("unknown scenario `{other}`; scenarios: agent delivery replay ingest alert-latency sink store scaling"),
     }

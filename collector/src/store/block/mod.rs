@@ -21,6 +21,7 @@ use super::Sample;
 mod bits;
 mod decimal;
 mod gorilla;
+pub mod rollups;
 mod timestamps;
 mod v1;
 mod values;

@@ -9,7 +9,7 @@ use redb::Durability;
 
 use super::super::keys;
 use super::super::{block, Expired, Keep, Level, Rollup, Sample, StoreError, PACK_AFTER_MS};
-use super::{hour_of, merge_into, scan, RedbStore, HOUR};
+use super::{hour_of, merge_into, RedbStore, HOUR};
 
 impl RedbStore {
     pub(super) fn roll_up_dirty(&self) -> Result<u64, StoreError> {
@@ -41,12 +41,9 @@ impl RedbStore {
             // The transaction reads its own writes: these minutes are current.
             for (id, h) in hours.into_keys() {
                 let mut acc = None;
-                scan(t, &self.file, &keys::level(Level::Minute, id, h), &keys::level(Level::Minute, id, h + HOUR), |k, v| {
-                    if let Some(r) = keys::rollup(k, v) {
-                        merge_into(&mut acc, Rollup { start_ms: h, ..r });
-                    }
-                    Ok(true)
-                })?;
+                for r in self.minute_rollups(t, id, h, h + HOUR - 1)? {
+                    merge_into(&mut acc, Rollup { start_ms: h, ..r });
+                }
                 if let Some(r) = acc {
                     t.insert(&keys::level(Level::Hour, id, h)[..], &keys::encode_rollup(&r)[..]).map_err(self.err())?;
                 }
@@ -79,6 +76,14 @@ impl RedbStore {
                     } else {
                         t.insert(&keys::block(id, h)[..], &block::encode(h, &samples)[..]).map_err(self.err())?;
                     }
+                    // The hour's minute rollups, made by `roll_up` before this pass, into one entry too.
+                    let minutes = self.minute_rollups(t, id, h, h + HOUR - 1)?;
+                    t.retain_in::<&[u8], _>(&keys::level(Level::Minute, id, h)[..]..&keys::level(Level::Minute, id, h + HOUR)[..], |_, _| false).map_err(self.err())?;
+                    if minutes.is_empty() {
+                        t.remove(&keys::minute_block(id, h)[..]).map_err(self.err())?;
+                    } else {
+                        t.insert(&keys::minute_block(id, h)[..], &block::rollups::encode(h, &minutes)[..]).map_err(self.err())?;
+                    }
                     t.remove(&keys::unpacked(id, h)[..]).map_err(self.err())?;
                 }
                 Ok(())
@@ -109,6 +114,7 @@ impl RedbStore {
                 }
                 if let Some(c) = minute {
                     e.rollups += self.delete_before(t, Level::Minute, id, c)?;
+                    e.rollups += self.expire_minute_blocks(t, id, c)?;
                 }
                 if let Some(c) = hour {
                     e.rollups += self.delete_before(t, Level::Hour, id, c)?;

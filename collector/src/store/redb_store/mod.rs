@@ -170,6 +170,14 @@ impl RedbStore {
         })
     }
 
+    /// Rewrites the file without its free pages (redb's compaction), so its
+    /// size is what the data takes: for measurements (`citysense-bench
+    /// store`), with no transaction open.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        while self.db.compact().map_err(|e| StoreError::Engine { path: self.file.display().to_string(), source: e.into() })? {}
+        Ok(())
+    }
+
     fn err<E: Into<redb::Error>>(&self) -> impl Fn(E) -> StoreError + '_ {
         move |e| StoreError::Engine { path: self.file.display().to_string(), source: e.into() }
     }
@@ -257,6 +265,65 @@ impl RedbStore {
 
     fn corrupt(&self, detail: String) -> StoreError {
         StoreError::Corrupt { path: self.file.display().to_string(), detail }
+    }
+
+    /// The 1-minute rollups of series `id` with `from <= start <= to`: the
+    /// packed hours (`R`) and single entries (`M`: minutes of hours not packed
+    /// yet, or rolled up again after a late sample), a single entry winning.
+    fn minute_rollups<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64, to: i64) -> Result<Vec<Rollup>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut packed = Vec::new();
+        scan(t, &self.file, &keys::minute_block(id, hour_of(from)), &keys::minute_block(id, to.saturating_add(1)), |k, v| {
+            let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("rollup block key is not 13 bytes".into()))?;
+            let rollups = block::rollups::decode(hour, v).ok_or_else(|| self.corrupt(format!("the minute rollups of series {id} at {hour} do not decode")))?;
+            packed.extend(rollups.into_iter().filter(|r| (from..=to).contains(&r.start_ms)));
+            Ok(true)
+        })?;
+        let mut single = Vec::new();
+        for item in t.range::<&[u8]>(&keys::level(Level::Minute, id, from)[..]..=&keys::level(Level::Minute, id, to)[..]).map_err(self.err())? {
+            let (k, v) = item.map_err(self.err())?;
+            single.extend(keys::rollup(k.value(), v.value()));
+        }
+        if packed.is_empty() {
+            return Ok(single);
+        }
+        let mut out = Vec::with_capacity(packed.len() + single.len());
+        let (mut a, mut b) = (packed.into_iter().peekable(), single.into_iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.start_ms < y.start_ms => out.extend(a.next()),
+                (Some(x), Some(y)) if x.start_ms == y.start_ms => {
+                    a.next();
+                    out.extend(b.next());
+                }
+                (_, Some(_)) => out.extend(b.next()),
+                (Some(_), None) => out.extend(a.next()),
+                (None, None) => return Ok(out),
+            }
+        }
+    }
+
+    /// Drops packed minute rollups of series `id` starting before `cutoff`.
+    fn expire_minute_blocks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
+        let mut old: Vec<(i64, Vec<Rollup>)> = Vec::new();
+        scan(t, &self.file, &keys::minute_block(id, i64::MIN), &keys::minute_block(id, cutoff), |k, v| {
+            let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("rollup block key is not 13 bytes".into()))?;
+            old.push((hour, block::rollups::decode(hour, v).ok_or_else(|| self.corrupt(format!("the minute rollups of series {id} at {hour} do not decode")))?));
+            Ok(true)
+        })?;
+        let mut gone = 0u64;
+        for (hour, rollups) in old {
+            let keep: Vec<Rollup> = rollups.iter().filter(|r| r.start_ms >= cutoff).copied().collect();
+            gone += (rollups.len() - keep.len()) as u64;
+            if keep.is_empty() {
+                t.remove(&keys::minute_block(id, hour)[..]).map_err(self.err())?;
+            } else if keep.len() < rollups.len() {
+                t.insert(&keys::minute_block(id, hour)[..], &block::rollups::encode(hour, &keep)[..]).map_err(self.err())?;
+            }
+        }
+        Ok(gone)
     }
 
     /// The packed samples of series `id` with `from <= ts <= to`.

@@ -72,6 +72,9 @@ impl RedbStore {
             return Ok(Vec::new());
         }
         self.read(|t| {
+            if level == Level::Minute {
+                return self.minute_rollups(t, id, from, to);
+            }
             let mut out = Vec::new();
             for item in t.range::<&[u8]>(&keys::level(level, id, from)[..]..=&keys::level(level, id, to)[..]).map_err(self.err())? {
                 let (k, v) = item.map_err(self.err())?;

@@ -133,3 +133,40 @@ fn each_epoch_keeps_its_own_progress_and_a_reset_forgets_one() {
     st.write(&Write { forget: vec![new], ..Write::default() }).unwrap();
     assert_eq!(st.progress().unwrap().len(), 2);
 }
+
+#[test]
+fn an_hours_minute_rollups_pack_into_one_entry_and_read_the_same_with_late_samples_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    let h0 = 1_700_006_400_000;
+    let rs: Vec<Reading> = (0..720).map(|i| r(i + 1, "aq-1", h0 + i as i64 * 10_000, 20.0 + (i % 7) as f64 * 0.25)).collect();
+    st.write(&w(rs, vec![])).unwrap();
+    st.roll_up().unwrap();
+    let minutes = st.rollups("aq-1", "pm25", Level::Minute, h0, h0 + 2 * HOUR - 1).unwrap();
+    let hours = st.rollups("aq-1", "pm25", Level::Hour, h0, h0 + 2 * HOUR - 1).unwrap();
+    assert_eq!((minutes.len(), hours.len()), (120, 2));
+    assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS).unwrap(), 2);
+    let entries = |prefix: u8| st.read(|t| Ok(t.range::<&[u8]>(&[prefix][..]..&keys::after(prefix)[..]).map_err(st.err())?.count())).unwrap();
+    assert_eq!((entries(b'M'), entries(b'R')), (0, 2), "each hour's 60 minute rollups are one entry");
+    assert_eq!(st.rollups("aq-1", "pm25", Level::Minute, h0, h0 + 2 * HOUR - 1).unwrap(), minutes);
+    assert_eq!(st.rollups("aq-1", "pm25", Level::Minute, h0 + 90_000, h0 + 150_000).unwrap(), minutes[2..3].to_vec(), "a window inside a packed hour");
+    // A late sample for the packed first hour: its minute and hour count it once.
+    st.write(&w(vec![r(900, "aq-1", h0 + 5, 99.0)], vec![])).unwrap();
+    st.roll_up().unwrap();
+    let after = st.rollups("aq-1", "pm25", Level::Minute, h0, h0 + 2 * HOUR - 1).unwrap();
+    assert_eq!((after.len(), after[0].count, after[0].max), (120, 7, 99.0));
+    assert_eq!(after[1..], minutes[1..]);
+    let h = st.rollups("aq-1", "pm25", Level::Hour, h0, h0).unwrap();
+    assert_eq!((h[0].count, h[0].max), (361, 99.0));
+    assert_eq!(st.pack(h0 + 10 * HOUR).unwrap(), 1);
+    assert_eq!(st.rollups("aq-1", "pm25", Level::Minute, h0, h0 + 2 * HOUR - 1).unwrap(), after);
+    assert_eq!(entries(b'M'), 0);
+    // Retention cuts through a packed hour of minute rollups.
+    let e = st.expire(h0 + HOUR / 2 + 2 * 60_000 - 1, &|_, _| Keep { raw_ms: None, minute_ms: Some(60_000), hour_ms: None }).unwrap();
+    assert_eq!(e.rollups, 30);
+    let left = st.rollups("aq-1", "pm25", Level::Minute, i64::MIN, i64::MAX).unwrap();
+    assert_eq!((left.len(), left[0].start_ms), (90, h0 + HOUR / 2));
+    drop(st);
+    let st = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(st.rollups("aq-1", "pm25", Level::Minute, i64::MIN, i64::MAX).unwrap(), left);
+}

@@ -307,10 +307,8 @@ impl Ingest {
         // engine keeps one alert per key, so it does not fire twice. The live
         // feeds wait for the sync (below).
         for (o, fresh) in &outcomes {
-            if !fresh.is_empty() {
-                if self.links.rules.try_send(RuleInput::Readings { gateway: o.space.gateway.to_string(), readings: fresh.clone() }).is_err() {
-                    counters.rules_lagged.fetch_add(1, Relaxed);
-                }
+            if !fresh.is_empty() && self.links.rules.try_send(RuleInput::Readings { gateway: o.space.gateway.to_string(), readings: fresh.clone() }).is_err() {
+                counters.rules_lagged.fetch_add(1, Relaxed);
             }
         }
         let store = self.store.clone();

@@ -487,6 +487,33 @@ async fn mqtt_subscribers_receive_each_new_observation_as_its_json() {
     c.collector.shutdown().await;
 }
 
+/// `$skip` inside one Datastream passes over whole hours by their rollup
+/// counts: every skip, before, at and after an hour's edge and with a
+/// filter starting mid-hour, lands on the observation the series API has
+/// there, and a nextLink walk gives each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_inside_a_datastream_lands_where_the_series_api_says_across_hours() {
+    let c = city(UNLIMITED).await;
+    let series = series_values(c.addr, "aq-001", "pm25").await;
+    assert_eq!(series.len(), 120);
+    let result = |v: &Value| v["value"].as_array().unwrap().iter().map(|o| o["result"].as_f64().unwrap()).collect::<Vec<f64>>();
+    // 25 minutes into the first hour: 35 observations there, 60 in the next.
+    let since = collector::sta::time::format(c.base + 25 * 60_000);
+    for skip in [0, 1, 34, 35, 36, 94, 95, 200] {
+        let page = sta(c.addr, &format!("Datastreams('aq-001~pm25')/Observations?$filter=phenomenonTime ge {since}&$skip={skip}&$top=3")).await;
+        let want: Vec<f64> = series.iter().skip(25 + skip).take(3).copied().collect();
+        assert_eq!(result(&page), want, "filtered, $skip={skip}");
+    }
+    for skip in [59, 60, 61, 119, 120] {
+        let page = sta(c.addr, &format!("Datastreams('aq-001~pm25')/Observations?$skip={skip}&$top=2")).await;
+        assert_eq!(result(&page), series.iter().skip(skip).take(2).copied().collect::<Vec<_>>(), "$skip={skip}");
+    }
+    let walked: Vec<f64> =
+        all(c.addr, &format!("Datastreams('aq-001~pm25')/Observations?$filter=phenomenonTime ge {since}&$top=7")).await.iter().map(|o| o["result"].as_f64().unwrap()).collect();
+    assert_eq!(walked, series[25..], "a nextLink walk of pages of 7");
+    c.collector.shutdown().await;
+}
+
 /// FROST-Server's own Python client (PyPI `frost-sta-client`, installed by
 /// tests/run) reads the endpoint: whole sets page by page, links, a filter
 /// on phenomenonTime and result, and the values the series API returns.

@@ -157,6 +157,36 @@ impl Reader<'_, '_> {
         Ok(self.count_raw(d, start, h0 - 1)? + whole + self.count_raw(d, h1, hi)?)
     }
 
+    /// Where to start reading `d` in `[lo, hi]` to pass over `skip` samples,
+    /// and how many samples lie before that point (at most `skip`): the
+    /// samples before the first whole hour counted raw, then whole hours by
+    /// their rollup counts (current: `page` rolls up before a `$skip`).
+    fn pass_hours(&self, d: usize, lo: i64, hi: i64, skip: usize) -> Result<(i64, usize), StaError> {
+        let (s, m) = self.series(d);
+        // As in `count_range`: from the first sample raw retention kept.
+        let Some(first) = self.graph.store.query(s, m, lo, hi, 1)?.into_iter().next() else { return Ok((lo, 0)) };
+        let h0 = first.ts_ms.saturating_add(HOUR - 1).div_euclid(HOUR).saturating_mul(HOUR);
+        let h1 = hi.saturating_add(1).div_euclid(HOUR).saturating_mul(HOUR);
+        if h0 >= h1 {
+            return Ok((lo, 0));
+        }
+        let mut passed = self.count_raw(d, first.ts_ms, h0 - 1)? as usize;
+        if passed > skip {
+            return Ok((lo, 0));
+        }
+        let mut at = h0;
+        for r in self.graph.store.rollups(s, m, Level::Hour, h0, h1 - HOUR)? {
+            self.budget.check()?;
+            if passed + r.count as usize > skip {
+                break;
+            }
+            passed += r.count as usize;
+            // An hour without a rollup holds no samples.
+            at = r.start_ms + HOUR;
+        }
+        Ok((at, passed))
+    }
+
     fn count_raw(&self, d: usize, mut lo: i64, hi: i64) -> Result<u64, StaError> {
         let mut n = 0;
         loop {
@@ -221,15 +251,20 @@ impl Reader<'_, '_> {
             if items.len() >= want && !counting {
                 break;
             }
-            // Whole series passed over by $skip are counted, not read.
+            let mut lo = plan.from;
+            // Whole series passed over by $skip are counted, not read; inside
+            // a series, whole hours are (a nextLink walk would otherwise
+            // read every page before the one it asks for).
             if skip > 0 && plan.exact() {
                 let n = self.count_range(d, plan.from, plan.to)?;
                 if n as usize <= skip {
                     skip -= n as usize;
                     continue;
                 }
+                let (from, passed) = self.pass_hours(d, plan.from, plan.to, skip)?;
+                lo = from;
+                skip -= passed;
             }
-            let mut lo = plan.from;
             loop {
                 self.budget.check()?;
                 let (got, next) = self.fetch(d, lo, plan.to, CHUNK, false)?;

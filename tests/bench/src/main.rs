@@ -11,7 +11,11 @@
 //! under load and with a backlog), `scaling` (how the figures change as
 //! gateways, rules and points grow tenfold), `delivery` (the agent with its
 //! shipped defaults, in its own process, through Mosquitto to a collector in
-//! its own: read → stored latency, idle and backlog memory, backlog drain).
+//! its own: read → stored latency, idle and backlog memory, backlog drain),
+//! `sta` (the SensorThings API over HTTP: latest observation of every
+//! Datastream, a day of one Datastream, `$count` of all Observations, at the
+//! demo's size and at 10,000 Datastreams; `--data DIR` keeps the generated
+//! store for later runs).
 
 mod agent_pipeline;
 mod alert_latency;
@@ -21,6 +25,7 @@ mod ingest;
 mod replay;
 mod scaling;
 mod sink;
+mod sta;
 mod store;
 
 use agent_pipeline::{agent_pipeline, Phases};
@@ -62,7 +67,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent delivery replay ingest alert-latency sink store scaling");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent delivery replay ingest alert-latency sink store scaling sta [--data DIR]");
     };
     match scenario.as_str() {
         "delivery" => println!("{}", delivery(quick).await?),
@@ -117,7 +122,29 @@ async fn main() -> Result<()> {
             println!("{}", tokio::task::spawn_blocking(move || store::scenario(quick, realistic)).await??)
         }
         "scaling" => println!("{}", scaling(quick)?),
-        other => bail!("unknown scenario `{other}`; scenarios: agent delivery replay ingest alert-latency sink store scaling"),
+        "sta" => {
+            let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+            let data = opt("--data");
+            match opt("--catalogue") {
+                Some(catalogue) => {
+                    let sensors = opt("--sensors").map(|n| n.parse()).transpose()?.unwrap_or(10_000);
+                    let hours = opt("--hours").map(|n| n.parse()).transpose()?.unwrap_or(24);
+                    println!("{}", sta::sta(sta::Size { catalogue, sensors, hours }, data.map(Into::into), quick).await?);
+                }
+                // The demo's catalogue, then 10,000 Datastreams (quick: an hour or two of each, 1,000 Datastreams).
+                None => {
+                    let grid_sensors = opt("--sensors").unwrap_or_else(|| if quick { "1000" } else { "10000" }.into());
+                    let grid_hours = opt("--hours").unwrap_or_else(|| if quick { "1" } else { "24" }.into());
+                    let demo_hours = if quick { "2" } else { "24" };
+                    let data_args: Vec<&str> = data.as_deref().map(|d| vec!["--data", d]).unwrap_or_default();
+                    for variant in [vec!["--catalogue", "demo", "--hours", demo_hours], vec!["--catalogue", "grid", "--sensors", &grid_sensors, "--hours", &grid_hours]] {
+                        let args: Vec<&str> = ["sta"].into_iter().chain(variant).chain(data_args.iter().copied()).collect();
+                        in_fresh_process(&args, quick)?;
+                    }
+                }
+            }
+        }
+        other => bail!("unknown scenario `{other}`; scenarios: agent delivery replay ingest alert-latency sink store scaling sta"),
     }
     Ok(())
 }

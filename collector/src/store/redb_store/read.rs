@@ -4,7 +4,7 @@ use shared::{Metric, SensorId};
 
 use super::super::keys;
 use super::super::{Level, Rollup, Sample, StoreError};
-use super::{RedbStore, HOUR};
+use super::{hour_of, RedbStore, HOUR};
 
 impl RedbStore {
     pub(super) fn read_range(&self, sensor: &str, metric: &str, from: i64, to: i64, limit: usize) -> Result<Vec<Sample>, StoreError> {
@@ -12,8 +12,8 @@ impl RedbStore {
         if from > to {
             return Ok(Vec::new());
         }
-        // A day at a time, so a long range asked for a few samples reads a few blocks.
-        const WINDOW: i64 = 24 * HOUR;
+        // An hour (one block) at a time: a range asked for a few samples (a
+        // series' first, a page of 2,048) decodes one or two blocks, not a day's.
         self.read(|t| {
             let mut out = Vec::new();
             let mut start = from;
@@ -23,7 +23,7 @@ impl RedbStore {
                     Some(ts) if ts <= to => start = start.max(ts),
                     _ => break,
                 }
-                let end = start.saturating_add(WINDOW - 1).min(to);
+                let end = hour_of(start).saturating_add(HOUR - 1).min(to);
                 out.extend(self.samples(t, id, start, end)?);
                 if end == to {
                     break;
@@ -86,5 +86,39 @@ impl RedbStore {
 
     pub(super) fn file_size(&self) -> u64 {
         std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::{Store, Write, PACK_AFTER_MS};
+    use super::*;
+    use shared::{Quality, Reading};
+
+    #[test]
+    fn a_few_samples_from_a_long_packed_range_are_the_first_ones_across_hour_edges() {
+        // Reads go an hour (a block) at a time: limits that end inside an
+        // hour, ranges that start inside one, and plain samples after the
+        // packed ones must give exactly what one long scan would.
+        let dir = tempfile::tempdir().unwrap();
+        let st = RedbStore::open(dir.path()).unwrap();
+        let every = 7_000;
+        let all: Vec<i64> = (0..(30 * HOUR / every)).map(|i| 5 * HOUR + 1_234 + i * every).collect();
+        let readings: Vec<Reading> = all
+            .iter()
+            .enumerate()
+            .map(|(i, &ts)| Reading { seq: shared::Seq(i as u64 + 1), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: ts, value: i as f64, quality: Quality::Good })
+            .collect();
+        st.write(&Write { batches: vec![("gw-1".into(), std::sync::Arc::new(readings))], progress: vec![], forget: vec![] }).unwrap();
+        st.roll_up().unwrap();
+        // The first 20 hours packed, the rest still plain samples.
+        assert_eq!(st.pack(25 * HOUR + PACK_AFTER_MS).unwrap(), 20);
+        let ts = |v: Vec<Sample>| v.into_iter().map(|s| s.ts_ms).collect::<Vec<_>>();
+        assert_eq!(ts(st.query("aq-1", "pm25", i64::MIN, i64::MAX, 1).unwrap()), all[..1]);
+        for (from, n) in [(i64::MIN, 2048), (6 * HOUR + 500, 5), (24 * HOUR + 3_000_000, 2048), (0, usize::MAX)] {
+            let want: Vec<i64> = all.iter().copied().filter(|t| *t >= from).take(n).collect();
+            assert_eq!(ts(st.query("aq-1", "pm25", from, i64::MAX, n).unwrap()), want, "from {from}, {n}");
+        }
+        assert_eq!(ts(st.query("aq-1", "pm25", 7 * HOUR, 9 * HOUR - 1, usize::MAX).unwrap()), all.iter().copied().filter(|t| (7 * HOUR..9 * HOUR).contains(t)).collect::<Vec<_>>());
     }
 }

@@ -15,7 +15,7 @@ use collector::{Collector, Parts};
 use serde_json::Value;
 use shared::clock::ManualClock;
 use shared::{Quality, Reading};
-use support::{get, request_as, FakeGateway, SseClient};
+use support::{get, json_feed, request_as, FakeGateway, SseClient};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const M: i64 = 60_000;
@@ -134,30 +134,6 @@ async fn incident_events(c: &Collector) -> SseClient {
     SseClient::connect(c.http_addr, &format!("/api/v1/stream?types=incident&access_token={}", token("viewer"))).await
 }
 
-/// Incident events on `citysense/v1/incidents/#`, as a duty desk would take them.
-fn mqtt_incidents(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let b = shared::url::BrokerUrl::parse(url).unwrap();
-    let (client, mut el) = AsyncClient::new(MqttOptions::new("duty-desk", b.host, b.port), 64);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => client.subscribe("citysense/v1/incidents/#", QoS::AtLeastOnce).await.unwrap(),
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = tx.send((String::new(), Value::Null));
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send((p.topic.clone(), serde_json::from_slice(&p.payload).unwrap()));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    rx
-}
-
 async fn next_mqtt(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>, event: &str) -> (String, Value) {
     loop {
         let (topic, v) = tokio::time::timeout(LIMIT, rx.recv()).await.unwrap_or_else(|_| panic!("no `{event}` incident on MQTT")).unwrap();
@@ -183,8 +159,7 @@ async fn a_river_rise_is_one_incident_chased_escalated_transferred_resolved_rate
     let clock = ManualClock::at(t0);
     let c = start(dir.path(), &clock).await;
     let mut sse = incident_events(&c).await;
-    let mut mqtt = mqtt_incidents(&c.mqtt_url);
-    assert_eq!(tokio::time::timeout(LIMIT, mqtt.recv()).await.unwrap().unwrap().1, Value::Null, "subscribed");
+    let mut mqtt = json_feed(&c.mqtt_url, "duty-desk", "citysense/v1/incidents/#", rumqttc::QoS::AtLeastOnce).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-river").await;
 
     // The river rises past 3 m at three gauges of Xihu at once; Binjiang's stays low.
@@ -226,8 +201,7 @@ async fn a_river_rise_is_one_incident_chased_escalated_transferred_resolved_rate
     c.shutdown().await;
     let c = start(dir.path(), &clock).await;
     let mut sse = incident_events(&c).await;
-    let mut mqtt = mqtt_incidents(&c.mqtt_url);
-    assert_eq!(tokio::time::timeout(LIMIT, mqtt.recv()).await.unwrap().unwrap().1, Value::Null, "subscribed");
+    let mut mqtt = json_feed(&c.mqtt_url, "duty-desk", "citysense/v1/incidents/#", rumqttc::QoS::AtLeastOnce).await;
     let after = read(&c, "/api/v1/incidents/1").await;
     assert_eq!(events(&after), ["opened", "assigned", "alert_joined", "alert_joined", "overdue"], "nothing repeated or lost: {after}");
     clock.set(t0 + 15 * M);

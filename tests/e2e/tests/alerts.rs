@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 use serde_json::Value;
 use sim::{City, RunningCity};
 
@@ -30,28 +30,6 @@ kind = "gateway_offline"
 severity = "critical"
 "#;
 
-/// Alert messages on `citysense/v1/alerts/#`, as emergency command would take them.
-fn mqtt_alerts(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
-    let b = shared::url::BrokerUrl::parse(url).unwrap();
-    let (client, mut el) = AsyncClient::new(MqttOptions::new("command-centre", b.host, b.port), 64);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    client.subscribe("citysense/v1/alerts/#", QoS::AtLeastOnce).await.unwrap();
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send((p.topic.clone(), serde_json::from_slice(&p.payload).unwrap()));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    rx
-}
-
 async fn next_mqtt(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>, event: &str) -> (String, Value) {
     loop {
         let (topic, v) = tokio::time::timeout(LIMIT, rx.recv()).await.unwrap_or_else(|_| panic!("no MQTT `{event}` alert")).unwrap();
@@ -72,7 +50,7 @@ async fn a_forced_anomaly_raises_an_alert_on_every_feed_and_its_lifecycle_follow
     let devices: Vec<_> = city.devices.iter().collect();
     let agent = agent::Agent::start(agent_config(dir.path(), "gw-aq", &c.mqtt_url, &sim::run::modbus_toml(&devices, Duration::from_millis(200)), None)).await.unwrap();
     let mut sse = SseClient::connect(c.http_addr, "/api/v1/stream?types=alert").await;
-    let mut mqtt = mqtt_alerts(&c.mqtt_url);
+    let mut mqtt = json_feed(&c.mqtt_url, "command-centre", "citysense/v1/alerts/#", QoS::AtLeastOnce).await;
     wait_for("normal readings", LIMIT, || async { latest(c.http_addr, "aq-001", "pm25").await }).await;
 
     city.control.force("aq-001", "pm25", 150.0);

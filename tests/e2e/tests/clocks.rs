@@ -15,7 +15,7 @@ use collector::store::lifecycle::Policy;
 use collector::store::settings::KeepConfig;
 use common::browser::{browser, until};
 use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::Value;
 use shared::clock::Clock;
 use sim::{City, RunningCity};
@@ -54,26 +54,6 @@ id = "gateway-clock"
 kind = "clock_skew"
 severity = "warning"
 "#;
-
-/// Every `health/` message, as a monitoring system subscribed to them would take it.
-fn health_messages(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
-    let b = shared::url::BrokerUrl::parse(url).unwrap();
-    let (client, mut el) = AsyncClient::new(MqttOptions::new("health-watch", b.host, b.port), 64);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => client.subscribe(shared::topics::HEALTH_FILTER, QoS::AtMostOnce).await.unwrap(),
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send((p.topic.clone(), serde_json::from_slice(&p.payload).unwrap()));
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    rx
-}
 
 /// The next health message of `gateway` that satisfies `ok`.
 async fn health_of(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>, gateway: &str, ok: impl Fn(&Value) -> bool) -> Value {
@@ -139,7 +119,7 @@ async fn agents_with_1970_and_2100_clocks_are_caught_not_trusted() {
     let city = skewed_city().await;
     let (c, agents, clocks) = (&city.c, &city.agents, &city.clocks);
     let http = c.http_addr;
-    let mut health = health_messages(&c.mqtt_url);
+    let mut health = json_feed(&c.mqtt_url, "health-watch", shared::topics::HEALTH_FILTER, QoS::AtMostOnce).await;
 
     // Readings land on the collector's time line, uncertain, counted.
     for (gw, sensor, _) in clocks {

@@ -2,14 +2,15 @@
 //! each is written once: a raw HTTP client for the collector's API (no client
 //! library between the test and the wire), waiting on a condition with a
 //! deadline, starting the real peers the tests need (Mosquitto,
-//! VictoriaMetrics) on loopback, a gateway played by the test, and a
-//! collector on free ports.
+//! VictoriaMetrics) on loopback, a gateway played by the test, a feed
+//! subscriber, and a collector on free ports.
 
 mod collector;
 mod gateway;
 mod http;
 mod peers;
 mod sse;
+mod subscriber;
 mod wait;
 
 pub use collector::{collector, latest, rejected, series_values};
@@ -18,4 +19,5 @@ pub use http::{get, get_json, metric, metric_in, post, request, request_as, requ
 pub use peers::{Child, Mosquitto, Victoria};
 pub use shared::now_ms;
 pub use sse::SseClient;
+pub use subscriber::json_feed;
 pub use wait::{free_port, wait_for, wait_for_port};

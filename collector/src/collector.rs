@@ -115,7 +115,7 @@ impl Collector {
         let side = SledAlertStore::open(&config.store.path.join("alerts"))?;
         let webhooks = Arc::new(feed::webhook::Outbox::open(side.db()).map_err(StartError::Webhooks)?);
         let audit = Arc::new(AuditLog::open(side.db())?);
-        let incident_store = Arc::new(crate::incident::store::SledIncidentStore::open(side.db(), &config.store.path.join("alerts")).map_err(crate::incident::IncidentError::from)?);
+        let incident_store = Arc::new(crate::incident::store::SledIncidentStore::open(side.db()).map_err(crate::incident::IncidentError::from)?);
         let alert_store: Arc<dyn AlertStore> = Arc::new(side);
         let engine = rules_engine(&config, alert_store.as_ref(), clock.now_ms())?;
         let alerting = Arc::new(Alerting::new(engine, alert_store, feed.clone(), (config.webhook.clone(), webhooks.clone()), clock.clone()));

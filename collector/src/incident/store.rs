@@ -3,7 +3,7 @@
 //! as `rules::store` keeps alerts. Deadlines and timer state live on the
 //! incident, so the timers survive a restart.
 
-use std::path::Path;
+use crate::rules::store::AlertDb;
 
 use super::silence::Silence;
 use super::Incident;
@@ -12,8 +12,6 @@ use super::Incident;
 pub enum IncidentStoreError {
     #[error("incident store: {0}")]
     Engine(#[from] sled::Error),
-    #[error("incident store: cannot sync {path}: {source}")]
-    Sync { path: String, source: std::io::Error },
     #[error("incident store: stored {what} unreadable: {source}")]
     Corrupt { what: &'static str, source: serde_json::Error },
 }
@@ -30,26 +28,21 @@ pub trait IncidentStore: Send + Sync {
 }
 
 pub struct SledIncidentStore {
-    db: sled::Db,
+    /// The alert store's database, synced like the alerts (`AlertDb::sync`).
+    db: AlertDb,
     incidents: sled::Tree,
     silences: sled::Tree,
     meta: sled::Tree,
-    /// sled's log file, fsynced after each flush (sled#1452, see `rules::store`).
-    log: std::fs::File,
-    path: String,
 }
 
 impl SledIncidentStore {
-    /// In `db`, the alert store's database at `dir`.
-    pub fn open(db: &sled::Db, dir: &Path) -> Result<SledIncidentStore, IncidentStoreError> {
-        let path = dir.join("db").display().to_string();
-        let log = std::fs::File::open(dir.join("db")).map_err(|source| IncidentStoreError::Sync { path: path.clone(), source })?;
-        Ok(SledIncidentStore { db: db.clone(), incidents: db.open_tree("incidents")?, silences: db.open_tree("silences")?, meta: db.open_tree("incident_meta")?, log, path })
+    /// In the alert store's database.
+    pub fn open(db: &AlertDb) -> Result<SledIncidentStore, IncidentStoreError> {
+        Ok(SledIncidentStore { db: db.clone(), incidents: db.open_tree("incidents")?, silences: db.open_tree("silences")?, meta: db.open_tree("incident_meta")? })
     }
 
     fn sync(&self) -> Result<(), IncidentStoreError> {
-        self.db.flush()?;
-        self.log.sync_data().map_err(|source| IncidentStoreError::Sync { path: self.path.clone(), source })
+        Ok(self.db.sync()?)
     }
 }
 

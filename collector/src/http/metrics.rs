@@ -37,6 +37,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     );
     counter(&mut out, "citysense_store_errors_total", "Store writes that failed (batches left unacknowledged).", c.store_errors.load(Relaxed));
     counter(&mut out, "citysense_rules_lagged_total", "Batches of stored readings the alert engine could not take in time.", c.rules_lagged.load(Relaxed));
+    counter(&mut out, "citysense_rules_lagged_readings_total", "Readings in those batches: stored and fed, never evaluated by the rules.", c.rules_lagged_readings.load(Relaxed));
+    counter(&mut out, "citysense_rules_readings_evaluated_total", "Readings the alert engine has evaluated.", st.alerting.evaluated.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_batches_rejected_total Batches rejected, by reason.\n# TYPE citysense_batches_rejected_total counter");
     let rejected = c.rejected.read().unwrap().clone();
     for reason in Rejection::ALL {

@@ -21,6 +21,8 @@ pub struct Counters {
     pub store_errors: AtomicU64,
     /// Batches of stored readings the alert engine could not take in time.
     pub rules_lagged: AtomicU64,
+    /// The readings in those batches: stored and fed, never evaluated.
+    pub rules_lagged_readings: AtomicU64,
     /// Rejected batches by reason.
     pub rejected: RwLock<BTreeMap<Rejection, u64>>,
 }

@@ -309,6 +309,7 @@ impl Ingest {
         for (o, fresh) in &outcomes {
             if !fresh.is_empty() && self.links.rules.try_send(RuleInput::Readings { gateway: o.space.gateway.to_string(), readings: fresh.clone() }).is_err() {
                 counters.rules_lagged.fetch_add(1, Relaxed);
+                counters.rules_lagged_readings.fetch_add(fresh.len() as u64, Relaxed);
             }
         }
         let store = self.store.clone();

@@ -2,6 +2,7 @@
 //! the clock, persists every change before announcing it, and serves the API's
 //! rule and alert operations.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,12 +29,15 @@ pub struct Alerting {
     webhooks: Vec<WebhookConfig>,
     pub outbox: Arc<webhook::Outbox>,
     clock: SharedClock,
+    /// Readings the engine has evaluated: with ingest's lagged readings, what
+    /// tells a benchmark (or an operator) that the rules have caught up.
+    pub evaluated: AtomicU64,
 }
 
 impl Alerting {
     pub fn new(engine: Engine, store: Arc<dyn AlertStore>, feed: Bus, webhooks: (Vec<WebhookConfig>, Arc<webhook::Outbox>), clock: SharedClock) -> Alerting {
         let (webhooks, outbox) = webhooks;
-        Alerting { engine: Mutex::new(engine), hold: std::sync::OnceLock::new(), store, feed, webhooks, outbox, clock }
+        Alerting { engine: Mutex::new(engine), hold: std::sync::OnceLock::new(), store, feed, webhooks, outbox, clock, evaluated: AtomicU64::new(0) }
     }
 
     /// Silences: a fired or escalated alert `hold` says yes to is stored but not announced.
@@ -53,9 +57,11 @@ impl Alerting {
             }
             tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, state = alert.state.as_str(), "alert {event:?}");
             let ev = AlertEvent { event, alert };
+            // One change of one alert: what a webhook receiver deduplicates on.
+            let key = format!("alert-{}-{}-{}", ev.alert.id, serde_json::to_value(event).expect("change serializes").as_str().unwrap_or_default(), ev.alert.updated_ts_ms);
             for (i, hook) in self.webhooks.iter().enumerate() {
                 if hook.min_severity.is_none_or(|m| ev.alert.severity >= m) {
-                    if let Err(e) = self.outbox.enqueue(i, serde_json::to_string(&ev).expect("alert serializes")) {
+                    if let Err(e) = self.outbox.enqueue(i, key.clone(), serde_json::to_string(&ev).expect("alert serializes")) {
                         tracing::error!(url = %hook.url, "cannot queue webhook delivery: {e}");
                     }
                 }
@@ -72,7 +78,11 @@ impl Alerting {
             let now = self.clock.now_ms();
             let changes = tokio::select! {
                 input = rx.recv() => match input {
-                    Some(Input::Readings { gateway, readings }) => self.engine.lock().unwrap().on_readings(&gateway, &readings, now),
+                    Some(Input::Readings { gateway, readings }) => {
+                        let changes = self.engine.lock().unwrap().on_readings(&gateway, &readings, now);
+                        self.evaluated.fetch_add(readings.len() as u64, Relaxed);
+                        changes
+                    }
                     Some(Input::GatewayState { gateway, online }) => self.engine.lock().unwrap().on_gateway_state(&gateway, online, now),
                     Some(Input::GatewayHeard { gateway }) => self.engine.lock().unwrap().on_gateway_heard(&gateway, now),
                     Some(Input::GatewayClock { gateway, offset_ms }) => self.engine.lock().unwrap().on_gateway_clock(&gateway, offset_ms, now),

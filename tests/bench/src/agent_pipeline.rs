@@ -36,19 +36,51 @@ pub(crate) enum Phases {
     LoadOnly,
 }
 
+/// How the agent's uplink and outbox are set for a run.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Settings {
+    /// What the agent ships with: nothing under `[uplink]` or `[buffer]` set
+    /// but where to send and where to keep the outbox.
+    Defaults,
+    /// Tuned for throughput: `batch_max = 5000`, `max_inflight = 8`,
+    /// `linger = "20ms"`, `buffer.flush = "100ms"`, `buffer.max_bytes = "2GiB"`.
+    Tuned,
+}
+
+impl Settings {
+    fn toml(self) -> (&'static str, &'static str) {
+        match self {
+            Settings::Defaults => ("", ""),
+            Settings::Tuned => ("batch_max = 5000\nlinger = \"20ms\"\nmax_inflight = 8\n", "max_bytes = \"2GiB\"\nflush = \"100ms\"\n"),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Settings::Defaults => "agent shipped defaults",
+            Settings::Tuned => "agent tuned: uplink batch_max 5000, max_inflight 8, linger 20ms; buffer flush 100ms, max_bytes 2GiB",
+        }
+    }
+}
+
 /// The real `citysense-agent` binary (release, next to this one), pinned to
-/// one core, reads `points` u16 registers per poll every `every` (default 20 ms) from a Modbus
-/// TCP device and sends them through its durable outbox (flushed every
-/// 100 ms) to a collector in this process. Idle: the same agent polling once
-/// an hour. Outage: the same load with the collector unreachable, so every
-/// reading stays in the outbox. Figures: readings/s acknowledged, its CPU, CPU
-/// per 1k readings/s, RSS idle, under load and holding the backlog.
-pub(crate) async fn agent_pipeline(points: usize, every: &str, secs: u64, phases: Phases) -> Result<serde_json::Value> {
+/// one core, reads `points` u16 registers per poll every `every` (default 20
+/// ms) from a Modbus TCP device in this process and sends them through its
+/// durable outbox to the release `citysense-collector` in its own process
+/// (embedded broker, unpinned; `mqtt.gateway_rate` raised so one bench
+/// gateway may send more than the per-gateway default of 50k/s). Readings/s
+/// counts what the collector stored and acknowledged, so the agent has
+/// deleted it. Idle: the same agent polling once an hour. Outage: the same
+/// load with the collector unreachable, so every reading stays in the
+/// outbox. Figures: readings/s, the agent's and the collector's CPU, CPU per
+/// 1k readings/s, RSS idle, under load and holding the backlog.
+pub(crate) async fn agent_pipeline(points: usize, every: &str, secs: u64, phases: Phases, settings: Settings) -> Result<serde_json::Value> {
     let bin = std::env::current_exe()?.with_file_name("citysense-agent");
     if !bin.exists() {
         bail!("{} is missing: cargo build --release -p citysense-agent", bin.display());
     }
-    let (_cdir, c) = collector_with("").await?;
+    let cdir = tempfile::tempdir()?;
+    let c = collector_process(cdir.path(), "agent", "# One bench gateway may send more than a real one is allowed to.\ngateway_rate = 10000000")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let device = listener.local_addr()?;
     let bank = RegisterBank(Default::default());
@@ -67,10 +99,11 @@ pub(crate) async fn agent_pipeline(points: usize, every: &str, secs: u64, phases
         let cfg = dir.path().join(format!("agent-{tag}.toml"));
         // The outage run sends to a port nobody listens on.
         let broker = if tag == "outage" { "mqtt://127.0.0.1:1".to_string() } else { c.mqtt_url.clone() };
+        let (uplink, buffer) = settings.toml();
         std::fs::write(
             &cfg,
             format!(
-                "gateway = \"gw-{tag}\"\n[uplink]\nbroker = \"{broker}\"\nbatch_max = 5000\nlinger = \"20ms\"\nmax_inflight = 8\n[buffer]\npath = \"{}\"\nmax_bytes = \"2GiB\"\nflush = \"100ms\"\n[status]\nlisten = \"127.0.0.1:{status_port}\"\n[[modbus]]\nsensor = \"bench-{tag}\"\naddress = \"tcp://{device}\"\nunit = 1\ninterval = \"{interval}\"\ntimeout = \"{}\"\nretries = 0\n{point_toml}",
+                "gateway = \"gw-{tag}\"\n[uplink]\nbroker = \"{broker}\"\n{uplink}[buffer]\npath = \"{}\"\n{buffer}[status]\nlisten = \"127.0.0.1:{status_port}\"\n[[modbus]]\nsensor = \"bench-{tag}\"\naddress = \"tcp://{device}\"\nunit = 1\ninterval = \"{interval}\"\ntimeout = \"{}\"\nretries = 0\n{point_toml}",
                 dir.path().join(format!("outbox-{tag}")).display(),
                 // A timeout may not exceed the interval; loopback answers take well under 1 ms.
                 if interval == "1h" { "1s" } else { interval }
@@ -100,16 +133,18 @@ pub(crate) async fn agent_pipeline(points: usize, every: &str, secs: u64, phases
         let _ = idle.wait();
     }
     // Under load: a poll every 20 ms.
-    let stored = &c.counters.stored;
+    let stored = || scrape(c.http, "citysense_readings_stored_total");
+    let collector_pid = c.proc.0.id();
     let mut busy = run(every, "load")?;
     tokio::time::sleep(Duration::from_secs(if secs < 5 { 1 } else { 3 })).await;
-    let (n0, (c0, _, _), t0) = (stored.load(Relaxed), proc_usage(busy.id())?, Instant::now());
+    let (n0, (c0, _, _), (k0, _, _), t0) = (stored().await?, proc_usage(busy.id())?, proc_usage(collector_pid)?, Instant::now());
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let (n1, (c1, rss_load, rss_peak), t1) = (stored.load(Relaxed), proc_usage(busy.id())?, Instant::now());
+    let (n1, (c1, rss_load, rss_peak), (k1, collector_rss, _), t1) = (stored().await?, proc_usage(busy.id())?, proc_usage(collector_pid)?, Instant::now());
     let _ = busy.kill();
     let _ = busy.wait();
-    let rate = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+    let rate = (n1 - n0) / (t1 - t0).as_secs_f64();
     let cpu = (c1 - c0) / (t1 - t0).as_secs_f64();
+    let collector_cpu = (k1 - k0) / (t1 - t0).as_secs_f64();
     // Outage: the same polling with nowhere to send; the backlog grows.
     let mut outage = serde_json::Value::Null;
     if phases == Phases::All {
@@ -121,8 +156,10 @@ pub(crate) async fn agent_pipeline(points: usize, every: &str, secs: u64, phases
         let _ = agent.wait();
         outage = json!({"backlog_readings": status["buffer_depth"], "rss_mb": r1(rss), "rss_peak_mb": r1(peak), "secs": secs});
     }
-    Ok(json!({"scenario": "agent", "points_per_poll": points, "readings_per_s": rate.round(), "agent_cpu_pct_of_one_core": r1(cpu * 100.0),
+    Ok(json!({"scenario": "agent", "settings": settings.describe(), "points_per_poll": points, "readings_per_s": rate.round(), "agent_cpu_pct_of_one_core": r1(cpu * 100.0),
+              "collector_cpu_pct_of_one_core": r1(collector_cpu * 100.0), "collector_rss_mb": r1(collector_rss),
+              "path": "agent process (taskset -c 1) -> collector's embedded broker -> collector process -> store sync -> ack -> outbox deletion",
               "cpu_pct_per_1k_readings_per_s": if rate > 0.0 { (cpu * 100.0 / (rate / 1000.0) * 1000.0).round() / 1000.0 } else { 0.0 },
               "rss_idle_mb": rss_idle.map(r1), "idle_cpu_pct": idle_cpu.map(|c| r1(c * 100.0)), "rss_load_mb": r1(rss_load), "rss_peak_mb": r1(rss_peak),
-              "poll_every": every, "outage": outage, "outbox_flush": "100ms", "pinned": "taskset -c 1"}))
+              "poll_every": every, "outage": outage, "pinned": "agent: taskset -c 1; collector and the Modbus device (in the bench process): unpinned"}))
 }

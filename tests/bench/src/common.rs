@@ -62,3 +62,45 @@ pub(crate) async fn scrape(http: std::net::SocketAddr, name: &str) -> Result<f64
     let (_, body) = support::try_get(http, "/metrics").await?;
     support::metric_in(&body, name).ok_or_else(|| anyhow::anyhow!("{name} not in /metrics"))
 }
+
+/// The release `citysense-collector` in its own process, next to this binary,
+/// with its embedded broker; `extra` is appended to its config.
+pub(crate) struct CollectorProcess {
+    pub proc: support::Child,
+    pub http: std::net::SocketAddr,
+    pub mqtt_url: String,
+}
+
+pub(crate) fn collector_process(dir: &std::path::Path, tag: &str, extra: &str) -> Result<CollectorProcess> {
+    let bin = std::env::current_exe()?.with_file_name("citysense-collector");
+    if !bin.exists() {
+        anyhow::bail!("{} is missing: cargo build --release -p citysense-collector", bin.display());
+    }
+    let (http, mqtt) = (support::free_port(), support::free_port());
+    let cfg = dir.join(format!("collector-{tag}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\nmax_packet = \"16MiB\"\n{extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[store]\npath = \"{}\"\n",
+            dir.join(format!("store-{tag}")).display()
+        ),
+    )?;
+    let proc = support::Child(
+        std::process::Command::new(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the collector did not listen on {http} within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(CollectorProcess { proc, http: ([127, 0, 0, 1], http).into(), mqtt_url: format!("mqtt://127.0.0.1:{mqtt}") })
+}

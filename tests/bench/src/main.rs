@@ -28,7 +28,7 @@ mod sink;
 mod sta;
 mod store;
 
-use agent_pipeline::{agent_pipeline, Phases};
+use agent_pipeline::{agent_pipeline, Phases, Settings};
 use alert_latency::alert_latency;
 use delivery::delivery;
 use ingest::ingest;
@@ -109,11 +109,13 @@ async fn main() -> Result<()> {
                 let secs = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).map(|s| s.parse()).transpose()?.unwrap_or(if quick { 8 } else { 30 });
                 let phases = if args.iter().any(|a| a == "--load-only") { Phases::LoadOnly } else { Phases::All };
                 let every = args.iter().position(|a| a == "--interval").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| "20ms".into());
-                println!("{}", agent_pipeline(n.parse()?, &every, secs, phases).await?)
+                let settings = if args.iter().any(|a| a == "--defaults") { Settings::Defaults } else { Settings::Tuned };
+                println!("{}", agent_pipeline(n.parse()?, &every, secs, phases, settings).await?)
             }
             None => {
                 for n in ["1", "100", "1000"] {
                     in_fresh_process(&["agent", "--points", n], quick)?;
+                    in_fresh_process(&["agent", "--points", n, "--defaults"], quick)?;
                 }
             }
         },

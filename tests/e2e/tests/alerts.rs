@@ -94,6 +94,13 @@ async fn a_forced_anomaly_raises_an_alert_on_every_feed_and_its_lifecycle_follow
         all.as_array().unwrap().iter().any(|a| a["rule"] == "gateway-down").then_some(())
     })
     .await;
+    // Every stored reading reached the rules: evaluated, or counted as lagged.
+    wait_for("the rules to have seen every stored reading", LIMIT, || async {
+        let stored = metric(c.http_addr, "citysense_readings_stored_total").await;
+        let seen = metric(c.http_addr, "citysense_rules_readings_evaluated_total").await + metric(c.http_addr, "citysense_rules_lagged_readings_total").await;
+        (stored > 0.0 && seen == stored).then_some(())
+    })
+    .await;
     c.shutdown().await;
 
     let c2 = collector(dir.path(), None, &catalogue).await;

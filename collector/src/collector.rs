@@ -192,7 +192,10 @@ impl Collector {
 
         let catalogue_for_sta = catalogue.clone();
         let sta = Arc::new(crate::sta::Sta::new(config.sta.clone(), endpoints.public.to_string(), clock.clone()));
+        let city = Arc::new(crate::district::City::new(config.map.clone(), registry.clone(), &catalogue, alerting.clone(), clock.clone()));
+        tasks.push(tokio::spawn(city.clone().sample(stop.clone())));
         let state = http::AppState {
+            city,
             feed_stats,
             store: store.clone(),
             registry: registry.clone(),

@@ -52,6 +52,9 @@ pub struct CollectorConfig {
     /// Incident grouping, default deadlines, working hours.
     #[serde(default)]
     pub incidents: crate::incident::settings::IncidentsConfig,
+    /// The dashboard map's district boundaries and basemap tiles.
+    #[serde(default)]
+    pub map: crate::district::settings::MapConfig,
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -154,6 +157,7 @@ impl Validate for CollectorConfig {
         self.store.validate(&mut p);
         self.ingest.validate(&mut p);
         self.sta.validate(&mut p);
+        self.map.validate(base, &mut p);
         match &self.influxdb {
             Some(i) => i.validate(base, &mut p),
             None if !self.store.series => p.push(Problem::new("store.series", "with `series = false` and no [influxdb], nothing would keep the readings")),

@@ -18,6 +18,7 @@ pub mod catalogue;
 mod collector;
 pub mod config;
 pub mod conn_limit;
+pub mod district;
 pub mod feed;
 pub mod http;
 pub mod incident;

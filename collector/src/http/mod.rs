@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod departments;
+pub mod districts;
 pub mod export;
 pub mod gate;
 pub mod gateways;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub known_gateways: Arc<std::collections::HashSet<String>>,
     /// The SensorThings endpoint (`crate::sta`).
     pub sta: Arc<crate::sta::Sta>,
+    /// The city view: districts, indicators, the map (`crate::district`).
+    pub city: Arc<crate::district::City>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +107,11 @@ pub async fn serve(
         None => Some(limit),
     };
     let tls = config.tls.is_some();
-    let app = router(state).layer(axum::middleware::from_fn(move |req, next| server::security_headers(tls, req, next))).layer(axum::Extension(crate::sta::Tls(tls)));
+    let tiles = state.city.config.tile_origin();
+    let app = router(state)
+        .layer(axum::middleware::from_fn(move |req, next| server::security_headers(tls, req, next)))
+        .layer(axum::middleware::from_fn(move |req, next| districts::allow_tiles(tiles.clone(), req, next)))
+        .layer(axum::Extension(crate::sta::Tls(tls)));
     let task = tokio::spawn(server::run(listener, app, config.header_timeout.0, inner_limit, refusals, stop));
     Ok((addr, task))
 }
@@ -121,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::metrics).route_layer(needs(Role::Viewer)))
         .route("/api/v1/sensors", get(sensors::sensors).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/sensors/page", get(districts::page).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/districts", get(districts::districts).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/map", get(districts::map).route_layer(needs(Role::Viewer)))
+        .route("/api/v1/map/boundaries", get(districts::boundaries).route_layer(needs(Role::Viewer)))
         .route("/api/v1/gateways", get(gateways::gateways).route_layer(needs(Role::Viewer)))
         .route("/api/v1/sensors/{id}/gateway", put(gateways::move_sensor).route_layer(needs(Role::Admin)))
         .route("/api/v1/gateways/{id}/progress", get(gateways::progress).route_layer(needs(Role::Viewer)).merge(delete(gateways::reset_progress).route_layer(needs(Role::Admin))))

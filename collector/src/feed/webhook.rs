@@ -3,6 +3,11 @@
 //! Deliveries are written before they are attempted and deleted only on 2xx,
 //! so a receiver that is down, or a collector restart, loses none; the worker
 //! runs apart from ingest and never slows it.
+//!
+//! At least once: a collector stopped between a receiver's 2xx and the
+//! delivery's deletion sends it again after the restart. Each delivery
+//! therefore carries an `Idempotency-Key` header naming the change it
+//! announces, the same on every attempt, for the receiver to drop repeats.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -53,6 +58,9 @@ pub struct Outbox {
 struct Delivery {
     hook: usize,
     body: String,
+    /// Sent as `Idempotency-Key`; none on deliveries queued before keys existed.
+    #[serde(default)]
+    key: Option<String>,
 }
 
 impl Outbox {
@@ -62,9 +70,11 @@ impl Outbox {
         Ok(Outbox { db: db.clone(), tree, next: AtomicU64::new(next), notify: Notify::new(), delivered: AtomicU64::new(0), failures: AtomicU64::new(0) })
     }
 
-    pub fn enqueue(&self, hook: usize, body: String) -> Result<(), sled::Error> {
+    /// `key` names the change (`alert-7-fired-1764000000123`): a receiver
+    /// that sees it twice has seen the same change twice.
+    pub fn enqueue(&self, hook: usize, key: String, body: String) -> Result<(), sled::Error> {
         let k = self.next.fetch_add(1, Relaxed);
-        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body }).expect("delivery serializes"))?;
+        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body, key: Some(key) }).expect("delivery serializes"))?;
         // Durable before it is announced: sled's flush alone is only
         // sync_file_range (spacejam/sled#1452).
         self.db.sync()?;
@@ -99,7 +109,11 @@ pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, mut shutdown: w
             let _ = outbox.tree.remove(&key);
             continue;
         };
-        let req = hyper::Request::post(&hook.url).header("content-type", "application/json").body(Full::new(Bytes::from(d.body)));
+        let mut req = hyper::Request::post(&hook.url).header("content-type", "application/json");
+        if let Some(k) = &d.key {
+            req = req.header("idempotency-key", k);
+        }
+        let req = req.body(Full::new(Bytes::from(d.body)));
         let outcome = match req {
             Ok(req) => match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => Ok(()),

@@ -502,7 +502,9 @@ impl Incidents {
             if let Some(h) = &self.hooks {
                 for d in &to {
                     if let Some(&hook) = h.index.get(d) {
-                        if let Err(e) = h.outbox.enqueue(hook, json.to_string()) {
+                        // The timeline grows by one entry per change: with the id, it names the change.
+                        let key = format!("incident-{id}-{}-{}", event.as_str(), ev.incident.timeline.len());
+                        if let Err(e) = h.outbox.enqueue(hook, key, json.to_string()) {
                             tracing::error!(department = %d, "cannot queue incident webhook: {e}");
                         }
                     }

@@ -27,7 +27,7 @@ use clock::AgentClock;
 use config::{AgentConfig, BufferConfig, WhenFull};
 use outbox::{Outbox, OutboxError, SledOutbox};
 use shared::clock::{Clock as _, SharedClock};
-use source::NewReading;
+use source::{Handed, NewReading, Sink};
 use stats::DeviceStats;
 
 /// A running agent; `shutdown` stops polling, makes the outbox durable and
@@ -150,9 +150,10 @@ impl Agent {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (durable_tx, durable_rx) = watch::channel(outbox.stats().durable);
         let (paused_tx, paused) = watch::channel(outbox.stats().full && config.buffer.when_full == WhenFull::StopPolling);
-        // Small: each message is a whole poll, and a full channel is what
-        // slows sources down when the disk cannot keep up.
-        let (sink, intake_rx) = mpsc::channel::<Vec<NewReading>>(32);
+        // Each message is a whole poll, and each source waits for its poll to
+        // be durable before the next: the disk's pace is the sources' pace.
+        let (intake_tx, intake_rx) = mpsc::channel::<Handed>(32);
+        let sink = Sink::new(intake_tx, durable_rx.clone());
         let mut tasks = Vec::new();
 
         let secrets = uplink::Secrets::load(&config.uplink)?;
@@ -248,24 +249,20 @@ struct Flushes {
     done: tokio::sync::Notify,
 }
 
-/// Gives readings their `seq` by appending them to the outbox, and asks the
-/// flusher to make them durable at once. On a storage error it holds the
-/// readings and retries: sources then block on the full channel instead of
+/// Gives readings their `seq` by appending them to the outbox, tells each
+/// source which seqs its readings got (the source then waits for them to be
+/// durable), and asks the flusher to make them durable at once. On a storage
+/// error it holds the readings and retries: sources wait meanwhile instead of
 /// producing readings with nowhere to go.
-async fn intake(
-    mut rx: mpsc::Receiver<Vec<NewReading>>,
-    outbox: Arc<dyn Outbox>,
-    paused: watch::Sender<bool>,
-    when_full: WhenFull,
-    storage_error: StorageError,
-    flushes: Arc<Flushes>,
-) {
-    while let Some(mut readings) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
-            readings.extend(more);
-            if readings.len() >= 10_000 {
-                break;
-            }
+async fn intake(mut rx: mpsc::Receiver<Handed>, outbox: Arc<dyn Outbox>, paused: watch::Sender<bool>, when_full: WhenFull, storage_error: StorageError, flushes: Arc<Flushes>) {
+    while let Some(first) = rx.recv().await {
+        // Every poll waiting goes in one append; each source hears where its own readings end.
+        let mut readings: Vec<NewReading> = first.readings;
+        let mut replies = vec![(readings.len(), first.reply)];
+        while readings.len() < 10_000 {
+            let Ok(more) = rx.try_recv() else { break };
+            readings.extend(more.readings);
+            replies.push((readings.len(), more.reply));
         }
         // More readings waiting for an fsync than one covers quickly: wait for
         // the one under way rather than hold ever more in memory. Should the
@@ -285,6 +282,11 @@ async fn intake(
             match appended {
                 Ok(a) => {
                     storage_error.lock().unwrap().take();
+                    let total = readings.len() as u64;
+                    for (end, reply) in replies.drain(..) {
+                        // All stored (consecutive seqs ending at `last_seq`) or all refused.
+                        let _ = reply.send((a.refused == 0).then(|| a.last_seq - (total - end as u64)));
+                    }
                     if a.dropped > 0 {
                         tracing::warn!(dropped = a.dropped, "buffer full: dropped the oldest readings (buffer.when_full = drop_oldest)");
                     }

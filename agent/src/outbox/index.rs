@@ -48,6 +48,9 @@ pub(super) struct State {
     /// reach sled only in `flush`, as whole chunks; a flush that fails (a full
     /// disk) leaves them here, seqs kept, for the next one.
     pub unflushed: VecDeque<Pending>,
+    /// Sled holds changes no flush has made durable yet (acks, drops): the
+    /// next flush must sync even with no reading pending.
+    pub unsynced: bool,
     pub oldest_ts_ms: Option<i64>,
 }
 

@@ -58,6 +58,9 @@ pub trait Outbox: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Appended {
     pub stored: u64,
+    /// The seq of the last reading stored (they got consecutive seqs ending
+    /// here): they are durable once `flush` has returned this seq or more.
+    pub last_seq: u64,
     /// Older readings the `drop_oldest` policy discarded to make room.
     pub dropped: u64,
     /// Readings refused because the buffer is full under `stop_polling`.

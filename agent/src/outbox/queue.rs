@@ -14,7 +14,7 @@ use shared::Reading;
 use super::chunk::encode;
 use super::engine::{load, Engine};
 use super::index::{Pending, State};
-use super::watermark::Watermark;
+use super::watermark::{MarkFile, Watermark};
 use super::{Appended, Outbox, OutboxError, OutboxStats};
 use crate::config::WhenFull;
 use crate::source::NewReading;
@@ -32,13 +32,17 @@ pub struct SledOutbox {
     /// Set by an I/O error: sled stays failed after one (a full disk, say) even
     /// once space returns, so the next call reopens it from disk.
     broken: AtomicBool,
-    /// The watermark last written, so an idle agent does not rewrite it.
+    /// The watermark file, and the value last written to it (so an idle
+    /// agent does not rewrite it).
+    mark_file: MarkFile,
     last_mark: Mutex<Option<Watermark>>,
 }
 
 impl SledOutbox {
     pub fn open(path: &Path, max_bytes: u64, when_full: WhenFull) -> Result<SledOutbox, OutboxError> {
         let (engine, state) = load(path)?;
+        let first = Watermark { next_seq: state.next_seq, durable: state.durable, acked: state.acked, epoch: state.epoch };
+        let mark_file = MarkFile::open(path, first).map_err(|e| OutboxError::Io { path: path.to_path_buf(), source: sled::Error::Io(e) })?;
         Ok(SledOutbox {
             path: path.to_path_buf(),
             max_bytes,
@@ -47,6 +51,7 @@ impl SledOutbox {
             state: Mutex::new(state),
             engine: RwLock::new(Some(engine)),
             broken: AtomicBool::new(false),
+            mark_file,
             last_mark: Mutex::new(None),
         })
     }
@@ -80,6 +85,7 @@ impl SledOutbox {
         disk.dropped_total = disk.dropped_total.max(st.dropped_total);
         let acked = st.acked.max(disk.acked);
         *st = disk;
+        st.unsynced = true;
         *self.last_mark.lock().unwrap() = None;
         self.broken.store(false, Ordering::SeqCst);
         let result = if acked > st.acked { self.ack_locked(&mut st, &fresh, acked) } else { Ok(()) };
@@ -110,6 +116,7 @@ impl SledOutbox {
         }
         if !doomed.is_empty() {
             e.drop_chunks(&doomed, st.dropped_total + dropped, st.durable + 1).map_err(|e| self.io(e))?;
+            st.unsynced = true;
             for first in doomed {
                 st.chunks.remove(&first);
             }
@@ -120,6 +127,7 @@ impl SledOutbox {
             dropped += 1;
         }
         st.dropped_total += dropped;
+        st.unsynced |= dropped > 0;
         st.depth -= dropped;
         st.bytes = bytes;
         if dropped > 0 {
@@ -141,6 +149,7 @@ impl SledOutbox {
             }
         }
         e.ack(&gone, upto).map_err(|e| self.io(e))?;
+        st.unsynced = true;
         for first in gone {
             st.bytes -= st.chunks.remove(&first).map(|c| c.bytes).unwrap_or(0);
         }
@@ -168,6 +177,7 @@ impl Outbox for SledOutbox {
                 WhenFull::StopPolling => {
                     out.refused = readings.len() as u64;
                     st.dropped_total += out.refused;
+                    st.unsynced = true;
                     return Ok(out);
                 }
             }
@@ -179,6 +189,7 @@ impl Outbox for SledOutbox {
             st.unflushed.push_back(Pending { seq, ts_ms, record });
         }
         out.stored = readings.len() as u64;
+        out.last_seq = st.next_seq - 1;
         st.depth += out.stored;
         st.bytes += need;
         if was_empty {
@@ -194,6 +205,11 @@ impl Outbox for SledOutbox {
         // if the write fails; `flushing` keeps a reopen from happening meanwhile.
         let (pending, upto, acked, dropped_total, epoch) = {
             let mut st = self.state.lock().unwrap();
+            if st.unflushed.is_empty() && !st.unsynced {
+                // Nothing new since the last flush: no write, no fsync.
+                return Ok(st.durable);
+            }
+            st.unsynced = false;
             (std::mem::take(&mut st.unflushed), st.next_seq - 1, st.acked, st.dropped_total, st.epoch)
         };
         let result = {
@@ -208,6 +224,7 @@ impl Outbox for SledOutbox {
                 let mut back = pending;
                 back.append(&mut st.unflushed);
                 st.unflushed = back;
+                st.unsynced = true;
                 return Err(err);
             }
         };
@@ -222,7 +239,7 @@ impl Outbox for SledOutbox {
         drop(st);
         let mark = Watermark { next_seq: upto + 1, durable: upto, acked, epoch };
         if self.last_mark.lock().unwrap().replace(mark) != Some(mark) {
-            if let Err(err) = mark.write(&self.path) {
+            if let Err(err) = self.mark_file.write(&mark) {
                 *self.last_mark.lock().unwrap() = None;
                 return Err(OutboxError::Io { path: self.path.clone(), source: sled::Error::Io(err) });
             }

@@ -17,3 +17,50 @@ pub struct NewReading {
     pub value: f64,
     pub quality: Quality,
 }
+
+/// A poll's readings on their way to the intake, and where the intake says
+/// which seqs they got (`None`: refused, the outbox being full under
+/// `stop_polling`).
+#[derive(Debug)]
+pub struct Handed {
+    pub readings: Vec<NewReading>,
+    pub reply: tokio::sync::oneshot::Sender<Option<u64>>,
+}
+
+/// What became of readings handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// In the outbox and durable: a crash from now on loses none of them.
+    Durable,
+    /// Refused: the outbox is full and `buffer.when_full = "stop_polling"`.
+    Refused,
+}
+
+/// Where sources put their readings: the intake gives them seqs and the
+/// outbox makes them durable. `take` returns only once they are durable, so a
+/// source counts a poll only when a kill -9 or a power cut can no longer lose
+/// it, and a disk that cannot keep up slows polling down instead of readings
+/// piling up in memory.
+#[derive(Clone)]
+pub struct Sink {
+    tx: tokio::sync::mpsc::Sender<Handed>,
+    /// The highest durable seq (the outbox's flusher publishes it).
+    durable: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Sink {
+    pub fn new(tx: tokio::sync::mpsc::Sender<Handed>, durable: tokio::sync::watch::Receiver<u64>) -> Sink {
+        Sink { tx, durable }
+    }
+
+    /// Hands `readings` over and waits until they are durable (group commit:
+    /// one fsync covers every source's readings that arrived meanwhile).
+    /// `None` when the agent is stopping.
+    pub async fn take(&self, readings: Vec<NewReading>) -> Option<Taken> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx.send(Handed { readings, reply }).await.ok()?;
+        let Some(last_seq) = answer.await.ok()? else { return Some(Taken::Refused) };
+        self.durable.clone().wait_for(|d| *d >= last_seq).await.ok()?;
+        Some(Taken::Durable)
+    }
+}

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::timestamp::{parse_rfc3339, TimeError, Zoneless};
 use crate::config::MqttSource;
-use crate::source::NewReading;
+use crate::source::{NewReading, Sink};
 use crate::stats::DeviceStats;
 use shared::clock::SharedClock;
 use shared::topics::valid_id;
@@ -152,7 +152,7 @@ pub async fn run(
     source: MqttSource,
     stats: Arc<DeviceStats>,
     clock: SharedClock,
-    sink: mpsc::Sender<Vec<NewReading>>,
+    sink: Sink,
     paused: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -181,10 +181,16 @@ pub async fn run(
                 let arrival = clock.now_ms();
                 match map.map(&p.topic, &p.payload, arrival) {
                     Ok(readings) => {
-                        stats.ok(arrival);
-                        if sink.send(readings).await.is_err() {
+                        // Counted once durable (or refused under stop_polling).
+                        let taken = tokio::select! {
+                            t = sink.take(readings) => t,
+                            _ = shutdown.changed() => None,
+                        };
+                        if taken.is_none() {
+                            let _ = client.disconnect().await;
                             return;
                         }
+                        stats.ok(arrival);
                     }
                     Err(e) => {
                         tracing::warn!("mqtt[{index}]: {e}");

@@ -9,11 +9,14 @@
 //! whose ack does not come within `ack_timeout`, and everything unacked when
 //! the link comes back, is sent again from the acked floor, in order (the
 //! collector drops the duplicates). Readings go as soon as they are durable
-//! and the window has room: with nothing in flight even a partial batch goes
-//! at once; while a batch is in flight a partial one waits, for its ack, for
-//! `batch_max` readings to be ready or for `linger`, whichever comes first, so
-//! batches grow by themselves under load (as Nagle's algorithm does) and an
-//! idle link adds no delay.
+//! and the window has room, whatever their number: batching is not done on a
+//! timer. Batches grow by themselves when the link is the bottleneck: while
+//! the window is full, readings made durable pile up behind it and the next
+//! slot carries up to `batch_max` of them. `linger` only applies behind a
+//! full window: once the window has filled, a partial batch waits for
+//! `batch_max` readings to be ready, for `linger` since the window filled, or
+//! for the window to empty, whichever comes first, so a link kept busy sends
+//! full batches; an idle or lightly loaded link adds no delay.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -53,8 +56,9 @@ pub struct Window {
     durable: u64,
     connected: bool,
     inflight: VecDeque<InFlight>,
-    /// Since when a partial batch has been ready, for `linger`.
-    waiting_since: Option<Instant>,
+    /// When the window last filled, while batches it held are still out:
+    /// partial batches wait behind it for `linger` at most.
+    full_since: Option<Instant>,
 }
 
 impl Window {
@@ -69,7 +73,7 @@ impl Window {
             durable: 0,
             connected: false,
             inflight: VecDeque::new(),
-            waiting_since: None,
+            full_since: None,
         }
     }
 
@@ -103,6 +107,9 @@ impl Window {
         while self.inflight.front().is_some_and(|b| b.last <= self.acked) {
             self.inflight.pop_front();
         }
+        if self.inflight.is_empty() {
+            self.full_since = None;
+        }
         self.cursor = self.cursor.max(self.acked + 1);
     }
 
@@ -118,6 +125,7 @@ impl Window {
 
     fn resend_all(&mut self) {
         self.inflight.clear();
+        self.full_since = None;
         self.cursor = self.acked + 1;
     }
 
@@ -125,19 +133,14 @@ impl Window {
     pub fn sent(&mut self, first: u64, last: u64, now: Instant) {
         self.inflight.push_back(InFlight { first, last, sent: now });
         self.cursor = last + 1;
-        self.settle();
+        if !self.has_room() {
+            self.full_since = Some(now);
+        }
     }
 
     /// The outbox held nothing in `cursor..=upto` (acked or dropped meanwhile).
     pub fn nothing_held(&mut self, upto: u64) {
         self.cursor = upto + 1;
-        self.settle();
-    }
-
-    fn settle(&mut self) {
-        if self.cursor > self.durable {
-            self.waiting_since = None;
-        }
     }
 
     fn has_room(&self) -> bool {
@@ -152,19 +155,13 @@ impl Window {
                 return Step::AckTimedOut { from: self.cursor };
             }
         }
-        if self.connected && self.cursor <= self.durable && self.has_room() {
-            let since = *self.waiting_since.get_or_insert(now);
-            if self.inflight.is_empty() || self.durable - self.cursor + 1 >= self.batch_max || now.saturating_duration_since(since) >= self.linger {
-                return Step::Send { from: self.cursor, upto: self.durable };
-            }
-        } else if self.cursor > self.durable {
-            self.waiting_since = None;
-        }
         let mut until: Option<Instant> = None;
-        // With the window full only an ack can let a batch go: a linger
-        // deadline already past would wake the sender at once, forever.
-        if let (Some(since), true, true) = (self.waiting_since, self.connected, self.has_room()) {
-            until = Some(since + self.linger);
+        if self.connected && self.cursor <= self.durable && self.has_room() {
+            let full_batch = self.durable - self.cursor + 1 >= self.batch_max;
+            match self.full_since {
+                Some(since) if !full_batch && now.saturating_duration_since(since) < self.linger => until = Some(since + self.linger),
+                _ => return Step::Send { from: self.cursor, upto: self.durable },
+            }
         }
         if let Some(oldest) = self.inflight.front() {
             let timeout = oldest.sent + self.ack_timeout;
@@ -218,23 +215,41 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_batch_goes_at_once_on_an_idle_link_and_waits_while_another_is_in_flight() {
+    fn a_partial_batch_goes_as_soon_as_it_is_durable_while_the_window_has_room() {
         let (mut w, t) = window(5);
         assert_eq!(w.poll(t), Step::Send { from: 1, upto: 5 }, "nothing in flight: no linger");
         w.sent(1, 5, t);
         assert_eq!(w.poll(t), Step::Wait { until: Some(t + ACK_TIMEOUT) }, "nothing goes past the durable seq");
         w.durable(7);
-        let ready = t + LINGER;
-        assert_eq!(w.poll(ready), Step::Wait { until: Some(ready + LINGER) }, "1..=5 in flight: 6..=7 wait for more, linger at most");
+        assert_eq!(w.poll(t), Step::Send { from: 6, upto: 7 }, "1..=5 in flight, but the window has room: 6..=7 go at once");
+        w.sent(6, 7, t);
         w.durable(8);
-        assert_eq!(w.poll(ready + LINGER / 2), Step::Wait { until: Some(ready + LINGER) }, "linger counts from when 6..=7 became ready");
-        w.ack(5);
-        assert_eq!(w.poll(ready + LINGER / 2), Step::Send { from: 6, upto: 8 }, "the ack emptied the window: what is ready goes at once");
-        w.sent(6, 8, ready + LINGER / 2);
-        w.durable(9);
-        let nine = ready + LINGER;
-        assert_eq!(w.poll(nine), Step::Wait { until: Some(nine + LINGER) });
-        assert_eq!(w.poll(nine + LINGER), Step::Send { from: 9, upto: 9 }, "linger passed with 6..=8 still in flight");
+        assert_eq!(w.poll(t), Step::Send { from: 8, upto: 8 });
+    }
+
+    #[test]
+    fn behind_a_full_window_a_partial_batch_waits_for_linger_a_full_batch_or_an_empty_window() {
+        let (mut w, t) = window(23);
+        for _ in 0..3 {
+            send_next(&mut w, t);
+        }
+        assert_eq!(ranges(&w), vec![(1, 10), (11, 20), (21, 23)], "each went at once: the window had room");
+        w.durable(25);
+        let later = t + LINGER / 4;
+        assert_eq!(w.poll(later), Step::Wait { until: Some(t + ACK_TIMEOUT) }, "full: only an ack (or its timeout) lets a batch go");
+        w.ack(10);
+        assert_eq!(w.poll(later), Step::Wait { until: Some(t + LINGER) }, "the window filled at t: 24..=25 wait for more, linger at most");
+        w.durable(33);
+        assert_eq!(w.poll(later), Step::Send { from: 24, upto: 33 }, "a full batch goes at once");
+        w.sent(24, 33, later);
+        w.durable(35);
+        w.ack(20);
+        assert_eq!(w.poll(later), Step::Wait { until: Some(later + LINGER) }, "it filled again when 24..=33 went");
+        assert_eq!(w.poll(later + LINGER), Step::Send { from: 34, upto: 35 }, "linger passed");
+        w.sent(34, 35, later + LINGER);
+        w.durable(37);
+        w.ack(35);
+        assert_eq!(w.poll(later + LINGER), Step::Send { from: 36, upto: 37 }, "the window emptied: what is ready goes at once");
     }
 
     #[test]
@@ -242,6 +257,8 @@ mod tests {
         let (mut w, t) = window(100);
         w.connected(false);
         assert_eq!(w.poll(t + LINGER), Step::Wait { until: None });
+        w.connected(true);
+        assert_eq!(w.poll(t + LINGER), Step::Send { from: 1, upto: 100 });
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::SlaveContext;
@@ -18,7 +18,7 @@ use super::address::{Parity, Serial};
 use super::register_map::{RegisterMap, Request, Table};
 use super::{exception_name, ModbusAddress};
 use crate::config::ModbusDevice;
-use crate::source::NewReading;
+use crate::source::{NewReading, Sink, Taken};
 use crate::stats::DeviceStats;
 use shared::clock::SharedClock;
 
@@ -182,7 +182,7 @@ impl Poller {
     /// Polls one TCP device on its own link until `shutdown` turns true. While
     /// `paused` is true (the outbox is full under `stop_polling`) it skips polls
     /// rather than produce readings that would have nowhere to go.
-    pub async fn run(self, sink: mpsc::Sender<Vec<NewReading>>, paused: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, sink: Sink, paused: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
         let mut link = Link::new(self.address.clone());
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -197,11 +197,29 @@ impl Poller {
             if *paused.borrow() {
                 continue;
             }
-            let readings = self.poll_once(&mut link).await;
-            if !readings.is_empty() && sink.send(readings).await.is_err() {
-                return;
+            tokio::select! {
+                going = self.poll_and_hand(&mut link, &sink) => if !going { return },
+                _ = shutdown.changed() => return,
             }
         }
+    }
+
+    /// Polls once, hands the readings to the intake and counts the poll only
+    /// once they are durable. False when the agent is stopping.
+    async fn poll_and_hand(&self, link: &mut Link, sink: &Sink) -> bool {
+        let (readings, answered) = self.poll(link).await;
+        // Refused readings (stop_polling, outbox full) are counted by the
+        // intake; the device did answer.
+        if !readings.is_empty() {
+            match sink.take(readings).await {
+                None => return false,
+                Some(Taken::Durable | Taken::Refused) => {}
+            }
+        }
+        if answered {
+            self.stats.ok(self.clock.now_ms());
+        }
+        true
     }
 
     pub fn unit(&self) -> u8 {
@@ -240,7 +258,15 @@ impl Poller {
         ts_ms
     }
 
+    #[cfg(test)]
     async fn poll_once(&self, link: &mut Link) -> Vec<NewReading> {
+        self.poll(link).await.0
+    }
+
+    /// One poll: its readings, and whether any request was answered. A poll
+    /// that failed whole marks the device DOWN here; an answered one is
+    /// counted by the caller once its readings are durable.
+    async fn poll(&self, link: &mut Link) -> (Vec<NewReading>, bool) {
         let mut out = Vec::new();
         let mut failed = 0;
         for (i, request) in self.map.requests.iter().enumerate() {
@@ -265,12 +291,11 @@ impl Poller {
                 }
             }
         }
-        if failed < self.map.requests.len() {
-            self.stats.ok(self.clock.now_ms());
-        } else {
+        let answered = failed < self.map.requests.len();
+        if !answered {
             self.stats.down(self.clock.now_ms());
         }
-        out
+        (out, answered)
     }
 
     async fn read_with_retries(&self, link: &mut Link, request: &Request) -> Result<Vec<u16>, RequestFailed> {
@@ -304,7 +329,7 @@ impl Poller {
 
 /// Polls every device of one serial line in turn on one link, each on its own
 /// schedule: the device due first goes next.
-pub async fn run_bus(devices: Vec<Poller>, sink: mpsc::Sender<Vec<NewReading>>, paused: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_bus(devices: Vec<Poller>, sink: Sink, paused: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
     let Some(first) = devices.first() else { return };
     let mut link = Link::new(first.address.clone());
     let mut due: Vec<Instant> = vec![Instant::now(); devices.len()];
@@ -322,9 +347,9 @@ pub async fn run_bus(devices: Vec<Poller>, sink: mpsc::Sender<Vec<NewReading>>, 
         if *paused.borrow() {
             continue;
         }
-        let readings = d.poll_once(&mut link).await;
-        if !readings.is_empty() && sink.send(readings).await.is_err() {
-            return;
+        tokio::select! {
+            going = d.poll_and_hand(&mut link, &sink) => if !going { return },
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -85,6 +85,14 @@ impl Proc {
         Ok(())
     }
 
+    /// SIGSTOP / SIGCONT: frozen, it sends nothing, and resumes where it was.
+    pub fn pause(&mut self, on: bool) -> Result<()> {
+        if let Some(c) = &self.child {
+            Command::new("kill").arg(if on { "-STOP" } else { "-CONT" }).arg(c.id().to_string()).status()?;
+        }
+        Ok(())
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -175,6 +183,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The power-cut scenarios' own tally.
     pub cuts: Option<Cuts>,
+    /// What users see: feeds, the stored count, alerts, webhooks, VictoriaMetrics.
+    pub effects: crate::effects::Effects,
 }
 
 /// What power cuts did: each is a SIGKILL, the unsynced writes of the crash
@@ -217,7 +227,7 @@ impl fmt::Display for Cuts {
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.delivered > 0 && self.cuts.as_ref().is_none_or(Cuts::clean)
+        self.lost == 0 && self.duplicated == 0 && self.delivered > 0 && self.cuts.as_ref().is_none_or(Cuts::clean) && self.effects.clean()
     }
 }
 
@@ -225,6 +235,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} lost={} duplicated={} delivered={}", self.scenario, self.lost, self.duplicated, self.delivered)?;
         write!(f, " in_kill_window={} dropped={} abandoned={}", self.in_kill_window, self.dropped, self.abandoned)?;
+        write!(f, " {}", self.effects)?;
         if let Some(c) = &self.cuts {
             write!(f, " {c}")?;
         }
@@ -278,8 +289,10 @@ pub fn account(scenario: &str, http: u16, log: &Path, dropped_reported: u64, aba
 /// city system would be: QoS 0, reconnecting (and subscribing again) when the
 /// broker comes back. Counts each (sensor, value) it hears.
 pub struct Feed {
-    pub heard: std::sync::Arc<std::sync::Mutex<HashMap<(String, u64), u32>>>,
+    pub heard: crate::effects::Heard,
     subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections the broker accepted: more than one, and messages in between were not heard.
+    connections: std::sync::Arc<std::sync::atomic::AtomicU32>,
     client: rumqttc::Client,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -293,8 +306,8 @@ impl Feed {
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut conn) = rumqttc::Client::new(opts, 1000);
-        let feed = Feed { heard: Default::default(), subscribed: Default::default(), client: client.clone(), stop: Default::default() };
-        let (heard, subscribed, stop) = (feed.heard.clone(), feed.subscribed.clone(), feed.stop.clone());
+        let feed = Feed { heard: Default::default(), subscribed: Default::default(), connections: Default::default(), client: client.clone(), stop: Default::default() };
+        let (heard, subscribed, connections, stop) = (feed.heard.clone(), feed.subscribed.clone(), feed.connections.clone(), feed.stop.clone());
         std::thread::spawn(move || {
             for event in conn.iter() {
                 if stop.load(Ordering::SeqCst) {
@@ -303,6 +316,7 @@ impl Feed {
                 match event {
                     // A clean session forgets the subscription with the broker.
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connections.fetch_add(1, Ordering::SeqCst);
                         let _ = client.try_subscribe(TOPIC, QoS::AtMostOnce);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.store(true, Ordering::SeqCst),
@@ -318,6 +332,10 @@ impl Feed {
         });
         wait_for("the live feed subscription", Duration::from_secs(30), || feed.subscribed.load(Ordering::SeqCst).then_some(()))?;
         Ok(feed)
+    }
+
+    pub fn connections(&self) -> u32 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Messages heard so far.

@@ -1,6 +1,9 @@
 //! `citysense-faults [SCENARIO...]`: runs fault scenarios against the built
-//! binaries and prints `SCENARIO lost=N duplicated=M delivered=K` per scenario;
-//! exits 1 if any scenario lost or duplicated a reading (or could not run).
+//! binaries and prints `SCENARIO lost=N duplicated=M delivered=K ...` per
+//! scenario, with the effects users see (`feed_dup`, `sse_dup`,
+//! `stored_total_mismatch`, `alert_dup`, `webhook_dup`, `vm_dup`, and what is
+//! missing where that is exact); exits 1 if any scenario lost or duplicated a
+//! reading or an effect (or could not run).
 //!
 //! `citysense-faults --soak N`: N power cuts, half of the agent's outbox disk
 //! and half of the collector's store disk, then one line

@@ -89,7 +89,9 @@ pub fn agent(bins: &Bins, cuts: usize, seed0: u64) -> Result<Report> {
 }
 
 pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: bool) -> Result<Report> {
-    let opts = if power { options(CrashAt::Outbox) } else { Options { crash_disk: None, ..options(CrashAt::Outbox) } };
+    // The plain kills also run the InfluxDB sink into VictoriaMetrics: the
+    // collector runs throughout, so each value must be there exactly once.
+    let opts = if power { options(CrashAt::Outbox) } else { Options { crash_disk: None, victoria: true, ..options(CrashAt::Outbox) } };
     let mut w = World::new(scenario, bins, opts)?;
     w.start_collector()?;
     let mut seed = seed0;
@@ -217,12 +219,12 @@ pub fn agent_kills(bins: &Bins, scenario: &str, cuts: usize, seed0: u64, power: 
     if let Some(mut a) = w.agent.take() {
         a.stop()?;
     }
-    let (duplicated, effects) = w.effects(last, 0)?;
-    let mut report =
-        Report { scenario: scenario.into(), delivered: stored.len() as u64, in_kill_window: excused_total, abandoned: abandoned_total, duplicated, ..Default::default() };
-    report.notes.extend(effects);
+    let (effects, notes) = w.effects(last, 0)?;
+    let mut report = Report { scenario: scenario.into(), delivered: stored.len() as u64, in_kill_window: excused_total, abandoned: abandoned_total, effects, ..Default::default() };
+    report.notes.extend(notes);
     report.lost = missing_total.saturating_sub(excused_total + abandoned_total);
-    report.notes.insert(0, format!("seed={seed0} excused_per_cut={} poll_errors={poll_errors}", join(&tally.excused)));
+    let per = if power { "excused_per_cut" } else { "excused_per_kill" };
+    report.notes.insert(0, format!("seed={seed0} {per}={} poll_errors={poll_errors}", join(&tally.excused)));
     report.notes.extend(lost_durable);
     report.notes.extend(mismatches);
     report.cuts = Some(tally);

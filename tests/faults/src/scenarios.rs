@@ -1,7 +1,7 @@
 //! The fault scenarios. Each builds a small world of real processes, injects
 //! its fault, lets the system drain and accounts for every counter value.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::harness::{account, free_port, get_json, metric, now_ms, wait_for, wait_for_port, Bins, Proc, Report};
+use crate::effects::{compare, count_alerts, count_webhooks, crossings, metric_sum, vm_counter_samples, Effects, Hooks, Sse};
+use crate::harness::{account, free_port, get, get_json, metric, now_ms, wait_for, wait_for_port, Bins, Proc, Report};
 
 /// The agent's `buffer.flush` in every scenario: the longest gap between fsyncs.
 const FLUSH_MS: i64 = 100;
@@ -39,6 +40,8 @@ pub(crate) struct Options {
     pub outbox_fs_kib: Option<u32>,
     /// Put the agent's outbox or the collector's store on a crash disk (needs root and /dev/fuse).
     pub crash_disk: Option<CrashAt>,
+    /// The InfluxDB sink on, into a VictoriaMetrics kept without dedup.
+    pub victoria: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,16 @@ pub(crate) struct World {
     mqtt: u16,
     /// Every reading is a counter value: the agent's seqs count them one for one.
     only_counter: bool,
+    /// The collector's SSE stream, read from the first collector start on.
+    sse: Option<Sse>,
+    /// The webhook receiver the collector's `[[webhook]]` points at.
+    hooks: Hooks,
+    pub victoria: Option<support::Victoria>,
+    /// Nothing was stored before the first feed and SSE subscriptions: both must carry every reading.
+    fresh_start: bool,
+    /// Readings the store held when the running collector started, while no
+    /// agent could send (`record_baseline`): its stored_total counts the rest.
+    stored_baseline: Option<u64>,
 }
 
 /// The last 15 lines of a log file.
@@ -161,9 +174,23 @@ impl World {
         } else {
             format!("listen = \"127.0.0.1:{mqtt}\"")
         };
+        let hooks = Hooks::start()?;
+        let mut victoria = None;
+        let mut influx = String::new();
+        if o.victoria {
+            let port = free_port();
+            std::fs::create_dir_all(d.join("victoria"))?;
+            victoria = Some(support::Victoria::start(&d.join("victoria"), port)?);
+            influx = format!("[influxdb]\nurl = \"http://127.0.0.1:{port}\"\norg = \"city\"\nbucket = \"faults\"\nbatch_points = 500\n");
+        }
         std::fs::write(
             d.join("collector.toml"),
-            format!("[mqtt]\n{mqtt_section}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[store]\npath = \"{}\"\n", path_str(&d.join("collector-store"))),
+            format!(
+                "[mqtt]\n{mqtt_section}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[store]\npath = \"{}\"\n{influx}[[webhook]]\nurl = \"http://127.0.0.1:{}/hook\"\n{}",
+                path_str(&d.join("collector-store")),
+                hooks.port,
+                crate::effects::rules_toml()
+            ),
         )?;
         let sources = d.join("sources.toml");
         let counter_log = d.join("counter.log");
@@ -218,6 +245,11 @@ impl World {
             feed: None,
             mqtt,
             only_counter: o.only_counter,
+            sse: None,
+            hooks,
+            victoria,
+            fresh_start: false,
+            stored_baseline: None,
         })
     }
 
@@ -230,7 +262,27 @@ impl World {
         }
         if self.feed.is_none() {
             self.watch_feed()?;
+            self.sse = Some(Sse::watch(self.http)?);
+            // After both subscriptions: nothing stored yet means nothing was published before them.
+            self.fresh_start = metric(self.http, "citysense_readings_stored_total")? == 0.0;
+        } else if let Some(sse) = &self.sse {
+            let starts = self.collector_starts;
+            wait_for("the SSE stream to open again", Duration::from_secs(30), || (sse.connections() >= starts).then_some(()))?;
         }
+        Ok(())
+    }
+
+    /// Readings the store holds (every seq stored, none dropped at the agent),
+    /// for a collector just started while the agent is paused: what its
+    /// `citysense_readings_stored_total` will not count.
+    pub fn record_baseline(&mut self) -> Result<()> {
+        let doc = match get_json(self.http, "/api/v1/gateways/gw-fault/progress") {
+            Ok(doc) => doc,
+            Err(e) if e.to_string().contains("404") => Value::Array(vec![]),
+            Err(e) => return Err(e),
+        };
+        let held = doc.as_array().map(|a| a.iter().map(|s| s["acked_seq"].as_u64().unwrap_or(0) + s["waiting"].as_u64().unwrap_or(0)).sum()).unwrap_or(0);
+        self.stored_baseline = Some(held);
         Ok(())
     }
 
@@ -241,34 +293,101 @@ impl World {
         Ok(())
     }
 
-    /// What users see, against what the agent made: every counter value once
-    /// on the live feed (duplicates counted; values the QoS 0 feed missed
-    /// across a restart only noted), and `citysense_readings_stored_total`
-    /// equal to the distinct readings (`handed_out` seqs less those the
-    /// collector counted dropped at the agent) when one collector ran
-    /// throughout. Returns the duplicates seen and notes.
-    pub fn effects(&mut self, handed_out: u64, skipped: u64) -> Result<(u64, Vec<String>)> {
+    /// What users see, against what the agent made and the store holds:
+    /// every counter value once on the live MQTT feed and on SSE (and, where
+    /// the subscriptions ran from before the first reading with one collector
+    /// throughout, none missing), `citysense_readings_stored_total` equal to
+    /// the distinct readings (`handed_out` seqs less those the collector
+    /// counted dropped at the agent, less what the store held when this
+    /// collector started), one alert and one webhook change per crossing of
+    /// the alert ladder, and each value once in VictoriaMetrics. Call with
+    /// the collector running and the agent stopped.
+    pub fn effects(&mut self, handed_out: u64, skipped: u64) -> Result<(Effects, Vec<String>)> {
         let mut notes = Vec::new();
-        let mut duplicated = 0;
-        if self.collector_starts == 1 {
-            let stored_total = metric(self.http, "citysense_readings_stored_total")? as u64;
-            let distinct = handed_out - skipped;
-            notes.push(format!("stored_total={stored_total} distinct_readings={distinct}"));
-            duplicated += stored_total.saturating_sub(distinct);
-        }
+        let mut e = Effects::default();
         let feed = self.feed.as_ref().expect("the feed is watched from the first collector start");
-        // The feed's last messages are on their way: wait for it to go quiet.
-        let mut last = u64::MAX;
-        wait_for("the live feed to go quiet", Duration::from_secs(30), || {
+        let sse = self.sse.as_ref().expect("SSE is watched from the first collector start");
+        // The feeds' last messages, the rules and the webhook outbox are on their way: wait for all to go quiet.
+        let mut last = (u64::MAX, 0, 0, 0.0);
+        wait_for("the feeds, alerts and webhooks to go quiet", Duration::from_secs(60), || {
             std::thread::sleep(Duration::from_millis(300));
-            (std::mem::replace(&mut last, feed.count()) == last).then_some(())
+            let text = get(self.http, "/metrics").ok()?;
+            let backlog = support::metric_in(&text, "citysense_webhook_backlog")?;
+            let now = (feed.count(), sse.count(), self.hooks.count(), support::metric_in(&text, "citysense_rules_readings_evaluated_total").unwrap_or(0.0));
+            (std::mem::replace(&mut last, now) == now && backlog == 0.0).then_some(())
         })?;
-        let seen: HashMap<(String, u64), u32> = feed.heard.lock().unwrap().clone();
-        let feed_duplicated: u64 = seen.values().map(|c| (c - 1) as u64).sum();
         let served = crate::harness::served(&self.counter_log)?;
-        let feed_missing = served.iter().flat_map(|(s, v)| v.iter().map(move |(v, _)| (s.clone(), *v))).filter(|k| !seen.contains_key(k)).count();
-        notes.push(format!("feed_duplicated={feed_duplicated} feed_missing={feed_missing}"));
-        Ok((duplicated + feed_duplicated, notes))
+        let mut stored: HashMap<String, HashSet<u64>> = HashMap::new();
+        for sensor in served.keys() {
+            let doc = get_json(self.http, &format!("/api/v1/series?sensor={sensor}&metric=counter&from=0"))?;
+            let values = doc["points"].as_array().into_iter().flatten().map(|p| p["value"].as_f64().unwrap_or(-1.0) as u64);
+            stored.insert(sensor.clone(), values.collect());
+        }
+        let metrics = get(self.http, "/metrics")?;
+        let one_run = self.collector_starts == 1 && self.fresh_start;
+
+        let (dup, extra, missing) = compare(&feed.heard.lock().unwrap(), &stored);
+        (e.feed_dup, e.feed_extra) = (dup, extra);
+        let mqtt_dropped = metric_sum(&metrics, "citysense_feed_dropped_total{feed=\"mqtt_live\"");
+        if one_run && feed.connections() == 1 && mqtt_dropped == 0.0 {
+            e.feed_missing = Some(missing);
+        } else {
+            notes.push(format!(
+                "feed_unheard={missing} (QoS 0, not exact here: collector_starts={} feed_connections={} fresh_start={} mqtt_live_dropped={mqtt_dropped})",
+                self.collector_starts,
+                feed.connections(),
+                self.fresh_start
+            ));
+        }
+        let (dup, extra, missing) = compare(&sse.heard.lock().unwrap(), &stored);
+        (e.sse_dup, e.sse_extra) = (dup, extra);
+        let lagged = sse.lagged.load(std::sync::atomic::Ordering::SeqCst);
+        if one_run && sse.connections() == 1 && lagged == 0 {
+            e.sse_missing = Some(missing);
+        } else {
+            notes.push(format!(
+                "sse_unheard={missing} (not exact here: collector_starts={} sse_connections={} fresh_start={} lagged={lagged})",
+                self.collector_starts,
+                sse.connections(),
+                self.fresh_start
+            ));
+        }
+
+        let stored_total = support::metric_in(&metrics, "citysense_readings_stored_total").context("no citysense_readings_stored_total")? as u64;
+        let baseline = if self.collector_starts == 1 { Some(0) } else { self.stored_baseline };
+        match baseline {
+            Some(b) => {
+                let distinct = (handed_out - skipped).saturating_sub(b);
+                e.stored_total_mismatch = Some(stored_total.abs_diff(distinct));
+                notes.push(format!("stored_total={stored_total} distinct_readings={distinct}"));
+            }
+            None => notes.push(format!("stored_total={stored_total} (not checked: {} collector starts, no baseline)", self.collector_starts)),
+        }
+        // Readings the running collector received again and deduplicated: the resends the check above saw through.
+        notes.push(format!("resent={}", support::metric_in(&metrics, "citysense_readings_duplicate_total").unwrap_or(0.0)));
+
+        let expected = crossings(&stored);
+        e.crossings = expected.len() as u64;
+        (_, e.alert_dup, e.alert_missing, e.alert_extra) = count_alerts(&get_json(self.http, "/api/v1/alerts")?, &expected)?;
+        (e.webhook_keys, e.webhook_dup, e.webhook_missing, e.webhook_unkeyed, e.webhook_redelivered) = count_webhooks(&self.hooks.deliveries(), &expected);
+        let lagged_rules = support::metric_in(&metrics, "citysense_rules_lagged_total").unwrap_or(0.0);
+        if lagged_rules > 0.0 {
+            notes.push(format!("rules_lagged={lagged_rules} (batches the rules never saw: alert_missing may follow)"));
+        }
+
+        if let Some(vm) = &self.victoria {
+            let want: usize = stored.values().map(HashSet::len).sum();
+            let mut samples = HashMap::new();
+            // The sink follows the store; a value it never sends shows as vm_missing.
+            let _ = wait_for("VictoriaMetrics to hold every stored value", Duration::from_secs(30), || {
+                samples = vm_counter_samples(vm.port).ok()?;
+                (samples.len() >= want).then_some(())
+            });
+            let (dup, extra, missing) = compare(&samples, &stored);
+            (e.vm_dup, e.vm_missing) = (Some(dup), Some(missing + extra));
+            notes.push(format!("vm_samples={}", samples.values().map(|c| *c as u64).sum::<u64>()));
+        }
+        Ok((e, notes))
     }
 
     pub fn spawn_collector(&mut self) -> Result<()> {
@@ -374,9 +493,9 @@ impl World {
             report.notes.push(format!("handed_out={handed_out} stored={} progress={progress}", report.delivered));
             report.lost = report.lost.max(short);
         }
-        let (duplicated, effects) = self.effects(handed_out, skipped)?;
-        report.duplicated += duplicated;
-        report.notes.extend(effects);
+        let (effects, notes) = self.effects(handed_out, skipped)?;
+        report.effects = effects;
+        report.notes.extend(notes);
         if dropped < skipped {
             report.notes.push(format!("UNDER-REPORTED: agent says {dropped} dropped, collector missed {skipped}"));
             report.lost += skipped - dropped;
@@ -412,7 +531,7 @@ fn start_mosquitto(conf: &Path, dir: &Path, port: u16) -> Result<Proc> {
 }
 
 pub(crate) fn standard() -> Options {
-    Options { external_broker: false, only_counter: false, devices: (2, 1, 1), interval: "250ms", max_bytes: "64MiB", outbox_fs_kib: None, crash_disk: None }
+    Options { external_broker: false, only_counter: false, devices: (2, 1, 1), interval: "250ms", max_bytes: "64MiB", outbox_fs_kib: None, crash_disk: None, victoria: false }
 }
 
 /// A small deterministic jitter so kills land at varied points of the pipeline.
@@ -460,7 +579,10 @@ fn agent_sigkill(bins: &Bins) -> Result<Report> {
     crate::powercut::agent_kills(bins, "agent-sigkill", 3, crate::powercut::seed(), false)
 }
 
-/// One SIGKILL of the collector (and its embedded broker), restarted 3 s later.
+/// One SIGKILL of the collector (and its embedded broker), restarted 3 s
+/// later. The agent, buffering meanwhile, is paused while the new collector
+/// starts, so what the store held before the kill can be read off its
+/// progress and `citysense_readings_stored_total` checked across the restart.
 fn collector_sigkill(bins: &Bins) -> Result<Report> {
     let mut w = World::new("collector-sigkill", bins, standard())?;
     w.start_collector()?;
@@ -469,7 +591,10 @@ fn collector_sigkill(bins: &Bins) -> Result<Report> {
     std::thread::sleep(Duration::from_millis(1500));
     w.collector.take().unwrap().kill();
     std::thread::sleep(Duration::from_secs(3));
-    w.start_collector()?;
+    w.agent.as_mut().expect("agent running").pause(true)?;
+    let restarted = w.start_collector().and_then(|_| w.record_baseline());
+    w.agent.as_mut().expect("agent running").pause(false)?;
+    restarted?;
     std::thread::sleep(Duration::from_secs(2));
     w.finish("collector-sigkill", vec![])
 }

@@ -4,6 +4,7 @@
 //! the MQTT routing; the store remains the record.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use shared::clock::SharedClock;
@@ -121,11 +122,14 @@ pub struct Registry {
     clock: SharedClock,
     sensors: RwLock<HashMap<SensorId, SensorSeen>>,
     gateways: RwLock<BTreeMap<String, GatewayView>>,
+    /// Bumped when a (sensor, metric) is seen for the first time: views
+    /// built from the set of series (the SensorThings model) rebuild on it.
+    series_generation: AtomicU64,
 }
 
 impl Registry {
     pub fn new(clock: SharedClock) -> Registry {
-        Registry { clock, sensors: RwLock::default(), gateways: RwLock::default() }
+        Registry { clock, sensors: RwLock::default(), gateways: RwLock::default(), series_generation: AtomicU64::new(0) }
     }
 
     fn with_gateway<T>(&self, id: &str, f: impl FnOnce(&mut GatewayView) -> T) -> T {
@@ -147,8 +151,8 @@ impl Registry {
                     s.arrived(now);
                 }
                 let newer = s.latest.get(&r.metric).is_none_or(|l| l.ts_ms <= r.ts_ms);
-                if newer {
-                    s.latest.insert(r.metric.clone(), r.sample());
+                if newer && s.latest.insert(r.metric.clone(), r.sample()).is_none() {
+                    self.series_generation.fetch_add(1, Ordering::Release);
                 }
             }
         }
@@ -174,7 +178,9 @@ impl Registry {
         let mut sensors = self.sensors.write().unwrap();
         let s = sensors.entry(sensor.clone()).or_default();
         s.last_seen_ms = Some(s.last_seen_ms.unwrap_or(i64::MIN).max(latest.ts_ms));
-        s.latest.insert(metric.clone(), latest);
+        if s.latest.insert(metric.clone(), latest).is_none() {
+            self.series_generation.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Seeds a gateway's ack from the store at start-up; of several epochs,
@@ -253,6 +259,26 @@ impl Registry {
 
     pub fn sensors(&self) -> HashMap<SensorId, SensorSeen> {
         self.sensors.read().unwrap().clone()
+    }
+
+    /// Changes whenever a new (sensor, metric) appears in `series`.
+    pub fn series_generation(&self) -> u64 {
+        self.series_generation.load(Ordering::Acquire)
+    }
+
+    /// Every (sensor, metric) heard or seeded, without copying their values.
+    pub fn series(&self) -> Vec<(SensorId, Metric)> {
+        self.sensors.read().unwrap().iter().flat_map(|(s, seen)| seen.latest.keys().map(move |m| (s.clone(), m.clone()))).collect()
+    }
+
+    /// The newest sample of one series.
+    pub fn latest(&self, sensor: &str, metric: &str) -> Option<Sample> {
+        self.sensors.read().unwrap().get(sensor)?.latest.get(metric).copied()
+    }
+
+    /// The gateway a sensor's readings last came from.
+    pub fn gateway(&self, sensor: &str) -> Option<GatewayId> {
+        self.sensors.read().unwrap().get(sensor)?.gateway.clone()
     }
 
     pub fn gateways(&self) -> Vec<GatewayView> {

@@ -547,3 +547,47 @@ async fn frost_sta_client_reads_what_the_series_api_holds() {
     assert_eq!(got["count"], 120);
     c.collector.shutdown().await;
 }
+
+/// The model is built once and kept until what it is made of changes: a
+/// metric heard for the first time is a Datastream in the very next request
+/// (for the public and for a token holder, each with a model of their own),
+/// and a newer reading of a known Datastream is its latest observation at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_heard_for_the_first_time_is_in_the_next_request_and_latest_values_are_live() {
+    let token = "viewer-secret-for-sta";
+    let extra = format!("{UNLIMITED}[[auth.token]]\nname = \"ops\"\nrole = \"viewer\"\nsha256 = \"{}\"\n", shared::auth::sha256_hex(token));
+    let mut c = city(&extra).await;
+    let addr = c.addr;
+    let latest_q = "Datastreams?$expand=Observations($top=1;$orderby=phenomenonTime desc)";
+    let viewer = |path: &'static str| async move {
+        let (st, body) = sta_as(addr, token, path).await;
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    // Both models built and in use.
+    assert_eq!(ids(&sta(addr, latest_q).await), ["aq-001~no2", "aq-001~pm25", "wl-001~water_level_m"]);
+    assert_eq!(ids(&viewer("Datastreams").await), ["aq-001~no2", "aq-001~pm25", "tr-001~vehicle_count", "wl-001~water_level_m"]);
+
+    let ts = c.base + 2 * HOUR + 30_000;
+    let reading = |sensor: &str, metric: &str, value: f64| Reading { seq: Seq(0), sensor: sensor.into(), metric: metric.into(), ts_ms: ts, value, quality: Quality::Good };
+    let last = c.gateway.send(vec![reading("aq-001", "o3", 12.0), reading("aq-001", "pm25", 99.0), reading("tr-001", "speed_kmh", 40.0)]).await;
+    c.gateway.wait_acked(last, Duration::from_secs(20)).await;
+
+    let after = sta(addr, latest_q).await;
+    assert_eq!(ids(&after), ["aq-001~no2", "aq-001~o3", "aq-001~pm25", "wl-001~water_level_m"], "a new series of an open sensor");
+    let latest = |id: &str| after["value"].as_array().unwrap().iter().find(|d| d["@iot.id"] == id).unwrap()["Observations"][0].clone();
+    assert_eq!((latest("aq-001~pm25")["result"].as_f64(), latest("aq-001~o3")["result"].as_f64()), (Some(99.0), Some(12.0)));
+    assert_eq!(latest("aq-001~pm25")["phenomenonTime"], collector::sta::time::format(ts));
+    assert_eq!(ids(&sta(addr, "Things('aq-001')/Datastreams").await), ["aq-001~no2", "aq-001~o3", "aq-001~pm25"]);
+    assert!(ids(&sta(addr, "ObservedProperties").await).contains(&"o3".to_string()));
+    assert_eq!(ids(&sta(addr, "Datastreams('aq-001~o3')/Observations").await), [format!("aq-001~o3~{ts}")]);
+    assert_eq!(
+        ids(&viewer("Datastreams").await),
+        ["aq-001~no2", "aq-001~o3", "aq-001~pm25", "tr-001~speed_kmh", "tr-001~vehicle_count", "wl-001~water_level_m"],
+        "a new series of a closed sensor, for a token holder"
+    );
+    // Still not for the public.
+    assert_eq!(status(addr, "Datastreams('tr-001~speed_kmh')").await.0, 404);
+    c.collector.shutdown().await;
+}

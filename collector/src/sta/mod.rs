@@ -4,12 +4,14 @@
 //! what the rest of the collector keeps and writes nothing.
 //!
 //! `ids` (entity sets, relations, ids) · `model` (citysense as Things,
-//! Datastreams, … per request) · `path` and `resolve` (the URL path) ·
+//! Datastreams, …) and `cache` (the model built once per change of the
+//! catalogue or the set of series) · `path` and `resolve` (the URL path) ·
 //! `options` and `filter` (the query options and the expression language) ·
 //! `observations` (reading the store, bounded) · `render` (JSON) · `policy`
 //! (open data, tokens, rate) · `mqtt` (updates) · `settings` (`[sta]`).
 //! Documented in README (SensorThings) and `docs/http-api.md`.
 
+pub mod cache;
 pub mod error;
 pub mod filter;
 pub mod ids;
@@ -57,11 +59,12 @@ pub struct Sta {
     anonymous: Bucket,
     /// Where MQTT clients subscribe (the broker agents use).
     mqtt_url: String,
+    pub models: cache::ModelCache,
 }
 
 impl Sta {
     pub fn new(config: StaConfig, mqtt_url: String, clock: shared::clock::SharedClock) -> Sta {
-        Sta { anonymous: Bucket::new(config.anonymous_rate, clock), config, mqtt_url }
+        Sta { anonymous: Bucket::new(config.anonymous_rate, clock), config, mqtt_url, models: cache::ModelCache::default() }
     }
 }
 
@@ -123,7 +126,8 @@ fn answer(st: &AppState, sta: &Sta, audience: Audience, base: &str, raw_path: &s
     if segments.is_empty() {
         return Ok(json_response(&service_root(base, &sta.mqtt_url)));
     }
-    let graph = Graph::build(&st.catalogue, |e| audience.sees(e), st.registry.sensors(), st.store.as_ref(), crate::http::sensors::default_unit);
+    let model = sta.models.get(audience, &st.catalogue, &st.registry, st.store.as_ref());
+    let graph = Graph { model: &model, store: st.store.as_ref(), registry: &st.registry };
     let reader = Reader { graph: &graph, budget, now_ms: st.clock.now_ms(), max_sort: sta.config.max_sort };
     let r = Renderer { reader, base: base.to_string(), default_top: sta.config.default_top, max_top: sta.config.max_top };
     let resolved = resolve::resolve(&graph, &segments)?;

@@ -1,13 +1,18 @@
-//! The Sensing Core data model over what citysense holds: one `Graph` per
-//! request, a snapshot of the visible catalogue entries (Things, and their
+//! The Sensing Core data model over what citysense holds. A `Model` holds
+//! the structure: the visible catalogue entries (Things, and their
 //! Locations, HistoricalLocations and FeaturesOfInterest), their series
 //! (Datastreams: sensor × metric, from the catalogue's units, the store and
 //! the live registry), device kinds (Sensors) and metrics
-//! (ObservedProperties). Observations are the store's samples, read when
-//! asked (`observations`). Entities are small handles into the graph; their
-//! JSON and their filter values are made from it on demand.
+//! (ObservedProperties); it changes only with the catalogue or a new series,
+//! so it is built once and shared by requests (`cache`). A `Graph` is a
+//! request's view: the model plus what changes with every reading, read
+//! from the registry for the entities a page shows (a Datastream's latest
+//! sample, a Thing's gateway). Observations are the store's samples, read
+//! when asked (`observations`). Entities are small handles into the model;
+//! their JSON and their filter values are made from it on demand.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Deref;
 
 use serde_json::{json, Map, Value as Json};
 use shared::Sample;
@@ -17,14 +22,13 @@ use super::filter::EvalError;
 use super::ids::{self, Arity, Set};
 use super::time;
 use crate::catalogue::SensorEntry;
-use crate::registry::SensorSeen;
+use crate::registry::Registry;
 use crate::store::Store;
 
 pub const OM_MEASUREMENT: &str = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement";
 
-pub struct Thing<'a> {
-    pub entry: &'a SensorEntry,
-    pub seen: Option<SensorSeen>,
+pub struct Thing {
+    pub entry: SensorEntry,
     pub datastreams: Vec<usize>,
     /// Index into `Graph::kinds`.
     pub kind: usize,
@@ -37,8 +41,6 @@ pub struct Datastream {
     /// Index into `Graph::metrics`.
     pub property: usize,
     pub unit: Option<String>,
-    /// The newest sample, from the live registry.
-    pub latest: Option<Sample>,
 }
 
 /// A handle on one entity of a `Graph`.
@@ -55,10 +57,12 @@ pub enum Entity {
     Observation(usize, Sample),
 }
 
-/// A collection: entities in hand, or the observations of some Datastreams
-/// (read from the store as needed, never all at once).
+/// A collection: a whole entity set of the model (taken a page at a time),
+/// entities in hand, or the observations of some Datastreams (read from the
+/// store as needed, never all at once).
 #[derive(Debug, Clone)]
 pub enum Source {
+    All(Set),
     List(Vec<Entity>),
     Observations(Vec<usize>),
 }
@@ -69,74 +73,128 @@ pub enum Nav {
     Many(Source),
 }
 
-pub struct Graph<'a> {
-    pub things: Vec<Thing<'a>>,
+/// The entities of the catalogue entries one audience sees, and how they
+/// relate; nothing in it changes with a new reading of a known series.
+pub struct Model {
+    pub things: Vec<Thing>,
     pub datastreams: Vec<Datastream>,
     pub kinds: Vec<String>,
     pub metrics: Vec<String>,
-    thing_ids: HashMap<&'a str, usize>,
+    thing_ids: HashMap<String, usize>,
     ds_ids: HashMap<String, usize>,
-    pub store: &'a dyn Store,
+    /// The Things with a location (those that have a Location), in id order.
+    with_location: Vec<usize>,
+    /// The Datastreams of each Sensor (device kind) and of each ObservedProperty (metric).
+    by_kind: Vec<Vec<usize>>,
+    by_metric: Vec<Vec<usize>>,
 }
 
-impl<'a> Graph<'a> {
-    /// The graph of the catalogue entries `visible` lets through.
+impl Model {
+    /// The model of the catalogue entries `visible` lets through, with the
+    /// series the registry and the store know of.
     pub fn build(
-        catalogue: &'a [SensorEntry],
+        catalogue: &[SensorEntry],
         visible: impl Fn(&SensorEntry) -> bool,
-        mut seen: HashMap<shared::SensorId, SensorSeen>,
-        store: &'a dyn Store,
+        series: impl IntoIterator<Item = (shared::SensorId, shared::Metric)>,
         units: impl Fn(&str) -> Option<&'static str>,
-    ) -> Graph<'a> {
+    ) -> Model {
         let mut entries: Vec<&SensorEntry> = catalogue.iter().filter(|e| visible(e)).collect();
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         let kinds: Vec<String> = entries.iter().map(|e| e.kind.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let mut stored: HashMap<&str, BTreeSet<String>> = HashMap::new();
-        let series = store.series();
-        for (s, m) in &series {
-            stored.entry(s.as_str()).or_default().insert(m.to_string());
+        let mut known: HashMap<shared::SensorId, BTreeSet<String>> = HashMap::new();
+        for (s, m) in series {
+            known.entry(s).or_default().insert(m.to_string());
         }
         let mut things = Vec::with_capacity(entries.len());
-        let mut pending: Vec<(usize, String, Option<String>, Option<Sample>)> = Vec::new();
+        let mut pending: Vec<(usize, String, Option<String>)> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            let seen = seen.remove(&e.id);
             let mut metrics: BTreeSet<String> = e.units.keys().cloned().collect();
-            metrics.extend(stored.get(e.id.as_str()).into_iter().flatten().cloned());
-            if let Some(s) = &seen {
-                metrics.extend(s.latest.keys().map(|m| m.to_string()));
-            }
+            metrics.extend(known.remove(e.id.as_str()).into_iter().flatten());
             for m in metrics {
                 let unit = e.units.get(&m).cloned().or_else(|| units(&m).map(str::to_string));
-                let latest = seen.as_ref().and_then(|s| s.latest.get(m.as_str()).copied());
-                pending.push((i, m, unit, latest));
+                pending.push((i, m, unit));
             }
             let kind = kinds.binary_search(&e.kind).unwrap_or(0);
-            things.push(Thing { entry: e, seen, datastreams: Vec::new(), kind });
+            things.push(Thing { entry: (*e).clone(), datastreams: Vec::new(), kind });
         }
         let metrics: Vec<String> = pending.iter().map(|p| p.1.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         let mut datastreams: Vec<Datastream> = pending
             .into_iter()
-            .map(|(thing, metric, unit, latest)| Datastream {
+            .map(|(thing, metric, unit)| Datastream {
                 id: ids::datastream_id(&entries[thing].id, &metric),
                 property: metrics.binary_search(&metric).unwrap_or(0),
                 thing,
                 metric,
                 unit,
-                latest,
             })
             .collect();
         datastreams.sort_by(|a, b| a.id.cmp(&b.id));
+        let (mut by_kind, mut by_metric) = (vec![Vec::new(); kinds.len()], vec![Vec::new(); metrics.len()]);
         for (d, ds) in datastreams.iter().enumerate() {
             things[ds.thing].datastreams.push(d);
+            by_kind[things[ds.thing].kind].push(d);
+            by_metric[ds.property].push(d);
         }
-        let thing_ids = things.iter().enumerate().map(|(i, t)| (t.entry.id.as_str(), i)).collect();
+        let thing_ids = things.iter().enumerate().map(|(i, t)| (t.entry.id.to_string(), i)).collect();
         let ds_ids = datastreams.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
-        Graph { things, datastreams, kinds, metrics, thing_ids, ds_ids, store }
+        let with_location = (0..things.len()).filter(|t| things[*t].entry.lat.is_some() && things[*t].entry.lon.is_some()).collect();
+        Model { things, datastreams, kinds, metrics, thing_ids, ds_ids, with_location, by_kind, by_metric }
     }
 
     fn located(&self, t: usize) -> Option<(f64, f64)> {
-        let e = self.things[t].entry;
+        let e = &self.things[t].entry;
         Some((e.lon?, e.lat?))
+    }
+
+    /// How many entities a set has.
+    pub fn len(&self, set: Set) -> usize {
+        match set {
+            Set::Things | Set::FeaturesOfInterest => self.things.len(),
+            Set::Locations | Set::HistoricalLocations => self.with_location.len(),
+            Set::Datastreams => self.datastreams.len(),
+            Set::Sensors => self.kinds.len(),
+            Set::ObservedProperties => self.metrics.len(),
+            Set::Observations => 0,
+        }
+    }
+
+    /// The `i`th entity of a set, in the order of `all` (`i < len(set)`;
+    /// not for Observations).
+    pub fn nth(&self, set: Set, i: usize) -> Entity {
+        match set {
+            Set::Things => Entity::Thing(i),
+            Set::FeaturesOfInterest => Entity::FeatureOfInterest(i),
+            Set::Locations => Entity::Location(self.with_location[i]),
+            Set::HistoricalLocations => Entity::HistoricalLocation(self.with_location[i]),
+            Set::Datastreams => Entity::Datastream(i),
+            Set::Sensors => Entity::Sensor(i),
+            Set::ObservedProperties => Entity::ObservedProperty(i),
+            Set::Observations => unreachable!("Observations are read from the store, not taken from the model"),
+        }
+    }
+}
+
+/// A request's view of the model: with the store, and the registry for what
+/// changes with every reading.
+pub struct Graph<'a> {
+    pub model: &'a Model,
+    pub store: &'a dyn Store,
+    pub registry: &'a Registry,
+}
+
+impl Deref for Graph<'_> {
+    type Target = Model;
+
+    fn deref(&self) -> &Model {
+        self.model
+    }
+}
+
+impl<'a> Graph<'a> {
+    /// The newest sample of a Datastream, from the live registry.
+    pub fn latest(&self, d: usize) -> Option<Sample> {
+        let ds = &self.datastreams[d];
+        self.registry.latest(&self.things[ds.thing].entry.id, &ds.metric)
     }
 
     pub fn set_of(e: &Entity) -> Set {
@@ -167,18 +225,10 @@ impl<'a> Graph<'a> {
 
     /// Every entity of a set.
     pub fn all(&self, set: Set) -> Source {
-        let things = 0..self.things.len();
-        let located = things.clone().filter(|t| self.located(*t).is_some());
-        Source::List(match set {
-            Set::Things => things.map(Entity::Thing).collect(),
-            Set::Locations => located.map(Entity::Location).collect(),
-            Set::HistoricalLocations => located.map(Entity::HistoricalLocation).collect(),
-            Set::FeaturesOfInterest => things.map(Entity::FeatureOfInterest).collect(),
-            Set::Datastreams => (0..self.datastreams.len()).map(Entity::Datastream).collect(),
-            Set::Sensors => (0..self.kinds.len()).map(Entity::Sensor).collect(),
-            Set::ObservedProperties => (0..self.metrics.len()).map(Entity::ObservedProperty).collect(),
-            Set::Observations => return Source::Observations((0..self.datastreams.len()).collect()),
-        })
+        match set {
+            Set::Observations => Source::Observations((0..self.datastreams.len()).collect()),
+            _ => Source::All(set),
+        }
     }
 
     pub fn datastream(&self, id: &str) -> Option<usize> {
@@ -220,10 +270,8 @@ impl<'a> Graph<'a> {
             (Entity::Datastream(d), Set::Sensors) => Some(Nav::One(Some(Entity::Sensor(self.things[self.datastreams[*d].thing].kind)))),
             (Entity::Datastream(d), Set::ObservedProperties) => Some(Nav::One(Some(Entity::ObservedProperty(self.datastreams[*d].property)))),
             (Entity::Datastream(d), Set::Observations) => Some(Nav::Many(Source::Observations(vec![*d]))),
-            (Entity::Sensor(k), Set::Datastreams) => {
-                list((0..self.datastreams.len()).filter(|d| self.things[self.datastreams[*d].thing].kind == *k).map(Entity::Datastream).collect())
-            }
-            (Entity::ObservedProperty(m), Set::Datastreams) => list((0..self.datastreams.len()).filter(|d| self.datastreams[*d].property == *m).map(Entity::Datastream).collect()),
+            (Entity::Sensor(k), Set::Datastreams) => list(self.by_kind[*k].iter().map(|d| Entity::Datastream(*d)).collect()),
+            (Entity::ObservedProperty(m), Set::Datastreams) => list(self.by_metric[*m].iter().map(|d| Entity::Datastream(*d)).collect()),
             (Entity::Observation(d, _), Set::Datastreams) => Some(Nav::One(Some(Entity::Datastream(*d)))),
             (Entity::Observation(d, _), Set::FeaturesOfInterest) => Some(Nav::One(Some(Entity::FeatureOfInterest(self.datastreams[*d].thing)))),
             (Entity::FeatureOfInterest(t), Set::Observations) => Some(Nav::Many(Source::Observations(self.things[*t].datastreams.clone()))),
@@ -239,7 +287,7 @@ impl<'a> Graph<'a> {
     }
 
     fn thing_name(&self, t: usize) -> String {
-        let e = self.things[t].entry;
+        let e = &self.things[t].entry;
         e.name.clone().unwrap_or_else(|| e.id.to_string())
     }
 
@@ -248,7 +296,7 @@ impl<'a> Graph<'a> {
         let ds = &self.datastreams[d];
         let sensor = &self.things[ds.thing].entry.id;
         let first = self.store.query(sensor, &ds.metric, i64::MIN, i64::MAX, 1).ok()?.into_iter().next()?;
-        let last = ds.latest.map_or(first.ts_ms, |l| l.ts_ms);
+        let last = self.latest(d).map_or(first.ts_ms, |l| l.ts_ms);
         Some((first.ts_ms, last.max(first.ts_ms)))
     }
 
@@ -260,7 +308,7 @@ impl<'a> Graph<'a> {
         };
         match e {
             Entity::Thing(t) => {
-                let e = self.things[*t].entry;
+                let e = &self.things[*t].entry;
                 put("name", json!(self.thing_name(*t)));
                 put("description", json!(format!("{} sensor {}{}", e.kind, e.id, e.district.as_deref().map(|d| format!(" in {d}")).unwrap_or_default())));
                 let mut p = Map::new();
@@ -270,7 +318,7 @@ impl<'a> Graph<'a> {
                         p.insert(k.into(), json!(v));
                     }
                 }
-                if let Some(g) = self.things[*t].seen.as_ref().and_then(|s| s.gateway.clone()).or_else(|| e.gateway.clone()) {
+                if let Some(g) = self.registry.gateway(&e.id).or_else(|| e.gateway.clone()) {
                     p.insert("gateway".into(), json!(g));
                 }
                 p.insert("open".into(), json!(e.open));

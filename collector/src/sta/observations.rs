@@ -292,7 +292,7 @@ impl Reader<'_, '_> {
         let want = req.top.saturating_add(1);
         // The newest observation of one series: the live registry has it.
         if let ([d], true, 0, false) = (dss, desc, req.skip, req.count && !plan.exact()) {
-            if let Some(latest) = self.graph.datastreams[*d].latest.filter(|l| (plan.from..=plan.to).contains(&l.ts_ms) && plan.rest.is_empty()) {
+            if let Some(latest) = self.graph.latest(*d).filter(|l| (plan.from..=plan.to).contains(&l.ts_ms) && plan.rest.is_empty()) {
                 if req.top == 1 {
                     // One more may exist; a nextLink leads to it (or to an empty page).
                     return Ok(Page { items: vec![Entity::Observation(*d, latest)], count: None, more: true });

@@ -39,43 +39,70 @@ impl Renderer<'_, '_> {
         let top = self.top(o);
         match source {
             Source::Observations(dss) => self.reader.page(&Request { datastreams: dss, filter: o.filter.as_ref(), orderby: &o.orderby, skip: o.skip, top, count: o.count }),
-            Source::List(items) => {
+            Source::All(set) if o.filter.is_none() && o.orderby.is_empty() => {
+                // Only the page is taken from the model: a nextLink walk
+                // costs a page a request, not the whole catalogue.
+                let (g, total) = (self.graph(), self.graph().len(*set));
+                let end = o.skip.saturating_add(top);
+                let items = (o.skip.min(total)..end.min(total)).map(|i| g.nth(*set, i)).collect();
+                Ok(Page { more: end < total, items, count: o.count.then_some(total as u64) })
+            }
+            Source::All(set) => {
                 let g = self.graph();
-                let mut kept = Vec::with_capacity(items.len());
-                for e in items {
-                    let keep = match &o.filter {
-                        Some(f) => matches(f, &Bound { graph: g, entity: e }, self.reader.now_ms)?,
-                        None => true,
-                    };
-                    if keep {
-                        kept.push(e.clone());
+                self.list((0..g.len(*set)).map(|i| g.nth(*set, i)), o, top)
+            }
+            Source::List(items) => self.list(items.iter().cloned(), o, top),
+        }
+    }
+
+    /// A page of entities of the model, filtered and ordered.
+    fn list(&self, items: impl Iterator<Item = Entity>, o: &Options, top: usize) -> Result<Page, StaError> {
+        let g = self.graph();
+        let now = self.reader.now_ms;
+        let end = o.skip.saturating_add(top);
+        if o.orderby.is_empty() {
+            // In the model's order: done at the entity after the page, unless counting.
+            let (mut total, mut page) = (0usize, Vec::new());
+            for e in items {
+                self.reader.budget.check()?;
+                if let Some(f) = &o.filter {
+                    if !matches(f, &Bound { graph: g, entity: &e }, now)? {
+                        continue;
                     }
                 }
-                if !o.orderby.is_empty() {
-                    let mut keyed = kept
-                        .into_iter()
-                        .map(|e| {
-                            let keys = o.orderby.iter().map(|(k, _)| eval(k, &Bound { graph: g, entity: &e }, self.reader.now_ms)).collect::<Result<Vec<_>, _>>()?;
-                            Ok((keys, e))
-                        })
-                        .collect::<Result<Vec<_>, StaError>>()?;
-                    keyed.sort_by(|a, b| {
-                        for (i, (_, desc)) in o.orderby.iter().enumerate() {
-                            let c = order(&a.0[i], &b.0[i]);
-                            let c = if *desc { c.reverse() } else { c };
-                            if c != std::cmp::Ordering::Equal {
-                                return c;
-                            }
-                        }
-                        std::cmp::Ordering::Equal
-                    });
-                    kept = keyed.into_iter().map(|(_, e)| e).collect();
+                total += 1;
+                if total > o.skip && page.len() < top {
+                    page.push(e);
+                } else if total > end && !o.count {
+                    break;
                 }
-                let total = kept.len();
-                let items: Vec<Entity> = kept.into_iter().skip(o.skip).take(top).collect();
-                Ok(Page { more: o.skip.saturating_add(items.len()) < total, items, count: o.count.then_some(total as u64) })
             }
+            return Ok(Page { more: total > end, items: page, count: o.count.then_some(total as u64) });
         }
+        let mut keyed = Vec::new();
+        for e in items {
+            self.reader.budget.check()?;
+            if let Some(f) = &o.filter {
+                if !matches(f, &Bound { graph: g, entity: &e }, now)? {
+                    continue;
+                }
+            }
+            let keys = o.orderby.iter().map(|(k, _)| eval(k, &Bound { graph: g, entity: &e }, now)).collect::<Result<Vec<_>, _>>()?;
+            keyed.push((keys, e));
+        }
+        keyed.sort_by(|a, b| {
+            for (i, (_, desc)) in o.orderby.iter().enumerate() {
+                let c = order(&a.0[i], &b.0[i]);
+                let c = if *desc { c.reverse() } else { c };
+                if c != std::cmp::Ordering::Equal {
+                    return c;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        let total = keyed.len();
+        let items: Vec<Entity> = keyed.into_iter().skip(o.skip).take(top).map(|(_, e)| e).collect();
+        Ok(Page { more: end < total, items, count: o.count.then_some(total as u64) })
     }
 
     /// `{"@iot.count", "value", "@iot.nextLink"}`; `path` is the collection's

@@ -29,6 +29,8 @@ pub struct Resolved {
 fn member(graph: &Graph, source: &Source, set: Set, id: &str) -> Result<Option<Entity>, StaError> {
     let Some(found) = graph.find(set, id)? else { return Ok(None) };
     Ok(match (source, &found) {
+        // `find` sees only what the model holds: every member of the set.
+        (Source::All(set), e) => (Graph::set_of(e) == *set).then_some(found),
         (Source::List(items), e) => items.contains(e).then_some(found),
         (Source::Observations(dss), Entity::Observation(d, _)) => dss.contains(d).then_some(found),
         _ => None,

@@ -64,3 +64,44 @@ impl Sink {
         Some(Taken::Durable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading() -> NewReading {
+        NewReading { sensor: "wl-01".into(), metric: "level".into(), ts_ms: 1, value: 1.0, quality: Quality::Good }
+    }
+
+    #[tokio::test]
+    async fn take_returns_only_once_the_readings_seqs_are_durable() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let (durable_tx, durable) = tokio::sync::watch::channel(0u64);
+        let sink = Sink::new(tx, durable);
+        let mut taking = tokio::spawn(async move { sink.take(vec![reading(), reading()]).await });
+        let handed = rx.recv().await.unwrap();
+        assert_eq!(handed.readings.len(), 2);
+        handed.reply.send(Some(12)).unwrap();
+        durable_tx.send(11).unwrap();
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), &mut taking).await.is_err(), "seq 12 is not durable yet");
+        durable_tx.send(12).unwrap();
+        assert_eq!(taking.await.unwrap(), Some(Taken::Durable));
+    }
+
+    #[tokio::test]
+    async fn refused_readings_are_not_waited_for_and_a_stopping_agent_ends_the_wait() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let (durable_tx, durable) = tokio::sync::watch::channel(0u64);
+        let sink = Sink::new(tx, durable);
+        let refused = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.take(vec![reading()]).await }
+        });
+        rx.recv().await.unwrap().reply.send(None).unwrap();
+        assert_eq!(refused.await.unwrap(), Some(Taken::Refused));
+        let waiting = tokio::spawn(async move { sink.take(vec![reading()]).await });
+        rx.recv().await.unwrap().reply.send(Some(1)).unwrap();
+        drop(durable_tx);
+        assert_eq!(waiting.await.unwrap(), None, "no flusher left: the source stops instead of waiting forever");
+    }
+}

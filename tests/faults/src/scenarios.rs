@@ -303,6 +303,7 @@ impl World {
     /// the alert ladder, and each value once in VictoriaMetrics. Call with
     /// the collector running and the agent stopped.
     pub fn effects(&mut self, handed_out: u64, skipped: u64) -> Result<(Effects, Vec<String>)> {
+        let started = Instant::now();
         let mut notes = Vec::new();
         let mut e = Effects::default();
         let feed = self.feed.as_ref().expect("the feed is watched from the first collector start");
@@ -387,6 +388,8 @@ impl World {
             (e.vm_dup, e.vm_missing) = (Some(dup), Some(missing + extra));
             notes.push(format!("vm_samples={}", samples.values().map(|c| *c as u64).sum::<u64>()));
         }
+        // What this accounting adds to the scenario's run time.
+        notes.push(format!("effects_s={:.1}", started.elapsed().as_secs_f64()));
         Ok((e, notes))
     }
 

@@ -1,7 +1,7 @@
 //! The fault suite inside `cargo test`: every scenario against the real
 //! binaries, one after another so they do not compete for the two cores.
 //! Needs the workspace's binaries built (cargo test --workspace builds them)
-//! and Mosquitto installed (tests/run installs it).
+//! and Mosquitto and VictoriaMetrics installed (tests/run installs them).
 
 #[test]
 fn every_fault_scenario_loses_and_duplicates_nothing() {

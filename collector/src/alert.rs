@@ -65,6 +65,11 @@ pub struct Alert {
     pub resolved_ts_ms: Option<i64>,
     /// Who resolved it by hand; None when the condition cleared.
     pub resolved_by: Option<String>,
+    /// `threshold` and `rate`: the time of the reading that fired or cleared
+    /// it. Readings of the series not newer than it were evaluated already:
+    /// resent after a collector crash, they must not clear it or fire again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading_ts_ms: Option<i64>,
 }
 
 impl Alert {

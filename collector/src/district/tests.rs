@@ -30,6 +30,7 @@ fn alert(id: u64, sensor: &str, severity: Severity) -> Alert {
         escalated: false,
         resolved_ts_ms: None,
         resolved_by: None,
+        reading_ts_ms: None,
     }
 }
 

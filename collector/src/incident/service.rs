@@ -669,6 +669,7 @@ owner = "Water Resources Bureau""#,
             escalated: false,
             resolved_ts_ms: None,
             resolved_by: None,
+            reading_ts_ms: None,
         }
     }
 

@@ -55,6 +55,11 @@ pub struct Engine {
     seen_metric: HashMap<(SensorId, Metric), i64>,
     gateways: HashMap<GatewayId, GatewaySeen>,
     tracks: HashMap<Key, Track>,
+    /// `threshold` and `rate`: the newest reading time evaluated per key,
+    /// from the alerts' `reading_ts_ms` after a restart. An older reading is
+    /// one evaluated before (a resend after a crash lost it from the store)
+    /// and is passed over, so it cannot clear or fire an alert a second time.
+    newest: HashMap<Key, i64>,
     open: HashMap<Key, u64>,
     alerts: BTreeMap<u64, Alert>,
     next_id: u64,
@@ -73,6 +78,10 @@ impl Engine {
         e.reindex();
         for a in alerts {
             e.next_id = e.next_id.max(a.id + 1);
+            if let Some(t) = a.reading_ts_ms {
+                let newest = e.newest.entry(a.key()).or_insert(t);
+                *newest = (*newest).max(t);
+            }
             if a.is_open() {
                 e.open.insert(a.key(), a.id);
             }
@@ -118,6 +127,7 @@ impl Engine {
         self.rules.remove(pos);
         self.reindex();
         self.tracks.retain(|k, _| k.0 != id);
+        self.newest.retain(|k, _| k.0 != id);
         let keys: Vec<Key> = self.open.keys().filter(|k| k.0 == id).cloned().collect();
         Some(keys.into_iter().filter_map(|k| self.close(&k, now, Some("rule deleted".into()))).collect())
     }
@@ -157,6 +167,7 @@ impl Engine {
             escalated: false,
             resolved_ts_ms: None,
             resolved_by: None,
+            reading_ts_ms: None,
         };
         self.open.insert(a.key(), id);
         self.alerts.insert(id, a.clone());
@@ -171,6 +182,31 @@ impl Engine {
         a.resolved_ts_ms = Some(now);
         a.resolved_by = by;
         Some((Change::Resolved, a.clone()))
+    }
+
+    /// Records the reading a change was made on, in the alert as stored and announced.
+    fn on_reading(&mut self, change: (Change, Alert), r: &Reading) -> (Change, Alert) {
+        let (c, mut a) = change;
+        a.reading_ts_ms = Some(r.ts_ms);
+        if let Some(kept) = self.alerts.get_mut(&a.id) {
+            kept.reading_ts_ms = Some(r.ts_ms);
+        }
+        (c, a)
+    }
+
+    /// False for a reading not newer than the last evaluated for `key`.
+    fn newer(&mut self, key: &Key, r: &Reading) -> bool {
+        match self.newest.get_mut(key) {
+            Some(t) if r.ts_ms <= *t => false,
+            Some(t) => {
+                *t = r.ts_ms;
+                true
+            }
+            None => {
+                self.newest.insert(key.clone(), r.ts_ms);
+                true
+            }
+        }
     }
 
     fn touch(&mut self, key: &Key, value: f64, now: i64) {
@@ -220,6 +256,9 @@ impl Engine {
     }
 
     fn threshold(&mut self, rule: &Rule, key: Key, r: &Reading, now: i64, out: &mut Changes) {
+        if !self.newer(&key, r) {
+            return;
+        }
         let (op, limit) = (rule.op.expect("validated"), rule.value.expect("validated"));
         let firing = op.holds(r.value, limit);
         if self.open.contains_key(&key) {
@@ -229,7 +268,9 @@ impl Engine {
                 None => !firing,
             };
             if cleared {
-                out.extend(self.close(&key, now, None));
+                if let Some(c) = self.close(&key, now, None) {
+                    out.push(self.on_reading(c, r));
+                }
             } else {
                 self.touch(&key, r.value, now);
             }
@@ -244,11 +285,15 @@ impl Engine {
         let hold = rule.for_duration().map(|d| d.as_millis() as i64).unwrap_or(0);
         if now - since >= hold {
             track.pending_since = None;
-            out.push(self.fire(rule, &key.1, &key.2, Some(r.value), now));
+            let fired = self.fire(rule, &key.1, &key.2, Some(r.value), now);
+            out.push(self.on_reading(fired, r));
         }
     }
 
     fn rate(&mut self, rule: &Rule, key: Key, r: &Reading, now: i64, out: &mut Changes) {
+        if !self.newer(&key, r) {
+            return;
+        }
         let limit = rule.value.expect("validated");
         let track = self.tracks.entry(key.clone()).or_default();
         let prev = track.last.replace((r.ts_ms, r.value));
@@ -259,9 +304,16 @@ impl Engine {
         let per_min = (r.value - v0) / ((r.ts_ms - t0) as f64 / 60_000.0);
         let beyond = per_min.abs() > limit;
         match (beyond, self.open.contains_key(&key)) {
-            (true, false) => out.push(self.fire(rule, &key.1, &key.2, Some(per_min), now)),
+            (true, false) => {
+                let fired = self.fire(rule, &key.1, &key.2, Some(per_min), now);
+                out.push(self.on_reading(fired, r));
+            }
             (true, true) => self.touch(&key, per_min, now),
-            (false, true) => out.extend(self.close(&key, now, None)),
+            (false, true) => {
+                if let Some(c) = self.close(&key, now, None) {
+                    out.push(self.on_reading(c, r));
+                }
+            }
             (false, false) => {}
         }
     }

@@ -173,4 +173,20 @@ mod tests {
         let next = again.on_readings("gw", &[reading("aq-2", "pm25", 1, 91.0)], 30);
         assert!(next[0].1.id > fired[0].1.id, "ids keep growing across restarts");
     }
+
+    /// A collector that crashed after persisting an alert but before storing
+    /// the readings behind it gets them again from the agent: the older ones,
+    /// below the threshold, must not resolve it (and the crossing fire again).
+    #[test]
+    fn readings_resent_after_a_restart_neither_clear_nor_fire_again() {
+        let r = rule(r#"{"id":"count","kind":"threshold","metric":"counter","op":">","value":35,"severity":"warning"}"#);
+        let batch: Vec<Reading> = (33..=37).map(|v| reading("aq-1", "counter", v * 100, v as f64)).collect();
+        let mut e = Engine::new(vec![r.clone()], HashMap::new(), vec![], 0);
+        assert_eq!(kinds(&e.on_readings("gw", &batch, 10)), vec![Change::Fired]);
+        let saved: Vec<Alert> = e.alerts().cloned().collect();
+        assert_eq!(saved[0].reading_ts_ms, Some(3600));
+        let mut again = Engine::new(vec![r], HashMap::new(), saved, 20);
+        assert!(again.on_readings("gw", &batch, 30).is_empty(), "the resent batch changed nothing");
+        assert_eq!(kinds(&again.on_readings("gw", &[reading("aq-1", "counter", 3800, 30.0)], 40)), vec![Change::Resolved], "a newer reading still clears");
+    }
 }

@@ -49,6 +49,9 @@ pub struct Outbox {
     db: AlertDb,
     tree: sled::Tree,
     next: AtomicU64,
+    /// Deliveries up to this key are durable and may be sent: one queued with
+    /// `queue` waits for its caller's sync (`release`).
+    released: AtomicU64,
     pub notify: Notify,
     pub delivered: AtomicU64,
     pub failures: AtomicU64,
@@ -67,19 +70,41 @@ impl Outbox {
     pub fn open(db: &AlertDb) -> Result<Outbox, sled::Error> {
         let tree = db.open_tree("webhooks")?;
         let next = tree.last()?.map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1).unwrap_or(1);
-        Ok(Outbox { db: db.clone(), tree, next: AtomicU64::new(next), notify: Notify::new(), delivered: AtomicU64::new(0), failures: AtomicU64::new(0) })
+        Ok(Outbox {
+            db: db.clone(),
+            tree,
+            next: AtomicU64::new(next),
+            released: AtomicU64::new(next - 1),
+            notify: Notify::new(),
+            delivered: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
     }
 
     /// `key` names the change (`alert-7-fired-1764000000123`): a receiver
     /// that sees it twice has seen the same change twice.
     pub fn enqueue(&self, hook: usize, key: String, body: String) -> Result<(), sled::Error> {
-        let k = self.next.fetch_add(1, Relaxed);
-        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body, key: Some(key) }).expect("delivery serializes"))?;
+        let k = self.queue(hook, key, body)?;
         // Durable before it is announced: sled's flush alone is only
         // sync_file_range (spacejam/sled#1452).
         self.db.sync()?;
-        self.notify.notify_one();
+        self.release(k);
         Ok(())
+    }
+
+    /// Writes a delivery without making it durable or sending it: the caller
+    /// syncs the database (with what the delivery announces, so a crash
+    /// keeps both or neither), then calls `release`.
+    pub fn queue(&self, hook: usize, key: String, body: String) -> Result<u64, sled::Error> {
+        let k = self.next.fetch_add(1, Relaxed);
+        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body, key: Some(key) }).expect("delivery serializes"))?;
+        Ok(k)
+    }
+
+    /// Deliveries queued up to `k` are durable: send them.
+    pub fn release(&self, k: u64) {
+        self.released.fetch_max(k, Relaxed);
+        self.notify.notify_one();
     }
 
     pub fn backlog(&self) -> usize {
@@ -88,6 +113,9 @@ impl Outbox {
 
     fn oldest(&self) -> Option<(sled::IVec, Delivery)> {
         let (k, v) = self.tree.first().ok()??;
+        if u64::from_be_bytes(k.as_ref().try_into().ok()?) > self.released.load(Relaxed) {
+            return None;
+        }
         Some((k, serde_json::from_slice(&v).ok()?))
     }
 }

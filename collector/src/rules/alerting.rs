@@ -45,27 +45,39 @@ impl Alerting {
         let _ = self.hold.set(hold);
     }
 
-    /// Persists, then announces: an alert on a feed is one that survives a restart.
+    /// Persists, then announces: an alert on a feed is one that survives a
+    /// restart. Its webhook deliveries are written first and made durable by
+    /// the same sync as the alert: a crash keeps both or neither (with a sync
+    /// each, one between them left an alert whose change no webhook got).
     fn apply(&self, changes: Changes) {
         for (event, alert) in changes {
-            if let Err(e) = self.store.save_alert(&alert) {
-                tracing::error!(alert = alert.id, "cannot persist alert: {e}");
-            }
-            if matches!(event, Change::Fired | Change::Escalated) && self.hold.get().is_some_and(|h| h(&alert)) {
-                tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, "alert {event:?} held by a silence: stored, not announced");
-                continue;
-            }
-            tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, state = alert.state.as_str(), "alert {event:?}");
+            let held = matches!(event, Change::Fired | Change::Escalated) && self.hold.get().is_some_and(|h| h(&alert));
             let ev = AlertEvent { event, alert };
-            // One change of one alert: what a webhook receiver deduplicates on.
-            let key = format!("alert-{}-{}-{}", ev.alert.id, serde_json::to_value(event).expect("change serializes").as_str().unwrap_or_default(), ev.alert.updated_ts_ms);
-            for (i, hook) in self.webhooks.iter().enumerate() {
-                if hook.min_severity.is_none_or(|m| ev.alert.severity >= m) {
-                    if let Err(e) = self.outbox.enqueue(i, key.clone(), serde_json::to_string(&ev).expect("alert serializes")) {
-                        tracing::error!(url = %hook.url, "cannot queue webhook delivery: {e}");
+            let mut queued = None;
+            if !held {
+                // One change of one alert: what a webhook receiver deduplicates on.
+                let key = format!("alert-{}-{}-{}", ev.alert.id, serde_json::to_value(event).expect("change serializes").as_str().unwrap_or_default(), ev.alert.updated_ts_ms);
+                for (i, hook) in self.webhooks.iter().enumerate() {
+                    if hook.min_severity.is_none_or(|m| ev.alert.severity >= m) {
+                        match self.outbox.queue(i, key.clone(), serde_json::to_string(&ev).expect("alert serializes")) {
+                            Ok(k) => queued = Some(k),
+                            Err(e) => tracing::error!(url = %hook.url, "cannot queue webhook delivery: {e}"),
+                        }
                     }
                 }
             }
+            let alert = &ev.alert;
+            if let Err(e) = self.store.save_alert(alert) {
+                tracing::error!(alert = alert.id, "cannot persist alert: {e}");
+            }
+            if held {
+                tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, "alert {event:?} held by a silence: stored, not announced");
+                continue;
+            }
+            if let Some(k) = queued {
+                self.outbox.release(k);
+            }
+            tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, state = alert.state.as_str(), "alert {event:?}");
             let _ = self.feed.send(FeedEvent::Alert(ev));
         }
     }

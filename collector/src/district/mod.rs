@@ -177,8 +177,8 @@ pub struct Snapshot {
 const SAMPLE_EVERY_MS: i64 = 60_000;
 const KEEP_SAMPLES: usize = 360;
 /// A snapshot is reused for this long: the map, the league and the table
-/// asked in the same second share one pass over 10,000 sensors.
-const REUSE_MS: i64 = 1_000;
+/// asked together share one pass over 10,000 sensors.
+const REUSE_MS: i64 = 500;
 
 struct Point {
     t: i64,

@@ -146,6 +146,9 @@ name = "City Emergency Command"
 contacts = ["city command centre"]
 "#;
 
+/// The demo city's districts, drawn by hand around its sensors (`[map] boundaries`).
+pub const DISTRICTS_GEOJSON: &str = include_str!("../districts.geojson");
+
 pub struct Demo {
     pub collector: Collector,
     pub city: RunningCity,
@@ -207,6 +210,10 @@ impl Demo {
             opts.http.as_deref().unwrap_or("127.0.0.1:8080"),
             toml_path(&data.join("collector"))
         );
+        // District outlines for the map, written beside the stores so the config can name them.
+        let boundaries = data.join("districts.geojson");
+        std::fs::write(&boundaries, DISTRICTS_GEOJSON)?;
+        text.push_str(&format!("[map]\nboundaries = \"{}\"\n\n", toml_path(&boundaries)));
         text.push_str(&sim::run::catalogue_toml(&city_plan.sensors()));
         text.push_str(DEMO_RULES);
         text.push_str(DEMO_DEPARTMENTS);

@@ -28,7 +28,14 @@ const COLORS = {
 };
 
 const params = new URLSearchParams(location.search);
-const WALL = params.get('mode') === 'wall' || (params.has('wall') && !['0', 'false'].includes(params.get('wall')));
+const WALL = params.get('mode') === 'wall' || (params.has('wall') && !['0', 'false'].includes(params.get('wall'))) || location.hash === '#wall';
+// A city too big to take every reading and sensor object: above this many
+// sensors the page reads the compact map snapshot (/map) every few seconds
+// and only alerts and gateways live, instead of /sensors and every reading.
+const BIG_CITY = 1500;
+let BIG = false;
+const SRV_STATES = ['ok', 'alerting', 'stale', 'offline'];
+const SEV_NAMES = [null, 'info', 'warning', 'critical', 'emergency'];
 if (WALL) { document.body.classList.add('wall'); document.documentElement.classList.add('wall'); }
 
 // ---------- access token ----------
@@ -72,6 +79,8 @@ let authWait = false;
 // ---------- state ----------
 const S = {
   sensors: new Map(),   // id -> sensor view from /sensors, kept current by SSE readings
+  sensorsVersion: 0,    // moves when sensors or their positions change
+  alertsVersion: 0,     // moves when the open alerts change
   gateways: new Map(),  // id -> gateway view
   open: new Map(),      // alert id -> open alert
   resolved: [],         // newest first
@@ -221,10 +230,15 @@ function unitOf(sn, metric) {
   const m = sn && sn.metrics.find((x) => x.metric === metric);
   return m ? m.unit : null;
 }
+// Open alerts by sensor, rebuilt when the open set changes: 10,000 markers
+// ask for theirs every frame.
+let alertIdx = null;
 function alertsFor(id) {
-  const out = [];
-  for (const a of S.open.values()) if (a.sensor === id) out.push(a);
-  return out;
+  if (!alertIdx) {
+    alertIdx = new Map();
+    for (const a of S.open.values()) { if (!alertIdx.has(a.sensor)) alertIdx.set(a.sensor, []); alertIdx.get(a.sensor).push(a); }
+  }
+  return alertIdx.get(id) || [];
 }
 function topSeverity(alerts) {
   let best = null;
@@ -241,6 +255,12 @@ function staleLimit(sn) {
   return iv ? Math.min(STALE_MAX_MS, Math.max(3 * iv, STALE_MIN_MS)) : STALE_MAX_MS;
 }
 function sensorState(sn) {
+  // A big city's states come from the server's snapshot; an alert heard over the feed counts at once.
+  if (BIG && sn.srv != null) {
+    const st = SRV_STATES[sn.srv];
+    if (st === 'offline' || st === 'stale') return st;
+    return alertsFor(sn.id).length ? 'alerting' : 'ok';
+  }
   const gw = sn.gateway && S.gateways.get(sn.gateway);
   if (gw && gw.status === 'offline') return 'offline';
   if (sn.last_seen_ms == null || now() - sn.last_seen_ms > staleLimit(sn)) return 'stale';
@@ -268,7 +288,43 @@ function mergeSensors(list) {
     next.set(s.id, s);
   }
   S.sensors = next;
+  S.sensorsVersion++;
+  fillSelect($('sensor-kind'), [...new Set(list.map((s) => s.kind).filter(Boolean))].sort());
   S.dirty = true;
+}
+
+// The compact snapshot (/map: columns of arrays). In a big city it is the
+// page's sensor list; in a small one it only brings the basemap settings
+// (/sensors brings the rest).
+function mergeSnapshot(m) {
+  map.tiles = m.tiles || null;
+  if (!BIG) return m;
+  const next = new Map();
+  let moved = m.id.length !== S.sensors.size;
+  let changed = false;
+  for (let i = 0; i < m.id.length; i++) {
+    const id = m.id[i];
+    const s = S.sensors.get(id) || { id, name: null, owner: null, installed: null, metrics: [], last_seen_ms: null };
+    if (s.lat !== m.lat[i] || s.lon !== m.lon[i] || s.district !== (m.d[i] >= 0 ? m.districts[m.d[i]] : null)) moved = true;
+    s.lat = m.lat[i]; s.lon = m.lon[i];
+    s.district = m.d[i] >= 0 ? m.districts[m.d[i]] : null;
+    s.kind = m.k[i] >= 0 ? m.kinds[m.k[i]] : null;
+    s.gateway = m.g[i] >= 0 ? m.gateways[m.g[i]] : null;
+    if (s.srv !== m.s[i]) changed = true;
+    s.srv = m.s[i];
+    s.srvSev = SEV_NAMES[m.sev[i]];
+    s.catalogued = m.c[i] === 1;
+    next.set(id, s);
+  }
+  S.sensors = next;
+  if (moved) S.sensorsVersion++;
+  fillSelect($('sensor-kind'), [...m.kinds].sort());
+  // Nothing redrawn when no sensor changed state: a quiet city costs a parse every few seconds.
+  if (moved || changed) { S.dirty = true; scheduleMap(); }
+  return m;
+}
+async function loadBoundaries() {
+  try { map.boundaries = await api('/map/boundaries'); scheduleMap(); } catch (_) { map.boundaries = null; }
 }
 
 function onReading(r) {
@@ -297,6 +353,8 @@ function onReading(r) {
 
 // ---------- alerts ----------
 function upsertAlert(a) {
+  alertIdx = null;
+  S.alertsVersion++;
   if (a.state === 'resolved') {
     S.open.delete(a.id);
     S.resolved = [a].concat(S.resolved.filter((x) => x.id !== a.id)).slice(0, HISTORY_MAX);
@@ -316,7 +374,7 @@ function onAlertEvent(ev) {
     beep(sevOf(a));
   }
   if (event === 'fired' || isNew) S.fresh.set(a.id, Date.now() + 10000);
-  renderAlerts();
+  schedule();
 }
 
 async function refreshAlerts() {
@@ -332,7 +390,10 @@ async function refreshAlerts() {
   const resolvedIds = new Set(resolved.map((a) => a.id));
   // An alert that fired over SSE after this request left is kept.
   for (const [id, a] of S.open) if (!next.has(id) && !resolvedIds.has(id) && (a.updated_ts_ms || 0) > started - 2000) next.set(id, a);
+  const sig = (m) => [...m.values()].map((a) => a.id + ':' + a.severity + ':' + a.sensor).sort().join('|');
+  if (sig(next) !== sig(S.open)) S.alertsVersion++;
   S.open = next;
+  alertIdx = null;
   resolved.sort((a, b) => (b.resolved_ts_ms || b.updated_ts_ms || 0) - (a.resolved_ts_ms || a.updated_ts_ms || 0));
   for (const a of resolved) S.knownAlerts.add(a.id);
   S.resolved = resolved.slice(0, HISTORY_MAX);
@@ -432,7 +493,8 @@ function renderAlerts() {
   if (!S.resolved.length) hist.append(h('li', { class: 'empty' }, 'None yet'));
   renderBanner();
   renderKpis();
-  updateMarkers();
+  // The map shows alerts by colour: redrawn when the open set changed, not on every poll.
+  if (S.alertsVersion !== map.alertsDrawn) { map.alertsDrawn = S.alertsVersion; scheduleMap(); }
 }
 
 // Wall: show what fits, say how many more.
@@ -606,7 +668,8 @@ async function submitToken(e) {
   startStream();
   await Promise.allSettled([refreshHealth(), refreshAlerts(), refreshRules()]);
   renderAlerts();
-  if (!WALL) renderSensors();
+  refreshSensorPage();
+  refreshDistricts();
   if (S.detail) loadCharts(); else openFromHash();
 }
 function renderSignOut() {
@@ -660,12 +723,20 @@ function renderSound() {
 }
 
 // ---------- map ----------
-const map = { w: 0, h: 0, pos: new Map(), markers: new Map(), rings: new Map() };
-function niceStep(span, lines) {
-  const raw = span / lines;
-  const steps = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10];
-  return steps.find((s) => s >= raw) || 10;
-}
+// Web-mercator world units (256 at zoom 0, like XYZ tiles), so an operator's
+// tile server lines up. Only what is in view is drawn: districts as regions
+// coloured by their state, then markers, clustered on a grid when the view
+// holds more than a screen can show one by one. Redrawn on animation frames,
+// at most once a frame, whatever the number of updates.
+const WORLD = 256;
+const INDIVIDUAL_MAX = 600; // sensors in view drawn one by one up to this
+const CLUSTER_SMALL = 3;    // a grid cell with this few sensors shows them, not a cluster
+const mercX = (lon) => (lon + 180) / 360 * WORLD;
+const mercY = (lat) => { const s = Math.sin(lat * Math.PI / 180); return (0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI)) * WORLD; };
+const map = {
+  w: 0, h: 0, view: null, home: null, markers: new Map(), rings: new Map(), pos: new Map(), late: new Set(),
+  dirty: true, boundaries: null, tiles: null, clusterOf: new Map(), drag: null, userMoved: false, labels: new Map(),
+};
 function hull(pts) {
   if (pts.length < 3) return pts.slice();
   const p = pts.slice().sort((a, b) => a[0] - b[0] || a[1] - b[1]);
@@ -675,160 +746,313 @@ function hull(pts) {
   for (const q of p.reverse()) { while (up.length >= 2 && cross(up[up.length - 2], up[up.length - 1], q) <= 0) up.pop(); up.push(q); }
   return lo.slice(0, -1).concat(up.slice(0, -1));
 }
-const DISTRICT_HUES = [205, 140, 35, 280, 180, 330, 95, 20];
+const STATE_RANK = { ok: 0, stale: 1, offline: 2, alerting: 3 };
+// Worst of a group: any open alert (its severity), else offline, stale, ok.
+function worstOf(acc, st, sev) {
+  if (sev && (!acc.sev || SEV_RANK[sev] > SEV_RANK[acc.sev])) acc.sev = sev;
+  if (STATE_RANK[st] > STATE_RANK[acc.st]) acc.st = st;
+  return acc;
+}
+function groupColor(g) {
+  if (g.sev) return COLORS[g.sev];
+  return COLORS[g.st === 'alerting' ? 'warning' : g.st];
+}
+function placedSensors() {
+  const out = [];
+  for (const s of S.sensors.values()) if (Number.isFinite(s.lat) && Number.isFinite(s.lon)) {
+    if (s.wx == null || s.plat !== s.lat || s.plon !== s.lon) { s.wx = mercX(s.lon); s.wy = mercY(s.lat); s.plat = s.lat; s.plon = s.lon; }
+    out.push(s);
+  }
+  return out;
+}
+// The districts' shapes in world units: the configured boundaries, else a
+// hull around each district's sensors (drawn with a wide round stroke).
+// Recomputed only when positions or boundaries change (hulls of 10,000 points are not free).
+let shapeCache = { key: '', shapes: null };
+function districtShapes(placed) {
+  const key = placed.length + ':' + S.sensorsVersion + ':' + (map.boundaries ? 1 : 0);
+  if (shapeCache.key === key) return shapeCache.shapes;
+  const shapes = districtShapesNow(placed);
+  shapeCache = { key, shapes };
+  return shapes;
+}
+function districtShapesNow(placed) {
+  const shapes = new Map();
+  if (map.boundaries) {
+    for (const f of map.boundaries.features || []) {
+      const name = f.properties && f.properties.name;
+      const polys = f.geometry && f.geometry.type === 'Polygon' ? [f.geometry.coordinates] : (f.geometry && f.geometry.coordinates) || [];
+      shapes.set(name, { rings: polys.flatMap((p) => p.map((r) => r.map(([lon, lat]) => [mercX(lon), mercY(lat)]))), hull: false });
+    }
+  }
+  const by = new Map();
+  for (const s of placed) { if (!s.district || shapes.has(s.district)) continue; if (!by.has(s.district)) by.set(s.district, []); by.get(s.district).push([s.wx, s.wy]); }
+  for (const [d, pts] of by) shapes.set(d, { rings: [hull(pts)], hull: true });
+  for (const sh of shapes.values()) {
+    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    for (const r of sh.rings) for (const [x, y] of r) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+    sh.box = [x0, y0, x1, y1];
+  }
+  return shapes;
+}
+function fitView(box, W, H, pad) {
+  const [x0, y0, x1, y1] = box;
+  const sx = (W - 2 * pad) / Math.max(x1 - x0, 1e-7), sy = (H - 2 * pad) / Math.max(y1 - y0, 1e-7);
+  return { cx: (x0 + x1) / 2, cy: (y0 + y1) / 2, s: Math.min(sx, sy) };
+}
+function scheduleMap() { map.dirty = true; schedule(); }
+function drawMap() { scheduleMap(); }
 
-function drawMap() {
+function drawMapNow() {
+  map.dirty = false;
   const el = $('map');
-  const wrap = $('map-wrap');
-  const W = Math.max(200, Math.round(wrap.clientWidth));
-  const H = Math.max(160, Math.round(wrap.clientHeight));
-  const sensors = [...S.sensors.values()];
-  const placed = sensors.filter((s) => Number.isFinite(s.lat) && Number.isFinite(s.lon));
-  const unplaced = sensors.filter((s) => !(Number.isFinite(s.lat) && Number.isFinite(s.lon)));
-  map.w = W; map.h = H;
-  $('tip').hidden = true;
-  map.pos.clear(); map.markers.clear(); map.rings.clear();
+  // Sizes from the ResizeObserver: reading them here would force a layout of the whole page every frame.
+  if (!map.size) map.size = { w: $('map-wrap').clientWidth, h: $('map-wrap').clientHeight, rem: parseFloat(getComputedStyle(document.documentElement).fontSize) || 16 };
+  const W = Math.max(200, Math.round(map.size.w));
+  const H = Math.max(160, Math.round(map.size.h));
+  const REM = map.size.rem;
+  const R = WALL ? Math.round(REM * 0.65) : 8;
+  const placed = placedSensors();
+  const unplaced = [];
+  if (!BIG) for (const s of S.sensors.values()) if (!(Number.isFinite(s.lat) && Number.isFinite(s.lon))) unplaced.push(s);
+  const tray = unplaced.length ? R * 2 + 34 : 0;
+  const MH = H - tray;
+  const shapes = districtShapes(placed);
+  // Home: everything placed and every boundary, refitted to the panel until the operator moves the map.
+  let box = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const s of placed) { box[0] = Math.min(box[0], s.wx); box[1] = Math.min(box[1], s.wy); box[2] = Math.max(box[2], s.wx); box[3] = Math.max(box[3], s.wy); }
+  for (const sh of shapes.values()) { box[0] = Math.min(box[0], sh.box[0]); box[1] = Math.min(box[1], sh.box[1]); box[2] = Math.max(box[2], sh.box[2]); box[3] = Math.max(box[3], sh.box[3]); }
+  const pad = R * 3 + 12;
+  if (Number.isFinite(box[0])) {
+    const minSpan = mercX(0.005) - mercX(0);
+    if (box[2] - box[0] < minSpan) { box[0] -= minSpan / 2; box[2] += minSpan / 2; }
+    if (box[3] - box[1] < minSpan) { box[1] -= minSpan / 2; box[3] += minSpan / 2; }
+    map.home = fitView(box, W, MH, pad);
+    if (!map.view || !map.userMoved || W !== map.w || MH !== map.mh) { if (!map.userMoved || !map.view) map.view = Object.assign({}, map.home); }
+  }
+  map.w = W; map.h = H; map.mh = MH;
   el.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
   el.setAttribute('width', W);
   el.setAttribute('height', H);
-  const REM = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
-  const R = WALL ? Math.round(REM * 0.65) : 8;
-  const pad = R * 3 + 12;
-  const tray = unplaced.length ? R * 2 + 34 : 0;
-  const nodes = [];
-  const defs = svg('defs', null,
+  map.markers.clear(); map.rings.clear(); map.pos.clear(); map.clusterOf.clear(); map.labels.clear();
+  const nodes = [svg('defs', null,
     svg('pattern', { id: 'hatch', width: 5, height: 5, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)' },
       svg('rect', { width: 5, height: 5, fill: COLORS.offline }),
-      svg('line', { x1: 0, y1: 0, x2: 0, y2: 5, stroke: '#2a1748', 'stroke-width': 2.5 })));
-  nodes.push(defs, svg('rect', { class: 'map-bg', x: 0, y: 0, width: W, height: H }));
-
-  if (placed.length) {
-    let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
-    for (const s of placed) {
-      minLat = Math.min(minLat, s.lat); maxLat = Math.max(maxLat, s.lat);
-      minLon = Math.min(minLon, s.lon); maxLon = Math.max(maxLon, s.lon);
-    }
-    if (maxLat - minLat < 0.005) { minLat -= 0.0025; maxLat += 0.0025; }
-    if (maxLon - minLon < 0.005) { minLon -= 0.0025; maxLon += 0.0025; }
-    const k = Math.cos(((minLat + maxLat) / 2) * Math.PI / 180);
-    const spanX = (maxLon - minLon) * k, spanY = maxLat - minLat;
-    const scale = Math.min((W - 2 * pad) / spanX, (H - tray - 2 * pad) / spanY);
-    const ox = (W - spanX * scale) / 2, oy = (H - tray - spanY * scale) / 2;
-    const X = (lon) => ox + (lon - minLon) * k * scale;
-    const Y = (lat) => oy + (maxLat - lat) * scale;
-    const lonAt = (x) => minLon + (x - ox) / (k * scale);
-    const latAt = (y) => maxLat - (y - oy) / scale;
-
-    // Grid over the whole view, labelled at the edges.
-    const grid = svg('g', { class: 'grid' });
-    const latTop = latAt(0), latBot = latAt(H - tray), lonL = lonAt(0), lonR = lonAt(W);
-    // One step both ways, lines at least ~100 px apart.
-    const step = Math.max(niceStep(latTop - latBot, Math.max(2, (H - tray) / 100)), niceStep(lonR - lonL, Math.max(2, W / 110)));
-    const dec = Math.max(0, Math.ceil(-Math.log10(step)));
-    for (let v = Math.ceil(latBot / step) * step; v <= latTop; v += step) {
-      const y = Y(v);
-      grid.append(svg('line', { x1: 0, x2: W, y1: y, y2: y }), svg('text', { x: 4, y: y - 3, class: 'grid-label' }, v.toFixed(dec) + '°N'));
-    }
-    for (let v = Math.ceil(lonL / step) * step; v <= lonR; v += step) {
-      const x = X(v);
-      grid.append(svg('line', { x1: x, x2: x, y1: 0, y2: H - tray }), svg('text', { x: x + 3, y: H - tray - 5, class: 'grid-label' }, v.toFixed(dec) + '°E'));
-    }
-    nodes.push(grid);
-
-    // Districts: a soft padded hull around their sensors, label at the centroid.
-    const byDistrict = new Map();
-    for (const s of placed) {
-      const d = s.district || '';
-      if (!d) continue;
-      if (!byDistrict.has(d)) byDistrict.set(d, []);
-      byDistrict.get(d).push(s);
-    }
-    const areas = svg('g', { class: 'districts' });
-    const labels = svg('g', { class: 'district-labels' });
-    const labelAt = [];
-    [...byDistrict.keys()].sort().forEach((d, i) => {
-      const list = byDistrict.get(d);
-      const hue = DISTRICT_HUES[i % DISTRICT_HUES.length];
-      const pts = hull(list.map((s) => [X(s.lon), Y(s.lat)]));
-      const stroke = 'hsla(' + hue + ',45%,55%,0.13)';
-      areas.append(svg('polygon', { points: pts.map((p) => p[0].toFixed(1) + ',' + p[1].toFixed(1)).join(' '), fill: stroke, stroke, 'stroke-width': R * 6, 'stroke-linejoin': 'round' }));
-      const cx = list.reduce((a, s) => a + X(s.lon), 0) / list.length;
-      const cy = list.reduce((a, s) => a + Y(s.lat), 0) / list.length;
-      labelAt.push({ d, cx, cy, hue, ys: list.map((s) => Y(s.lat)) });
-    });
-    // At the centroid, nudged up or down when a marker sits right under it.
-    const fs = WALL ? REM * 1.3 : 15;
-    const taken = [];
-    for (const { d, cx, cy, hue } of labelAt) {
-      const half = d.length * fs * 0.45;
-      let best = cy, bestHit = Infinity;
-      const ys = labelAt.find((l) => l.d === d).ys;
-      const cands = [];
-      for (const [dx, cx2] of [[0, cx], [1, cx + half * 0.7], [1, cx - half * 0.7]]) {
-        for (const dy of [0, -1, 1, -2, 2, -3, 3]) cands.push([cx2, cy + dy * fs * 0.9, Math.abs(dy) * 0.1 + dx * 0.15]);
-        cands.push([cx2, Math.min(...ys) - R - 6, 0.5 + dx * 0.15], [cx2, Math.max(...ys) + R + fs + 2, 0.6 + dx * 0.15]);
-      }
-      let bestX = cx;
-      for (const [x, y, cost] of cands) {
-        let hit = cost;
-        if (x - half < 0 || x + half > W || y - fs < 0 || y > H - tray) hit += 5;
-        for (const s of placed) {
-          const px = X(s.lon), py = Y(s.lat);
-          if (Math.abs(px - x) < half + R && py > y - fs - R && py < y + R + 2) hit++;
-        }
-        for (const t of taken) if (Math.abs(t.x - x) < t.half + half && Math.abs(t.y - y) < fs * 1.2) hit += 10;
-        if (hit < bestHit) { bestHit = hit; best = y; bestX = x; }
-      }
-      taken.push({ x: bestX, y: best, half });
-      labels.append(svg('text', { x: bestX, y: best, class: 'district-label', fill: 'hsl(' + hue + ',40%,75%)' }, d));
-    }
-    nodes.push(areas, labels);
-
-    // Scale bar.
-    const kmPerPx = 111.32 / scale;
-    const km = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100].find((v) => v / kmPerPx >= (WALL ? REM * 6 : 80)) || 100;
-    const len = km / kmPerPx;
-    const sy = 22;
-    nodes.push(svg('g', { class: 'scale' },
-      svg('path', { d: 'M' + (W - len - 16) + ' ' + (sy - 5) + 'v5h' + len + 'v-5' }),
-      svg('text', { x: W - 16 - len / 2, y: sy + 12 }, km + ' km')));
-    for (const s of placed) map.pos.set(s.id, [X(s.lon), Y(s.lat)]);
+      svg('line', { x1: 0, y1: 0, x2: 0, y2: 5, stroke: '#2a1748', 'stroke-width': 2.5 }))),
+  svg('rect', { class: 'map-bg', x: 0, y: 0, width: W, height: H })];
+  const v = map.view;
+  if (!v) {
+    nodes.push(svg('text', { x: W / 2, y: MH / 2, class: 'map-empty' }, S.sensors.size ? 'No sensor has a position in the catalogue' : 'Loading sensors…'));
   } else {
-    nodes.push(svg('text', { x: W / 2, y: (H - tray) / 2, class: 'map-empty' }, S.sensors.size ? 'No sensor has a position in the catalogue' : 'Loading sensors…'));
+    const X = (wx) => (wx - v.cx) * v.s + W / 2;
+    const Y = (wy) => (wy - v.cy) * v.s + MH / 2;
+    if (map.tiles) nodes.push(tileLayer(v, W, MH));
+    // Districts: coloured by their worst, filled at city zoom, outlined deeper in.
+    const perD = new Map();
+    for (const s of S.sensors.values()) {
+      const st = sensorState(s);
+      const sev = topSeverity(alertsFor(s.id));
+      s.mst = st; s.msev = sev;
+      if (!s.district) continue;
+      if (!perD.has(s.district)) perD.set(s.district, { st: 'ok', sev: null, n: 0, bad: 0 });
+      const g = worstOf(perD.get(s.district), st === 'alerting' ? 'ok' : st, sev);
+      g.n++; if (st === 'stale' || st === 'offline') g.bad++;
+    }
+    const cityZoom = v.s <= map.home.s * 2.5;
+    const regions = svg('g', { class: 'regions' + (cityZoom ? ' city-zoom' : '') });
+    const labels = svg('g', { class: 'district-labels' });
+    const order = [...shapes.keys()].sort((a, b) => districtRank(a) - districtRank(b));
+    const taken = [];
+    const fs = WALL ? REM * 1.3 : 15;
+    for (const d of order) {
+      const sh = shapes.get(d);
+      const g = perD.get(d) || { st: 'ok', sev: null, n: 0, bad: 0 };
+      // Mostly not reporting shows as such; otherwise the worst open alert, else ok.
+      const col = g.sev ? COLORS[g.sev] : g.n && g.bad / g.n > 0.5 ? COLORS[g.st] : COLORS.ok;
+      const dpath = sh.rings.map((r) => 'M' + r.map(([x, y]) => X(x).toFixed(1) + ' ' + Y(y).toFixed(1)).join('L') + 'Z').join('');
+      regions.append(svg('path', {
+        class: 'region' + (sh.hull ? ' hull' : ''), d: dpath, fill: col, stroke: col, 'stroke-width': sh.hull ? R * 5 : 2,
+        'data-district': d, 'data-severity': g.sev || null, 'data-state': g.sev ? 'alerting' : g.n && g.bad / g.n > 0.5 ? g.st : 'ok',
+        role: 'button', 'aria-label': 'district ' + d,
+      }, svg('title', null, d)));
+      // At the region's top edge, clear of the clusters in its middle; below the edge of the view when the top is out of it.
+      let cx = X((sh.box[0] + sh.box[2]) / 2);
+      const cy = Math.max(fs * 1.2, Y(sh.box[1]) + fs * 1.1);
+      const half = d.length * fs * 0.46;
+      if (cx + half < 0 || cx - half > W || cy < 0 || cy > MH) continue;
+      // Kept inside the panel: a district at the edge keeps its whole name.
+      cx = Math.max(half + 4, Math.min(W - half - 4, cx));
+      if (taken.some((t) => Math.abs(t.x - cx) < t.half + half && Math.abs(t.y - cy) < fs * 2.2)) continue;
+      taken.push({ x: cx, y: cy, half });
+      // The name, and under it the district's AQI (kept current in place by refreshDistricts).
+      const aqi = svg('tspan', { x: cx, dy: fs * 0.95, class: 'district-aqi' }, districtAqi(d));
+      const t = svg('text', { x: cx, y: cy, class: 'district-label', 'data-district': d }, d, aqi);
+      map.labels.set(d, aqi);
+      labels.append(t);
+    }
+    nodes.push(regions);
+    // Markers in view, clustered when too many.
+    const m = R * 2;
+    const inView = placed.filter((s) => { const x = X(s.wx), y = Y(s.wy); return x > -m && x < W + m && y > -m && y < MH + m; });
+    const rings = svg('g', { class: 'rings' });
+    const marks = svg('g', { class: 'markers' });
+    const single = [];
+    if (inView.length <= INDIVIDUAL_MAX) single.push(...inView);
+    else {
+      const cell = WALL ? REM * 4.5 : 56;
+      const cells = new Map();
+      for (const s of inView) {
+        const k = Math.floor(X(s.wx) / cell) * 65536 + Math.floor(Y(s.wy) / cell);
+        if (!cells.has(k)) cells.set(k, []);
+        cells.get(k).push(s);
+      }
+      for (const [k, list] of cells) {
+        if (list.length <= CLUSTER_SMALL) { single.push(...list); continue; }
+        const acc = { st: 'ok', sev: null };
+        let sx = 0, sy = 0;
+        const dc = new Map();
+        for (const s of list) { worstOf(acc, s.mst, s.msev); sx += s.wx; sy += s.wy; dc.set(s.district, (dc.get(s.district) || 0) + 1); }
+        const x = X(sx / list.length), y = Y(sy / list.length);
+        const r = R + 3 + Math.min(14, Math.log2(list.length) * 2) * (WALL ? REM / 16 : 1);
+        const district = [...dc.entries()].sort((a, b) => b[1] - a[1])[0][0] || '';
+        const g = svg('g', { class: 'cluster', 'data-cluster': k, 'data-count': list.length, 'data-state': acc.st, 'data-severity': acc.sev, 'data-district': district, role: 'button', 'aria-label': list.length + ' sensors' },
+          svg('circle', { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), fill: acc.st === 'offline' && !acc.sev ? 'url(#hatch)' : groupColor(acc) }),
+          svg('text', { x: x.toFixed(1), y: (y + r * 0.33).toFixed(1) }, list.length >= 1000 ? (list.length / 1000).toFixed(1) + 'k' : String(list.length)));
+        marks.append(g);
+        for (const s of list) map.clusterOf.set(s.id, g);
+      }
+    }
+    for (const s of single) map.pos.set(s.id, [X(s.wx), Y(s.wy)]);
+    nodes.push(rings, marks, labels);
+    // Scale bar, in km at the view's centre.
+    const lat = Math.atan(Math.sinh(Math.PI * (1 - 2 * v.cy / WORLD))) * 180 / Math.PI;
+    const kmPerPx = 40075 * Math.cos(lat * Math.PI / 180) / WORLD / v.s;
+    const km = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200].find((q) => q / kmPerPx >= (WALL ? REM * 6 : 80)) || 200;
+    const len = km / kmPerPx;
+    nodes.push(svg('g', { class: 'scale' },
+      svg('path', { d: 'M' + (W - len - 16) + ' 17v5h' + len + 'v-5' }),
+      svg('text', { x: W - 16 - len / 2, y: 34 }, km < 1 ? km * 1000 + ' m' : km + ' km')));
+    if (map.tiles && map.tiles.attribution) nodes.push(svg('text', { class: 'attribution', x: W - 6, y: MH - 6 }, map.tiles.attribution));
+    placeMarkers(rings, marks, single, R);
   }
-
   if (unplaced.length) {
     const ty = H - tray;
     nodes.push(svg('g', { class: 'tray' },
       svg('line', { x1: 0, x2: W, y1: ty, y2: ty }),
       svg('text', { x: 8, y: ty + 14, class: 'tray-label' }, 'Not on the map (no position / not in catalogue):')));
+    const trayG = svg('g', { class: 'tray-marks' });
+    const ids = svg('g', { class: 'id-labels' });
+    const list = [];
     unplaced.forEach((s, i) => {
       const x = 8 + R + i * Math.max(R * 2 + 70, 90);
-      if (x < W - R) map.pos.set(s.id, [x, ty + 20 + R]);
+      if (x < W - R) { map.pos.set(s.id, [x, ty + 20 + R]); list.push(s); ids.append(svg('text', { x: x + R + 4, y: ty + 24 + R, class: 'tray-id' }, s.id)); }
     });
+    const rings = svg('g', { class: 'rings' });
+    placeMarkers(rings, trayG, list, R);
+    nodes.push(rings, trayG, ids);
   }
-
-  const rings = svg('g', { class: 'rings' });
-  const marks = svg('g', { class: 'markers' });
-  const idLabels = svg('g', { class: 'id-labels' });
-  for (const s of sensors) {
+  put(el, ...nodes);
+  updateMarkers();
+  if (!window.__cityPaint && placed.length) window.__cityPaint = performance.now();
+}
+function placeMarkers(rings, marks, list, R) {
+  for (const s of list) {
     const p = map.pos.get(s.id);
-    if (!p) continue;
     const ring = svg('circle', { class: 'ring', cx: p[0].toFixed(1), cy: p[1].toFixed(1), r: R + 5 });
     const c = svg('circle', {
       class: 'mk' + (s.catalogued ? '' : ' uncatalogued'), cx: p[0].toFixed(1), cy: p[1].toFixed(1), r: R,
-      'data-sensor': s.id, 'data-state': 'ok', tabindex: WALL ? null : '0', role: 'button', 'aria-label': 'sensor ' + s.id,
+      'data-sensor': s.id, 'data-district': s.district || null, 'data-state': 'ok', tabindex: WALL ? null : '0', role: 'button', 'aria-label': 'sensor ' + s.id,
     }, svg('title', null, s.id));
     rings.append(ring);
     marks.append(c);
     map.markers.set(s.id, c);
     map.rings.set(s.id, ring);
-    if (!Number.isFinite(s.lat) || !Number.isFinite(s.lon)) idLabels.append(svg('text', { x: p[0] + R + 4, y: p[1] + 4, class: 'tray-id' }, s.id));
   }
-  nodes.push(rings, marks, idLabels);
-  put(el, ...nodes);
-  updateMarkers();
 }
+function districtAqi(d) {
+  const info = S.districts && S.districts.byName.get(d);
+  const aqi = info && info.indicators.aqi;
+  return aqi ? 'AQI ' + aqi.aqi : '';
+}
+function districtRank(d) {
+  const x = S.districts && S.districts.byName.get(d);
+  return x ? x.rank : 1e9;
+}
+// The operator's tile server, if configured: XYZ tiles under the view.
+function tileLayer(v, W, H) {
+  const g = svg('g', { class: 'tiles' });
+  const z = Math.max(0, Math.min(19, Math.round(Math.log2(v.s))));
+  const n = 2 ** z, size = WORLD / n * v.s;
+  const x0 = Math.floor(((v.cx - W / 2 / v.s) / WORLD) * n), x1 = Math.floor(((v.cx + W / 2 / v.s) / WORLD) * n);
+  const y0 = Math.max(0, Math.floor(((v.cy - H / 2 / v.s) / WORLD) * n)), y1 = Math.min(n - 1, Math.floor(((v.cy + H / 2 / v.s) / WORLD) * n));
+  if ((x1 - x0 + 1) * (y1 - y0 + 1) > 80) return g;
+  for (let ty = y0; ty <= y1; ty++) for (let tx = x0; tx <= x1; tx++) {
+    const wx = ((tx % n) + n) % n;
+    const url = map.tiles.url.replace('{z}', z).replace('{x}', wx).replace('{y}', ty);
+    g.append(svg('image', { href: url, x: ((tx * WORLD / n - v.cx) * v.s + W / 2).toFixed(1), y: ((ty * WORLD / n - v.cy) * v.s + H / 2).toFixed(1), width: size.toFixed(1) + 0.5, height: size.toFixed(1) + 0.5 }));
+  }
+  return g;
+}
+function zoomAt(px, py, factor) {
+  const v = map.view;
+  if (!v || !map.home) return;
+  const s = Math.max(map.home.s * 0.5, Math.min(map.home.s * 4096, v.s * factor));
+  const wx = v.cx + (px - map.w / 2) / v.s, wy = v.cy + (py - map.mh / 2) / v.s;
+  map.view = { cx: wx - (px - map.w / 2) / s, cy: wy - (py - map.mh / 2) / s, s };
+  map.userMoved = true;
+  scheduleMap();
+}
+function zoomToDistrict(d) {
+  const sh = districtShapes(placedSensors()).get(d);
+  if (!sh) return false;
+  map.view = fitView(sh.box, map.w, map.mh, 30);
+  map.userMoved = true;
+  scheduleMap();
+  return true;
+}
+function homeView() { map.userMoved = false; map.view = map.home && Object.assign({}, map.home); scheduleMap(); }
+function wireMap() {
+  const el = $('map');
+  el.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    const r = el.getBoundingClientRect();
+    zoomAt(e.clientX - r.left, e.clientY - r.top, Math.exp(-e.deltaY * 0.0015));
+  }, { passive: false });
+  el.addEventListener('pointerdown', (e) => {
+    if (e.button !== 0) return;
+    map.drag = { x: e.clientX, y: e.clientY, moved: false, v: map.view && Object.assign({}, map.view) };
+  });
+  window.addEventListener('pointermove', (e) => {
+    const d = map.drag;
+    if (!d || !d.v) return;
+    const dx = e.clientX - d.x, dy = e.clientY - d.y;
+    if (!d.moved && Math.hypot(dx, dy) < 4) return;
+    d.moved = true;
+    map.view = { cx: d.v.cx - dx / d.v.s, cy: d.v.cy - dy / d.v.s, s: d.v.s };
+    map.userMoved = true;
+    scheduleMap();
+  });
+  window.addEventListener('pointerup', () => { setTimeout(() => { map.drag = null; }, 0); });
+  el.addEventListener('click', (e) => {
+    if (map.drag && map.drag.moved) { e.stopPropagation(); return; }
+    const r = el.getBoundingClientRect();
+    const cl = e.target.closest && e.target.closest('.cluster');
+    if (cl) { zoomAt(e.clientX - r.left, e.clientY - r.top, 3); return; }
+    const reg = e.target.closest && e.target.closest('.region');
+    if (reg && map.view && map.view.s <= map.home.s * 2.5) zoomToDistrict(reg.getAttribute('data-district'));
+  });
+  el.addEventListener('dblclick', (e) => { const r = el.getBoundingClientRect(); zoomAt(e.clientX - r.left, e.clientY - r.top, 2); });
+  $('map-zoom-in').addEventListener('click', () => zoomAt(map.w / 2, map.mh / 2, 2));
+  $('map-zoom-out').addEventListener('click', () => zoomAt(map.w / 2, map.mh / 2, 0.5));
+  $('map-home').addEventListener('click', homeView);
+}
+// For the console and the browser tests: where a sensor is drawn, and moving the view.
+window.citysense = {
+  clusterOf: (id) => map.clusterOf.get(id) || null,
+  zoomToDistrict,
+  home: homeView,
+  view: () => map.view && Object.assign({}, map.view),
+};
 
 function updateMarkers() {
   for (const [id, c] of map.markers) {
@@ -840,6 +1064,7 @@ function updateMarkers() {
     setAttr(c, 'data-state', st);
     if (sev) setAttr(c, 'data-severity', sev); else c.removeAttribute('data-severity');
     setAttr(c, 'fill', st === 'offline' ? 'url(#hatch)' : markerColor(st, sev));
+    c.classList.toggle('inc-overdue', map.late.has(id));
     const ring = map.rings.get(id);
     const ringCls = 'ring' + (sev ? ' on sev-' + sev : '') + (al.some((a) => a.state === 'firing') ? ' firing' : '');
     setAttr(ring, 'class', ringCls);
@@ -857,8 +1082,17 @@ function showTip(id, evt) {
   put(tip,
     h('strong', null, s.id), s.name ? h('span', null, ' ', s.name) : null,
     h('div', { class: 'muted' }, [s.kind || 'unknown kind', s.district].filter(Boolean).join(' · ')),
-    h('div', { class: 'st-' + st }, st + (sev ? ' (' + sev + ')' : ''), ' · seen ', fmtAge(now() - s.last_seen_ms), ' ago'),
+    h('div', { class: 'st-' + st }, st + (sev ? ' (' + sev + ')' : ''), s.last_seen_ms != null ? [' · seen ', fmtAge(now() - s.last_seen_ms), ' ago'] : null),
     s.catalogued ? null : h('div', { class: 'flag' }, 'not in catalogue'));
+  placeTip(tip, evt);
+}
+function showClusterTip(g, evt) {
+  const tip = $('tip');
+  put(tip, h('strong', null, g.getAttribute('data-count') + ' sensors'), h('div', { class: 'muted' }, g.getAttribute('data-district') || ''),
+    h('div', null, 'worst: ' + (g.getAttribute('data-severity') || g.getAttribute('data-state'))), h('div', { class: 'muted' }, 'click to zoom in'));
+  placeTip(tip, evt);
+}
+function placeTip(tip, evt) {
   tip.hidden = false;
   const wrap = $('map-wrap').getBoundingClientRect();
   let x = evt.clientX - wrap.left + 14, y = evt.clientY - wrap.top + 14;
@@ -868,41 +1102,160 @@ function showTip(id, evt) {
 }
 
 // ---------- tables ----------
-const sensorRows = new Map();
+// The sensors table is a page of the server's list (/sensors/page), filtered,
+// searched and sorted there (worst first by default), so 10,000 sensors cost
+// the page 50 rows.
+const PAGE = 50;
+const TBL = { offset: 0, total: 0, rows: [], seq: 0, timer: 0 };
+function sensorQuery() {
+  const q = new URLSearchParams();
+  const f = ($('sensor-filter').value || '').trim();
+  if (f) q.set('q', f);
+  for (const [k, id] of [['district', 'sensor-district'], ['kind', 'sensor-kind'], ['state', 'sensor-state']]) { const v = $(id).value; if (v) q.set(k, v); }
+  q.set('offset', TBL.offset);
+  q.set('limit', PAGE);
+  return q.toString();
+}
+async function refreshSensorPage() {
+  if (authWait || WALL) return;
+  const seq = ++TBL.seq;
+  let page;
+  try { page = await api('/sensors/page?' + sensorQuery()); } catch (_) { return; }
+  if (seq !== TBL.seq) return;
+  if (page.total && TBL.offset >= page.total) { TBL.offset = Math.floor((page.total - 1) / PAGE) * PAGE; return refreshSensorPage(); }
+  TBL.total = page.total;
+  TBL.rows = page.rows;
+  // The detail panel of a big city reads its sensor's values from here.
+  for (const r of page.rows) { const s = S.sensors.get(r.id); if (s && BIG) { s.metrics = r.metrics; s.last_seen_ms = r.last_seen_ms; s.name = r.name; } }
+  renderSensors();
+}
+function refreshSensorsSoon() { clearTimeout(TBL.timer); TBL.timer = setTimeout(() => { TBL.offset = 0; refreshSensorPage(); }, 200); }
+function fillSelect(el, values) {
+  const key = values.join('\u0001');
+  if (el.dataset.key === key) return;
+  el.dataset.key = key;
+  const cur = el.value;
+  put(el, h('option', { value: '' }, el.dataset.all), ...values.map((v) => h('option', { value: v }, v)));
+  el.value = values.includes(cur) ? cur : '';
+}
 function renderSensors() {
   const tbody = $('sensors');
-  const filter = ($('sensor-filter').value || '').trim().toLowerCase();
-  const ids = [...S.sensors.keys()];
-  for (const [id, r] of sensorRows) if (!S.sensors.has(id)) { r.tr.remove(); sensorRows.delete(id); }
-  let shown = 0;
-  ids.forEach((id, i) => {
-    const s = S.sensors.get(id);
-    let r = sensorRows.get(id);
-    if (!r) {
-      const cells = { id: h('td'), st: h('td'), kind: h('td'), district: h('td'), vals: h('td', { class: 'vals' }), seen: h('td', { class: 'muted' }) };
-      const tr = h('tr', { 'data-row': id, tabindex: '0', title: 'Open ' + id }, Object.values(cells));
-      r = { tr, cells, key: '' };
-      sensorRows.set(id, r);
-    }
-    if (tbody.children[i] !== r.tr) tbody.insertBefore(r.tr, tbody.children[i] || null);
-    const st = sensorState(s);
-    const sev = topSeverity(alertsFor(id));
-    const key = [s.catalogued, s.kind, s.district, st, sev].join('|');
-    if (key !== r.key) {
-      r.key = key;
-      put(r.cells.id, h('span', { class: 'mono' }, id), s.catalogued ? null : h('span', { class: 'flag' }, 'uncatalogued'));
-      put(r.cells.st, h('span', { class: 'pill st-' + st + (sev ? ' sev-' + sev : '') }, st === 'alerting' ? sev : st));
-      setText(r.cells.kind, s.kind || '—');
-      setText(r.cells.district, s.district || '—');
-    }
-    setText(r.cells.vals, s.metrics.filter((m) => m.value != null).map((m) => m.metric + ' ' + withUnit(m.value, m.unit)).join(' · ') || '—');
-    setText(r.cells.seen, s.last_seen_ms == null ? 'never' : fmtAge(now() - s.last_seen_ms) + ' ago');
-    const hay = (id + ' ' + (s.kind || '') + ' ' + (s.district || '') + ' ' + (s.name || '') + ' ' + st).toLowerCase();
-    const vis = !filter || hay.includes(filter);
-    r.tr.hidden = !vis;
-    if (vis) shown++;
-  });
-  setText($('sensors-count'), '(' + (filter ? shown + ' of ' : '') + S.sensors.size + ')');
+  put(tbody, ...TBL.rows.map((r) => {
+    const st = r.state;
+    const sev = r.severity;
+    const local = S.sensors.get(r.id);
+    // Live values when the page has them (small cities get every reading).
+    const metrics = local && !BIG && local.metrics.length ? local.metrics : r.metrics;
+    const seen = local && !BIG && local.last_seen_ms != null ? local.last_seen_ms : r.last_seen_ms;
+    return h('tr', { 'data-row': r.id, 'data-state': st, tabindex: '0', title: 'Open ' + r.id },
+      h('td', null, h('span', { class: 'mono' }, r.id), r.catalogued ? null : h('span', { class: 'flag' }, 'uncatalogued')),
+      h('td', null, h('span', { class: 'pill st-' + st + (sev ? ' sev-' + sev : '') }, st === 'alerting' ? sev : st)),
+      h('td', null, r.kind || '—'),
+      h('td', null, r.district || '—'),
+      h('td', { class: 'vals' }, metrics.filter((m) => m.value != null).map((m) => m.metric + ' ' + withUnit(m.value, m.unit)).join(' · ') || '—'),
+      h('td', { class: 'muted' }, seen == null ? 'never' : [h('span', { class: 'age', 'data-since': seen }, fmtAge(now() - seen)), ' ago']));
+  }));
+  if (!TBL.rows.length) tbody.append(h('tr', null, h('td', { colspan: 6, class: 'empty' }, 'No sensor matches')));
+  const filtered = TBL.total !== S.sensors.size;
+  setText($('sensors-count'), '(' + (filtered ? TBL.total + ' of ' : '') + S.sensors.size + ')');
+  const last = Math.min(TBL.total, TBL.offset + PAGE);
+  setText($('sensors-pageinfo'), TBL.total ? (TBL.offset + 1) + '–' + last + ' of ' + TBL.total : '0');
+  $('sensors-prev').disabled = TBL.offset === 0;
+  $('sensors-next').disabled = last >= TBL.total;
+}
+function wireTables() {
+  $('sensor-filter').addEventListener('input', refreshSensorsSoon);
+  for (const id of ['sensor-district', 'sensor-kind', 'sensor-state']) $(id).addEventListener('change', refreshSensorsSoon);
+  $('sensors-prev').addEventListener('click', () => { TBL.offset = Math.max(0, TBL.offset - PAGE); refreshSensorPage(); });
+  $('sensors-next').addEventListener('click', () => { TBL.offset += PAGE; refreshSensorPage(); });
+  $('gw-filter').addEventListener('input', () => { GWT.offset = 0; renderGateways(); });
+  $('gw-state').addEventListener('change', () => { GWT.offset = 0; renderGateways(); });
+  $('gw-prev').addEventListener('click', () => { GWT.offset = Math.max(0, GWT.offset - PAGE); renderGateways(); });
+  $('gw-next').addEventListener('click', () => { GWT.offset += PAGE; renderGateways(); });
+}
+
+// ---------- districts ----------
+// The league (worst first), with each district's share of sensors by state,
+// its worst open alert and the figures a city reports, from /districts.
+const DIST_POLL_MS = 5000;
+async function refreshDistricts() {
+  if (authWait) return;
+  let d;
+  try { d = await api('/districts'); } catch (_) { return; }
+  d.byName = new Map(d.districts.map((x) => [x.name, x]));
+  S.districts = d;
+  fillSelect($('sensor-district'), d.districts.map((x) => x.name).sort());
+  renderDistricts();
+  // The map's labels carry each district's AQI: changed in place, not redrawn.
+  if (!map.labels.size) scheduleMap();
+  for (const [name, el] of map.labels) setText(el, districtAqi(name));
+}
+function spark(values, w, hgt) {
+  const pts = values.map((v, i) => [i, v]).filter((p) => p[1] != null);
+  if (pts.length < 2) return h('span', { class: 'muted spark-none' }, '—');
+  const max = Math.max(...pts.map((p) => p[1]), 1), min = Math.min(...pts.map((p) => p[1]), 0);
+  const n = values.length - 1 || 1;
+  const line = pts.map(([i, v]) => (i / n * w).toFixed(1) + ',' + (hgt - 2 - (v - min) / (max - min || 1) * (hgt - 4)).toFixed(1)).join(' ');
+  return svg('svg', { class: 'spark', width: w, height: hgt, viewBox: '0 0 ' + w + ' ' + hgt, 'aria-hidden': 'true' }, svg('polyline', { points: line }));
+}
+const AQI_COLORS = ['', '#2fbf71', '#f2c94c', '#ff9f1c', '#ff4d4f', '#a3307a', '#7e0023'];
+function aqiCell(aqi) {
+  if (!aqi) return h('span', { class: 'muted' }, '—');
+  return h('span', { class: 'aqi', title: aqi.level.name + ' (' + aqi.level.name_zh + ')' },
+    h('b', { class: 'aqi-badge', style: null, 'data-level': aqi.level.level }, String(aqi.aqi)), ' ', aqi.level.name,
+    aqi.primary.length ? h('span', { class: 'muted' }, ' · ' + aqi.primary.map((p) => p.toUpperCase().replace('PM25', 'PM2.5')).join(', ')) : null);
+}
+function limitCell(x, unit) {
+  if (!x) return h('span', { class: 'muted' }, '—');
+  const over = x.above > 0;
+  return h('span', { class: over ? 'over' : '' }, fmtNum(x.max) + ' ' + unit,
+    x.limit != null ? h('span', { class: 'muted' }, ' / ' + fmtNum(x.limit)) : null,
+    over ? h('span', { class: 'pill sev-warning' }, x.above + ' over') : null);
+}
+function shareBar(d) {
+  const n = d.sensors || 1;
+  const seg = (k) => h('i', { class: 'bar-' + k, style: null, 'data-share': Math.round(d[k] / n * 100) });
+  const bar = h('span', { class: 'sharebar', title: d.ok + ' ok · ' + d.alerting + ' alerting · ' + d.stale + ' stale · ' + d.offline + ' offline' }, seg('alerting'), seg('offline'), seg('stale'), seg('ok'));
+  // Widths through the CSSOM: the CSP allows no inline style attributes.
+  for (const i of bar.children) i.style.width = i.dataset.share + '%';
+  return bar;
+}
+function renderDistricts() {
+  const d = S.districts;
+  if (!d) return;
+  const rows = [d.city].concat(d.districts);
+  put($('district-league'), ...rows.map((x) => {
+    const city = x === d.city;
+    const sev = x.worst ? x.worst.severity : null;
+    const alertsHere = city ? S.open.size : x.open_alerts;
+    return h('tr', { 'data-district': x.name, class: (city ? 'city' : '') + (sev ? ' sev-' + sev : ''), 'data-severity': sev },
+      h('td', { class: 'num rank' }, city ? '' : String(x.rank)),
+      h('td', { class: 'dname' }, city ? 'City' : x.name),
+      h('td', null, shareBar(x), WALL ? null : h('span', { class: 'muted small' }, ' ' + x.ok + '/' + x.sensors + ' ok')),
+      h('td', { class: 'worst' }, x.worst ? [h('span', { class: 'badge sev-' + sev }, sev), ' ', x.worst.sensor, ' · ', h('span', { class: 'age', 'data-since': x.worst.started_ts_ms }, fmtAge(now() - x.worst.started_ts_ms)), alertsHere > 1 ? h('span', { class: 'muted' }, ' +' + (alertsHere - 1)) : null] : h('span', { class: 'muted' }, 'none')),
+      h('td', null, aqiCell(x.indicators.aqi)),
+      h('td', { class: 'trend' }, spark(x.spark.aqi, WALL ? 120 : 90, WALL ? 28 : 20)),
+      h('td', null, limitCell(x.indicators.water, 'm')),
+      h('td', null, limitCell(x.indicators.noise, 'dB')),
+      h('td', { class: 'num' }, x.indicators.traffic && x.indicators.traffic.mean_speed_kmh != null ? fmtNum(x.indicators.traffic.mean_speed_kmh) + ' km/h' : '—'));
+  }));
+  for (const b of document.querySelectorAll('#district-league .aqi-badge')) b.style.background = AQI_COLORS[Number(b.dataset.level)] || '';
+  if (WALL) fitWallRows($('district-league'), $('districts-more'), 'district');
+}
+// Wall: the rows that fit, and how many more.
+function fitWallRows(tbody, more, noun) {
+  const rows = [...tbody.children];
+  rows.forEach((r) => { r.hidden = false; });
+  const box = tbody.closest('.fit');
+  if (!box) return;
+  const limit = box.getBoundingClientRect().bottom;
+  let hidden = 0;
+  // Positions first, then hide: once one row does not fit, none after it is shown.
+  const bottoms = rows.map((r) => r.getBoundingClientRect().bottom);
+  const first = bottoms.findIndex((b) => b > limit + 1);
+  if (first >= 0) for (const r of rows.slice(first)) { r.hidden = true; hidden++; }
+  more.hidden = !hidden;
+  more.textContent = hidden ? '+ ' + hidden + ' more ' + noun + (hidden > 1 ? 's' : '') : '';
 }
 
 // A gateway's worst condition: offline, then refusing (its batches are
@@ -990,12 +1343,25 @@ function configLine(g) {
     ' (running the config loaded at ', fmtAt(g.config.loaded_ms), ')',
     more > 0 ? ' — ' + more + (more === 1 ? ' more reason' : ' more reasons') + ' in citysense-agent status at the gateway' : null);
 }
+// Worst first, then by id; searched, filtered by state and paged like the sensors.
+const GW_RANK = { refusing: 0, offline: 1, degraded: 2, unknown: 3, online: 4 };
+const GWT = { offset: 0 };
 function renderGateways() {
   renderGatewayIssues();
   const tbody = $('gateways');
-  const gws = [...S.gateways.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
-  if (!gws.length) { put(tbody, h('tr', null, h('td', { colspan: 13, class: 'empty' }, 'No gateway has connected yet'))); return; }
-  put(tbody, ...gws.map((g) => {
+  const all = [...S.gateways.values()];
+  const words = ($('gw-filter').value || '').trim().toLowerCase().split(/\s+/).filter(Boolean);
+  const want = $('gw-state').value;
+  const gws = all.filter((g) => (!want || gatewayState(g) === want) && words.every((w) => (g.id + ' ' + gatewayState(g)).toLowerCase().includes(w)))
+    .sort((a, b) => (GW_RANK[gatewayState(a)] ?? 3) - (GW_RANK[gatewayState(b)] ?? 3) || (a.id < b.id ? -1 : 1));
+  if (GWT.offset >= gws.length) GWT.offset = Math.max(0, Math.floor((gws.length - 1) / PAGE) * PAGE);
+  const last = Math.min(gws.length, GWT.offset + PAGE);
+  setText($('gw-pageinfo'), gws.length ? (GWT.offset + 1) + '–' + last + ' of ' + gws.length : '0');
+  setText($('gateways-count'), '(' + (gws.length !== all.length ? gws.length + ' of ' : '') + all.length + ')');
+  $('gw-prev').disabled = GWT.offset === 0;
+  $('gw-next').disabled = last >= gws.length;
+  if (!gws.length) { put(tbody, h('tr', null, h('td', { colspan: 13, class: 'empty' }, all.length ? 'No gateway matches' : 'No gateway has connected yet'))); return; }
+  put(tbody, ...gws.slice(GWT.offset, last).map((g) => {
     const devs = g.devices || [];
     const errs = devs.reduce((n, d) => n + (d.errors || 0), 0);
     const state = gatewayState(g);
@@ -1083,6 +1449,12 @@ function ruleLimits(s, metric) {
 function openDetail(id) {
   const s = S.sensors.get(id);
   if (!s) return;
+  // A big city's page holds no values: fetch this sensor's row first.
+  if (BIG && !s.fetched) {
+    s.fetched = true;
+    api('/sensors/page?id=' + encodeURIComponent(id)).then((p) => { const r = p.rows[0]; if (r) Object.assign(s, { metrics: r.metrics, last_seen_ms: r.last_seen_ms, name: r.name }); openDetail(id); }, () => { s.fetched = false; });
+    return;
+  }
   closeDetail(true);
   S.detail = { id, range: (S.detail && S.detail.range) || '1h', charts: new Map(), token: 0 };
   const d = $('detail');
@@ -1277,7 +1649,7 @@ function startStream() {
   if (es) es.close();
   setConn('connecting', everOpen ? 'reconnecting' : 'connecting');
   // EventSource cannot send an Authorization header: the token rides in the query.
-  const src = new EventSource(API + '/stream?types=reading,alert,gateway' + (token ? '&access_token=' + encodeURIComponent(token) : ''));
+  const src = new EventSource(API + '/stream?types=' + (BIG ? 'alert,gateway' : 'reading,alert,gateway') + (token ? '&access_token=' + encodeURIComponent(token) : ''));
   es = src;
   es.onopen = () => {
     S.lastEventAt = Date.now();
@@ -1318,12 +1690,9 @@ let pollErrors = 0;
 async function refreshHealth() {
   if (authWait) return;
   try {
-    const [sensors, gateways] = await Promise.all([api('/sensors'), api('/gateways')]);
-    const before = S.mapKey;
-    mergeSensors(sensors);
+    const [sensors, gateways] = await Promise.all([BIG ? api('/map').then(mergeSnapshot) : api('/sensors'), api('/gateways')]);
+    if (!BIG) { mergeSensors(sensors); scheduleMap(); }
     S.gateways = new Map(gateways.map((g) => [g.id, g]));
-    const key = [...S.sensors.values()].map((s) => s.id + ':' + s.lat + ':' + s.lon + ':' + s.district + ':' + s.catalogued).join('|');
-    if (key !== before) { S.mapKey = key; drawMap(); }
     renderGateways();
     if (pollErrors) { pollErrors = 0; if ($('conn').className === 'conn-live') setConn('live', 'live'); }
     $('top').classList.remove('api-down');
@@ -1343,6 +1712,23 @@ function refreshAll() {
   refreshAlerts().catch(() => {});
 }
 
+// Everything the feed and the polls change is drawn on the next animation
+// frame, once, however many updates arrived since the last one.
+let frame = 0;
+function schedule() { if (!frame) frame = requestAnimationFrame(flushFrame); }
+function flushFrame() {
+  frame = 0;
+  if (S.alertsDirty) renderAlerts();
+  if (S.dirty) {
+    S.dirty = false;
+    // A small city's states move with time (stale); a big one's come with the snapshot, which marks the map itself.
+    if (!BIG) map.dirty = true;
+    renderKpis();
+    if (S.detail) updateDetail();
+  }
+  if (map.dirty) drawMapNow();
+  flushCharts();
+}
 function tick() {
   const t = now();
   for (const el of document.querySelectorAll('[data-since]')) {
@@ -1350,22 +1736,15 @@ function tick() {
     if (v) setText(el, fmtAge(t - v));
   }
   setText($('clock'), new Date().toLocaleTimeString([], WALL ? { hour: '2-digit', minute: '2-digit' } : undefined));
-  if (S.dirty) {
-    S.dirty = false;
-    updateMarkers();
-    renderKpis();
-    if (!WALL) renderSensors();
-    if (S.detail) updateDetail();
-  }
-  if (S.alertsDirty) renderAlerts();
+  schedule();
   for (const [id, until] of S.fresh) if (until < Date.now()) { S.fresh.delete(id); const r = document.querySelector('#alerts [data-alert-id="' + id + '"]'); if (r) r.classList.remove('fresh'); }
   for (const [id, e] of S.rowErrors) if (e.until < Date.now()) { S.rowErrors.delete(id); S.alertsDirty = true; }
-  flushCharts();
   // A connection that says "open" but carries nothing for a minute is dead.
   if (es && es.readyState === EventSource.OPEN && Date.now() - S.lastEventAt > 60000) startStream();
 }
-// States change with time alone (stale), so the page re-derives them every second.
-setInterval(() => { S.dirty = true; }, 1000);
+// States change with time alone (stale), so the page re-derives them every
+// second; a big city's come from the server with each snapshot instead.
+setInterval(() => { if (!BIG) S.dirty = true; }, 1000);
 
 // ---------- events ----------
 function wire() {
@@ -1422,12 +1801,14 @@ function wire() {
   const unlock = () => { if (soundOn) audio(); };
   document.addEventListener('pointerdown', unlock, { once: true });
   document.addEventListener('keydown', unlock, { once: true });
-  $('sensor-filter').addEventListener('input', () => renderSensors());
+  wireTables();
+  wireMap();
 
   const svgEl = $('map');
   svgEl.addEventListener('mousemove', (e) => {
     const mk = e.target.closest && e.target.closest('[data-sensor]');
-    if (mk) showTip(mk.getAttribute('data-sensor'), e); else $('tip').hidden = true;
+    const cl = !mk && e.target.closest && e.target.closest('.cluster');
+    if (mk) showTip(mk.getAttribute('data-sensor'), e); else if (cl) showClusterTip(cl, e); else $('tip').hidden = true;
   });
   svgEl.addEventListener('mouseleave', () => { $('tip').hidden = true; });
 
@@ -1435,9 +1816,13 @@ function wire() {
   const ro = new ResizeObserver(() => {
     const w = $('map-wrap');
     const size = w.clientWidth + 'x' + w.clientHeight;
-    if (size !== lastSize) { lastSize = size; if (S.sensors.size) drawMap(); }
+    if (size !== lastSize) {
+      lastSize = size;
+      map.size = { w: w.clientWidth, h: w.clientHeight, rem: parseFloat(getComputedStyle(document.documentElement).fontSize) || 16 };
+      if (S.sensors.size) drawMap();
+    }
     if (S.detail) for (const c of S.detail.charts.values()) if (c.u && c.u.width !== chartWidth()) c.u.setSize({ width: chartWidth(), height: c.u.height });
-    if (WALL) fitWallAlerts();
+    if (WALL) { fitWallAlerts(); renderDistricts(); }
   });
   ro.observe($('map-wrap'));
   ro.observe($('detail'));
@@ -1508,8 +1893,21 @@ function renderIncidents() {
   strip.hidden = !overdue.length;
   put(strip, ...overdue.map((i) => h('div', { class: 'inc-issue', 'data-incident-id': i.id },
     h('span', { class: 'pill inc-late' }, 'overdue'), ' #' + i.id + ' ', h('strong', null, i.title), ' · ', i.department || 'unassigned', ' · not ' + (i.overdue === 'acknowledge' ? 'acknowledged' : 'resolved'))));
-  const late = new Set(overdue.flatMap((i) => i.sensors || []));
-  for (const [id, c] of map.markers) c.classList.toggle('inc-overdue', late.has(id));
+  map.late = new Set(overdue.flatMap((i) => i.sensors || []));
+  updateMarkers();
+  renderWallIncidents(open);
+}
+// The wall has no incidents table: the open ones go under its alerts, worst first, with their age.
+function renderWallIncidents(open) {
+  if (!WALL) return;
+  const box = $('wall-incidents');
+  const rank = (i) => (i.overdue ? 10 : 0) + (SEV_RANK[i.severity] || 0);
+  const list = [...open].sort((a, b) => rank(b) - rank(a) || a.opened_ms - b.opened_ms);
+  box.hidden = !list.length;
+  put($('wall-inc-list'), ...list.map((i) => h('li', { class: 'wall-inc sev-' + i.severity + (i.overdue ? ' inc-overdue' : ''), 'data-incident-id': i.id },
+    h('span', { class: 'badge sev-' + i.severity }, i.severity), ' ', h('strong', null, i.title), ' · ', i.department || 'unassigned', ' · ',
+    h('span', { class: 'age', 'data-since': i.opened_ms }, fmtAge(now() - i.opened_ms)), i.overdue ? [' ', h('span', { class: 'pill inc-late' }, 'overdue')] : null)));
+  fitWallRows($('wall-inc-list'), $('wall-inc-more'), 'incident');
 }
 function renderLeague() {
   const mins = (ms) => (ms == null ? '—' : fmtDur(ms));
@@ -1605,11 +2003,16 @@ async function init() {
   setText($('clock'), new Date().toLocaleTimeString());
   // Without a token, first ask whether this collector wants one (a 401 opens
   // the sign-in, which then starts everything) rather than send every load.
-  if (!token) await api('/gateways').catch(() => {});
+  // The snapshot first: it says how big the city is and draws the map at once;
+  // without a token it also asks whether this collector wants one (a 401 opens
+  // the sign-in, which then starts everything).
+  await api('/map').then((m) => { BIG = m.id.length > BIG_CITY; mergeSnapshot(m); if (m.boundaries) return loadBoundaries(); }).catch(() => {});
   if (!authWait) startStream();
-  await Promise.allSettled([refreshHealth(), refreshAlerts(), refreshRules()]);
+  await Promise.allSettled([refreshHealth(), refreshAlerts(), refreshRules(), refreshDistricts()]);
   renderAlerts(); // rule kinds refine the labels
-  if (!WALL) renderSensors();
+  refreshSensorPage();
+  setInterval(refreshSensorPage, POLL_MS);
+  setInterval(refreshDistricts, DIST_POLL_MS);
   openFromHash();
   initIncidents();
   setInterval(tick, 1000);

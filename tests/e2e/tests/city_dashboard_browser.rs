@@ -160,7 +160,9 @@ async fn ten_thousand_sensors_on_the_map_the_league_and_the_wall() {
     eprintln!("city: first round of {} readings stored {:.1} s after start", sent.load(Ordering::Relaxed), started.elapsed().as_secs_f64());
 
     // The compact snapshot and the league, as the page reads them.
+    let asked = Instant::now();
     let (status, body) = get(http, "/api/v1/map").await;
+    eprintln!("city: /api/v1/map answered in {} ms", asked.elapsed().as_millis());
     assert_eq!(status, 200);
     let snapshot: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(snapshot["id"].as_array().unwrap().len(), DISTRICTS * PER_DISTRICT);
@@ -261,6 +263,15 @@ async fn ten_thousand_sensors_on_the_map_the_league_and_the_wall() {
     assert!(took <= Duration::from_secs(2), "alert colour after {took:?}");
     screenshot(&page, "desk-alert.png").await;
 
+    // The table's API: worst first by default, filtered by state and district, bad input named.
+    let worst = get_json(http, "/api/v1/sensors/page?limit=3").await;
+    assert_eq!((worst["total"].as_u64(), worst["rows"][0]["id"].as_str(), worst["rows"][0]["state"].as_str()), (Some(10_000), Some(victim.as_str()), Some("alerting")), "{worst}");
+    let here = get_json(http, &format!("/api/v1/sensors/page?state=alerting&district={district}&q=ai")).await;
+    assert_eq!(here["total"], 1, "{here}");
+    assert_eq!(get(http, "/api/v1/sensors/page?limit=0").await, (400, r#"{"error":"limit 0 must be 1 to 500"}"#.to_string()));
+    assert_eq!(get(http, "/api/v1/sensors/page?state=red").await.0, 400);
+    assert_eq!(get(http, "/api/v1/map/boundaries").await.0, 404, "none configured");
+
     // Zooming into the district: a click on its region, then on its clusters, shows its sensors one by one.
     js(&page, &format!("document.querySelector(\"#map .region[data-district='{district}']\").dispatchEvent(new MouseEvent('click', {{bubbles: true}})); return true")).await;
     let click_centre =
@@ -287,6 +298,14 @@ async fn ten_thousand_sensors_on_the_map_the_league_and_the_wall() {
         js(&page, &format!("const c = citysense.clusterOf('{victim}')?.querySelector('circle'); if (!c) return false; {click_centre}")).await;
     }
     assert_eq!(state, json!("alerting"), "{victim} drawn on its own, alerting");
+    // Its detail: the page holds no values in a big city, so it fetches this sensor's row first.
+    js(&page, &format!("document.querySelector(\"#map [data-sensor='{victim}']\").dispatchEvent(new MouseEvent('click', {{bubbles: true}})); return true")).await;
+    until(
+        &page,
+        "the alerting sensor's detail and its pm25 chart",
+        "!document.querySelector('#detail').hidden && document.querySelector(\"#detail .chart-card[data-metric='pm25'] .uplot\")",
+    )
+    .await;
     screenshot(&page, "desk-zoomed.png").await;
 
     // The wall at both sizes.
@@ -296,7 +315,7 @@ async fn ten_thousand_sensors_on_the_map_the_league_and_the_wall() {
         let around = js(&page, "return [outerWidth - innerWidth, outerHeight - innerHeight]").await;
         page.set_window_size(w + around[0].as_u64().unwrap() as u32, h + around[1].as_u64().unwrap() as u32).await.unwrap();
         page.goto(&format!("http://{http}/?mode=wall")).await.unwrap();
-        until(&page, "the wall's map and league", "document.querySelectorAll('#map .region').length === 10 && document.querySelectorAll('#district-league tr[data-district]').length > 1 && document.querySelector('#alerts .alert')").await;
+        until(&page, "the wall's map and league", "document.querySelectorAll('#map .region').length === 10 && document.querySelectorAll('#district-league tr[data-district]').length > 1 && document.querySelector('#alerts .alert:not([hidden])')").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let fit = js(&page, NO_SCROLLBARS).await;
         assert_eq!((fit[1].as_u64(), fit[2].as_u64()), (Some(w as u64), Some(h as u64)), "the viewport: {fit}");

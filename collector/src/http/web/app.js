@@ -323,6 +323,10 @@ function mergeSnapshot(m) {
   if (moved || changed) { S.dirty = true; scheduleMap(); }
   return m;
 }
+// How big the city is (which decides what the page reads), its sensors and its outlines.
+function loadSnapshot() {
+  return api('/map').then((m) => { BIG = m.id.length > BIG_CITY; mergeSnapshot(m); if (m.boundaries) return loadBoundaries(); }).catch(() => {});
+}
 async function loadBoundaries() {
   try { map.boundaries = await api('/map/boundaries'); scheduleMap(); } catch (_) { map.boundaries = null; }
 }
@@ -665,6 +669,7 @@ async function submitToken(e) {
   renderSignOut();
   S.rowErrors.clear();
   toast('Signed in');
+  await loadSnapshot();
   startStream();
   await Promise.allSettled([refreshHealth(), refreshAlerts(), refreshRules()]);
   renderAlerts();
@@ -879,7 +884,8 @@ function drawMapNow() {
       let cx = X((sh.box[0] + sh.box[2]) / 2);
       const cy = Math.max(fs * 1.2, Y(sh.box[1]) + fs * 1.1);
       const half = d.length * fs * 0.46;
-      if (cx + half < 0 || cx - half > W || cy < 0 || cy > MH) continue;
+      // Only for a district in view, and placed where most of it is (not over a neighbour in view).
+      if (X(sh.box[2]) < 0 || X(sh.box[0]) > W || Y(sh.box[3]) < fs * 2 || Y(sh.box[1]) > MH) continue;
       // Kept inside the panel: a district at the edge keeps its whole name.
       cx = Math.max(half + 4, Math.min(W - half - 4, cx));
       if (taken.some((t) => Math.abs(t.x - cx) < t.half + half && Math.abs(t.y - cy) < fs * 2.2)) continue;
@@ -2006,7 +2012,7 @@ async function init() {
   // The snapshot first: it says how big the city is and draws the map at once;
   // without a token it also asks whether this collector wants one (a 401 opens
   // the sign-in, which then starts everything).
-  await api('/map').then((m) => { BIG = m.id.length > BIG_CITY; mergeSnapshot(m); if (m.boundaries) return loadBoundaries(); }).catch(() => {});
+  await loadSnapshot();
   if (!authWait) startStream();
   await Promise.allSettled([refreshHealth(), refreshAlerts(), refreshRules(), refreshDistricts()]);
   renderAlerts(); // rule kinds refine the labels

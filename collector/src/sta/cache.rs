@@ -52,7 +52,7 @@ impl ModelCache {
         model
     }
 
-    /// Models built so far (for `/metrics`-style checks and tests).
+    /// Models built since start-up.
     pub fn builds(&self) -> u64 {
         self.builds.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -7,6 +7,9 @@
 mod gateways;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use hashbrown::Equivalent;
 
 use shared::{GatewayId, Metric, Reading, SensorId};
 
@@ -23,6 +26,33 @@ pub struct SensorInfo {
 }
 
 type Key = (String, String, String);
+
+/// A `Key` borrowed from a rule and a reading: the per-reading lookups
+/// allocate nothing (hashed as the tuple of `String`s is, field by field).
+#[derive(Hash)]
+struct KeyRef<'a>(&'a str, &'a str, &'a str);
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, k: &Key) -> bool {
+        self.0 == k.0 && self.1 == k.1 && self.2 == k.2
+    }
+}
+
+impl KeyRef<'_> {
+    fn owned(&self) -> Key {
+        (self.0.to_string(), self.1.to_string(), self.2.to_string())
+    }
+}
+
+/// A (sensor, metric) borrowed from a reading, for `seen_metric`.
+#[derive(Hash)]
+struct SeriesRef<'a>(&'a str, &'a str);
+
+impl Equivalent<(SensorId, Metric)> for SeriesRef<'_> {
+    fn equivalent(&self, k: &(SensorId, Metric)) -> bool {
+        self.0 == k.0.as_str() && self.1 == k.1.as_str()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Track {
@@ -52,15 +82,15 @@ pub struct Engine {
     sensors: HashMap<SensorId, SensorInfo>,
     /// Last arrival per sensor, and per (sensor, metric).
     seen: HashMap<SensorId, i64>,
-    seen_metric: HashMap<(SensorId, Metric), i64>,
+    seen_metric: hashbrown::HashMap<(SensorId, Metric), i64>,
     gateways: HashMap<GatewayId, GatewaySeen>,
-    tracks: HashMap<Key, Track>,
+    tracks: hashbrown::HashMap<Key, Track>,
     /// `threshold` and `rate`: the newest reading time evaluated per key,
     /// from the alerts' `reading_ts_ms` after a restart. An older reading is
     /// one evaluated before (a resend after a crash lost it from the store)
     /// and is passed over, so it cannot clear or fire an alert a second time.
-    newest: HashMap<Key, i64>,
-    open: HashMap<Key, u64>,
+    newest: hashbrown::HashMap<Key, i64>,
+    open: hashbrown::HashMap<Key, u64>,
     alerts: BTreeMap<u64, Alert>,
     next_id: u64,
     /// When the engine started: a catalogued sensor never heard from is stale
@@ -174,7 +204,7 @@ impl Engine {
         (Change::Fired, a)
     }
 
-    fn close(&mut self, key: &Key, now: i64, by: Option<String>) -> Option<(Change, Alert)> {
+    fn close<Q: Hash + Equivalent<Key> + ?Sized>(&mut self, key: &Q, now: i64, by: Option<String>) -> Option<(Change, Alert)> {
         let id = self.open.remove(key)?;
         let a = self.alerts.get_mut(&id)?;
         a.state = State::Resolved;
@@ -195,7 +225,7 @@ impl Engine {
     }
 
     /// False for a reading not newer than the last evaluated for `key`.
-    fn newer(&mut self, key: &Key, r: &Reading) -> bool {
+    fn newer(&mut self, key: &KeyRef, r: &Reading) -> bool {
         match self.newest.get_mut(key) {
             Some(t) if r.ts_ms <= *t => false,
             Some(t) => {
@@ -203,13 +233,13 @@ impl Engine {
                 true
             }
             None => {
-                self.newest.insert(key.clone(), r.ts_ms);
+                self.newest.insert(key.owned(), r.ts_ms);
                 true
             }
         }
     }
 
-    fn touch(&mut self, key: &Key, value: f64, now: i64) {
+    fn touch<Q: Hash + Equivalent<Key> + ?Sized>(&mut self, key: &Q, value: f64, now: i64) {
         if let Some(a) = self.open.get(key).and_then(|id| self.alerts.get_mut(id)) {
             a.value = Some(value);
             a.updated_ts_ms = now;
@@ -223,28 +253,33 @@ impl Engine {
         // Moved out for the loop (the evaluators need `&mut self`), put back after.
         let rules = std::mem::take(&mut self.rules);
         let sensors = std::mem::take(&mut self.sensors);
-        let no_rules = Vec::new();
+        let by_metric = std::mem::take(&mut self.by_metric);
+        let any_metric = std::mem::take(&mut self.any_metric);
         for r in readings {
             if let Some(t) = self.seen.get_mut(&r.sensor) {
                 *t = now;
             } else {
                 self.seen.insert(r.sensor.clone(), now);
             }
-            self.seen_metric.insert((r.sensor.clone(), r.metric.clone()), now);
+            match self.seen_metric.get_mut(&SeriesRef(&r.sensor, &r.metric)) {
+                Some(t) => *t = now,
+                None => {
+                    self.seen_metric.insert((r.sensor.clone(), r.metric.clone()), now);
+                }
+            }
             let info = sensors.get(&r.sensor);
-            let candidates = self.by_metric.get(&r.metric).unwrap_or(&no_rules).iter().chain(self.any_metric.iter()).copied().collect::<Vec<usize>>();
-            for i in candidates {
+            let candidates = by_metric.get(&r.metric).map(Vec::as_slice).unwrap_or_default().iter().chain(any_metric.iter());
+            for &i in candidates {
                 let rule = &rules[i];
                 if !Self::selected(rule, &r.sensor, info) {
                     continue;
                 }
-                let key: Key = (rule.id.clone(), r.sensor.to_string(), r.metric.to_string());
+                let key = KeyRef(&rule.id, &r.sensor, &r.metric);
                 match rule.kind {
                     Kind::Threshold if rule.metric.as_deref() == Some(r.metric.as_str()) => self.threshold(rule, key, r, now, &mut out),
                     Kind::Rate if rule.metric.as_deref() == Some(r.metric.as_str()) => self.rate(rule, key, r, now, &mut out),
                     Kind::Stale if rule.metric.as_deref().is_none_or(|m| m == r.metric) => {
-                        let stale_key: Key = (rule.id.clone(), r.sensor.to_string(), rule.metric.clone().unwrap_or_default());
-                        out.extend(self.close(&stale_key, now, None));
+                        out.extend(self.close(&KeyRef(&rule.id, &r.sensor, rule.metric.as_deref().unwrap_or_default()), now, None));
                     }
                     _ => {}
                 }
@@ -252,10 +287,21 @@ impl Engine {
         }
         self.rules = rules;
         self.sensors = sensors;
+        self.by_metric = by_metric;
+        self.any_metric = any_metric;
         out
     }
 
-    fn threshold(&mut self, rule: &Rule, key: Key, r: &Reading, now: i64, out: &mut Changes) {
+    /// The track of `key`, made when first needed: a reading that is not
+    /// past its limit leaves none behind.
+    fn track(&mut self, key: &KeyRef) -> &mut Track {
+        if !self.tracks.contains_key(key) {
+            self.tracks.insert(key.owned(), Track::default());
+        }
+        self.tracks.get_mut(key).expect("inserted above")
+    }
+
+    fn threshold(&mut self, rule: &Rule, key: KeyRef, r: &Reading, now: i64, out: &mut Changes) {
         if !self.newer(&key, r) {
             return;
         }
@@ -276,26 +322,28 @@ impl Engine {
             }
             return;
         }
-        let track = self.tracks.entry(key.clone()).or_default();
         if !firing {
-            track.pending_since = None;
+            if let Some(track) = self.tracks.get_mut(&key) {
+                track.pending_since = None;
+            }
             return;
         }
+        let track = self.track(&key);
         let since = *track.pending_since.get_or_insert(now);
         let hold = rule.for_duration().map(|d| d.as_millis() as i64).unwrap_or(0);
         if now - since >= hold {
             track.pending_since = None;
-            let fired = self.fire(rule, &key.1, &key.2, Some(r.value), now);
+            let fired = self.fire(rule, key.1, key.2, Some(r.value), now);
             out.push(self.on_reading(fired, r));
         }
     }
 
-    fn rate(&mut self, rule: &Rule, key: Key, r: &Reading, now: i64, out: &mut Changes) {
+    fn rate(&mut self, rule: &Rule, key: KeyRef, r: &Reading, now: i64, out: &mut Changes) {
         if !self.newer(&key, r) {
             return;
         }
         let limit = rule.value.expect("validated");
-        let track = self.tracks.entry(key.clone()).or_default();
+        let track = self.track(&key);
         let prev = track.last.replace((r.ts_ms, r.value));
         let Some((t0, v0)) = prev else { return };
         if r.ts_ms <= t0 {
@@ -305,7 +353,7 @@ impl Engine {
         let beyond = per_min.abs() > limit;
         match (beyond, self.open.contains_key(&key)) {
             (true, false) => {
-                let fired = self.fire(rule, &key.1, &key.2, Some(per_min), now);
+                let fired = self.fire(rule, key.1, key.2, Some(per_min), now);
                 out.push(self.on_reading(fired, r));
             }
             (true, true) => self.touch(&key, per_min, now),
@@ -355,7 +403,7 @@ impl Engine {
             if !Self::selected(rule, &sensor, self.sensors.get(&sensor)) {
                 continue;
             }
-            let last = if metric.is_empty() { self.seen.get(&sensor) } else { self.seen_metric.get(&(sensor.clone(), metric_id.clone())) };
+            let last = if metric.is_empty() { self.seen.get(&sensor) } else { self.seen_metric.get(&SeriesRef(&sensor, &metric_id)) };
             let since = last.copied().unwrap_or(self.started_ms);
             let key: Key = (rule.id.clone(), sensor.to_string(), metric.clone());
             if now - since >= silence && !self.open.contains_key(&key) {

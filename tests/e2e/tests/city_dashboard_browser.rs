@@ -332,3 +332,42 @@ async fn ten_thousand_sensors_on_the_map_the_league_and_the_wall() {
     c.shutdown().await;
     eprintln!("city: whole test {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// The response head of `GET path`, by hand (the support helpers keep only the body).
+async fn head_of(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n").map(|(h, _)| h.to_string()).unwrap_or(text)
+}
+
+/// `[map]`: the boundaries file is served back with only names, the tile
+/// server is handed to the page, and the page's CSP admits images from that
+/// origin and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_boundaries_and_tile_server_reach_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("districts.geojson"), demo::DISTRICTS_GEOJSON).unwrap();
+    let map = format!(
+        "[map]\nboundaries = \"{}\"\ntile_url = \"http://10.20.0.5:8081/{{z}}/{{x}}/{{y}}.png\"\ntile_attribution = \"ops tiles\"\n\n[[sensor]]\nid = \"aq-1\"\nkind = \"air_quality\"\ndistrict = \"Xihu\"\nlat = 30.25\nlon = 120.13\n",
+        dir.path().join("districts.geojson").display()
+    );
+    let c = collector(dir.path(), None, &map).await;
+    let shapes = get_json(c.http_addr, "/api/v1/map/boundaries").await;
+    let names: Vec<&str> = shapes["features"].as_array().unwrap().iter().map(|f| f["properties"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Gongshu", "Xihu", "Shangcheng", "Binjiang"]);
+    assert_eq!(shapes["features"][0]["geometry"]["type"], "MultiPolygon");
+    let snapshot = get_json(c.http_addr, "/api/v1/map").await;
+    assert_eq!(
+        (&snapshot["tiles"]["url"], &snapshot["tiles"]["attribution"], &snapshot["boundaries"]),
+        (&json!("http://10.20.0.5:8081/{z}/{x}/{y}.png"), &json!("ops tiles"), &json!(true))
+    );
+    let head = head_of(c.http_addr, "/").await.to_lowercase();
+    let csp = head.lines().find(|l| l.starts_with("content-security-policy:")).unwrap_or_default().to_string();
+    assert!(csp.contains("img-src 'self' data: http://10.20.0.5:8081;"), "{csp}");
+    assert!(csp.contains("connect-src 'self';") && csp.contains("script-src 'self';"), "nothing else widened: {csp}");
+    c.shutdown().await;
+}

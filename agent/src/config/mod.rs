@@ -138,8 +138,12 @@ pub struct MqttSource {
     pub fields: BTreeMap<String, String>,
 }
 
+/// Large enough that catching up after an outage, or a burst of many devices
+/// polled at once, goes at the collector's pace rather than the round trip's
+/// (4 × 500 readings per round trip drained ~40k/s; 4 × 5,000, 112k/s);
+/// small batches still go at once when that is all there is.
 fn default_batch_max() -> usize {
-    500
+    5000
 }
 fn default_linger() -> HumanDuration {
     Duration::from_millis(200).into()

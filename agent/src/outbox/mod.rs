@@ -8,10 +8,12 @@
 //! writes all of them to sled as chunks and makes them durable with one fsync.
 //! The agent flushes as soon as readings arrive; readings appended while a
 //! flush runs wait for the next one, which covers them all, so batches grow by
-//! themselves under load and an idle agent pays one fsync per poll. The uplink
-//! only ever sends readings at or below the last flushed `seq`, so a `seq` the
-//! collector has seen can never be handed out again after a crash, and a crash
-//! loses at most readings whose flush had not returned.
+//! themselves under load and an idle agent pays one fsync per poll. A source
+//! waits for the flush covering its readings (`append` says their last seq)
+//! before it counts them as taken. The uplink only ever sends readings at or
+//! below the last flushed `seq`, so a `seq` the collector has seen can never
+//! be handed out again after a crash, and a crash loses at most readings whose
+//! flush had not returned.
 //!
 //! Every call may touch the disk: async code calls them through
 //! `tokio::task::spawn_blocking`, never on a runtime thread (`stats` alone is

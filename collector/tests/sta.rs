@@ -591,3 +591,49 @@ async fn a_series_heard_for_the_first_time_is_in_the_next_request_and_latest_val
     assert_eq!(status(addr, "Datastreams('tr-001~speed_kmh')").await.0, 404);
     c.collector.shutdown().await;
 }
+
+/// A Datastream's `phenomenonTime` starts at its oldest observation kept, and
+/// `$count` and `$skip` count from there: a late reading older than all
+/// others moves it back at once, and raw retention deleting the oldest moves
+/// it forward again (the store keeps that time in memory: an update it missed
+/// would show here as a stale start and a count of deleted observations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phenomenon_time_count_and_skip_follow_a_late_older_reading_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    // `collector()` puts this after [store]: the first two lines land in it.
+    let cfg = format!("expire_every = \"1s\"\n[store.keep]\nraw = \"1d\"\nminute = \"30d\"\nhour = \"forever\"\n{UNLIMITED}{CATALOGUE}");
+    let c = collector(dir.path(), None, &cfg).await;
+    let addr = c.http_addr;
+    let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-1").await;
+    let base = (now_ms() / HOUR - 3) * HOUR;
+    let last = gw.send(readings(base)).await;
+    gw.wait_acked(last, Duration::from_secs(20)).await;
+    let t = collector::sta::time::format;
+    let newest = base + 119 * 60_000;
+    let check = |first: i64, count: u64, second: i64, why: &'static str| async move {
+        let ds = sta(addr, "Datastreams('aq-001~pm25')").await;
+        assert_eq!(ds["phenomenonTime"], format!("{}/{}", t(first), t(newest)), "{why}");
+        let all = sta(addr, "Datastreams('aq-001~pm25')/Observations?$count=true&$top=1").await;
+        assert_eq!((all["@iot.count"].as_u64(), all["value"][0]["phenomenonTime"].as_str()), (Some(count), Some(t(first).as_str())), "{why}");
+        let skipped = sta(addr, "Datastreams('aq-001~pm25')/Observations?$skip=1&$top=1").await;
+        assert_eq!(skipped["value"][0]["phenomenonTime"], t(second), "{why}");
+        // pm25, no2 and the water level: the open Datastreams.
+        assert_eq!(sta(addr, "Observations?$count=true&$top=1").await["@iot.count"], count + 61, "{why}");
+    };
+    check(base, 120, base + 60_000, "as written").await;
+
+    let reading = |ts_ms: i64| Reading { seq: Seq(0), sensor: "aq-001".into(), metric: "pm25".into(), ts_ms, value: 7.0, quality: Quality::Good };
+    // Late, older than every other, inside an hour.
+    let late = base - 90 * 60_000 + 500;
+    let last = gw.send(vec![reading(late)]).await;
+    gw.wait_acked(last, Duration::from_secs(20)).await;
+    check(late, 121, base, "after a late older reading").await;
+
+    // Older than raw retention keeps, at an hour's start (its hour rollup outlives them).
+    let old = (now_ms() - 3 * 24 * HOUR) / HOUR * HOUR;
+    let last = gw.send((0..5).map(|i| reading(old + i * 1_000)).collect()).await;
+    gw.wait_acked(last, Duration::from_secs(20)).await;
+    wait_for("raw samples past retention deleted", Duration::from_secs(20), || async { (metric(addr, "citysense_store_expired_samples_total").await >= 5.0).then_some(()) }).await;
+    check(late, 121, base, "after retention deleted the oldest").await;
+    c.shutdown().await;
+}

@@ -295,9 +295,10 @@ impl<'a> Graph<'a> {
     fn span(&self, d: usize) -> Option<(i64, i64)> {
         let ds = &self.datastreams[d];
         let sensor = &self.things[ds.thing].entry.id;
-        let first = self.store.query(sensor, &ds.metric, i64::MIN, i64::MAX, 1).ok()?.into_iter().next()?;
-        let last = self.latest(d).map_or(first.ts_ms, |l| l.ts_ms);
-        Some((first.ts_ms, last.max(first.ts_ms)))
+        // Kept by the store in memory: a page shows this for each of its Datastreams.
+        let first = self.store.first_ts(sensor, &ds.metric).ok()??;
+        let last = self.latest(d).map_or(first, |l| l.ts_ms);
+        Some((first, last.max(first)))
     }
 
     /// The entity's own properties as JSON (no id, no links).

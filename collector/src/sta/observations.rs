@@ -112,8 +112,7 @@ impl Reader<'_, '_> {
             return Ok((got, next));
         }
         // Backwards: windows from `hi` down, widened while empty, narrowed when too full.
-        let Some(first) = self.graph.store.query(s, m, lo, hi, 1)?.into_iter().next() else { return Ok((Vec::new(), None)) };
-        let lo = first.ts_ms;
+        let Some(lo) = self.start(d, lo, hi)? else { return Ok((Vec::new(), None)) };
         let (mut top, mut width, mut out) = (hi, HOUR, Vec::new());
         while top >= lo && out.len() < n {
             self.budget.check()?;
@@ -140,15 +139,27 @@ impl Reader<'_, '_> {
         Ok((out, None))
     }
 
+    /// Where samples of `d` in `[lo, hi]` can start: `lo`, or the series'
+    /// oldest sample when that is later (None: none there). Raw retention
+    /// may have removed older samples whose rollups remain, so counts start
+    /// here. The store keeps the oldest time in memory: no read.
+    fn start(&self, d: usize, lo: i64, hi: i64) -> Result<Option<i64>, StaError> {
+        let (s, m) = self.series(d);
+        Ok(self.graph.store.first_ts(s, m)?.map(|first| first.max(lo)).filter(|&start| start <= hi))
+    }
+
     /// Samples of `d` in `[lo, hi]` (the whole range exactly, or up to the
     /// filter), counted without keeping them: hour rollups for whole hours,
     /// raw samples at the edges.
     pub fn count_range(&self, d: usize, lo: i64, hi: i64) -> Result<u64, StaError> {
         let (s, m) = self.series(d);
-        // Raw retention may have removed older samples whose rollups remain: count from the first sample kept.
-        let Some(first) = self.graph.store.query(s, m, lo, hi, 1)?.into_iter().next() else { return Ok(0) };
-        let start = first.ts_ms;
+        let Some(start) = self.start(d, lo, hi)? else { return Ok(0) };
         let h0 = start.saturating_add(HOUR - 1).div_euclid(HOUR).saturating_mul(HOUR);
+        if hi == i64::MAX {
+            // Open-ended: every hour from `h0` on is whole, the newest included.
+            let whole: u64 = self.graph.store.rollups(s, m, Level::Hour, h0, hi)?.iter().map(|r| r.count as u64).sum();
+            return Ok(self.count_raw(d, start, h0 - 1)? + whole);
+        }
         let h1 = hi.saturating_add(1).div_euclid(HOUR).saturating_mul(HOUR);
         if h0 >= h1 {
             return self.count_raw(d, start, hi);
@@ -164,13 +175,13 @@ impl Reader<'_, '_> {
     fn pass_hours(&self, d: usize, lo: i64, hi: i64, skip: usize) -> Result<(i64, usize), StaError> {
         let (s, m) = self.series(d);
         // As in `count_range`: from the first sample raw retention kept.
-        let Some(first) = self.graph.store.query(s, m, lo, hi, 1)?.into_iter().next() else { return Ok((lo, 0)) };
-        let h0 = first.ts_ms.saturating_add(HOUR - 1).div_euclid(HOUR).saturating_mul(HOUR);
+        let Some(start) = self.start(d, lo, hi)? else { return Ok((lo, 0)) };
+        let h0 = start.saturating_add(HOUR - 1).div_euclid(HOUR).saturating_mul(HOUR);
         let h1 = hi.saturating_add(1).div_euclid(HOUR).saturating_mul(HOUR);
         if h0 >= h1 {
             return Ok((lo, 0));
         }
-        let mut passed = self.count_raw(d, first.ts_ms, h0 - 1)? as usize;
+        let mut passed = self.count_raw(d, start, h0 - 1)? as usize;
         if passed > skip {
             return Ok((lo, 0));
         }

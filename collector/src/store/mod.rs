@@ -180,6 +180,12 @@ pub trait Store: Send + Sync {
     fn last(&self, sensor: &str, metric: &str) -> Result<Option<Sample>, StoreError>;
     /// Every (sensor, metric) with data.
     fn series(&self) -> Vec<(SensorId, Metric)>;
+    /// The time of a series' oldest sample kept (what `query` over all time
+    /// with a limit of 1 gives), without reading it: the engine keeps it in
+    /// memory, lowered by writes and raised by `expire`.
+    fn first_ts(&self, sensor: &str, metric: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.query(sensor, metric, i64::MIN, i64::MAX, 1)?.first().map(|s| s.ts_ms))
+    }
     /// Brings the rollups up to date with every sample written so far;
     /// returns how many minutes were recomputed.
     fn roll_up(&self) -> Result<u64, StoreError>;

@@ -9,7 +9,7 @@ use redb::Durability;
 
 use super::super::keys;
 use super::super::{block, Expired, Keep, Level, Rollup, Sample, StoreError, PACK_AFTER_MS};
-use super::{hour_of, merge_into, RedbStore, HOUR};
+use super::{hour_of, merge_into, oldest, RedbStore, HOUR};
 
 impl RedbStore {
     pub(super) fn roll_up_dirty(&self) -> Result<u64, StoreError> {
@@ -106,11 +106,19 @@ impl RedbStore {
             if raw.is_none() && minute.is_none() && hour.is_none() {
                 continue;
             }
-            let e = self.update(Durability::Immediate, |t| {
+            // Writers wait: one that lowered the series' oldest time between
+            // this pass finding it again and keeping it would be overwritten.
+            let mut index = self.series.lock().unwrap();
+            let (e, first) = self.update(Durability::Immediate, |t| {
                 let mut e = Expired::default();
+                let mut first = None;
                 if let Some(c) = raw {
                     e.raw += self.delete_before(t, Level::Raw, id, c)?;
                     e.raw += self.expire_blocks(t, id, c)?;
+                    if index.first(id).is_some_and(|f| f < c) {
+                        // The transaction reads its own deletions.
+                        first = Some(oldest(t, &self.file, id)?);
+                    }
                 }
                 if let Some(c) = minute {
                     e.rollups += self.delete_before(t, Level::Minute, id, c)?;
@@ -119,8 +127,12 @@ impl RedbStore {
                 if let Some(c) = hour {
                     e.rollups += self.delete_before(t, Level::Hour, id, c)?;
                 }
-                Ok(e)
+                Ok((e, first))
             })?;
+            if let Some(first) = first {
+                index.set_first(id, first);
+            }
+            drop(index);
             done.raw += e.raw;
             done.rollups += e.rollups;
         }

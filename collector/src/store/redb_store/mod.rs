@@ -62,6 +62,30 @@ impl Default for StoreOptions {
 struct SeriesIndex {
     ids: HashMap<(SensorId, Metric), u32>,
     next: u32,
+    /// By series id: the time of its oldest sample kept (`NO_SAMPLE`: none),
+    /// so a series' start is known without reading a block (the SensorThings
+    /// API shows it for every Datastream of a page and counts from it).
+    /// Found on disk at open, lowered by writes, found again for a series
+    /// whose oldest samples `expire` deleted; kept here, under the lock every
+    /// writer holds, so a write and an expiry of one series cannot cross.
+    first: Vec<i64>,
+}
+
+const NO_SAMPLE: i64 = i64::MAX;
+
+impl SeriesIndex {
+    fn first(&self, id: u32) -> Option<i64> {
+        self.first.get(id as usize).copied().filter(|&t| t != NO_SAMPLE)
+    }
+
+    /// Sets series `id`'s oldest sample time, returning the one it had.
+    fn set_first(&mut self, id: u32, ts_ms: Option<i64>) -> i64 {
+        let i = id as usize;
+        if self.first.len() <= i {
+            self.first.resize(i + 1, NO_SAMPLE);
+        }
+        std::mem::replace(&mut self.first[i], ts_ms.unwrap_or(NO_SAMPLE))
+    }
 }
 
 pub struct RedbStore {
@@ -103,6 +127,29 @@ fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(())
 }
 
+/// The time of series `id`'s oldest sample on disk: its first plain sample
+/// or the first sample of its first block, whichever is older.
+fn oldest<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32) -> Result<Option<i64>, StoreError> {
+    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
+    let raw = match t.range::<&[u8]>(&keys::point(id, i64::MIN)[..]..=&keys::point(id, i64::MAX)[..]).map_err(err)?.next() {
+        Some(item) => keys::parse_timed(item.map_err(err)?.0.value()).map(|(_, ts)| ts),
+        None => None,
+    };
+    let mut packed = None;
+    scan(t, file, &keys::block(id, i64::MIN), &keys::block(id, raw.unwrap_or(i64::MAX)), |k, v| {
+        let (_, hour) = keys::parse_timed(k).ok_or_else(|| StoreError::Corrupt { path: file.display().to_string(), detail: "block key is not 13 bytes".into() })?;
+        let samples = block::decode(hour, v)
+            .ok_or_else(|| StoreError::Corrupt { path: file.display().to_string(), detail: format!("the block of series {id} at {hour} does not decode") })?;
+        packed = samples.first().map(|s| s.ts_ms);
+        // A block left empty holds nothing: look at the next one.
+        Ok(packed.is_none())
+    })?;
+    Ok(match (raw, packed) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
 impl RedbStore {
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         RedbStore::open_with(dir, StoreOptions::default())
@@ -139,6 +186,12 @@ impl RedbStore {
             index.next = index.next.max(id + 1);
             Ok(true)
         })?;
+        // Two seeks a series (and a block decoded when the oldest sample is packed).
+        let ids: Vec<u32> = index.ids.values().copied().collect();
+        for id in ids {
+            let first = oldest(&t, &file, id)?;
+            index.set_first(id, first);
+        }
         let (mut next_forward, mut backlog) = (0, 0);
         scan(&t, &file, b"L", &keys::after(b'L'), |k, v| {
             let f = keys::decode_forward(&path, k, v)?;
@@ -401,6 +454,11 @@ impl Store for RedbStore {
 
     fn series(&self) -> Vec<(SensorId, Metric)> {
         self.list_series()
+    }
+
+    fn first_ts(&self, sensor: &str, metric: &str) -> Result<Option<i64>, StoreError> {
+        let index = self.series.lock().unwrap();
+        Ok(index.ids.get(&(SensorId::from(sensor), Metric::from(metric))).and_then(|&id| index.first(id)))
     }
 
     fn roll_up(&self) -> Result<u64, StoreError> {

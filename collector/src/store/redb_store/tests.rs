@@ -170,3 +170,69 @@ fn an_hours_minute_rollups_pack_into_one_entry_and_read_the_same_with_late_sampl
     let st = RedbStore::open(dir.path()).unwrap();
     assert_eq!(st.rollups("aq-1", "pm25", Level::Minute, i64::MIN, i64::MAX).unwrap(), left);
 }
+
+/// The oldest sample time the store keeps in memory, checked against what a
+/// read over all time gives, here and after reopening.
+fn first_is_what_a_read_gives(st: &RedbStore, sensor: &str) -> Option<i64> {
+    let read = st.query(sensor, "pm25", i64::MIN, i64::MAX, 1).unwrap().first().map(|s| s.ts_ms);
+    assert_eq!(st.first_ts(sensor, "pm25").unwrap(), read, "{sensor}: kept in memory vs read");
+    read
+}
+
+#[test]
+fn the_oldest_sample_time_follows_late_older_readings_packing_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let h0 = 100 * HOUR;
+    {
+        let st = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), None);
+        st.write(&w((0..360).map(|i| r(i as u64 + 1, "aq-1", h0 + HOUR + i * 10_000, 1.0)).collect(), vec![])).unwrap();
+        assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + HOUR));
+        // A newer reading leaves it; a late older one, in a write with newer ones, lowers it.
+        st.write(&w(vec![r(400, "aq-1", h0 + 3 * HOUR, 2.0)], vec![])).unwrap();
+        assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + HOUR));
+        st.write(&w(vec![r(401, "aq-1", h0 + 4 * HOUR, 2.0), r(402, "aq-1", h0 + 1_234, 3.0), r(403, "aq-2", h0 + 7, 1.0)], vec![])).unwrap();
+        assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + 1_234));
+        assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 7));
+        st.roll_up().unwrap();
+        assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS).unwrap(), 3);
+        assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + 1_234));
+        st.sync().unwrap();
+    }
+    // Found again on disk: the oldest sample is in a block now.
+    let st = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + 1_234));
+    // Older than a packed hour, as a plain sample.
+    st.write(&w(vec![r(500, "aq-1", h0 - 5, 4.0)], vec![])).unwrap();
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 - 5));
+    drop(st);
+    let st = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 - 5));
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 7));
+}
+
+#[test]
+fn the_oldest_sample_time_after_retention_is_the_oldest_sample_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    let h0 = 100 * HOUR;
+    // Three hours at 10 s, the first two packed; a second series only in the first hour.
+    let mut rs: Vec<Reading> = (0..1080).map(|i| r(i as u64 + 1, "aq-1", h0 + i * 10_000, 1.0)).collect();
+    rs.extend((0..10).map(|i| r(2000 + i as u64, "aq-2", h0 + i * 60_000, 1.0)));
+    st.write(&w(rs, vec![])).unwrap();
+    st.roll_up().unwrap();
+    assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS).unwrap(), 3);
+    let keep = |raw: i64| move |_: &str, _: &str| Keep { raw_ms: Some(raw), minute_ms: None, hour_ms: None };
+    // A cutoff inside the first (packed) block: aq-1 starts at it, aq-2 keeps its last minutes.
+    let e = st.expire(h0 + 10 * HOUR, &keep(10 * HOUR - 305_000)).unwrap();
+    assert_eq!(e.raw, 31 + 6);
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + 310_000));
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 360_000));
+    // Past the packed hours, into plain samples; aq-2 has none left.
+    st.expire(h0 + 10 * HOUR, &keep(8 * HOUR - 5_000)).unwrap();
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + 2 * HOUR + 10_000));
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), None);
+    // A reading older than what is left, written after, is the oldest again.
+    st.write(&w(vec![r(3000, "aq-2", h0 + 5, 1.0)], vec![])).unwrap();
+    assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 5));
+}

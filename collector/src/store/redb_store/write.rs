@@ -17,6 +17,8 @@ impl RedbStore {
         let mut dirty = self.dirty.lock().unwrap();
         let mut unpacked = self.unpacked.lock().unwrap();
         let mut added: Vec<(SensorId, Metric)> = Vec::new();
+        // (series, oldest sample time before this write) for each one it lowered.
+        let mut lowered: Vec<(u32, i64)> = Vec::new();
         // Sets, not lists: a group of batches touches thousands of series.
         let mut newly_dirty: HashSet<(u32, i64)> = HashSet::new();
         let mut newly_unpacked: HashSet<(u32, i64)> = HashSet::new();
@@ -46,6 +48,9 @@ impl RedbStore {
                     }
                 };
                 t.insert(&keys::point(id, r.ts_ms)[..], &keys::encode_sample(r)[..]).map_err(self.err())?;
+                if index.first(id).is_none_or(|f| r.ts_ms < f) {
+                    lowered.push((id, index.set_first(id, Some(r.ts_ms))));
+                }
                 let minute = r.ts_ms - r.ts_ms.rem_euclid(Level::Minute.bucket_ms());
                 if !dirty.contains(&(id, minute)) && newly_dirty.insert((id, minute)) {
                     t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(self.err())?;
@@ -67,6 +72,9 @@ impl RedbStore {
             // Nothing of the transaction was written: forget the ids handed out for it.
             for k in added {
                 index.ids.remove(&k);
+            }
+            for (id, before) in lowered.into_iter().rev() {
+                index.set_first(id, (before != super::NO_SAMPLE).then_some(before));
             }
             return Err(e);
         }

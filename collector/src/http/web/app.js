@@ -880,15 +880,14 @@ function drawMapNow() {
         'data-district': d, 'data-severity': g.sev || null, 'data-state': g.sev ? 'alerting' : g.n && g.bad / g.n > 0.5 ? g.st : 'ok',
         role: 'button', 'aria-label': 'district ' + d,
       }, svg('title', null, d)));
-      // At the region's top edge, clear of the clusters in its middle; below the edge of the view when the top is out of it.
-      let cx = X((sh.box[0] + sh.box[2]) / 2);
-      const cy = Math.max(fs * 1.2, Y(sh.box[1]) + fs * 1.1);
+      // At the region's top edge, clear of the clusters in its middle; else its
+      // middle or its foot, whichever collides with no label placed before.
       const half = d.length * fs * 0.46;
-      // Only for a district in view, and placed where most of it is (not over a neighbour in view).
       if (X(sh.box[2]) < 0 || X(sh.box[0]) > W || Y(sh.box[3]) < fs * 2 || Y(sh.box[1]) > MH) continue;
-      // Kept inside the panel: a district at the edge keeps its whole name.
-      cx = Math.max(half + 4, Math.min(W - half - 4, cx));
-      if (taken.some((t) => Math.abs(t.x - cx) < t.half + half && Math.abs(t.y - cy) < fs * 2.2)) continue;
+      const cx = Math.max(half + 4, Math.min(W - half - 4, X((sh.box[0] + sh.box[2]) / 2)));
+      const spots = [Y(sh.box[1]) + fs * 1.1, (Y(sh.box[1]) + Y(sh.box[3])) / 2, Y(sh.box[3]) - fs * 1.4].map((y) => Math.max(fs * 1.2, Math.min(MH - fs * 1.4, y)));
+      const cy = spots.find((y) => !taken.some((t) => Math.abs(t.x - cx) < t.half + half && Math.abs(t.y - y) < fs * 2.2));
+      if (cy == null) continue;
       taken.push({ x: cx, y: cy, half });
       // The name, and under it the district's AQI (kept current in place by refreshDistricts).
       const aqi = svg('tspan', { x: cx, dy: fs * 0.95, class: 'district-aqi' }, districtAqi(d));

@@ -25,9 +25,16 @@ pub(crate) async fn alert_latency(samples: usize, load: u64) -> Result<serde_jso
     let (mqtt_tx, mut mqtt_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     sub.subscribe("citysense/v1/alerts/#", rumqttc::QoS::AtLeastOnce).await?;
     tokio::spawn(async move {
-        while let Ok(ev) = sub_el.poll().await {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = ev {
-                let _ = mqtt_tx.send(Instant::now());
+        loop {
+            match sub_el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
+                    let _ = mqtt_tx.send(Instant::now());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("alert subscriber: {e}");
+                    return;
+                }
             }
         }
     });
@@ -36,7 +43,8 @@ pub(crate) async fn alert_latency(samples: usize, load: u64) -> Result<serde_jso
     tokio::spawn(async move {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-        s.write_all(b"GET /api/v1/stream?types=alert HTTP/1.0\r\n\r\n").await.unwrap();
+        // An open collector answers only to a loopback Host.
+        s.write_all(b"GET /api/v1/stream?types=alert HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
         let mut lines = tokio::io::BufReader::new(s).lines();
         while let Ok(Some(l)) = lines.next_line().await {
             if l.starts_with("data:") {
@@ -85,14 +93,18 @@ pub(crate) async fn alert_latency(samples: usize, load: u64) -> Result<serde_jso
     let stored_before = c.counters.stored.load(Relaxed);
     let measuring = Instant::now();
     let (mut to_mqtt, mut to_sse) = (Vec::new(), Vec::new());
+    // Rules evaluate a series in time order: each probe is stamped at least
+    // a millisecond after the last, as a sensor polled faster than 1 kHz is not.
+    let mut stamp = 0i64;
     for i in 0..samples as u64 {
+        stamp = shared::now_ms().max(stamp + 1);
         // Odd samples fire, even ones resolve: each is one alert change.
         let value = if i % 2 == 0 { 100.0 } else { 10.0 };
-        let r = shared::Reading { seq: shared::Seq(i + 1), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: shared::now_ms(), value, quality: Quality::Good };
+        let r = shared::Reading { seq: shared::Seq(i + 1), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: stamp, value, quality: Quality::Good };
         let sent = Instant::now();
         pubc.publish(shared::topics::up("gw-lat"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-lat", 1, vec![r]).encode()).await?;
-        let m = tokio::time::timeout(Duration::from_secs(5), mqtt_rx.recv()).await?.unwrap();
-        let s = tokio::time::timeout(Duration::from_secs(5), sse_rx.recv()).await?.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), mqtt_rx.recv()).await?.ok_or_else(|| anyhow::anyhow!("the MQTT alert subscriber stopped"))?;
+        let s = tokio::time::timeout(Duration::from_secs(5), sse_rx.recv()).await?.ok_or_else(|| anyhow::anyhow!("the SSE alert stream ended"))?;
         to_mqtt.push(m.duration_since(sent).as_secs_f64() * 1000.0);
         to_sse.push(s.duration_since(sent).as_secs_f64() * 1000.0);
     }

@@ -26,10 +26,9 @@ const DISTRICTS: usize = 10;
 const PER_DISTRICT: usize = 1_000;
 /// Every sensor sends once per round.
 const ROUND: Duration = Duration::from_secs(5);
-/// How long the page takes live updates before its heap is read. The issue
-/// asks for a minute; 30 s keeps the test near a minute and a half on two
-/// cores, and the heap has levelled off well before (see the figures printed).
-const LIVE: Duration = Duration::from_secs(30);
+/// How long the page takes live updates before its heap is read: the
+/// minute the issue asks for.
+const LIVE: Duration = Duration::from_secs(60);
 const DISTRICT_NAMES: [&str; DISTRICTS] = ["Xihu", "Shangcheng", "Gongshu", "Binjiang", "Xiaoshan", "Yuhang", "Linping", "Qiantang", "Fuyang", "Linan"];
 const KINDS: [&str; 4] = ["air_quality", "water_level", "noise", "traffic"];
 

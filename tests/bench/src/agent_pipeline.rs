@@ -80,7 +80,7 @@ pub(crate) async fn agent_pipeline(points: usize, every: &str, secs: u64, phases
         bail!("{} is missing: cargo build --release -p citysense-agent", bin.display());
     }
     let cdir = tempfile::tempdir()?;
-    let c = collector_process(cdir.path(), "agent", "# One bench gateway may send more than a real one is allowed to.\ngateway_rate = 10000000")?;
+    let c = collector_process(cdir.path(), "agent", Broker::Embedded, "# One bench gateway may send more than a real one is allowed to.\ngateway_rate = 10000000")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let device = listener.local_addr()?;
     let bank = RegisterBank(Default::default());

@@ -63,25 +63,39 @@ pub(crate) async fn scrape(http: std::net::SocketAddr, name: &str) -> Result<f64
     support::metric_in(&body, name).ok_or_else(|| anyhow::anyhow!("{name} not in /metrics"))
 }
 
-/// The release `citysense-collector` in its own process, next to this binary,
-/// with its embedded broker; `extra` is appended to its config.
+/// The release `citysense-collector` in its own process, next to this binary.
 pub(crate) struct CollectorProcess {
     pub proc: support::Child,
     pub http: std::net::SocketAddr,
     pub mqtt_url: String,
 }
 
-pub(crate) fn collector_process(dir: &std::path::Path, tag: &str, extra: &str) -> Result<CollectorProcess> {
+/// Where a bench collector's broker is: its own, embedded, on a free port, or
+/// one already running.
+pub(crate) enum Broker<'a> {
+    Embedded,
+    External(&'a str),
+}
+
+/// `extra` is appended to the config's `[mqtt]` section.
+pub(crate) fn collector_process(dir: &std::path::Path, tag: &str, broker: Broker, extra: &str) -> Result<CollectorProcess> {
     let bin = std::env::current_exe()?.with_file_name("citysense-collector");
     if !bin.exists() {
         anyhow::bail!("{} is missing: cargo build --release -p citysense-collector", bin.display());
     }
-    let (http, mqtt) = (support::free_port(), support::free_port());
+    let http = support::free_port();
+    let (mqtt_line, mqtt_url) = match broker {
+        Broker::Embedded => {
+            let port = support::free_port();
+            (format!("listen = \"127.0.0.1:{port}\""), format!("mqtt://127.0.0.1:{port}"))
+        }
+        Broker::External(url) => (format!("external = \"{url}\""), url.to_string()),
+    };
     let cfg = dir.join(format!("collector-{tag}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\nmax_packet = \"16MiB\"\n{extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[store]\npath = \"{}\"\n",
+            "[mqtt]\n{mqtt_line}\nmax_packet = \"16MiB\"\n{extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[store]\npath = \"{}\"\n",
             dir.join(format!("store-{tag}")).display()
         ),
     )?;
@@ -102,5 +116,5 @@ pub(crate) fn collector_process(dir: &std::path::Path, tag: &str, extra: &str) -
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(CollectorProcess { proc, http: ([127, 0, 0, 1], http).into(), mqtt_url: format!("mqtt://127.0.0.1:{mqtt}") })
+    Ok(CollectorProcess { proc, http: ([127, 0, 0, 1], http).into(), mqtt_url })
 }

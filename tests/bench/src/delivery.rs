@@ -149,26 +149,8 @@ fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, polling:
 }
 
 /// The collector in its own process on Mosquitto at `broker`.
-fn collector(bins: &Bins, dir: &Path, tag: &str, broker: &str) -> Result<(Child, u16)> {
-    let http = free_port();
-    let cfg = dir.join(format!("collector-{tag}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[mqtt]\nexternal = \"{broker}\"\nmax_packet = \"16MiB\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[store]\npath = \"{}\"\n",
-            dir.join(format!("store-{tag}")).display()
-        ),
-    )?;
-    let child = Command::new(&bins.collector).arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    let kid = Child(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the collector did not listen on {http}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((kid, http))
+fn collector(dir: &Path, tag: &str, broker: &str) -> Result<Child> {
+    Ok(collector_process(dir, tag, Broker::External(broker), "")?.proc)
 }
 
 async fn status_when(port: u16, limit: Duration, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
@@ -303,7 +285,7 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     let backlog_target: u64 = if quick { 200_000 } else { 1_000_000 };
 
     let mosquitto = support::Mosquitto::open(d)?;
-    let (collector_proc, _) = collector(&bins, d, "main", &mosquitto.url())?;
+    let collector_proc = collector(d, "main", &mosquitto.url())?;
     let low = latency(&bins, d, &mosquitto, "low", 10, 18, secs).await.context("latency at 180/s")?;
     eprintln!("latency at 180/s: {low}");
     let high = latency(&bins, d, &mosquitto, "high", 100, 100, secs).await.context("latency at 10k/s")?;
@@ -347,7 +329,7 @@ pub(crate) async fn delivery(quick: bool) -> Result<serde_json::Value> {
     while std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_err() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (_drain_collector, _) = collector(&bins, d, "drain", &url)?;
+    let _drain_collector = collector(d, "drain", &url)?;
     let first = status_when(status, Duration::from_secs(60), "the first ack", |s| s["acked_seq"].as_u64() > Some(0)).await?;
     let first_ack = Instant::now();
     let mut peak_during_drain = 0.0f64;

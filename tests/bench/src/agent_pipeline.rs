@@ -109,16 +109,9 @@ pub(crate) async fn agent_pipeline(points: usize, every: &str, secs: u64, phases
                 if interval == "1h" { "1s" } else { interval }
             ),
         )?;
-        Ok(std::process::Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?)
+        let mut pinned = std::process::Command::new("taskset");
+        pinned.args(["-c", "1"]).arg(&bin);
+        Ok(run_quietly(pinned, &cfg)?)
     };
     // Idle: one poll at start, then nothing to do for an hour.
     let (mut rss_idle, mut idle_cpu) = (None, None);

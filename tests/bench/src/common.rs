@@ -99,16 +99,7 @@ pub(crate) fn collector_process(dir: &std::path::Path, tag: &str, broker: Broker
             dir.join(format!("store-{tag}")).display()
         ),
     )?;
-    let proc = support::Child(
-        std::process::Command::new(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?,
-    );
+    let proc = support::Child(run_quietly(std::process::Command::new(&bin), &cfg)?);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
         if std::time::Instant::now() > deadline {
@@ -117,4 +108,10 @@ pub(crate) fn collector_process(dir: &std::path::Path, tag: &str, broker: Broker
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     Ok(CollectorProcess { proc, http: ([127, 0, 0, 1], http).into(), mqtt_url })
+}
+
+/// `cmd` (a citysense binary, or one behind `taskset`) run with `run --config
+/// cfg`, warnings only, its output discarded.
+pub(crate) fn run_quietly(mut cmd: std::process::Command, cfg: &std::path::Path) -> std::io::Result<std::process::Child> {
+    cmd.arg("run").arg("--config").arg(cfg).env("RUST_LOG", "warn").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()
 }

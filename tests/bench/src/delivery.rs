@@ -144,8 +144,7 @@ fn agent(bins: &Bins, dir: &Path, tag: &str, broker: &str, status: u16, polling:
             dir.join(format!("outbox-{tag}")).display()
         ),
     )?;
-    let child = Command::new(&bins.agent).arg("run").arg("--config").arg(&cfg).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    Ok(Child(child))
+    Ok(Child(run_quietly(Command::new(&bins.agent), &cfg)?))
 }
 
 /// The collector in its own process on Mosquitto at `broker`.

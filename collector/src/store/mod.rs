@@ -8,7 +8,7 @@ pub mod lifecycle;
 mod redb_store;
 pub mod settings;
 
-pub use redb_store::{RedbStore, StoreOptions};
+pub use redb_store::{ClosedHour, ImportError, RedbStore, StoreOptions};
 
 use std::sync::Arc;
 

@@ -29,11 +29,14 @@ use super::keys::Key;
 use super::{block, keys};
 use super::{Expired, Forward, Keep, Level, Progress, Rollup, Sample, SeqSpace, Store, StoreError, Write};
 
+mod import;
 mod maintain;
 mod read;
 #[cfg(test)]
 mod tests;
 mod write;
+
+pub use import::{ClosedHour, ImportError};
 
 const HOUR: i64 = 3_600_000;
 

@@ -24,7 +24,11 @@ use shared::wire::{ClockState, ConfigHealth, DeviceHealth, RefusedReload};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub gateway: String,
+    /// The broker the uplink is on, or trying.
     pub broker: String,
+    /// Every broker of `uplink.broker`, comma-separated, when there are several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<String>,
     pub connected: bool,
     pub uplink_error: Option<String>,
     pub buffer_depth: u64,
@@ -100,7 +104,8 @@ pub type SharedConfigRecord = Arc<std::sync::Mutex<ConfigRecord>>;
 
 pub struct StatusSource {
     pub gateway: String,
-    pub broker: String,
+    /// `uplink.broker` as written, in order.
+    pub brokers: Vec<String>,
     /// None while the data directory cannot be opened.
     pub outbox: Option<Arc<dyn Outbox>>,
     pub devices: Vec<Arc<DeviceStats>>,
@@ -119,7 +124,8 @@ impl StatusSource {
         let devices: Vec<DeviceStatus> = self.devices.iter().map(|d| DeviceStatus { health: d.snapshot(), state: d.state(), abandoned_requests: d.abandoned_requests() }).collect();
         StatusReport {
             gateway: self.gateway.clone(),
-            broker: self.broker.clone(),
+            broker: link.broker.clone().or_else(|| self.brokers.first().cloned()).unwrap_or_default(),
+            brokers: (self.brokers.len() > 1).then(|| self.brokers.join(", ")),
             connected: link.connected,
             uplink_error: link.last_error,
             buffer_depth: s.depth,
@@ -322,10 +328,11 @@ pub fn render(r: &StatusReport) -> String {
     let now = r.clock.map_or_else(shared::now_ms, |c| c.now_ms);
     let _ = writeln!(
         out,
-        "gateway {}: uplink {} {}{}",
+        "gateway {}: uplink {} {}{}{}",
         r.gateway,
         if r.connected { "connected to" } else { "DISCONNECTED from" },
         r.broker,
+        r.brokers.as_ref().map(|all| format!(" (failover list: {all})")).unwrap_or_default(),
         r.uplink_error.as_ref().filter(|_| !r.connected).map(|e| format!(" (last error: {e})")).unwrap_or_default()
     );
     let _ = writeln!(

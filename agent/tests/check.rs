@@ -155,6 +155,13 @@ fn collector_check_passes_the_example_and_rejects_mistakes() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("sensor[1].id: `aq-001` is already catalogued as sensor[0]"), "{err}");
     assert!(err.contains("sensor[2].lat: must be between -90 and 90"), "{err}");
+    // The nodes of a broker cluster, each checked.
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(&cluster, text.replace("listen = \"127.0.0.1:1883\"", "external = [\"mqtt://nats-1:1883\", \"mqtt//nats-2:1883\"]")).unwrap();
+    let out = Command::new(&bin).args(["check", "--config"]).arg(&cluster).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("mqtt.external[1]: `mqtt//nats-2:1883` is not a broker URL"), "{err}");
 }
 
 #[test]
@@ -265,4 +272,21 @@ fn status_on_every_interface_is_a_warning_and_defaults_are_shown_by_verbose() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("pm10: holding 2..3 (datasheet 40003) f32 ABCD (default: no `order` given"), "{out}");
     assert!(out.contains("temperature_c: holding 6 (datasheet 40007) u16 (default: no `type` given)"), "{out}");
+}
+
+#[test]
+fn a_broker_list_is_checked_broker_by_broker() {
+    let base = example();
+    let listed = base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = [\"mqtt://127.0.0.1:1883\", \"mqtt://127.0.0.2:1883\"]");
+    let (code, out, err, _, _dir) = check(&listed);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_problem(&base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = []"), "broker = []", "uplink.broker", "give at least one address");
+    assert_problem(&base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = [\"mqtt://a\", \"http://b\"]"), "http://b", "uplink.broker", "`http://b` is not a broker URL");
+    // A failover that would drop TLS would send the password in the clear.
+    assert_problem(
+        &base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = [\"mqtts://a\", \"mqtt://b\"]"),
+        "mqtts://a",
+        "uplink.broker[1]",
+        "plain mqtt:// beside mqtts://",
+    );
 }

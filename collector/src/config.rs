@@ -68,7 +68,7 @@ impl CollectorConfig {
 
     pub fn summary(&self) -> String {
         let broker = match &self.mqtt.external {
-            Some(e) => format!("external broker {e}"),
+            Some(e) => format!("external broker {}", e.join(", ")),
             None => format!("embedded broker on {}", self.mqtt.listen.as_deref().unwrap_or(DEFAULT_MQTT_LISTEN)),
         };
         format!("{broker}, HTTP on {}, store at {}, {} catalogued sensor(s), {} rule(s)", self.http.listen, self.store.path.display(), self.sensor.len(), self.rule.len())

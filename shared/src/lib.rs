@@ -7,6 +7,7 @@ pub mod batch;
 pub mod clock;
 pub mod config;
 pub mod config_hints;
+pub mod failover;
 pub mod id;
 pub mod modbus;
 pub mod reading;

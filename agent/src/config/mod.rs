@@ -25,7 +25,7 @@ use crate::source::timestamp::Zoneless;
 use mqtt_spec::{SensorFrom, TimestampFrom};
 
 pub use point::{BadRegister, Modicon, ModiconRef, PointConfig, PointType, RegisterAddress};
-pub use text::{ConfigText, NotIpPort, Written};
+pub use text::{Brokers, ConfigText, NotIpPort, Written};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +44,8 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
-    pub broker: Written<BrokerUrl>,
+    /// One broker, or a cluster's nodes to fail over between.
+    pub broker: Brokers,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     /// With mqtts://: the CA that signed the broker's certificate (system roots otherwise).

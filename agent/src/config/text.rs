@@ -84,3 +84,32 @@ impl<'de, T: ConfigText> Deserialize<'de> for Written<T> {
         Written::parse(&text).map_err(serde::de::Error::custom)
     }
 }
+
+/// `uplink.broker`: one broker, or the nodes of a cluster in the order to try
+/// them (`shared::failover`). Shown as written, comma-separated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Brokers(pub Vec<Written<BrokerUrl>>);
+
+impl Brokers {
+    pub fn urls(&self) -> Vec<BrokerUrl> {
+        self.0.iter().map(|b| (**b).clone()).collect()
+    }
+
+    pub fn any_tls(&self) -> bool {
+        self.0.iter().any(|b| b.tls)
+    }
+}
+
+impl fmt::Display for Brokers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let texts: Vec<&str> = self.0.iter().map(|b| b.text()).collect();
+        f.write_str(&texts.join(", "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Brokers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let texts = shared::config::one_or_many(d)?;
+        texts.iter().map(|t| Written::parse(t).map_err(serde::de::Error::custom)).collect::<Result<_, _>>().map(Brokers)
+    }
+}

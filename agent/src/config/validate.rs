@@ -30,8 +30,16 @@ impl Validate for AgentConfig {
             p.push(Problem::new("gateway", format!("`{}` is not a valid id: use letters, digits, `-`, `_`, `.` or `:` (at most 128)", self.gateway)));
         }
         let u = &self.uplink;
-        if !u.broker.tls && (u.ca_file.is_some() || u.cert_file.is_some()) {
+        if !u.broker.any_tls() && (u.ca_file.is_some() || u.cert_file.is_some()) {
             p.push(Problem::new("uplink.broker", "`ca_file` and `cert_file` need an mqtts:// broker"));
+        }
+        if u.broker.any_tls() {
+            for (i, b) in u.broker.0.iter().enumerate().filter(|(_, b)| !b.tls) {
+                p.push(Problem::new(
+                    format!("uplink.broker[{i}]"),
+                    format!("`{b}` is plain mqtt:// beside mqtts:// brokers: a failover would send this gateway's batches and password unencrypted"),
+                ));
+            }
         }
         check_file(&mut p, base, "uplink.password_file", &u.password_file);
         check_file(&mut p, base, "uplink.ca_file", &u.ca_file);

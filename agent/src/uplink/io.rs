@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -17,6 +17,7 @@ use super::{state_payload, LinkState};
 use crate::clock::AgentClock;
 use crate::outbox::{Outbox, OutboxError};
 use shared::clock::Clock as _;
+use shared::failover::{Failover, Next};
 use shared::url::BrokerUrl;
 use shared::wire::{Ack, Status};
 use shared::{topics, Batch};
@@ -31,10 +32,14 @@ pub(super) struct AckLink {
     pub clock: Arc<AgentClock>,
 }
 
+/// How long to wait before asking again for a subscription the broker refused.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn event_loop(
     gateway: String,
-    url: BrokerUrl,
+    mut brokers: Failover<BrokerUrl>,
+    options: super::Options,
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     batch_key: Option<Arc<Vec<u8>>>,
@@ -45,6 +50,7 @@ pub(super) async fn event_loop(
     let ack_topic = topics::ack(&gateway);
     let mut backoff = Duration::from_millis(100);
     let mut session = 0u64;
+    link.send_modify(|s| s.broker = Some(brokers.current().to_string()));
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -62,14 +68,30 @@ pub(super) async fn event_loop(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
-                tracing::info!(broker = %url, "uplink connected");
+                brokers.connected();
+                tracing::info!(broker = %brokers.current(), "uplink connected");
                 let _ = client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
                 let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Online, acks.clock.now_ms())).await;
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) => {
+                // A broker may refuse a subscription it cannot keep yet (a NATS node while
+                // JetStream elects leaders after a node died). No ack could reach us, so the
+                // link does not count as up; ask again rather than wait for acks forever.
+                tracing::warn!(broker = %brokers.current(), "the broker refused the subscription to {ack_topic}; asking again in {RESUBSCRIBE:?}");
+                let (client, topic) = (client.clone(), ack_topic.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(RESUBSCRIBE).await;
+                    let _ = client.subscribe(topic, QoS::AtLeastOnce).await;
+                });
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 // Only now can an ack reach us, so only now is sending useful.
                 session += 1;
-                link.send_modify(|s| *s = LinkState { connected: true, session, last_error: None, acks_ignored: s.acks_ignored });
+                link.send_modify(|s| {
+                    s.connected = true;
+                    s.session = session;
+                    s.last_error = None;
+                });
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => match serde_json::from_slice::<Ack>(&p.payload) {
                 // Believing a forged ack would delete readings never stored: with a key, only signed acks count.
@@ -101,17 +123,28 @@ pub(super) async fn event_loop(
             },
             Ok(_) => {}
             Err(e) => {
-                let msg = format!("uplink to {url}: {e}");
-                tracing::warn!("{msg}; retrying in {backoff:?}");
+                let failed = brokers.current().to_string();
+                let msg = format!("uplink to {failed}: {e}");
+                // Another node of the cluster is tried at once; only a round in which every one failed waits.
+                let wait = match brokers.failed() {
+                    Next::TryNext => Duration::ZERO,
+                    Next::BackOff => backoff,
+                };
+                let next = brokers.current().to_string();
+                tracing::warn!("{msg}; connecting to {next} in {wait:?}");
                 link.send_modify(|s| {
                     s.connected = false;
                     s.last_error = Some(msg);
+                    s.broker = Some(next);
                 });
+                eventloop.mqtt_options = options.for_broker(brokers.current(), acks.clock.now_ms());
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if wait > Duration::ZERO {
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }

@@ -24,6 +24,7 @@ use crate::clock::AgentClock;
 use crate::config::UplinkConfig;
 use crate::outbox::Outbox;
 use shared::clock::Clock as _;
+use shared::failover::Failover;
 use shared::topics;
 use shared::url::BrokerUrl;
 use shared::wire::{State, Status};
@@ -40,6 +41,8 @@ pub struct LinkState {
     pub last_error: Option<String>,
     /// Acks ignored since start: for another outbox epoch, or above anything sent (`acks`).
     pub acks_ignored: u64,
+    /// The broker this link is on (or trying), one of `uplink.broker`.
+    pub broker: Option<String>,
 }
 
 pub struct Uplink {
@@ -85,7 +88,40 @@ impl Secrets {
     }
 }
 
-/// Connects (in the background, retrying forever) and starts the event loop,
+/// How a connection to any one of the configured brokers is made.
+pub(super) struct Options {
+    client_id: String,
+    gateway: String,
+    config: UplinkConfig,
+    secrets: Secrets,
+}
+
+impl Options {
+    /// The same session to another broker: only the address and its TLS differ.
+    /// The will is stamped with the time of this connection attempt.
+    pub(super) fn for_broker(&self, url: &BrokerUrl, now_ms: i64) -> MqttOptions {
+        let (config, secrets) = (&self.config, &self.secrets);
+        let mut opts = MqttOptions::new(self.client_id.clone(), url.host.clone(), url.port);
+        opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        opts.set_clean_session(true);
+        opts.set_inflight((config.max_inflight as u16).saturating_mul(2).max(10));
+        opts.set_last_will(LastWill::new(topics::state(&self.gateway), state_payload(Status::Offline, now_ms), QoS::AtLeastOnce, true));
+        if let Some(user) = &config.username {
+            opts.set_credentials(user.clone(), secrets.password.clone().unwrap_or_default());
+        }
+        if url.tls {
+            opts.set_transport(match &secrets.ca {
+                Some(ca) => rumqttc::Transport::tls(ca.clone(), secrets.client_cert.clone(), None),
+                None => rumqttc::Transport::tls_with_default_config(),
+            });
+        }
+        opts
+    }
+}
+
+/// Connects (in the background, retrying forever, moving to the next broker of
+/// `uplink.broker` whenever one fails) and starts the event loop,
 /// the acker and the sender. `durable` carries the highest flushed `seq`;
 /// `clock` stamps batches and state, and learns its offset from acks.
 #[allow(clippy::too_many_arguments)]
@@ -98,23 +134,9 @@ pub fn start(
     clock: Arc<AgentClock>,
     shutdown: watch::Receiver<bool>,
 ) -> (Uplink, tokio::task::JoinHandle<()>) {
-    let url: BrokerUrl = (*config.broker).clone();
-    let mut opts = MqttOptions::new(format!("citysense-agent-{gateway}"), url.host.clone(), url.port);
-    opts.set_keep_alive(Duration::from_secs(15));
-    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    opts.set_clean_session(true);
-    opts.set_inflight((config.max_inflight as u16).saturating_mul(2).max(10));
-    opts.set_last_will(LastWill::new(topics::state(gateway), state_payload(Status::Offline, clock.now_ms()), QoS::AtLeastOnce, true));
-    if let Some(user) = &config.username {
-        opts.set_credentials(user.clone(), secrets.password.clone().unwrap_or_default());
-    }
-    if url.tls {
-        opts.set_transport(match &secrets.ca {
-            Some(ca) => rumqttc::Transport::tls(ca.clone(), secrets.client_cert.clone(), None),
-            None => rumqttc::Transport::tls_with_default_config(),
-        });
-    }
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let brokers = Failover::new(config.broker.urls()).expect("config validation keeps at least one broker");
+    let options = Options { client_id: format!("citysense-agent-{gateway}"), gateway: gateway.to_string(), config: config.clone(), secrets: secrets.clone() };
+    let (client, mut eventloop) = AsyncClient::new(options.for_broker(brokers.current(), clock.now_ms()), 64);
     // Acks are small packets the outbox waits on: no Nagle delay.
     eventloop.network_options.set_tcp_nodelay(true);
     let (link_tx, link_rx) = watch::channel(LinkState::default());
@@ -124,7 +146,7 @@ pub fn start(
 
     let (sent_tx, sent_rx) = watch::channel(0u64);
     let acks = io::AckLink { outbox_epoch: outbox.stats().epoch, sent_upto: sent_rx, wanted: wanted_tx, clock: clock.clone() };
-    let events = tokio::spawn(io::event_loop(gateway.to_string(), url, client.clone(), eventloop, secrets.batch_key.clone(), link_tx, acks, shutdown.clone()));
+    let events = tokio::spawn(io::event_loop(gateway.to_string(), brokers, options, client.clone(), eventloop, secrets.batch_key.clone(), link_tx, acks, shutdown.clone()));
     let acker = tokio::spawn(io::acker(outbox.clone(), wanted_rx, acked_tx));
     let sender = io::Sender { gateway: gateway.to_string(), client: client.clone(), outbox, batch_max: config.batch_max, batch_key: secrets.batch_key, sent: sent_tx, clock };
     let window = window::Window::new(acked_seq, config.batch_max, config.linger.0, config.ack_timeout.0, config.max_inflight);

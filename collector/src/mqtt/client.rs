@@ -11,11 +11,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Endpoints;
+use shared::failover::{Failover, Next};
+use shared::url::BrokerUrl;
 
 /// What a connection does with the messages it receives. Returning false
 /// ends the connection (its consumer has gone).
@@ -62,26 +64,34 @@ impl Connector {
     /// Connects as `role` (part of the client id), subscribes to
     /// `subscriptions` on every (re)connect, and hands what arrives to `inbound`.
     pub fn connect<I: Inbound>(&self, role: &str, queue: usize, subscriptions: Vec<(String, QoS)>, inbound: I, shutdown: watch::Receiver<bool>) -> Connection {
-        let mut o = MqttOptions::new(format!("{}{role}", self.id), self.endpoints.inner.host.clone(), self.endpoints.inner.port);
+        let brokers = Failover::new(std::iter::once(self.endpoints.inner.clone()).chain(self.endpoints.failover.iter().cloned()).collect()).expect("one broker at least");
+        let (client, mut eventloop) = AsyncClient::new(self.options(role, brokers.current()), queue);
+        // Acks and alerts are small, latency-bound packets: no Nagle delay.
+        eventloop.network_options.set_tcp_nodelay(true);
+        let (ready_tx, ready) = watch::channel(false);
+        let supervisor = Supervisor { role: role.to_string(), connector: self.clone(), brokers, client: client.clone(), subscriptions, ready: ready_tx };
+        let task = tokio::spawn(supervisor.run(eventloop, inbound, shutdown));
+        Connection { client, ready, task }
+    }
+
+    fn options(&self, role: &str, broker: &BrokerUrl) -> MqttOptions {
+        let mut o = MqttOptions::new(format!("{}{role}", self.id), broker.host.clone(), broker.port);
         o.set_keep_alive(Duration::from_secs(15));
         o.set_max_packet_size(self.max_packet, self.max_packet);
         if let Some((user, password)) = &self.endpoints.login {
             o.set_credentials(user.clone(), password.clone());
         }
-        let (client, mut eventloop) = AsyncClient::new(o, queue);
-        // Acks and alerts are small, latency-bound packets: no Nagle delay.
-        eventloop.network_options.set_tcp_nodelay(true);
-        let (ready_tx, ready) = watch::channel(false);
-        let supervisor =
-            Supervisor { role: role.trim_start_matches('-').to_string(), broker: self.endpoints.inner.to_string(), client: client.clone(), subscriptions, ready: ready_tx };
-        let task = tokio::spawn(supervisor.run(eventloop, inbound, shutdown));
-        Connection { client, ready, task }
+        o
     }
 }
 
+/// How long to wait before asking again for a subscription the broker refused.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
 struct Supervisor {
     role: String,
-    broker: String,
+    connector: Connector,
+    brokers: Failover<BrokerUrl>,
     client: AsyncClient,
     subscriptions: Vec<(String, QoS)>,
     ready: watch::Sender<bool>,
@@ -89,8 +99,11 @@ struct Supervisor {
 
 impl Supervisor {
     async fn run<I: Inbound>(self, mut eventloop: rumqttc::EventLoop, mut inbound: I, mut shutdown: watch::Receiver<bool>) {
-        let Supervisor { role, broker, client, subscriptions, ready } = self;
-        let role = if role.is_empty() { "ingest".to_string() } else { role };
+        let Supervisor { role: id_role, connector, mut brokers, client, subscriptions, ready } = self;
+        let role = match id_role.trim_start_matches('-') {
+            "" => "ingest".to_string(),
+            r => r.to_string(),
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             let event = tokio::select! {
@@ -100,7 +113,8 @@ impl Supervisor {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(100);
-                    tracing::info!(%broker, "collector {role} connection up");
+                    brokers.connected();
+                    tracing::info!(broker = %brokers.current(), "collector {role} connection up");
                     if subscriptions.is_empty() {
                         ready.send_replace(true);
                     }
@@ -109,6 +123,18 @@ impl Supervisor {
                             tracing::error!("{role} connection cannot subscribe to {filter}: {e}");
                         }
                     }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) => {
+                    // A broker may refuse a subscription it cannot keep yet (a NATS node
+                    // while JetStream elects leaders): ask again rather than stay deaf.
+                    tracing::warn!(broker = %brokers.current(), "{role} connection: the broker refused a subscription; asking again in {RESUBSCRIBE:?}");
+                    let (client, subscriptions) = (client.clone(), subscriptions.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RESUBSCRIBE).await;
+                        for (filter, qos) in subscriptions {
+                            let _ = client.subscribe(filter, qos).await;
+                        }
+                    });
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     ready.send_replace(true);
@@ -120,12 +146,21 @@ impl Supervisor {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(%broker, "collector {role} connection: {e}; retrying in {backoff:?}");
+                    let failed = brokers.current().to_string();
+                    // Another node of an external cluster is tried at once; a round in which all failed waits.
+                    let wait = match brokers.failed() {
+                        Next::TryNext => Duration::ZERO,
+                        Next::BackOff => backoff,
+                    };
+                    tracing::warn!(broker = %failed, "collector {role} connection: {e}; connecting to {} in {wait:?}", brokers.current());
+                    eventloop.mqtt_options = connector.options(&id_role, brokers.current());
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if wait > Duration::ZERO {
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
             }
         }

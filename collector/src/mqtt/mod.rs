@@ -29,6 +29,9 @@ pub struct Endpoints {
     /// Where this collector's own connections go (the embedded broker's inner
     /// listener, or the external broker).
     pub inner: BrokerUrl,
+    /// The other nodes of an external broker cluster (`mqtt.external` as a
+    /// list): a connection that loses `inner` moves on to them.
+    pub failover: Vec<BrokerUrl>,
     /// What agents are told to connect to.
     pub public: BrokerUrl,
     /// This collector's own login, when the broker checks passwords.
@@ -71,9 +74,12 @@ pub async fn start(config: &MqttConfig, admission: Admission, stats: Arc<TlsStat
     // this run: the front's (after it checked the real password) and this
     // collector's own. Whoever reaches its loopback port directly has neither.
     let inner = users.as_ref().map(|_| shared::auth::random_secret().map(|s| Arc::new(front::InnerLogins::new(s)))).transpose().map_err(|e| MqttError::Secret(e.to_string()))?;
+    let mut failover = Vec::new();
     let (broker_url, public) = match (&config.external, config.listen_addr()) {
-        (Some(url), _) => {
-            let u = BrokerUrl::parse(url)?;
+        (Some(urls), _) => {
+            let mut urls = urls.iter().map(|u| BrokerUrl::parse(u));
+            let u = urls.next().ok_or(MqttError::Listen)??;
+            failover = urls.collect::<Result<_, _>>()?;
             (u.clone(), u)
         }
         (None, Some(listen)) => match (users, &inner) {
@@ -112,5 +118,5 @@ pub async fn start(config: &MqttConfig, admission: Admission, stats: Arc<TlsStat
         (None, None) => String::new(),
     };
     let login = config.username.clone().or(inner.as_ref().map(|_| INTERNAL_USER.to_string())).map(|u| (u, password));
-    Ok(Endpoints { inner: broker_url, public, login })
+    Ok(Endpoints { inner: broker_url, failover, public, login })
 }

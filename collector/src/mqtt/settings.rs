@@ -31,7 +31,10 @@ pub struct MqttConfig {
     /// Address of the embedded broker (ignored when `external` is set).
     pub listen: Option<String>,
     /// An external broker, e.g. `mqtt://broker:1883`, instead of the embedded one.
-    pub external: Option<String>,
+    /// Several addresses are the nodes of one broker cluster, tried in order
+    /// whenever the connection to the current one fails.
+    #[serde(default, deserialize_with = "some_one_or_many")]
+    pub external: Option<Vec<String>>,
     /// Largest MQTT packet accepted; agents' batches must fit.
     #[serde(default = "default_max_packet")]
     pub max_packet: ByteSize,
@@ -144,6 +147,7 @@ impl MqttConfig {
     /// What `check` accepts but an installer should hear about.
     pub fn warnings(&self, w: &mut Vec<Problem>) {
         if let Some(e) = &self.external {
+            let e = e.join(", ");
             let missing: Vec<&str> =
                 [("mqtt.username", self.username.is_none()), ("mqtt.password_file", self.password_file.is_none())].into_iter().filter(|(_, m)| *m).map(|(k, _)| k).collect();
             if !missing.is_empty() {
@@ -159,11 +163,14 @@ impl MqttConfig {
     }
 
     pub fn validate(&self, base: &Path, p: &mut Vec<Problem>) {
-        if let Some(e) = &self.external {
-            match BrokerUrl::parse(e) {
-                Ok(u) if u.tls => p.push(Problem::new("mqtt.external", "mqtts:// (TLS) is not supported by this build yet")),
-                Ok(_) => {}
-                Err(e) => p.push(Problem::new("mqtt.external", e.to_string())),
+        if let Some(list) = &self.external {
+            let field = |i: usize| if list.len() == 1 { "mqtt.external".to_string() } else { format!("mqtt.external[{i}]") };
+            for (i, e) in list.iter().enumerate() {
+                match BrokerUrl::parse(e) {
+                    Ok(u) if u.tls => p.push(Problem::new(field(i), "mqtts:// (TLS) is not supported by this build yet")),
+                    Ok(_) => {}
+                    Err(e) => p.push(Problem::new(field(i), e.to_string())),
+                }
             }
             if self.listen.is_some() {
                 p.push(Problem::new("mqtt.listen", "set either `listen` (embedded broker) or `external`, not both"));
@@ -218,4 +225,8 @@ impl GatewayEntry {
             }
         }
     }
+}
+
+fn some_one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    shared::config::one_or_many(d).map(Some)
 }

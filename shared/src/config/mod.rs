@@ -7,7 +7,7 @@
 
 mod values;
 
-pub use values::{ByteSize, ByteSizeError, HumanDuration};
+pub use values::{one_or_many, ByteSize, ByteSizeError, HumanDuration};
 
 use std::fmt;
 use std::ops::Range;

@@ -90,3 +90,52 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
     }
 }
+
+/// A key that takes one text or a list of them, such as a broker address or
+/// the brokers of a cluster to fail over between: `"mqtt://a"` or
+/// `["mqtt://a", "mqtt://b"]`. An empty list is refused here, so the field's
+/// error names it.
+pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an address in quotes, or a list of them in [ ] to fail over between")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+            Ok(vec![s.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = a.next_element::<String>()? {
+                out.push(s);
+            }
+            if out.is_empty() {
+                return Err(serde::de::Error::custom("an empty list: give at least one address"));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Uplink {
+        #[serde(deserialize_with = "one_or_many")]
+        broker: Vec<String>,
+    }
+
+    #[test]
+    fn one_address_or_a_list() {
+        assert_eq!(toml::from_str::<Uplink>("broker = \"mqtt://a\"").unwrap().broker, ["mqtt://a"]);
+        assert_eq!(toml::from_str::<Uplink>("broker = [\"mqtt://a\", \"mqtt://b\"]").unwrap().broker, ["mqtt://a", "mqtt://b"]);
+        let empty = toml::from_str::<Uplink>("broker = []").unwrap_err().to_string();
+        assert!(empty.contains("give at least one address"), "{empty}");
+        let number = toml::from_str::<Uplink>("broker = 1883").unwrap_err().to_string();
+        assert!(number.contains("an address in quotes, or a list of them"), "{number}");
+    }
+}

@@ -283,10 +283,5 @@ fn a_broker_list_is_checked_broker_by_broker() {
     assert_problem(&base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = []"), "broker = []", "uplink.broker", "give at least one address");
     assert_problem(&base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = [\"mqtt://a\", \"http://b\"]"), "http://b", "uplink.broker", "`http://b` is not a broker URL");
     // A failover that would drop TLS would send the password in the clear.
-    assert_problem(
-        &base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = [\"mqtts://a\", \"mqtt://b\"]"),
-        "mqtts://a",
-        "uplink.broker[1]",
-        "plain mqtt:// beside mqtts://",
-    );
+    assert_problem(&base.replace("broker = \"mqtt://127.0.0.1:1883\"", "broker = [\"mqtts://a\", \"mqtt://b\"]"), "mqtts://a", "uplink.broker[1]", "plain mqtt:// beside mqtts://");
 }

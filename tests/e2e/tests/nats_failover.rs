@@ -1,12 +1,15 @@
-//! The broker as a cluster: three NATS nodes (deploy/nats/node.conf as
-//! shipped) with an MQTT listener each; a collector and an agent that list
-//! every node. Killing the node an agent is on, then the collector's, costs a
-//! reconnect each: every reading the devices gave is stored once, in order,
-//! and delivery resumes within a bound the test prints.
+//! The broker as a cluster: three NATS nodes installed from deploy/nats as
+//! deploy/README.md says (node.conf as shipped, users made by add-user.sh)
+//! with an MQTT listener each; a collector and an agent that list every node.
+//! Killing the node an agent is on, then the collector's, costs a reconnect
+//! each: every reading the devices gave is stored once, in order, and
+//! delivery resumes within a bound the test prints. The cluster as shipped is
+//! closed: no anonymous client, and a gateway writes and reads only its own topics.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -40,18 +43,41 @@ async fn connected_where(agent: &agent::Agent, what: &str, ok: impl Fn(&str) -> 
     l.broker.clone().unwrap()
 }
 
+const USERS: [(&str, &str, &str); 3] =
+    [("collector", "citysense-collector", "collector-secret"), ("gateway", "gw-cluster", "gw-cluster-secret"), ("gateway", "gw-other", "gw-other-secret")];
+
+fn cluster(dir: &Path) -> NatsCluster {
+    NatsCluster::start(dir, &workspace().join("deploy"), 3, &USERS).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A collector on the cluster `brokers` (a TOML list), logged in as the collectors' user.
+async fn collector_on(dir: &Path, brokers: &str, catalogue: &str) -> collector::Collector {
+    std::fs::write(dir.join("collector-password"), "collector-secret\n").unwrap();
+    let text = format!(
+        "[mqtt]\nexternal = {brokers}\nusername = \"citysense-collector\"\npassword_file = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\n{catalogue}",
+        dir.join("collector-password").display(),
+        dir.join("collector").display()
+    );
+    let cfg: collector::config::CollectorConfig = shared::config::parse("cluster collector", &text, dir).unwrap_or_else(|d| panic!("{d}"));
+    collector::Collector::start(cfg).await.expect("collector starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_agents_node_and_then_the_collectors_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nats = NatsCluster::start(dir.path(), &workspace().join("deploy/nats/node.conf"), 3).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut nats = cluster(dir.path());
 
     let plan = City { air: 1, traffic: 1, water: 0, noise: 0 };
     // The collector starts on node 1, the agent on node 2.
-    let c = collector(dir.path(), Some(&nats.mqtt_list(&[0, 1, 2])), &sim::run::catalogue_toml(&plan.sensors())).await;
+    let c = collector_on(dir.path(), &nats.mqtt_list(&[0, 1, 2]), &sim::run::catalogue_toml(&plan.sensors())).await;
     let ids: Vec<String> = plan.sensors().iter().map(|s| s.id.to_string()).collect();
     let city = RunningCity::start(plan, None, Duration::from_millis(200)).await.unwrap();
     let devices: Vec<_> = city.devices.iter().collect();
-    let cfg = agent_config(dir.path(), "gw-cluster", &nats.mqtt_list(&[1, 2, 0]), &sim::run::modbus_toml(&devices, Duration::from_millis(100)), None);
+    std::fs::write(dir.path().join("gw-password"), "gw-cluster-secret\n").unwrap();
+    let text = agent_toml(dir.path(), "gw-cluster", &nats.mqtt_list(&[1, 2, 0]), &sim::run::modbus_toml(&devices, Duration::from_millis(100)), None)
+        .replace("[uplink]\n", "[uplink]\nusername = \"gw-cluster\"\npassword_file = \"gw-password\"\n");
+    let text = text.replace("gw-password", &dir.path().join("gw-password").display().to_string());
+    let cfg = shared::config::parse("cluster agent", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
     let agent = agent::Agent::start(cfg).await.unwrap();
     let node2 = nats.mqtt_url(1);
     connected_where(&agent, "to node 2, the first of its list", |b| b == node2).await;
@@ -106,4 +132,45 @@ async fn stored_everywhere(http: SocketAddr, ids: &[String]) -> usize {
         }
     }
     n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_as_shipped_admits_only_its_users_each_to_its_own_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = cluster(dir.path());
+    let c = collector_on(dir.path(), &nats.mqtt_list(&[0, 1, 2]), "").await;
+    let url = nats.mqtt_url(1);
+    let login = |name: &str, password: &str| Identity { login: Some((name.into(), password.into())), ..Default::default() };
+
+    let anonymous = FakeGateway::connect_as(&url, "gw-cluster", Identity::default()).await;
+    assert!(anonymous.is_err(), "an anonymous client was let in");
+    let wrong = FakeGateway::connect_as(&url, "gw-cluster", login("gw-cluster", "guess")).await;
+    assert!(wrong.is_err(), "a wrong password was let in");
+
+    // gw-other's own batch goes through.
+    let reading = |v: f64| shared::Reading { seq: shared::Seq(0), sensor: "aq-other".into(), metric: "pm25".into(), ts_ms: now_ms(), value: v, quality: shared::Quality::Good };
+    let mut other = FakeGateway::connect_as(&url, "gw-other", login("gw-other", "gw-other-secret")).await.unwrap();
+    let seq = other.send(vec![reading(1.0)]).await;
+    other.wait_acked(seq, LIMIT).await;
+    drop(other);
+    // Logged in as itself, it publishes a batch on gw-cluster's topic and asks
+    // for gw-cluster's acks: the broker passes on neither.
+    let mut intruder = FakeGateway::connect_as(&url, "gw-other", login("gw-other", "gw-other-secret")).await.unwrap();
+    let (forged, _) = intruder.batch("gw-cluster", vec![reading(999.0)]);
+    intruder.client.publish(shared::topics::up("gw-cluster"), rumqttc::QoS::AtLeastOnce, false, forged).await.unwrap();
+    intruder.client.subscribe(shared::topics::ack("gw-cluster"), rumqttc::QoS::AtLeastOnce).await.unwrap();
+    let dropped = intruder.dropped_within(Duration::from_secs(2)).await;
+    let foreign = intruder.foreign.load(std::sync::atomic::Ordering::Relaxed);
+    drop(intruder);
+    // A batch of its own afterwards: once it is acknowledged, the forged one would have arrived before it.
+    let mut other = FakeGateway::connect_as(&url, "gw-other", login("gw-other", "gw-other-secret")).await.unwrap();
+    let mut batch = other.batch("gw-other", vec![reading(1.0), reading(2.0)]);
+    other.client.publish(shared::topics::up("gw-other"), rumqttc::QoS::AtLeastOnce, false, std::mem::take(&mut batch.0)).await.unwrap();
+    other.wait_acked(batch.1, LIMIT).await;
+    eprintln!("the intruder's connection was {}", if dropped { "closed by the broker" } else { "left open" });
+    let gateways = get_json(c.http_addr, "/api/v1/gateways?known=false").await;
+    let ids: Vec<&str> = gateways.as_array().unwrap().iter().filter_map(|g| g["id"].as_str()).collect();
+    assert!(ids.contains(&"gw-other") && !ids.contains(&"gw-cluster"), "gateways heard: {ids:?}");
+    assert_eq!(foreign, 0, "gw-other read another gateway's messages");
+    c.shutdown().await;
 }

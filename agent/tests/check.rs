@@ -162,6 +162,14 @@ fn collector_check_passes_the_example_and_rejects_mistakes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("mqtt.external[1]: `mqtt//nats-2:1883` is not a broker URL"), "{err}");
+    // Cluster mode reads the cluster's log: it needs the cluster's MQTT side too.
+    let log = dir.path().join("log.toml");
+    std::fs::write(&log, format!("{text}\n[cluster]\nnats = [\"nats://nats-1:4222\", \"nats-2\"]\nreplicas = 7\n")).unwrap();
+    let out = Command::new(&bin).args(["check", "--config"]).arg(&log).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cluster: cluster mode needs mqtt.external"), "{err}");
+    assert!(err.contains("cluster.replicas: 7 copies"), "{err}");
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub enum StartError {
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
     #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Alerts(#[from] AlertStoreError),
@@ -132,7 +134,15 @@ impl Collector {
             Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),
             None => topics::UP_FILTER.to_string(),
         };
-        let subscriptions = vec![(up_filter, QoS::AtLeastOnce), (topics::STATE_FILTER.into(), QoS::AtLeastOnce), (topics::HEALTH_FILTER.into(), QoS::AtMostOnce)];
+        let mut subscriptions = vec![(topics::STATE_FILTER.into(), QoS::AtLeastOnce), (topics::HEALTH_FILTER.into(), QoS::AtMostOnce)];
+        match &config.cluster {
+            // Batches come from the cluster's log, not straight off MQTT.
+            Some(cluster) => {
+                let log = crate::cluster::log::Link::new(cluster, endpoints.login.clone())?;
+                tasks.push(tokio::spawn(log.run(ingest_tx.clone(), stop.clone())));
+            }
+            None => subscriptions.insert(0, (up_filter, QoS::AtLeastOnce)),
+        }
         let router = mqtt::inbound::Router { ingest: ingest_tx, rules: rules_tx.clone(), registry: registry.clone(), feed: feed.clone() };
         let mut link = connector.connect("", 1024, subscriptions, router, stop.clone());
         tasks.push(link.task);

@@ -55,6 +55,8 @@ pub struct CollectorConfig {
     /// The dashboard map's district boundaries and basemap tiles.
     #[serde(default)]
     pub map: crate::district::settings::MapConfig,
+    /// Cluster mode: batches read from the broker cluster's replicated log.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -142,6 +144,9 @@ impl Validate for CollectorConfig {
     fn validate(&self, base: &Path) -> Vec<Problem> {
         let mut p = Vec::new();
         self.mqtt.validate(base, &mut p);
+        if let Some(c) = &self.cluster {
+            c.validate(self.mqtt.external.is_some(), &mut p);
+        }
         self.http.validate(base, &mut p);
         self.validate_exposure(&mut p);
         if let Some(a) = &self.auth {

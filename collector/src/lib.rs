@@ -15,6 +15,7 @@
 
 pub mod alert;
 pub mod catalogue;
+pub mod cluster;
 mod collector;
 pub mod config;
 pub mod conn_limit;

@@ -12,10 +12,15 @@ use tokio::sync::oneshot;
 
 use crate::alert::{Alert, Change};
 
-/// One `up/{gateway}` message as it came off the broker.
+/// One `up/{gateway}` message as it came off the broker, or off the
+/// cluster's batch log.
 pub struct Incoming {
     pub gateway: String,
     pub payload: bytes::Bytes,
+    /// From the batch log: told once the batch's fate is final (stored and
+    /// synced, or refused for good), so the log may let it go. Dropped
+    /// untold when a store failure leaves it to be delivered again.
+    pub settled: Option<oneshot::Sender<()>>,
 }
 
 /// What an operator asks of ingest about a gateway's delivery progress.

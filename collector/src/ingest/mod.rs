@@ -226,7 +226,11 @@ impl Ingest {
         let mut outcomes: Vec<Outcome> = Vec::new();
         // First-heard sensors of this group, bound once the group is stored.
         let mut pending: HashMap<SensorId, GatewayId> = HashMap::new();
-        for m in group {
+        // Told at the end, once every batch of the group is stored or refused;
+        // an early return (the store failed) drops them untold.
+        let mut settled = Vec::new();
+        for mut m in group {
+            settled.extend(m.settled.take());
             let refuse = |why: Rejection| {
                 counters.reject(why);
                 // A batch without a key to check it against names no gateway we know.
@@ -286,6 +290,9 @@ impl Ingest {
             outcomes.push(Outcome { space, fresh, received, duplicates: accepted.duplicates, refused: judged.refused });
         }
         if next.is_empty() {
+            for s in settled {
+                let _ = s.send(());
+            }
             return;
         }
         let outcomes: Vec<(Outcome, Arc<Vec<Reading>>)> = outcomes
@@ -380,6 +387,9 @@ impl Ingest {
                 tracing::warn!(gateway = %gw, "cannot queue ack: {e}");
             }
             self.trackers.insert(space, t);
+        }
+        for s in settled {
+            let _ = s.send(());
         }
     }
 }

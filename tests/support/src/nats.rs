@@ -19,6 +19,7 @@ use crate::wait::free_port;
 
 struct Node {
     name: String,
+    client: u16,
     mqtt: u16,
     monitor: u16,
     env: Vec<(String, String)>,
@@ -66,7 +67,7 @@ impl NatsCluster {
                 for r in 0..3 {
                     env.push((format!("CITYSENSE_NATS_ROUTE_{}", r + 1), format!("nats-route://route:{route_password}@127.0.0.1:{}", routes[r.min(size - 1)])));
                 }
-                Node { name, mqtt, monitor, env, child: None }
+                Node { name, client, mqtt, monitor, env, child: None }
             })
             .collect();
         let mut cluster = NatsCluster { server: server()?, conf, log_dir: dir.to_path_buf(), nodes };
@@ -117,6 +118,11 @@ impl NatsCluster {
     /// The MQTT addresses of nodes `order`, as a TOML list for `uplink.broker` or `mqtt.external`.
     pub fn mqtt_list(&self, order: &[usize]) -> String {
         format!("[{}]", order.iter().map(|&i| format!("\"{}\"", self.mqtt_url(i))).collect::<Vec<_>>().join(", "))
+    }
+
+    /// The NATS client addresses of nodes `order`, as a TOML list for `cluster.nats`.
+    pub fn nats_list(&self, order: &[usize]) -> String {
+        format!("[{}]", order.iter().map(|&i| format!("\"nats://127.0.0.1:{}\"", self.nodes[i].client)).collect::<Vec<_>>().join(", "))
     }
 
     /// SIGKILL: the node ends without a goodbye to its clients or peers.

@@ -126,18 +126,7 @@ impl RedbStore {
             let mut t = txn.open_table(TABLE).map_err(self.err())?;
             let mut n = 0;
             for (h, p) in &packed {
-                let key = (h.sensor.clone(), h.metric.clone());
-                let id = match index.ids.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = index.next;
-                        index.next += 1;
-                        index.ids.insert(key.clone(), id);
-                        t.insert(&keys::series(&h.sensor, &h.metric)[..], &id.to_be_bytes()[..]).map_err(self.err())?;
-                        added.push(key);
-                        id
-                    }
-                };
+                let id = index.id_or_register(&mut t, &(h.sensor.clone(), h.metric.clone()), &mut added).map_err(self.err())?;
                 let hr = h.hour_ms;
                 let holds = |lo: keys::Key, hi: keys::Key| -> Result<bool, StoreError> { Ok(t.range::<&[u8]>(&lo[..]..&hi[..]).map_err(self.err())?.next().is_some()) };
                 let held = [
@@ -165,12 +154,7 @@ impl RedbStore {
         })();
         if done.is_err() {
             // Nothing of the transaction was written: forget what it handed out.
-            for k in added {
-                index.ids.remove(&k);
-            }
-            for (id, before) in lowered.into_iter().rev() {
-                index.set_first(id, (before != super::NO_SAMPLE).then_some(before));
-            }
+            index.undo(added, lowered);
         }
         done
     }

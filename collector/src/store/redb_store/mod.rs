@@ -89,6 +89,32 @@ impl SeriesIndex {
         }
         std::mem::replace(&mut self.first[i], ts_ms.unwrap_or(NO_SAMPLE))
     }
+
+    /// The id of `key`'s series. A series not seen before gets the next id,
+    /// written to `t` in the caller's transaction and listed in `added`, so
+    /// that `undo` forgets it if that transaction is not committed.
+    fn id_or_register(&mut self, t: &mut redb::Table<&[u8], &[u8]>, key: &(SensorId, Metric), added: &mut Vec<(SensorId, Metric)>) -> Result<u32, redb::StorageError> {
+        if let Some(id) = self.ids.get(key) {
+            return Ok(*id);
+        }
+        let id = self.next;
+        self.next += 1;
+        self.ids.insert(key.clone(), id);
+        added.push(key.clone());
+        t.insert(&keys::series(&key.0, &key.1)[..], &id.to_be_bytes()[..])?;
+        Ok(id)
+    }
+
+    /// Forgets what a transaction that was not committed handed out: the
+    /// series ids it added and the oldest-sample times it lowered.
+    fn undo(&mut self, added: Vec<(SensorId, Metric)>, lowered: Vec<(u32, i64)>) {
+        for k in added {
+            self.ids.remove(&k);
+        }
+        for (id, before) in lowered.into_iter().rev() {
+            self.set_first(id, (before != NO_SAMPLE).then_some(before));
+        }
+    }
 }
 
 pub struct RedbStore {

@@ -35,18 +35,7 @@ impl RedbStore {
             }
             let readings = w.batches.iter().flat_map(|(_, rs)| rs.iter()).filter(|_| self.options.keep_series);
             for r in readings {
-                let key = (r.sensor.clone(), r.metric.clone());
-                let id = match index.ids.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = index.next;
-                        index.next += 1;
-                        index.ids.insert(key.clone(), id);
-                        t.insert(&keys::series(&r.sensor, &r.metric)[..], &id.to_be_bytes()[..]).map_err(self.err())?;
-                        added.push(key);
-                        id
-                    }
-                };
+                let id = index.id_or_register(t, &(r.sensor.clone(), r.metric.clone()), &mut added).map_err(self.err())?;
                 t.insert(&keys::point(id, r.ts_ms)[..], &keys::encode_sample(r)[..]).map_err(self.err())?;
                 if index.first(id).is_none_or(|f| r.ts_ms < f) {
                     lowered.push((id, index.set_first(id, Some(r.ts_ms))));
@@ -69,13 +58,8 @@ impl RedbStore {
             Ok(())
         });
         if let Err(e) = done {
-            // Nothing of the transaction was written: forget the ids handed out for it.
-            for k in added {
-                index.ids.remove(&k);
-            }
-            for (id, before) in lowered.into_iter().rev() {
-                index.set_first(id, (before != super::NO_SAMPLE).then_some(before));
-            }
+            // Nothing of the transaction was written: forget what it handed out.
+            index.undo(added, lowered);
             return Err(e);
         }
         dirty.extend(newly_dirty);

@@ -111,6 +111,9 @@ impl Options {
             opts.set_credentials(user.clone(), secrets.password.clone().unwrap_or_default());
         }
         if url.tls {
+            // rustls picks a provider by its crate features only when exactly one is
+            // enabled; a workspace build also has the collector's aws-lc-rs.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             opts.set_transport(match &secrets.ca {
                 Some(ca) => rumqttc::Transport::tls(ca.clone(), secrets.client_cert.clone(), None),
                 None => rumqttc::Transport::tls_with_default_config(),

@@ -89,9 +89,17 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut &pem[..]).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?.ok_or_else(|| TlsError::NoKey(path.to_path_buf()))
 }
 
+/// Makes aws-lc-rs the process's TLS provider unless one is set. rustls
+/// picks one by itself only when exactly one provider feature is compiled
+/// in; a workspace build also has the agent's ring, and a process that
+/// builds a TLS client or server without a provider set panics.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// The server side of `files`; with `ca_file`, clients must present a certificate it signed.
 pub fn server_config(files: &TlsFiles, base: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    install_crypto_provider();
     let builder = ServerConfig::builder();
     let builder = match &files.ca_file {
         Some(ca) => {

@@ -44,6 +44,7 @@ impl FakeGateway {
             opts.set_credentials(u.clone(), p.clone());
         }
         if let Some(t) = who.tls.clone() {
+            collector::tls::install_crypto_provider();
             opts.set_transport(t);
         }
         let (client, mut el) = rumqttc::AsyncClient::new(opts, 1000);

@@ -18,8 +18,10 @@
 //!   every second, sending through Mosquitto to the collector, is killed
 //!   with SIGKILL as soon as `/status` shows a poll made durable (its fsync
 //!   returned; the kill lands within 20 ms of that answer), N times on one
-//!   outbox. A last agent then delivers what is left. Lost: seqs that were
-//!   durable at a kill and never reached Mosquitto in a batch.
+//!   outbox. A last agent then delivers what is left. Lost: seqs durable at
+//!   a kill that the next agent's outbox did not hold on opening (it would
+//!   hand them out again to new readings), plus seqs durable at a kill that
+//!   never reached Mosquitto in a batch.
 //! - **Idle RSS** of an agent with 200 points configured (10 devices × 20,
 //!   polled once at start, then hourly). Of the shipped binary: build the
 //!   agent alone (`cargo build --release -p citysense-agent`, as `deploy/`
@@ -289,6 +291,8 @@ fn status_now(port: u16) -> Option<serde_json::Value> {
 
 /// One kill: what `/status` showed right before it, and how long after that answer it came.
 struct Kill {
+    /// `durable_seq` when the outbox opened, before this agent's polls.
+    opened: u64,
     durable: u64,
     /// Seqs handed out but not yet durable in that same answer: the window a kill may lose.
     not_yet_durable: u64,
@@ -316,7 +320,7 @@ fn kill_after_a_durable_poll(agent: &mut Child, port: u16) -> Result<Kill> {
                 agent.0.kill()?;
                 let after = seen.elapsed();
                 agent.0.wait()?;
-                return Ok(Kill { durable, not_yet_durable: next.saturating_sub(durable + 1), after });
+                return Ok(Kill { opened, durable, not_yet_durable: next.saturating_sub(durable + 1), after });
             }
         }
         if Instant::now() > deadline {
@@ -328,12 +332,15 @@ fn kill_after_a_durable_poll(agent: &mut Child, port: u16) -> Result<Kill> {
 
 /// `rounds` agents in a row on one outbox, each killed with SIGKILL right
 /// after a poll was made durable; then one more delivers what is left.
-/// Lost: seqs durable at a kill that never reached Mosquitto in a batch.
+/// Lost: seqs durable at a kill that the next outbox did not hold on
+/// opening, and seqs durable at a kill that never reached Mosquitto.
 async fn kills(bins: &Bins, dir: &Path, mosquitto: &support::Mosquitto, rounds: usize) -> Result<serde_json::Value> {
     let (_bank, device) = StampedBank::serve().await?;
     let tag = "kill";
     let gateway = format!("gw-{tag}");
-    let seen: Arc<Mutex<BTreeSet<u64>>> = Default::default();
+    // seq → every distinct reading seen under it (sensor, metric, time, value bits).
+    type Seen = BTreeMap<u64, BTreeSet<(String, String, i64, u64)>>;
+    let seen: Arc<Mutex<Seen>> = Default::default();
     let (client, mut el) = mqtt_client(&mosquitto.url(), "bench-watch-kill");
     let up = shared::topics::up(&gateway);
     client.subscribe(up.clone(), QoS::AtLeastOnce).await?;
@@ -343,7 +350,10 @@ async fn kills(bins: &Bins, dir: &Path, mosquitto: &support::Mosquitto, rounds: 
             while let Ok(ev) = el.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = ev {
                     if let (true, Ok(b)) = (p.topic == up, shared::Batch::decode(&p.payload)) {
-                        seen.lock().unwrap().extend(b.readings.iter().map(|r| r.seq.get()));
+                        let mut seen = seen.lock().unwrap();
+                        for r in &b.readings {
+                            seen.entry(r.seq.get()).or_default().insert((r.sensor.to_string(), r.metric.to_string(), r.ts_ms, r.value.to_bits()));
+                        }
                     }
                 }
             }
@@ -361,20 +371,26 @@ async fn kills(bins: &Bins, dir: &Path, mosquitto: &support::Mosquitto, rounds: 
     let durable = done.iter().map(|k| k.durable).max().unwrap_or(0);
     let status = free_port();
     let last = agent(bins, dir, tag, &mosquitto.url(), status, polling())?;
+    let reopened = status_when(status, Duration::from_secs(30), "the last agent's status", |_| true).await?["durable_seq"].as_u64().unwrap_or(0);
+    // A durable seq the next outbox does not hold is lost: it would be handed out again.
+    let opens: Vec<u64> = done.iter().skip(1).map(|k| k.opened).chain([reopened]).collect();
+    let not_reopened: u64 = done.iter().zip(&opens).map(|(k, o)| k.durable.saturating_sub(*o)).sum();
     status_when(status, Duration::from_secs(60), "the last agent to deliver what the killed ones left", |s| s["acked_seq"].as_u64() >= Some(durable) && s["buffer_depth"] == 0)
         .await?;
     drop(last);
     tokio::time::sleep(Duration::from_millis(300)).await;
     watch.abort();
     let seen = seen.lock().unwrap();
-    let lost = (1..=durable).filter(|s| !seen.contains(s)).count();
+    let not_delivered = (1..=durable).filter(|s| !seen.contains_key(s)).count() as u64;
+    let reused = seen.values().filter(|r| r.len() > 1).count();
     let mut after: Vec<f64> = done.iter().map(|k| k.after.as_secs_f64() * 1e3).collect();
     after.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(json!({
         "kills": done.len(), "devices": 10, "points_per_device": 18, "interval": "1s",
         "kill_after_durable_ms": {"p50": r3(pct(&after, 0.5)), "max": r3(after.last().copied().unwrap_or(f64::NAN))},
         "kills_within_20ms": done.iter().filter(|k| k.after < Duration::from_millis(20)).count(),
-        "durable_seqs_at_kills": durable, "readings_lost": lost,
+        "durable_seqs_at_kills": durable, "readings_lost": not_reopened + not_delivered,
+        "durable_not_held_on_reopening": not_reopened, "durable_never_delivered": not_delivered, "seqs_seen_with_two_readings": reused,
         "not_yet_durable_at_kill_total": done.iter().map(|k| k.not_yet_durable).sum::<u64>(),
     }))
 }

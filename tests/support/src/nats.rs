@@ -125,6 +125,26 @@ impl NatsCluster {
         format!("[{}]", order.iter().map(|&i| format!("\"nats://127.0.0.1:{}\"", self.nodes[i].client)).collect::<Vec<_>>().join(", "))
     }
 
+    /// Blocks until node `i`'s copy of JetStream stream `stream` holds at
+    /// least `n` messages (from its monitoring endpoint's `/jsz`).
+    pub fn wait_stream_messages(&self, i: usize, stream: &str, n: u64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let held = monitor_get(self.nodes[i].monitor, "/jsz?streams=true").ok().and_then(|a| {
+                let body: serde_json::Value = serde_json::from_str(a.split_once("\r\n\r\n")?.1).ok()?;
+                body["account_details"].as_array()?.iter().flat_map(|a| a["stream_detail"].as_array().into_iter().flatten()).find(|s| s["name"] == stream)?["state"]["messages"]
+                    .as_u64()
+            });
+            if held.is_some_and(|h| h >= n) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{}'s copy of {stream} holds {held:?} messages, not {n}, after 30 s", self.nodes[i].name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: the node ends without a goodbye to its clients or peers.
     pub fn kill(&mut self, i: usize) {
         drop(self.nodes[i].child.take());
@@ -152,10 +172,16 @@ fn server() -> Result<PathBuf> {
 
 /// One HTTP/1.0 GET of `/healthz`: true on 200.
 fn healthz(port: u16) -> std::io::Result<bool> {
+    let answer = monitor_get(port, "/healthz")?;
+    Ok(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
+}
+
+/// One HTTP/1.0 GET of a node's monitoring endpoint: the whole answer.
+fn monitor_get(port: u16, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
-    Ok(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
+    Ok(answer)
 }

@@ -106,6 +106,8 @@ impl Deployed {
     }
 
     fn tls(&self, cert: Option<&str>) -> Transport {
+        // This process may build a TLS client before any collector set rustls' provider.
+        collector::tls::install_crypto_provider();
         let read = |f: String| std::fs::read(self.dir.join("tls").join(f)).unwrap();
         Transport::tls(read("ca.pem".into()), cert.map(|c| (read(format!("{c}.pem")), read(format!("{c}.key")))), None)
     }

@@ -42,16 +42,20 @@ fn main() {
 /// pages of code instead of pieces all over the text, which stay resident.
 /// The names are the symbols of one build; after a dependency or profile
 /// change the file goes stale, the layout falls back towards the default
-/// and nothing else changes. Only lld (Rust's default linker on
-/// x86_64-unknown-linux-gnu) takes the option; `CITYSENSE_NO_STARTUP_ORDER`
-/// leaves it out for another linker.
+/// and nothing else changes. Only lld takes the option: Rust's default
+/// linker on x86_64-unknown-linux-gnu since 1.90, unless the build names
+/// another (`CITYSENSE_NO_STARTUP_ORDER` leaves it out in any case).
 fn startup_order() {
     println!("cargo:rerun-if-env-changed=CITYSENSE_NO_STARTUP_ORDER");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
     let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("startup-order.txt");
     if order.exists() {
         println!("cargo:rerun-if-changed={}", order.display());
     }
-    let lld = std::env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let minor = std::process::Command::new(rustc).arg("-V").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).split('.').nth(1)?.parse::<u32>().ok());
+    let other_linker = std::env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("linker")) || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some();
+    let lld = std::env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu") && minor.is_some_and(|m| m >= 90) && !other_linker;
     if order.exists() && lld && std::env::var_os("CITYSENSE_NO_STARTUP_ORDER").is_none() {
         println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");

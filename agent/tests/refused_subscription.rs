@@ -29,15 +29,21 @@ async fn read_packet(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
 }
 
 /// A broker that answers CONNECT, PUBLISH and PINGREQ, and SUBSCRIBE with the
-/// codes of `subacks` in turn; reports each SUBSCRIBE it gets.
-async fn broker(listener: TcpListener, subacks: Vec<u8>, subscribed: tokio::sync::mpsc::UnboundedSender<()>) {
+/// codes of `subacks` in turn; reports each SUBSCRIBE it gets, and answers
+/// every one after the first only once `answer` is notified, so the test
+/// sees the agent between the refusal and the grant.
+async fn broker(listener: TcpListener, subacks: Vec<u8>, subscribed: tokio::sync::mpsc::UnboundedSender<()>, answer: std::sync::Arc<tokio::sync::Notify>) {
     let (mut s, _) = listener.accept().await.unwrap();
     let mut codes = subacks.into_iter();
+    let mut first_subscribe = true;
     while let Ok((first, body)) = read_packet(&mut s).await {
         let answer: Vec<u8> = match first >> 4 {
             1 => vec![0x20, 2, 0, 0],
             8 => {
                 let _ = subscribed.send(());
+                if !std::mem::take(&mut first_subscribe) {
+                    answer.notified().await;
+                }
                 vec![0x90, 3, body[0], body[1], codes.next().unwrap_or(1)]
             }
             3 if (first >> 1) & 3 > 0 => {
@@ -59,7 +65,8 @@ async fn a_dead_first_broker_is_passed_over_and_a_refused_subscription_asked_aga
     let live = format!("mqtt://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (subscribed_tx, mut subscribed) = tokio::sync::mpsc::unbounded_channel();
     // 0x80: the subscription is refused; 1: granted at QoS 1.
-    tokio::spawn(broker(listener, vec![0x80, 1], subscribed_tx));
+    let grant = std::sync::Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(broker(listener, vec![0x80, 1], subscribed_tx, grant.clone()));
     let text = format!(
         "gateway = \"gw-list\"\n[uplink]\nbroker = [\"mqtt://127.0.0.1:{dead}\", \"{live}\"]\n[buffer]\npath = \"{}\"\n[status]\nlisten = \"127.0.0.1:0\"\n\
          [[mqtt]]\nbroker = \"mqtt://127.0.0.1:{dead}\"\ntopic = \"x/+\"\nsensor = \"topic:1\"\n  [mqtt.fields]\n  v = \"$\"\n",
@@ -74,6 +81,7 @@ async fn a_dead_first_broker_is_passed_over_and_a_refused_subscription_asked_aga
     assert!(!link.connected, "a refused subscription counted as a link that acks can reach: {link:?}");
     assert_eq!(link.broker.as_deref(), Some(live.as_str()));
 
+    grant.notify_one();
     let mut l = agent.link.clone();
     tokio::time::timeout(LIMIT, l.wait_for(|l| l.connected)).await.expect("the link to come up once the subscription is granted").unwrap();
     // Status names the broker in use and the whole list.

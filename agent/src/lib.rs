@@ -111,7 +111,7 @@ impl Agent {
                 let (degraded_stop, degraded_rx) = watch::channel(false);
                 let source = status::StatusSource {
                     gateway: config.gateway.clone(),
-                    brokers: config.uplink.broker.0.iter().map(|b| b.to_string()).collect(),
+                    brokers: config.uplink.broker.texts(),
                     outbox: None,
                     devices: Vec::new(),
                     link: watch::channel(uplink::LinkState::default()).1,
@@ -189,7 +189,7 @@ impl Agent {
         tasks.push(tokio::spawn(flusher(outbox.clone(), config.buffer.flush.0, durable_tx, intake, storage_error.clone(), flushes, shutdown.clone())));
         let source = status::StatusSource {
             gateway: config.gateway.clone(),
-            brokers: config.uplink.broker.0.iter().map(|b| b.to_string()).collect(),
+            brokers: config.uplink.broker.texts(),
             outbox: Some(outbox.clone()),
             devices: devices.clone(),
             link: up.link.clone(),

@@ -95,6 +95,11 @@ impl Brokers {
         self.0.iter().map(|b| (**b).clone()).collect()
     }
 
+    /// Each broker as written, in order.
+    pub fn texts(&self) -> Vec<String> {
+        self.0.iter().map(|b| b.text().to_string()).collect()
+    }
+
     pub fn any_tls(&self) -> bool {
         self.0.iter().any(|b| b.tls)
     }
@@ -102,8 +107,7 @@ impl Brokers {
 
 impl fmt::Display for Brokers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let texts: Vec<&str> = self.0.iter().map(|b| b.text()).collect();
-        f.write_str(&texts.join(", "))
+        f.write_str(&self.texts().join(", "))
     }
 }
 

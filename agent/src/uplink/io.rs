@@ -17,7 +17,7 @@ use super::{state_payload, LinkState};
 use crate::clock::AgentClock;
 use crate::outbox::{Outbox, OutboxError};
 use shared::clock::Clock as _;
-use shared::failover::{Failover, Next};
+use shared::failover::Failover;
 use shared::url::BrokerUrl;
 use shared::wire::{Ack, Status};
 use shared::{topics, Batch};
@@ -48,7 +48,6 @@ pub(super) async fn event_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ack_topic = topics::ack(&gateway);
-    let mut backoff = Duration::from_millis(100);
     let mut session = 0u64;
     link.send_modify(|s| s.broker = Some(brokers.current().to_string()));
     loop {
@@ -67,7 +66,6 @@ pub(super) async fn event_loop(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
                 brokers.connected();
                 tracing::info!(broker = %brokers.current(), "uplink connected");
                 let _ = client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
@@ -126,10 +124,7 @@ pub(super) async fn event_loop(
                 let failed = brokers.current().to_string();
                 let msg = format!("uplink to {failed}: {e}");
                 // Another node of the cluster is tried at once; only a round in which every one failed waits.
-                let wait = match brokers.failed() {
-                    Next::TryNext => Duration::ZERO,
-                    Next::BackOff => backoff,
-                };
+                let wait = brokers.failed();
                 let next = brokers.current().to_string();
                 tracing::warn!("{msg}; connecting to {next} in {wait:?}");
                 link.send_modify(|s| {
@@ -141,9 +136,6 @@ pub(super) async fn event_loop(
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
-                }
-                if wait > Duration::ZERO {
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

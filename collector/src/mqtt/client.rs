@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Endpoints;
-use shared::failover::{Failover, Next};
+use shared::failover::Failover;
 use shared::url::BrokerUrl;
 
 /// What a connection does with the messages it receives. Returning false
@@ -104,7 +104,6 @@ impl Supervisor {
             "" => "ingest".to_string(),
             r => r.to_string(),
         };
-        let mut backoff = Duration::from_millis(100);
         loop {
             let event = tokio::select! {
                 e = eventloop.poll() => e,
@@ -112,7 +111,6 @@ impl Supervisor {
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(100);
                     brokers.connected();
                     tracing::info!(broker = %brokers.current(), "collector {role} connection up");
                     if subscriptions.is_empty() {
@@ -148,18 +146,12 @@ impl Supervisor {
                 Err(e) => {
                     let failed = brokers.current().to_string();
                     // Another node of an external cluster is tried at once; a round in which all failed waits.
-                    let wait = match brokers.failed() {
-                        Next::TryNext => Duration::ZERO,
-                        Next::BackOff => backoff,
-                    };
+                    let wait = brokers.failed();
                     tracing::warn!(broker = %failed, "collector {role} connection: {e}; connecting to {} in {wait:?}", brokers.current());
                     eventloop.mqtt_options = connector.options(&id_role, brokers.current());
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => return,
-                    }
-                    if wait > Duration::ZERO {
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }

@@ -11,8 +11,6 @@ use crate::http::{get, get_json};
 /// A collector with its embedded broker (or `external`) and HTTP on free ports.
 pub async fn collector(dir: &Path, external: Option<&str>, catalogue: &str) -> Collector {
     let mqtt = match external {
-        // A TOML list (a broker cluster's nodes) goes in as written.
-        Some(list) if list.starts_with('[') => format!("external = {list}"),
         Some(url) => format!("external = \"{url}\""),
         None => "listen = \"127.0.0.1:0\"".to_string(),
     };

@@ -104,20 +104,10 @@ impl Drop for Proc {
     }
 }
 
-/// A free port below Linux's ephemeral range (32768 and up). An agent that
-/// keeps reconnecting to a stopped collector's port in that range can, by
-/// TCP simultaneous open, end up connected to itself on it, and the
-/// collector's restart then fails with "Address already in use".
+/// A free port below Linux's ephemeral range: an agent that keeps
+/// reconnecting to a stopped collector's port could otherwise take it.
 pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(now_ms() as u128);
-        let port = 20_000 + (h.finish() % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    support::port_below_ephemeral()
 }
 
 /// Polls `f` every 50 ms until it yields, or fails naming `what`.

@@ -22,4 +22,4 @@ pub use peers::{Child, Mosquitto, Victoria};
 pub use shared::now_ms;
 pub use sse::SseClient;
 pub use subscriber::json_feed;
-pub use wait::{free_port, wait_for, wait_for_port};
+pub use wait::{free_port, port_below_ephemeral, wait_for, wait_for_port};

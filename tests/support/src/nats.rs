@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::peers::Child;
-use crate::wait::free_port;
+use crate::wait::port_below_ephemeral;
 
 struct Node {
     name: String,
@@ -49,11 +49,22 @@ impl NatsCluster {
                 bail!("add-user.sh {role} {name}: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        let route_password = "route-secret";
-        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        // Killed nodes restart on their ports while clients reconnect to them,
+        // and clusters of tests running at once must neither share a port nor
+        // join each other (they share the shipped cluster name): ports below
+        // the ephemeral range, none twice, and a route password of their own.
+        let mut taken = std::collections::HashSet::new();
+        let mut port = || loop {
+            let p = port_below_ephemeral();
+            if taken.insert(p) {
+                break p;
+            }
+        };
+        let route_password = format!("route-{}", shared::auth::random_secret()?.chars().take(16).collect::<String>());
+        let routes: Vec<u16> = (0..size).map(|_| port()).collect();
         let nodes = (0..size)
             .map(|i| {
-                let (name, client, mqtt, monitor) = (format!("nats-{}", i + 1), free_port(), free_port(), free_port());
+                let (name, client, mqtt, monitor) = (format!("nats-{}", i + 1), port(), port(), port());
                 let mut env = vec![
                     ("CITYSENSE_NATS_NAME".to_string(), name.clone()),
                     ("CITYSENSE_NATS_CLIENT".to_string(), format!("127.0.0.1:{client}")),
@@ -61,7 +72,7 @@ impl NatsCluster {
                     ("CITYSENSE_NATS_MQTT".to_string(), format!("127.0.0.1:{mqtt}")),
                     ("CITYSENSE_NATS_ROUTE".to_string(), format!("127.0.0.1:{}", routes[i])),
                     ("CITYSENSE_NATS_DATA".to_string(), dir.join(&name).display().to_string()),
-                    ("CITYSENSE_NATS_ROUTE_PASSWORD".to_string(), route_password.to_string()),
+                    ("CITYSENSE_NATS_ROUTE_PASSWORD".to_string(), route_password.clone()),
                 ];
                 // The shipped file names three routes; a smaller test cluster repeats its last.
                 for r in 0..3 {

@@ -25,6 +25,23 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A free port below Linux's ephemeral range (32768 and up), for a server
+/// the test stops and starts again on the same port while clients keep
+/// reconnecting to it. In that range a client's own outgoing connection can
+/// take the port meanwhile (by TCP simultaneous open it even connects to
+/// itself on it), and the restart then fails with "Address already in use".
+pub fn port_below_ephemeral() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(shared::now_ms() as u128);
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Waits until something accepts TCP connections on `port`.
 pub async fn wait_for_port(port: u16, what: &str) {
     wait_for(what, Duration::from_secs(20), || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ()) }).await

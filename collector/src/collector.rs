@@ -126,7 +126,16 @@ impl Collector {
         // Incidents (`crate::incident`): their departments' webhooks follow the config's in the one outbox.
         let (incidents, hooks) = crate::incident::start(&config, incident_store, alerting.clone(), feed.clone(), webhooks.clone(), clock.clone())?;
         tasks.push(tokio::spawn(incidents.clone().run(Duration::from_millis(250), stop.clone())));
-        tasks.push(tokio::spawn(feed::webhook::run(webhooks, hooks, stop.clone())));
+        let speaking = match &config.cluster {
+            Some(cluster) => {
+                let (tx, rx) = watch::channel(false);
+                let link = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
+                tasks.push(tokio::spawn(crate::cluster::speaker::run(link, cluster.name(), tx, stop.clone())));
+                rx
+            }
+            None => crate::cluster::speaker::always(),
+        };
+        tasks.push(tokio::spawn(feed::webhook::run(webhooks, hooks, speaking.clone(), stop.clone())));
 
         // Ingest: the connection that hears batches also sends the acks.
         let (ingest_tx, ingest_rx) = mpsc::channel::<Incoming>(1024);
@@ -138,7 +147,7 @@ impl Collector {
         match &config.cluster {
             // Batches come from the cluster's log, not straight off MQTT.
             Some(cluster) => {
-                let log = crate::cluster::log::Link::new(cluster, endpoints.login.clone())?;
+                let log = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
                 tasks.push(tokio::spawn(log.run(ingest_tx.clone(), stop.clone())));
             }
             None => subscriptions.insert(0, (up_filter, QoS::AtLeastOnce)),
@@ -187,11 +196,11 @@ impl Collector {
         let live = connector.connect("-live", 4096, Vec::new(), PublishOnly, stop.clone());
         let alerts = connector.connect("-alerts", 1024, Vec::new(), PublishOnly, stop.clone());
         let feed_stats = Arc::new(feed::FeedStats::default());
-        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client, feed_stats.clone())));
-        tasks.push(tokio::spawn(feed::mqtt::alerts(feed.clone(), alerts.client)));
+        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client, feed_stats.clone(), speaking.clone())));
+        tasks.push(tokio::spawn(feed::mqtt::alerts(feed.clone(), alerts.client, speaking.clone())));
         tasks.extend([live.task, alerts.task]);
         let incident_link = connector.connect("-incidents", 1024, Vec::new(), PublishOnly, stop.clone());
-        tasks.push(tokio::spawn(crate::incident::feed::publish(feed.clone(), incident_link.client)));
+        tasks.push(tokio::spawn(crate::incident::feed::publish(feed.clone(), incident_link.client, speaking.clone())));
         tasks.push(incident_link.task);
 
         // Ready means subscribed: a batch published after `start` returns is
@@ -227,13 +236,14 @@ impl Collector {
             ingest: ingest_control,
             liveness,
             sta,
+            speaking: speaking.clone(),
             known_gateways: Arc::new(config.gateway.iter().map(|g| g.id.to_string()).chain(config.sensor.iter().flat_map(|s| s.owners()).map(|g| g.to_string())).collect()),
         };
         let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop.clone()).await?;
         // SensorThings updates, linking to the HTTP API just started.
         let sta_link = connector.connect("-sta", 4096, Vec::new(), PublishOnly, stop);
         let sta_base = crate::sta::base_url(http_addr, config.http.tls.is_some());
-        tasks.push(tokio::spawn(crate::sta::mqtt::publish(feed.clone(), sta_link.client, catalogue_for_sta, sta_base)));
+        tasks.push(tokio::spawn(crate::sta::mqtt::publish(feed.clone(), sta_link.client, catalogue_for_sta, sta_base, speaking.clone())));
         tasks.push(sta_link.task);
         Ok(Collector {
             http_addr,

@@ -21,6 +21,11 @@ pub struct Incoming {
     /// synced, or refused for good), so the log may let it go. Dropped
     /// untold when a store failure leaves it to be delivered again.
     pub settled: Option<oneshot::Sender<()>>,
+    /// From the batch log: when the log took the batch (ms since the epoch).
+    /// Ingest judges the batch by this time, not its own clock, so every
+    /// collector reading the log, and one replaying it onto an empty disk,
+    /// decides the same about it.
+    pub logged_ms: Option<i64>,
 }
 
 /// What an operator asks of ingest about a gateway's delivery progress.

@@ -45,12 +45,12 @@ fn the_scale_out_collector_configs_pass_check() {
     assert!(made.status.success(), "make-test-ca.sh: {}", String::from_utf8_lossy(&made.stderr));
     let password = root.path().join("mqtt-password");
     std::fs::write(&password, "collector-password\n").unwrap();
-    for name in ["collector-a.toml", "collector-b.toml"] {
+    for name in ["collector-a.toml", "collector-b.toml", "nats/collector.toml"] {
         let text = std::fs::read_to_string(deploy().join(name))
             .unwrap()
             .replace("/etc/citysense/tls", &tls.display().to_string())
             .replace("/etc/citysense/mqtt-password", &password.display().to_string());
-        let installed = root.path().join(name);
+        let installed = root.path().join(name.replace('/', "-"));
         std::fs::write(&installed, text).unwrap();
         let out = Command::new(COLLECTOR).args(["check", "--config"]).arg(&installed).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

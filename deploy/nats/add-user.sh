@@ -25,7 +25,9 @@ fi
 case "$role" in
   collector) perms='publish: ">", subscribe: ">"' ;;
   gateway) perms="publish: [\"citysense.v1.up.$name\", \"citysense.v1.state.$name\", \"citysense.v1.health.$name\"], subscribe: [\"citysense.v1.ack.$name\"]" ;;
-  reader) perms='publish: [], subscribe: ["citysense.v1.alerts.>", "citysense.v1.live.>", "citysense.v1.incidents.>"]' ;;
+  # MQTT's `alerts/#` also matches `alerts` itself: NATS subscribes to both
+  # subjects and refuses the whole subscription if either is not allowed.
+  reader) perms='publish: [], subscribe: ["citysense.v1.alerts", "citysense.v1.alerts.>", "citysense.v1.live", "citysense.v1.live.>", "citysense.v1.incidents", "citysense.v1.incidents.>"]' ;;
   *) echo "add-user.sh: role is collector, gateway or reader, not \`$role\`" >&2; exit 2 ;;
 esac
 umask 077

@@ -1,17 +1,15 @@
-//! Cluster mode: the collector behind a NATS broker cluster (deploy/nats).
+//! Cluster mode: collectors behind a NATS broker cluster (deploy/nats).
 //! Batches that agents publish over MQTT to any node land in a replicated
-//! JetStream stream, the batch log, before anything depends on them; the
-//! collector reads them from the log and lets each go only once ingest has
-//! stored and synced it (or refused it for good). A collector that is down
-//! or restarting therefore misses nothing the log holds, and does not need
-//! its agents to resend.
-//!
-//! One collector reads the log for now; several collectors sharing the
-//! gateways, with their progress and alert state in the cluster, are the next
-//! step (issue 17).
+//! JetStream stream, the batch log, before anything depends on them. Every
+//! collector reads the whole log into its own store (`log`, `applied`), so
+//! each serves the whole city and none holds anything the others lack; one
+//! of them at a time, the speaker, publishes to the world outside
+//! (`speaker`).
 
+pub mod applied;
 pub mod log;
 pub mod settings;
+pub mod speaker;
 
 pub use settings::ClusterConfig;
 
@@ -19,6 +17,8 @@ pub use settings::ClusterConfig;
 pub enum ClusterError {
     #[error("cluster.nats: `{addr}` is not a NATS address: {reason}")]
     Address { addr: String, reason: String },
+    #[error("{path}: {source}; it holds this collector's place in the batch log: delete it to read the whole log again (ingest deduplicates what the store has)")]
+    Progress { path: std::path::PathBuf, source: std::io::Error },
     #[error("reading cluster.password_file {path}: {source}")]
     PasswordFile { path: std::path::PathBuf, source: std::io::Error },
 }

@@ -13,6 +13,9 @@ pub struct ClusterConfig {
     /// The NATS client addresses of the cluster's nodes (`nats://HOST:4222`).
     #[serde(deserialize_with = "shared::config::one_or_many")]
     pub nats: Vec<String>,
+    /// This collector's name in the cluster (logs, the speaker lease, NATS's
+    /// monitoring); by default the host's name.
+    pub name: Option<String>,
     /// The NATS login; by default the collector's MQTT login (`mqtt.username`,
     /// `mqtt.password_file`), which the cluster's users.conf holds.
     pub username: Option<String>,
@@ -26,6 +29,10 @@ pub struct ClusterConfig {
     pub keep: HumanDuration,
 }
 
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
 fn default_replicas() -> usize {
     3
 }
@@ -35,10 +42,28 @@ fn default_keep() -> HumanDuration {
 }
 
 impl ClusterConfig {
+    /// `name`, or the host's name with what a consumer name cannot hold as `-`.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host: String = host.trim().chars().take(64).map(|c| if name_char(c) { c } else { '-' }).collect();
+            if host.is_empty() {
+                "collector".into()
+            } else {
+                host
+            }
+        })
+    }
+
     pub fn validate(&self, external: bool, p: &mut Vec<Problem>) {
         for (i, a) in self.nats.iter().enumerate() {
             if let Err(e) = a.parse::<async_nats::ServerAddr>() {
                 p.push(Problem::new(format!("cluster.nats[{i}]"), format!("`{a}` is not a NATS address (nats://HOST:PORT): {e}")));
+            }
+        }
+        if let Some(n) = &self.name {
+            if n.is_empty() || n.len() > 64 || !n.chars().all(name_char) {
+                p.push(Problem::new("cluster.name", format!("`{n}`: 1 to 64 of A-Z a-z 0-9 - _ (it names the collector's consumer in the cluster)")));
             }
         }
         if !(1..=5).contains(&self.replicas) {
@@ -50,5 +75,33 @@ impl ClusterConfig {
         if self.username.is_some() != self.password_file.is_some() {
             p.push(Problem::new("cluster.username", "give both `username` and `password_file`, or neither (then mqtt's login is used)"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ClusterConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_name_a_consumer_cannot_carry_and_other_mistakes_are_refused_naming_the_field() {
+        let mut p = Vec::new();
+        config("nats = \"nats://n1:4222\"\nname = \"collector.1\"\n").validate(true, &mut p);
+        config("nats = [\"nats://n1:4222\", \"n2 :x\"]\nreplicas = 7\n").validate(true, &mut p);
+        config("nats = \"nats://n1:4222\"\nusername = \"c\"\n").validate(false, &mut p);
+        let fields: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(fields, ["cluster.name", "cluster.nats[1]", "cluster.replicas", "cluster", "cluster.username"], "{p:?}");
+        assert!(p[0].message.contains("collector.1"), "{}", p[0].message);
+        let mut none = Vec::new();
+        let ok = config("nats = \"nats://n1:4222\"\nname = \"collector-1\"\n");
+        ok.validate(true, &mut none);
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(ok.name(), "collector-1");
+        // Without one, the host's name, made fit to name a consumer.
+        let host = config("nats = \"nats://n1:4222\"\n").name();
+        assert!(!host.is_empty() && host.chars().all(name_char), "{host}");
     }
 }

@@ -14,13 +14,14 @@ use shared::topics;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::FeedStats;
+use crate::cluster::speaker::Speaking;
 use crate::messages::{Bus, FeedEvent};
 
-pub async fn alerts(bus: Bus, client: AsyncClient) {
+pub async fn alerts(bus: Bus, client: AsyncClient, speaking: Speaking) {
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
-            Ok(FeedEvent::Alert(ev)) => {
+            Ok(FeedEvent::Alert(ev)) if *speaking.borrow() => {
                 let topic = topics::alert(ev.alert.severity.as_str(), &ev.alert.sensor);
                 let payload = serde_json::to_vec(&ev).expect("alert serializes");
                 if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
@@ -34,11 +35,11 @@ pub async fn alerts(bus: Bus, client: AsyncClient) {
     }
 }
 
-pub async fn live(bus: Bus, client: AsyncClient, stats: Arc<FeedStats>) {
+pub async fn live(bus: Bus, client: AsyncClient, stats: Arc<FeedStats>, speaking: Speaking) {
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
-            Ok(FeedEvent::Readings(readings)) => {
+            Ok(FeedEvent::Readings(readings)) if *speaking.borrow() => {
                 let mut dropped = 0;
                 for r in readings.iter() {
                     let live = r.sample();
@@ -82,7 +83,7 @@ mod tests {
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("live-test", "127.0.0.1", 1), 10);
         let bus = crate::messages::bus();
         let stats = Arc::new(FeedStats::default());
-        let task = tokio::spawn(live(bus.clone(), client, stats.clone()));
+        let task = tokio::spawn(live(bus.clone(), client, stats.clone(), crate::cluster::speaker::always()));
         while bus.receiver_count() == 0 {
             tokio::task::yield_now().await;
         }

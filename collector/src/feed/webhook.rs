@@ -55,6 +55,8 @@ pub struct Outbox {
     pub notify: Notify,
     pub delivered: AtomicU64,
     pub failures: AtomicU64,
+    /// Deliveries a follower of the cluster let go: the speaker sends them.
+    pub withheld: AtomicU64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,6 +80,7 @@ impl Outbox {
             notify: Notify::new(),
             delivered: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            withheld: AtomicU64::new(0),
         })
     }
 
@@ -122,7 +125,11 @@ impl Outbox {
 
 /// Delivers in order, oldest first; a failing receiver holds back only the
 /// deliveries behind it, retried after 0.5 s doubling up to 30 s.
-pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, mut shutdown: watch::Receiver<bool>) {
+///
+/// In cluster mode only the speaker delivers (`crate::cluster::speaker`):
+/// every collector queues the same alert changes, and a follower lets its
+/// copies go undelivered (counted in `withheld`).
+pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, speaking: crate::cluster::speaker::Speaking, mut shutdown: watch::Receiver<bool>) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -132,6 +139,11 @@ pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, mut shutdown: w
                 _ = shutdown.changed() => return,
             }
         };
+        if !*speaking.borrow() {
+            let _ = outbox.tree.remove(&key);
+            outbox.withheld.fetch_add(1, Relaxed);
+            continue;
+        }
         let Some(hook) = hooks.get(d.hook) else {
             // The config no longer has this webhook: nothing to deliver it to.
             let _ = outbox.tree.remove(&key);

@@ -79,6 +79,12 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         "# HELP citysense_webhook_failures_total Webhook attempts that failed (retried).\n# TYPE citysense_webhook_failures_total counter\ncitysense_webhook_failures_total {}",
         hooks.failures.load(Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP citysense_speaker 1 while this collector publishes the feeds and delivers webhooks: always outside cluster mode, one collector of a cluster.\n# TYPE citysense_speaker gauge\ncitysense_speaker {}",
+        u8::from(*st.speaking.borrow())
+    );
+    counter(&mut out, "citysense_webhook_withheld_total", "Webhook deliveries not sent because another collector of the cluster speaks for it.", hooks.withheld.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
     counter(&mut out, "citysense_store_expired_samples_total", "Raw samples deleted past their retention.", st.lifecycle.expired_samples.load(Relaxed));
     counter(&mut out, "citysense_store_expired_rollups_total", "Rollup buckets deleted past their retention.", st.lifecycle.expired_rollups.load(Relaxed));

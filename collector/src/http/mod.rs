@@ -40,6 +40,8 @@ use role::Role;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Whether this collector publishes the feeds (always, outside cluster mode).
+    pub speaking: crate::cluster::speaker::Speaking,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub counters: Arc<crate::ingest::Counters>,

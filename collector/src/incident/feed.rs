@@ -6,6 +6,7 @@ use rumqttc::{AsyncClient, QoS};
 use shared::topics;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::cluster::speaker::Speaking;
 use crate::messages::{Bus, FeedEvent};
 
 /// Where incident events go: `citysense/v1/incidents/`.
@@ -15,11 +16,11 @@ pub fn topic(department: &str, id: u64) -> String {
 
 pub const UNASSIGNED: &str = "unassigned";
 
-pub async fn publish(bus: Bus, client: AsyncClient) {
+pub async fn publish(bus: Bus, client: AsyncClient, speaking: Speaking) {
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
-            Ok(FeedEvent::Incident(news)) => {
+            Ok(FeedEvent::Incident(news)) if *speaking.borrow() => {
                 let to = if news.departments.is_empty() { vec![UNASSIGNED.to_string()] } else { news.departments.clone() };
                 for d in to {
                     if let Err(e) = client.publish(topic(&d, news.id), QoS::AtLeastOnce, false, news.json.as_bytes().to_vec()).await {

@@ -231,6 +231,7 @@ impl Ingest {
         let mut settled = Vec::new();
         for mut m in group {
             settled.extend(m.settled.take());
+            let now = m.logged_ms.unwrap_or(now);
             let refuse = |why: Rejection| {
                 counters.reject(why);
                 // A batch without a key to check it against names no gateway we know.

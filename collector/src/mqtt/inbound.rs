@@ -23,7 +23,7 @@ pub struct Router {
 impl Inbound for Router {
     async fn publish(&mut self, p: Publish) -> bool {
         if let Some(gw) = topics::gateway_of(&p.topic, "up") {
-            return self.ingest.send(Incoming { gateway: gw.to_string(), payload: p.payload, settled: None }).await.is_ok();
+            return self.ingest.send(Incoming { gateway: gw.to_string(), payload: p.payload, settled: None, logged_ms: None }).await.is_ok();
         }
         if let Some(gw) = topics::gateway_of(&p.topic, "state") {
             match serde_json::from_slice::<State>(&p.payload) {

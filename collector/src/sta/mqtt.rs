@@ -38,12 +38,12 @@ pub fn observation_json(base: &str, r: &Reading) -> Json {
 }
 
 /// Publishes each stored reading of a catalogued sensor until the bus closes.
-pub async fn publish(bus: Bus, client: AsyncClient, catalogue: Arc<Vec<SensorEntry>>, base: String) {
+pub async fn publish(bus: Bus, client: AsyncClient, catalogue: Arc<Vec<SensorEntry>>, base: String, speaking: crate::cluster::speaker::Speaking) {
     let catalogued: HashSet<String> = catalogue.iter().map(|e| e.id.to_string()).collect();
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
-            Ok(FeedEvent::Readings(readings)) => {
+            Ok(FeedEvent::Readings(readings)) if *speaking.borrow() => {
                 for r in readings.iter().filter(|r| catalogued.contains(r.sensor.as_str())) {
                     let payload = serde_json::to_vec(&observation_json(&base, r)).expect("JSON serializes");
                     let topic = datastream_topic(&datastream_id(&r.sensor, &r.metric));

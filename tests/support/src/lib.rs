@@ -21,5 +21,5 @@ pub use nats::NatsCluster;
 pub use peers::{Child, Mosquitto, Victoria};
 pub use shared::now_ms;
 pub use sse::SseClient;
-pub use subscriber::json_feed;
+pub use subscriber::{json_feed, json_feed_as};
 pub use wait::{free_port, port_below_ephemeral, wait_for, wait_for_port};

@@ -1,0 +1,87 @@
+//! The speaker: of the collectors reading the batch log, the one that
+//! speaks for the city outside it: the MQTT feeds (alerts, live readings,
+//! incidents, SensorThings) and webhook deliveries. Every collector stores
+//! every batch and evaluates every rule, so each serves the whole city; if
+//! each also published what it saw, every subscriber and webhook receiver
+//! would hear everything once per collector.
+//!
+//! A lease in the cluster's key-value store (bucket `citysense_cluster`, key
+//! `speaker`): taken with a create that only one collector can win, kept by
+//! renewing it every second with the revision it holds, and let go by
+//! expiring when its holder stops renewing (dead, or cut off from the
+//! cluster). A follower tries to take it every second, so the city is
+//! silent for at most `LEASE` plus a second after its speaker dies: the
+//! alert gap of a failover, measured in BENCHMARKS.md.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use tokio::sync::watch;
+
+use super::log::Link;
+
+pub const BUCKET: &str = "citysense_cluster";
+const KEY: &str = "speaker";
+/// How long a lease outlives its holder's last renewal.
+pub const LEASE: Duration = Duration::from_secs(5);
+const RENEW: Duration = Duration::from_secs(1);
+
+/// Whether this collector speaks for the city: always, outside cluster mode.
+pub type Speaking = watch::Receiver<bool>;
+
+pub fn always() -> Speaking {
+    // A receiver whose sender is gone still reads the last value.
+    watch::channel(true).1
+}
+
+/// Holds or waits for the lease until `stop`, telling `speaking` each change.
+pub async fn run(link: Link, name: String, speaking: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let outcome = tokio::select! {
+            r = hold(&link, &name, &speaking) => r,
+            _ = stop.changed() => break,
+        };
+        speaking.send_if_modified(|s| std::mem::replace(s, false));
+        if let Err(e) = outcome {
+            tracing::warn!("speaker lease: {e}; trying again in 2 s");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    speaking.send_if_modified(|s| std::mem::replace(s, false));
+}
+
+async fn hold(link: &Link, name: &str, speaking: &watch::Sender<bool>) -> Result<(), async_nats::Error> {
+    let js = jetstream::new(link.connect("citysense-collector-speaker").await?);
+    let store = match js.get_key_value(BUCKET).await {
+        Ok(s) => s,
+        Err(_) => js.create_key_value(kv::Config { bucket: BUCKET.into(), history: 1, max_age: LEASE, num_replicas: link.replicas(), ..Default::default() }).await?,
+    };
+    let mut held: Option<u64> = None;
+    let mut tick = tokio::time::interval(RENEW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let value = bytes::Bytes::from(name.to_string());
+        held = match held {
+            Some(revision) => match store.update(KEY, value, revision).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(collector = name, "no longer the cluster's speaker: {e}");
+                    None
+                }
+            },
+            None => match store.create(KEY, value).await {
+                Ok(r) => {
+                    tracing::info!(collector = name, "now the cluster's speaker: this collector publishes the feeds and delivers webhooks");
+                    Some(r)
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        speaking.send_if_modified(|s| std::mem::replace(s, held.is_some()) != held.is_some());
+    }
+}

@@ -130,7 +130,12 @@ impl Collector {
             Some(cluster) => {
                 let (tx, rx) = watch::channel(false);
                 let link = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
-                tasks.push(tokio::spawn(crate::cluster::speaker::run(link, cluster.name(), tx, stop.clone())));
+                tasks.push(tokio::spawn(crate::cluster::speaker::run(link.clone(), cluster.name(), tx, stop.clone())));
+                let (handled, task) = crate::cluster::handling::start(link, cluster.name(), alerting.clone(), stop.clone());
+                alerting.set_share(Arc::new(move |h| {
+                    let _ = handled.send(h);
+                }));
+                tasks.push(task);
                 rx
             }
             None => crate::cluster::speaker::always(),

@@ -64,6 +64,11 @@ impl Link {
         self.replicas
     }
 
+    /// How long the cluster's streams keep what they hold.
+    pub fn keep(&self) -> Duration {
+        self.keep
+    }
+
     /// A connection to the cluster, named `name` in its monitoring.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
         let mut options = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect();

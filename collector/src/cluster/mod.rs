@@ -4,9 +4,11 @@
 //! collector reads the whole log into its own store (`log`, `applied`), so
 //! each serves the whole city and none holds anything the others lack; one
 //! of them at a time, the speaker, publishes to the world outside
-//! (`speaker`).
+//! (`speaker`); operators' handling of alerts is shared through a stream of
+//! its own (`handling`).
 
 pub mod applied;
+pub mod handling;
 pub mod log;
 pub mod settings;
 pub mod speaker;

@@ -21,9 +21,36 @@ use crate::rules::{Alert, AlertError, Change, Engine, Rule};
 /// Set by the incident service from its silences (`crate::incident::silence`).
 pub type Hold = Arc<dyn Fn(&Alert) -> bool + Send + Sync>;
 
+/// An operator's acknowledgement or resolution, as other collectors of a
+/// cluster hear of it (`crate::cluster::handling`). Alert ids are each
+/// collector's own: the alert is named by its key and by what fired it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Handled {
+    pub action: Handling,
+    pub rule: String,
+    pub sensor: String,
+    pub metric: String,
+    /// The reading that fired it (`threshold`, `rate`): the same on every collector.
+    pub reading_ts_ms: Option<i64>,
+    pub by: Option<String>,
+    pub note: Option<String>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Handling {
+    Acknowledged,
+    Resolved,
+}
+
+/// Where an operator's handling goes once done here.
+pub type Share = Arc<dyn Fn(Handled) + Send + Sync>;
+
 pub struct Alerting {
     engine: Mutex<Engine>,
     hold: std::sync::OnceLock<Hold>,
+    share: std::sync::OnceLock<Share>,
     store: Arc<dyn AlertStore>,
     feed: Bus,
     webhooks: Vec<WebhookConfig>,
@@ -37,12 +64,75 @@ pub struct Alerting {
 impl Alerting {
     pub fn new(engine: Engine, store: Arc<dyn AlertStore>, feed: Bus, webhooks: (Vec<WebhookConfig>, Arc<webhook::Outbox>), clock: SharedClock) -> Alerting {
         let (webhooks, outbox) = webhooks;
-        Alerting { engine: Mutex::new(engine), hold: std::sync::OnceLock::new(), store, feed, webhooks, outbox, clock, evaluated: AtomicU64::new(0) }
+        Alerting {
+            engine: Mutex::new(engine),
+            hold: std::sync::OnceLock::new(),
+            share: std::sync::OnceLock::new(),
+            store,
+            feed,
+            webhooks,
+            outbox,
+            clock,
+            evaluated: AtomicU64::new(0),
+        }
     }
 
     /// Silences: a fired or escalated alert `hold` says yes to is stored but not announced.
     pub fn set_hold(&self, hold: Hold) {
         let _ = self.hold.set(hold);
+    }
+
+    /// Cluster mode: each acknowledgement and resolution made here is told to `share`.
+    pub fn set_share(&self, share: Share) {
+        let _ = self.share.set(share);
+    }
+
+    fn shared(&self, action: Handling, alert: &Alert) {
+        if let Some(share) = self.share.get() {
+            share(Handled {
+                action,
+                rule: alert.rule.clone(),
+                sensor: alert.sensor.clone(),
+                metric: alert.metric.clone(),
+                reading_ts_ms: alert.reading_ts_ms,
+                by: if action == Handling::Acknowledged { alert.acked_by.clone() } else { alert.resolved_by.clone() },
+                note: alert.note.clone(),
+                at_ms: alert.updated_ts_ms,
+            });
+        }
+    }
+
+    /// Another collector's handling of an alert, applied to ours when we have
+    /// it open, fired by the same reading (or, for kinds without one, before
+    /// the handling). `None` while we have no such alert open (not fired
+    /// yet here, or closed already); else whether anything changed.
+    pub fn handled_elsewhere(&self, h: &Handled) -> Option<bool> {
+        let change = {
+            let mut engine = self.engine.lock().unwrap();
+            let a = engine.open_alert(&h.rule, &h.sensor, &h.metric)?;
+            let same = match (a.reading_ts_ms, h.reading_ts_ms) {
+                (Some(ours), Some(theirs)) => ours == theirs,
+                _ => a.started_ts_ms <= h.at_ms,
+            };
+            if !same {
+                return None;
+            }
+            if h.action == Handling::Acknowledged && a.state != super::State::Firing {
+                return Some(false);
+            }
+            let id = a.id;
+            match h.action {
+                Handling::Acknowledged => engine.ack(id, h.by.clone().unwrap_or_default(), h.note.clone(), h.at_ms),
+                Handling::Resolved => engine.resolve(id, h.by.clone(), h.note.clone(), h.at_ms),
+            }
+        };
+        match change {
+            Ok(change) => {
+                self.apply(vec![change]);
+                Some(true)
+            }
+            Err(_) => Some(false),
+        }
     }
 
     /// Persists, then announces: an alert on a feed is one that survives a
@@ -133,6 +223,7 @@ impl Alerting {
         let change = self.engine.lock().unwrap().ack(id, by, note, self.clock.now_ms())?;
         let alert = change.1.clone();
         self.apply(vec![change]);
+        self.shared(Handling::Acknowledged, &alert);
         Ok(alert)
     }
 
@@ -140,10 +231,73 @@ impl Alerting {
         let change = self.engine.lock().unwrap().resolve(id, by, note, self.clock.now_ms())?;
         let alert = change.1.clone();
         self.apply(vec![change]);
+        self.shared(Handling::Resolved, &alert);
         Ok(alert)
     }
 
     pub fn alert(&self, id: u64) -> Option<Alert> {
         self.engine.lock().unwrap().alert(id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use shared::{Quality, Reading};
+
+    use super::*;
+    use crate::feed::webhook::Outbox;
+    use crate::rules::store::SledAlertStore;
+    use crate::rules::State;
+
+    fn collector(dir: &std::path::Path) -> Alerting {
+        let side = SledAlertStore::open(dir).unwrap();
+        let outbox = Arc::new(Outbox::open(side.db()).unwrap());
+        let rule: Rule = serde_json::from_str(r#"{"id":"hot","kind":"threshold","metric":"t","op":">","value":30.0,"severity":"warning"}"#).unwrap();
+        let engine = Engine::new(vec![rule], HashMap::new(), vec![], 0);
+        Alerting::new(engine, Arc::new(side), crate::messages::bus(), (vec![], outbox), shared::clock::system())
+    }
+
+    fn reading(ts: i64, value: f64) -> Reading {
+        Reading { seq: shared::Seq(0), sensor: "s1".into(), metric: "t".into(), ts_ms: ts, value, quality: Quality::Good }
+    }
+
+    fn fire(a: &Alerting, ts: i64) {
+        let changes = a.engine.lock().unwrap().on_readings("gw", &[reading(ts, 35.0)], ts);
+        a.apply(changes);
+    }
+
+    #[test]
+    fn a_handling_made_on_one_collector_applies_to_the_same_alert_on_another_once_it_has_fired_there() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (here, there) = (collector(d1.path()), collector(d2.path()));
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t = told.clone();
+        here.set_share(Arc::new(move |h| t.lock().unwrap().push(h)));
+        fire(&here, 1_000);
+        let id = here.alerts(|_| true)[0].id;
+        here.ack(id, "duty officer Li".into(), Some("crew sent".into())).unwrap();
+        let h = told.lock().unwrap().pop().expect("the acknowledgement is shared");
+        assert_eq!((h.action, h.reading_ts_ms, h.by.as_deref()), (Handling::Acknowledged, Some(1_000), Some("duty officer Li")));
+
+        // Not fired there yet (behind in the log): nothing to apply, ask again later.
+        assert_eq!(there.handled_elsewhere(&h), None);
+        // Fired by another reading than the one acknowledged: not the same alert.
+        let d3 = tempfile::tempdir().unwrap();
+        let other = collector(d3.path());
+        fire(&other, 2_000);
+        assert_eq!(other.handled_elsewhere(&h), None);
+        fire(&there, 1_000);
+        assert_eq!(there.handled_elsewhere(&h), Some(true));
+        let a = there.alerts(|a| a.is_open()).pop().unwrap();
+        assert_eq!((a.state, a.acked_by.as_deref(), a.note.as_deref()), (State::Acknowledged, Some("duty officer Li"), Some("crew sent")));
+        // Told again (a replay): nothing changes.
+        assert_eq!(there.handled_elsewhere(&h), Some(false));
+        // A resolution follows the same way.
+        here.resolve(id, Some("duty officer Li".into()), None).unwrap();
+        let r = told.lock().unwrap().pop().unwrap();
+        assert_eq!(there.handled_elsewhere(&r), Some(true));
+        assert!(there.alerts(|a| a.is_open()).is_empty());
     }
 }

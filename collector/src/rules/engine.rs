@@ -162,6 +162,12 @@ impl Engine {
         Some(keys.into_iter().filter_map(|k| self.close(&k, now, Some("rule deleted".into()))).collect())
     }
 
+    /// The open alert of (rule, sensor, metric), if any.
+    pub fn open_alert(&self, rule: &str, sensor: &str, metric: &str) -> Option<&Alert> {
+        let id = self.open.get(&(rule.to_string(), sensor.to_string(), metric.to_string()))?;
+        self.alerts.get(id)
+    }
+
     pub fn alert(&self, id: u64) -> Option<&Alert> {
         self.alerts.get(&id)
     }

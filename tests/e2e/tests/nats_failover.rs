@@ -288,8 +288,24 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
         assert_eq!(sensors.as_array().unwrap().len(), 2, "each collector lists the whole city: {sensors}");
     }
 
-    // The speaker dies; the other was storing all along and takes its feeds over.
+    // A duty officer acknowledges the alert on the collector that does not
+    // speak: the speaker shows it acknowledged too, and announces it.
     let (speaker, other) = if first == 'a' { (a, b) } else { (b, a) };
+    let (hs, hf) = (speaker.http_addr, other.http_addr);
+    let open = wait_for("the alert on the follower", LIMIT, || async move {
+        let v = get_json(hf, "/api/v1/alerts?state=firing&sensor=aq-001").await;
+        v.as_array()?.iter().find(|x| x["rule"] == "counting").cloned()
+    })
+    .await;
+    let (status, body) = post(hf, &format!("/api/v1/alerts/{}/ack", open["id"]), r#"{"by":"duty officer Li"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let acked = |http: SocketAddr| async move {
+        let v = get_json(http, "/api/v1/alerts?sensor=aq-001").await;
+        v.as_array()?.iter().find(|x| x["rule"] == "counting" && x["state"] == "acknowledged" && x["acked_by"] == "duty officer Li").map(|_| ())
+    };
+    wait_for("the speaker to show the acknowledgement made on the other collector", LIMIT, || acked(hs)).await;
+
+    // The speaker dies; the other was storing all along and takes its feeds over.
     let ho = other.http_addr;
     let before = series_values(ho, "aq-001", "counter").await.len();
     let killed = Instant::now();
@@ -324,7 +340,7 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
 
     // Every collector fired the alert (on the replay too); the subscriber heard it once.
     for http in [ho, hc] {
-        let open = get_json(http, "/api/v1/alerts?state=firing").await;
+        let open = get_json(http, "/api/v1/alerts?state=open").await;
         assert!(open.as_array().is_some_and(|a| a.iter().any(|x| x["rule"] == "counting" && x["sensor"] == "aq-001")), "{open}");
     }
     for http in [ho, hc] {
@@ -333,12 +349,14 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     }
     let mut fired = Vec::new();
     while let Ok(Some((topic, ev))) = tokio::time::timeout(Duration::from_secs(2), alerts.recv()).await {
-        if ev["event"] == "fired" {
-            fired.push((topic, ev["sensor"].clone()));
-        }
+        fired.push((topic, ev["sensor"].clone(), ev["event"].clone()));
     }
-    let on_aq = fired.iter().filter(|(t, s)| s == "aq-001" && t.contains("warning")).count();
+    let on_aq = fired.iter().filter(|(t, s, e)| s == "aq-001" && t.contains("warning") && e == "fired").count();
     assert_eq!(on_aq, 1, "one crossing, one alert on the feed: {fired:?}");
+    let acks = fired.iter().filter(|(_, s, e)| s == "aq-001" && e == "acknowledged").count();
+    assert_eq!(acks, 1, "one acknowledgement, announced once: {fired:?}");
+    // The collector restarted on an empty disk learnt the acknowledgement too.
+    wait_for("the restarted collector to show the acknowledgement", LIMIT, || acked(hc)).await;
     eprintln!("speaker killed: next reading stored after {stored_after:?}, the other collector speaking after {speaking_after:?}");
     other.shutdown().await;
     c.shutdown().await;

@@ -15,10 +15,14 @@
 //! `sta` (the SensorThings API over HTTP: latest observation of every
 //! Datastream, a day of one Datastream, `$count` of all Observations, at the
 //! demo's size and at 10,000 Datastreams; `--data DIR` keeps the generated
-//! store for later runs).
+//! store for later runs), `cluster` (the collector on a 3-node NATS cluster
+//! with 1, 2 and 3 collectors against the single process: readings/s, CPU
+//! per reading per collector, alert latency, the cost of the speaker's
+//! death; needs nats-server 2.10+, `CITYSENSE_NATS_SERVER`).
 
 mod agent_pipeline;
 mod alert_latency;
+mod cluster;
 mod common;
 mod delivery;
 mod ingest;
@@ -67,7 +71,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(scenario) = args.iter().find(|a| !a.starts_with("--")) else {
-        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent delivery replay ingest alert-latency sink store scaling sta [--data DIR]");
+        bail!("usage: citysense-bench SCENARIO [--quick]; scenarios: agent delivery replay ingest alert-latency sink store scaling sta cluster [--data DIR]");
     };
     match scenario.as_str() {
         "delivery" => println!("{}", delivery(quick).await?),
@@ -124,6 +128,11 @@ async fn main() -> Result<()> {
             println!("{}", tokio::task::spawn_blocking(move || store::scenario(quick, realistic)).await??)
         }
         "scaling" => println!("{}", scaling(quick)?),
+        "cluster" => {
+            for line in cluster::cluster(quick).await? {
+                println!("{line}");
+            }
+        }
         "sta" => {
             let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
             let data = opt("--data");
@@ -146,7 +155,7 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        other => bail!("unknown scenario `{other}`; scenarios: agent delivery replay ingest alert-latency sink store scaling sta"),
+        other => bail!("unknown scenario `{other}`; scenarios: agent delivery replay ingest alert-latency sink store scaling sta cluster"),
     }
     Ok(())
 }

@@ -157,6 +157,11 @@ impl NatsCluster {
     }
 
     /// SIGKILL: the node ends without a goodbye to its clients or peers.
+    /// The running nodes' process ids, for their CPU use.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(|n| n.child.as_ref().map(|c| c.0.id())).collect()
+    }
+
     pub fn kill(&mut self, i: usize) {
         drop(self.nodes[i].child.take());
     }

@@ -1,0 +1,304 @@
+//! `cluster`: the collector on a 3-node NATS cluster (deploy/nats) against
+//! the single process, in one run: readings/s with 1, 2 and 3 collectors
+//! reading the batch log, CPU per reading per collector, alert latency on
+//! each path, and what killing the speaker costs (the next reading stored,
+//! the alert gap).
+//!
+//! The collectors run in this process (each with its own store, as on its
+//! own host); the NATS nodes in theirs. Every collector does all the work
+//! (each stores the whole city), so on this 2-core machine the figure that
+//! shows how the cluster scales is CPU per reading per collector, and where
+//! it goes: this process (collectors and the bench's publishers) and the
+//! NATS nodes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use shared::Quality;
+
+use crate::common::*;
+use crate::ingest::{evaluated, load};
+
+const GATEWAYS: usize = 10;
+const BATCH: u64 = 1000;
+
+fn users() -> Vec<(String, String, String)> {
+    let mut u = vec![("collector".to_string(), "citysense-collector".to_string(), "collector-secret".to_string())];
+    u.extend((0..GATEWAYS).map(|g| ("gateway".to_string(), format!("gw-{g}"), format!("gw-{g}-secret"))));
+    u.push(("gateway".into(), "gw-probe".into(), "gw-probe-secret".into()));
+    u.push(("reader".into(), "bench-reader".into(), "bench-reader-secret".into()));
+    u
+}
+
+fn nats(dir: &Path) -> Result<support::NatsCluster> {
+    let u = users();
+    let refs: Vec<(&str, &str, &str)> = u.iter().map(|(r, n, p)| (r.as_str(), n.as_str(), p.as_str())).collect();
+    support::NatsCluster::start(dir, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy"), 3, &refs)
+}
+
+async fn cluster_collector(dir: &Path, nats: &support::NatsCluster, name: &str, rules: &str) -> Result<collector::Collector> {
+    std::fs::write(dir.join("collector-password"), "collector-secret\n")?;
+    let text = format!(
+        "[mqtt]\nexternal = {}\nusername = \"citysense-collector\"\npassword_file = \"{}\"\nmax_packet = \"16MiB\"\ngateway_rate = 10000000\n[cluster]\nname = \"{name}\"\nnats = {}\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
+        nats.mqtt_list(&[0, 1, 2]),
+        dir.join("collector-password").display(),
+        nats.nats_list(&[0, 1, 2]),
+        dir.join(format!("store-{name}")).display()
+    );
+    let cfg: collector::config::CollectorConfig = shared::config::parse("bench cluster collector", &text, dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(collector::Collector::start(cfg).await?)
+}
+
+fn logged_in(url: &str, id: &str, password: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let b = shared::url::BrokerUrl::parse(url).unwrap();
+    let mut o = rumqttc::MqttOptions::new(id, b.host, b.port);
+    o.set_max_packet_size(16 << 20, 16 << 20);
+    o.set_inflight(100);
+    o.set_credentials(id, password);
+    let (c, mut el) = rumqttc::AsyncClient::new(o, 256);
+    el.network_options.set_tcp_nodelay(true);
+    (c, el)
+}
+
+fn batch(gw: &str, first_seq: u64, n: u64, sensor: impl Fn(u64) -> String, value: impl Fn(u64) -> f64) -> Vec<u8> {
+    let t0 = shared::now_ms();
+    let readings = (0..n)
+        .map(|k| shared::Reading {
+            seq: shared::Seq(first_seq + k),
+            sensor: sensor(k).into(),
+            metric: format!("m{}", k / 100).into(),
+            ts_ms: t0 + k as i64,
+            value: value(k),
+            quality: Quality::Good,
+        })
+        .collect();
+    shared::Batch::new(gw.to_string(), 1, readings).encode()
+}
+
+/// The ingest benchmark's load, from `GATEWAYS` gateways spread over the
+/// three nodes, until every collector has stored and evaluated it.
+async fn load_cluster(nats: &support::NatsCluster, collectors: &[&collector::Collector], total: u64) -> Result<u64> {
+    let per_gateway = total / GATEWAYS as u64 / BATCH;
+    let mut tasks = Vec::new();
+    for g in 0..GATEWAYS {
+        let (client, mut el) = logged_in(&nats.mqtt_url(g % 3), &format!("gw-{g}"), &format!("gw-{g}-secret"));
+        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        tasks.push(tokio::spawn(async move {
+            let gw = format!("gw-{g}");
+            for b in 0..per_gateway {
+                let bytes = batch(&gw, b * BATCH + 1, BATCH, |k| format!("s{g}-{}", k % 100), |k| (k % 97) as f64);
+                client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, bytes).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let want = per_gateway * BATCH * GATEWAYS as u64;
+    for c in collectors {
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while c.counters.stored.load(Relaxed) < want {
+            if Instant::now() > deadline {
+                bail!("a cluster collector stalled at {} of {want}", c.counters.stored.load(Relaxed));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        evaluated(c, want).await?;
+    }
+    Ok(want)
+}
+
+fn cpu(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|p| proc_usage(*p).ok()).map(|(s, _, _)| s).sum()
+}
+
+/// Alert changes arriving on `citysense/v1/alerts/#` at `url`, each with the time it arrived.
+async fn alert_feed(url: &str, login: Option<(&str, &str)>) -> Result<tokio::sync::mpsc::UnboundedReceiver<(Instant, serde_json::Value)>> {
+    let b = shared::url::BrokerUrl::parse(url).unwrap();
+    let mut o = rumqttc::MqttOptions::new(login.map(|l| l.0).unwrap_or("bench-reader"), b.host, b.port);
+    if let Some((u, p)) = login {
+        o.set_credentials(u, p);
+    }
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (granted_tx, granted) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut granted_tx = Some(granted_tx);
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.subscribe("citysense/v1/alerts/#", rumqttc::QoS::AtMostOnce).await;
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    if let Some(g) = granted_tx.take() {
+                        let _ = g.send(());
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send((Instant::now(), serde_json::from_slice(&p.payload).unwrap_or_default()));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), granted).await??;
+    Ok(rx)
+}
+
+const PROBE_RULE: &str = "[[rule]]\nid = \"probe\"\nkind = \"threshold\"\nmetric = \"m0\"\nop = \">\"\nvalue = 75\nseverity = \"warning\"\nselect = { sensor = \"probe\" }\n";
+
+/// Publishes `samples` readings of the probe sensor, alternately over and
+/// under its rule's limit, each once the previous one's alert change has
+/// arrived; milliseconds from publish to arrival, p50 and p99.
+async fn probe_latency(
+    client: &rumqttc::AsyncClient,
+    gw: &str,
+    feed: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, serde_json::Value)>,
+    samples: u64,
+    seq: &mut u64,
+) -> Result<(f64, f64)> {
+    let mut ms = Vec::new();
+    for i in 0..samples {
+        *seq += 1;
+        let value = if i % 2 == 0 { 100.0 } else { 10.0 };
+        let sent = Instant::now();
+        client.publish(shared::topics::up(gw), rumqttc::QoS::AtLeastOnce, false, batch(gw, *seq, 1, |_| "probe".into(), |_| value)).await?;
+        let (at, _) = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await?.ok_or_else(|| anyhow::anyhow!("the alert feed ended"))?;
+        ms.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+        // Each probe a millisecond after the last at least: rules take a series in time order.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| (ms[((ms.len() as f64 - 1.0) * p).round() as usize] * 100.0).round() / 100.0;
+    Ok((pct(0.5), pct(0.99)))
+}
+
+pub(crate) async fn cluster(quick: bool) -> Result<Vec<serde_json::Value>> {
+    let total: u64 = if quick { 20_000 } else { 200_000 };
+    let samples: u64 = if quick { 20 } else { 200 };
+    let me = std::process::id();
+    let mut lines = Vec::new();
+
+    // The single process: embedded broker, the same load and rules.
+    {
+        let (_dir, c) = collector_with(&format!("{}{PROBE_RULE}", quiet_rules(100))).await?;
+        let cpu0 = cpu(&[me]);
+        let start = Instant::now();
+        let want = load(&c, GATEWAYS, total, Some(BATCH)).await?;
+        evaluated(&c, want).await?;
+        let secs = start.elapsed().as_secs_f64();
+        let used = cpu(&[me]) - cpu0;
+        let mut feed = alert_feed(&c.mqtt_url, None).await?;
+        let (probe, mut el) = mqtt_client(&c.mqtt_url, "gw-probe");
+        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        let mut seq = 0;
+        let (p50, p99) = probe_latency(&probe, "gw-probe", &mut feed, samples, &mut seq).await?;
+        c.shutdown().await;
+        lines.push(json!({"scenario": "cluster", "path": "single process", "collectors": 1, "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
+                          "cpu_us_per_reading_per_collector": r1(used * 1e6 / want as f64), "alert_ms_p50": p50, "alert_ms_p99": p99, "alert_samples": samples}));
+    }
+
+    for n in 1..=3usize {
+        let dir = tempfile::tempdir()?;
+        let cluster = nats(dir.path())?;
+        let mut collectors = Vec::new();
+        for i in 0..n {
+            collectors.push(cluster_collector(dir.path(), &cluster, &format!("c{}", i + 1), &format!("{}{PROBE_RULE}", quiet_rules(100))).await?);
+        }
+        let https: Vec<SocketAddr> = collectors.iter().map(|c| c.http_addr).collect();
+        let speaker = wait_speaker(&https).await?;
+        let nodes = cluster.pids();
+        let (cpu0, nats0) = (cpu(&[me]), cpu(&nodes));
+        let start = Instant::now();
+        let want = load_cluster(&cluster, &collectors.iter().collect::<Vec<_>>(), total).await?;
+        let secs = start.elapsed().as_secs_f64();
+        let (used, nats_used) = (cpu(&[me]) - cpu0, cpu(&nodes) - nats0);
+        let mut feed = alert_feed(&cluster.mqtt_url(0), Some(("bench-reader", "bench-reader-secret"))).await?;
+        let (probe, mut el) = logged_in(&cluster.mqtt_url(1), "gw-probe", "gw-probe-secret");
+        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        let mut seq = 0;
+        let (p50, p99) = probe_latency(&probe, "gw-probe", &mut feed, samples, &mut seq).await?;
+        let mut line = json!({"scenario": "cluster", "path": "NATS cluster, batch log", "collectors": n, "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
+                              "cpu_us_per_reading_per_collector": r1(used * 1e6 / want as f64 / n as f64), "nats_cpu_us_per_reading": r1(nats_used * 1e6 / want as f64),
+                              "alert_ms_p50": p50, "alert_ms_p99": p99, "alert_samples": samples});
+        if n >= 2 {
+            // The speaker dies while the probe goes on (a crossing every 100 ms):
+            // the next probe reading stored on a survivor, and the next alert change on the feed.
+            let prober = {
+                let probe = probe.clone();
+                tokio::spawn(async move {
+                    let mut seq = seq;
+                    for i in 0..600u64 {
+                        seq += 1;
+                        let value = if i % 2 == 0 { 100.0 } else { 10.0 };
+                        if probe.publish(shared::topics::up("gw-probe"), rumqttc::QoS::AtLeastOnce, false, batch("gw-probe", seq, 1, |_| "probe".into(), |_| value)).await.is_err()
+                        {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                })
+            };
+            while feed.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let gone = collectors.remove(speaker);
+            let survivor = &collectors[0];
+            let stored_before = survivor.counters.stored.load(Relaxed);
+            let killed = Instant::now();
+            gone.shutdown().await;
+            let mut next_stored = None;
+            let mut next_alert = None;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while (next_stored.is_none() || next_alert.is_none()) && Instant::now() < deadline {
+                if next_stored.is_none() && survivor.counters.stored.load(Relaxed) > stored_before {
+                    next_stored = Some(killed.elapsed());
+                }
+                while let Ok((at, _)) = feed.try_recv() {
+                    if at > killed && next_alert.is_none() {
+                        next_alert = Some(at.duration_since(killed));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            prober.abort();
+            line["speaker_killed_next_reading_stored_ms"] = json!(next_stored.map(|d| r1(d.as_secs_f64() * 1000.0)));
+            line["speaker_killed_alert_gap_ms"] = json!(next_alert.map(|d| r1(d.as_secs_f64() * 1000.0)));
+        }
+        for c in collectors {
+            c.shutdown().await;
+        }
+        drop(cluster);
+        lines.push(line);
+    }
+    for l in &mut lines {
+        l["gateways"] = json!(GATEWAYS);
+        l["batch"] = json!(BATCH);
+        l["rules"] = json!(101);
+        l["clock"] = json!("from the first publish until every collector has stored every reading and its rules have evaluated it; alert: publish of a probe reading to its alert change on MQTT (the speaker's, through the node the reader is on)");
+    }
+    Ok(lines)
+}
+
+async fn wait_speaker(https: &[SocketAddr]) -> Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (i, h) in https.iter().enumerate() {
+            if scrape(*h, "citysense_speaker").await? == 1.0 {
+                return Ok(i);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no collector took the speaker lease within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

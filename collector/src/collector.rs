@@ -128,7 +128,7 @@ impl Collector {
         tasks.push(tokio::spawn(incidents.clone().run(Duration::from_millis(250), stop.clone())));
         let speaking = match &config.cluster {
             Some(cluster) => {
-                let (tx, rx) = watch::channel(false);
+                let (tx, rx) = watch::channel(crate::cluster::speaker::Turn::SILENT);
                 let link = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
                 tasks.push(tokio::spawn(crate::cluster::speaker::run(link.clone(), cluster.name(), tx, stop.clone())));
                 let (handled, task) = crate::cluster::handling::start(link, cluster.name(), alerting.clone(), stop.clone());

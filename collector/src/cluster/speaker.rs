@@ -9,9 +9,11 @@
 //! `speaker`): taken with a create that only one collector can win, kept by
 //! renewing it every second with the revision it holds, and let go by
 //! expiring when its holder stops renewing (dead, or cut off from the
-//! cluster). A follower tries to take it every second, so the city is
-//! silent for at most `LEASE` plus a second after its speaker dies: the
-//! alert gap of a failover, measured in BENCHMARKS.md.
+//! cluster). A follower tries to take it every second, and notes when it last
+//! saw the speaker renew: the speaker that takes over announces the alert
+//! changes and delivers the webhooks it withheld since then, which nobody
+//! announced (`Turn::from_ms`). Changes in the dead speaker's last second may
+//! be announced twice: at least once, as webhooks are.
 
 use std::time::Duration;
 
@@ -26,22 +28,37 @@ const KEY: &str = "speaker";
 pub const LEASE: Duration = Duration::from_secs(5);
 const RENEW: Duration = Duration::from_secs(1);
 
+/// Whether this collector speaks for the city, and since when what it
+/// withheld is its to announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    pub speaking: bool,
+    /// The last renewal this collector saw of another speaker (ms since the
+    /// epoch): while it speaks, what it withheld at or after this time was
+    /// announced by nobody.
+    pub from_ms: i64,
+}
+
+impl Turn {
+    pub const SILENT: Turn = Turn { speaking: false, from_ms: i64::MAX };
+}
+
 /// Whether this collector speaks for the city: always, outside cluster mode.
-pub type Speaking = watch::Receiver<bool>;
+pub type Speaking = watch::Receiver<Turn>;
 
 pub fn always() -> Speaking {
     // A receiver whose sender is gone still reads the last value.
-    watch::channel(true).1
+    watch::channel(Turn { speaking: true, from_ms: i64::MIN }).1
 }
 
 /// Holds or waits for the lease until `stop`, telling `speaking` each change.
-pub async fn run(link: Link, name: String, speaking: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+pub async fn run(link: Link, name: String, speaking: watch::Sender<Turn>, mut stop: watch::Receiver<bool>) {
     loop {
         let outcome = tokio::select! {
             r = hold(&link, &name, &speaking) => r,
             _ = stop.changed() => break,
         };
-        speaking.send_if_modified(|s| std::mem::replace(s, false));
+        speaking.send_if_modified(|s| std::mem::replace(s, Turn::SILENT).speaking);
         if let Err(e) = outcome {
             tracing::warn!("speaker lease: {e}; trying again in 2 s");
         }
@@ -50,16 +67,18 @@ pub async fn run(link: Link, name: String, speaking: watch::Sender<bool>, mut st
             _ = stop.changed() => break,
         }
     }
-    speaking.send_if_modified(|s| std::mem::replace(s, false));
+    speaking.send_if_modified(|s| std::mem::replace(s, Turn::SILENT).speaking);
 }
 
-async fn hold(link: &Link, name: &str, speaking: &watch::Sender<bool>) -> Result<(), async_nats::Error> {
+async fn hold(link: &Link, name: &str, speaking: &watch::Sender<Turn>) -> Result<(), async_nats::Error> {
     let js = jetstream::new(link.connect("citysense-collector-speaker").await?);
     let store = match js.get_key_value(BUCKET).await {
         Ok(s) => s,
         Err(_) => js.create_key_value(kv::Config { bucket: BUCKET.into(), history: 1, max_age: LEASE, num_replicas: link.replicas(), ..Default::default() }).await?,
     };
     let mut held: Option<u64> = None;
+    // The last renewal seen of the speaker before us.
+    let mut last_seen: Option<i64> = None;
     let mut tick = tokio::time::interval(RENEW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -75,13 +94,23 @@ async fn hold(link: &Link, name: &str, speaking: &watch::Sender<bool>) -> Result
             },
             None => match store.create(KEY, value).await {
                 Ok(r) => {
-                    tracing::info!(collector = name, "now the cluster's speaker: this collector publishes the feeds and delivers webhooks");
+                    let from_ms = last_seen.unwrap_or_else(shared::now_ms);
+                    tracing::info!(collector = name, from_ms, "now the cluster's speaker: this collector publishes the feeds and delivers webhooks");
+                    speaking.send_replace(Turn { speaking: true, from_ms });
                     Some(r)
                 }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    if let Ok(Some(entry)) = store.entry(KEY).await {
+                        last_seen = Some((entry.created.unix_timestamp_nanos() / 1_000_000) as i64);
+                    }
+                    None
+                }
                 Err(e) => return Err(e.into()),
             },
         };
-        speaking.send_if_modified(|s| std::mem::replace(s, held.is_some()) != held.is_some());
+        if held.is_none() {
+            let turn = Turn { speaking: false, from_ms: last_seen.unwrap_or(i64::MAX) };
+            speaking.send_if_modified(|s| std::mem::replace(s, turn) != turn);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! publishes a second, and an alert queued behind them (on the same task or
 //! the same connection) waited tens of milliseconds.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rumqttc::{AsyncClient, QoS};
@@ -15,31 +16,75 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::FeedStats;
 use crate::cluster::speaker::Speaking;
-use crate::messages::{Bus, FeedEvent};
+use crate::messages::{AlertEvent, Bus, FeedEvent};
 
-pub async fn alerts(bus: Bus, client: AsyncClient, speaking: Speaking) {
+/// In a cluster, a collector that does not speak keeps the alert changes it
+/// withholds for `WITHHELD_FOR`, and announces those made since the last
+/// speaker's last renewal when it takes over (`crate::cluster::speaker`).
+pub async fn alerts(bus: Bus, client: AsyncClient, mut speaking: Speaking) {
     let mut rx = bus.subscribe();
+    let mut withheld: VecDeque<AlertEvent> = VecDeque::new();
+    // Outside a cluster nobody changes the turn: its sender is gone.
+    let mut watching = true;
+    let publish = |ev: &AlertEvent| {
+        let topic = topics::alert(ev.alert.severity.as_str(), &ev.alert.sensor);
+        let payload = serde_json::to_vec(ev).expect("alert serializes");
+        (topic, payload)
+    };
     loop {
-        match rx.recv().await {
-            Ok(FeedEvent::Alert(ev)) if *speaking.borrow() => {
-                let topic = topics::alert(ev.alert.severity.as_str(), &ev.alert.sensor);
-                let payload = serde_json::to_vec(&ev).expect("alert serializes");
-                if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
-                    tracing::warn!("alert feed: {e}");
+        tokio::select! {
+            m = rx.recv() => match m {
+                Ok(FeedEvent::Alert(ev)) => {
+                    if speaking.borrow().speaking {
+                        let (topic, payload) = publish(&ev);
+                        if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                            tracing::warn!("alert feed: {e}");
+                        }
+                    } else {
+                        let oldest = ev.alert.updated_ts_ms - WITHHELD_FOR.as_millis() as i64;
+                        while withheld.front().is_some_and(|w| w.alert.updated_ts_ms < oldest) || withheld.len() >= WITHHELD_MAX {
+                            withheld.pop_front();
+                        }
+                        withheld.push_back(ev);
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => tracing::error!("MQTT alert feed fell behind and skipped {n} events (the alert store and SSE have them)"),
+                Err(RecvError::Closed) => return,
+            },
+            changed = speaking.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let turn = *speaking.borrow_and_update();
+                if turn.speaking {
+                    let unheard: Vec<AlertEvent> = withheld.drain(..).filter(|w| w.alert.updated_ts_ms >= turn.from_ms).collect();
+                    if !unheard.is_empty() {
+                        tracing::info!(changes = unheard.len(), "announcing the alert changes nobody announced while the cluster had no speaker");
+                    }
+                    for ev in unheard {
+                        let (topic, payload) = publish(&ev);
+                        if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                            tracing::warn!("alert feed: {e}");
+                        }
+                    }
                 }
             }
-            Ok(_) => {}
-            Err(RecvError::Lagged(n)) => tracing::error!("MQTT alert feed fell behind and skipped {n} events (the alert store and SSE have them)"),
-            Err(RecvError::Closed) => return,
         }
     }
 }
+
+/// How long a collector that does not speak keeps the alert changes it
+/// withholds: longer than the speaker lease, so a takeover finds them.
+const WITHHELD_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+const WITHHELD_MAX: usize = 10_000;
 
 pub async fn live(bus: Bus, client: AsyncClient, stats: Arc<FeedStats>, speaking: Speaking) {
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
-            Ok(FeedEvent::Readings(readings)) if *speaking.borrow() => {
+            Ok(FeedEvent::Readings(readings)) if speaking.borrow().speaking => {
                 let mut dropped = 0;
                 for r in readings.iter() {
                     let live = r.sample();

@@ -66,6 +66,11 @@ struct Delivery {
     /// Sent as `Idempotency-Key`; none on deliveries queued before keys existed.
     #[serde(default)]
     key: Option<String>,
+    /// When it was queued (ms since the epoch); none on deliveries queued
+    /// before this was kept. A collector that takes the cluster's speaker
+    /// lease over delivers what it queued since the last speaker's last renewal.
+    #[serde(default)]
+    queued_ms: Option<i64>,
 }
 
 impl Outbox {
@@ -100,7 +105,7 @@ impl Outbox {
     /// keeps both or neither), then calls `release`.
     pub fn queue(&self, hook: usize, key: String, body: String) -> Result<u64, sled::Error> {
         let k = self.next.fetch_add(1, Relaxed);
-        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body, key: Some(key) }).expect("delivery serializes"))?;
+        self.tree.insert(k.to_be_bytes(), serde_json::to_vec(&Delivery { hook, body, key: Some(key), queued_ms: Some(shared::now_ms()) }).expect("delivery serializes"))?;
         Ok(k)
     }
 
@@ -123,13 +128,19 @@ impl Outbox {
     }
 }
 
+/// How long a collector that does not speak keeps the deliveries it
+/// withholds: longer than the speaker lease, so a takeover finds them.
+const WITHHELD_FOR: Duration = Duration::from_secs(30);
+
 /// Delivers in order, oldest first; a failing receiver holds back only the
 /// deliveries behind it, retried after 0.5 s doubling up to 30 s.
 ///
 /// In cluster mode only the speaker delivers (`crate::cluster::speaker`):
-/// every collector queues the same alert changes, and a follower lets its
-/// copies go undelivered (counted in `withheld`).
-pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, speaking: crate::cluster::speaker::Speaking, mut shutdown: watch::Receiver<bool>) {
+/// every collector queues the same alert changes, and a follower keeps its
+/// copies `WITHHELD_FOR`, then lets them go undelivered (counted in
+/// `withheld`). One that takes over delivers those queued since the last
+/// speaker's last renewal, which nobody delivered.
+pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, mut speaking: crate::cluster::speaker::Speaking, mut shutdown: watch::Receiver<bool>) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -139,7 +150,22 @@ pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, speaking: crate
                 _ = shutdown.changed() => return,
             }
         };
-        if !*speaking.borrow() {
+        let turn = *speaking.borrow();
+        // Queued before the time was kept: only whether we speak decides.
+        let queued = d.queued_ms.unwrap_or(if turn.speaking { i64::MAX } else { i64::MIN });
+        if !turn.speaking {
+            let wait = queued.saturating_add(WITHHELD_FOR.as_millis() as i64) - shared::now_ms();
+            if wait > 0 {
+                // Kept in case this collector takes over; the turn changing ends the wait.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                    _ = speaking.changed() => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+        }
+        if !turn.speaking || queued < turn.from_ms {
             let _ = outbox.tree.remove(&key);
             outbox.withheld.fetch_add(1, Relaxed);
             continue;

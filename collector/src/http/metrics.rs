@@ -82,8 +82,15 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "# HELP citysense_speaker 1 while this collector publishes the feeds and delivers webhooks: always outside cluster mode, one collector of a cluster.\n# TYPE citysense_speaker gauge\ncitysense_speaker {}",
-        u8::from(*st.speaking.borrow())
+        u8::from(st.speaking.borrow().speaking)
     );
+    let seen = st.speaking.borrow().from_ms;
+    if (0..i64::MAX).contains(&seen) {
+        let _ = writeln!(
+            out,
+            "# HELP citysense_speaker_seen_ms Cluster mode: the last renewal of another collector's speaker lease this one saw (ms since the epoch); what it withheld since, it announces should it take over.\n# TYPE citysense_speaker_seen_ms gauge\ncitysense_speaker_seen_ms {seen}"
+        );
+    }
     counter(&mut out, "citysense_webhook_withheld_total", "Webhook deliveries not sent because another collector of the cluster speaks for it.", hooks.withheld.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
     counter(&mut out, "citysense_store_expired_samples_total", "Raw samples deleted past their retention.", st.lifecycle.expired_samples.load(Relaxed));

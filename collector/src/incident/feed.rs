@@ -20,7 +20,7 @@ pub async fn publish(bus: Bus, client: AsyncClient, speaking: Speaking) {
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
-            Ok(FeedEvent::Incident(news)) if *speaking.borrow() => {
+            Ok(FeedEvent::Incident(news)) if speaking.borrow().speaking => {
                 let to = if news.departments.is_empty() { vec![UNASSIGNED.to_string()] } else { news.departments.clone() };
                 for d in to {
                     if let Err(e) = client.publish(topic(&d, news.id), QoS::AtLeastOnce, false, news.json.as_bytes().to_vec()).await {

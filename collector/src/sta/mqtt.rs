@@ -43,7 +43,7 @@ pub async fn publish(bus: Bus, client: AsyncClient, catalogue: Arc<Vec<SensorEnt
     let mut rx = bus.subscribe();
     loop {
         match rx.recv().await {
-            Ok(FeedEvent::Readings(readings)) if *speaking.borrow() => {
+            Ok(FeedEvent::Readings(readings)) if speaking.borrow().speaking => {
                 for r in readings.iter().filter(|r| catalogued.contains(r.sensor.as_str())) {
                     let payload = serde_json::to_vec(&observation_json(&base, r)).expect("JSON serializes");
                     let topic = datastream_topic(&datastream_id(&r.sensor, &r.metric));

@@ -259,7 +259,25 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     let catalogue = sim::run::catalogue_toml(&plan.sensors());
     // A clock of the gateway more than a second off would fire `clock`: on a
     // replay, judged by the replaying collector's clock, every batch would be.
-    let rule = "[[rule]]\nid = \"counting\"\nkind = \"threshold\"\nmetric = \"counter\"\nop = \">\"\nvalue = 0\nseverity = \"warning\"\n\n[[rule]]\nid = \"clock\"\nkind = \"clock_skew\"\nvalue = 1\nseverity = \"warning\"\n";
+    // Every collector delivers to one webhook receiver, which counts what it gets.
+    let hooked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let sink = hooked.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(serde_json::from_str(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let rule = format!(
+        "[[rule]]\nid = \"counting\"\nkind = \"threshold\"\nmetric = \"counter\"\nop = \">\"\nvalue = 0\nseverity = \"warning\"\n\n[[rule]]\nid = \"clock\"\nkind = \"clock_skew\"\nvalue = 1\nseverity = \"warning\"\n\n[[rule]]\nid = \"hot\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 100\nseverity = \"critical\"\nselect = {{ sensor = \"aq-gap\" }}\n\n[[webhook]]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    );
     let brokers = nats.mqtt_list(&[0, 1, 2]);
     let cluster_mode = |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = {}\n", nats.nats_list(&[0, 1, 2]));
     let a = collector_in(dir.path(), "a", &brokers, &format!("{rule}\n{catalogue}"), &cluster_mode("a")).await;
@@ -304,6 +322,11 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
         v.as_array()?.iter().find(|x| x["rule"] == "counting" && x["state"] == "acknowledged" && x["acked_by"] == "duty officer Li").map(|_| ())
     };
     wait_for("the speaker to show the acknowledgement made on the other collector", LIMIT, || acked(hs)).await;
+    // Once the follower has seen the speaker alive after the acknowledgement,
+    // it knows the speaker announced it: it will not announce it again.
+    let ack_ms = serde_json::from_str::<serde_json::Value>(&body).unwrap()["updated_ts_ms"].as_i64().unwrap();
+    wait_for("the follower to see the speaker after the acknowledgement", LIMIT, || async move { (metric(hf, "citysense_speaker_seen_ms").await > ack_ms as f64).then_some(()) })
+        .await;
 
     // The speaker dies; the other was storing all along and takes its feeds over.
     let ho = other.http_addr;
@@ -312,6 +335,14 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     speaker.shutdown().await;
     counter_grows(ho, &agent, "aq-001", before, 1).await;
     let stored_after = killed.elapsed();
+    // While the dead speaker's lease runs out, an alert fires on the other:
+    // announced and delivered once it speaks, by it.
+    let who = Identity { login: Some(("gw-other".into(), "gw-other-secret".into())), ..Default::default() };
+    let mut gw = FakeGateway::connect_as(&nats.mqtt_url(2), "gw-other", who).await.unwrap();
+    let hot = shared::Reading { seq: shared::Seq(0), sensor: "aq-gap".into(), metric: "pm25".into(), ts_ms: now_ms(), value: 150.0, quality: shared::Quality::Good };
+    let seq = gw.send(vec![hot]).await;
+    gw.wait_acked(seq, LIMIT).await;
+    assert!(!speaks(ho).await, "the lease outlived its holder's death by less than a batch's way through the log");
     wait_for("the other collector to speak", LIMIT, || async move { speaks(ho).await.then_some(()) }).await;
     let speaking_after = killed.elapsed();
 
@@ -323,8 +354,9 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     counter_grows(hc, &agent, "aq-001", 0, 10).await;
     assert!(!speaks(hc).await, "a second speaker");
     agent.shutdown().await;
-    let ids: Vec<String> = plan.sensors().iter().map(|s| s.id.to_string()).collect();
-    for sensor in &ids {
+    let mut ids: Vec<String> = plan.sensors().iter().map(|s| s.id.to_string()).collect();
+    ids.push("aq-gap".into());
+    for sensor in &ids[..2] {
         for m in ["counter"] {
             let (sensor, ids) = (sensor.as_str(), &ids);
             let on_other = wait_for("both collectors to hold the same series", LIMIT, || async move {
@@ -355,6 +387,20 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     assert_eq!(on_aq, 1, "one crossing, one alert on the feed: {fired:?}");
     let acks = fired.iter().filter(|(_, s, e)| s == "aq-001" && e == "acknowledged").count();
     assert_eq!(acks, 1, "one acknowledgement, announced once: {fired:?}");
+    let gap = fired.iter().filter(|(_, s, e)| s == "aq-gap" && e == "fired").count();
+    assert_eq!(gap, 1, "the alert fired while the cluster had no speaker, announced once it had: {fired:?}");
+    // Webhooks: each change once, the one of the gap included.
+    let delivered = |sensor: &'static str, event: &'static str| {
+        let hooked = hooked.clone();
+        move || {
+            let n = hooked.lock().unwrap().iter().filter(|v| v["sensor"] == sensor && v["event"] == event).count();
+            async move { (n > 0).then_some(n) }
+        }
+    };
+    for (sensor, event) in [("aq-001", "fired"), ("aq-001", "acknowledged"), ("aq-gap", "fired")] {
+        let n = wait_for(&format!("the webhook delivery of {sensor} {event}"), LIMIT, delivered(sensor, event)).await;
+        assert_eq!(n, 1, "{sensor} {event} delivered {n} times: {:?}", hooked.lock().unwrap());
+    }
     // The collector restarted on an empty disk learnt the acknowledgement too.
     wait_for("the restarted collector to show the acknowledgement", LIMIT, || acked(hc)).await;
     eprintln!("speaker killed: next reading stored after {stored_after:?}, the other collector speaking after {speaking_after:?}");

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy, stream};
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -69,32 +69,9 @@ async fn share(
     fresh: &mut bool,
 ) -> Result<(), async_nats::Error> {
     let js = jetstream::new(link.connect("citysense-collector-handling").await?);
-    let log = js
-        .get_or_create_stream(stream::Config {
-            name: STREAM.into(),
-            subjects: vec![format!("{PREFIX}*")],
-            num_replicas: link.replicas(),
-            max_age: link.keep(),
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?;
-    let consumer_name = format!("handling-{name}");
-    let config = pull::Config {
-        durable_name: Some(consumer_name.clone()),
-        deliver_policy: DeliverPolicy::All,
-        ack_policy: AckPolicy::Explicit,
-        inactive_threshold: link.keep(),
-        ..Default::default()
-    };
-    let consumer: jetstream::consumer::PullConsumer = if *fresh {
-        let _ = log.delete_consumer(&consumer_name).await;
-        let c = log.create_consumer(config).await?;
-        *fresh = false;
-        c
-    } else {
-        log.get_or_create_consumer(&consumer_name, config).await?
-    };
+    let log = link.stream(&js, STREAM, &format!("{PREFIX}*")).await?;
+    let config = pull::Config { durable_name: Some(format!("handling-{name}")), deliver_policy: DeliverPolicy::All, ack_policy: AckPolicy::Explicit, ..Default::default() };
+    let consumer = link.consumer(&log, config, fresh).await?;
     let mut theirs = consumer.messages().await?;
     let subject = format!("{PREFIX}{name}");
     let mut retry = tokio::time::interval(Duration::from_secs(1));

@@ -78,6 +78,39 @@ impl Link {
         options.connect(self.addrs.clone()).await
     }
 
+    /// The stream `name` of `subjects`, made if it is missing: replicated and
+    /// kept as `[cluster]` says, on disk.
+    pub async fn stream(&self, js: &jetstream::Context, name: &str, subjects: &str) -> Result<stream::Stream, async_nats::Error> {
+        let config = stream::Config {
+            name: name.into(),
+            subjects: vec![subjects.into()],
+            num_replicas: self.replicas,
+            max_age: self.keep,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        Ok(js.get_or_create_stream(config).await?)
+    }
+
+    /// This collector's durable consumer `config` of `stream`: made anew
+    /// while `fresh` (at start, when its place may not be the one the
+    /// cluster kept), else the one the cluster has.
+    pub async fn consumer(&self, stream: &stream::Stream, mut config: pull::Config, fresh: &mut bool) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
+        let name = config.durable_name.clone().expect("a durable consumer");
+        // A collector gone for longer than the stream keeps anything has nothing left to read.
+        config.inactive_threshold = self.keep;
+        if *fresh {
+            if stream.delete_consumer(&name).await.is_ok() {
+                tracing::info!(consumer = %name, "consumer made anew at this collector's place");
+            }
+            let c = stream.create_consumer(config).await?;
+            *fresh = false;
+            Ok(c)
+        } else {
+            Ok(stream.get_or_create_consumer(&name, config).await?)
+        }
+    }
+
     /// Reads the log into `ingest` until `stop`: (re)connects, creates the
     /// stream if it is missing, and keeps trying while the cluster cannot be
     /// reached or the store cannot take a batch.
@@ -116,16 +149,7 @@ impl Link {
     async fn read(&self, client: &async_nats::Client, ingest: &mpsc::Sender<Incoming>, fresh: &mut bool) -> Result<(), async_nats::Error> {
         let mut applied = Applied::open(&self.applied)?;
         let js = jetstream::new(client.clone());
-        let log = js
-            .get_or_create_stream(stream::Config {
-                name: STREAM.into(),
-                subjects: vec![SUBJECTS.into()],
-                num_replicas: self.replicas,
-                max_age: self.keep,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await?;
+        let log = self.stream(&js, STREAM, SUBJECTS).await?;
         let last = log.cached_info().state.last_sequence;
         if applied.upto() > last {
             // Our place is past the log's end: the stream was made anew (a
@@ -141,22 +165,11 @@ impl Link {
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_ack_pending: IN_FLIGHT as i64,
-            // A collector gone for longer than the log keeps batches has nothing left to read.
-            inactive_threshold: self.keep,
             ..Default::default()
         };
-        let consumer: jetstream::consumer::PullConsumer = if *fresh {
-            // Left from an earlier run, its place may not be this store's
-            // (an emptied disk, a restored one): start where the store is.
-            if log.delete_consumer(&name).await.is_ok() {
-                tracing::info!(consumer = %name, "the batch log's consumer made anew at this store's place");
-            }
-            let c = log.create_consumer(config).await?;
-            *fresh = false;
-            c
-        } else {
-            log.get_or_create_consumer(&name, config).await?
-        };
+        // Left from an earlier run, its place may not be this store's (an
+        // emptied disk, a restored one): made anew where the store is.
+        let consumer = self.consumer(&log, config, fresh).await?;
         tracing::info!(stream = STREAM, consumer = %name, replicas = self.replicas, from, "reading the batch log");
         let mut messages = consumer.messages().await?;
         let mut pending = Pending::default();

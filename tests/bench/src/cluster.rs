@@ -91,11 +91,7 @@ fn encode_load(total: u64) -> Vec<Vec<Vec<u8>>> {
 /// Publishes each gateway's batches through its own connection (`connect`
 /// gives gateway g's client), then waits until every collector has stored
 /// and evaluated them all.
-async fn publish_load(
-    load: Vec<Vec<Vec<u8>>>,
-    connect: impl Fn(usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop),
-    collectors: &[&collector::Collector],
-) -> Result<u64> {
+async fn publish_load(load: Vec<Vec<Vec<u8>>>, connect: impl Fn(usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop), collectors: &[&collector::Collector]) -> Result<u64> {
     let want = load.iter().map(|g| g.len() as u64).sum::<u64>() * BATCH;
     let mut tasks = Vec::new();
     for (g, batches) in load.into_iter().enumerate() {

@@ -50,6 +50,11 @@ const USERS: [(&str, &str, &str); 4] = [
     ("reader", "duty-desk", "duty-desk-secret"),
 ];
 
+/// Clusters running at once, at most: five of three nodes each, starting
+/// together on two cores, left a node unhealthy after 30 s in about one run
+/// of eight.
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 fn cluster(dir: &Path) -> NatsCluster {
     NatsCluster::start(dir, &workspace().join("deploy"), 3, &USERS).unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -89,6 +94,7 @@ async fn killing_nodes_under_the_batch_log_loses_nothing() {
 }
 
 async fn kill_nodes_under_load(batch_log: bool) {
+    let _turn = TURNS.acquire().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut nats = cluster(dir.path());
 
@@ -162,6 +168,7 @@ async fn stored_everywhere(http: SocketAddr, ids: &[String]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_as_shipped_admits_only_its_users_each_to_its_own_topics() {
+    let _turn = TURNS.acquire().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let nats = cluster(dir.path());
     let c = collector_on(dir.path(), &nats.mqtt_list(&[0, 1, 2]), "").await;
@@ -207,6 +214,7 @@ async fn the_cluster_as_shipped_admits_only_its_users_each_to_its_own_topics() {
 /// back, from the log alone: the gateway here never resends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_waits_in_the_replicated_log_while_the_collector_is_down() {
+    let _turn = TURNS.acquire().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut nats = cluster(dir.path());
     let cluster_mode = format!("[cluster]\nnats = {}\n", nats.nats_list(&[0, 1, 2]));
@@ -253,6 +261,7 @@ async fn speaks(http: SocketAddr) -> bool {
 /// once, not once per collector.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
+    let _turn = TURNS.acquire().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let nats = cluster(dir.path());
     let plan = City { air: 1, traffic: 1, water: 0, noise: 0 };

@@ -416,3 +416,34 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     other.shutdown().await;
     c.shutdown().await;
 }
+
+/// Bad input through the log gets what it gets in one process: refused and
+/// counted by reason. The log does not stick on it (a good batch after it is
+/// stored), and a collector restarted on the same disk does not read it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_batch_in_the_log_is_refused_and_counted_once() {
+    let _turn = TURNS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = cluster(dir.path());
+    let cluster_mode = format!("[cluster]\nname = \"solo\"\nnats = {}\n", nats.nats_list(&[0, 1, 2]));
+    let brokers = nats.mqtt_list(&[0, 1, 2]);
+    let c = collector_with(dir.path(), &brokers, "", &cluster_mode).await;
+    let who = Identity { login: Some(("gw-other".into(), "gw-other-secret".into())), ..Default::default() };
+    let mut gw = FakeGateway::connect_as(&nats.mqtt_url(1), "gw-other", who).await.unwrap();
+    let reading =
+        |v: f64| shared::Reading { seq: shared::Seq(0), sensor: "aq-bad".into(), metric: "pm25".into(), ts_ms: now_ms() + v as i64, value: v, quality: shared::Quality::Good };
+    // Its first byte is no batch format version.
+    gw.client.publish(shared::topics::up("gw-other"), rumqttc::QoS::AtLeastOnce, false, b"not a batch".to_vec()).await.unwrap();
+    let seq = gw.send(vec![reading(1.0)]).await;
+    gw.wait_acked(seq, LIMIT).await;
+    assert_eq!(rejected(c.http_addr, "unknown_version").await, 1.0, "refused and counted as in one process");
+    assert_eq!(series_values(c.http_addr, "aq-bad", "pm25").await, [1.0]);
+    c.shutdown().await;
+
+    let c = collector_with(dir.path(), &brokers, "", &cluster_mode).await;
+    let seq = gw.send(vec![reading(2.0)]).await;
+    gw.wait_acked(seq, LIMIT).await;
+    assert_eq!(series_values(c.http_addr, "aq-bad", "pm25").await, [1.0, 2.0]);
+    assert_eq!(rejected(c.http_addr, "unknown_version").await, 0.0, "the restarted collector read the bad batch again");
+    c.shutdown().await;
+}

@@ -71,14 +71,19 @@ async fn collector_with(dir: &Path, brokers: &str, catalogue: &str, extra: &str)
 
 /// As `collector_with`, its data in `dir/data`.
 async fn collector_in(dir: &Path, data: &str, brokers: &str, catalogue: &str, extra: &str) -> collector::Collector {
+    let text = collector_text(dir, data, brokers, catalogue, extra);
+    let cfg: collector::config::CollectorConfig = shared::config::parse("cluster collector", &text, dir).unwrap_or_else(|d| panic!("{d}"));
+    collector::Collector::start(cfg).await.expect("collector starts")
+}
+
+/// The config of `collector_in`.
+fn collector_text(dir: &Path, data: &str, brokers: &str, catalogue: &str, extra: &str) -> String {
     std::fs::write(dir.join("collector-password"), "collector-secret\n").unwrap();
-    let text = format!(
+    format!(
         "[mqtt]\nexternal = {brokers}\nusername = \"citysense-collector\"\npassword_file = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\n{extra}\n{catalogue}",
         dir.join("collector-password").display(),
         dir.join(data).display()
-    );
-    let cfg: collector::config::CollectorConfig = shared::config::parse("cluster collector", &text, dir).unwrap_or_else(|d| panic!("{d}"));
-    collector::Collector::start(cfg).await.expect("collector starts")
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,17 +258,22 @@ async fn speaks(http: SocketAddr) -> bool {
     metric(http, "citysense_speaker").await == 1.0
 }
 
+/// `speaks`, for a collector that may not be listening yet.
+async fn speaks_yet(http: SocketAddr) -> bool {
+    try_get(http, "/metrics").await.ok().and_then(|(_, body)| metric_in(&body, "citysense_speaker")) == Some(1.0)
+}
+
 /// Several collectors on one batch log: each stores the whole city, one at a
-/// time publishes to the world. The speaker dies; the other keeps storing
-/// and takes over its feeds; the dead one, restarted on an empty disk,
-/// reads the log from its start and ends with the very same series. A
-/// subscriber to the cluster's alert feed hears the one threshold crossing
-/// once, not once per collector.
+/// time publishes to the world. The speaker, a collector in its own
+/// process, is killed (SIGKILL); the other keeps storing and takes over its
+/// feeds; the dead one, restarted on an empty disk, reads the log from its
+/// start; a node dies and comes back; both end with the very same series. A subscriber to the cluster's alert feed and a webhook receiver
+/// hear each alert change once, not once per collector.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     let _turn = TURNS.acquire().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let nats = cluster(dir.path());
+    let mut nats = cluster(dir.path());
     let plan = City { air: 1, traffic: 1, water: 0, noise: 0 };
     let catalogue = sim::run::catalogue_toml(&plan.sensors());
     // A clock of the gateway more than a second off would fire `clock`: on a
@@ -288,18 +298,28 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
         "[[rule]]\nid = \"counting\"\nkind = \"threshold\"\nmetric = \"counter\"\nop = \">\"\nvalue = 0\nseverity = \"warning\"\n\n[[rule]]\nid = \"clock\"\nkind = \"clock_skew\"\nvalue = 1\nseverity = \"warning\"\n\n[[rule]]\nid = \"hot\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 100\nseverity = \"critical\"\nselect = {{ sensor = \"aq-gap\" }}\n\n[[webhook]]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
     );
     let brokers = nats.mqtt_list(&[0, 1, 2]);
-    let cluster_mode = |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = {}\n", nats.nats_list(&[0, 1, 2]));
-    let a = collector_in(dir.path(), "a", &brokers, &format!("{rule}\n{catalogue}"), &cluster_mode("a")).await;
+    let nats_list = nats.nats_list(&[0, 1, 2]);
+    let cluster_mode = |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = {nats_list}\n");
+    // Collector a in a process of its own, to be killed; it speaks first.
+    let a_port = free_port();
+    let a_cfg = dir.path().join("a.toml");
+    let text = collector_text(dir.path(), "a", &brokers, &format!("{rule}\n{catalogue}"), &cluster_mode("a"));
+    std::fs::write(&a_cfg, text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{a_port}\""), 1)).unwrap();
+    let a_log = std::fs::File::create(dir.path().join("a.log")).unwrap();
+    let a = Child(
+        std::process::Command::new(bin("citysense-collector"))
+            .args(["run", "--config"])
+            .arg(&a_cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(a_log)
+            .spawn()
+            .unwrap(),
+    );
+    let ha: SocketAddr = ([127, 0, 0, 1], a_port).into();
+    wait_for("collector a to speak for the cluster", LIMIT, || async move { speaks_yet(ha).await.then_some(()) }).await;
     let b = collector_in(dir.path(), "b", &nats.mqtt_list(&[1, 2, 0]), &format!("{rule}\n{catalogue}"), &cluster_mode("b")).await;
-    let (ha, hb) = (a.http_addr, b.http_addr);
-    let first = wait_for("one collector to speak for the cluster", LIMIT, || async move {
-        match (speaks(ha).await, speaks(hb).await) {
-            (true, false) => Some('a'),
-            (false, true) => Some('b'),
-            _ => None,
-        }
-    })
-    .await;
+    let hb = b.http_addr;
     let mut alerts = json_feed_as(&nats.mqtt_url(2), "duty-desk", Some(("duty-desk", "duty-desk-secret")), "citysense/v1/alerts/#", rumqttc::QoS::AtMostOnce).await;
 
     let city = RunningCity::start(plan, None, Duration::from_millis(200)).await.unwrap();
@@ -317,8 +337,9 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
 
     // A duty officer acknowledges the alert on the collector that does not
     // speak: the speaker shows it acknowledged too, and announces it.
-    let (speaker, other) = if first == 'a' { (a, b) } else { (b, a) };
-    let (hs, hf) = (speaker.http_addr, other.http_addr);
+    assert!(!speaks(hb).await, "two speakers");
+    let (speaker, other) = (a, b);
+    let (hs, hf) = (ha, hb);
     let open = wait_for("the alert on the follower", LIMIT, || async move {
         let v = get_json(hf, "/api/v1/alerts?state=firing&sensor=aq-001").await;
         v.as_array()?.iter().find(|x| x["rule"] == "counting").cloned()
@@ -337,11 +358,11 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     wait_for("the follower to see the speaker after the acknowledgement", LIMIT, || async move { (metric(hf, "citysense_speaker_seen_ms").await > ack_ms as f64).then_some(()) })
         .await;
 
-    // The speaker dies; the other was storing all along and takes its feeds over.
+    // The speaker is killed; the other was storing all along and takes its feeds over.
     let ho = other.http_addr;
     let before = series_values(ho, "aq-001", "counter").await.len();
     let killed = Instant::now();
-    speaker.shutdown().await;
+    drop(speaker);
     counter_grows(ho, &agent, "aq-001", before, 1).await;
     let stored_after = killed.elapsed();
     // While the dead speaker's lease runs out, an alert fires on the other:
@@ -357,11 +378,21 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
 
     // The dead collector comes back on an empty disk (its consumer in the
     // cluster is further on): it reads the log from its start.
-    let name = first.to_string();
+    let name = "a".to_string();
     let c = collector_in(dir.path(), &format!("{name}-emptied"), &brokers, &format!("{rule}\n{catalogue}"), &cluster_mode(&name)).await;
     let hc = c.http_addr;
     counter_grows(hc, &agent, "aq-001", 0, 10).await;
     assert!(!speaks(hc).await, "a second speaker");
+    // The agent's node dies (and with it a replica of the log, and maybe the
+    // lease's leader): both collectors go on storing; the node comes back.
+    let node_killed = Instant::now();
+    nats.kill(1);
+    for http in [ho, hc] {
+        let had = series_values(http, "aq-001", "counter").await.len();
+        counter_grows(http, &agent, "aq-001", had, 5).await;
+    }
+    let node_gap = node_killed.elapsed();
+    nats.restart(1).unwrap();
     agent.shutdown().await;
     let mut ids: Vec<String> = plan.sensors().iter().map(|s| s.id.to_string()).collect();
     ids.push("aq-gap".into());
@@ -412,7 +443,7 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     }
     // The collector restarted on an empty disk learnt the acknowledgement too.
     wait_for("the restarted collector to show the acknowledgement", LIMIT, || acked(hc)).await;
-    eprintln!("speaker killed: next reading stored after {stored_after:?}, the other collector speaking after {speaking_after:?}");
+    eprintln!("node killed: 5 more readings on both collectors after {node_gap:?}; speaker killed: next reading stored after {stored_after:?}, the other collector speaking after {speaking_after:?}");
     other.shutdown().await;
     c.shutdown().await;
 }

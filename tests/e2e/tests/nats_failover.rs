@@ -320,6 +320,8 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     wait_for("collector a to speak for the cluster", LIMIT, || async move { speaks_yet(ha).await.then_some(()) }).await;
     let b = collector_in(dir.path(), "b", &nats.mqtt_list(&[1, 2, 0]), &format!("{rule}\n{catalogue}"), &cluster_mode("b")).await;
     let hb = b.http_addr;
+    // b's live stream, from before the first reading: it carries each of b's stored readings once.
+    let mut live_b = SseClient::connect(hb, "/api/v1/stream?types=reading&sensor=aq-001").await;
     let mut alerts = json_feed_as(&nats.mqtt_url(2), "duty-desk", Some(("duty-desk", "duty-desk-secret")), "citysense/v1/alerts/#", rumqttc::QoS::AtMostOnce).await;
 
     let city = RunningCity::start(plan, None, Duration::from_millis(200)).await.unwrap();
@@ -407,7 +409,11 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
             assert!(!on_other.is_empty());
         }
     }
-    let first_value = series_values(ho, "aq-001", "counter").await[0];
+    let stored_on_b = series_values(ho, "aq-001", "counter").await;
+    let streamed: Vec<f64> =
+        live_b.until_quiet("reading", Duration::from_secs(2)).await.iter().filter(|v| v["metric"] == "counter").map(|v| v["value"].as_f64().unwrap()).collect();
+    assert_eq!(streamed, stored_on_b, "b's live stream carries each reading it stored once, in order");
+    let first_value = stored_on_b[0];
     assert_eq!(series_values(hc, "aq-001", "counter").await[0], first_value, "the empty-disk collector starts where the city's data starts");
 
     // Every collector fired the alert (on the replay too); the subscriber heard it once.

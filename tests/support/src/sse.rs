@@ -45,4 +45,23 @@ impl SseClient {
             }
         }
     }
+
+    /// Every `event` until the stream has been quiet for `quiet`; `lagged`
+    /// (events the collector skipped for this client) fails the caller.
+    pub async fn until_quiet(&mut self, event: &str, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut name = String::new();
+        while let Ok(line) = tokio::time::timeout(quiet, self.lines.next_line()).await {
+            let line = line.unwrap().expect("stream open");
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                assert_ne!(name, "lagged", "the stream skipped events: {d}");
+                if name == event {
+                    out.push(serde_json::from_str(d.trim()).unwrap());
+                }
+            }
+        }
+        out
+    }
 }

@@ -53,12 +53,16 @@ pub fn always() -> Speaking {
 
 /// Holds or waits for the lease until `stop`, telling `speaking` each change.
 pub async fn run(link: Link, name: String, speaking: watch::Sender<Turn>, mut stop: watch::Receiver<bool>) {
+    // The last renewal seen of another speaker: kept across reconnections,
+    // so a takeover after a broken connection still knows what nobody announced.
+    let mut last_seen: Option<i64> = None;
     loop {
         let outcome = tokio::select! {
-            r = hold(&link, &name, &speaking) => r,
+            r = hold(&link, &name, &speaking, &mut last_seen) => r,
             _ = stop.changed() => break,
         };
-        speaking.send_if_modified(|s| std::mem::replace(s, Turn::SILENT).speaking);
+        let silent = Turn { speaking: false, from_ms: last_seen.unwrap_or(i64::MAX) };
+        speaking.send_if_modified(|s| std::mem::replace(s, silent) != silent);
         if let Err(e) = outcome {
             tracing::warn!("speaker lease: {e}; trying again in 2 s");
         }
@@ -70,15 +74,13 @@ pub async fn run(link: Link, name: String, speaking: watch::Sender<Turn>, mut st
     speaking.send_if_modified(|s| std::mem::replace(s, Turn::SILENT).speaking);
 }
 
-async fn hold(link: &Link, name: &str, speaking: &watch::Sender<Turn>) -> Result<(), async_nats::Error> {
+async fn hold(link: &Link, name: &str, speaking: &watch::Sender<Turn>, last_seen: &mut Option<i64>) -> Result<(), async_nats::Error> {
     let js = jetstream::new(link.connect("citysense-collector-speaker").await?);
     let store = match js.get_key_value(BUCKET).await {
         Ok(s) => s,
         Err(_) => js.create_key_value(kv::Config { bucket: BUCKET.into(), history: 1, max_age: LEASE, num_replicas: link.replicas(), ..Default::default() }).await?,
     };
     let mut held: Option<u64> = None;
-    // The last renewal seen of the speaker before us.
-    let mut last_seen: Option<i64> = None;
     let mut tick = tokio::time::interval(RENEW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -101,7 +103,7 @@ async fn hold(link: &Link, name: &str, speaking: &watch::Sender<Turn>) -> Result
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     if let Ok(Some(entry)) = store.entry(KEY).await {
-                        last_seen = Some((entry.created.unix_timestamp_nanos() / 1_000_000) as i64);
+                        *last_seen = Some((entry.created.unix_timestamp_nanos() / 1_000_000) as i64);
                     }
                     None
                 }

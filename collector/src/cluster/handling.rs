@@ -52,9 +52,8 @@ async fn run(link: Link, name: String, alerting: Arc<Alerting>, mut ours: mpsc::
         if let Err(e) = outcome {
             tracing::warn!("alert handling in the cluster: {e}; trying again in 2 s");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = stop.changed() => return,
+        if !super::wait_to_retry(&mut stop).await {
+            return;
         }
     }
 }

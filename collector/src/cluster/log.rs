@@ -132,15 +132,10 @@ impl Link {
                 r = self.read(&client, &ingest, &mut fresh) => r,
                 _ = stop.changed() => return,
             };
-            match outcome {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!("batch log: {e}; reading again in 2 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = stop.changed() => return,
-                    }
-                }
+            let Err(e) = outcome else { return };
+            tracing::warn!("batch log: {e}; reading again in 2 s");
+            if !super::wait_to_retry(&mut stop).await {
+                return;
             }
         }
     }

@@ -15,6 +15,14 @@ pub mod speaker;
 
 pub use settings::ClusterConfig;
 
+/// Between two attempts to reach the cluster: waits 2 s; false once `stop` says so.
+pub(crate) async fn wait_to_retry(stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => true,
+        _ = stop.changed() => false,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cluster.nats: `{addr}` is not a NATS address: {reason}")]

@@ -27,6 +27,9 @@ const KEY: &str = "speaker";
 /// How long a lease outlives its holder's last renewal.
 pub const LEASE: Duration = Duration::from_secs(5);
 const RENEW: Duration = Duration::from_secs(1);
+/// How long a collector that does not speak keeps the alert changes and
+/// webhook deliveries it withholds: longer than `LEASE`, so a takeover finds them.
+pub const WITHHELD_FOR: Duration = Duration::from_secs(30);
 
 /// Whether this collector speaks for the city, and since when what it
 /// withheld is its to announce.
@@ -66,9 +69,8 @@ pub async fn run(link: Link, name: String, speaking: watch::Sender<Turn>, mut st
         if let Err(e) = outcome {
             tracing::warn!("speaker lease: {e}; trying again in 2 s");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = stop.changed() => break,
+        if !super::wait_to_retry(&mut stop).await {
+            break;
         }
     }
     speaking.send_if_modified(|s| std::mem::replace(s, Turn::SILENT).speaking);

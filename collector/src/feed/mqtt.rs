@@ -15,7 +15,7 @@ use shared::topics;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::FeedStats;
-use crate::cluster::speaker::Speaking;
+use crate::cluster::speaker::{Speaking, WITHHELD_FOR};
 use crate::messages::{AlertEvent, Bus, FeedEvent};
 
 /// In a cluster, a collector that does not speak keeps the alert changes it
@@ -26,20 +26,12 @@ pub async fn alerts(bus: Bus, client: AsyncClient, mut speaking: Speaking) {
     let mut withheld: VecDeque<AlertEvent> = VecDeque::new();
     // Outside a cluster nobody changes the turn: its sender is gone.
     let mut watching = true;
-    let publish = |ev: &AlertEvent| {
-        let topic = topics::alert(ev.alert.severity.as_str(), &ev.alert.sensor);
-        let payload = serde_json::to_vec(ev).expect("alert serializes");
-        (topic, payload)
-    };
     loop {
         tokio::select! {
             m = rx.recv() => match m {
                 Ok(FeedEvent::Alert(ev)) => {
                     if speaking.borrow().speaking {
-                        let (topic, payload) = publish(&ev);
-                        if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
-                            tracing::warn!("alert feed: {e}");
-                        }
+                        announce(&client, &ev).await;
                     } else {
                         let oldest = ev.alert.updated_ts_ms - WITHHELD_FOR.as_millis() as i64;
                         while withheld.front().is_some_and(|w| w.alert.updated_ts_ms < oldest) || withheld.len() >= WITHHELD_MAX {
@@ -64,10 +56,7 @@ pub async fn alerts(bus: Bus, client: AsyncClient, mut speaking: Speaking) {
                         tracing::info!(changes = unheard.len(), "announcing the alert changes nobody announced while the cluster had no speaker");
                     }
                     for ev in unheard {
-                        let (topic, payload) = publish(&ev);
-                        if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
-                            tracing::warn!("alert feed: {e}");
-                        }
+                        announce(&client, &ev).await;
                     }
                 }
             }
@@ -75,9 +64,14 @@ pub async fn alerts(bus: Bus, client: AsyncClient, mut speaking: Speaking) {
     }
 }
 
-/// How long a collector that does not speak keeps the alert changes it
-/// withholds: longer than the speaker lease, so a takeover finds them.
-const WITHHELD_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+async fn announce(client: &AsyncClient, ev: &AlertEvent) {
+    let topic = topics::alert(ev.alert.severity.as_str(), &ev.alert.sensor);
+    if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(ev).expect("alert serializes")).await {
+        tracing::warn!("alert feed: {e}");
+    }
+}
+
+/// Alert changes a collector that does not speak keeps, at most.
 const WITHHELD_MAX: usize = 10_000;
 
 pub async fn live(bus: Bus, client: AsyncClient, stats: Arc<FeedStats>, speaking: Speaking) {

@@ -128,16 +128,12 @@ impl Outbox {
     }
 }
 
-/// How long a collector that does not speak keeps the deliveries it
-/// withholds: longer than the speaker lease, so a takeover finds them.
-const WITHHELD_FOR: Duration = Duration::from_secs(30);
-
 /// Delivers in order, oldest first; a failing receiver holds back only the
 /// deliveries behind it, retried after 0.5 s doubling up to 30 s.
 ///
 /// In cluster mode only the speaker delivers (`crate::cluster::speaker`):
 /// every collector queues the same alert changes, and a follower keeps its
-/// copies `WITHHELD_FOR`, then lets them go undelivered (counted in
+/// copies `speaker::WITHHELD_FOR`, then lets them go undelivered (counted in
 /// `withheld`). One that takes over delivers those queued since the last
 /// speaker's last renewal, which nobody delivered.
 pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, mut speaking: crate::cluster::speaker::Speaking, mut shutdown: watch::Receiver<bool>) {
@@ -154,7 +150,7 @@ pub async fn run(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>, mut speaking: c
         // Queued before the time was kept: only whether we speak decides.
         let queued = d.queued_ms.unwrap_or(if turn.speaking { i64::MAX } else { i64::MIN });
         if !turn.speaking {
-            let wait = queued.saturating_add(WITHHELD_FOR.as_millis() as i64) - shared::now_ms();
+            let wait = queued.saturating_add(crate::cluster::speaker::WITHHELD_FOR.as_millis() as i64) - shared::now_ms();
             if wait > 0 {
                 // Kept in case this collector takes over; the turn changing ends the wait.
                 tokio::select! {

@@ -2,7 +2,11 @@
 //! All keys sort bytewise so a series' samples are one contiguous range:
 //!
 //! - `S` sensor `\0` metric → series id (u32, big-endian)
-//! - `P` series id, ts (i64 with the sign bit flipped, big-endian) → value (f64) + quality (u8)
+//! - `P` series id, ts (i64 with the sign bit flipped, big-endian) → value (f64) + quality (u8):
+//!   a sample as stores before chunks wrote it (still read, packed like any)
+//! - `W` series id, hour start (as in `P`), chunk number (u64, big-endian) →
+//!   the samples one write brought for that series and hour (`encode_chunk`)
+//! - `N` → the next chunk number (u64, big-endian)
 //! - `C` series id, hour start (as in `P`) → that hour's samples packed (`block`)
 //! - `U` series id, hour start → nothing: an hour with `P` samples not yet packed
 //! - `M` / `H` series id, bucket start (as in `P`) → 1-minute / 1-hour `Rollup`
@@ -50,6 +54,21 @@ pub fn point(id: u32, ts_ms: i64) -> Key {
 pub fn block(id: u32, hour: i64) -> Key {
     timed(b'C', id, hour)
 }
+
+/// `W` key: chunk `n` of series `id` in the hour starting at `hour`.
+pub fn chunk(id: u32, hour: i64, n: u64) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[..13].copy_from_slice(&timed(b'W', id, hour));
+    k[13..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// (series id, hour) of a `W` key.
+pub fn parse_chunk(k: &[u8]) -> Option<(u32, i64)> {
+    parse_timed(k.get(..13)?)
+}
+
+pub const NEXT_CHUNK: &[u8] = b"N";
 
 pub fn minute_block(id: u32, hour: i64) -> Key {
     timed(b'R', id, hour)
@@ -125,6 +144,8 @@ pub fn after(prefix: u8) -> [u8; 1] {
     [prefix + 1]
 }
 
+/// A `P` sample as stores before chunks wrote it (tests make such stores).
+#[cfg(test)]
 pub fn encode_sample(r: &Reading) -> [u8; 9] {
     let mut v = [0u8; 9];
     v[..8].copy_from_slice(&r.value.to_be_bytes());
@@ -138,6 +159,31 @@ pub fn sample(key: &[u8], v: &[u8]) -> Option<Sample> {
         return None;
     }
     Some(Sample { ts_ms, value: f64::from_be_bytes(v[..8].try_into().ok()?), quality: Quality::from_u8(v[8]) })
+}
+
+/// A chunk's samples, in time order, 13 bytes each: ms since the hour
+/// (u32), value (f64), quality (u8). Plain on purpose: a chunk lives until
+/// its hour is packed, and ingest writes one per series per write.
+pub fn encode_chunk(hour: i64, samples: &[Sample]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(samples.len() * 13);
+    for s in samples {
+        v.extend_from_slice(&((s.ts_ms - hour) as u32).to_be_bytes());
+        v.extend_from_slice(&s.value.to_be_bytes());
+        v.push(s.quality.as_u8());
+    }
+    v
+}
+
+pub fn decode_chunk(hour: i64, v: &[u8]) -> Option<Vec<Sample>> {
+    if v.len() % 13 != 0 {
+        return None;
+    }
+    v.chunks_exact(13)
+        .map(|c| {
+            let offset = u32::from_be_bytes(c[..4].try_into().unwrap()) as i64;
+            (offset < 3_600_000).then(|| Sample { ts_ms: hour + offset, value: f64::from_be_bytes(c[4..12].try_into().unwrap()), quality: Quality::from_u8(c[12]) })
+        })
+        .collect()
 }
 
 pub fn encode_rollup(r: &Rollup) -> [u8; 44] {

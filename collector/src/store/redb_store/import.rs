@@ -128,13 +128,14 @@ impl RedbStore {
             for (h, p) in &packed {
                 let id = index.id_or_register(&mut t, &(h.sensor.clone(), h.metric.clone()), &mut added).map_err(self.err())?;
                 let hr = h.hour_ms;
-                let holds = |lo: keys::Key, hi: keys::Key| -> Result<bool, StoreError> { Ok(t.range::<&[u8]>(&lo[..]..&hi[..]).map_err(self.err())?.next().is_some()) };
+                let holds = |lo: &[u8], hi: &[u8]| -> Result<bool, StoreError> { Ok(t.range::<&[u8]>(lo..hi).map_err(self.err())?.next().is_some()) };
                 let held = [
-                    ("plain samples", holds(keys::point(id, hr), keys::point(id, hr + HOUR))?),
-                    ("a packed block", holds(keys::block(id, hr), keys::block(id, hr + 1))?),
-                    ("minute rollups", holds(keys::level(Level::Minute, id, hr), keys::level(Level::Minute, id, hr + HOUR))?),
-                    ("packed minute rollups", holds(keys::minute_block(id, hr), keys::minute_block(id, hr + 1))?),
-                    ("an hour rollup", holds(keys::level(Level::Hour, id, hr), keys::level(Level::Hour, id, hr + 1))?),
+                    ("plain samples", holds(&keys::point(id, hr)[..], &keys::point(id, hr + HOUR)[..])?),
+                    ("plain samples", holds(&keys::chunk(id, hr, 0)[..], &keys::chunk(id, hr + 1, 0)[..])?),
+                    ("a packed block", holds(&keys::block(id, hr)[..], &keys::block(id, hr + 1)[..])?),
+                    ("minute rollups", holds(&keys::level(Level::Minute, id, hr)[..], &keys::level(Level::Minute, id, hr + HOUR)[..])?),
+                    ("packed minute rollups", holds(&keys::minute_block(id, hr)[..], &keys::minute_block(id, hr + 1)[..])?),
+                    ("an hour rollup", holds(&keys::level(Level::Hour, id, hr)[..], &keys::level(Level::Hour, id, hr + 1)[..])?),
                 ];
                 if let Some((what, _)) = held.iter().find(|(_, held)| *held) {
                     return Err(refuse(h, format!("the store already holds {what} of this series in this hour")));
@@ -171,7 +172,8 @@ mod tests {
     fn dump(st: &RedbStore) -> Vec<(Vec<u8>, Vec<u8>)> {
         let txn = st.db.begin_read().unwrap();
         let t = txn.open_table(super::super::TABLE).unwrap();
-        t.range::<&[u8]>(..).unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).collect()
+        // The next chunk number is how many chunks writes made, not data.
+        t.range::<&[u8]>(..).unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).filter(|(k, _)| k != keys::NEXT_CHUNK).collect()
     }
 
     /// Three series over three hours: irregular times, minutes without

@@ -71,6 +71,7 @@ impl RedbStore {
                 for &(id, h) in group {
                     let samples = self.samples(t, id, h, h + HOUR - 1)?;
                     t.retain_in::<&[u8], _>(&keys::point(id, h)[..]..&keys::point(id, h + HOUR)[..], |_, _| false).map_err(self.err())?;
+                    t.retain_in::<&[u8], _>(&keys::chunk(id, h, 0)[..]..=&keys::chunk(id, h, u64::MAX)[..], |_, _| false).map_err(self.err())?;
                     if samples.is_empty() {
                         t.remove(&keys::block(id, h)[..]).map_err(self.err())?;
                     } else {
@@ -114,6 +115,7 @@ impl RedbStore {
                 let mut first = None;
                 if let Some(c) = raw {
                     e.raw += self.delete_before(t, Level::Raw, id, c)?;
+                    e.raw += self.expire_chunks(t, id, c)?;
                     e.raw += self.expire_blocks(t, id, c)?;
                     if index.first(id).is_some_and(|f| f < c) {
                         // The transaction reads its own deletions.

@@ -12,10 +12,13 @@
 //! dirty by writes, not updated on every write: late readings (a gateway's
 //! backlog) reach them, and no key is rewritten per batch.
 //!
-//! Samples land as one `P` entry each (cheap to write, ~80 bytes on disk);
+//! Samples land as one `W` chunk per series and hour a write touches (13
+//! bytes a sample, one B-tree insert however many samples the group of
+//! batches brings; stores before chunks wrote a `P` entry per sample);
 //! `pack` turns each closed hour of a series into one `C` block (`block`),
-//! a few bytes per sample. Reads merge both, so a late sample for a packed
-//! hour is seen at once and packed into its block on the next pass.
+//! a few bytes per sample. Reads merge all three, the later write winning
+//! at the same time, so a late sample for a packed hour is seen at once and
+//! packed into its block on the next pass.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -130,6 +133,9 @@ pub struct RedbStore {
     options: StoreOptions,
     next_forward: AtomicU64,
     forward_backlog: AtomicU64,
+    /// The number the next chunk is written under: chunks of one series and
+    /// hour sort in the order they were written.
+    next_chunk: AtomicU64,
 }
 
 /// fsync of a directory: the names in it become durable.
@@ -160,10 +166,19 @@ fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
 /// or the first sample of its first block, whichever is older.
 fn oldest<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32) -> Result<Option<i64>, StoreError> {
     let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
-    let raw = match t.range::<&[u8]>(&keys::point(id, i64::MIN)[..]..=&keys::point(id, i64::MAX)[..]).map_err(err)?.next() {
+    let legacy = match t.range::<&[u8]>(&keys::point(id, i64::MIN)[..]..=&keys::point(id, i64::MAX)[..]).map_err(err)?.next() {
         Some(item) => keys::parse_timed(item.map_err(err)?.0.value()).map(|(_, ts)| ts),
         None => None,
     };
+    let first_hour = match t.range::<&[u8]>(&keys::chunk(id, i64::MIN, 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(err)?.next() {
+        Some(item) => keys::parse_chunk(item.map_err(err)?.0.value()),
+        None => None,
+    };
+    let chunked = match first_hour {
+        Some((_, hour)) => chunked(t, file, id, hour, hour + HOUR - 1)?.first().map(|s| s.ts_ms),
+        None => None,
+    };
+    let raw = earliest(legacy, chunked);
     let mut packed = None;
     scan(t, file, &keys::block(id, i64::MIN), &keys::block(id, raw.unwrap_or(i64::MAX)), |k, v| {
         let (_, hour) = keys::parse_timed(k).ok_or_else(|| StoreError::Corrupt { path: file.display().to_string(), detail: "block key is not 13 bytes".into() })?;
@@ -173,10 +188,45 @@ fn oldest<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id
         // A block left empty holds nothing: look at the next one.
         Ok(packed.is_none())
     })?;
-    Ok(match (raw, packed) {
+    Ok(earliest(raw, packed))
+}
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    })
+    }
+}
+
+/// The chunked samples of series `id` with `from <= ts <= to`, in time
+/// order, a later chunk's sample replacing an earlier one's at the same time.
+fn chunked<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail };
+    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
+    let mut all = Vec::new();
+    let (lo, hi) = (keys::chunk(id, hour_of(from), 0), keys::chunk(id, hour_of(to), u64::MAX));
+    for item in t.range::<&[u8]>(&lo[..]..=&hi[..]).map_err(err)? {
+        let (k, v) = item.map_err(err)?;
+        let (_, hour) = keys::parse_chunk(k.value()).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
+        let samples = keys::decode_chunk(hour, v.value()).ok_or_else(|| corrupt(format!("a chunk of series {id} at {hour} does not decode")))?;
+        all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
+    }
+    Ok(latest_per_time(all))
+}
+
+/// `samples` in time order with one sample per time: the last given of
+/// those at the same time (a later write of the same time replaces it).
+fn latest_per_time(mut samples: Vec<Sample>) -> Vec<Sample> {
+    // Stable: samples at the same time stay in the order they were given.
+    samples.sort_by_key(|s| s.ts_ms);
+    let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+    for s in samples {
+        match out.last_mut() {
+            Some(last) if last.ts_ms == s.ts_ms => *last = s,
+            _ => out.push(s),
+        }
+    }
+    out
 }
 
 impl RedbStore {
@@ -228,6 +278,10 @@ impl RedbStore {
             backlog += f.readings.len() as u64;
             Ok(true)
         })?;
+        let next_chunk = match t.get(keys::NEXT_CHUNK).map_err(|e| at(e.into()))? {
+            Some(v) => u64::from_be_bytes(v.value().try_into().map_err(|_| corrupt("the next chunk number is not 8 bytes"))?),
+            None => 0,
+        };
         let mut dirty = HashSet::new();
         scan(&t, &file, b"D", &keys::after(b'D'), |k, _| {
             dirty.extend(keys::parse_timed(k));
@@ -249,6 +303,7 @@ impl RedbStore {
             options,
             next_forward: AtomicU64::new(next_forward),
             forward_backlog: AtomicU64::new(backlog),
+            next_chunk: AtomicU64::new(next_chunk),
         })
     }
 
@@ -300,6 +355,29 @@ impl RedbStore {
 }
 
 impl RedbStore {
+    /// Drops chunked samples of series `id` older than `cutoff`: whole chunks
+    /// of the hours before the cutoff's, and the older part of its hour's.
+    fn expire_chunks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
+        let mut old: Vec<([u8; 21], i64, Vec<Sample>)> = Vec::new();
+        for item in t.range::<&[u8]>(&keys::chunk(id, i64::MIN, 0)[..]..=&keys::chunk(id, hour_of(cutoff), u64::MAX)[..]).map_err(self.err())? {
+            let (k, v) = item.map_err(self.err())?;
+            let key: [u8; 21] = k.value().try_into().map_err(|_| self.corrupt("chunk key is not 21 bytes".into()))?;
+            let (_, hour) = keys::parse_chunk(&key).ok_or_else(|| self.corrupt("chunk key is not 21 bytes".into()))?;
+            old.push((key, hour, keys::decode_chunk(hour, v.value()).ok_or_else(|| self.corrupt(format!("a chunk of series {id} at {hour} does not decode")))?));
+        }
+        let mut gone = 0u64;
+        for (key, hour, samples) in old {
+            let keep: Vec<Sample> = samples.iter().filter(|s| s.ts_ms >= cutoff).copied().collect();
+            gone += (samples.len() - keep.len()) as u64;
+            if keep.is_empty() {
+                t.remove(&key[..]).map_err(self.err())?;
+            } else if keep.len() < samples.len() {
+                t.insert(&key[..], &keys::encode_chunk(hour, &keep)[..]).map_err(self.err())?;
+            }
+        }
+        Ok(gone)
+    }
+
     /// Drops packed samples of series `id` older than `cutoff`: whole blocks,
     /// and the older part of the block the cutoff falls in.
     fn expire_blocks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
@@ -322,7 +400,8 @@ impl RedbStore {
     }
 
     /// The earliest time at or after `from` where series `id` may have a
-    /// sample: its next plain sample or the start of its next block.
+    /// sample: its next `P` sample or the start of its next chunk's or
+    /// block's hour.
     fn next_data<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64) -> Result<Option<i64>, StoreError> {
         let first = |lo: Key, hi: Key| -> Result<Option<i64>, StoreError> {
             match t.range::<&[u8]>(&lo[..]..=&hi[..]).map_err(self.err())?.next() {
@@ -330,12 +409,13 @@ impl RedbStore {
                 None => Ok(None),
             }
         };
-        let raw = first(keys::point(id, from), keys::point(id, i64::MAX))?;
+        let legacy = first(keys::point(id, from), keys::point(id, i64::MAX))?;
+        let chunk = match t.range::<&[u8]>(&keys::chunk(id, hour_of(from), 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(self.err())?.next() {
+            Some(item) => keys::parse_chunk(item.map_err(self.err())?.0.value()).map(|(_, h)| h.max(from)),
+            None => None,
+        };
         let packed = first(keys::block(id, hour_of(from)), keys::block(id, i64::MAX))?.map(|h| h.max(from));
-        Ok(match (raw, packed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(earliest(earliest(legacy, chunk), packed))
     }
 
     /// (hour, samples) of a `C` entry.
@@ -421,6 +501,11 @@ impl RedbStore {
 
     /// Every sample of series `id` with `from <= ts <= to`, packed or not.
     fn samples<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
+        Ok(block::merge(self.packed(t, id, from, to)?, block::merge(self.legacy(t, id, from, to)?, chunked(t, &self.file, id, from, to)?)))
+    }
+
+    /// The `P` samples of series `id` with `from <= ts <= to`.
+    fn legacy<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
         let mut raw = Vec::new();
         scan(t, &self.file, &keys::point(id, from), &keys::point(id, to.saturating_add(1)), |k, v| {
             raw.extend(keys::sample(k, v));
@@ -429,7 +514,7 @@ impl RedbStore {
         if to == i64::MAX {
             raw.extend(t.get(&keys::point(id, i64::MAX)[..]).map_err(self.err())?.and_then(|v| keys::sample(&keys::point(id, i64::MAX), v.value())));
         }
-        Ok(block::merge(self.packed(t, id, from, to)?, raw))
+        Ok(raw)
     }
 }
 

@@ -4,7 +4,7 @@ use shared::{Metric, SensorId};
 
 use super::super::keys;
 use super::super::{Level, Rollup, Sample, StoreError};
-use super::{hour_of, RedbStore, HOUR};
+use super::{chunked, hour_of, RedbStore, HOUR};
 
 impl RedbStore {
     pub(super) fn read_range(&self, sensor: &str, metric: &str, from: i64, to: i64, limit: usize) -> Result<Vec<Sample>, StoreError> {
@@ -44,6 +44,18 @@ impl RedbStore {
                     keys::sample(k.value(), v.value())
                 }
                 None => None,
+            };
+            let chunk = match t.range::<&[u8]>(&keys::chunk(id, i64::MIN, 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(self.err())?.next_back() {
+                Some(item) => {
+                    let hour = keys::parse_chunk(item.map_err(self.err())?.0.value()).map(|(_, h)| h).unwrap_or(i64::MIN);
+                    chunked(t, &self.file, id, hour, i64::MAX)?.pop()
+                }
+                None => None,
+            };
+            // A chunk's sample is newer than a `P` one at the same time.
+            let raw = match (raw, chunk) {
+                (Some(r), Some(c)) => Some(if r.ts_ms > c.ts_ms { r } else { c }),
+                (r, c) => r.or(c),
             };
             let packed = match t.range::<&[u8]>(&keys::block(id, i64::MIN)[..]..=&keys::block(id, i64::MAX)[..]).map_err(self.err())?.next_back() {
                 Some(item) => {

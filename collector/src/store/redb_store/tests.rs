@@ -236,3 +236,99 @@ fn the_oldest_sample_time_after_retention_is_the_oldest_sample_left() {
     st.write(&w(vec![r(3000, "aq-2", h0 + 5, 1.0)], vec![])).unwrap();
     assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 5));
 }
+
+/// How many `W` chunks the store holds.
+fn chunks(st: &RedbStore) -> usize {
+    st.read(|t| Ok(t.range::<&[u8]>(&b"W"[..]..&keys::after(b'W')[..]).unwrap().count())).unwrap()
+}
+
+fn values(st: &RedbStore, sensor: &str) -> Vec<(i64, f64)> {
+    st.query(sensor, "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap().iter().map(|s| (s.ts_ms, s.value)).collect()
+}
+
+#[test]
+fn a_write_is_one_chunk_per_series_and_hour_and_the_later_write_of_a_time_wins_across_reopening_and_packing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h0 = 10 * HOUR;
+    let mut want: Vec<(i64, f64)> = (0..100).map(|i| (h0 + i * 1_000, i as f64)).collect();
+    {
+        let st = RedbStore::open(dir.path()).unwrap();
+        let mut rs: Vec<Reading> = want.iter().map(|&(ts, v)| r(1, "aq-1", ts, v)).collect();
+        // The same time twice in one write: the later reading is kept, as a key overwritten would.
+        rs.push(r(2, "aq-1", h0 + 5_000, 55.0));
+        rs.extend((0..10).map(|i| r(3, "aq-2", h0 + i, 1.0)));
+        rs.extend((0..5).map(|i| r(4, "aq-1", h0 + HOUR + i, 2.0)));
+        st.write(&w(rs, vec![])).unwrap();
+        assert_eq!(chunks(&st), 3, "aq-1 in two hours, aq-2 in one");
+        want[5].1 = 55.0;
+        want.extend((0..5).map(|i| (h0 + HOUR + i, 2.0)));
+        assert_eq!(values(&st, "aq-1"), want);
+        st.write(&w(vec![r(5, "aq-1", h0 + 7_000, 77.0)], vec![])).unwrap();
+        want[7].1 = 77.0;
+        assert_eq!(values(&st, "aq-1"), want);
+        st.sync().unwrap();
+    }
+    // After reopening, chunks go on being numbered after the old ones: a new
+    // chunk under an old number would replace that chunk, samples and all.
+    let st = RedbStore::open(dir.path()).unwrap();
+    st.write(&w(vec![r(6, "aq-1", h0 + 9_000, 99.0), r(6, "aq-1", h0 + HOUR + 4, 3.0)], vec![])).unwrap();
+    want[9].1 = 99.0;
+    *want.last_mut().unwrap() = (h0 + HOUR + 4, 3.0);
+    assert_eq!(values(&st, "aq-1"), want);
+    assert_eq!(st.last("aq-1", "pm25").unwrap().map(|s| (s.ts_ms, s.value)), Some((h0 + HOUR + 4, 3.0)));
+    assert_eq!(st.query("aq-1", "pm25", h0 + 8_000, h0 + 9_500, 10).unwrap().iter().map(|s| s.value).collect::<Vec<_>>(), vec![8.0, 99.0]);
+    st.roll_up().unwrap();
+    assert_eq!(st.rollups("aq-1", "pm25", Level::Minute, h0, h0).unwrap()[0].count, 60);
+    // Packing takes every chunk of the closed hours into their blocks.
+    assert_eq!(st.pack(h0 + 2 * HOUR + PACK_AFTER_MS).unwrap(), 3);
+    assert_eq!(chunks(&st), 0);
+    assert_eq!(values(&st, "aq-1"), want);
+    assert_eq!(values(&st, "aq-2").len(), 10);
+}
+
+#[test]
+fn a_store_written_before_chunks_reads_merges_and_packs_its_plain_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let h0 = 20 * HOUR;
+    {
+        let st = RedbStore::open(dir.path()).unwrap();
+        st.write(&w(vec![r(1, "aq-1", h0 + 100, 7.0)], vec![])).unwrap();
+        // `P` samples as the store wrote them before chunks, one older than
+        // the chunk at the same time (the chunk's value wins).
+        let id = st.id("aq-1", "pm25").unwrap();
+        st.update(Durability::Immediate, |t| {
+            for (ts, v) in [(h0 + 1, 1.0), (h0 + 2, 2.0), (h0 + 100, 6.0), (h0 + 200, 8.0)] {
+                t.insert(&keys::point(id, ts)[..], &keys::encode_sample(&r(0, "aq-1", ts, v))[..]).unwrap();
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let st = RedbStore::open(dir.path()).unwrap();
+    let want = vec![(h0 + 1, 1.0), (h0 + 2, 2.0), (h0 + 100, 7.0), (h0 + 200, 8.0)];
+    assert_eq!(values(&st, "aq-1"), want);
+    assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 1));
+    assert_eq!(st.last("aq-1", "pm25").unwrap().map(|s| s.value), Some(8.0));
+    st.roll_up().unwrap();
+    assert_eq!(st.pack(h0 + HOUR + PACK_AFTER_MS).unwrap(), 1);
+    assert_eq!(values(&st, "aq-1"), want);
+    let left = st.read(|t| Ok(t.range::<&[u8]>(&b"P"[..]..&keys::after(b'P')[..]).unwrap().count())).unwrap();
+    assert_eq!((left, chunks(&st)), (0, 0), "packing leaves no plain sample behind");
+}
+
+#[test]
+fn retention_cuts_a_chunk_at_its_cutoff_and_counts_what_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    let h0 = 30 * HOUR;
+    // Two hours at 10 s in one write: two chunks, neither packed.
+    st.write(&w((0..720).map(|i| r(1, "aq-1", h0 + i * 10_000, i as f64)).collect(), vec![])).unwrap();
+    let keep = |_: &str, _: &str| Keep { raw_ms: Some(HOUR / 2), minute_ms: None, hour_ms: None };
+    // Cutoff at h0 + 1.5 h: the first hour's chunk goes whole, the second's older half.
+    let e = st.expire(h0 + 2 * HOUR, &keep).unwrap();
+    assert_eq!(e.raw, 540);
+    assert_eq!(chunks(&st), 1);
+    assert_eq!(values(&st, "aq-1").first(), Some(&(h0 + 90 * 60_000, 540.0)));
+    assert_eq!(values(&st, "aq-1").len(), 180);
+    assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 90 * 60_000));
+}

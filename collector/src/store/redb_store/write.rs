@@ -1,15 +1,15 @@
 //! Writing: readings, the forward log and gateway progress in one transaction
 //! (committed without fsync; `sync` makes every commit so far durable at once).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 
 use redb::Durability;
 use shared::{GatewayId, Metric, SensorId};
 
 use super::super::keys;
-use super::super::{Forward, Level, Progress, SeqSpace, StoreError, Write};
-use super::{hour_of, scan, RedbStore};
+use super::super::{Forward, Level, Progress, Sample, SeqSpace, StoreError, Write};
+use super::{hour_of, latest_per_time, scan, RedbStore};
 
 impl RedbStore {
     pub(super) fn commit(&self, w: &Write) -> Result<(), StoreError> {
@@ -24,6 +24,7 @@ impl RedbStore {
         let mut newly_unpacked: HashSet<(u32, i64)> = HashSet::new();
         let first_forward = self.next_forward.load(Relaxed);
         let (mut next_forward, mut forwarded) = (first_forward, 0);
+        let mut next_chunk = self.next_chunk.load(Relaxed);
         let done = self.update(Durability::None, |t| {
             if self.options.forward {
                 for (gw, rs) in w.batches.iter().filter(|(_, rs)| !rs.is_empty()) {
@@ -33,10 +34,14 @@ impl RedbStore {
                     forwarded += rs.len() as u64;
                 }
             }
+            // One chunk per series and hour this write touches, not one entry
+            // per sample: the per-sample B-tree insert was most of ingest's CPU.
+            let mut chunks: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
             let readings = w.batches.iter().flat_map(|(_, rs)| rs.iter()).filter(|_| self.options.keep_series);
             for r in readings {
                 let id = index.id_or_register(t, &(r.sensor.clone(), r.metric.clone()), &mut added).map_err(self.err())?;
-                t.insert(&keys::point(id, r.ts_ms)[..], &keys::encode_sample(r)[..]).map_err(self.err())?;
+                let hour = hour_of(r.ts_ms);
+                chunks.entry((id, hour)).or_default().push(Sample { ts_ms: r.ts_ms, value: r.value, quality: r.quality });
                 if index.first(id).is_none_or(|f| r.ts_ms < f) {
                     lowered.push((id, index.set_first(id, Some(r.ts_ms))));
                 }
@@ -44,10 +49,17 @@ impl RedbStore {
                 if !dirty.contains(&(id, minute)) && newly_dirty.insert((id, minute)) {
                     t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(self.err())?;
                 }
-                let hour = hour_of(r.ts_ms);
                 if !unpacked.contains(&(id, hour)) && newly_unpacked.insert((id, hour)) {
                     t.insert(&keys::unpacked(id, hour)[..], &[][..]).map_err(self.err())?;
                 }
+            }
+            if !chunks.is_empty() {
+                for ((id, hour), samples) in chunks {
+                    let samples = latest_per_time(samples);
+                    t.insert(&keys::chunk(id, hour, next_chunk)[..], &keys::encode_chunk(hour, &samples)[..]).map_err(self.err())?;
+                    next_chunk += 1;
+                }
+                t.insert(keys::NEXT_CHUNK, &next_chunk.to_be_bytes()[..]).map_err(self.err())?;
             }
             for (space, p) in &w.progress {
                 t.insert(&keys::progress(space)[..], &postcard::to_allocvec(p).expect("progress serializes")[..]).map_err(self.err())?;
@@ -65,6 +77,7 @@ impl RedbStore {
         dirty.extend(newly_dirty);
         unpacked.extend(newly_unpacked);
         self.next_forward.store(next_forward, Relaxed);
+        self.next_chunk.store(next_chunk, Relaxed);
         self.forward_backlog.fetch_add(forwarded, Relaxed);
         Ok(())
     }

@@ -201,7 +201,7 @@ impl Collector {
         let live = connector.connect("-live", 4096, Vec::new(), PublishOnly, stop.clone());
         let alerts = connector.connect("-alerts", 1024, Vec::new(), PublishOnly, stop.clone());
         let feed_stats = Arc::new(feed::FeedStats::default());
-        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client, feed_stats.clone(), speaking.clone())));
+        tasks.push(tokio::spawn(feed::mqtt::live(feed.clone(), live.client, config.mqtt.live_rate, feed_stats.clone(), speaking.clone())));
         tasks.push(tokio::spawn(feed::mqtt::alerts(feed.clone(), alerts.client, speaking.clone())));
         tasks.extend([live.task, alerts.task]);
         let incident_link = connector.connect("-incidents", 1024, Vec::new(), PublishOnly, stop.clone());

@@ -26,6 +26,9 @@ pub struct FeedStats {
     /// SSE (`/api/v1/stream`): events skipped because a client read slower
     /// than the bus moved, summed over clients (each is told `lagged`).
     pub sse_events: AtomicU64,
+    /// MQTT `live/…`: readings left out because the feed was at
+    /// `mqtt.live_rate` (not a slow consumer: the collector's own cap).
+    pub mqtt_live_over_rate: AtomicU64,
 }
 
 impl FeedStats {

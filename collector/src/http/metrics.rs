@@ -68,6 +68,12 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     for (feed, unit, n) in st.feed_stats.rows() {
         let _ = writeln!(out, "citysense_feed_dropped_total{{feed=\"{feed}\",unit=\"{unit}\"}} {n}");
     }
+    counter(
+        &mut out,
+        "citysense_feed_over_rate_total",
+        "Readings the MQTT live feed left out because it was at mqtt.live_rate (the store and the InfluxDB sink keep every reading).",
+        st.feed_stats.mqtt_live_over_rate.load(Relaxed),
+    );
     let hooks = &st.alerting.outbox;
     let _ = writeln!(
         out,

@@ -50,6 +50,13 @@ pub struct MqttConfig {
     /// again later: it slows a runaway or hostile gateway, it loses nothing.
     #[serde(default = "default_gateway_rate")]
     pub gateway_rate: u32,
+    /// Readings per second the MQTT live feed (`live/…`) publishes at most;
+    /// past it, readings spread across the batch are left out and counted.
+    /// Each is one MQTT message the broker routes to every subscriber: at
+    /// hundreds of thousands a second they would crowd out the alerts and
+    /// the batches going through the same broker.
+    #[serde(default = "default_live_rate")]
+    pub live_rate: u32,
     /// Who else may connect to the embedded broker, e.g. emergency-command
     /// systems subscribing to the alert feed.
     #[serde(default)]
@@ -122,6 +129,7 @@ impl Default for MqttConfig {
             shared_group: None,
             tls: None,
             gateway_rate: default_gateway_rate(),
+            live_rate: default_live_rate(),
             user: Vec::new(),
         }
     }
@@ -129,6 +137,10 @@ impl Default for MqttConfig {
 
 fn default_gateway_rate() -> u32 {
     50_000
+}
+
+fn default_live_rate() -> u32 {
+    20_000
 }
 
 fn default_max_packet() -> ByteSize {

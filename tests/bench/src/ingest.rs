@@ -23,7 +23,7 @@ pub(crate) async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rule
     };
     let (_dir, c) = collector_on(&mqtt, &quiet_rules(rules)).await?;
     let start = Instant::now();
-    let want = load(&c, gateways, total, batch).await?;
+    let want = load(&c, gateways, total, batch, None).await?;
     let stored_secs = start.elapsed().as_secs_f64();
     evaluated(&c, want).await?;
     let secs = start.elapsed().as_secs_f64();
@@ -54,11 +54,14 @@ pub(crate) async fn evaluated(c: &collector::Collector, want: u64) -> Result<()>
 }
 
 /// Publishes about `total` readings from `gateways` connections in batches of
-/// `batch` (default: 1,000, fewer when there are many gateways) and waits
+/// `batch` (default: 1,000, fewer when there are many gateways), as fast as
+/// the collector takes them or at `rate` readings/s in all (each gateway
+/// sending its share on a schedule it keeps up with if it can), and waits
 /// until the collector has stored them all; returns how many.
-pub(crate) async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Option<u64>) -> Result<u64> {
+pub(crate) async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Option<u64>, rate: Option<u64>) -> Result<u64> {
     let size = batch.unwrap_or((total / gateways as u64).clamp(1, 1000));
     let per_gateway = total / gateways as u64 / size;
+    let every = rate.map(|r| Duration::from_secs_f64(size as f64 * gateways as f64 / r as f64));
     let mut tasks = Vec::new();
     for g in 0..gateways {
         let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-gw-{g}"));
@@ -66,7 +69,12 @@ pub(crate) async fn load(c: &collector::Collector, gateways: usize, total: u64, 
         tasks.push(tokio::spawn(async move {
             let gw = format!("gw-{g}");
             let t0 = shared::now_ms();
+            // Gateways start spread over one period, as a city's do.
+            let mut tick = every.map(|e| tokio::time::interval_at(tokio::time::Instant::now() + e.mul_f64(g as f64 / gateways as f64), e));
             for b in 0..per_gateway {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
                 let readings = (0..size)
                     .map(|k| {
                         let seq = b * size + k + 1;

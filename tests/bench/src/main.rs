@@ -3,7 +3,9 @@
 //! `cargo run --release -p citysense-bench -- replay`.
 //!
 //! Scenarios: `replay` (drain speed of an outbox backlog after an outage),
-//! `ingest` (collector readings/s from many gateways, with 0 and 100 rules),
+//! `ingest` (collector readings/s from many gateways, with 0 and 100 rules;
+//! `ingest --sustained`: 10M readings with rules, live feed, SSE and the
+//! InfluxDB sink on, alert latency probed all along),
 //! `alert-latency` (a reading's publish to its alert on MQTT and SSE),
 //! `sink` (points/s the InfluxDB sink sustains into VictoriaMetrics),
 //! `store` (the embedded store: bytes per reading, a day's query time),
@@ -31,6 +33,7 @@ mod scaling;
 mod sink;
 mod sta;
 mod store;
+mod sustained;
 
 use agent_pipeline::{agent_pipeline, Phases, Settings};
 use alert_latency::alert_latency;
@@ -79,7 +82,23 @@ async fn main() -> Result<()> {
         "ingest" => {
             let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
             let default_gateways = "10";
+            let sustained = args.iter().any(|a| a == "--sustained");
             match (opt("--rules"), opt("--gateways"), opt("--broker")) {
+                (None, None, None) if sustained => {
+                    // Capacity (as fast as it takes them), then the city's rate with alerts timed.
+                    for (gateways, broker) in [("10", "embedded"), ("1000", "embedded"), ("10", "mosquitto")] {
+                        in_fresh_process(&["ingest", "--sustained", "--rules", "100", "--gateways", gateways, "--broker", broker], quick)?;
+                        in_fresh_process(&["ingest", "--sustained", "--rules", "100", "--gateways", gateways, "--broker", broker, "--rate", "500000"], quick)?;
+                    }
+                }
+                (rules, gateways, broker) if sustained => {
+                    let rules = rules.as_deref().unwrap_or("100").parse()?;
+                    let gateways = gateways.as_deref().unwrap_or(default_gateways).parse()?;
+                    let total = opt("--readings").map(|n| n.parse()).transpose()?.unwrap_or(if quick { 1_000_000 } else { 10_000_000 });
+                    let rate = opt("--rate").map(|n| n.parse()).transpose()?;
+                    let off: Vec<String> = opt("--off").map(|o| o.split(',').map(String::from).collect()).unwrap_or_default();
+                    println!("{}", sustained::sustained(gateways, total, rules, broker.as_deref().unwrap_or("embedded"), rate, &off).await?);
+                }
                 (None, None, None) => {
                     let variants = [("0", "10", "embedded"), ("100", "10", "embedded"), ("0", "100", "embedded"), ("0", "1000", "embedded"), ("0", "10", "mosquitto")];
                     for (rules, gateways, broker) in variants {

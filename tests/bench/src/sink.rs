@@ -18,7 +18,7 @@ pub(crate) async fn sink(total: u64) -> Result<serde_json::Value> {
     let vm = support::Victoria::start(vm_dir.path(), port)?;
     let (_dir, c) = collector_with(&format!("[influxdb]\nurl = \"http://127.0.0.1:{port}\"\norg = \"city\"\nbucket = \"bench\"\n")).await?;
     let start = Instant::now();
-    let want = load(&c, 10, total, None).await?;
+    let want = load(&c, 10, total, None, None).await?;
     let ingest_secs = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(600);
     while scrape(c.http_addr, "citysense_influx_points_written_total").await? < want as f64 {

@@ -1,0 +1,136 @@
+//! `ingest --sustained`: the collector with everything a city runs switched
+//! on (rules on every reading's metric, the MQTT live feed with a
+//! subscriber, SSE, the InfluxDB sink into VictoriaMetrics) for millions of
+//! readings, an alert probe running all along.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::alert_latency::{pct, Prober, PROBE_RULE};
+use crate::common::*;
+use crate::ingest::load;
+
+/// `total` readings from `gateways` connections (1,000-reading batches of
+/// 10 metrics × 100 sensors, as `ingest`), through `broker` (embedded or
+/// Mosquitto), with `rules` threshold rules on those 10 metrics, the sink
+/// into VictoriaMetrics on loopback, a subscriber on `live/#` and one on
+/// SSE. Readings/s is timed from the first publish until every reading is
+/// stored and the rule engine has evaluated it; a probe gateway turns an
+/// alert on and off all along, its latency taken the way `alert-latency`
+/// takes it. Without `rate` the gateways send as fast as the collector
+/// takes their batches (each with 100 QoS 1 publishes in flight: what it
+/// measures is capacity, and alerts wait behind that queue); with `rate`
+/// they send that many readings/s in all, as a city does, and the figures
+/// say whether the collector kept up and how fast alerts came meanwhile.
+pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker: &str, rate: Option<u64>, off: &[String]) -> Result<serde_json::Value> {
+    let vm_dir = tempfile::tempdir()?;
+    let vm_port = support::free_port();
+    let vm = support::Victoria::start(vm_dir.path(), vm_port)?;
+    let broker_dir = tempfile::tempdir()?;
+    let mut mosquitto = None;
+    let mqtt = match broker {
+        "embedded" => "listen = \"127.0.0.1:0\"".to_string(),
+        "mosquitto" => format!("external = \"{}\"", mosquitto.insert(support::Mosquitto::open(broker_dir.path())?).url()),
+        other => bail!("broker `{other}` is not embedded or mosquitto"),
+    };
+    // `--off sink,live`: to see what each part costs, not for the headline figures.
+    let on = |part: &str| !off.iter().any(|o| o == part);
+    let sink = if on("sink") { format!("[influxdb]\nurl = \"http://127.0.0.1:{vm_port}\"\norg = \"city\"\nbucket = \"bench\"\n") } else { String::new() };
+    let (_dir, c) = collector_on(&mqtt, &format!("{}{PROBE_RULE}{sink}", quiet_rules(rules))).await?;
+
+    let live_received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (live, mut live_el) = mqtt_client(&c.mqtt_url, "bench-live-screen");
+    if on("live") {
+        live.subscribe("citysense/v1/live/#", rumqttc::QoS::AtMostOnce).await?;
+    }
+    let counted = live_received.clone();
+    tokio::spawn(async move {
+        while let Ok(ev) = live_el.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = ev {
+                counted.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    let mut prober = Prober::start(&c).await?;
+    // Settled: one change through before the clock starts.
+    prober.once().await?;
+
+    let done = Arc::new(AtomicBool::new(false));
+    // The probe's readings are stored and evaluated too: counted before each is sent.
+    let probed = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let probing = {
+        let (done, probed) = (done.clone(), probed.clone());
+        tokio::spawn(async move {
+            let (mut to_mqtt, mut to_sse) = (Vec::new(), Vec::new());
+            while !done.load(Relaxed) {
+                probed.fetch_add(1, Relaxed);
+                let (m, s) = prober.once().await?;
+                to_mqtt.push(m);
+                to_sse.push(s);
+                // About 20 changes a second: a busy city's alert rate, not a load of its own.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok((to_mqtt, to_sse))
+        })
+    };
+    let start = Instant::now();
+    let want = load(&c, gateways, total, None, rate).await?;
+    let all = || want + probed.load(Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while c.counters.stored.load(Relaxed) < all() {
+        if Instant::now() > deadline {
+            bail!("ingest stalled at {} of {}", c.counters.stored.load(Relaxed), all());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stored_secs = start.elapsed().as_secs_f64();
+    let seen = || c.alerting.evaluated.load(Relaxed) + c.counters.rules_lagged_readings.load(Relaxed);
+    while seen() < all() {
+        if Instant::now() > deadline {
+            bail!("rules stalled at {} of {} readings", seen(), all());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    done.store(true, Relaxed);
+    let (mut to_mqtt, mut to_sse) = probing.await??;
+    let probes = to_mqtt.len() as u64;
+
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    while on("sink") && scrape(c.http_addr, "citysense_influx_points_written_total").await? < want as f64 {
+        if Instant::now() > deadline {
+            bail!("sink stalled");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sink_secs = start.elapsed().as_secs_f64();
+    let dropped = |unit: &str| {
+        let name = format!("citysense_feed_dropped_total{{feed=\"mqtt_live\",unit=\"{unit}\"}}");
+        async move { scrape(c.http_addr, &name).await }
+    };
+    let (live_dropped, live_batches_skipped) = (dropped("reading").await?, dropped("batch").await?);
+    let sink_errors = if on("sink") { scrape(c.http_addr, "citysense_influx_write_errors_total").await? } else { 0.0 };
+    let lagged = c.counters.rules_lagged_readings.load(Relaxed);
+    let rss_mb = proc_usage(std::process::id())?.2;
+    let live_received = live_received.load(Relaxed);
+    c.shutdown().await;
+    drop(mosquitto);
+    drop(vm);
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    Ok(json!({"scenario": "ingest-sustained", "gateways": gateways, "rate_asked": rate, "off": off, "rules": rules + 1, "rules_on_load_metrics": rules, "broker": broker,
+              "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
+              "stored_seconds": r3(stored_secs), "stored_readings_per_s": (want as f64 / stored_secs).round(),
+              "rules_lagged_readings": lagged,
+              "alert_changes_probed": probes, "alert_mqtt_ms_p50": pct(&mut to_mqtt, 0.5), "alert_mqtt_ms_p99": pct(&mut to_mqtt, 0.99), "alert_mqtt_ms_max": pct(&mut to_mqtt, 1.0),
+              "alert_sse_ms_p50": pct(&mut to_sse, 0.5), "alert_sse_ms_p99": pct(&mut to_sse, 0.99), "alert_sse_ms_max": pct(&mut to_sse, 1.0),
+              "live_feed_received": live_received, "live_feed_dropped_readings": live_dropped, "live_feed_skipped_batches": live_batches_skipped,
+              "sink_all_confirmed_seconds": r3(sink_secs), "sink_points_per_s": (want as f64 / sink_secs).round(), "sink_write_errors": sink_errors,
+              "bench_process_peak_rss_mb": rss_mb,
+              "clock": "from the first publish until every reading is stored and the rule engine has evaluated it; the sink drains its forward log after, timed apart",
+              "on": "store (shipped defaults), 1 probe rule + the rules on the load's 10 metrics, MQTT live feed with a subscriber, SSE alert stream, InfluxDB sink into VictoriaMetrics on loopback; broker, collector, load generator and VictoriaMetrics share the machine"}))
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use shared::config::{HumanDuration, Problem};
+use shared::config::{ByteSize, HumanDuration, Problem};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,14 @@ pub struct StoreConfig {
     /// How often expired data is deleted.
     #[serde(default = "default_expire_every")]
     pub expire_every: HumanDuration,
+    /// Memory the store keeps file pages in (redb's cache; its own default,
+    /// 1 GiB, let a collector under load grow past a gigabyte).
+    #[serde(default = "default_cache")]
+    pub cache: ByteSize,
+}
+
+fn default_cache() -> ByteSize {
+    ByteSize(256 << 20)
 }
 
 fn default_expire_every() -> HumanDuration {
@@ -116,6 +124,9 @@ impl StoreConfig {
                 p.push(Problem::new(format!("store.retention[{i}]"), "give at least one of `raw`, `minute`, `hour`"));
             }
         }
+        if self.cache.0 < 8 << 20 || self.cache.0 > 64 << 30 {
+            p.push(Problem::new("store.cache", "must be between 8MiB and 64GiB"));
+        }
         if self.expire_every.0 < std::time::Duration::from_secs(1) {
             p.push(Problem::new("store.expire_every", "must be at least 1s"));
         }
@@ -140,5 +151,28 @@ impl StoreConfig {
             out.push(format!("retention for {what}: raw {}, 1-minute {}, 1-hour {}", or(r.raw, k.raw), or(r.minute, k.minute), or(r.hour, k.hour)));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml_text: &str) -> Vec<String> {
+        let c: StoreConfig = toml::from_str(toml_text).unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        p.iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+    }
+
+    #[test]
+    fn the_page_cache_defaults_to_256_mib_and_a_size_outside_its_range_is_named() {
+        let c: StoreConfig = toml::from_str("path = \"s\"").unwrap();
+        assert_eq!(c.cache.0, 256 << 20);
+        assert!(problems("path = \"s\"\ncache = \"64MiB\"").is_empty());
+        for bad in ["1MiB", "100GiB"] {
+            let p = problems(&format!("path = \"s\"\ncache = \"{bad}\""));
+            assert!(p.len() == 1 && p[0].contains("store.cache") && p[0].contains("8MiB and 64GiB"), "{bad}: {p:?}");
+        }
     }
 }

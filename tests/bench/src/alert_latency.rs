@@ -22,7 +22,7 @@ use crate::common::*;
 pub(crate) async fn alert_latency(samples: usize, load: u64) -> Result<serde_json::Value> {
     let rules = format!("{}{PROBE_RULE}", probe_rules(99));
     let (_dir, c) = collector_with(&rules).await?;
-    let mut prober = Prober::start(&c).await?;
+    let mut prober = Prober::start(&c, Duration::from_secs(5)).await?;
     let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if load > 0 {
         for g in 0..10u64 {
@@ -93,17 +93,19 @@ pub(crate) struct Prober {
     sse: UnboundedReceiver<Instant>,
     sent: u64,
     stamp: i64,
+    patience: Duration,
 }
 
 /// The rule the probe fires and resolves.
 pub(crate) const PROBE_RULE: &str = "[[rule]]\nid = \"pm\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 75\nseverity = \"warning\"\n";
 
 impl Prober {
-    pub(crate) async fn start(c: &collector::Collector) -> Result<Prober> {
+    /// `patience`: how long one change may take before the run fails.
+    pub(crate) async fn start(c: &collector::Collector, patience: Duration) -> Result<Prober> {
         let (mqtt, sse) = alert_listeners(c).await?;
         let (client, mut el) = mqtt_client(&c.mqtt_url, "bench-gw");
         tokio::spawn(async move { while el.poll().await.is_ok() {} });
-        Ok(Prober { client, mqtt, sse, sent: 0, stamp: 0 })
+        Ok(Prober { client, mqtt, sse, sent: 0, stamp: 0, patience })
     }
 
     /// One alert change (a firing, then a resolution, in turn): ms from the
@@ -117,8 +119,8 @@ impl Prober {
         let r = shared::Reading { seq: shared::Seq(self.sent), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: self.stamp, value, quality: Quality::Good };
         let sent = Instant::now();
         self.client.publish(shared::topics::up("gw-lat"), rumqttc::QoS::AtLeastOnce, false, shared::Batch::new("gw-lat", 1, vec![r]).encode()).await?;
-        let m = tokio::time::timeout(Duration::from_secs(30), self.mqtt.recv()).await?.ok_or_else(|| anyhow::anyhow!("the MQTT alert subscriber stopped"))?;
-        let s = tokio::time::timeout(Duration::from_secs(30), self.sse.recv()).await?.ok_or_else(|| anyhow::anyhow!("the SSE alert stream ended"))?;
+        let m = tokio::time::timeout(self.patience, self.mqtt.recv()).await?.ok_or_else(|| anyhow::anyhow!("the MQTT alert subscriber stopped"))?;
+        let s = tokio::time::timeout(self.patience, self.sse.recv()).await?.ok_or_else(|| anyhow::anyhow!("the SSE alert stream ended"))?;
         Ok((m.duration_since(sent).as_secs_f64() * 1000.0, s.duration_since(sent).as_secs_f64() * 1000.0))
     }
 }

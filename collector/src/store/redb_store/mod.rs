@@ -56,11 +56,13 @@ pub struct StoreOptions {
     pub keep_series: bool,
     /// Log every stored reading for the external sink.
     pub forward: bool,
+    /// Bytes of file pages kept in memory.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { keep_series: true, forward: false }
+        StoreOptions { keep_series: true, forward: false, cache_bytes: 256 << 20 }
     }
 }
 
@@ -240,7 +242,7 @@ impl RedbStore {
         let at = |e: redb::Error| StoreError::Engine { path: file.display().to_string(), source: e };
         let existed = dir.is_dir();
         std::fs::create_dir_all(dir).map_err(|e| at(redb::Error::Io(e)))?;
-        let db = redb::Database::create(&file).map_err(|e| at(e.into()))?;
+        let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(&file).map_err(|e| at(e.into()))?;
         let txn = db.begin_write().map_err(|e| at(e.into()))?;
         txn.open_table(TABLE).map_err(|e| at(e.into()))?;
         txn.commit().map_err(|e| at(e.into()))?;

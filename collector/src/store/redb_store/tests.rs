@@ -47,7 +47,7 @@ fn data_progress_and_dirty_minutes_survive_reopening() {
 #[test]
 fn forward_log_keeps_entries_in_order_until_done_and_across_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions { keep_series: false, forward: true };
+    let opts = StoreOptions { keep_series: false, forward: true, ..StoreOptions::default() };
     {
         let st = RedbStore::open_with(dir.path(), opts.clone()).unwrap();
         st.write(&w(vec![r(1, "aq-1", 10, 1.0), r(2, "aq-1", 20, 2.0)], vec![])).unwrap();

@@ -101,7 +101,11 @@ impl RedbStore {
     }
 
     pub(super) fn forward_trim(&self, id: u64) -> Result<(), StoreError> {
-        let gone = self.update(Durability::Immediate, |t| {
+        // Not synced: it becomes durable with ingest's next sync. A crash
+        // before then sends those points to InfluxDB again (at least once, as
+        // the log always was; the same series and time overwrite there),
+        // and the sink's own fsync no longer holds ingest's writes back.
+        let gone = self.update(Durability::None, |t| {
             let mut gone = 0u64;
             t.retain_in::<&[u8], _>(&keys::forward(0)[..]..=&keys::forward(id)[..], |k, v| {
                 // An entry that does not decode was never counted in the backlog either.

@@ -286,16 +286,10 @@ impl Engine {
                 }
                 let key = KeyRef(&rule.id, &r.sensor, &r.metric);
                 match rule.kind {
-                    Kind::Threshold if rule.metric.as_deref() == Some(r.metric.as_str()) => {
-                        if *fresh.get_or_insert_with(|| self.newer(r)) {
-                            self.threshold(rule, key, r, now, &mut out)
-                        }
+                    Kind::Threshold if rule.metric.as_deref() == Some(r.metric.as_str()) && *fresh.get_or_insert_with(|| self.newer(r)) => {
+                        self.threshold(rule, key, r, now, &mut out)
                     }
-                    Kind::Rate if rule.metric.as_deref() == Some(r.metric.as_str()) => {
-                        if *fresh.get_or_insert_with(|| self.newer(r)) {
-                            self.rate(rule, key, r, now, &mut out)
-                        }
-                    }
+                    Kind::Rate if rule.metric.as_deref() == Some(r.metric.as_str()) && *fresh.get_or_insert_with(|| self.newer(r)) => self.rate(rule, key, r, now, &mut out),
                     Kind::Stale if rule.metric.as_deref().is_none_or(|m| m == r.metric) => {
                         out.extend(self.close(&KeyRef(&rule.id, &r.sensor, rule.metric.as_deref().unwrap_or_default()), now, None));
                     }

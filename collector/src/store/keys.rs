@@ -175,7 +175,7 @@ pub fn encode_chunk(hour: i64, samples: &[Sample]) -> Vec<u8> {
 }
 
 pub fn decode_chunk(hour: i64, v: &[u8]) -> Option<Vec<Sample>> {
-    if v.len() % 13 != 0 {
+    if !v.len().is_multiple_of(13) {
         return None;
     }
     v.chunks_exact(13)

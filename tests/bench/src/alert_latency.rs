@@ -114,7 +114,7 @@ impl Prober {
         // Rules evaluate a series in time order: each probe is stamped at least
         // a millisecond after the last, as a sensor polled faster than 1 kHz is not.
         self.stamp = shared::now_ms().max(self.stamp + 1);
-        let value = if self.sent % 2 == 0 { 100.0 } else { 10.0 };
+        let value = if self.sent.is_multiple_of(2) { 100.0 } else { 10.0 };
         self.sent += 1;
         let r = shared::Reading { seq: shared::Seq(self.sent), sensor: "aq-1".into(), metric: "pm25".into(), ts_ms: self.stamp, value, quality: Quality::Good };
         let sent = Instant::now();

@@ -26,6 +26,21 @@ pub(crate) fn quiet_rules(n: usize) -> String {
     (0..n).map(|i| format!("[[rule]]\nid = \"r{i}\"\nkind = \"threshold\"\nmetric = \"m{}\"\nop = \">\"\nvalue = 1e9\nseverity = \"info\"\n", i % 10)).collect()
 }
 
+/// The `[mqtt]` line for `broker` (`embedded`, or `mosquitto`: Debian's
+/// Mosquitto started on a free loopback port, as the tests start it, and
+/// kept running while the returned guard lives).
+pub(crate) fn broker_line(broker: &str) -> Result<(String, Option<(support::Mosquitto, tempfile::TempDir)>)> {
+    match broker {
+        "embedded" => Ok(("listen = \"127.0.0.1:0\"".to_string(), None)),
+        "mosquitto" => {
+            let dir = tempfile::tempdir()?;
+            let m = support::Mosquitto::open(dir.path())?;
+            Ok((format!("external = \"{}\"", m.url()), Some((m, dir))))
+        }
+        other => anyhow::bail!("broker `{other}` is not embedded or mosquitto"),
+    }
+}
+
 pub(crate) fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
     let b = shared::url::BrokerUrl::parse(url).unwrap();
     let mut o = rumqttc::MqttOptions::new(id, b.host, b.port);

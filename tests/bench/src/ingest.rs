@@ -13,14 +13,7 @@ use crate::common::*;
 /// `gateways` connections each publish batches of 1,000 readings (10 metrics ×
 /// 100 sensors) until `total` readings are stored; readings/s is stored/elapsed.
 pub(crate) async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, broker: &str) -> Result<serde_json::Value> {
-    // Debian's Mosquitto on a free loopback port, as the tests start it.
-    let broker_dir = tempfile::tempdir()?;
-    let mut mosquitto = None;
-    let mqtt = match broker {
-        "embedded" => "listen = \"127.0.0.1:0\"".to_string(),
-        "mosquitto" => format!("external = \"{}\"", mosquitto.insert(support::Mosquitto::open(broker_dir.path())?).url()),
-        other => bail!("broker `{other}` is not embedded or mosquitto"),
-    };
+    let (mqtt, mosquitto) = broker_line(broker)?;
     let (_dir, c) = collector_on(&mqtt, &quiet_rules(rules)).await?;
     let start = Instant::now();
     let want = load(&c, gateways, total, batch, None).await?;

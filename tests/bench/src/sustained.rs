@@ -31,13 +31,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let vm_dir = tempfile::tempdir()?;
     let vm_port = support::free_port();
     let vm = support::Victoria::start(vm_dir.path(), vm_port)?;
-    let broker_dir = tempfile::tempdir()?;
-    let mut mosquitto = None;
-    let mqtt = match broker {
-        "embedded" => "listen = \"127.0.0.1:0\"".to_string(),
-        "mosquitto" => format!("external = \"{}\"", mosquitto.insert(support::Mosquitto::open(broker_dir.path())?).url()),
-        other => bail!("broker `{other}` is not embedded or mosquitto"),
-    };
+    let (mqtt, mosquitto) = broker_line(broker)?;
     // `--off sink,live`: to see what each part costs, not for the headline figures.
     let on = |part: &str| !off.iter().any(|o| o == part);
     let sink = if on("sink") { format!("[influxdb]\nurl = \"http://127.0.0.1:{vm_port}\"\norg = \"city\"\nbucket = \"bench\"\n") } else { String::new() };

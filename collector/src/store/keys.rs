@@ -8,7 +8,7 @@
 //!   the samples one write brought for that series and hour (`encode_chunk`)
 //! - `N` → the next chunk number (u64, big-endian)
 //! - `C` series id, hour start (as in `P`) → that hour's samples packed (`block`)
-//! - `U` series id, hour start → nothing: an hour with `P` samples not yet packed
+//! - `U` series id, hour start → nothing: an hour with chunks (or `P` samples) not yet packed
 //! - `M` / `H` series id, bucket start (as in `P`) → 1-minute / 1-hour `Rollup`
 //! - `R` series id, hour start → that hour's 1-minute rollups packed (`block::rollups`)
 //! - `D` series id, minute start → nothing: a minute written since its rollups were made

@@ -8,7 +8,7 @@ pub mod lifecycle;
 mod redb_store;
 pub mod settings;
 
-pub use redb_store::{ClosedHour, ImportError, RedbStore, StoreOptions};
+pub use redb_store::{ClosedHour, ImportError, RedbStore, StoreOptions, DEFAULT_CACHE_BYTES};
 
 use std::sync::Arc;
 

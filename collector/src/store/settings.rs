@@ -30,7 +30,7 @@ pub struct StoreConfig {
 }
 
 fn default_cache() -> ByteSize {
-    ByteSize(256 << 20)
+    ByteSize(super::DEFAULT_CACHE_BYTES as u64)
 }
 
 fn default_expire_every() -> HumanDuration {

@@ -20,7 +20,7 @@ use shared::{Metric, SensorId};
 
 use super::super::{block, keys};
 use super::super::{Level, Rollup, Sample, StoreError};
-use super::{hour_of, merge_into, RedbStore, HOUR, TABLE};
+use super::{hour_of, latest_per_time, merge_into, RedbStore, HOUR, TABLE};
 
 /// One series' samples over one hour, for `RedbStore::import_history`.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,16 +57,7 @@ struct Packed {
 /// one per time (the later given wins), rolled up minute by minute and the
 /// minutes into the hour, in time order so sums come out bit for bit.
 fn pack_hour(h: &ClosedHour) -> Packed {
-    let mut samples = h.samples.clone();
-    // Stable: equal times keep the order given, and the last of them is kept.
-    samples.sort_by_key(|s| s.ts_ms);
-    let mut one_per_time: Vec<Sample> = Vec::with_capacity(samples.len());
-    for s in samples {
-        match one_per_time.last_mut() {
-            Some(last) if last.ts_ms == s.ts_ms => *last = s,
-            _ => one_per_time.push(s),
-        }
-    }
+    let one_per_time = latest_per_time(h.samples.clone());
     let minute = Level::Minute.bucket_ms();
     let mut minutes: Vec<Rollup> = Vec::new();
     for s in &one_per_time {

@@ -49,6 +49,9 @@ fn hour_of(ts_ms: i64) -> i64 {
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("citysense");
 
+/// The page cache unless `[store] cache` says otherwise (redb's own is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Keep the series here; off when only the external sink keeps them
@@ -62,7 +65,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { keep_series: true, forward: false, cache_bytes: 256 << 20 }
+        StoreOptions { keep_series: true, forward: false, cache_bytes: DEFAULT_CACHE_BYTES }
     }
 }
 
@@ -172,12 +175,8 @@ fn oldest<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id
         Some(item) => keys::parse_timed(item.map_err(err)?.0.value()).map(|(_, ts)| ts),
         None => None,
     };
-    let first_hour = match t.range::<&[u8]>(&keys::chunk(id, i64::MIN, 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(err)?.next() {
-        Some(item) => keys::parse_chunk(item.map_err(err)?.0.value()),
-        None => None,
-    };
-    let chunked = match first_hour {
-        Some((_, hour)) => chunked(t, file, id, hour, hour + HOUR - 1)?.first().map(|s| s.ts_ms),
+    let chunked = match chunk_hour(t, file, id, i64::MIN, End::First)? {
+        Some(hour) => chunked(t, file, id, hour, hour + HOUR - 1)?.first().map(|s| s.ts_ms),
         None => None,
     };
     let raw = earliest(legacy, chunked);
@@ -200,19 +199,47 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
+/// Which end of a range to look at.
+#[derive(Clone, Copy)]
+enum End {
+    First,
+    Last,
+}
+
+/// The hour of series `id`'s first chunk at or after the hour of `from`, or
+/// of its last chunk.
+fn chunk_hour<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, end: End) -> Result<Option<i64>, StoreError> {
+    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
+    let mut range = t.range::<&[u8]>(&keys::chunk(id, hour_of(from), 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(err)?;
+    let item = match end {
+        End::First => range.next(),
+        End::Last => range.next_back(),
+    };
+    match item {
+        Some(item) => Ok(keys::parse_chunk(item.map_err(err)?.0.value()).map(|(_, h)| h)),
+        None => Ok(None),
+    }
+}
+
+/// (hour, samples) of a `W` entry of series `id`.
+fn chunk_entry(file: &Path, id: u32, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sample>), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail };
+    let (_, hour) = keys::parse_chunk(k).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
+    let samples = keys::decode_chunk(hour, v).ok_or_else(|| corrupt(format!("a chunk of series {id} at {hour} does not decode")))?;
+    Ok((hour, samples))
+}
+
 /// The chunked samples of series `id` with `from <= ts <= to`, in time
 /// order, a later chunk's sample replacing an earlier one's at the same time.
 fn chunked<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail };
-    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
     let mut all = Vec::new();
-    let (lo, hi) = (keys::chunk(id, hour_of(from), 0), keys::chunk(id, hour_of(to), u64::MAX));
-    for item in t.range::<&[u8]>(&lo[..]..=&hi[..]).map_err(err)? {
-        let (k, v) = item.map_err(err)?;
-        let (_, hour) = keys::parse_chunk(k.value()).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
-        let samples = keys::decode_chunk(hour, v.value()).ok_or_else(|| corrupt(format!("a chunk of series {id} at {hour} does not decode")))?;
+    // Up to the first key past the last hour's chunks.
+    let (lo, hi) = (keys::chunk(id, hour_of(from), 0), keys::chunk(id, hour_of(to).saturating_add(1), 0));
+    scan(t, file, &lo, &hi, |k, v| {
+        let (_, samples) = chunk_entry(file, id, k, v)?;
         all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
-    }
+        Ok(true)
+    })?;
     Ok(latest_per_time(all))
 }
 
@@ -360,13 +387,12 @@ impl RedbStore {
     /// Drops chunked samples of series `id` older than `cutoff`: whole chunks
     /// of the hours before the cutoff's, and the older part of its hour's.
     fn expire_chunks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
-        let mut old: Vec<([u8; 21], i64, Vec<Sample>)> = Vec::new();
-        for item in t.range::<&[u8]>(&keys::chunk(id, i64::MIN, 0)[..]..=&keys::chunk(id, hour_of(cutoff), u64::MAX)[..]).map_err(self.err())? {
-            let (k, v) = item.map_err(self.err())?;
-            let key: [u8; 21] = k.value().try_into().map_err(|_| self.corrupt("chunk key is not 21 bytes".into()))?;
-            let (_, hour) = keys::parse_chunk(&key).ok_or_else(|| self.corrupt("chunk key is not 21 bytes".into()))?;
-            old.push((key, hour, keys::decode_chunk(hour, v.value()).ok_or_else(|| self.corrupt(format!("a chunk of series {id} at {hour} does not decode")))?));
-        }
+        let mut old: Vec<(Vec<u8>, i64, Vec<Sample>)> = Vec::new();
+        scan(t, &self.file, &keys::chunk(id, i64::MIN, 0), &keys::chunk(id, hour_of(cutoff).saturating_add(1), 0), |k, v| {
+            let (hour, samples) = chunk_entry(&self.file, id, k, v)?;
+            old.push((k.to_vec(), hour, samples));
+            Ok(true)
+        })?;
         let mut gone = 0u64;
         for (key, hour, samples) in old {
             let keep: Vec<Sample> = samples.iter().filter(|s| s.ts_ms >= cutoff).copied().collect();
@@ -412,10 +438,7 @@ impl RedbStore {
             }
         };
         let legacy = first(keys::point(id, from), keys::point(id, i64::MAX))?;
-        let chunk = match t.range::<&[u8]>(&keys::chunk(id, hour_of(from), 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(self.err())?.next() {
-            Some(item) => keys::parse_chunk(item.map_err(self.err())?.0.value()).map(|(_, h)| h.max(from)),
-            None => None,
-        };
+        let chunk = chunk_hour(t, &self.file, id, from, End::First)?.map(|h| h.max(from));
         let packed = first(keys::block(id, hour_of(from)), keys::block(id, i64::MAX))?.map(|h| h.max(from));
         Ok(earliest(earliest(legacy, chunk), packed))
     }

@@ -41,7 +41,7 @@ impl RedbStore {
             for r in readings {
                 let id = index.id_or_register(t, &(r.sensor.clone(), r.metric.clone()), &mut added).map_err(self.err())?;
                 let hour = hour_of(r.ts_ms);
-                chunks.entry((id, hour)).or_default().push(Sample { ts_ms: r.ts_ms, value: r.value, quality: r.quality });
+                chunks.entry((id, hour)).or_default().push(r.sample());
                 if index.first(id).is_none_or(|f| r.ts_ms < f) {
                     lowered.push((id, index.set_first(id, Some(r.ts_ms))));
                 }

@@ -115,7 +115,7 @@ async fn publish_load(load: Vec<Vec<Vec<u8>>>, connect: impl Fn(usize) -> (rumqt
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        evaluated(c, want).await?;
+        evaluated(c, || want).await?;
     }
     Ok(want)
 }

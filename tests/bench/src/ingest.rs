@@ -18,7 +18,7 @@ pub(crate) async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rule
     let start = Instant::now();
     let want = load(&c, gateways, total, batch, None).await?;
     let stored_secs = start.elapsed().as_secs_f64();
-    evaluated(&c, want).await?;
+    evaluated(&c, || want).await?;
     let secs = start.elapsed().as_secs_f64();
     let lagged = c.counters.rules_lagged.load(Relaxed);
     let lagged_readings = c.counters.rules_lagged_readings.load(Relaxed);
@@ -34,14 +34,20 @@ pub(crate) async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rule
 /// Waits until the rule engine has evaluated `want` readings, or counted the
 /// rest as lagged (taken off its queue unevaluated): only then has the work
 /// an ingest figure with rules claims been done.
-pub(crate) async fn evaluated(c: &collector::Collector, want: u64) -> Result<()> {
+pub(crate) async fn evaluated(c: &collector::Collector, want: impl Fn() -> u64) -> Result<()> {
+    until("rules", Duration::from_millis(1), || c.alerting.evaluated.load(Relaxed) + c.counters.rules_lagged_readings.load(Relaxed), want).await
+}
+
+/// Waits until `count()` reaches `want()` (both read again each time: a
+/// probe may still be adding readings), looking every `every`; after 600 s
+/// fails naming `what` stalled.
+pub(crate) async fn until(what: &str, every: Duration, count: impl Fn() -> u64, want: impl Fn() -> u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
-    let seen = || c.alerting.evaluated.load(Relaxed) + c.counters.rules_lagged_readings.load(Relaxed);
-    while seen() < want {
+    while count() < want() {
         if Instant::now() > deadline {
-            bail!("rules stalled at {} of {want} readings", seen());
+            bail!("{what} stalled at {} of {} readings", count(), want());
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(every).await;
     }
     Ok(())
 }
@@ -90,13 +96,6 @@ pub(crate) async fn load(c: &collector::Collector, gateways: usize, total: u64, 
         t.await?;
     }
     let want = per_gateway * size * gateways as u64;
-    let counters = &c.counters;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while counters.stored.load(Relaxed) < want {
-        if Instant::now() > deadline {
-            bail!("ingest stalled at {} of {want}", counters.stored.load(Relaxed));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("ingest", Duration::from_millis(5), || c.counters.stored.load(Relaxed), || want).await?;
     Ok(want)
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::alert_latency::{pct, Prober, PROBE_RULE};
 use crate::common::*;
-use crate::ingest::load;
+use crate::ingest::{evaluated, load, until};
 
 /// `total` readings from `gateways` connections (1,000-reading batches of
 /// 10 metrics × 100 sensors, as `ingest`), through `broker` (embedded or
@@ -77,21 +77,9 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let start = Instant::now();
     let want = load(&c, gateways, total, None, rate).await?;
     let all = || want + probed.load(Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while c.counters.stored.load(Relaxed) < all() {
-        if Instant::now() > deadline {
-            bail!("ingest stalled at {} of {}", c.counters.stored.load(Relaxed), all());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until("ingest", Duration::from_millis(1), || c.counters.stored.load(Relaxed), all).await?;
     let stored_secs = start.elapsed().as_secs_f64();
-    let seen = || c.alerting.evaluated.load(Relaxed) + c.counters.rules_lagged_readings.load(Relaxed);
-    while seen() < all() {
-        if Instant::now() > deadline {
-            bail!("rules stalled at {} of {} readings", seen(), all());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    evaluated(&c, all).await?;
     let secs = start.elapsed().as_secs_f64();
     done.store(true, Relaxed);
     let (mut to_mqtt, mut to_sse) = probing.await??;

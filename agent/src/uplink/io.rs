@@ -54,13 +54,7 @@ pub(super) async fn event_loop(
         let event = tokio::select! {
             e = eventloop.poll() => e,
             _ = shutdown.changed() => {
-                // A clean disconnect suppresses the last will, so say offline ourselves.
-                let _ = client.publish(topics::state(&gateway), QoS::AtLeastOnce, true, state_payload(Status::Offline, acks.clock.now_ms())).await;
-                let _ = client.disconnect().await;
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
-                    if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) { break; }
-                }
+                sign_off(&client, &mut eventloop, &topics::state(&gateway), state_payload(Status::Offline, acks.clock.now_ms()), Duration::from_secs(2)).await;
                 return;
             }
         };
@@ -142,6 +136,31 @@ pub(super) async fn event_loop(
     }
 }
 
+/// Says offline (a clean disconnect suppresses the last will, so the agent
+/// says it itself) and disconnects, for at most `limit`. Only this task
+/// polls the event loop, so nothing here may wait for room in the client's
+/// request queue: with the queue full of batches (the sender's window), an
+/// awaited `publish` waited for a poll that could never come, and the
+/// agent's shutdown hung for good.
+async fn sign_off(client: &AsyncClient, eventloop: &mut rumqttc::EventLoop, topic: &str, offline: Vec<u8>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let (mut said, mut asked) = (false, false);
+    loop {
+        if !said {
+            said = client.try_publish(topic, QoS::AtLeastOnce, true, offline.clone()).is_ok();
+        }
+        if said && !asked {
+            asked = client.try_disconnect().is_ok();
+        }
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => return,
+            Ok(Ok(_)) => {}
+            // Not connected, or out of time: the broker's last will says offline.
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}
+
 /// Deletes acknowledged readings from the outbox, on the blocking pool, and
 /// then tells the sender. Acks are cumulative, so those that arrive while a
 /// deletion runs are folded into the next one. Ends with the event loop.
@@ -215,13 +234,23 @@ impl Sender {
                     continue;
                 }
                 Step::Send { from, upto } => {
-                    match self.send(&topic, from, upto).await {
+                    // Every wait gives way to shutdown: once the event loop has
+                    // signed off, a publish fails for good, and a sender that
+                    // only retried never saw the shutdown (the agent hung on stop).
+                    let sent = tokio::select! {
+                        sent = self.send(&topic, from, upto) => sent,
+                        _ = shutdown.changed() => return,
+                    };
+                    match sent {
                         Ok(Some((first, last))) => window.sent(first, last, Instant::now().into_std()),
                         Ok(None) => window.nothing_held(upto),
                         Err(SendError::Stopped) => return,
                         Err(e) => {
                             tracing::error!(gateway = %self.gateway, "{e}");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                                _ = shutdown.changed() => return,
+                            }
                         }
                     }
                     continue;
@@ -262,5 +291,86 @@ impl Sender {
             .await
             .map_err(|err| SendError::Publish { topic: topic.to_string(), err })?;
         Ok(Some((first, last)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A broker that accepts one connection and keeps every byte the agent sends.
+    async fn recording_broker() -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            // The client sends nothing more before its CONNACK.
+            let n = sock.read(&mut buf).await.unwrap();
+            assert_eq!(buf[0], 0x10, "CONNECT first: {:?}", &buf[..n]);
+            sock.write_all(&[0x20, 0x02, 0x00, 0x00]).await.unwrap();
+            let mut all = Vec::new();
+            while let Ok(n @ 1..) = sock.read(&mut buf).await {
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        });
+        (port, got)
+    }
+
+    #[tokio::test]
+    async fn signing_off_with_the_request_queue_full_says_offline_and_disconnects() {
+        let (port, got) = recording_broker().await;
+        let (client, mut eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("agent-t", "127.0.0.1", port), 1);
+        while !matches!(eventloop.poll().await.unwrap(), Event::Incoming(Packet::ConnAck(_))) {}
+        client.try_publish("up/t", QoS::AtLeastOnce, false, vec![1]).unwrap();
+        assert!(client.try_publish("up/t", QoS::AtLeastOnce, false, vec![2]).is_err(), "the queue is full, as the sender's window leaves it");
+        let signed_off = sign_off(&client, &mut eventloop, "state/t", b"offline".to_vec(), Duration::from_secs(2));
+        tokio::time::timeout(Duration::from_secs(10), signed_off).await.expect("signed off within its limit, not hung on the full queue");
+        drop(eventloop);
+        let bytes = got.await.unwrap();
+        assert!(bytes.windows(7).any(|w| w == b"offline"), "the offline state went out");
+        assert!(bytes.ends_with(&[0xE0, 0x00]), "then DISCONNECT: {bytes:?}");
+    }
+
+    /// The event loop has signed off (its requests queue is gone, so every
+    /// publish fails) while the sender had a batch to send: it stops on
+    /// shutdown instead of retrying for ever.
+    #[tokio::test]
+    async fn the_sender_stops_on_shutdown_while_its_publishes_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox: Arc<dyn Outbox> = Arc::new(crate::outbox::SledOutbox::open(dir.path(), 1 << 20, crate::config::WhenFull::DropOldest).unwrap());
+        let reading = crate::source::NewReading { sensor: "s-1".into(), metric: "m".into(), ts_ms: 1, value: 1.0, quality: shared::Quality::Good };
+        outbox.append(vec![reading]).unwrap();
+        let durable = outbox.flush().unwrap();
+        let (client, eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("agent-t", "127.0.0.1", 1), 1);
+        drop(eventloop);
+        let (sent, mut tried) = watch::channel(0);
+        let clock = crate::clock::AgentClock::new(shared::clock::system());
+        let sender = Sender { gateway: "gw-t".into(), client, outbox, batch_max: 100, batch_key: None, sent, clock };
+        let window = Window::new(0, 100, Duration::ZERO, Duration::from_secs(30), 4);
+        let (_durable_tx, durable_rx) = watch::channel(durable);
+        let (_acked_tx, acked_rx) = watch::channel(0);
+        let (_link_tx, link_rx) = watch::channel(LinkState { connected: true, session: 1, ..LinkState::default() });
+        let (stop, shutdown) = watch::channel(false);
+        let running = tokio::spawn(sender.run(window, durable_rx, acked_rx, link_rx, shutdown));
+        // The sender marks a batch sent just before it publishes it, which fails.
+        tried.changed().await.unwrap();
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), running).await.expect("the sender stopped on shutdown").unwrap();
+    }
+
+    #[tokio::test]
+    async fn signing_off_without_a_broker_ends_at_once() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (client, mut eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("agent-t", "127.0.0.1", port), 1);
+        client.try_publish("up/t", QoS::AtLeastOnce, false, vec![1]).unwrap();
+        let signed_off = sign_off(&client, &mut eventloop, "state/t", b"offline".to_vec(), Duration::from_secs(30));
+        tokio::time::timeout(Duration::from_secs(10), signed_off).await.expect("a refused connection ends the sign-off");
     }
 }

@@ -4,7 +4,7 @@
 //! ended is named `stopped`: `liveness`'s unit test). The store is the real redb engine behind a wrapper that fails
 //! or panics on command (the `Parts::store` seam).
 
-use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,17 +20,31 @@ const FAIL: u8 = 1;
 const PANIC: u8 = 2;
 /// Writes block until the mode changes: a hung disk.
 const HANG: u8 = 3;
+/// The next write fails, the ones after it land.
+const FAIL_ONCE: u8 = 4;
 
 /// The real store, whose writes fail or panic when told.
 struct Flaky {
     inner: RedbStore,
     mode: AtomicU8,
+    /// Writes begun.
+    writes: AtomicUsize,
+}
+
+impl Flaky {
+    fn open(path: &std::path::Path) -> Arc<Flaky> {
+        Arc::new(Flaky { inner: RedbStore::open(path).unwrap(), mode: AtomicU8::new(OK), writes: AtomicUsize::new(0) })
+    }
 }
 
 impl Store for Flaky {
     fn write(&self, w: &Write) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, SeqCst);
         while self.mode.load(SeqCst) == HANG {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.mode.compare_exchange(FAIL_ONCE, OK, SeqCst, SeqCst).is_ok() {
+            return Err(StoreError::Corrupt { path: "flaky".into(), detail: "one write refused".into() });
         }
         match self.mode.load(SeqCst) {
             FAIL => Err(StoreError::Corrupt { path: "flaky".into(), detail: "disk refuses writes".into() }),
@@ -99,7 +113,7 @@ async fn healthz_names_a_failing_store_and_a_stalled_ingest_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
     let cfg: CollectorConfig = shared::config::parse("health collector", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
-    let flaky = Arc::new(Flaky { inner: RedbStore::open(&dir.path().join("store")).unwrap(), mode: AtomicU8::new(OK) });
+    let flaky = Flaky::open(&dir.path().join("store"));
     let c = Collector::start_with(cfg, Parts { store: Some(flaky.clone()), ..Parts::default() }).await.unwrap();
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-h").await;
     let seq = gw.send(vec![reading(1.0)]).await;
@@ -147,5 +161,46 @@ async fn healthz_names_a_failing_store_and_a_stalled_ingest_and_recovers() {
     })
     .await;
     assert!(body["failing"].as_array().unwrap().iter().any(|f| f["component"] == "store" && f["problem"] == "a write panicked"), "{body}");
+    c.shutdown().await;
+}
+
+/// Ingest admits the next batches while the store writes the last ones, its
+/// trackers ahead of the disk. When that write fails, what was admitted on
+/// top of it must be neither acked nor stored with its progress, and the
+/// resent batches must not be taken for duplicates: all three readings end
+/// up stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_admitted_behind_a_failed_write_are_not_acked_and_are_stored_when_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
+    let cfg: CollectorConfig = shared::config::parse("pipeline collector", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
+    let flaky = Flaky::open(&dir.path().join("store"));
+    let c = Collector::start_with(cfg, Parts { store: Some(flaky.clone()), ..Parts::default() }).await.unwrap();
+    let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-p").await;
+    let first = gw.send(vec![reading(1.0)]).await;
+    gw.wait_acked(first, Duration::from_secs(20)).await;
+
+    // The second batch's write hangs; the third is admitted behind it.
+    flaky.mode.store(HANG, SeqCst);
+    let before = flaky.writes.load(SeqCst);
+    let at = |v: f64, ms: i64| Reading { ts_ms: shared::now_ms() + ms, ..reading(v) };
+    let (second, _) = gw.batch("gw-p", vec![at(2.0, 1)]);
+    let (third, third_seq) = gw.batch("gw-p", vec![at(3.0, 2)]);
+    let up = shared::topics::up("gw-p");
+    gw.client.publish(&up, rumqttc::QoS::AtLeastOnce, false, second.clone()).await.unwrap();
+    wait_for("the second batch's write to begin", Duration::from_secs(20), || async { (flaky.writes.load(SeqCst) > before).then_some(()) }).await;
+    gw.client.publish(&up, rumqttc::QoS::AtLeastOnce, false, third.clone()).await.unwrap();
+    wait_for("the third batch to be admitted", Duration::from_secs(20), || async { (metric(c.http_addr, "citysense_batches_total").await >= 3.0).then_some(()) }).await;
+    // The hung write fails.
+    flaky.mode.store(FAIL_ONCE, SeqCst);
+    wait_for("the failed write to be counted", Duration::from_secs(20), || async { (metric(c.http_addr, "citysense_store_errors_total").await >= 1.0).then_some(()) }).await;
+
+    // The agent resends both (its ack timeout): both are stored.
+    gw.client.publish(&up, rumqttc::QoS::AtLeastOnce, false, second).await.unwrap();
+    gw.client.publish(&up, rumqttc::QoS::AtLeastOnce, false, third).await.unwrap();
+    gw.wait_acked(third_seq, Duration::from_secs(20)).await;
+    let values = series_values(c.http_addr, "wl-1", "water_level_m").await;
+    assert_eq!(values, [1.0, 2.0, 3.0], "every reading stored once the resent batches landed");
+    assert_eq!(metric(c.http_addr, "citysense_readings_duplicate_total").await, 0.0, "a resent reading the store never had is no duplicate");
     c.shutdown().await;
 }

@@ -1,7 +1,8 @@
-//! Ingest: admit → dedup → store → sync → ack, then update the live view.
+//! Ingest: admit → dedup → rules, then (`commit`) store → sync → ack → live view.
 //!
-//! Batches that arrive together are stored with one write and one sync, so a
-//! burst costs one fsync, not one per gateway. The ack for a sequence is sent
+//! Admission hands the rule engine a group's readings as soon as it has
+//! judged them and goes on to the next group while `commit` makes the last
+//! ones durable: an alert waits for no disk. The ack for a sequence is sent
 //! only after the sync that made its readings durable, and names the outbox
 //! epoch it is for. `admit` decides whether a message is a batch at all,
 //! `dedup` which readings are new and how far a batch may move its sequence,
@@ -10,6 +11,7 @@
 
 pub mod admit;
 pub mod clock;
+mod commit;
 pub mod counters;
 pub mod dedup;
 pub mod ownership;
@@ -17,23 +19,23 @@ pub mod rate;
 pub mod rejection;
 pub mod settings;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::AsyncClient;
 use shared::clock::SharedClock;
-use shared::wire::Ack;
-use shared::{topics, Reading};
-use tokio::sync::mpsc;
+use shared::Reading;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::catalogue::SensorEntry;
 use crate::liveness::Heartbeat;
-use crate::messages::{Bus, FeedEvent, Incoming, IngestControl, MoveRefused, RuleInput, SeqSpaceView};
-use crate::registry::{RefusedSensor, Registry};
+use crate::messages::{Bus, Incoming, IngestControl, MoveRefused, RuleInput, SeqSpaceView};
+use crate::registry::Registry;
 use crate::store::{SeqSpace, Store, StoreError, Write};
 pub use admit::Admission;
 use clock::{ClockPolicy, Fix};
+use commit::{Admitted, Committed, Committer, InFlight, Outcome, ToCommit};
 pub use counters::Counters;
 use dedup::{JumpLimit, Tracker};
 use ownership::Ownership;
@@ -46,12 +48,26 @@ use shared::{GatewayId, SensorId};
 /// cannot grow the collector's state without bound.
 pub const MAX_EPOCHS: usize = 8;
 
+/// Readings admitted and not yet committed, at most: about a second of a
+/// city at 250k readings/s. Admission waits for room beyond it, so a disk
+/// that stalls holds back the broker, not the collector's memory.
+const IN_FLIGHT_READINGS: usize = 262_144;
+
 pub struct Ingest {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     counters: Arc<Counters>,
-    links: Links,
+    rules: mpsc::Sender<RuleInput>,
+    /// As admitted: ahead of the disk by what `commit` has not synced yet.
     trackers: HashMap<SeqSpace, Tracker>,
+    /// As last committed: what admission falls back to when a commit fails.
+    durable: HashMap<SeqSpace, Tracker>,
+    /// Sensors bound by admitted groups whose commit has not landed.
+    provisional: HashSet<SensorId>,
+    /// Moves on with each failed commit; the commit stage drops what was
+    /// admitted in a generation that failed.
+    generation: u64,
+    pipe: Pipe,
     admission: Admission,
     limit: JumpLimit,
     clock: SharedClock,
@@ -67,7 +83,18 @@ pub struct Trust {
     pub clocks: ClockPolicy,
 }
 
+/// The way to the commit stage and back.
+struct Pipe {
+    to_commit: mpsc::UnboundedSender<ToCommit>,
+    news: mpsc::UnboundedReceiver<Committed>,
+    room: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
+    /// Until `run` starts it.
+    committer: Option<(Committer, mpsc::UnboundedReceiver<ToCommit>, mpsc::UnboundedSender<Committed>)>,
+}
+
 /// What ingest reports about itself and about the store it writes.
+#[derive(Clone)]
 pub struct Health {
     pub ingest: Arc<Heartbeat>,
     pub store: Arc<Heartbeat>,
@@ -98,15 +125,6 @@ pub struct Links {
     pub forwarded: Arc<tokio::sync::Notify>,
 }
 
-struct Outcome {
-    space: SeqSpace,
-    fresh: Vec<Reading>,
-    received: u64,
-    duplicates: u64,
-    /// Readings refused for not being the gateway's to send (counted once stored).
-    refused: Vec<ownership::Refused>,
-}
-
 impl Ingest {
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, policy: Policy, health: Health) -> Result<Ingest, StoreError> {
         let Policy { admission, sequencing: Sequencing { limit, clock }, trust } = policy;
@@ -118,15 +136,50 @@ impl Ingest {
             registry.seed_gateway(&space.gateway, space.epoch, t.ack(), t.heard_ms());
             trackers.insert(space, t);
         }
-        Ok(Ingest { store, registry, counters, links, trackers, admission, limit, clock, health, ownership, clocks: trust.clocks })
+        let (to_commit, commit_rx) = mpsc::unbounded_channel();
+        let (news_tx, news) = mpsc::unbounded_channel();
+        let in_flight = Arc::new(InFlight::default());
+        let committer = Committer {
+            store: store.clone(),
+            registry: registry.clone(),
+            counters: counters.clone(),
+            links: Links { rules: links.rules.clone(), ..links },
+            health: health.clone(),
+            in_flight: in_flight.clone(),
+            clock: clock.clone(),
+            keys: admission.keys.clone(),
+            poisoned: None,
+        };
+        let pipe = Pipe { to_commit, news, room: Arc::new(Semaphore::new(IN_FLIGHT_READINGS)), in_flight, committer: Some((committer, commit_rx, news_tx)) };
+        Ok(Ingest {
+            store,
+            registry,
+            counters,
+            rules: links.rules,
+            durable: trackers.clone(),
+            trackers,
+            provisional: HashSet::new(),
+            generation: 0,
+            pipe,
+            admission,
+            limit,
+            clock,
+            health,
+            ownership,
+            clocks: trust.clocks,
+        })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Incoming>, mut control: mpsc::Receiver<IngestControl>) {
         let _alive = self.health.ingest.alive();
+        let (committer, commit_rx, news_tx) = self.pipe.committer.take().expect("ingest runs once");
+        let committing = tokio::spawn(committer.run(commit_rx, news_tx));
         loop {
-            self.health.ingest.pending(!rx.is_empty());
+            if !rx.is_empty() {
+                self.health.ingest.pending(true);
+            }
             let first = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => return },
+                m = rx.recv() => match m { Some(m) => m, None => break },
                 c = control.recv() => {
                     if let Some(c) = c {
                         self.control(c).await;
@@ -142,16 +195,58 @@ impl Ingest {
                 }
             }
             self.health.ingest.pending(true);
-            self.handle(group).await;
-            self.health.ingest.progress();
+            if !self.handle(group).await {
+                self.health.ingest.progress();
+            }
+            if self.pipe.in_flight.idle() && rx.is_empty() {
+                self.health.ingest.pending(false);
+            }
+        }
+        // What was admitted is still committed and acked.
+        drop(self.pipe.to_commit);
+        let _ = committing.await;
+    }
+
+    /// Waits until everything admitted is committed (or dropped by a failed
+    /// commit), and takes in what the commit stage said.
+    async fn flush(&mut self) {
+        let (reply, done) = oneshot::channel();
+        if self.pipe.to_commit.send(ToCommit::Flush(reply)).is_ok() {
+            let _ = done.await;
+        }
+        self.take_news();
+    }
+
+    fn take_news(&mut self) {
+        while let Ok(news) = self.pipe.news.try_recv() {
+            match news {
+                Committed::Durable { trackers, bindings } => {
+                    self.durable.extend(trackers);
+                    for (sensor, _) in bindings {
+                        self.provisional.remove(&sensor);
+                    }
+                }
+                Committed::Failed { generation } if generation == self.generation => {
+                    // Admitted on top of readings the store does not have:
+                    // the agents resend them, and must not find them deduplicated.
+                    self.trackers = self.durable.clone();
+                    for sensor in self.provisional.drain() {
+                        self.ownership.unbind(&sensor);
+                    }
+                    self.generation += 1;
+                }
+                Committed::Failed { .. } => {}
+            }
         }
     }
 
     async fn control(&mut self, c: IngestControl) {
+        // Operators act on what is stored.
+        self.flush().await;
         match c {
             IngestControl::Progress { gateway, reply } => {
                 let mut spaces: Vec<SeqSpaceView> = self
-                    .trackers
+                    .durable
                     .iter()
                     .filter(|(s, _)| s.gateway == gateway)
                     .map(|(s, t)| SeqSpaceView { epoch: s.epoch, acked_seq: t.ack(), waiting: t.waiting(), heard_ms: t.heard_ms() })
@@ -168,6 +263,7 @@ impl Ingest {
                     Ok(Ok(())) => {
                         for s in &forget {
                             self.trackers.remove(s);
+                            self.durable.remove(s);
                             tracing::warn!(gateway = %s.gateway, epoch = s.epoch, "delivery progress reset by an operator: the next batch starts this sequence anew");
                         }
                         Ok(forget.len())
@@ -218,16 +314,19 @@ impl Ingest {
         Ok(Tracker::starting_at(floor, now, self.limit))
     }
 
-    async fn handle(&mut self, group: Vec<Incoming>) {
+    /// Admits one group and hands it to the commit stage; whether there was
+    /// anything to hand over.
+    async fn handle(&mut self, group: Vec<Incoming>) -> bool {
+        self.take_news();
         let counters = self.counters.clone();
         let now = self.clock.now_ms();
-        // Work on copies: a tracker only moves on once the store has the readings.
+        // This group's trackers, kept as they were after it for the commit.
         let mut next: HashMap<SeqSpace, Tracker> = HashMap::new();
         let mut outcomes: Vec<Outcome> = Vec::new();
         // First-heard sensors of this group, bound once the group is stored.
         let mut pending: HashMap<SensorId, GatewayId> = HashMap::new();
-        // Told at the end, once every batch of the group is stored or refused;
-        // an early return (the store failed) drops them untold.
+        // Told once every batch of the group is stored or refused; dropped
+        // untold when a failed commit leaves it to be delivered again.
         let mut settled = Vec::new();
         for mut m in group {
             settled.extend(m.settled.take());
@@ -284,114 +383,42 @@ impl Ingest {
             self.registry.clock(&space.gateway, offset.map(|o| (o, self.clocks.skewed(o))), moved);
             if let Some(offset_ms) = offset {
                 // For `clock_skew` rules; like readings, never waited for.
-                if self.links.rules.try_send(RuleInput::GatewayClock { gateway: space.gateway.to_string(), offset_ms }).is_err() {
+                if self.rules.try_send(RuleInput::GatewayClock { gateway: space.gateway.to_string(), offset_ms }).is_err() {
                     counters.rules_lagged.fetch_add(1, Relaxed);
                 }
             }
-            outcomes.push(Outcome { space, fresh, received, duplicates: accepted.duplicates, refused: judged.refused });
+            outcomes.push(Outcome { space, fresh: Arc::new(fresh), received, duplicates: accepted.duplicates, refused: judged.refused });
         }
-        if next.is_empty() {
-            for s in settled {
-                let _ = s.send(());
-            }
-            return;
+        if next.is_empty() && settled.is_empty() {
+            return false;
         }
-        let outcomes: Vec<(Outcome, Arc<Vec<Reading>>)> = outcomes
-            .into_iter()
-            .map(|mut o| {
-                let fresh = Arc::new(std::mem::take(&mut o.fresh));
-                (o, fresh)
-            })
-            .collect();
-        let write = Write {
-            batches: outcomes.iter().map(|(o, fresh)| (o.space.gateway.to_string(), fresh.clone())).collect(),
-            progress: next.iter().map(|(s, t)| (s.clone(), t.progress())).collect(),
-            forget: Vec::new(),
-        };
         // The rule engine gets the readings before they are written and
         // synced, so an alert does not wait for the disk; only the ack does.
         // Should the write or the sync fail, the readings come back from the
-        // agents (their trackers have not moved) and are evaluated again; the
-        // engine keeps one alert per key, so it does not fire twice. The live
-        // feeds wait for the sync (below).
-        for (o, fresh) in &outcomes {
-            if !fresh.is_empty() && self.links.rules.try_send(RuleInput::Readings { gateway: o.space.gateway.to_string(), readings: fresh.clone() }).is_err() {
+        // agents (their trackers go back to the last commit) and are
+        // evaluated again; the engine keeps one alert per key, so it does not
+        // fire twice. The live feeds wait for the sync (`commit`).
+        let mut readings = 0;
+        for o in &outcomes {
+            readings += o.fresh.len();
+            if !o.fresh.is_empty() && self.rules.try_send(RuleInput::Readings { gateway: o.space.gateway.to_string(), readings: o.fresh.clone() }).is_err() {
                 counters.rules_lagged.fetch_add(1, Relaxed);
-                counters.rules_lagged_readings.fetch_add(fresh.len() as u64, Relaxed);
+                counters.rules_lagged_readings.fetch_add(o.fresh.len() as u64, Relaxed);
             }
         }
-        let store = self.store.clone();
         let bindings: Vec<(SensorId, GatewayId)> = pending.into_iter().collect();
-        let bind = bindings.clone();
-        let written = match tokio::task::spawn_blocking(move || store.bind(&bind).and_then(|_| store.write(&write))).await {
-            Ok(w) => w,
-            Err(e) if e.is_panic() => {
-                tracing::error!("store write panicked; {} batch(es) not acknowledged, agents will resend", outcomes.len());
-                counters.store_errors.fetch_add(1, Relaxed);
-                self.health.store.failing("a write panicked");
-                return;
-            }
-            // The runtime is being torn down.
-            Err(_) => return,
-        };
-        if let Err(e) = written {
-            // No ack: the agents keep the readings and send them again.
-            tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
-            counters.store_errors.fetch_add(1, Relaxed);
-            self.health.store.failing(format!("write failed: {e}"));
-            return;
+        // Bound now, so the next group judges by them; undone if the commit fails.
+        self.provisional.extend(bindings.iter().map(|(s, _)| s.clone()));
+        self.ownership.commit(bindings.iter().cloned());
+        self.trackers.extend(next.iter().map(|(s, t)| (s.clone(), t.clone())));
+        let want = readings.clamp(1, IN_FLIGHT_READINGS) as u32;
+        let Ok(room) = self.pipe.room.clone().acquire_many_owned(want).await else { return false };
+        self.pipe.in_flight.sent(&self.health);
+        let admitted = Admitted { generation: self.generation, outcomes, trackers: next, bindings, settled, now, _room: room };
+        if self.pipe.to_commit.send(ToCommit::Group(admitted)).is_err() {
+            tracing::error!("the commit stage has stopped; nothing more is stored or acknowledged");
         }
-        let store = self.store.clone();
-        let Ok(synced) = tokio::task::spawn_blocking(move || store.sync()).await else { return };
-        if let Err(e) = synced {
-            tracing::error!("{e}; {} batch(es) not acknowledged, agents will resend", outcomes.len());
-            counters.store_errors.fetch_add(1, Relaxed);
-            self.health.store.failing(format!("sync failed: {e}"));
-            return;
-        }
-        self.health.store.progress();
-        self.ownership.commit(bindings);
-        for (o, fresh) in outcomes {
-            // Live feeds carry only durable readings: published before the
-            // sync, a reading that a crash then lost would be published again
-            // when its agent resent it (the fault suite's power cuts saw
-            // it), and a consumer could see a value the store never held.
-            // The price is the sync's time on the feed's latency, not on
-            // the alerts'.
-            if !fresh.is_empty() {
-                let _ = self.links.feed.send(FeedEvent::Readings(fresh.clone()));
-            }
-            if let Some(last) = o.refused.last() {
-                counters.sensor_not_owned.fetch_add(o.refused.len() as u64, Relaxed);
-                self.registry.refused(&o.space.gateway, o.refused.len() as u64, RefusedSensor { sensor: last.sensor.clone(), owners: last.owners.clone(), at_ms: now });
-            }
-            counters.received.fetch_add(o.received, Relaxed);
-            counters.stored.fetch_add(fresh.len() as u64, Relaxed);
-            counters.duplicate.fetch_add(o.duplicates, Relaxed);
-            let acked = next[&o.space].ack();
-            self.registry.stored(&o.space.gateway, o.space.epoch, &fresh, o.received, o.duplicates, acked);
-        }
-        self.links.forwarded.notify_one();
-        // After the sync: the agent measures its clock against this.
-        let ack_ms = self.clock.now_ms();
-        for (space, t) in next {
-            let (gw, seq, epoch) = (space.gateway.as_str(), t.ack(), space.epoch);
-            let mac = self.admission.keys.get(gw).map(|k| shared::auth::ack_mac(k, gw, epoch, seq));
-            let ack = serde_json::to_vec(&Ack { seq, epoch, mac, ts_ms: Some(ack_ms) }).expect("ack serializes");
-            // QoS 0: an ack is cumulative, so a lost one is covered by the next
-            // (or the agent resends after its ack timeout and the batch is
-            // deduplicated). At QoS 1 the broker's PUBACK for it, sitting
-            // unacknowledged on a socket without TCP_NODELAY (rumqttd's, or
-            // Mosquitto's by default), held the next batch for that socket's
-            // delayed ACK: ~40 ms, for anything from 1% to nearly all batches.
-            if let Err(e) = self.links.acks.publish(topics::ack(gw), QoS::AtMostOnce, false, ack).await {
-                tracing::warn!(gateway = %gw, "cannot queue ack: {e}");
-            }
-            self.trackers.insert(space, t);
-        }
-        for s in settled {
-            let _ = s.send(());
-        }
+        true
     }
 }
 

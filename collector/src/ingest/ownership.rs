@@ -97,9 +97,15 @@ impl Ownership {
         out
     }
 
-    /// Bindings now stored.
+    /// Bindings made: by an admitted group (provisionally, until its commit
+    /// lands) or by an operator.
     pub fn commit(&mut self, bound: impl IntoIterator<Item = (SensorId, GatewayId)>) {
         self.bound.extend(bound);
+    }
+
+    /// Takes back a provisional binding whose commit failed.
+    pub fn unbind(&mut self, sensor: &str) {
+        self.bound.remove(sensor);
     }
 
     /// Checks an operator's move of `sensor` to `gateway`; the binding to store.

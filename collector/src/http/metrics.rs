@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::ingest::Rejection;
 
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
 }
 
@@ -100,6 +100,13 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     counter(&mut out, "citysense_webhook_withheld_total", "Webhook deliveries not sent because another collector of the cluster speaks for it.", hooks.withheld.load(Relaxed));
     let _ = writeln!(out, "# HELP citysense_webhook_backlog Webhook deliveries waiting.\n# TYPE citysense_webhook_backlog gauge\ncitysense_webhook_backlog {}", hooks.backlog());
     counter(&mut out, "citysense_store_expired_samples_total", "Raw samples deleted past their retention.", st.lifecycle.expired_samples.load(Relaxed));
+    counter(
+        &mut out,
+        "citysense_store_upkeep_seconds_total",
+        "Time spent bringing rollups up to date, packing closed hours and deleting expired data.",
+        st.lifecycle.upkeep_us.load(Relaxed) as f64 / 1e6,
+    );
+    counter(&mut out, "citysense_store_upkeep_passes_total", "Upkeep passes run (every 10 s, or `expire_every` if shorter).", st.lifecycle.upkeep_passes.load(Relaxed));
     counter(&mut out, "citysense_store_expired_rollups_total", "Rollup buckets deleted past their retention.", st.lifecycle.expired_rollups.load(Relaxed));
     let _ = writeln!(
         out,

@@ -45,6 +45,10 @@ impl Policy {
 pub struct LifecycleStats {
     pub expired_samples: AtomicU64,
     pub expired_rollups: AtomicU64,
+    /// Time spent in upkeep passes (rollups, packing, retention), in µs:
+    /// work that shares the machine with ingest.
+    pub upkeep_us: AtomicU64,
+    pub upkeep_passes: AtomicU64,
 }
 
 /// Rollups are brought up to date this often (queries with a `step` also do it first).
@@ -58,6 +62,7 @@ pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::D
         let (s, p) = (store.clone(), policy.clone());
         let expire = tokio::time::Instant::now() >= next_expiry;
         let now = clock.now_ms();
+        let started = std::time::Instant::now();
         let pass = tokio::task::spawn_blocking(move || {
             s.roll_up()?;
             s.pack(now)?;
@@ -67,7 +72,12 @@ pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::D
                 Ok(None)
             }
         });
-        match pass.await {
+        let pass = pass.await;
+        let took = started.elapsed();
+        stats.upkeep_us.fetch_add(took.as_micros() as u64, Relaxed);
+        stats.upkeep_passes.fetch_add(1, Relaxed);
+        tracing::debug!(ms = took.as_millis() as u64, "upkeep pass");
+        match pass {
             Ok(Ok(Some(e))) => {
                 next_expiry += every;
                 stats.expired_samples.fetch_add(e.raw, Relaxed);

@@ -100,6 +100,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let (live_dropped, live_batches_skipped) = (dropped("reading").await?, dropped("batch").await?);
     let sink_errors = if on("sink") { scrape(c.http_addr, "citysense_influx_write_errors_total").await? } else { 0.0 };
     let lagged = c.counters.rules_lagged_readings.load(Relaxed);
+    let (upkeep_s, upkeep_passes) = (scrape(c.http_addr, "citysense_store_upkeep_seconds_total").await?, scrape(c.http_addr, "citysense_store_upkeep_passes_total").await?);
     let rss_mb = proc_usage(std::process::id())?.2;
     let live_received = live_received.load(Relaxed);
     c.shutdown().await;
@@ -114,6 +115,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
               "alert_sse_ms_p50": pct(&mut to_sse, 0.5), "alert_sse_ms_p99": pct(&mut to_sse, 0.99), "alert_sse_ms_max": pct(&mut to_sse, 1.0),
               "live_feed_received": live_received, "live_feed_dropped_readings": live_dropped, "live_feed_skipped_batches": live_batches_skipped,
               "sink_all_confirmed_seconds": r3(sink_secs), "sink_points_per_s": (want as f64 / sink_secs).round(), "sink_write_errors": sink_errors,
+              "store_upkeep_seconds": r3(upkeep_s), "store_upkeep_passes": upkeep_passes,
               "bench_process_peak_rss_mb": rss_mb,
               "clock": "from the first publish until every reading is stored and the rule engine has evaluated it; the sink drains its forward log after, timed apart",
               "on": "store (shipped defaults), 1 probe rule + the rules on the load's 10 metrics, MQTT live feed with a subscriber, SSE alert stream, InfluxDB sink into VictoriaMetrics on loopback; broker, collector, load generator and VictoriaMetrics share the machine"}))

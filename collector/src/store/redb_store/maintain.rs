@@ -1,58 +1,98 @@
 //! Upkeep between writes: rollups of dirty minutes, packing closed hours
 //! into blocks, and deleting what is past its retention.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use shared::{Metric, SensorId};
 
-use redb::Durability;
+use redb::{Durability, ReadableTable};
 
 use super::super::keys;
 use super::super::{block, Expired, Keep, Level, Rollup, Sample, StoreError, PACK_AFTER_MS};
 use super::{hour_of, merge_into, oldest, RedbStore, HOUR};
 
+/// Minute and hour rollups made by a pass, by series id.
+pub(super) type Made = (Vec<(u32, Rollup)>, Vec<(u32, Rollup)>);
+
 impl RedbStore {
+    /// Rolls up the minutes written since the last pass. Computed from a
+    /// snapshot while writers go on (a pass over a busy hour re-reads it, and
+    /// ingest waited for that); only the short write of the results holds
+    /// them off. A minute written to again meanwhile stays dirty for the
+    /// next pass.
     pub(super) fn roll_up_dirty(&self) -> Result<u64, StoreError> {
-        // Writers wait: a minute dirtied now must not lose its mark to this pass.
-        let _writes = self.series.lock().unwrap();
-        let mut dirty = self.dirty.lock().unwrap();
-        if dirty.is_empty() {
+        let taken = self.take_dirty();
+        if taken.is_empty() {
             return Ok(0);
         }
-        let minute = Level::Minute.bucket_ms();
-        self.update(Durability::Immediate, |t| {
-            // Each hour's samples read once (block and plain ones), then split by minute.
-            let mut hours: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
-            for &(id, start) in dirty.iter() {
-                let h = hour_of(start);
-                if let std::collections::hash_map::Entry::Vacant(e) = hours.entry((id, h)) {
-                    e.insert(self.samples(t, id, h, h + HOUR - 1)?);
+        let done = self.read(|t| self.make_rollups(t, &taken)).and_then(|made| self.save_rollups(&taken, made));
+        if let Err(e) = done {
+            self.dirty.lock().unwrap().extend(taken);
+            return Err(e);
+        }
+        Ok(taken.len() as u64)
+    }
+
+    /// The dirty minutes, leaving none: a writer marks the ones it writes anew.
+    pub(super) fn take_dirty(&self) -> HashSet<(u32, i64)> {
+        let _writes = self.series.lock().unwrap();
+        std::mem::take(&mut *self.dirty.lock().unwrap())
+    }
+
+    /// Stores rollups made for `taken` and clears their marks, except for a
+    /// minute written to again since: its rollup is made anew next pass.
+    pub(super) fn save_rollups(&self, taken: &HashSet<(u32, i64)>, (minutes, hours): Made) -> Result<(), StoreError> {
+        let _writes = self.series.lock().unwrap();
+        let dirty = self.dirty.lock().unwrap();
+        // Not synced: lost in a crash together with the marks it clears, so
+        // the rollups are made again after a restart.
+        self.update(Durability::None, |t| {
+            for (level, rollups) in [(Level::Minute, &minutes), (Level::Hour, &hours)] {
+                for (id, r) in rollups {
+                    t.insert(&keys::level(level, *id, r.start_ms)[..], &keys::encode_rollup(r)[..]).map_err(self.err())?;
                 }
-                let mut acc = None;
-                for s in hours[&(id, h)].iter().filter(|s| (start..start + minute).contains(&s.ts_ms)) {
-                    merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
-                }
-                // No samples: they expired before their rollup was made; keep what there is.
-                if let Some(r) = acc {
-                    t.insert(&keys::level(Level::Minute, id, start)[..], &keys::encode_rollup(&r)[..]).map_err(self.err())?;
-                }
+            }
+            for &(id, start) in taken.iter().filter(|m| !dirty.contains(m)) {
                 t.remove(&keys::dirty(id, start)[..]).map_err(self.err())?;
             }
-            // The transaction reads its own writes: these minutes are current.
-            for (id, h) in hours.into_keys() {
+            Ok(())
+        })
+    }
+
+    /// The minute rollups of `taken` and the hour rollups of their hours.
+    pub(super) fn make_rollups<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, taken: &HashSet<(u32, i64)>) -> Result<Made, StoreError> {
+        let minute = Level::Minute.bucket_ms();
+        // Each hour's samples read once (block and plain ones), then split by minute.
+        let mut hours: HashMap<(u32, i64), BTreeMap<i64, Rollup>> = HashMap::new();
+        let mut samples: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
+        let mut minutes = Vec::new();
+        for &(id, start) in taken {
+            let h = hour_of(start);
+            if let std::collections::hash_map::Entry::Vacant(e) = samples.entry((id, h)) {
+                e.insert(self.samples(t, id, h, h + HOUR - 1)?);
+                hours.insert((id, h), self.minute_rollups(t, id, h, h + HOUR - 1)?.into_iter().map(|r| (r.start_ms, r)).collect());
+            }
+            let mut acc = None;
+            for s in samples[&(id, h)].iter().filter(|s| (start..start + minute).contains(&s.ts_ms)) {
+                merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
+            }
+            // No samples: they expired before their rollup was made; keep what there is.
+            if let Some(r) = acc {
+                hours.get_mut(&(id, h)).expect("read with its samples").insert(start, r);
+                minutes.push((id, r));
+            }
+        }
+        let hours = hours
+            .into_iter()
+            .filter_map(|((id, h), rollups)| {
                 let mut acc = None;
-                for r in self.minute_rollups(t, id, h, h + HOUR - 1)? {
+                for r in rollups.into_values() {
                     merge_into(&mut acc, Rollup { start_ms: h, ..r });
                 }
-                if let Some(r) = acc {
-                    t.insert(&keys::level(Level::Hour, id, h)[..], &keys::encode_rollup(&r)[..]).map_err(self.err())?;
-                }
-            }
-            Ok(())
-        })?;
-        let n = dirty.len() as u64;
-        dirty.clear();
-        Ok(n)
+                acc.map(|r| (id, r))
+            })
+            .collect();
+        Ok((minutes, hours))
     }
 
     pub(super) fn pack_closed(&self, now_ms: i64) -> Result<u64, StoreError> {

@@ -48,6 +48,7 @@ pub(super) async fn event_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ack_topic = topics::ack(&gateway);
+    let up_topic = topics::up(&gateway);
     let mut session = 0u64;
     link.send_modify(|s| s.broker = Some(brokers.current().to_string()));
     loop {
@@ -115,6 +116,7 @@ pub(super) async fn event_loop(
             },
             Ok(_) => {}
             Err(e) => {
+                forget_batches(&mut eventloop, &up_topic);
                 let failed = brokers.current().to_string();
                 let msg = format!("uplink to {failed}: {e}");
                 // Another node of the cluster is tried at once; only a round in which every one failed waits.
@@ -134,6 +136,16 @@ pub(super) async fn event_loop(
             }
         }
     }
+}
+
+/// Drops the batches rumqttc kept to publish again on the next connection.
+/// The sender resends everything unacknowledged itself once the link is
+/// back, stamped with the time it is sent; rumqttc's copies carry the time
+/// of the first attempt, so the collector took an outage's length for the
+/// gateway's clock being off (a `clock_skew` alert after a broker node
+/// died), and every one was sent twice.
+fn forget_batches(eventloop: &mut rumqttc::EventLoop, up_topic: &str) {
+    eventloop.pending.retain(|r| !matches!(r, rumqttc::Request::Publish(p) if p.topic == up_topic));
 }
 
 /// Says offline (a clean disconnect suppresses the last will, so the agent
@@ -360,6 +372,29 @@ mod tests {
         tried.changed().await.unwrap();
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(10), running).await.expect("the sender stopped on shutdown").unwrap();
+    }
+
+    #[tokio::test]
+    async fn batches_kept_for_the_next_connection_are_dropped_and_the_rest_kept() {
+        let (port, _got) = recording_broker().await;
+        let (client, mut eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("agent-t", "127.0.0.1", port), 8);
+        while !matches!(eventloop.poll().await.unwrap(), Event::Incoming(Packet::ConnAck(_))) {}
+        client.try_publish("citysense/v1/up/gw-t", QoS::AtLeastOnce, false, vec![1]).unwrap();
+        client.try_publish("citysense/v1/state/gw-t", QoS::AtLeastOnce, true, vec![2]).unwrap();
+        client.try_subscribe("citysense/v1/ack/gw-t", QoS::AtLeastOnce).unwrap();
+        // As rumqttc leaves them after a connection fails (`EventLoop::clean`).
+        eventloop.clean();
+        assert_eq!(eventloop.pending.len(), 3);
+        forget_batches(&mut eventloop, "citysense/v1/up/gw-t");
+        let left: Vec<String> = eventloop
+            .pending
+            .iter()
+            .map(|r| match r {
+                rumqttc::Request::Publish(p) => p.topic.clone(),
+                other => format!("{other:?}").split('(').next().unwrap().to_string(),
+            })
+            .collect();
+        assert_eq!(left, ["citysense/v1/state/gw-t", "Subscribe"]);
     }
 
     #[tokio::test]

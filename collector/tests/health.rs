@@ -103,6 +103,15 @@ fn reading(v: f64) -> Reading {
     Reading { seq: shared::Seq(0), sensor: "wl-1".into(), metric: "water_level_m".into(), ts_ms: shared::now_ms(), value: v, quality: Quality::Good }
 }
 
+/// A collector on the flaky store in `dir`.
+async fn start(dir: &tempfile::TempDir) -> (Arc<Flaky>, Collector) {
+    let text = format!("[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
+    let cfg: CollectorConfig = shared::config::parse("health collector", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
+    let flaky = Flaky::open(&dir.path().join("store"));
+    let c = Collector::start_with(cfg, Parts { store: Some(flaky.clone()), ..Parts::default() }).await.unwrap();
+    (flaky, c)
+}
+
 async fn health(addr: std::net::SocketAddr) -> (u16, Value) {
     let (status, body) = get(addr, "/healthz").await;
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("/healthz: {e}: {body}")))
@@ -111,10 +120,7 @@ async fn health(addr: std::net::SocketAddr) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_names_a_failing_store_and_a_stalled_ingest_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!("[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
-    let cfg: CollectorConfig = shared::config::parse("health collector", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
-    let flaky = Flaky::open(&dir.path().join("store"));
-    let c = Collector::start_with(cfg, Parts { store: Some(flaky.clone()), ..Parts::default() }).await.unwrap();
+    let (flaky, c) = start(&dir).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-h").await;
     let seq = gw.send(vec![reading(1.0)]).await;
     gw.wait_acked(seq, Duration::from_secs(20)).await;
@@ -172,10 +178,7 @@ async fn healthz_names_a_failing_store_and_a_stalled_ingest_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_admitted_behind_a_failed_write_are_not_acked_and_are_stored_when_resent() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!("[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
-    let cfg: CollectorConfig = shared::config::parse("pipeline collector", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
-    let flaky = Flaky::open(&dir.path().join("store"));
-    let c = Collector::start_with(cfg, Parts { store: Some(flaky.clone()), ..Parts::default() }).await.unwrap();
+    let (flaky, c) = start(&dir).await;
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-p").await;
     let first = gw.send(vec![reading(1.0)]).await;
     gw.wait_acked(first, Duration::from_secs(20)).await;

@@ -332,11 +332,17 @@ mod tests {
         (port, got)
     }
 
+    /// A client connected to a recording broker, with room for `queue` requests.
+    async fn connected(queue: usize) -> (AsyncClient, rumqttc::EventLoop, tokio::task::JoinHandle<Vec<u8>>) {
+        let (port, got) = recording_broker().await;
+        let (client, mut eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("agent-t", "127.0.0.1", port), queue);
+        while !matches!(eventloop.poll().await.unwrap(), Event::Incoming(Packet::ConnAck(_))) {}
+        (client, eventloop, got)
+    }
+
     #[tokio::test]
     async fn signing_off_with_the_request_queue_full_says_offline_and_disconnects() {
-        let (port, got) = recording_broker().await;
-        let (client, mut eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("agent-t", "127.0.0.1", port), 1);
-        while !matches!(eventloop.poll().await.unwrap(), Event::Incoming(Packet::ConnAck(_))) {}
+        let (client, mut eventloop, got) = connected(1).await;
         client.try_publish("up/t", QoS::AtLeastOnce, false, vec![1]).unwrap();
         assert!(client.try_publish("up/t", QoS::AtLeastOnce, false, vec![2]).is_err(), "the queue is full, as the sender's window leaves it");
         let signed_off = sign_off(&client, &mut eventloop, "state/t", b"offline".to_vec(), Duration::from_secs(2));
@@ -376,9 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_kept_for_the_next_connection_are_dropped_and_the_rest_kept() {
-        let (port, _got) = recording_broker().await;
-        let (client, mut eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("agent-t", "127.0.0.1", port), 8);
-        while !matches!(eventloop.poll().await.unwrap(), Event::Incoming(Packet::ConnAck(_))) {}
+        let (client, mut eventloop, _got) = connected(8).await;
         client.try_publish("citysense/v1/up/gw-t", QoS::AtLeastOnce, false, vec![1]).unwrap();
         client.try_publish("citysense/v1/state/gw-t", QoS::AtLeastOnce, true, vec![2]).unwrap();
         client.try_subscribe("citysense/v1/ack/gw-t", QoS::AtLeastOnce).unwrap();

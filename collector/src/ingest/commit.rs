@@ -20,15 +20,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 
-use rumqttc::QoS;
+use rumqttc::{AsyncClient, QoS};
 use shared::clock::SharedClock;
 use shared::wire::Ack;
 use shared::{topics, GatewayId, Reading, SensorId, Seq};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::dedup::Tracker;
-use super::{ownership, Counters, Health, Links};
-use crate::messages::FeedEvent;
+use super::{ownership, Counters, Health};
+use crate::messages::{Bus, FeedEvent};
 use crate::registry::{RefusedSensor, Registry};
 use crate::store::{SeqSpace, Store, Write};
 
@@ -103,7 +103,11 @@ pub(super) struct Committer {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub counters: Arc<Counters>,
-    pub links: Links,
+    /// Acks go out on the connection the batches came in on.
+    pub acks: AsyncClient,
+    pub feed: Bus,
+    /// Wakes the external sink when the forward log has grown.
+    pub forwarded: Arc<tokio::sync::Notify>,
     pub health: Health,
     pub in_flight: Arc<InFlight>,
     pub clock: SharedClock,
@@ -212,7 +216,7 @@ impl Committer {
                 // held. The price is the sync's time on the feed's latency,
                 // not on the alerts'.
                 if !o.fresh.is_empty() {
-                    let _ = self.links.feed.send(FeedEvent::Readings(o.fresh.clone()));
+                    let _ = self.feed.send(FeedEvent::Readings(o.fresh.clone()));
                 }
                 if let Some(last) = o.refused.last() {
                     counters.sensor_not_owned.fetch_add(o.refused.len() as u64, Relaxed);
@@ -229,7 +233,7 @@ impl Committer {
             settled.extend(g.settled);
         }
         if !trackers.is_empty() {
-            self.links.forwarded.notify_one();
+            self.forwarded.notify_one();
         }
         // After the sync: the agent measures its clock against this.
         let ack_ms = self.clock.now_ms();
@@ -252,7 +256,7 @@ impl Committer {
         // unacknowledged on a socket without TCP_NODELAY (rumqttd's, or
         // Mosquitto's by default), held the next batch for that socket's
         // delayed ACK: ~40 ms, for anything from 1% to nearly all batches.
-        if let Err(e) = self.links.acks.publish(topics::ack(gw), QoS::AtMostOnce, false, ack).await {
+        if let Err(e) = self.acks.publish(topics::ack(gw), QoS::AtMostOnce, false, ack).await {
             tracing::warn!(gateway = %gw, "cannot queue ack: {e}");
         }
     }

@@ -128,6 +128,7 @@ pub struct Links {
 impl Ingest {
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, policy: Policy, health: Health) -> Result<Ingest, StoreError> {
         let Policy { admission, sequencing: Sequencing { limit, clock }, trust } = policy;
+        let Links { acks, rules, feed, forwarded } = links;
         let ownership = Ownership::new(&trust.catalogue, store.bindings()?);
         let now = clock.now_ms();
         let mut trackers = HashMap::new();
@@ -143,7 +144,9 @@ impl Ingest {
             store: store.clone(),
             registry: registry.clone(),
             counters: counters.clone(),
-            links: Links { rules: links.rules.clone(), ..links },
+            acks,
+            feed,
+            forwarded,
             health: health.clone(),
             in_flight: in_flight.clone(),
             clock: clock.clone(),
@@ -155,7 +158,7 @@ impl Ingest {
             store,
             registry,
             counters,
-            rules: links.rules,
+            rules,
             durable: trackers.clone(),
             trackers,
             provisional: HashSet::new(),

@@ -71,7 +71,7 @@ pub async fn series(State(st): State<AppState>, Params(q): Params<SeriesQuery>) 
     let read = tokio::task::spawn_blocking(move || match level {
         Level::Raw => store.query(&s, &m, from, to, if step_ms.is_some() { MAX_STEP_SAMPLES + 1 } else { MAX_RAW_POINTS + 1 }).map(Read::Raw),
         // Whole buckets: the one holding `from` counts in full.
-        _ => store.roll_up().and_then(|_| store.rollups(&s, &m, level, from - from.rem_euclid(level.bucket_ms()), to)).map(Read::Rollups),
+        _ => store.roll_up_series(&s, &m).and_then(|_| store.rollups(&s, &m, level, from - from.rem_euclid(level.bucket_ms()), to)).map(Read::Rollups),
     });
     let read = read.await.map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "query failed".into()))?.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let resolution = match level {

@@ -54,6 +54,12 @@ pub struct LifecycleStats {
 /// Rollups are brought up to date this often (queries with a `step` also do it first).
 const ROLL_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A minute is rolled up by the upkeep pass once it has been over this long:
+/// readings of a minute arrive for a while after it ends (polls batched by
+/// the agent, the uplink's latency), and each that arrives after the
+/// minute's rollup was made costs another roll-up of its series.
+const MINUTE_SETTLES_MS: i64 = 15_000;
+
 /// Keeps rollups current, packs closed hours, and deletes expired data every
 /// `every` (and at start).
 pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::Duration, stats: Arc<LifecycleStats>, clock: SharedClock, mut stop: watch::Receiver<bool>) {
@@ -64,7 +70,12 @@ pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::D
         let now = clock.now_ms();
         let started = std::time::Instant::now();
         let pass = tokio::task::spawn_blocking(move || {
-            s.roll_up()?;
+            // Before deleting samples, every minute they fall in has its rollup.
+            if expire {
+                s.roll_up()?;
+            } else {
+                s.roll_up_ended(now.saturating_sub(MINUTE_SETTLES_MS))?;
+            }
             s.pack(now)?;
             if expire {
                 s.expire(now, &|sensor, metric| p.keep(sensor, metric)).map(Some)

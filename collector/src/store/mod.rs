@@ -189,6 +189,20 @@ pub trait Store: Send + Sync {
     /// Brings the rollups up to date with every sample written so far;
     /// returns how many minutes were recomputed.
     fn roll_up(&self) -> Result<u64, StoreError>;
+    /// Like `roll_up`, for the minutes that ended at or before `until_ms`
+    /// only: the upkeep task's pass, which leaves the minutes still being
+    /// written to be rolled up once, when they are over, rather than on
+    /// every pass (queries roll up what they read themselves).
+    fn roll_up_ended(&self, until_ms: i64) -> Result<u64, StoreError> {
+        let _ = until_ms;
+        self.roll_up()
+    }
+    /// Like `roll_up`, for one series: what a query of its rollups needs,
+    /// without a pass over the whole city's.
+    fn roll_up_series(&self, sensor: &str, metric: &str) -> Result<u64, StoreError> {
+        let _ = (sensor, metric);
+        self.roll_up()
+    }
     /// Packs the raw samples of every hour that ended at least `PACK_AFTER_MS`
     /// before `now_ms` into one block per series and hour (samples that arrive
     /// later for such an hour are packed into it on the next call); returns

@@ -14,14 +14,23 @@ use super::{hour_of, merge_into, oldest, RedbStore, HOUR};
 /// Minute and hour rollups made by a pass, by series id.
 pub(super) type Made = (Vec<(u32, Rollup)>, Vec<(u32, Rollup)>);
 
+/// Which dirty minutes a rollup pass takes.
+pub(super) enum Minutes<'a> {
+    All,
+    /// Those that ended at or before this time.
+    EndedBy(i64),
+    /// One series' (sensor, metric).
+    OfSeries(&'a str, &'a str),
+}
+
 impl RedbStore {
-    /// Rolls up the minutes written since the last pass. Computed from a
-    /// snapshot while writers go on (a pass over a busy hour re-reads it, and
-    /// ingest waited for that); only the short write of the results holds
-    /// them off. A minute written to again meanwhile stays dirty for the
-    /// next pass.
-    pub(super) fn roll_up_dirty(&self) -> Result<u64, StoreError> {
-        let taken = self.take_dirty();
+    /// Rolls up the minutes written since the last pass that `which` picks
+    /// (the rest stay dirty). Computed from a snapshot while writers go on
+    /// (a pass over a busy hour re-reads it, and ingest waited for that);
+    /// only the short write of the results holds them off. A minute written
+    /// to again meanwhile stays dirty for the next pass.
+    pub(super) fn roll_up_dirty(&self, which: Minutes) -> Result<u64, StoreError> {
+        let taken = self.take_dirty(which);
         if taken.is_empty() {
             return Ok(0);
         }
@@ -33,10 +42,20 @@ impl RedbStore {
         Ok(taken.len() as u64)
     }
 
-    /// The dirty minutes, leaving none: a writer marks the ones it writes anew.
-    pub(super) fn take_dirty(&self) -> HashSet<(u32, i64)> {
-        let _writes = self.series.lock().unwrap();
-        std::mem::take(&mut *self.dirty.lock().unwrap())
+    /// The dirty minutes `which` picks, no longer marked in memory: a writer
+    /// marks the ones it writes anew.
+    pub(super) fn take_dirty(&self, which: Minutes) -> HashSet<(u32, i64)> {
+        let index = self.series.lock().unwrap();
+        let mut dirty = self.dirty.lock().unwrap();
+        let minute = Level::Minute.bucket_ms();
+        match which {
+            Minutes::All => std::mem::take(&mut *dirty),
+            Minutes::EndedBy(until) => dirty.extract_if(|&(_, start)| start.saturating_add(minute) <= until).collect(),
+            Minutes::OfSeries(sensor, metric) => match index.ids.get(&(SensorId::from(sensor), Metric::from(metric))) {
+                Some(&id) => dirty.extract_if(|&(of, _)| of == id).collect(),
+                None => HashSet::new(),
+            },
+        }
     }
 
     /// Stores rollups made for `taken` and clears their marks, except for a

@@ -44,6 +44,28 @@ fn data_progress_and_dirty_minutes_survive_reopening() {
     assert_eq!(st.roll_up().unwrap(), 0);
 }
 
+/// The upkeep pass rolls up a minute once it is over, not on every pass
+/// while it is still being written; a query rolls up its own series alone.
+#[test]
+fn minutes_are_rolled_up_once_over_or_when_their_series_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    st.write(&w(vec![r(1, "aq-1", 1_000, 1.0), r(2, "aq-1", 61_000, 2.0), r(3, "aq-2", 1_000, 7.0)], vec![])).unwrap();
+    let minutes = |sensor: &str| st.rollups(sensor, "pm25", Level::Minute, 0, 60_000).unwrap().iter().map(|r| (r.start_ms, r.count)).collect::<Vec<_>>();
+    assert_eq!(st.roll_up_ended(119_999).unwrap(), 2, "the first minute of each series");
+    assert_eq!(minutes("aq-1"), [(0, 1)]);
+    assert_eq!(minutes("aq-2"), [(0, 1)]);
+    st.write(&w(vec![r(4, "aq-2", 62_000, 8.0)], vec![])).unwrap();
+    assert_eq!(st.roll_up_series("aq-1", "pm25").unwrap(), 1);
+    assert_eq!(minutes("aq-1"), [(0, 1), (60_000, 1)]);
+    assert_eq!(minutes("aq-2"), [(0, 1)], "another series waits for its pass");
+    assert_eq!(st.roll_up_series("aq-9", "pm25").unwrap(), 0, "no such series");
+    assert_eq!(st.roll_up_ended(120_000).unwrap(), 1);
+    assert_eq!(minutes("aq-2"), [(0, 1), (60_000, 1)]);
+    let h = st.rollups("aq-2", "pm25", Level::Hour, 0, 0).unwrap();
+    assert_eq!((h[0].count, h[0].sum), (2, 15.0));
+}
+
 /// A rollup pass reads without holding writers off; a minute written to
 /// while it reads keeps its mark (on disk too), so the next pass, even after
 /// a restart, counts the new sample.
@@ -53,7 +75,7 @@ fn a_minute_written_during_a_rollup_pass_is_rolled_up_again_even_after_reopening
     {
         let st = RedbStore::open(dir.path()).unwrap();
         st.write(&w(vec![r(1, "aq-1", 1_000, 1.0), r(2, "aq-1", 61_000, 2.0)], vec![])).unwrap();
-        let taken = st.take_dirty();
+        let taken = st.take_dirty(Minutes::All);
         let made = st.read(|t| st.make_rollups(t, &taken)).unwrap();
         st.write(&w(vec![r(3, "aq-1", 2_000, 5.0)], vec![])).unwrap();
         st.save_rollups(&taken, made).unwrap();

@@ -29,6 +29,7 @@ pub mod messages;
 pub mod mqtt;
 pub mod registry;
 pub mod rules;
+mod series_ref;
 pub mod sink;
 pub mod sta;
 pub mod store;

@@ -143,16 +143,26 @@ impl Registry {
         let now = self.clock.now_ms();
         {
             let mut sensors = self.sensors.write().unwrap();
+            // Per reading: nothing allocated for a sensor and metric heard before.
             for r in readings {
-                let s = sensors.entry(r.sensor.clone()).or_default();
-                s.gateway = Some(gateway.into());
+                if !sensors.contains_key(&r.sensor) {
+                    sensors.insert(r.sensor.clone(), Default::default());
+                }
+                let s = sensors.get_mut(&r.sensor).expect("inserted above");
+                if s.gateway.as_deref() != Some(gateway) {
+                    s.gateway = Some(gateway.into());
+                }
                 // Several metrics of one sensor arrive together: one arrival.
                 if s.last_seen_ms != Some(now) {
                     s.arrived(now);
                 }
-                let newer = s.latest.get(&r.metric).is_none_or(|l| l.ts_ms <= r.ts_ms);
-                if newer && s.latest.insert(r.metric.clone(), r.sample()).is_none() {
-                    self.series_generation.fetch_add(1, Ordering::Release);
+                match s.latest.get_mut(&r.metric) {
+                    Some(l) if l.ts_ms <= r.ts_ms => *l = r.sample(),
+                    Some(_) => {}
+                    None => {
+                        s.latest.insert(r.metric.clone(), r.sample());
+                        self.series_generation.fetch_add(1, Ordering::Release);
+                    }
                 }
             }
         }

@@ -76,21 +76,24 @@ impl Ownership {
     /// by earlier batches of the same, not yet stored, group.
     pub fn judge(&self, gateway: &str, readings: Vec<Reading>, pending: &mut HashMap<SensorId, GatewayId>) -> Judged {
         let mut out = Judged::default();
+        // Per reading: nothing allocated unless a sensor is bound or refused.
         for r in readings {
-            let owners = match self.catalogued.get(&r.sensor) {
-                Some(o) => o.clone(),
+            let owners: &[GatewayId] = match self.catalogued.get(&r.sensor) {
+                Some(o) => o,
                 None => match self.bound.get(&r.sensor).or_else(|| pending.get(&r.sensor)) {
-                    Some(g) => vec![g.clone()],
+                    Some(g) => std::slice::from_ref(g),
                     None => {
                         pending.insert(r.sensor.clone(), gateway.into());
                         out.bound.push(r.sensor.clone());
-                        vec![gateway.into()]
+                        out.kept.push(r);
+                        continue;
                     }
                 },
             };
             if owners.iter().any(|o| o.as_str() == gateway) {
                 out.kept.push(r);
             } else {
+                let owners = owners.to_vec();
                 out.refused.push(Refused { sensor: r.sensor.clone(), owners });
             }
         }

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use hashbrown::Equivalent;
-
 use shared::{GatewayId, Metric, Reading, SensorId};
 
 use super::rule::{glob, Kind, Rule};
 use super::AlertError;
 use crate::alert::{Alert, Change, State};
+use crate::series_ref::SeriesRef;
 
 /// What the catalogue says about a sensor, for selectors.
 #[derive(Debug, Clone, Default)]
@@ -41,16 +41,6 @@ impl Equivalent<Key> for KeyRef<'_> {
 impl KeyRef<'_> {
     fn owned(&self) -> Key {
         (self.0.to_string(), self.1.to_string(), self.2.to_string())
-    }
-}
-
-/// A (sensor, metric) borrowed from a reading, for `seen_metric` and `newest`.
-#[derive(Hash)]
-struct SeriesRef<'a>(&'a str, &'a str);
-
-impl Equivalent<(SensorId, Metric)> for SeriesRef<'_> {
-    fn equivalent(&self, k: &(SensorId, Metric)) -> bool {
-        self.0 == k.0.as_str() && self.1 == k.1.as_str()
     }
 }
 

@@ -55,15 +55,17 @@ pub fn block(id: u32, hour: i64) -> Key {
     timed(b'C', id, hour)
 }
 
-/// `W` key: chunk `n` of series `id` in the hour starting at `hour`.
-pub fn chunk(id: u32, hour: i64, n: u64) -> [u8; 21] {
+/// `W` key: chunk `n` of series `id` holding samples from `start` on: the
+/// start of their minute (stores before minute chunks keyed a chunk by its
+/// hour, which is also its first minute's start).
+pub fn chunk(id: u32, start: i64, n: u64) -> [u8; 21] {
     let mut k = [0u8; 21];
-    k[..13].copy_from_slice(&timed(b'W', id, hour));
+    k[..13].copy_from_slice(&timed(b'W', id, start));
     k[13..].copy_from_slice(&n.to_be_bytes());
     k
 }
 
-/// (series id, hour) of a `W` key.
+/// (series id, start) of a `W` key.
 pub fn parse_chunk(k: &[u8]) -> Option<(u32, i64)> {
     parse_timed(k.get(..13)?)
 }
@@ -161,27 +163,28 @@ pub fn sample(key: &[u8], v: &[u8]) -> Option<Sample> {
     Some(Sample { ts_ms, value: f64::from_be_bytes(v[..8].try_into().ok()?), quality: Quality::from_u8(v[8]) })
 }
 
-/// A chunk's samples, in time order, 13 bytes each: ms since the hour
+/// A chunk's samples, in time order, 13 bytes each: ms since the key's start
 /// (u32), value (f64), quality (u8). Plain on purpose: a chunk lives until
-/// its hour is packed, and ingest writes one per series per write.
-pub fn encode_chunk(hour: i64, samples: &[Sample]) -> Vec<u8> {
+/// its hour is packed, and ingest writes one per series and minute a write
+/// touches.
+pub fn encode_chunk(start: i64, samples: &[Sample]) -> Vec<u8> {
     let mut v = Vec::with_capacity(samples.len() * 13);
     for s in samples {
-        v.extend_from_slice(&((s.ts_ms - hour) as u32).to_be_bytes());
+        v.extend_from_slice(&((s.ts_ms - start) as u32).to_be_bytes());
         v.extend_from_slice(&s.value.to_be_bytes());
         v.push(s.quality.as_u8());
     }
     v
 }
 
-pub fn decode_chunk(hour: i64, v: &[u8]) -> Option<Vec<Sample>> {
+pub fn decode_chunk(start: i64, v: &[u8]) -> Option<Vec<Sample>> {
     if !v.len().is_multiple_of(13) {
         return None;
     }
     v.chunks_exact(13)
         .map(|c| {
             let offset = u32::from_be_bytes(c[..4].try_into().unwrap()) as i64;
-            (offset < 3_600_000).then(|| Sample { ts_ms: hour + offset, value: f64::from_be_bytes(c[4..12].try_into().unwrap()), quality: Quality::from_u8(c[12]) })
+            (offset < 3_600_000).then(|| Sample { ts_ms: start + offset, value: f64::from_be_bytes(c[4..12].try_into().unwrap()), quality: Quality::from_u8(c[12]) })
         })
         .collect()
 }

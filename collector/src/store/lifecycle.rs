@@ -29,6 +29,11 @@ impl Policy {
         Policy { default, rules, kinds: catalogue.iter().map(|e| (e.id.clone(), e.kind.clone())).collect() }
     }
 
+    /// The shortest time any series keeps its raw samples (None: forever).
+    pub fn shortest_raw_ms(&self) -> Option<i64> {
+        std::iter::once(self.default.raw).chain(self.rules.iter().filter_map(|r| r.raw)).filter_map(ms).min()
+    }
+
     pub fn keep(&self, sensor: &str, metric: &str) -> Keep {
         let kind = self.kinds.get(sensor);
         let rule = self.rules.iter().find(|r| r.kind.as_ref().is_none_or(|k| Some(k) == kind) && r.metric.as_ref().is_none_or(|m| m == metric));
@@ -70,12 +75,13 @@ pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::D
         let now = clock.now_ms();
         let started = std::time::Instant::now();
         let pass = tokio::task::spawn_blocking(move || {
-            // Before deleting samples, every minute they fall in has its rollup.
-            if expire {
-                s.roll_up()?;
-            } else {
-                s.roll_up_ended(now.saturating_sub(MINUTE_SETTLES_MS))?;
+            let mut until = now.saturating_sub(MINUTE_SETTLES_MS);
+            // Every minute with samples about to be deleted has its rollup
+            // first, even one not settled yet (a raw retention under 75 s).
+            if let Some(raw) = p.shortest_raw_ms().filter(|_| expire) {
+                until = until.max(now.saturating_sub(raw).saturating_add(60_000));
             }
+            s.roll_up_ended(until)?;
             s.pack(now)?;
             if expire {
                 s.expire(now, &|sensor, metric| p.keep(sensor, metric)).map(Some)
@@ -136,5 +142,6 @@ mod tests {
         assert_eq!(p.keep("tr-1", "vehicle_count"), Keep { raw_ms: Some(2 * day), minute_ms: Some(year), hour_ms: None });
         assert_eq!(p.keep("tr-1", "speed_kmh"), Keep { raw_ms: Some(7 * day), minute_ms: Some(90 * day), hour_ms: None });
         assert_eq!(p.keep("aq-1", "pm25"), Keep { raw_ms: Some(30 * day), minute_ms: Some(year), hour_ms: None });
+        assert_eq!(p.shortest_raw_ms(), Some(2 * day), "what the upkeep pass rolls up to before deleting");
     }
 }

@@ -155,11 +155,13 @@ pub struct Keep {
     pub hour_ms: Option<i64>,
 }
 
-/// What one expiry pass deleted.
+/// What one expiry pass deleted, and how many series it looked at (those
+/// with something old enough to go).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Expired {
     pub raw: u64,
     pub rollups: u64,
+    pub series_visited: u64,
 }
 
 pub trait Store: Send + Sync {
@@ -210,7 +212,10 @@ pub trait Store: Send + Sync {
     fn pack(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Rollups of one level with `from <= start_ms <= to`, oldest first.
     fn rollups(&self, sensor: &str, metric: &str, level: Level, from: i64, to: i64) -> Result<Vec<Rollup>, StoreError>;
-    /// Deletes what `keep` no longer keeps at `now_ms`; `keep` gets (sensor, metric).
+    /// Deletes what `keep` no longer keeps at `now_ms`; `keep` gets (sensor,
+    /// metric) and must answer the same for a series from call to call (the
+    /// retention policy is fixed while the collector runs): a series is
+    /// looked at again only once something of it is due under that answer.
     fn expire(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError>;
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> u64;

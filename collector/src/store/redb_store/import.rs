@@ -117,12 +117,12 @@ impl RedbStore {
             let mut t = txn.open_table(TABLE).map_err(self.err())?;
             let mut n = 0;
             for (h, p) in &packed {
-                let id = index.id_or_register(&mut t, &(h.sensor.clone(), h.metric.clone()), &mut added).map_err(self.err())?;
+                let id = index.id_or_register(&mut t, &h.sensor, &h.metric, &mut added).map_err(self.err())?;
                 let hr = h.hour_ms;
                 let holds = |lo: &[u8], hi: &[u8]| -> Result<bool, StoreError> { Ok(t.range::<&[u8]>(lo..hi).map_err(self.err())?.next().is_some()) };
                 let held = [
                     ("plain samples", holds(&keys::point(id, hr)[..], &keys::point(id, hr + HOUR)[..])?),
-                    ("plain samples", holds(&keys::chunk(id, hr, 0)[..], &keys::chunk(id, hr + 1, 0)[..])?),
+                    ("plain samples", holds(&keys::chunk(id, hr, 0)[..], &keys::chunk(id, hr + HOUR, 0)[..])?),
                     ("a packed block", holds(&keys::block(id, hr)[..], &keys::block(id, hr + 1)[..])?),
                     ("minute rollups", holds(&keys::level(Level::Minute, id, hr)[..], &keys::level(Level::Minute, id, hr + HOUR)[..])?),
                     ("packed minute rollups", holds(&keys::minute_block(id, hr)[..], &keys::minute_block(id, hr + 1)[..])?),

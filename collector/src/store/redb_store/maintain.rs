@@ -1,14 +1,16 @@
 //! Upkeep between writes: rollups of dirty minutes, packing closed hours
 //! into blocks, and deleting what is past its retention.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use hashbrown::{HashMap, HashSet};
 
 use shared::{Metric, SensorId};
 
 use redb::{Durability, ReadableTable};
 
-use super::super::keys;
-use super::super::{block, Expired, Keep, Level, Rollup, Sample, StoreError, PACK_AFTER_MS};
+use super::super::keys::{self, Key};
+use super::super::{block, Expired, Keep, Level, Rollup, StoreError, PACK_AFTER_MS};
 use super::{hour_of, merge_into, oldest, RedbStore, HOUR};
 
 /// Minute and hour rollups made by a pass, by series id.
@@ -51,8 +53,8 @@ impl RedbStore {
         match which {
             Minutes::All => std::mem::take(&mut *dirty),
             Minutes::EndedBy(until) => dirty.extract_if(|&(_, start)| start.saturating_add(minute) <= until).collect(),
-            Minutes::OfSeries(sensor, metric) => match index.ids.get(&(SensorId::from(sensor), Metric::from(metric))) {
-                Some(&id) => dirty.extract_if(|&(of, _)| of == id).collect(),
+            Minutes::OfSeries(sensor, metric) => match index.id(sensor, metric) {
+                Some(id) => dirty.extract_if(|&(of, _)| of == id).collect(),
                 None => HashSet::new(),
             },
         }
@@ -71,7 +73,7 @@ impl RedbStore {
                     t.insert(&keys::level(level, *id, r.start_ms)[..], &keys::encode_rollup(r)[..]).map_err(self.err())?;
                 }
             }
-            for &(id, start) in taken.iter().filter(|m| !dirty.contains(m)) {
+            for &(id, start) in taken.iter().filter(|&m| !dirty.contains(m)) {
                 t.remove(&keys::dirty(id, start)[..]).map_err(self.err())?;
             }
             Ok(())
@@ -81,23 +83,23 @@ impl RedbStore {
     /// The minute rollups of `taken` and the hour rollups of their hours.
     pub(super) fn make_rollups<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, taken: &HashSet<(u32, i64)>) -> Result<Made, StoreError> {
         let minute = Level::Minute.bucket_ms();
-        // Each hour's samples read once (block and plain ones), then split by minute.
+        // Each minute's own samples read (its chunks, or its hour's block
+        // when a late sample came after packing), and each hour's minute
+        // rollups once.
         let mut hours: HashMap<(u32, i64), BTreeMap<i64, Rollup>> = HashMap::new();
-        let mut samples: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
         let mut minutes = Vec::new();
         for &(id, start) in taken {
             let h = hour_of(start);
-            if let std::collections::hash_map::Entry::Vacant(e) = samples.entry((id, h)) {
-                e.insert(self.samples(t, id, h, h + HOUR - 1)?);
-                hours.insert((id, h), self.minute_rollups(t, id, h, h + HOUR - 1)?.into_iter().map(|r| (r.start_ms, r)).collect());
+            if let hashbrown::hash_map::Entry::Vacant(e) = hours.entry((id, h)) {
+                e.insert(self.minute_rollups(t, id, h, h + HOUR - 1)?.into_iter().map(|r| (r.start_ms, r)).collect());
             }
             let mut acc = None;
-            for s in samples[&(id, h)].iter().filter(|s| (start..start + minute).contains(&s.ts_ms)) {
+            for s in self.samples(t, id, start, start + minute - 1)? {
                 merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
             }
             // No samples: they expired before their rollup was made; keep what there is.
             if let Some(r) = acc {
-                hours.get_mut(&(id, h)).expect("read with its samples").insert(start, r);
+                hours.get_mut(&(id, h)).expect("read above").insert(start, r);
                 minutes.push((id, r));
             }
         }
@@ -130,7 +132,7 @@ impl RedbStore {
                 for &(id, h) in group {
                     let samples = self.samples(t, id, h, h + HOUR - 1)?;
                     t.retain_in::<&[u8], _>(&keys::point(id, h)[..]..&keys::point(id, h + HOUR)[..], |_, _| false).map_err(self.err())?;
-                    t.retain_in::<&[u8], _>(&keys::chunk(id, h, 0)[..]..=&keys::chunk(id, h, u64::MAX)[..], |_, _| false).map_err(self.err())?;
+                    t.retain_in::<&[u8], _>(&keys::chunk(id, h, 0)[..]..&keys::chunk(id, h + HOUR, 0)[..], |_, _| false).map_err(self.err())?;
                     if samples.is_empty() {
                         t.remove(&keys::block(id, h)[..]).map_err(self.err())?;
                     } else {
@@ -156,47 +158,87 @@ impl RedbStore {
     }
 
     pub(super) fn expire_old(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError> {
-        let series: Vec<((SensorId, Metric), u32)> = self.series.lock().unwrap().ids.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let series: Vec<((SensorId, Metric), u32)> = {
+            let index = self.series.lock().unwrap();
+            index.ids.iter().filter(|&(_, &id)| index.due(id) <= now_ms).map(|(k, v)| (k.clone(), *v)).collect()
+        };
         let mut done = Expired::default();
-        for ((sensor, metric), id) in series {
-            let k = keep(&sensor, &metric);
-            // A rollup bucket goes once all of it is older than its retention.
-            let cutoff = |keep: Option<i64>, width: i64| keep.map(|ms| now_ms.saturating_sub(ms).saturating_sub(width) + 1);
-            let (raw, minute, hour) = (k.raw_ms.map(|ms| now_ms.saturating_sub(ms)), cutoff(k.minute_ms, Level::Minute.bucket_ms()), cutoff(k.hour_ms, Level::Hour.bucket_ms()));
-            if raw.is_none() && minute.is_none() && hour.is_none() {
-                continue;
-            }
-            // Writers wait: one that lowered the series' oldest time between
+        // Bounded transactions, one sync each rather than one per series.
+        for group in series.chunks(256) {
+            // Writers wait: one that lowered a series' oldest time between
             // this pass finding it again and keeping it would be overwritten.
             let mut index = self.series.lock().unwrap();
-            let (e, first) = self.update(Durability::Immediate, |t| {
+            let (e, news) = self.update(Durability::Immediate, |t| {
                 let mut e = Expired::default();
-                let mut first = None;
-                if let Some(c) = raw {
-                    e.raw += self.delete_before(t, Level::Raw, id, c)?;
-                    e.raw += self.expire_chunks(t, id, c)?;
-                    e.raw += self.expire_blocks(t, id, c)?;
-                    if index.first(id).is_some_and(|f| f < c) {
-                        // The transaction reads its own deletions.
-                        first = Some(oldest(t, &self.file, id)?);
+                // (id, its oldest sample time if found again, when next due)
+                let mut news = Vec::with_capacity(group.len());
+                for ((sensor, metric), id) in group {
+                    let id = *id;
+                    let k = keep(sensor, metric);
+                    // A rollup bucket goes once all of it is older than its retention.
+                    let cutoff = |keep: Option<i64>, width: i64| keep.map(|ms| now_ms.saturating_sub(ms).saturating_sub(width) + 1);
+                    let (raw, minute, hour) =
+                        (k.raw_ms.map(|ms| now_ms.saturating_sub(ms)), cutoff(k.minute_ms, Level::Minute.bucket_ms()), cutoff(k.hour_ms, Level::Hour.bucket_ms()));
+                    e.series_visited += 1;
+                    let mut first = None;
+                    if let Some(c) = raw {
+                        e.raw += self.delete_before(t, Level::Raw, id, c)?;
+                        e.raw += self.expire_chunks(t, id, c)?;
+                        e.raw += self.expire_blocks(t, id, c)?;
+                        if index.first(id).is_some_and(|f| f < c) {
+                            // The transaction reads its own deletions.
+                            first = Some(oldest(t, &self.file, id)?);
+                        }
                     }
+                    if let Some(c) = minute {
+                        e.rollups += self.delete_before(t, Level::Minute, id, c)?;
+                        e.rollups += self.expire_minute_blocks(t, id, c)?;
+                    }
+                    if let Some(c) = hour {
+                        e.rollups += self.delete_before(t, Level::Hour, id, c)?;
+                    }
+                    let oldest_sample = first.unwrap_or_else(|| index.first(id));
+                    news.push((id, first, self.next_due(t, id, &k, oldest_sample)?));
                 }
-                if let Some(c) = minute {
-                    e.rollups += self.delete_before(t, Level::Minute, id, c)?;
-                    e.rollups += self.expire_minute_blocks(t, id, c)?;
-                }
-                if let Some(c) = hour {
-                    e.rollups += self.delete_before(t, Level::Hour, id, c)?;
-                }
-                Ok((e, first))
+                Ok((e, news))
             })?;
-            if let Some(first) = first {
-                index.set_first(id, first);
+            for (id, first, due) in news {
+                if let Some(first) = first {
+                    index.set_first(id, first);
+                }
+                index.set_due(id, due);
             }
             drop(index);
             done.raw += e.raw;
             done.rollups += e.rollups;
+            done.series_visited += e.series_visited;
         }
         Ok(done)
+    }
+
+    /// When series `id` next has something past its retention `k`: its
+    /// oldest sample, minute rollup or hour rollup. Rollups not made yet
+    /// are made from samples no older than the oldest sample (a write of an
+    /// older one makes the series due at once).
+    fn next_due<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, k: &Keep, oldest_sample: Option<i64>) -> Result<i64, StoreError> {
+        let first_key = |lo: Key, hi: Key| -> Result<Option<i64>, StoreError> {
+            match t.range::<&[u8]>(&lo[..]..&hi[..]).map_err(self.err())?.next() {
+                Some(item) => Ok(keys::parse_timed(item.map_err(self.err())?.0.value()).map(|(_, at)| at)),
+                None => Ok(None),
+            }
+        };
+        let earliest = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).min();
+        let (minute, hour) = (Level::Minute.bucket_ms(), Level::Hour.bucket_ms());
+        let oldest_minute = earliest(
+            first_key(keys::level(Level::Minute, id, i64::MIN), keys::level(Level::Minute, id, i64::MAX))?,
+            first_key(keys::minute_block(id, i64::MIN), keys::minute_block(id, i64::MAX))?,
+        );
+        let oldest_hour = first_key(keys::level(Level::Hour, id, i64::MIN), keys::level(Level::Hour, id, i64::MAX))?;
+        let due = [
+            k.raw_ms.zip(oldest_sample).map(|(ms, at)| at.saturating_add(ms).saturating_add(1)),
+            k.minute_ms.zip(earliest(oldest_minute, oldest_sample.map(|at| at - at.rem_euclid(minute)))).map(|(ms, at)| at.saturating_add(ms).saturating_add(minute)),
+            k.hour_ms.zip(earliest(oldest_hour, oldest_sample.map(hour_of))).map(|(ms, at)| at.saturating_add(ms).saturating_add(hour)),
+        ];
+        Ok(due.into_iter().flatten().min().unwrap_or(i64::MAX))
     }
 }

@@ -16,15 +16,18 @@
 //! being written on every pass cost a pass per series every 10 s instead of
 //! one a minute; a query rolls up its own series first.
 //!
-//! Samples land as one `W` chunk per series and hour a write touches (13
+//! Samples land as one `W` chunk per series and minute a write touches (13
 //! bytes a sample, one B-tree insert however many samples the group of
-//! batches brings; stores before chunks wrote a `P` entry per sample);
+//! batches brings; stores before chunks wrote a `P` entry per sample, and
+//! before minute chunks one chunk per hour);
 //! `pack` turns each closed hour of a series into one `C` block (`block`),
 //! a few bytes per sample. Reads merge all three, the later write winning
 //! at the same time, so a late sample for a packed hour is seen at once and
 //! packed into its block on the next pass.
 
-use std::collections::{HashMap, HashSet};
+// hashbrown's maps (foldhash): ingest looks each reading's series up in
+// them, and SipHash was a tenth of ingest's CPU with 1M series.
+use hashbrown::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -35,6 +38,7 @@ use shared::{GatewayId, Metric, SensorId};
 use super::keys::Key;
 use super::{block, keys};
 use super::{Expired, Forward, Keep, Level, Progress, Rollup, Sample, SeqSpace, Store, StoreError, Write};
+use crate::series_ref::SeriesRef;
 
 mod import;
 mod maintain;
@@ -51,6 +55,10 @@ const HOUR: i64 = 3_600_000;
 
 fn hour_of(ts_ms: i64) -> i64 {
     ts_ms.saturating_sub(ts_ms.rem_euclid(HOUR))
+}
+
+fn minute_of(ts_ms: i64) -> i64 {
+    ts_ms.saturating_sub(ts_ms.rem_euclid(Level::Minute.bucket_ms()))
 }
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("citysense");
@@ -86,6 +94,12 @@ struct SeriesIndex {
     /// whose oldest samples `expire` deleted; kept here, under the lock every
     /// writer holds, so a write and an expiry of one series cannot cross.
     first: Vec<i64>,
+    /// By series id: when `expire` next has something of it to delete (its
+    /// oldest sample, minute and hour rollup past their retention), so a pass
+    /// visits only those series, not a million every minute. Absent: now
+    /// (after a start, every series once); made due again by a write that
+    /// lowers the series' oldest sample time.
+    due: Vec<i64>,
 }
 
 const NO_SAMPLE: i64 = i64::MAX;
@@ -101,22 +115,43 @@ impl SeriesIndex {
         if self.first.len() <= i {
             self.first.resize(i + 1, NO_SAMPLE);
         }
-        std::mem::replace(&mut self.first[i], ts_ms.unwrap_or(NO_SAMPLE))
+        let before = std::mem::replace(&mut self.first[i], ts_ms.unwrap_or(NO_SAMPLE));
+        if self.first[i] < before {
+            self.set_due(id, i64::MIN);
+        }
+        before
     }
 
-    /// The id of `key`'s series. A series not seen before gets the next id,
-    /// written to `t` in the caller's transaction and listed in `added`, so
-    /// that `undo` forgets it if that transaction is not committed.
-    fn id_or_register(&mut self, t: &mut redb::Table<&[u8], &[u8]>, key: &(SensorId, Metric), added: &mut Vec<(SensorId, Metric)>) -> Result<u32, redb::StorageError> {
-        if let Some(id) = self.ids.get(key) {
+    fn due(&self, id: u32) -> i64 {
+        self.due.get(id as usize).copied().unwrap_or(i64::MIN)
+    }
+
+    fn set_due(&mut self, id: u32, at: i64) {
+        let i = id as usize;
+        if self.due.len() <= i {
+            self.due.resize(i + 1, i64::MIN);
+        }
+        self.due[i] = at;
+    }
+
+    /// The id of the series (`sensor`, `metric`). A series not seen before
+    /// gets the next id, written to `t` in the caller's transaction and
+    /// listed in `added`, so that `undo` forgets it if that transaction is
+    /// not committed.
+    fn id_or_register(&mut self, t: &mut redb::Table<&[u8], &[u8]>, sensor: &SensorId, metric: &Metric, added: &mut Vec<(SensorId, Metric)>) -> Result<u32, redb::StorageError> {
+        if let Some(id) = self.ids.get(&SeriesRef(sensor, metric)) {
             return Ok(*id);
         }
         let id = self.next;
         self.next += 1;
-        self.ids.insert(key.clone(), id);
-        added.push(key.clone());
-        t.insert(&keys::series(&key.0, &key.1)[..], &id.to_be_bytes()[..])?;
+        self.ids.insert((sensor.clone(), metric.clone()), id);
+        added.push((sensor.clone(), metric.clone()));
+        t.insert(&keys::series(sensor, metric)[..], &id.to_be_bytes()[..])?;
         Ok(id)
+    }
+
+    fn id(&self, sensor: &str, metric: &str) -> Option<u32> {
+        self.ids.get(&SeriesRef(sensor, metric)).copied()
     }
 
     /// Forgets what a transaction that was not committed handed out: the
@@ -181,8 +216,9 @@ fn oldest<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id
         Some(item) => keys::parse_timed(item.map_err(err)?.0.value()).map(|(_, ts)| ts),
         None => None,
     };
-    let chunked = match chunk_hour(t, file, id, i64::MIN, End::First)? {
-        Some(hour) => chunked(t, file, id, hour, hour + HOUR - 1)?.first().map(|s| s.ts_ms),
+    // The first chunk's samples are all in its hour.
+    let chunked = match chunk_start(t, file, id, i64::MIN, End::First)? {
+        Some(start) => chunked(t, file, id, start, hour_of(start) + HOUR - 1)?.first().map(|s| s.ts_ms),
         None => None,
     };
     let raw = earliest(legacy, chunked);
@@ -212,9 +248,9 @@ enum End {
     Last,
 }
 
-/// The hour of series `id`'s first chunk at or after the hour of `from`, or
-/// of its last chunk.
-fn chunk_hour<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, end: End) -> Result<Option<i64>, StoreError> {
+/// The start (`keys::chunk`) of series `id`'s first chunk at or after the
+/// hour of `from`, or of its last chunk.
+fn chunk_start<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, end: End) -> Result<Option<i64>, StoreError> {
     let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
     let mut range = t.range::<&[u8]>(&keys::chunk(id, hour_of(from), 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(err)?;
     let item = match end {
@@ -227,25 +263,33 @@ fn chunk_hour<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path
     }
 }
 
-/// (hour, samples) of a `W` entry of series `id`.
+/// (start, samples) of a `W` entry of series `id`.
 fn chunk_entry(file: &Path, id: u32, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sample>), StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail };
-    let (_, hour) = keys::parse_chunk(k).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
-    let samples = keys::decode_chunk(hour, v).ok_or_else(|| corrupt(format!("a chunk of series {id} at {hour} does not decode")))?;
-    Ok((hour, samples))
+    let (_, start) = keys::parse_chunk(k).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
+    let samples = keys::decode_chunk(start, v).ok_or_else(|| corrupt(format!("a chunk of series {id} at {start} does not decode")))?;
+    Ok((start, samples))
 }
 
 /// The chunked samples of series `id` with `from <= ts <= to`, in time
 /// order, a later chunk's sample replacing an earlier one's at the same time.
 fn chunked<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
     let mut all = Vec::new();
-    // Up to the first key past the last hour's chunks.
-    let (lo, hi) = (keys::chunk(id, hour_of(from), 0), keys::chunk(id, hour_of(to).saturating_add(1), 0));
-    scan(t, file, &lo, &hi, |k, v| {
-        let (_, samples) = chunk_entry(file, id, k, v)?;
-        all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
-        Ok(true)
-    })?;
+    // The chunks of the minutes asked for, and those keyed by the start of
+    // the first one's hour (a store's chunks from before minute chunks hold
+    // the whole hour's samples there). In key order: the later write of a
+    // time comes last.
+    let mut ranges = vec![(keys::chunk(id, minute_of(from), 0), keys::chunk(id, minute_of(to).saturating_add(1), 0))];
+    if hour_of(from) < minute_of(from) {
+        ranges.insert(0, (keys::chunk(id, hour_of(from), 0), keys::chunk(id, hour_of(from) + 1, 0)));
+    }
+    for (lo, hi) in ranges {
+        scan(t, file, &lo, &hi, |k, v| {
+            let (_, samples) = chunk_entry(file, id, k, v)?;
+            all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
+            Ok(true)
+        })?;
+    }
     Ok(latest_per_time(all))
 }
 
@@ -355,7 +399,7 @@ impl RedbStore {
     }
 
     fn id(&self, sensor: &str, metric: &str) -> Option<u32> {
-        self.series.lock().unwrap().ids.get(&(SensorId::from(sensor), Metric::from(metric))).copied()
+        self.series.lock().unwrap().id(sensor, metric)
     }
 
     /// Runs `f` in one write transaction committed with `durability`.
@@ -390,23 +434,24 @@ impl RedbStore {
 }
 
 impl RedbStore {
-    /// Drops chunked samples of series `id` older than `cutoff`: whole chunks
-    /// of the hours before the cutoff's, and the older part of its hour's.
+    /// Drops chunked samples of series `id` older than `cutoff`: whole
+    /// chunks, and the older part of a chunk that holds the cutoff.
     fn expire_chunks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
         let mut old: Vec<(Vec<u8>, i64, Vec<Sample>)> = Vec::new();
-        scan(t, &self.file, &keys::chunk(id, i64::MIN, 0), &keys::chunk(id, hour_of(cutoff).saturating_add(1), 0), |k, v| {
-            let (hour, samples) = chunk_entry(&self.file, id, k, v)?;
-            old.push((k.to_vec(), hour, samples));
+        // A chunk keyed after the cutoff holds nothing older.
+        scan(t, &self.file, &keys::chunk(id, i64::MIN, 0), &keys::chunk(id, cutoff.saturating_add(1), 0), |k, v| {
+            let (start, samples) = chunk_entry(&self.file, id, k, v)?;
+            old.push((k.to_vec(), start, samples));
             Ok(true)
         })?;
         let mut gone = 0u64;
-        for (key, hour, samples) in old {
+        for (key, start, samples) in old {
             let keep: Vec<Sample> = samples.iter().filter(|s| s.ts_ms >= cutoff).copied().collect();
             gone += (samples.len() - keep.len()) as u64;
             if keep.is_empty() {
                 t.remove(&key[..]).map_err(self.err())?;
             } else if keep.len() < samples.len() {
-                t.insert(&key[..], &keys::encode_chunk(hour, &keep)[..]).map_err(self.err())?;
+                t.insert(&key[..], &keys::encode_chunk(start, &keep)[..]).map_err(self.err())?;
             }
         }
         Ok(gone)
@@ -444,7 +489,7 @@ impl RedbStore {
             }
         };
         let legacy = first(keys::point(id, from), keys::point(id, i64::MAX))?;
-        let chunk = chunk_hour(t, &self.file, id, from, End::First)?.map(|h| h.max(from));
+        let chunk = chunk_start(t, &self.file, id, from, End::First)?.map(|h| h.max(from));
         let packed = first(keys::block(id, hour_of(from)), keys::block(id, i64::MAX))?.map(|h| h.max(from));
         Ok(earliest(earliest(legacy, chunk), packed))
     }
@@ -603,7 +648,7 @@ impl Store for RedbStore {
 
     fn first_ts(&self, sensor: &str, metric: &str) -> Result<Option<i64>, StoreError> {
         let index = self.series.lock().unwrap();
-        Ok(index.ids.get(&(SensorId::from(sensor), Metric::from(metric))).and_then(|&id| index.first(id)))
+        Ok(index.id(sensor, metric).and_then(|id| index.first(id)))
     }
 
     fn roll_up(&self) -> Result<u64, StoreError> {

@@ -275,8 +275,8 @@ fn the_oldest_sample_time_after_retention_is_the_oldest_sample_left() {
     assert_eq!(e.raw, 31 + 6);
     assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + 310_000));
     assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 360_000));
-    // Past the packed hours, into plain samples; aq-2 has none left.
-    st.expire(h0 + 10 * HOUR, &keep(8 * HOUR - 5_000)).unwrap();
+    // Two hours later, past the packed hours into plain samples; aq-2 has none left.
+    st.expire(h0 + 12 * HOUR - 300_000, &keep(10 * HOUR - 305_000)).unwrap();
     assert_eq!(first_is_what_a_read_gives(&st, "aq-1"), Some(h0 + 2 * HOUR + 10_000));
     assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), None);
     // A reading older than what is left, written after, is the oldest again.
@@ -294,7 +294,7 @@ fn values(st: &RedbStore, sensor: &str) -> Vec<(i64, f64)> {
 }
 
 #[test]
-fn a_write_is_one_chunk_per_series_and_hour_and_the_later_write_of_a_time_wins_across_reopening_and_packing() {
+fn a_write_is_one_chunk_per_series_and_minute_and_the_later_write_of_a_time_wins_across_reopening_and_packing() {
     let dir = tempfile::tempdir().unwrap();
     let h0 = 10 * HOUR;
     let mut want: Vec<(i64, f64)> = (0..100).map(|i| (h0 + i * 1_000, i as f64)).collect();
@@ -306,7 +306,7 @@ fn a_write_is_one_chunk_per_series_and_hour_and_the_later_write_of_a_time_wins_a
         rs.extend((0..10).map(|i| r(3, "aq-2", h0 + i, 1.0)));
         rs.extend((0..5).map(|i| r(4, "aq-1", h0 + HOUR + i, 2.0)));
         st.write(&w(rs, vec![])).unwrap();
-        assert_eq!(chunks(&st), 3, "aq-1 in two hours, aq-2 in one");
+        assert_eq!(chunks(&st), 4, "aq-1 in two minutes of one hour and one of the next, aq-2 in one minute");
         want[5].1 = 55.0;
         want.extend((0..5).map(|i| (h0 + HOUR + i, 2.0)));
         assert_eq!(values(&st, "aq-1"), want);
@@ -368,14 +368,77 @@ fn retention_cuts_a_chunk_at_its_cutoff_and_counts_what_it_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let st = RedbStore::open(dir.path()).unwrap();
     let h0 = 30 * HOUR;
-    // Two hours at 10 s in one write: two chunks, neither packed.
+    // Two hours at 10 s in one write: a chunk per minute, none packed.
     st.write(&w((0..720).map(|i| r(1, "aq-1", h0 + i * 10_000, i as f64)).collect(), vec![])).unwrap();
-    let keep = |_: &str, _: &str| Keep { raw_ms: Some(HOUR / 2), minute_ms: None, hour_ms: None };
-    // Cutoff at h0 + 1.5 h: the first hour's chunk goes whole, the second's older half.
+    let keep = |_: &str, _: &str| Keep { raw_ms: Some(HOUR / 2 - 25_000), minute_ms: None, hour_ms: None };
+    // Cutoff at h0 + 90 min 25 s: the chunks of the 90 minutes before it go
+    // whole, the 91st loses its first three samples.
     let e = st.expire(h0 + 2 * HOUR, &keep).unwrap();
-    assert_eq!(e.raw, 540);
-    assert_eq!(chunks(&st), 1);
-    assert_eq!(values(&st, "aq-1").first(), Some(&(h0 + 90 * 60_000, 540.0)));
-    assert_eq!(values(&st, "aq-1").len(), 180);
-    assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 90 * 60_000));
+    assert_eq!(e.raw, 543);
+    assert_eq!(chunks(&st), 30);
+    assert_eq!(values(&st, "aq-1").first(), Some(&(h0 + 90 * 60_000 + 30_000, 543.0)));
+    assert_eq!(values(&st, "aq-1").len(), 177);
+    assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 90 * 60_000 + 30_000));
+}
+
+/// A store written before minute chunks holds chunks keyed by their hour
+/// with samples anywhere in it; reads, rollups, packing and retention see
+/// them beside the minute chunks written since, the later write of a time
+/// winning.
+#[test]
+fn chunks_keyed_by_their_hour_from_before_minute_chunks_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    let (h0, min) = (10 * HOUR, 60_000);
+    st.write(&w(vec![r(1, "aq-1", h0 + 1_000, 1.0)], vec![])).unwrap();
+    let id = st.id("aq-1", "pm25").unwrap();
+    // As a store before minute chunks wrote it: one chunk for the hour.
+    let hour_chunk = [
+        Sample { ts_ms: h0 + 1_000, value: 1.5, quality: Quality::Good },
+        Sample { ts_ms: h0 + min + 30_000, value: 2.0, quality: Quality::Good },
+        Sample { ts_ms: h0 + 2 * min + 30_000, value: 3.0, quality: Quality::Good },
+    ];
+    let n = st.next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    st.update(Durability::Immediate, |t| {
+        t.insert(&keys::chunk(id, h0, n)[..], &keys::encode_chunk(h0, &hour_chunk)[..]).map_err(st.err())?;
+        Ok(())
+    })
+    .unwrap();
+    st.write(&w(vec![r(2, "aq-1", h0 + min + 30_000, 20.0), r(3, "aq-1", h0 + 3 * min + 20_000, 4.0)], vec![])).unwrap();
+    let values = |from: i64, to: i64| st.query("aq-1", "pm25", from, to, 100).unwrap().iter().map(|s| (s.ts_ms - h0, s.value)).collect::<Vec<_>>();
+    let all = [(1_000, 1.5), (min + 30_000, 20.0), (2 * min + 30_000, 3.0), (3 * min + 20_000, 4.0)];
+    assert_eq!(values(h0, h0 + HOUR - 1), all);
+    assert_eq!(values(h0 + 2 * min, h0 + 3 * min - 1), [(2 * min + 30_000, 3.0)], "a minute held only by the hour's chunk");
+    assert_eq!(st.last("aq-1", "pm25").unwrap().unwrap().value, 4.0);
+    st.roll_up().unwrap();
+    let minutes: Vec<_> = st.rollups("aq-1", "pm25", Level::Minute, h0, h0 + HOUR - 1).unwrap().iter().map(|r| (r.start_ms - h0, r.count, r.sum)).collect();
+    assert!(minutes.contains(&(min, 1, 20.0)), "{minutes:?}");
+    let e = st.expire(h0 + 2 * min + 60_000, &|_, _| Keep { raw_ms: Some(60_000), minute_ms: None, hour_ms: None }).unwrap();
+    assert_eq!(e.raw, 4, "1.0 and 1.5 at 1 s, 2.0 and 20.0 at 90 s");
+    assert_eq!(values(h0, h0 + HOUR - 1), all[2..]);
+    st.pack(h0 + HOUR + PACK_AFTER_MS).unwrap();
+    assert_eq!(values(h0, h0 + HOUR - 1), all[2..]);
+    assert_eq!(chunks(&st), 0, "packing took the hour's chunk and the minutes'");
+}
+
+/// An expiry pass visits only the series with something past its
+/// retention: with a million series it runs every minute.
+#[test]
+fn expiry_visits_only_series_with_something_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    let h0 = 10 * HOUR;
+    st.write(&w(vec![r(1, "aq-1", h0, 1.0), r(2, "aq-2", h0, 2.0), r(3, "aq-3", h0, 3.0)], vec![])).unwrap();
+    let keep = |_: &str, _: &str| Keep { raw_ms: Some(HOUR), minute_ms: None, hour_ms: None };
+    let e = st.expire(h0 + 10 * 60_000, &keep).unwrap();
+    assert_eq!((e.series_visited, e.raw), (3, 0), "new series, visited once");
+    let e = st.expire(h0 + 20 * 60_000, &keep).unwrap();
+    assert_eq!((e.series_visited, e.raw), (0, 0), "nothing due before h0 + 1 h");
+    // A late sample older than the series' oldest makes it due at once.
+    st.write(&w(vec![r(4, "aq-1", h0 - 2 * HOUR, 0.5)], vec![])).unwrap();
+    let e = st.expire(h0 + 30 * 60_000, &keep).unwrap();
+    assert_eq!((e.series_visited, e.raw), (1, 1));
+    let e = st.expire(h0 + HOUR + 1, &keep).unwrap();
+    assert_eq!((e.series_visited, e.raw), (3, 3));
+    assert!(st.query("aq-2", "pm25", i64::MIN, i64::MAX, 10).unwrap().is_empty());
 }

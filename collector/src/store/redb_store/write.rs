@@ -1,15 +1,15 @@
 //! Writing: readings, the forward log and gateway progress in one transaction
 //! (committed without fsync; `sync` makes every commit so far durable at once).
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 
 use redb::Durability;
 use shared::{GatewayId, Metric, SensorId};
 
 use super::super::keys;
-use super::super::{Forward, Level, Progress, Sample, SeqSpace, StoreError, Write};
-use super::{hour_of, latest_per_time, scan, RedbStore};
+use super::super::{Forward, Progress, Sample, SeqSpace, StoreError, Write};
+use super::{hour_of, latest_per_time, minute_of, scan, RedbStore};
 
 impl RedbStore {
     pub(super) fn commit(&self, w: &Write) -> Result<(), StoreError> {
@@ -34,18 +34,19 @@ impl RedbStore {
                     forwarded += rs.len() as u64;
                 }
             }
-            // One chunk per series and hour this write touches, not one entry
-            // per sample: the per-sample B-tree insert was most of ingest's CPU.
+            // One chunk per series and minute this write touches, not one
+            // entry per sample: the per-sample B-tree insert was most of
+            // ingest's CPU. By minute, not hour: rolling up a minute then
+            // reads that minute's chunks, not the hour's so far.
             let mut chunks: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
             let readings = w.batches.iter().flat_map(|(_, rs)| rs.iter()).filter(|_| self.options.keep_series);
             for r in readings {
-                let id = index.id_or_register(t, &(r.sensor.clone(), r.metric.clone()), &mut added).map_err(self.err())?;
-                let hour = hour_of(r.ts_ms);
-                chunks.entry((id, hour)).or_default().push(r.sample());
+                let id = index.id_or_register(t, &r.sensor, &r.metric, &mut added).map_err(self.err())?;
+                let (hour, minute) = (hour_of(r.ts_ms), minute_of(r.ts_ms));
+                chunks.entry((id, minute)).or_default().push(r.sample());
                 if index.first(id).is_none_or(|f| r.ts_ms < f) {
                     lowered.push((id, index.set_first(id, Some(r.ts_ms))));
                 }
-                let minute = r.ts_ms - r.ts_ms.rem_euclid(Level::Minute.bucket_ms());
                 if !dirty.contains(&(id, minute)) && newly_dirty.insert((id, minute)) {
                     t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(self.err())?;
                 }
@@ -54,9 +55,9 @@ impl RedbStore {
                 }
             }
             if !chunks.is_empty() {
-                for ((id, hour), samples) in chunks {
+                for ((id, minute), samples) in chunks {
                     let samples = latest_per_time(samples);
-                    t.insert(&keys::chunk(id, hour, next_chunk)[..], &keys::encode_chunk(hour, &samples)[..]).map_err(self.err())?;
+                    t.insert(&keys::chunk(id, minute, next_chunk)[..], &keys::encode_chunk(minute, &samples)[..]).map_err(self.err())?;
                     next_chunk += 1;
                 }
                 t.insert(keys::NEXT_CHUNK, &next_chunk.to_be_bytes()[..]).map_err(self.err())?;

@@ -11,10 +11,13 @@ use redb::{Durability, ReadableTable};
 
 use super::super::keys::{self, Key};
 use super::super::{block, Expired, Keep, Level, Rollup, StoreError, PACK_AFTER_MS};
-use super::{hour_of, merge_into, oldest, RedbStore, HOUR};
+use super::{hour_of, merge_into, oldest, RedbStore, HOUR, NO_SAMPLE};
 
 /// Minute and hour rollups made by a pass, by series id.
 pub(super) type Made = (Vec<(u32, Rollup)>, Vec<(u32, Rollup)>);
+
+/// Rollups (or marks) written per transaction by a rollup pass.
+const SAVE_GROUP: usize = 8_192;
 
 /// Which dirty minutes a rollup pass takes.
 pub(super) enum Minutes<'a> {
@@ -28,9 +31,9 @@ pub(super) enum Minutes<'a> {
 impl RedbStore {
     /// Rolls up the minutes written since the last pass that `which` picks
     /// (the rest stay dirty). Computed from a snapshot while writers go on
-    /// (a pass over a busy hour re-reads it, and ingest waited for that);
-    /// only the short write of the results holds them off. A minute written
-    /// to again meanwhile stays dirty for the next pass.
+    /// (a pass over a busy hour re-reads it, and ingest waited for that),
+    /// and the results are written in short transactions between ingest's.
+    /// A minute written to again meanwhile stays dirty for the next pass.
     pub(super) fn roll_up_dirty(&self, which: Minutes) -> Result<u64, StoreError> {
         let taken = self.take_dirty(which);
         if taken.is_empty() {
@@ -62,22 +65,33 @@ impl RedbStore {
 
     /// Stores rollups made for `taken` and clears their marks, except for a
     /// minute written to again since: its rollup is made anew next pass.
+    /// In transactions of `SAVE_GROUP`: ingest writes between them (one
+    /// minute of 1M series took seconds to write, and ingest waited).
     pub(super) fn save_rollups(&self, taken: &HashSet<(u32, i64)>, (minutes, hours): Made) -> Result<(), StoreError> {
-        let _writes = self.series.lock().unwrap();
-        let dirty = self.dirty.lock().unwrap();
-        // Not synced: lost in a crash together with the marks it clears, so
-        // the rollups are made again after a restart.
-        self.update(Durability::None, |t| {
-            for (level, rollups) in [(Level::Minute, &minutes), (Level::Hour, &hours)] {
-                for (id, r) in rollups {
-                    t.insert(&keys::level(level, *id, r.start_ms)[..], &keys::encode_rollup(r)[..]).map_err(self.err())?;
+        // Not synced: lost in a crash together with the marks cleared after
+        // them, so the rollups are made again after a restart.
+        let rollups: Vec<(Level, u32, Rollup)> = minutes.into_iter().map(|(id, r)| (Level::Minute, id, r)).chain(hours.into_iter().map(|(id, r)| (Level::Hour, id, r))).collect();
+        for group in rollups.chunks(SAVE_GROUP) {
+            self.update(Durability::None, |t| {
+                for (level, id, r) in group {
+                    t.insert(&keys::level(*level, *id, r.start_ms)[..], &keys::encode_rollup(r)[..]).map_err(self.err())?;
                 }
-            }
-            for &(id, start) in taken.iter().filter(|&m| !dirty.contains(m)) {
-                t.remove(&keys::dirty(id, start)[..]).map_err(self.err())?;
-            }
-            Ok(())
-        })
+                Ok(())
+            })?;
+        }
+        // Marks last, checked against new writes under the writers' lock.
+        let marks: Vec<(u32, i64)> = taken.iter().copied().collect();
+        for group in marks.chunks(SAVE_GROUP) {
+            let _writes = self.series.lock().unwrap();
+            let dirty = self.dirty.lock().unwrap();
+            self.update(Durability::None, |t| {
+                for &(id, start) in group.iter().filter(|&m| !dirty.contains(m)) {
+                    t.remove(&keys::dirty(id, start)[..]).map_err(self.err())?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// The minute rollups of `taken` and the hour rollups of their hours.
@@ -159,8 +173,29 @@ impl RedbStore {
 
     pub(super) fn expire_old(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError> {
         let series: Vec<((SensorId, Metric), u32)> = {
-            let index = self.series.lock().unwrap();
-            index.ids.iter().filter(|&(_, &id)| index.due(id) <= now_ms).map(|(k, v)| (k.clone(), *v)).collect()
+            let mut index = self.series.lock().unwrap();
+            let mut due = Vec::new();
+            let ids: Vec<(&(SensorId, Metric), u32)> = index.ids.iter().map(|(k, &id)| (k, id)).collect();
+            let mut lowered = Vec::new();
+            for (k, id) in ids {
+                if index.due(id) <= now_ms {
+                    due.push((k.clone(), id));
+                } else if index.lowered.get(id as usize).is_some_and(|&t| t != NO_SAMPLE) {
+                    lowered.push((k.clone(), id));
+                }
+            }
+            // A series whose oldest sample a write lowered (a new one, or a
+            // late old sample): due sooner only if that sample makes it so,
+            // worked out without reading.
+            for (k, id) in lowered {
+                let ts = index.take_lowered(id).expect("marked");
+                let at = index.due(id).min(due_from_sample(&keep(&k.0, &k.1), ts));
+                index.set_due(id, at);
+                if at <= now_ms {
+                    due.push((k, id));
+                }
+            }
+            due
         };
         let mut done = Expired::default();
         // Bounded transactions, one sync each rather than one per series.
@@ -206,6 +241,8 @@ impl RedbStore {
                 if let Some(first) = first {
                     index.set_first(id, first);
                 }
+                // Worked out from disk: a lowering before the visit is in it.
+                index.take_lowered(id);
                 index.set_due(id, due);
             }
             drop(index);
@@ -241,4 +278,16 @@ impl RedbStore {
         ];
         Ok(due.into_iter().flatten().min().unwrap_or(i64::MAX))
     }
+}
+
+/// When a sample at `ts` and the rollups made from it are first past their
+/// retention `k`.
+fn due_from_sample(k: &Keep, ts: i64) -> i64 {
+    let (minute, hour) = (Level::Minute.bucket_ms(), Level::Hour.bucket_ms());
+    let due = [
+        k.raw_ms.map(|ms| ts.saturating_add(ms).saturating_add(1)),
+        k.minute_ms.map(|ms| (ts - ts.rem_euclid(minute)).saturating_add(ms).saturating_add(minute)),
+        k.hour_ms.map(|ms| hour_of(ts).saturating_add(ms).saturating_add(hour)),
+    ];
+    due.into_iter().flatten().min().unwrap_or(i64::MAX)
 }

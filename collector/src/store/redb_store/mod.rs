@@ -97,9 +97,14 @@ struct SeriesIndex {
     /// By series id: when `expire` next has something of it to delete (its
     /// oldest sample, minute and hour rollup past their retention), so a pass
     /// visits only those series, not a million every minute. Absent: now
-    /// (after a start, every series once); made due again by a write that
-    /// lowers the series' oldest sample time.
+    /// (every series found at open is visited once); a new series: never,
+    /// until its first sample sets `lowered`.
     due: Vec<i64>,
+    /// By series id: the oldest sample time a write set below what the
+    /// series had (`NO_SAMPLE`: none since the last pass), from which the
+    /// pass works out, without reading, whether that sample makes the series
+    /// due sooner.
+    lowered: Vec<i64>,
 }
 
 const NO_SAMPLE: i64 = i64::MAX;
@@ -117,9 +122,17 @@ impl SeriesIndex {
         }
         let before = std::mem::replace(&mut self.first[i], ts_ms.unwrap_or(NO_SAMPLE));
         if self.first[i] < before {
-            self.set_due(id, i64::MIN);
+            if self.lowered.len() <= i {
+                self.lowered.resize(i + 1, NO_SAMPLE);
+            }
+            self.lowered[i] = self.lowered[i].min(self.first[i]);
         }
         before
+    }
+
+    /// The oldest sample time a write set since the last pass, taken.
+    fn take_lowered(&mut self, id: u32) -> Option<i64> {
+        self.lowered.get_mut(id as usize).map(|t| std::mem::replace(t, NO_SAMPLE)).filter(|&t| t != NO_SAMPLE)
     }
 
     fn due(&self, id: u32) -> i64 {
@@ -144,6 +157,8 @@ impl SeriesIndex {
         }
         let id = self.next;
         self.next += 1;
+        // Nothing of it on disk yet: due once its first sample is old enough.
+        self.set_due(id, i64::MAX);
         self.ids.insert((sensor.clone(), metric.clone()), id);
         added.push((sensor.clone(), metric.clone()));
         t.insert(&keys::series(sensor, metric)[..], &id.to_be_bytes()[..])?;

@@ -11,10 +11,9 @@
 //! Rollups are recomputed from samples in `roll_up` for the minutes marked
 //! dirty by writes, not updated on every write: late readings (a gateway's
 //! backlog) reach them, and no key is rewritten per batch. The upkeep task
-//! rolls up a minute once it is over (`roll_up_ended`): each pass re-reads
-//! the hour so far of every series it rolls, so rolling the minutes still
-//! being written on every pass cost a pass per series every 10 s instead of
-//! one a minute; a query rolls up its own series first.
+//! rolls up a minute once it is over (`roll_up_ended`), not on every pass
+//! while it is still written (each roll-up of a series reads its samples
+//! again); a query rolls up its own series first.
 //!
 //! Samples land as one `W` chunk per series and minute a write touches (13
 //! bytes a sample, one B-tree insert however many samples the group of

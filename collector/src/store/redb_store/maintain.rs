@@ -9,9 +9,9 @@ use shared::{Metric, SensorId};
 
 use redb::{Durability, ReadableTable};
 
-use super::super::keys::{self, Key};
+use super::super::keys;
 use super::super::{block, Expired, Keep, Level, Rollup, StoreError, PACK_AFTER_MS};
-use super::{hour_of, merge_into, oldest, RedbStore, HOUR, NO_SAMPLE};
+use super::{earliest, hour_of, merge_into, minute_of, oldest, RedbStore, HOUR, NO_SAMPLE};
 
 /// Minute and hour rollups made by a pass, by series id.
 pub(super) type Made = (Vec<(u32, Rollup)>, Vec<(u32, Rollup)>);
@@ -164,10 +164,8 @@ impl RedbStore {
     pub(super) fn expire_old(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError> {
         let series: Vec<((SensorId, Metric), u32)> = {
             let mut index = self.series.lock().unwrap();
-            let mut due = Vec::new();
-            let ids: Vec<(&(SensorId, Metric), u32)> = index.ids.iter().map(|(k, &id)| (k, id)).collect();
-            let mut lowered = Vec::new();
-            for (k, id) in ids {
+            let (mut due, mut lowered) = (Vec::new(), Vec::new());
+            for (k, &id) in &index.ids {
                 if index.due(id) <= now_ms {
                     due.push((k.clone(), id));
                 } else if index.lowered.get(id as usize).is_some_and(|&t| t != NO_SAMPLE) {
@@ -248,36 +246,29 @@ impl RedbStore {
     /// are made from samples no older than the oldest sample (a write of an
     /// older one makes the series due at once).
     fn next_due<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, k: &Keep, oldest_sample: Option<i64>) -> Result<i64, StoreError> {
-        let first_key = |lo: Key, hi: Key| -> Result<Option<i64>, StoreError> {
-            match t.range::<&[u8]>(&lo[..]..&hi[..]).map_err(self.err())?.next() {
-                Some(item) => Ok(keys::parse_timed(item.map_err(self.err())?.0.value()).map(|(_, at)| at)),
-                None => Ok(None),
-            }
-        };
-        let earliest = |a: Option<i64>, b: Option<i64>| a.into_iter().chain(b).min();
-        let (minute, hour) = (Level::Minute.bucket_ms(), Level::Hour.bucket_ms());
         let oldest_minute = earliest(
-            first_key(keys::level(Level::Minute, id, i64::MIN), keys::level(Level::Minute, id, i64::MAX))?,
-            first_key(keys::minute_block(id, i64::MIN), keys::minute_block(id, i64::MAX))?,
+            self.first_time(t, keys::level(Level::Minute, id, i64::MIN), keys::level(Level::Minute, id, i64::MAX))?,
+            self.first_time(t, keys::minute_block(id, i64::MIN), keys::minute_block(id, i64::MAX))?,
         );
-        let oldest_hour = first_key(keys::level(Level::Hour, id, i64::MIN), keys::level(Level::Hour, id, i64::MAX))?;
-        let due = [
-            k.raw_ms.zip(oldest_sample).map(|(ms, at)| at.saturating_add(ms).saturating_add(1)),
-            k.minute_ms.zip(earliest(oldest_minute, oldest_sample.map(|at| at - at.rem_euclid(minute)))).map(|(ms, at)| at.saturating_add(ms).saturating_add(minute)),
-            k.hour_ms.zip(earliest(oldest_hour, oldest_sample.map(hour_of))).map(|(ms, at)| at.saturating_add(ms).saturating_add(hour)),
-        ];
-        Ok(due.into_iter().flatten().min().unwrap_or(i64::MAX))
+        let oldest_hour = self.first_time(t, keys::level(Level::Hour, id, i64::MIN), keys::level(Level::Hour, id, i64::MAX))?;
+        Ok(due_at(k, oldest_sample, earliest(oldest_minute, oldest_sample.map(minute_of)), earliest(oldest_hour, oldest_sample.map(hour_of))))
     }
 }
 
 /// When a sample at `ts` and the rollups made from it are first past their
 /// retention `k`.
 fn due_from_sample(k: &Keep, ts: i64) -> i64 {
-    let (minute, hour) = (Level::Minute.bucket_ms(), Level::Hour.bucket_ms());
+    due_at(k, Some(ts), Some(minute_of(ts)), Some(hour_of(ts)))
+}
+
+/// When the first of these is past its retention `k`: a sample at `raw`, the
+/// minute rollup starting at `minute`, the hour rollup starting at `hour`
+/// (a bucket goes once all of it is older than its retention).
+fn due_at(k: &Keep, raw: Option<i64>, minute: Option<i64>, hour: Option<i64>) -> i64 {
     let due = [
-        k.raw_ms.map(|ms| ts.saturating_add(ms).saturating_add(1)),
-        k.minute_ms.map(|ms| (ts - ts.rem_euclid(minute)).saturating_add(ms).saturating_add(minute)),
-        k.hour_ms.map(|ms| hour_of(ts).saturating_add(ms).saturating_add(hour)),
+        k.raw_ms.zip(raw).map(|(ms, at)| at.saturating_add(ms).saturating_add(1)),
+        k.minute_ms.zip(minute).map(|(ms, at)| at.saturating_add(ms).saturating_add(Level::Minute.bucket_ms())),
+        k.hour_ms.zip(hour).map(|(ms, at)| at.saturating_add(ms).saturating_add(Level::Hour.bucket_ms())),
     ];
     due.into_iter().flatten().min().unwrap_or(i64::MAX)
 }

@@ -493,19 +493,21 @@ impl RedbStore {
     }
 
     /// The earliest time at or after `from` where series `id` may have a
-    /// sample: its next `P` sample or the start of its next chunk's or
-    /// block's hour.
+    /// sample: its next `P` sample or the start of its next chunk (its
+    /// minute) or block (its hour).
     fn next_data<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64) -> Result<Option<i64>, StoreError> {
-        let first = |lo: Key, hi: Key| -> Result<Option<i64>, StoreError> {
-            match t.range::<&[u8]>(&lo[..]..=&hi[..]).map_err(self.err())?.next() {
-                Some(item) => Ok(keys::parse_timed(item.map_err(self.err())?.0.value()).map(|(_, ts)| ts)),
-                None => Ok(None),
-            }
-        };
-        let legacy = first(keys::point(id, from), keys::point(id, i64::MAX))?;
+        let legacy = self.first_time(t, keys::point(id, from), keys::point(id, i64::MAX))?;
         let chunk = chunk_start(t, &self.file, id, from, End::First)?.map(|h| h.max(from));
-        let packed = first(keys::block(id, hour_of(from)), keys::block(id, i64::MAX))?.map(|h| h.max(from));
+        let packed = self.first_time(t, keys::block(id, hour_of(from)), keys::block(id, i64::MAX))?.map(|h| h.max(from));
         Ok(earliest(earliest(legacy, chunk), packed))
+    }
+
+    /// The time in the first key of `lo..=hi` (13-byte timed keys).
+    fn first_time<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, lo: Key, hi: Key) -> Result<Option<i64>, StoreError> {
+        match t.range::<&[u8]>(&lo[..]..=&hi[..]).map_err(self.err())?.next() {
+            Some(item) => Ok(keys::parse_timed(item.map_err(self.err())?.0.value()).map(|(_, ts)| ts)),
+            None => Ok(None),
+        }
     }
 
     /// (hour, samples) of a `C` entry.

@@ -7,11 +7,16 @@
 //! - `W` series id, hour start (as in `P`), chunk number (u64, big-endian) →
 //!   the samples one write brought for that series and hour (`encode_chunk`)
 //! - `N` → the next chunk number (u64, big-endian)
-//! - `C` series id, hour start (as in `P`) → that hour's samples packed (`block`)
+//! - `C` series id, hour start (as in `P`) → that hour's samples packed
+//!   (`block`), or where in the series' `K` stream they are
 //! - `U` series id, hour start → nothing: an hour with chunks (or `P` samples) not yet packed
 //! - `M` / `H` series id, bucket start (as in `P`) → 1-minute / 1-hour `Rollup`
-//! - `R` series id, hour start → that hour's 1-minute rollups packed (`block::rollups`)
+//! - `R` series id, hour start → that hour's 1-minute rollups packed
+//!   (`block::rollups`), or where in the series' `Q` stream they are
 //! - `D` series id, minute start → nothing: a minute written since its rollups were made
+//! - `K` / `Q` series id, piece number (as in `P`) → a piece of the series'
+//!   stream of packed sample / minute-rollup hours (`redb_store::stream`),
+//!   which `C` / `R` entries point into
 //! - `G` gateway (`\0` epoch, for epochs other than 0) → postcard `Progress`
 //! - `L` entry id (u64, big-endian) → postcard (gateway, readings): the forward log
 //! - `B` sensor → gateway (UTF-8): which gateway an uncatalogued sensor is bound to
@@ -71,6 +76,11 @@ pub fn parse_chunk(k: &[u8]) -> Option<(u32, i64)> {
 }
 
 pub const NEXT_CHUNK: &[u8] = b"N";
+
+/// `K` (samples) or `Q` (minute rollups) key of piece `n` of series `id`'s stream.
+pub fn piece(minutes: bool, id: u32, n: u64) -> Key {
+    timed(if minutes { b'Q' } else { b'K' }, id, n as i64)
+}
 
 pub fn minute_block(id: u32, hour: i64) -> Key {
     timed(b'R', id, hour)

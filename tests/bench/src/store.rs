@@ -164,7 +164,9 @@ pub(crate) fn scenario(quick: bool, realistic: bool) -> Result<serde_json::Value
 /// (`StoreOptions::default()`, pack 5 min after the hour). Bytes per reading:
 /// over all days; past the first day as the file's growth per reading (the
 /// steady state: the first day also pays for file space an hour of unpacked
-/// samples needs, reused every hour after); the file after redb's
+/// samples needs, reused every hour after); the pages in use in the live
+/// file (redb's count: apart from the steps the file grows in, by
+/// doubling); the file after redb's
 /// compaction per reading; and the packed blocks alone. Query times: one
 /// 1 s series' day raw, with a 1-minute step from the rollups, and the same
 /// step computed from raw samples.
@@ -180,7 +182,7 @@ fn store(series: Vec<Series>, days: i64, dataset: &str) -> Result<serde_json::Va
     let mut batch = Vec::with_capacity(1000);
     let mut n = 0u64;
     let mut upkeep_secs = 0.0;
-    let mut after_day_1 = (0u64, 0u64);
+    let mut after_day_1 = (0u64, 0u64, 0u64);
     let flush = |st: &RedbStore, batch: Vec<shared::Reading>| -> Result<()> {
         st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(batch))], progress: vec![], forget: vec![] })?;
         st.sync()?;
@@ -195,7 +197,7 @@ fn store(series: Vec<Series>, days: i64, dataset: &str) -> Result<serde_json::Va
             upkeep_secs += t.elapsed().as_secs_f64();
         }
         if sec == DAY_S {
-            after_day_1 = (st.size_on_disk(), n);
+            after_day_1 = (st.size_on_disk(), n, st.bytes_in_use()?);
         }
         for (i, s) in series.iter().enumerate() {
             if sec % s.every_s != 0 {
@@ -217,6 +219,7 @@ fn store(series: Vec<Series>, days: i64, dataset: &str) -> Result<serde_json::Va
     st.pack(t0 + days * DAY_S * 1000 + collector::store::PACK_AFTER_MS)?;
     let last_upkeep_secs = t.elapsed().as_secs_f64();
     let bytes = st.size_on_disk();
+    let in_use = st.bytes_in_use()?;
 
     // Query one 1 s series' first day.
     let (q_sensor, q_metric) = (&series[0].sensor, series[0].metric);
@@ -286,6 +289,8 @@ fn store(series: Vec<Series>, days: i64, dataset: &str) -> Result<serde_json::Va
         "write_without_upkeep_readings_per_s": (n as f64 / (write_secs - upkeep_secs)).round(), "last_roll_up_and_pack_s": r2(last_upkeep_secs),
         "bytes_on_disk": bytes, "bytes_per_reading": r2(bytes as f64 / n as f64),
         "bytes_per_reading_after_day_1": if days > 1 { json!(r2((bytes - after_day_1.0) as f64 / (n - after_day_1.1) as f64)) } else { json!(null) },
+        "bytes_in_use": in_use, "bytes_in_use_per_reading": r2(in_use as f64 / n as f64),
+        "bytes_in_use_per_reading_after_day_1": if days > 1 { json!(r2((in_use - after_day_1.2) as f64 / (n - after_day_1.1) as f64)) } else { json!(null) },
         "bytes_after_compaction": compacted, "bytes_per_reading_after_compaction": r2(compacted as f64 / n as f64),
         "block_bytes": block_bytes, "block_bytes_per_reading": r3(block_bytes as f64 / n as f64),
         "rollup_key_value_bytes_per_reading": r3(rollup_bytes as f64 / n as f64),

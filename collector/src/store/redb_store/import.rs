@@ -20,6 +20,7 @@ use shared::{Metric, SensorId};
 
 use super::super::{block, keys};
 use super::super::{Level, Rollup, Sample, StoreError};
+use super::stream::{self, Kind};
 use super::{hour_of, latest_per_time, merge_into, RedbStore, HOUR, TABLE};
 
 /// One series' samples over one hour, for `RedbStore::import_history`.
@@ -131,8 +132,8 @@ impl RedbStore {
                 if let Some((what, _)) = held.iter().find(|(_, held)| *held) {
                     return Err(refuse(h, format!("the store already holds {what} of this series in this hour")));
                 }
-                t.insert(&keys::block(id, hr)[..], &p.block[..]).map_err(self.err())?;
-                t.insert(&keys::minute_block(id, hr)[..], &p.minutes[..]).map_err(self.err())?;
+                stream::put(&mut t, &self.file, Kind::Samples, id, hr, &p.block)?;
+                stream::put(&mut t, &self.file, Kind::Minutes, id, hr, &p.minutes)?;
                 t.insert(&keys::level(Level::Hour, id, hr)[..], &keys::encode_rollup(&p.hour)[..]).map_err(self.err())?;
                 if index.first(id).is_none_or(|f| p.first_ts < f) {
                     lowered.push((id, index.set_first(id, Some(p.first_ts))));

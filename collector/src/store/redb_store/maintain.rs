@@ -11,6 +11,7 @@ use redb::{Durability, ReadableTable};
 
 use super::super::keys;
 use super::super::{block, Expired, Keep, Level, Rollup, StoreError, PACK_AFTER_MS};
+use super::stream::{self, Kind};
 use super::{earliest, hour_of, merge_into, minute_of, oldest, RedbStore, HOUR, NO_SAMPLE};
 
 /// Minute and hour rollups made by a pass, by series id.
@@ -138,17 +139,17 @@ impl RedbStore {
                     t.retain_in::<&[u8], _>(&keys::point(id, h)[..]..&keys::point(id, h + HOUR)[..], |_, _| false).map_err(self.err())?;
                     t.retain_in::<&[u8], _>(&keys::chunk(id, h, 0)[..]..&keys::chunk(id, h + HOUR, 0)[..], |_, _| false).map_err(self.err())?;
                     if samples.is_empty() {
-                        t.remove(&keys::block(id, h)[..]).map_err(self.err())?;
+                        stream::remove(t, &self.file, Kind::Samples, id, h)?;
                     } else {
-                        t.insert(&keys::block(id, h)[..], &block::encode(h, &samples)[..]).map_err(self.err())?;
+                        stream::put(t, &self.file, Kind::Samples, id, h, &block::encode(h, &samples))?;
                     }
                     // The hour's minute rollups, made by `roll_up` before this pass, into one entry too.
                     let minutes = self.minute_rollups(t, id, h, h + HOUR - 1)?;
                     t.retain_in::<&[u8], _>(&keys::level(Level::Minute, id, h)[..]..&keys::level(Level::Minute, id, h + HOUR)[..], |_, _| false).map_err(self.err())?;
                     if minutes.is_empty() {
-                        t.remove(&keys::minute_block(id, h)[..]).map_err(self.err())?;
+                        stream::remove(t, &self.file, Kind::Minutes, id, h)?;
                     } else {
-                        t.insert(&keys::minute_block(id, h)[..], &block::rollups::encode(h, &minutes)[..]).map_err(self.err())?;
+                        stream::put(t, &self.file, Kind::Minutes, id, h, &block::rollups::encode(h, &minutes))?;
                     }
                     t.remove(&keys::unpacked(id, h)[..]).map_err(self.err())?;
                 }

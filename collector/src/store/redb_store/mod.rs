@@ -19,8 +19,10 @@
 //! bytes a sample, one B-tree insert however many samples the group of
 //! batches brings; stores before chunks wrote a `P` entry per sample, and
 //! before minute chunks one chunk per hour);
-//! `pack` turns each closed hour of a series into one `C` block (`block`),
-//! a few bytes per sample. Reads merge all three, the later write winning
+//! `pack` turns each closed hour of a series into one block (`block`), a
+//! few bytes per sample, appended to the series' stream of page-sized
+//! pieces (`stream`) with a `C` entry pointing to it; its minute rollups
+//! likewise. Reads merge all three, the later write winning
 //! at the same time, so a late sample for a packed hour is seen at once and
 //! packed into its block on the next pass.
 
@@ -42,11 +44,13 @@ use crate::series_ref::SeriesRef;
 mod import;
 mod maintain;
 mod read;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod write;
 
 use maintain::Minutes;
+use stream::Kind;
 
 pub use import::{ClosedHour, ImportError};
 
@@ -239,7 +243,7 @@ fn oldest<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id
     let mut packed = None;
     scan(t, file, &keys::block(id, i64::MIN), &keys::block(id, raw.unwrap_or(i64::MAX)), |k, v| {
         let (_, hour) = keys::parse_timed(k).ok_or_else(|| StoreError::Corrupt { path: file.display().to_string(), detail: "block key is not 13 bytes".into() })?;
-        let samples = block::decode(hour, v)
+        let samples = block::decode(hour, &stream::bytes(t, file, Kind::Samples, id, v)?)
             .ok_or_else(|| StoreError::Corrupt { path: file.display().to_string(), detail: format!("the block of series {id} at {hour} does not decode") })?;
         packed = samples.first().map(|s| s.ts_ms);
         // A block left empty holds nothing: look at the next one.
@@ -408,6 +412,16 @@ impl RedbStore {
         Ok(())
     }
 
+    /// Bytes of the file's pages in use (redb's count; free pages left out):
+    /// what the data takes in a live file, apart from the steps the file
+    /// grows in. For measurements (`citysense-bench store`).
+    pub fn bytes_in_use(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(self.err())?;
+        let stats = txn.stats().map_err(self.err())?;
+        txn.abort().map_err(self.err())?;
+        Ok(stats.allocated_pages() * stats.page_size() as u64)
+    }
+
     fn err<E: Into<redb::Error>>(&self) -> impl Fn(E) -> StoreError + '_ {
         move |e| StoreError::Engine { path: self.file.display().to_string(), source: e.into() }
     }
@@ -475,19 +489,22 @@ impl RedbStore {
     /// and the older part of the block the cutoff falls in.
     fn expire_blocks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
         let mut old: Vec<(i64, Vec<Sample>)> = Vec::new();
-        scan(t, &self.file, &keys::block(id, i64::MIN), &keys::block(id, cutoff), |k, v| {
-            old.push(self.decode_block(k, v)?);
+        scan(&*t, &self.file, &keys::block(id, i64::MIN), &keys::block(id, cutoff), |k, v| {
+            old.push(self.decode_block(&*t, k, v)?);
             Ok(true)
         })?;
         let mut gone = 0u64;
-        for (hour, samples) in old {
+        for (hour, samples) in &old {
             let keep: Vec<Sample> = samples.iter().filter(|s| s.ts_ms >= cutoff).copied().collect();
             gone += (samples.len() - keep.len()) as u64;
             if keep.is_empty() {
-                t.remove(&keys::block(id, hour)[..]).map_err(self.err())?;
+                stream::remove(t, &self.file, Kind::Samples, id, *hour)?;
             } else if keep.len() < samples.len() {
-                t.insert(&keys::block(id, hour)[..], &block::encode(hour, &keep)[..]).map_err(self.err())?;
+                stream::put(t, &self.file, Kind::Samples, id, *hour, &block::encode(*hour, &keep))?;
             }
+        }
+        if !old.is_empty() {
+            stream::drop_unreferenced(t, &self.file, Kind::Samples, id)?;
         }
         Ok(gone)
     }
@@ -511,9 +528,10 @@ impl RedbStore {
     }
 
     /// (hour, samples) of a `C` entry.
-    fn decode_block(&self, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sample>), StoreError> {
+    fn decode_block<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sample>), StoreError> {
         let (id, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("block key is not 13 bytes".into()))?;
-        let samples = block::decode(hour, v).ok_or_else(|| self.corrupt(format!("the block of series {id} at {hour} does not decode")))?;
+        let samples =
+            block::decode(hour, &stream::bytes(t, &self.file, Kind::Samples, id, v)?).ok_or_else(|| self.corrupt(format!("the block of series {id} at {hour} does not decode")))?;
         Ok((hour, samples))
     }
 
@@ -531,7 +549,8 @@ impl RedbStore {
         let mut packed = Vec::new();
         scan(t, &self.file, &keys::minute_block(id, hour_of(from)), &keys::minute_block(id, to.saturating_add(1)), |k, v| {
             let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("rollup block key is not 13 bytes".into()))?;
-            let rollups = block::rollups::decode(hour, v).ok_or_else(|| self.corrupt(format!("the minute rollups of series {id} at {hour} do not decode")))?;
+            let rollups = block::rollups::decode(hour, &stream::bytes(t, &self.file, Kind::Minutes, id, v)?)
+                .ok_or_else(|| self.corrupt(format!("the minute rollups of series {id} at {hour} do not decode")))?;
             packed.extend(rollups.into_iter().filter(|r| (from..=to).contains(&r.start_ms)));
             Ok(true)
         })?;
@@ -562,20 +581,24 @@ impl RedbStore {
     /// Drops packed minute rollups of series `id` starting before `cutoff`.
     fn expire_minute_blocks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
         let mut old: Vec<(i64, Vec<Rollup>)> = Vec::new();
-        scan(t, &self.file, &keys::minute_block(id, i64::MIN), &keys::minute_block(id, cutoff), |k, v| {
+        scan(&*t, &self.file, &keys::minute_block(id, i64::MIN), &keys::minute_block(id, cutoff), |k, v| {
             let (_, hour) = keys::parse_timed(k).ok_or_else(|| self.corrupt("rollup block key is not 13 bytes".into()))?;
-            old.push((hour, block::rollups::decode(hour, v).ok_or_else(|| self.corrupt(format!("the minute rollups of series {id} at {hour} do not decode")))?));
+            let bytes = stream::bytes(&*t, &self.file, Kind::Minutes, id, v)?;
+            old.push((hour, block::rollups::decode(hour, &bytes).ok_or_else(|| self.corrupt(format!("the minute rollups of series {id} at {hour} do not decode")))?));
             Ok(true)
         })?;
         let mut gone = 0u64;
-        for (hour, rollups) in old {
+        for (hour, rollups) in &old {
             let keep: Vec<Rollup> = rollups.iter().filter(|r| r.start_ms >= cutoff).copied().collect();
             gone += (rollups.len() - keep.len()) as u64;
             if keep.is_empty() {
-                t.remove(&keys::minute_block(id, hour)[..]).map_err(self.err())?;
+                stream::remove(t, &self.file, Kind::Minutes, id, *hour)?;
             } else if keep.len() < rollups.len() {
-                t.insert(&keys::minute_block(id, hour)[..], &block::rollups::encode(hour, &keep)[..]).map_err(self.err())?;
+                stream::put(t, &self.file, Kind::Minutes, id, *hour, &block::rollups::encode(*hour, &keep))?;
             }
+        }
+        if !old.is_empty() {
+            stream::drop_unreferenced(t, &self.file, Kind::Minutes, id)?;
         }
         Ok(gone)
     }
@@ -584,7 +607,7 @@ impl RedbStore {
     fn packed<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
         let mut out = Vec::new();
         scan(t, &self.file, &keys::block(id, hour_of(from)), &keys::block(id, to.saturating_add(1)), |k, v| {
-            let (_, samples) = self.decode_block(k, v)?;
+            let (_, samples) = self.decode_block(t, k, v)?;
             out.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
             Ok(true)
         })?;

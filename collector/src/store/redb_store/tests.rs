@@ -449,3 +449,81 @@ fn expiry_visits_only_series_with_something_past_retention() {
     assert_eq!((e.series_visited, e.raw), (3, 3));
     assert!(st.query("aq-2", "pm25", i64::MIN, i64::MAX, 10).unwrap().is_empty());
 }
+
+/// Closed hours are laid end to end in page-sized pieces: the file holds
+/// about what the blocks take, not a 4 KiB page per 2 KB block; a late
+/// sample repacks its hour in place at the stream's end or in its entry
+/// elsewhere, and retention deletes the pieces nothing points into.
+#[test]
+fn packed_hours_fill_whole_pages_and_their_streams_shrink_with_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = RedbStore::open(dir.path()).unwrap();
+    let h0 = 1_700_006_400_000;
+    let (series, hours) = (6u64, 12i64);
+    let mut seq = 0;
+    let mut rng = 7u64;
+    let mut given: Vec<Vec<(i64, u64)>> = vec![Vec::new(); series as usize];
+    for h in 0..hours {
+        let mut batch = Vec::new();
+        for s in 0..series {
+            for i in 0..3600 {
+                rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let (ts, v) = (h0 + h * HOUR + i * 1000, 20.0 + (rng >> 60) as f64 / 100.0);
+                seq += 1;
+                batch.push(r(seq, &format!("aq-{s}"), ts, v));
+                given[s as usize].push((ts, v.to_bits()));
+            }
+        }
+        st.write(&w(batch, vec![])).unwrap();
+    }
+    st.roll_up().unwrap();
+    assert_eq!(st.pack(h0 + hours * HOUR + PACK_AFTER_MS).unwrap(), series * hours as u64);
+    let read_all =
+        |st: &RedbStore, s: u64| st.query(&format!("aq-{s}"), "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap().iter().map(|x| (x.ts_ms, x.value.to_bits())).collect::<Vec<_>>();
+    for s in 0..series {
+        assert_eq!(read_all(&st, s), given[s as usize], "series {s} bit for bit");
+    }
+    let entries = |st: &RedbStore, prefix: u8| st.read(|t| Ok(t.range::<&[u8]>(&[prefix][..]..&keys::after(prefix)[..]).map_err(st.err())?.count())).unwrap();
+    let packed_bytes: u64 = (0..series)
+        .flat_map(|s| (0..hours).map(move |h| (s, h0 + h * HOUR)))
+        .map(|(s, h)| {
+            let samples = st.query(&format!("aq-{s}"), "pm25", h, h + HOUR - 1, usize::MAX).unwrap();
+            let minutes = st.rollups(&format!("aq-{s}"), "pm25", Level::Minute, h, h + HOUR - 1).unwrap();
+            (block::encode(h, &samples).len() + block::rollups::encode(h, &minutes).len()) as u64
+        })
+        .sum();
+    let per_block = packed_bytes / (series * hours as u64);
+    assert!((2_000..4_000).contains(&per_block), "an hour's blocks take {per_block} bytes: the case where a page each wastes most");
+    st.compact().unwrap();
+    let file = st.size_on_disk();
+    assert!(file < packed_bytes * 5 / 4 + 64_000, "{file} bytes of file for {packed_bytes} bytes of blocks");
+
+    // A late sample for each series' last hour (its stream's end) and one for its first.
+    let last = h0 + (hours - 1) * HOUR;
+    let late: Vec<Reading> = (0..series).flat_map(|s| [r(900_000 + s, &format!("aq-{s}"), last + 500, 1.5), r(910_000 + s, &format!("aq-{s}"), h0 + 500, 2.5)]).collect();
+    st.write(&w(late, vec![])).unwrap();
+    let pieces = entries(&st, b'K');
+    assert_eq!(st.pack(h0 + hours * HOUR + PACK_AFTER_MS).unwrap(), 2 * series);
+    assert!(entries(&st, b'K') <= pieces + series as usize, "the last hour went back in place: {} pieces, {pieces} before", entries(&st, b'K'));
+    for s in 0..series {
+        let g = &mut given[s as usize];
+        g.extend([(last + 500, 1.5f64.to_bits()), (h0 + 500, 2.5f64.to_bits())]);
+        g.sort_unstable();
+        assert_eq!(read_all(&st, s), *g, "series {s} after repacking");
+    }
+
+    // Retention takes the first half: the pieces before what is left go.
+    let keep = |_: &str, _: &str| Keep { raw_ms: Some(HOUR * hours / 2), minute_ms: Some(HOUR * hours / 2), hour_ms: None };
+    st.expire(h0 + hours * HOUR, &keep).unwrap();
+    let (samples_left, minutes_left) = (entries(&st, b'K'), entries(&st, b'Q'));
+    assert!(samples_left <= pieces / 2 + 2 * series as usize, "{samples_left} sample pieces left of {pieces}");
+    assert!(minutes_left > 0);
+    drop(st);
+    let st = RedbStore::open(dir.path()).unwrap();
+    for s in 0..series {
+        let cut = h0 + hours / 2 * HOUR;
+        let want: Vec<(i64, u64)> = given[s as usize].iter().filter(|(ts, _)| *ts >= cut).copied().collect();
+        assert_eq!(read_all(&st, s), want, "series {s} after retention and reopening");
+        assert_eq!(st.rollups(&format!("aq-{s}"), "pm25", Level::Minute, i64::MIN, i64::MAX).unwrap().len(), 60 * hours as usize / 2);
+    }
+}

@@ -37,8 +37,26 @@ impl NatsCluster {
     /// `size` nodes of `deploy/nats/node.conf` under `deploy`, with the
     /// `users` (role, name, password) added by `add-user.sh`; their data and
     /// logs under `dir`. Returns once every node says it is healthy (routes
-    /// up, JetStream current).
+    /// up, JetStream current). A cluster that does not get there (a port
+    /// taken between choosing and binding it, a node slow on a loaded
+    /// machine: one start in a few hundred) is stopped and started again on
+    /// new ports and data, up to three times; each failure is printed with
+    /// the end of the node's log.
     pub fn start(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)]) -> Result<NatsCluster> {
+        let mut attempt = 1;
+        loop {
+            let at = if attempt == 1 { dir.to_path_buf() } else { dir.join(format!("attempt-{attempt}")) };
+            match NatsCluster::start_once(&at, deploy, size, users) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) if attempt < 3 => eprintln!("nats cluster, start {attempt} of 3 failed: {e:#}"),
+                Err(e) => return Err(e.context(format!("the nats cluster did not start in {attempt} tries"))),
+            }
+            attempt += 1;
+        }
+    }
+
+    fn start_once(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)]) -> Result<NatsCluster> {
+        std::fs::create_dir_all(dir)?;
         let installed = dir.join("nats-etc");
         std::fs::create_dir_all(&installed)?;
         let conf = installed.join("node.conf");
@@ -85,9 +103,7 @@ impl NatsCluster {
         for i in 0..size {
             cluster.spawn(i)?;
         }
-        for i in 0..size {
-            cluster.wait_healthy(i)?;
-        }
+        cluster.wait_healthy(0..size)?;
         Ok(cluster)
     }
 
@@ -106,16 +122,32 @@ impl NatsCluster {
         Ok(())
     }
 
-    /// Blocks until node `i`'s monitor answers `/healthz` with 200.
-    pub fn wait_healthy(&self, i: usize) -> Result<()> {
-        let node = &self.nodes[i];
-        let deadline = Instant::now() + Duration::from_secs(30);
+    /// Blocks until the monitors of nodes `which` answer `/healthz` with
+    /// 200. Fails with the end of a node's log as soon as any node started
+    /// exits (a node alone is never healthy: it waits for its routes), or
+    /// when one is not healthy in 60 s.
+    fn wait_healthy(&mut self, which: std::ops::Range<usize>) -> Result<()> {
+        let started = Instant::now();
         loop {
-            if healthz(node.monitor).is_ok_and(|ok| ok) {
+            if which.clone().all(|i| healthz(self.nodes[i].monitor).is_ok_and(|ok| ok)) {
                 return Ok(());
             }
-            if Instant::now() > deadline {
-                bail!("{} not healthy within 30 s (log: {})", node.name, self.log_dir.join(format!("{}.log", node.name)).display());
+            let mut why = None;
+            for node in self.nodes.iter_mut() {
+                if let Some(status) = node.child.as_mut().map(|c| c.0.try_wait()).transpose()?.flatten() {
+                    why = Some((node.name.clone(), format!("exited ({status})")));
+                    break;
+                }
+            }
+            if why.is_none() && started.elapsed() > Duration::from_secs(60) {
+                let slow = which.clone().find(|&i| !healthz(self.nodes[i].monitor).is_ok_and(|ok| ok)).unwrap_or(which.start);
+                why = Some((self.nodes[slow].name.clone(), "not healthy within 60 s".to_string()));
+            }
+            if let Some((name, why)) = why {
+                let log = self.log_dir.join(format!("{name}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(12).collect();
+                bail!("{name} {why}; the end of {}:\n{}", log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -169,7 +201,7 @@ impl NatsCluster {
     /// Starts node `i` again on its addresses and data, and waits until it is healthy.
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.spawn(i)?;
-        self.wait_healthy(i)
+        self.wait_healthy(i..i + 1)
     }
 }
 

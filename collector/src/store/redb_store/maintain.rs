@@ -1,7 +1,8 @@
 //! Upkeep between writes: rollups of dirty minutes, packing closed hours
 //! into blocks, and deleting what is past its retention.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
@@ -26,6 +27,55 @@ pub(super) enum Minutes<'a> {
     OfSeries(&'a str, &'a str),
 }
 
+/// Rollup saves, for passes that overlap: two passes (the upkeep task's and
+/// a query's for its series) take different minutes, possibly of the same
+/// hour, and each makes that hour's rollup from its own snapshot; the one
+/// saving last recomputes the hours of series another pass saved since it
+/// took its minutes, from the minute rollups stored, or its hour rollup
+/// would lack the other's minute.
+#[derive(Default)]
+pub(super) struct Saves {
+    /// Saves made so far.
+    count: u64,
+    /// (number, the series whose hours it wrote) of the saves a pass still
+    /// open may not have seen.
+    pub(super) recent: VecDeque<(u64, Arc<HashSet<u32>>)>,
+    /// Passes taken and not yet done, by the count when they were taken.
+    open: BTreeMap<u64, usize>,
+}
+
+impl Saves {
+    /// Forgets saves every open pass has seen.
+    fn prune(&mut self) {
+        let seen_by_all = self.open.keys().next().copied().unwrap_or(self.count);
+        while self.recent.front().is_some_and(|(n, _)| *n <= seen_by_all) {
+            self.recent.pop_front();
+        }
+    }
+}
+
+/// The minutes one rollup pass took.
+pub(super) struct Pass<'s> {
+    store: &'s RedbStore,
+    pub(super) taken: HashSet<(u32, i64)>,
+    /// The save count when they were taken: saves after it may be missing
+    /// from the pass's snapshot.
+    after: u64,
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        let mut saves = self.store.saves.lock().unwrap();
+        if let Some(n) = saves.open.get_mut(&self.after) {
+            *n -= 1;
+            if *n == 0 {
+                saves.open.remove(&self.after);
+            }
+        }
+        saves.prune();
+    }
+}
+
 impl RedbStore {
     /// Rolls up the minutes written since the last pass that `which` picks
     /// (the rest stay dirty). Computed from a snapshot while writers go on
@@ -33,32 +83,39 @@ impl RedbStore {
     /// only the write of the results holds them off. A minute written to
     /// again meanwhile stays dirty for the next pass.
     pub(super) fn roll_up_dirty(&self, which: Minutes) -> Result<u64, StoreError> {
-        let taken = self.take_dirty(which);
-        if taken.is_empty() {
+        let pass = self.take_dirty(which);
+        if pass.taken.is_empty() {
             return Ok(0);
         }
-        let done = self.read(|t| self.make_rollups(t, &taken)).and_then(|made| self.save_rollups(&taken, made));
+        let done = self.read(|t| self.make_rollups(t, &pass.taken)).and_then(|made| self.save_rollups(&pass, made));
         if let Err(e) = done {
-            self.dirty.lock().unwrap().extend(taken);
+            self.dirty.lock().unwrap().extend(pass.taken.iter().copied());
             return Err(e);
         }
-        Ok(taken.len() as u64)
+        Ok(pass.taken.len() as u64)
     }
 
     /// The dirty minutes `which` picks, no longer marked in memory: a writer
     /// marks the ones it writes anew.
-    pub(super) fn take_dirty(&self, which: Minutes) -> HashSet<(u32, i64)> {
+    pub(super) fn take_dirty(&self, which: Minutes) -> Pass<'_> {
         let index = self.series.lock().unwrap();
         let mut dirty = self.dirty.lock().unwrap();
+        let after = {
+            let mut saves = self.saves.lock().unwrap();
+            let count = saves.count;
+            *saves.open.entry(count).or_default() += 1;
+            count
+        };
         let minute = Level::Minute.bucket_ms();
-        match which {
+        let taken = match which {
             Minutes::All => std::mem::take(&mut *dirty),
             Minutes::EndedBy(until) => dirty.extract_if(|&(_, start)| start.saturating_add(minute) <= until).collect(),
             Minutes::OfSeries(sensor, metric) => match index.id(sensor, metric) {
                 Some(id) => dirty.extract_if(|&(of, _)| of == id).collect(),
                 None => HashSet::new(),
             },
-        }
+        };
+        Pass { store: self, taken, after }
     }
 
     /// Stores rollups made for `taken` and clears their marks, except for a
@@ -67,22 +124,47 @@ impl RedbStore {
     /// transactions of 8,192 rollups, a pass over one minute of 1M series
     /// took 91 s of upkeep instead of 10.8 (each commit's own cost), and
     /// ingest fell from 261k to 191k readings/s.
-    pub(super) fn save_rollups(&self, taken: &HashSet<(u32, i64)>, (minutes, hours): Made) -> Result<(), StoreError> {
+    pub(super) fn save_rollups(&self, pass: &Pass, (minutes, hours): Made) -> Result<(), StoreError> {
         let _writes = self.series.lock().unwrap();
         let dirty = self.dirty.lock().unwrap();
+        // Saves serialise on the writers' lock: none lands between this
+        // look and the commit.
+        let saved_since: HashSet<u32> = {
+            let saves = self.saves.lock().unwrap();
+            saves.recent.iter().filter(|(n, _)| *n > pass.after).flat_map(|(_, ids)| ids.iter().copied()).collect()
+        };
         // Not synced: lost in a crash together with the marks it clears, so
         // the rollups are made again after a restart.
         self.update(Durability::None, |t| {
-            for (level, rollups) in [(Level::Minute, &minutes), (Level::Hour, &hours)] {
-                for (id, r) in rollups {
-                    t.insert(&keys::level(level, *id, r.start_ms)[..], &keys::encode_rollup(r)[..]).map_err(self.err())?;
-                }
+            for (id, r) in &minutes {
+                t.insert(&keys::level(Level::Minute, *id, r.start_ms)[..], &keys::encode_rollup(r)[..]).map_err(self.err())?;
             }
-            for &(id, start) in taken.iter().filter(|&m| !dirty.contains(m)) {
+            for (id, r) in &hours {
+                let r = if saved_since.contains(id) {
+                    // From every minute stored, this pass's just written included.
+                    let mut acc = None;
+                    for m in self.minute_rollups(&*t, *id, r.start_ms, r.start_ms + HOUR - 1)? {
+                        merge_into(&mut acc, Rollup { start_ms: r.start_ms, ..m });
+                    }
+                    acc.unwrap_or(*r)
+                } else {
+                    *r
+                };
+                t.insert(&keys::level(Level::Hour, *id, r.start_ms)[..], &keys::encode_rollup(&r)[..]).map_err(self.err())?;
+            }
+            for &(id, start) in pass.taken.iter().filter(|&m| !dirty.contains(m)) {
                 t.remove(&keys::dirty(id, start)[..]).map_err(self.err())?;
             }
             Ok(())
-        })
+        })?;
+        let mut saves = self.saves.lock().unwrap();
+        saves.count += 1;
+        let n = saves.count;
+        // Kept only while a pass taken before it is open.
+        if saves.open.keys().next().is_some_and(|&first| first < n) {
+            saves.recent.push_back((n, Arc::new(hours.iter().map(|(id, _)| *id).collect())));
+        }
+        Ok(())
     }
 
     /// The minute rollups of `taken` and the hour rollups of their hours.

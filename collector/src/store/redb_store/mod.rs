@@ -194,6 +194,8 @@ pub struct RedbStore {
     dirty: Mutex<HashSet<(u32, i64)>>,
     /// Hours with samples not yet packed (also `U` keys on disk).
     unpacked: Mutex<HashSet<(u32, i64)>>,
+    /// Rollup saves that passes still open may not have seen.
+    saves: Mutex<maintain::Saves>,
     options: StoreOptions,
     next_forward: AtomicU64,
     forward_backlog: AtomicU64,
@@ -397,6 +399,7 @@ impl RedbStore {
             series: Mutex::new(index),
             dirty: Mutex::new(dirty),
             unpacked: Mutex::new(unpacked),
+            saves: Mutex::new(maintain::Saves::default()),
             options,
             next_forward: AtomicU64::new(next_forward),
             forward_backlog: AtomicU64::new(backlog),

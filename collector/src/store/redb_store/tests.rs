@@ -75,10 +75,11 @@ fn a_minute_written_during_a_rollup_pass_is_rolled_up_again_even_after_reopening
     {
         let st = RedbStore::open(dir.path()).unwrap();
         st.write(&w(vec![r(1, "aq-1", 1_000, 1.0), r(2, "aq-1", 61_000, 2.0)], vec![])).unwrap();
-        let taken = st.take_dirty(Minutes::All);
-        let made = st.read(|t| st.make_rollups(t, &taken)).unwrap();
+        let pass = st.take_dirty(Minutes::All);
+        let made = st.read(|t| st.make_rollups(t, &pass.taken)).unwrap();
         st.write(&w(vec![r(3, "aq-1", 2_000, 5.0)], vec![])).unwrap();
-        st.save_rollups(&taken, made).unwrap();
+        st.save_rollups(&pass, made).unwrap();
+        drop(pass);
         let m = st.rollups("aq-1", "pm25", Level::Minute, 0, 60_000).unwrap();
         assert_eq!(m.iter().map(|r| r.count).collect::<Vec<_>>(), [1, 1], "made before the write");
         st.sync().unwrap();
@@ -89,6 +90,38 @@ fn a_minute_written_during_a_rollup_pass_is_rolled_up_again_even_after_reopening
     assert_eq!(m.iter().map(|r| (r.count, r.max)).collect::<Vec<_>>(), [(2, 5.0), (1, 2.0)]);
     let h = st.rollups("aq-1", "pm25", Level::Hour, 0, 0).unwrap();
     assert_eq!((h[0].count, h[0].sum), (3, 8.0));
+}
+
+/// The upkeep pass and a query's pass for one series take different
+/// minutes of the same hour, each reading before the other saves: the hour
+/// rollup counts both minutes whichever saves last.
+#[test]
+fn overlapping_rollup_passes_leave_the_hour_with_every_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    st.write(&w(vec![r(1, "aq-1", 1_000, 1.0), r(2, "aq-1", 61_000, 2.0), r(3, "aq-2", 1_000, 4.0)], vec![])).unwrap();
+    // The upkeep pass takes the first minute of both series and reads...
+    let upkeep = st.take_dirty(Minutes::EndedBy(60_000));
+    let made = st.read(|t| st.make_rollups(t, &upkeep.taken)).unwrap();
+    // ...a query rolls up aq-1's second minute and saves first...
+    assert_eq!(st.roll_up_series("aq-1", "pm25").unwrap(), 1);
+    // ...and the upkeep pass saves last.
+    st.save_rollups(&upkeep, made).unwrap();
+    drop(upkeep);
+    let hour = |sensor: &str| st.rollups(sensor, "pm25", Level::Hour, 0, 0).unwrap().iter().map(|h| (h.count, h.sum)).collect::<Vec<_>>();
+    assert_eq!(hour("aq-1"), [(2, 3.0)], "both minutes in aq-1's hour");
+    assert_eq!(hour("aq-2"), [(1, 4.0)]);
+    assert!(st.saves.lock().unwrap().recent.is_empty(), "no pass open: nothing kept");
+    // The other order: the query saves last.
+    st.write(&w(vec![r(4, "aq-1", 121_000, 8.0), r(5, "aq-1", 181_000, 16.0)], vec![])).unwrap();
+    let query = st.take_dirty(Minutes::OfSeries("aq-1", "pm25"));
+    let made = st.read(|t| st.make_rollups(t, &query.taken)).unwrap();
+    assert_eq!(st.roll_up().unwrap(), 0, "the query took them all");
+    st.write(&w(vec![r(6, "aq-1", 241_000, 32.0)], vec![])).unwrap();
+    assert_eq!(st.roll_up_ended(300_000).unwrap(), 1);
+    st.save_rollups(&query, made).unwrap();
+    drop(query);
+    assert_eq!(hour("aq-1"), [(5, 59.0)]);
 }
 
 #[test]

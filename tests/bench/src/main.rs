@@ -8,7 +8,8 @@
 //! InfluxDB sink on, alert latency probed all along),
 //! `alert-latency` (a reading's publish to its alert on MQTT and SSE),
 //! `sink` (points/s the InfluxDB sink sustains into VictoriaMetrics),
-//! `store` (the embedded store: bytes per reading, a day's query time),
+//! `store` (the embedded store: bytes per reading, a day's query time;
+//! `--top-of-hour N`: rolling up and packing an hour of N series),
 //! `agent` (the real agent binary on one core: readings/s, CPU, memory idle,
 //! under load and with a backlog), `scaling` (how the figures change as
 //! gateways, rules and points grow tenfold), `delivery` (the agent with its
@@ -43,7 +44,7 @@ use replay::replay;
 use scaling::scaling;
 use sink::sink;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 /// Runs this binary again with `args` (and `--quick` when set) and returns
 /// its JSON lines: each variant gets a fresh process, because a collector's
@@ -144,7 +145,12 @@ async fn main() -> Result<()> {
         },
         "store" => {
             let realistic = args.iter().any(|a| a == "--realistic");
-            println!("{}", tokio::task::spawn_blocking(move || store::scenario(quick, realistic)).await??)
+            let top_of_hour =
+                args.iter().position(|a| a == "--top-of-hour").map(|i| args.get(i + 1).and_then(|n| n.parse::<u64>().ok()).context("--top-of-hour takes a number of series"));
+            match top_of_hour.transpose()? {
+                Some(n) => println!("{}", tokio::task::spawn_blocking(move || store::top_of_hour(n)).await??),
+                None => println!("{}", tokio::task::spawn_blocking(move || store::scenario(quick, realistic)).await??),
+            }
         }
         "scaling" => println!("{}", scaling(quick)?),
         "cluster" => {

@@ -157,6 +157,57 @@ pub(crate) fn scenario(quick: bool, realistic: bool) -> Result<serde_json::Value
     store(series, days, if realistic { "realistic" } else { "2-decimal" })
 }
 
+/// The top of the hour at city scale (`store --top-of-hour N`): N series
+/// with 10 samples each in one hour (a sample every 6 min, 2-decimal
+/// values), written in batches of 1,000 readings with one sync each; then
+/// that hour rolled up and packed, as the lifecycle task does once it is
+/// over, each timed.
+pub(crate) fn top_of_hour(n_series: u64) -> Result<serde_json::Value> {
+    use collector::store::{RedbStore, Store, Write};
+    let dir = tempfile::tempdir()?;
+    let st = RedbStore::open(dir.path())?;
+    let t0 = 1_700_006_400_000i64;
+    let start = Instant::now();
+    let mut batch = Vec::with_capacity(1000);
+    let mut n = 0u64;
+    for i in 0..10i64 {
+        for s in 0..n_series {
+            n += 1;
+            let value = ((s as i64 * 37 + i * 11) % 5000) as f64 / 100.0;
+            batch.push(shared::Reading {
+                seq: shared::Seq(n),
+                sensor: format!("s-{s:07}").into(),
+                metric: "pm25".into(),
+                ts_ms: t0 + i * 360_000 + (s % 1000) as i64,
+                value,
+                quality: Quality::Good,
+            });
+            if batch.len() == 1000 {
+                st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(std::mem::take(&mut batch)))], progress: vec![], forget: vec![] })?;
+                st.sync()?;
+            }
+        }
+    }
+    st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(batch))], progress: vec![], forget: vec![] })?;
+    st.sync()?;
+    let write_s = start.elapsed().as_secs_f64();
+    let t = Instant::now();
+    st.roll_up_ended(t0 + HOUR_MS)?;
+    let roll_up_s = t.elapsed().as_secs_f64();
+    let in_use_before = st.bytes_in_use()?;
+    let t = Instant::now();
+    let packed = st.pack(t0 + HOUR_MS + collector::store::PACK_AFTER_MS)?;
+    let pack_s = t.elapsed().as_secs_f64();
+    let in_use = st.bytes_in_use()?;
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "scenario": "store-top-of-hour", "series": n_series, "readings": n, "settings": "StoreOptions::default(), 10 samples per series in the hour, batches of 1,000 readings with one sync each",
+        "write_readings_per_s": (n as f64 / write_s).round(), "roll_up_s": r2(roll_up_s), "pack_s": r2(pack_s), "hours_packed": packed,
+        "pack_us_per_series": r2(pack_s * 1e6 / n_series as f64),
+        "bytes_in_use_before_pack": in_use_before, "bytes_in_use_after_pack": in_use, "bytes_in_use_per_reading_after_pack": r2(in_use as f64 / n as f64)
+    }))
+}
+
 /// The embedded store on its own: `series` written for `days` as ingest
 /// writes them (batches of 1,000 readings, one sync each), with upkeep as the
 /// lifecycle task does it (every 10 s the minutes over for 15 s rolled up

@@ -560,3 +560,20 @@ fn packed_hours_fill_whole_pages_and_their_streams_shrink_with_retention() {
         assert_eq!(st.rollups(&format!("aq-{s}"), "pm25", Level::Minute, i64::MIN, i64::MAX).unwrap().len(), 60 * hours as usize / 2);
     }
 }
+
+/// An hour of a series polled every few minutes packs into a block smaller
+/// than a pointer and a piece are worth: it stays in its entry.
+#[test]
+fn a_small_packed_hour_stays_in_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = RedbStore::open(dir.path()).unwrap();
+    let h0 = 1_700_006_400_000;
+    let rs: Vec<Reading> = (0..10).map(|i| r(i + 1, "aq-1", h0 + i as i64 * 360_000, 20.0 + i as f64 / 4.0)).collect();
+    st.write(&w(rs.clone(), vec![])).unwrap();
+    st.roll_up().unwrap();
+    assert_eq!(st.pack(h0 + HOUR + PACK_AFTER_MS).unwrap(), 1);
+    let entries = |prefix: u8| st.read(|t| Ok(t.range::<&[u8]>(&[prefix][..]..&keys::after(prefix)[..]).map_err(st.err())?.count())).unwrap();
+    assert_eq!((entries(b'C'), entries(b'R'), entries(b'K'), entries(b'Q')), (1, 1, 0, 0));
+    let back = st.query("aq-1", "pm25", i64::MIN, i64::MAX, usize::MAX).unwrap();
+    assert_eq!(back.iter().map(|s| (s.ts_ms, s.value)).collect::<Vec<_>>(), rs.iter().map(|r| (r.ts_ms, r.value)).collect::<Vec<_>>());
+}

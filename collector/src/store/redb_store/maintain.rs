@@ -160,8 +160,8 @@ impl RedbStore {
         let mut saves = self.saves.lock().unwrap();
         saves.count += 1;
         let n = saves.count;
-        // Kept only while a pass taken before it is open.
-        if saves.open.keys().next().is_some_and(|&first| first < n) {
+        // Kept only while a pass other than this one, taken before it, is open.
+        if saves.open.iter().any(|(&after, &passes)| after < n && (after != pass.after || passes > 1)) {
             saves.recent.push_back((n, Arc::new(hours.iter().map(|(id, _)| *id).collect())));
         }
         Ok(())

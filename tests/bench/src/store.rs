@@ -233,7 +233,7 @@ fn store(series: Vec<Series>, days: i64, dataset: &str) -> Result<serde_json::Va
     let mut batch = Vec::with_capacity(1000);
     let mut n = 0u64;
     let mut upkeep_secs = 0.0;
-    let mut after_day_1 = (0u64, 0u64, 0u64);
+    let mut after_day_1 = (0u64, 0u64);
     let flush = |st: &RedbStore, batch: Vec<shared::Reading>| -> Result<()> {
         st.write(&Write { batches: vec![("gw-bench".into(), std::sync::Arc::new(batch))], progress: vec![], forget: vec![] })?;
         st.sync()?;
@@ -248,7 +248,7 @@ fn store(series: Vec<Series>, days: i64, dataset: &str) -> Result<serde_json::Va
             upkeep_secs += t.elapsed().as_secs_f64();
         }
         if sec == DAY_S {
-            after_day_1 = (st.size_on_disk(), n, st.bytes_in_use()?);
+            after_day_1 = (st.size_on_disk(), n);
         }
         for (i, s) in series.iter().enumerate() {
             if sec % s.every_s != 0 {
@@ -341,7 +341,6 @@ fn store(series: Vec<Series>, days: i64, dataset: &str) -> Result<serde_json::Va
         "bytes_on_disk": bytes, "bytes_per_reading": r2(bytes as f64 / n as f64),
         "bytes_per_reading_after_day_1": if days > 1 { json!(r2((bytes - after_day_1.0) as f64 / (n - after_day_1.1) as f64)) } else { json!(null) },
         "bytes_in_use": in_use, "bytes_in_use_per_reading": r2(in_use as f64 / n as f64),
-        "bytes_in_use_per_reading_after_day_1": if days > 1 { json!(r2((in_use - after_day_1.2) as f64 / (n - after_day_1.1) as f64)) } else { json!(null) },
         "bytes_after_compaction": compacted, "bytes_per_reading_after_compaction": r2(compacted as f64 / n as f64),
         "block_bytes": block_bytes, "block_bytes_per_reading": r3(block_bytes as f64 / n as f64),
         "rollup_key_value_bytes_per_reading": r3(rollup_bytes as f64 / n as f64),

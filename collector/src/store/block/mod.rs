@@ -237,6 +237,16 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_in_a_hundred_answered_late_costs_its_own_bytes_not_wider_runs() {
+        let base = 1_700_006_400_000;
+        let late = |i: i64| if i % 100 == 37 { 120 + i % 80 } else { 0 };
+        let samples: Vec<Sample> = (0..3600i64).map(|i| s(base + i * 1000 + jitter(i) + late(i), 7.0)).collect();
+        let bytes = round_trip(base, &samples);
+        // 3,188 bytes without patched runs.
+        assert!(bytes.len() < 2400, "{} bytes for 3600 timestamps, 36 of them late", bytes.len());
+    }
+
+    #[test]
     fn special_values_come_back_bit_for_bit_on_every_path() {
         let specials = [
             f64::from_bits(0x7FF0_0000_0000_0001), // signalling NaN

@@ -107,8 +107,9 @@ pub(super) fn bytes<'v, T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, f
         Some(Place::At { offset, len }) => (offset, len),
         None => return Err(corrupt(file, format!("a {kind:?} entry of series {id} is a damaged pointer"))),
     };
-    let end = offset + len;
-    let mut out = Vec::with_capacity(len as usize);
+    let end = offset.checked_add(len).ok_or_else(|| corrupt(file, format!("a {kind:?} entry of series {id} points past any stream")))?;
+    // A damaged length must not allocate gigabytes before it is found out.
+    let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
     if len > 0 {
         let (first, last) = (offset / PIECE, (end - 1) / PIECE);
         let mut next = first;
@@ -243,6 +244,23 @@ pub(super) fn drop_unreferenced(t: &mut Table, file: &Path, kind: Kind, id: u32)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_pointer_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.redb");
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(super::super::TABLE).unwrap();
+            put(&mut t, &file, Kind::Samples, 1, 0, &[2; 300]).unwrap();
+            for v in [pointer(u64::MAX - 3, 100), pointer(0, u32::MAX as u64), pointer(5_000, 300), pointer(0, 301)] {
+                assert!(matches!(bytes(&t, &file, Kind::Samples, 1, &v), Err(StoreError::Corrupt { .. })), "{v:?}");
+            }
+            assert_eq!(bytes(&t, &file, Kind::Samples, 1, &pointer(0, 300)).unwrap().len(), 300);
+        }
+        txn.commit().unwrap();
+    }
 
     #[test]
     fn a_pointer_is_told_from_every_block_format() {

@@ -192,8 +192,9 @@ async fn the_cluster_as_shipped_admits_only_its_users_each_to_its_own_topics() {
     // gw-other's own batch goes through.
     let reading = |v: f64| shared::Reading { seq: shared::Seq(0), sensor: "aq-other".into(), metric: "pm25".into(), ts_ms: now_ms(), value: v, quality: shared::Quality::Good };
     let mut other = FakeGateway::connect_as(&url, "gw-other", login("gw-other", "gw-other-secret")).await.unwrap();
-    let seq = other.send(vec![reading(1.0)]).await;
-    other.wait_acked(seq, LIMIT).await;
+    // Sent again until acknowledged, as an agent does: the collector's
+    // subscription reaches node 1 a moment after its SUBACK from node 0.
+    other.send_until_acked(vec![reading(1.0)], LIMIT).await;
     drop(other);
     // Logged in as itself, it publishes a batch on gw-cluster's topic and asks
     // for gw-cluster's acks: the broker passes on neither.
@@ -234,8 +235,7 @@ async fn a_batch_waits_in_the_replicated_log_while_the_collector_is_down() {
     let mut gw = FakeGateway::connect_as(&url, "gw-other", who).await.unwrap();
     let reading =
         |v: f64| shared::Reading { seq: shared::Seq(0), sensor: "aq-logged".into(), metric: "pm25".into(), ts_ms: now_ms() + v as i64, value: v, quality: shared::Quality::Good };
-    let first = gw.send(vec![reading(1.0), reading(2.0)]).await;
-    gw.wait_acked(first, LIMIT).await;
+    gw.send_until_acked(vec![reading(1.0), reading(2.0)], LIMIT).await;
 
     c.shutdown().await;
     let second = gw.send(vec![reading(3.0), reading(4.0), reading(5.0)]).await;
@@ -484,18 +484,21 @@ async fn a_bad_batch_in_the_log_is_refused_and_counted_once() {
     let mut gw = FakeGateway::connect_as(&nats.mqtt_url(1), "gw-other", who).await.unwrap();
     let reading =
         |v: f64| shared::Reading { seq: shared::Seq(0), sensor: "aq-bad".into(), metric: "pm25".into(), ts_ms: now_ms() + v as i64, value: v, quality: shared::Quality::Good };
+    // A good batch through first, sent until acknowledged: a batch published
+    // on node 1 before the collector's start reached it would be dropped.
+    gw.send_until_acked(vec![reading(0.5)], LIMIT).await;
     // Its first byte is no batch format version.
     gw.client.publish(shared::topics::up("gw-other"), rumqttc::QoS::AtLeastOnce, false, b"not a batch".to_vec()).await.unwrap();
     let seq = gw.send(vec![reading(1.0)]).await;
     gw.wait_acked(seq, LIMIT).await;
     assert_eq!(rejected(c.http_addr, "unknown_version").await, 1.0, "refused and counted as in one process");
-    assert_eq!(series_values(c.http_addr, "aq-bad", "pm25").await, [1.0]);
+    assert_eq!(series_values(c.http_addr, "aq-bad", "pm25").await, [0.5, 1.0]);
     c.shutdown().await;
 
     let c = collector_with(dir.path(), &brokers, "", &cluster_mode).await;
     let seq = gw.send(vec![reading(2.0)]).await;
     gw.wait_acked(seq, LIMIT).await;
-    assert_eq!(series_values(c.http_addr, "aq-bad", "pm25").await, [1.0, 2.0]);
+    assert_eq!(series_values(c.http_addr, "aq-bad", "pm25").await, [0.5, 1.0, 2.0]);
     assert_eq!(rejected(c.http_addr, "unknown_version").await, 0.0, "the restarted collector read the bad batch again");
     c.shutdown().await;
 }

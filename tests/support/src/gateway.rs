@@ -122,6 +122,25 @@ impl FakeGateway {
         last
     }
 
+    /// Publishes one batch and publishes it again, every 2 s, until the
+    /// collector acknowledges it, as an agent does: on a broker cluster, a
+    /// collector's subscription reaches the other nodes a moment after its
+    /// SUBACK, and a batch published there before is dropped. Fails after
+    /// `limit`.
+    pub async fn send_until_acked(&mut self, readings: Vec<shared::Reading>, limit: Duration) -> u64 {
+        let id = self.id.clone();
+        let (payload, last) = self.batch(&id, readings);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.client.publish(shared::topics::up(&self.id), rumqttc::QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+            let wait = (deadline - tokio::time::Instant::now()).min(Duration::from_secs(2));
+            if tokio::time::timeout(wait, self.acked.wait_for(|a| *a >= last)).await.is_ok() {
+                return last;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "seq {last} of {} not acknowledged within {limit:?}, sent every 2 s", self.id);
+        }
+    }
+
     /// Whether the broker drops this connection within `limit`.
     pub async fn dropped_within(&mut self, limit: Duration) -> bool {
         tokio::time::timeout(limit, self.closed.wait_for(|c| *c)).await.is_ok()

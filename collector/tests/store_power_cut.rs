@@ -89,9 +89,11 @@ fn read_log(log: &Path) -> Logged {
     l
 }
 
+/// One write call per line: a child killed between a line's text and its
+/// newline would leave the next child's line glued to it.
 fn note(log: &Path, line: String) {
     let mut f = OpenOptions::new().create(true).append(true).open(log).unwrap();
-    writeln!(f, "{line}").unwrap();
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
 fn child(dir: &Path, log: &Path, verify_only: bool) {

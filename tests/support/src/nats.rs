@@ -39,9 +39,8 @@ impl NatsCluster {
     /// logs under `dir`. Returns once every node says it is healthy (routes
     /// up, JetStream current). A cluster that does not get there (a port
     /// taken between choosing and binding it, a node slow on a loaded
-    /// machine: one start in a few hundred) is stopped and started again on
-    /// new ports and data, up to three times; each failure is printed with
-    /// the end of the node's log.
+    /// machine) is stopped and started again on new ports and data, up to
+    /// three times; each failure is printed with the end of the node's log.
     pub fn start(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)]) -> Result<NatsCluster> {
         let mut attempt = 1;
         loop {

@@ -209,6 +209,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// An engine error naming the store's `file`, for functions without `self`.
+fn engine(file: &Path) -> impl Fn(redb::StorageError) -> StoreError + Copy + '_ {
+    move |e| StoreError::Engine { path: file.display().to_string(), source: e.into() }
+}
+
 /// Calls `f` on each entry with `from <= key < to` until it returns false;
 /// errors name the store's `file`.
 fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -218,7 +223,7 @@ fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
     to: &[u8],
     mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
+    let err = engine(file);
     for item in t.range::<&[u8]>(from..to).map_err(err)? {
         let (k, v) = item.map_err(err)?;
         if !f(k.value(), v.value())? {
@@ -231,7 +236,7 @@ fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
 /// The time of series `id`'s oldest sample on disk: its first plain sample
 /// or the first sample of its first block, whichever is older.
 fn oldest<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32) -> Result<Option<i64>, StoreError> {
-    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
+    let err = engine(file);
     let legacy = match t.range::<&[u8]>(&keys::point(id, i64::MIN)[..]..=&keys::point(id, i64::MAX)[..]).map_err(err)?.next() {
         Some(item) => keys::parse_timed(item.map_err(err)?.0.value()).map(|(_, ts)| ts),
         None => None,
@@ -271,7 +276,7 @@ enum End {
 /// The start (`keys::chunk`) of series `id`'s first chunk at or after the
 /// hour of `from`, or of its last chunk.
 fn chunk_start<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, end: End) -> Result<Option<i64>, StoreError> {
-    let err = |e: redb::StorageError| StoreError::Engine { path: file.display().to_string(), source: e.into() };
+    let err = engine(file);
     let mut range = t.range::<&[u8]>(&keys::chunk(id, hour_of(from), 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(err)?;
     let item = match end {
         End::First => range.next(),

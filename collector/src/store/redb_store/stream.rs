@@ -26,7 +26,7 @@ use std::path::Path;
 use redb::ReadableTable;
 
 use super::super::{keys, StoreError};
-use super::scan;
+use super::{engine, scan};
 
 /// Bytes of one piece: a 4 KiB leaf less its header (4 bytes), the key's
 /// and value's end offsets (4 each) and the 13-byte key.
@@ -92,10 +92,6 @@ fn pointer(offset: u64, len: u64) -> [u8; 13] {
     v
 }
 
-fn engine(file: &Path) -> impl Fn(redb::StorageError) -> StoreError + '_ {
-    move |e| StoreError::Engine { path: file.display().to_string(), source: e.into() }
-}
-
 fn corrupt(file: &Path, detail: String) -> StoreError {
     StoreError::Corrupt { path: file.display().to_string(), detail }
 }
@@ -147,12 +143,17 @@ fn end(t: &Table, file: &Path, kind: Kind, id: u32) -> Result<u64, StoreError> {
     }
 }
 
+/// Piece `n` of the series' stream (empty when it has none).
+fn piece(t: &Table, file: &Path, kind: Kind, id: u32, n: u64) -> Result<Vec<u8>, StoreError> {
+    Ok(t.get(&kind.piece(id, n)[..]).map_err(engine(file))?.map(|v| v.value().to_vec()).unwrap_or_default())
+}
+
 fn append(t: &mut Table, file: &Path, kind: Kind, id: u32, bytes: &[u8]) -> Result<u64, StoreError> {
     let start = end(t, file, kind, id)?;
     let (mut n, used) = (start / PIECE, (start % PIECE) as usize);
     let mut rest = bytes;
     if used > 0 {
-        let mut last = t.get(&kind.piece(id, n)[..]).map_err(engine(file))?.map(|v| v.value().to_vec()).unwrap_or_default();
+        let mut last = piece(t, file, kind, id, n)?;
         let take = rest.len().min(PIECE as usize - used);
         last.extend_from_slice(&rest[..take]);
         t.insert(&kind.piece(id, n)[..], &last[..]).map_err(engine(file))?;
@@ -173,7 +174,7 @@ fn truncate(t: &mut Table, file: &Path, kind: Kind, id: u32, to: u64) -> Result<
     let from = kind.piece(id, if keep > 0 { n + 1 } else { n });
     t.retain_in::<&[u8], _>(&from[..]..=&hi[..], |_, _| false).map_err(engine(file))?;
     if keep > 0 {
-        let last = t.get(&kind.piece(id, n)[..]).map_err(engine(file))?.map(|v| v.value().to_vec()).unwrap_or_default();
+        let last = piece(t, file, kind, id, n)?;
         t.insert(&kind.piece(id, n)[..], &last[..keep.min(last.len())]).map_err(engine(file))?;
     }
     Ok(())
@@ -188,7 +189,7 @@ fn pointed(t: &Table, file: &Path, kind: Kind, id: u32, hour: i64) -> Result<Opt
 /// Cuts the stream back when the hour's bytes are its last; whether it did.
 fn cut_if_last(t: &mut Table, file: &Path, kind: Kind, id: u32, hour: i64) -> Result<Option<bool>, StoreError> {
     match pointed(t, file, kind, id, hour)? {
-        Some(Place::At { offset, len }) if offset + len == end(t, file, kind, id)? => {
+        Some(Place::At { offset, len }) if offset.checked_add(len) == Some(end(t, file, kind, id)?) => {
             truncate(t, file, kind, id, offset)?;
             Ok(Some(true))
         }

@@ -48,6 +48,9 @@ pub(crate) fn mqtt_client(url: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc
     o.set_inflight(100);
     let (c, mut el) = rumqttc::AsyncClient::new(o, 256);
     el.network_options.set_tcp_nodelay(true);
+    // A thousand gateways connecting and subscribing at once wait longer
+    // than rumqttc's 5 s for the broker's CONNACK.
+    el.network_options.set_connection_timeout(60);
     (c, el)
 }
 

@@ -15,8 +15,9 @@ use crate::common::*;
 pub(crate) async fn ingest(gateways: usize, total: u64, batch: Option<u64>, rules: usize, broker: &str) -> Result<serde_json::Value> {
     let (mqtt, mosquitto) = broker_line(broker)?;
     let (_dir, c) = collector_on(&mqtt, &quiet_rules(rules)).await?;
+    let connected = Gateways::connect(&c, gateways, None).await?;
     let start = Instant::now();
-    let want = load(&c, gateways, total, batch, None).await?;
+    let want = load(&c, connected, total, batch, None).await?;
     let stored_secs = start.elapsed().as_secs_f64();
     evaluated(&c, || want).await?;
     let secs = start.elapsed().as_secs_f64();
@@ -52,28 +53,62 @@ pub(crate) async fn until(what: &str, every: Duration, count: impl Fn() -> u64, 
     Ok(())
 }
 
-/// Publishes about `total` readings from `gateways` connections in batches of
-/// `batch` (default: 1,000, fewer when there are many gateways), as fast as
-/// the collector takes them or at `rate` readings/s in all (each gateway
-/// sending its share on a schedule it keeps up with if it can), and waits
-/// until the collector has stored them all; returns how many.
-pub(crate) async fn load(c: &collector::Collector, gateways: usize, total: u64, batch: Option<u64>, rate: Option<u64>) -> Result<u64> {
-    let size = batch.unwrap_or((total / gateways as u64).clamp(1, 1000));
-    let per_gateway = total / gateways as u64 / size;
-    let every = rate.map(|r| Duration::from_secs_f64(size as f64 * gateways as f64 / r as f64));
+/// Gateway connections for `load`, each connected (and, with a window,
+/// subscribed to its acks) before the clock starts.
+pub(crate) struct Gateways {
+    window: Option<u64>,
+    each: Vec<(rumqttc::AsyncClient, tokio::sync::watch::Receiver<u64>)>,
+}
+
+impl Gateways {
+    /// `n` gateways `gw-0`..; with `window`, each keeps at most that many
+    /// batches unacknowledged by the collector, as an agent does
+    /// (`uplink.max_inflight`, 4 shipped), and sends them again after
+    /// `ACK_TIMEOUT` without an ack (the agent's shipped `ack_timeout`).
+    /// Without it a gateway has 100 QoS 1 publishes in flight at the broker
+    /// and never waits for the collector: the whole load queues in the broker,
+    /// whose log drops its oldest segment past 1 GB (rumqttd), so a flood
+    /// longer than that never completes.
+    pub(crate) async fn connect(c: &collector::Collector, n: usize, window: Option<u64>) -> Result<Gateways> {
+        let mut ready = Vec::with_capacity(n);
+        for g in 0..n {
+            let (client, el) = mqtt_client(&c.mqtt_url, &format!("bench-gw-{g}"));
+            ready.push((client.clone(), watch_acks(&format!("gw-{g}"), client, el, window.is_some())));
+        }
+        let mut each = Vec::with_capacity(n);
+        for (client, acked) in ready {
+            each.push((client, acked.await?));
+        }
+        Ok(Gateways { window, each })
+    }
+}
+
+/// Publishes about `total` readings from `gateways` in batches of `batch`
+/// (default: 1,000, fewer when there are many gateways), as fast as the
+/// collector takes them or at `rate` readings/s in all (each gateway sending
+/// its share on a schedule it keeps up with if it can), and waits until the
+/// collector has stored them all; returns how many.
+pub(crate) async fn load(c: &collector::Collector, gateways: Gateways, total: u64, batch: Option<u64>, rate: Option<u64>) -> Result<u64> {
+    let (window, n) = (gateways.window, gateways.each.len());
+    let size = batch.unwrap_or((total / n as u64).clamp(1, 1000));
+    let per_gateway = total / n as u64 / size;
+    let every = rate.map(|r| Duration::from_secs_f64(size as f64 * n as f64 / r as f64));
     let mut tasks = Vec::new();
-    for g in 0..gateways {
-        let (client, mut el) = mqtt_client(&c.mqtt_url, &format!("bench-gw-{g}"));
-        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    for (g, (client, mut acked)) in gateways.each.into_iter().enumerate() {
+        let gw = format!("gw-{g}");
         tasks.push(tokio::spawn(async move {
-            let gw = format!("gw-{g}");
-            let t0 = shared::now_ms();
+            let mut ts = 0;
             // Gateways start spread over one period, as a city's do.
-            let mut tick = every.map(|e| tokio::time::interval_at(tokio::time::Instant::now() + e.mul_f64(g as f64 / gateways as f64), e));
+            let mut tick = every.map(|e| tokio::time::interval_at(tokio::time::Instant::now() + e.mul_f64(g as f64 / n as f64), e));
+            let mut unacked = std::collections::VecDeque::new();
             for b in 0..per_gateway {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
                 }
+                // A poll's time, as an agent stamps it: the clock when the
+                // batch is made (a series is in a batch once at most with
+                // 1,000-reading batches), a millisecond on if a batch came sooner.
+                ts = shared::now_ms().max(ts + 1);
                 let readings = (0..size)
                     .map(|k| {
                         let seq = b * size + k + 1;
@@ -81,21 +116,126 @@ pub(crate) async fn load(c: &collector::Collector, gateways: usize, total: u64, 
                             seq: shared::Seq(seq),
                             sensor: format!("s{g}-{}", k % 100).into(),
                             metric: format!("m{}", k / 100).into(),
-                            ts_ms: t0 + seq as i64,
+                            ts_ms: ts,
                             value: (k % 97) as f64,
                             quality: Quality::Good,
                         }
                     })
                     .collect();
                 let bytes = shared::Batch::new(gw.clone(), 1, readings).encode();
-                client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, bytes).await.unwrap();
+                client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, bytes.clone()).await?;
+                if let Some(w) = window {
+                    unacked.push_back(((b + 1) * size, bytes));
+                    acked_up_to(&client, &gw, &mut acked, &mut unacked, w - 1).await?;
+                }
             }
+            acked_up_to(&client, &gw, &mut acked, &mut unacked, 0).await
         }));
     }
     for t in tasks {
-        t.await?;
+        t.await??;
     }
-    let want = per_gateway * size * gateways as u64;
+    let want = per_gateway * size * n as u64;
     until("ingest", Duration::from_millis(5), || c.counters.stored.load(Relaxed), || want).await?;
     Ok(want)
+}
+
+/// An agent's shipped `ack_timeout`: unacknowledged batches are sent again after it.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Batches sent again for want of an ack, in this process.
+pub(crate) static RESENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs gateway `gw`'s connection and gives the highest seq the collector
+/// has acknowledged, kept up to date, once connected (when `subscribing`,
+/// once the broker has granted the subscription: an ack published before
+/// would be lost). A lost
+/// connection is made again, and the subscription with it, as an agent
+/// does: a thousand gateways connecting at once overflow the broker's listen
+/// backlog, and a SYN retried after 1, 3, 7, 15 and 31 s can outlast any
+/// connect timeout.
+fn watch_acks(
+    gw: &str,
+    client: rumqttc::AsyncClient,
+    mut el: rumqttc::EventLoop,
+    subscribing: bool,
+) -> impl std::future::Future<Output = Result<tokio::sync::watch::Receiver<u64>>> {
+    let topic = shared::topics::ack(gw);
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    let (granted, subscribed) = tokio::sync::oneshot::channel();
+    let mut granted = Some(granted);
+    let gw = gw.to_string();
+    tokio::spawn(async move {
+        let mut lost = 0;
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if p.topic == topic => {
+                    if let Ok(a) = serde_json::from_slice::<shared::wire::Ack>(&p.payload) {
+                        tx.send_modify(|s| *s = (*s).max(a.seq.get()));
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) if subscribing => {
+                    if client.try_subscribe(&topic, rumqttc::QoS::AtMostOnce).is_err() {
+                        return;
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    if !subscribing {
+                        granted.take().map(|g| g.send(()));
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    granted.take().map(|g| g.send(()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    lost += 1;
+                    if lost == 1 {
+                        eprintln!("gateway {gw}: connection lost, connecting again: {e}");
+                    }
+                    if lost > 100 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    async move {
+        if subscribing {
+            subscribed.await.map_err(|_| anyhow::anyhow!("the connection was lost 100 times before it was ready"))?;
+        }
+        Ok(rx)
+    }
+}
+
+/// Waits until at most `keep` of `unacked` (last seq, payload) are still
+/// unacknowledged, sending them all again after each `ACK_TIMEOUT` without one.
+async fn acked_up_to(
+    client: &rumqttc::AsyncClient,
+    gw: &str,
+    acked: &mut tokio::sync::watch::Receiver<u64>,
+    unacked: &mut std::collections::VecDeque<(u64, Vec<u8>)>,
+    keep: u64,
+) -> Result<()> {
+    let mut resends = 0;
+    loop {
+        let a = *acked.borrow_and_update();
+        while unacked.front().is_some_and(|(last, _)| *last <= a) {
+            unacked.pop_front();
+        }
+        if unacked.len() as u64 <= keep {
+            return Ok(());
+        }
+        if tokio::time::timeout(ACK_TIMEOUT, acked.changed()).await.is_err() {
+            resends += 1;
+            if resends > 30 {
+                bail!("{gw}: seq {} not acknowledged after {resends} resends", unacked[0].0);
+            }
+            RESENT.fetch_add(unacked.len() as u64, Relaxed);
+            for (_, bytes) in unacked.iter() {
+                client.publish(shared::topics::up(gw), rumqttc::QoS::AtLeastOnce, false, bytes.clone()).await?;
+            }
+        }
+    }
 }

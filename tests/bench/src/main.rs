@@ -5,7 +5,8 @@
 //! Scenarios: `replay` (drain speed of an outbox backlog after an outage),
 //! `ingest` (collector readings/s from many gateways, with 0 and 100 rules;
 //! `ingest --sustained`: 10M readings with rules, live feed, SSE and the
-//! InfluxDB sink on, alert latency probed all along),
+//! InfluxDB sink on, alert latency probed all along, each gateway keeping
+//! 4 batches unacknowledged at most as an agent does; `--inflight N|flood`),
 //! `alert-latency` (a reading's publish to its alert on MQTT and SSE),
 //! `sink` (points/s the InfluxDB sink sustains into VictoriaMetrics),
 //! `store` (the embedded store: bytes per reading, a day's query time;
@@ -98,7 +99,13 @@ async fn main() -> Result<()> {
                     let total = opt("--readings").map(|n| n.parse()).transpose()?.unwrap_or(if quick { 1_000_000 } else { 10_000_000 });
                     let rate = opt("--rate").map(|n| n.parse()).transpose()?;
                     let off: Vec<String> = opt("--off").map(|o| o.split(',').map(String::from).collect()).unwrap_or_default();
-                    println!("{}", sustained::sustained(gateways, total, rules, broker.as_deref().unwrap_or("embedded"), rate, &off).await?);
+                    // Batches a gateway keeps unacknowledged: the agent's shipped `max_inflight`, or `flood`.
+                    let window = match opt("--inflight").as_deref() {
+                        None => Some(4),
+                        Some("flood") => None,
+                        Some(n) => Some(n.parse().map_err(|_| anyhow::anyhow!("--inflight {n}: a number of batches (1 or more) or `flood`"))?).filter(|&n| n > 0),
+                    };
+                    println!("{}", sustained::sustained(gateways, total, rules, broker.as_deref().unwrap_or("embedded"), rate, window, &off).await?);
                 }
                 (None, None, None) => {
                     let variants = [("0", "10", "embedded"), ("100", "10", "embedded"), ("0", "100", "embedded"), ("0", "1000", "embedded"), ("0", "10", "mosquitto")];

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::common::*;
-use crate::ingest::load;
+use crate::ingest::{load, Gateways};
 
 /// The InfluxDB sink into VictoriaMetrics (Debian's `victoria-metrics`, on
 /// loopback): `total` readings arrive from 10 gateways; figures are the
@@ -18,7 +18,7 @@ pub(crate) async fn sink(total: u64) -> Result<serde_json::Value> {
     let vm = support::Victoria::start(vm_dir.path(), port)?;
     let (_dir, c) = collector_with(&format!("[influxdb]\nurl = \"http://127.0.0.1:{port}\"\norg = \"city\"\nbucket = \"bench\"\n")).await?;
     let start = Instant::now();
-    let want = load(&c, 10, total, None, None).await?;
+    let want = load(&c, Gateways::connect(&c, 10, None).await?, total, None, None).await?;
     let ingest_secs = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(600);
     while scrape(c.http_addr, "citysense_influx_points_written_total").await? < want as f64 {

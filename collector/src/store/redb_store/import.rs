@@ -112,6 +112,7 @@ impl RedbStore {
         let mut index = self.series.lock().unwrap();
         let mut added: Vec<(SensorId, Metric)> = Vec::new();
         let mut lowered: Vec<(u32, i64)> = Vec::new();
+        let mut imported = Vec::new();
         let done = (|| -> Result<u64, ImportError> {
             let mut txn = self.db.begin_write().map_err(self.err())?;
             txn.set_durability(Durability::Immediate).map_err(self.err())?;
@@ -139,15 +140,22 @@ impl RedbStore {
                     lowered.push((id, index.set_first(id, Some(p.first_ts))));
                 }
                 n += p.samples;
+                imported.push((id, hr));
             }
             drop(t);
             // Returning early above drops the transaction uncommitted: nothing of it is written.
             txn.commit().map_err(self.err())?;
             Ok(n)
         })();
-        if done.is_err() {
+        match &done {
             // Nothing of the transaction was written: forget what it handed out.
-            index.undo(added, lowered);
+            Err(_) => index.undo(added, lowered),
+            Ok(_) => {
+                let mut running = self.running.lock().unwrap();
+                for (id, hr) in imported {
+                    running.written_apart(id, hr);
+                }
+            }
         }
         done
     }

@@ -58,6 +58,10 @@ impl Saves {
 pub(super) struct Pass<'s> {
     store: &'s RedbStore,
     pub(super) taken: HashSet<(u32, i64)>,
+    /// Rollups of taken minutes kept as they were written: not read back.
+    pub(super) known: HashMap<(u32, i64), Rollup>,
+    /// Hours whose rollup the save makes from the running one, not from the store.
+    known_hours: HashSet<(u32, i64)>,
     /// The save count when they were taken: saves after it may be missing
     /// from the pass's snapshot.
     after: u64,
@@ -87,8 +91,9 @@ impl RedbStore {
         if pass.taken.is_empty() {
             return Ok(0);
         }
-        let done = self.read(|t| self.make_rollups(t, &pass.taken)).and_then(|made| self.save_rollups(&pass, made));
+        let done = self.read(|t| self.make_rollups(t, &pass)).and_then(|made| self.save_rollups(&pass, made));
         if let Err(e) = done {
+            self.running.lock().unwrap().unsaved(pass.taken.iter().copied());
             self.dirty.lock().unwrap().extend(pass.taken.iter().copied());
             return Err(e);
         }
@@ -115,7 +120,10 @@ impl RedbStore {
                 None => HashSet::new(),
             },
         };
-        Pass { store: self, taken, after }
+        let mut running = self.running.lock().unwrap();
+        let known = taken.iter().filter_map(|&(id, m)| running.take(id, m).map(|r| ((id, m), r))).collect();
+        let known_hours = taken.iter().map(|&(id, m)| (id, hour_of(m))).filter(|&(id, h)| running.hour_known(id, h)).collect();
+        Pass { store: self, taken, known, known_hours, after }
     }
 
     /// Stores rollups made for `taken` and clears their marks, except for a
@@ -124,9 +132,34 @@ impl RedbStore {
     /// transactions of 8,192 rollups, a pass over one minute of 1M series
     /// took 91 s of upkeep instead of 10.8 (each commit's own cost), and
     /// ingest fell from 261k to 191k readings/s.
-    pub(super) fn save_rollups(&self, pass: &Pass, (minutes, hours): Made) -> Result<(), StoreError> {
+    pub(super) fn save_rollups(&self, pass: &Pass, (mut minutes, mut hours): Made) -> Result<(), StoreError> {
+        // In key order, so that the writes below walk the B-tree's pages
+        // once rather than at random (a million series at the top of a minute).
+        minutes.sort_unstable_by_key(|(id, r)| (*id, r.start_ms));
+        let mut cleared: Vec<(u32, i64)> = pass.taken.iter().copied().collect();
+        cleared.sort_unstable();
         let _writes = self.series.lock().unwrap();
         let dirty = self.dirty.lock().unwrap();
+        // Hours kept running: their rollup is the minutes saved before and
+        // these, in minute order; one the running rollups lost track of
+        // meanwhile is made from the stored minutes below.
+        let mut recompute: HashSet<u32> = HashSet::new();
+        let mut running = self.running.lock().unwrap();
+        for run in minutes.chunk_by(|a, b| a.0 == b.0 && hour_of(a.1.start_ms) == hour_of(b.1.start_ms)) {
+            let (id, h) = (run[0].0, hour_of(run[0].1.start_ms));
+            if !pass.known_hours.contains(&(id, h)) {
+                continue;
+            }
+            match running.save(id, h, run) {
+                Some(r) => hours.push((id, r)),
+                None => {
+                    recompute.insert(id);
+                    hours.push((id, Rollup { start_ms: h, ..run[0].1 }));
+                }
+            }
+        }
+        drop(running);
+        hours.sort_unstable_by_key(|(id, r)| (*id, r.start_ms));
         // Saves serialise on the writers' lock: none lands between this
         // look and the commit.
         let saved_since: HashSet<u32> = {
@@ -140,7 +173,7 @@ impl RedbStore {
                 t.insert(&keys::level(Level::Minute, *id, r.start_ms)[..], &keys::encode_rollup(r)[..]).map_err(self.err())?;
             }
             for (id, r) in &hours {
-                let r = if saved_since.contains(id) {
+                let r = if saved_since.contains(id) || recompute.contains(id) {
                     // From every minute stored, this pass's just written included.
                     let mut acc = None;
                     for m in self.minute_rollups(&*t, *id, r.start_ms, r.start_ms + HOUR - 1)? {
@@ -152,7 +185,7 @@ impl RedbStore {
                 };
                 t.insert(&keys::level(Level::Hour, *id, r.start_ms)[..], &keys::encode_rollup(&r)[..]).map_err(self.err())?;
             }
-            for &(id, start) in pass.taken.iter().filter(|&m| !dirty.contains(m)) {
+            for &(id, start) in cleared.iter().filter(|&m| !dirty.contains(m)) {
                 t.remove(&keys::dirty(id, start)[..]).map_err(self.err())?;
             }
             Ok(())
@@ -167,26 +200,38 @@ impl RedbStore {
         Ok(())
     }
 
-    /// The minute rollups of `taken` and the hour rollups of their hours.
-    pub(super) fn make_rollups<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, taken: &HashSet<(u32, i64)>) -> Result<Made, StoreError> {
+    /// The minute rollups of the minutes `pass` took and the hour rollups
+    /// of their hours, but for hours kept running (the save makes those).
+    pub(super) fn make_rollups<T: ReadableTable<&'static [u8], &'static [u8]>>(&self, t: &T, pass: &Pass) -> Result<Made, StoreError> {
         let minute = Level::Minute.bucket_ms();
         // Each minute's own samples read (its chunks, or its hour's block
         // when a late sample came after packing), and each hour's minute
-        // rollups once.
+        // rollups once, unless kept running.
         let mut hours: HashMap<(u32, i64), BTreeMap<i64, Rollup>> = HashMap::new();
         let mut minutes = Vec::new();
-        for &(id, start) in taken {
+        for &(id, start) in &pass.taken {
             let h = hour_of(start);
-            if let hashbrown::hash_map::Entry::Vacant(e) = hours.entry((id, h)) {
-                e.insert(self.minute_rollups(t, id, h, h + HOUR - 1)?.into_iter().map(|r| (r.start_ms, r)).collect());
+            let read_hour = !pass.known_hours.contains(&(id, h));
+            if read_hour {
+                if let hashbrown::hash_map::Entry::Vacant(e) = hours.entry((id, h)) {
+                    e.insert(self.minute_rollups(t, id, h, h + HOUR - 1)?.into_iter().map(|r| (r.start_ms, r)).collect());
+                }
             }
-            let mut acc = None;
-            for s in self.samples(t, id, start, start + minute - 1)? {
-                merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
-            }
+            let acc = match pass.known.get(&(id, start)) {
+                Some(r) => Some(*r),
+                None => {
+                    let mut acc = None;
+                    for s in self.samples(t, id, start, start + minute - 1)? {
+                        merge_into(&mut acc, Rollup::of(start, s.ts_ms, s.value));
+                    }
+                    acc
+                }
+            };
             // No samples: they expired before their rollup was made; keep what there is.
             if let Some(r) = acc {
-                hours.get_mut(&(id, h)).expect("read above").insert(start, r);
+                if read_hour {
+                    hours.get_mut(&(id, h)).expect("read above").insert(start, r);
+                }
                 minutes.push((id, r));
             }
         }
@@ -207,6 +252,10 @@ impl RedbStore {
         let cutoff = now_ms.saturating_sub(PACK_AFTER_MS);
         let mut ready: Vec<(u32, i64)> = self.unpacked.lock().unwrap().iter().filter(|(_, h)| h.saturating_add(HOUR) <= cutoff).copied().collect();
         ready.sort_unstable();
+        if !ready.is_empty() {
+            let _writes = self.series.lock().unwrap();
+            self.running.lock().unwrap().packing(cutoff);
+        }
         // Bounded transactions, and writers get in between them: at the top of
         // an hour every series has one to pack.
         for group in ready.chunks(256) {
@@ -237,8 +286,10 @@ impl RedbStore {
                 }
                 Ok(())
             })?;
+            let mut running = self.running.lock().unwrap();
             for key in group {
                 unpacked.remove(key);
+                running.packed(key.0, key.1);
             }
         }
         Ok(ready.len() as u64)
@@ -274,13 +325,16 @@ impl RedbStore {
             // Writers wait: one that lowered a series' oldest time between
             // this pass finding it again and keeping it would be overwritten.
             let mut index = self.series.lock().unwrap();
-            let (e, news) = self.update(Durability::Immediate, |t| {
+            let (e, news, touched) = self.update(Durability::Immediate, |t| {
                 let mut e = Expired::default();
+                // Series something was deleted from: their running rollups no longer hold.
+                let mut touched = HashSet::new();
                 // (id, its oldest sample time if found again, when next due)
                 let mut news = Vec::with_capacity(group.len());
                 for ((sensor, metric), id) in group {
                     let id = *id;
                     let k = keep(sensor, metric);
+                    let before = e.raw + e.rollups;
                     // A rollup bucket goes once all of it is older than its retention.
                     let cutoff = |keep: Option<i64>, width: i64| keep.map(|ms| now_ms.saturating_sub(ms).saturating_sub(width) + 1);
                     let (raw, minute, hour) =
@@ -305,9 +359,15 @@ impl RedbStore {
                     }
                     let oldest_sample = first.unwrap_or_else(|| index.first(id));
                     news.push((id, first, self.next_due(t, id, &k, oldest_sample)?));
+                    if e.raw + e.rollups > before {
+                        touched.insert(id);
+                    }
                 }
-                Ok((e, news))
+                Ok((e, news, touched))
             })?;
+            if !touched.is_empty() {
+                self.running.lock().unwrap().forget(&touched);
+            }
             for (id, first, due) in news {
                 if let Some(first) = first {
                     index.set_first(id, first);

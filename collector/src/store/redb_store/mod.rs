@@ -44,6 +44,7 @@ use crate::series_ref::SeriesRef;
 mod import;
 mod maintain;
 mod read;
+mod running;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -196,6 +197,8 @@ pub struct RedbStore {
     unpacked: Mutex<HashSet<(u32, i64)>>,
     /// Rollup saves that passes still open may not have seen.
     saves: Mutex<maintain::Saves>,
+    /// Rollups of what this process wrote, kept as it wrote them.
+    running: Mutex<running::Running>,
     options: StoreOptions,
     next_forward: AtomicU64,
     forward_backlog: AtomicU64,
@@ -403,6 +406,7 @@ impl RedbStore {
             db,
             series: Mutex::new(index),
             dirty: Mutex::new(dirty),
+            running: Mutex::new(running::Running::new(shared::now_ms(), unpacked.iter().copied())),
             unpacked: Mutex::new(unpacked),
             saves: Mutex::new(maintain::Saves::default()),
             options,

@@ -25,6 +25,11 @@ impl RedbStore {
         let first_forward = self.next_forward.load(Relaxed);
         let (mut next_forward, mut forwarded) = (first_forward, 0);
         let mut next_chunk = self.next_chunk.load(Relaxed);
+        // One chunk per series and minute this write touches, not one
+        // entry per sample: the per-sample B-tree insert was most of
+        // ingest's CPU. By minute, not hour: rolling up a minute then
+        // reads that minute's chunks, not the hour's so far.
+        let mut chunks: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
         let done = self.update(Durability::None, |t| {
             if self.options.forward {
                 for (gw, rs) in w.batches.iter().filter(|(_, rs)| !rs.is_empty()) {
@@ -34,11 +39,6 @@ impl RedbStore {
                     forwarded += rs.len() as u64;
                 }
             }
-            // One chunk per series and minute this write touches, not one
-            // entry per sample: the per-sample B-tree insert was most of
-            // ingest's CPU. By minute, not hour: rolling up a minute then
-            // reads that minute's chunks, not the hour's so far.
-            let mut chunks: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
             let readings = w.batches.iter().flat_map(|(_, rs)| rs.iter()).filter(|_| self.options.keep_series);
             for r in readings {
                 let id = index.id_or_register(t, &r.sensor, &r.metric, &mut added).map_err(self.err())?;
@@ -55,9 +55,9 @@ impl RedbStore {
                 }
             }
             if !chunks.is_empty() {
-                for ((id, minute), samples) in chunks {
-                    let samples = latest_per_time(samples);
-                    t.insert(&keys::chunk(id, minute, next_chunk)[..], &keys::encode_chunk(minute, &samples)[..]).map_err(self.err())?;
+                for ((id, minute), samples) in chunks.iter_mut() {
+                    *samples = latest_per_time(std::mem::take(samples));
+                    t.insert(&keys::chunk(*id, *minute, next_chunk)[..], &keys::encode_chunk(*minute, samples)[..]).map_err(self.err())?;
                     next_chunk += 1;
                 }
                 t.insert(keys::NEXT_CHUNK, &next_chunk.to_be_bytes()[..]).map_err(self.err())?;
@@ -77,6 +77,11 @@ impl RedbStore {
         }
         dirty.extend(newly_dirty);
         unpacked.extend(newly_unpacked);
+        let mut running = self.running.lock().unwrap();
+        for ((id, minute), samples) in &chunks {
+            running.wrote(*id, *minute, samples);
+        }
+        drop(running);
         self.next_forward.store(next_forward, Relaxed);
         self.next_chunk.store(next_chunk, Relaxed);
         self.forward_backlog.fetch_add(forwarded, Relaxed);

@@ -6,9 +6,13 @@
 //!
 //! Rules: only durable seqs are sent; at most `max_inflight` batches are out;
 //! acks are cumulative (a duplicate or older one changes nothing); a batch
-//! whose ack does not come within `ack_timeout`, and everything unacked when
-//! the link comes back, is sent again from the acked floor, in order (the
-//! collector drops the duplicates). Readings go as soon as they are durable
+//! whose ack does not come within `ack_timeout` of its being sent or of the
+//! batch before it being acknowledged, whichever is later, and everything
+//! unacked when the link comes back, is sent again from the acked floor, in
+//! order (the collector drops the duplicates). From the batch before: a
+//! collector working through a queue acks batches in turn, and timing the
+//! third of four from its own sending resent all four to a collector already
+//! busy (a third of all batches, 1,000 gateways at capacity). Readings go as soon as they are durable
 //! and the window has room, whatever their number: batching is not done on a
 //! timer. Batches grow by themselves when the link is the bottleneck: while
 //! the window is full, readings made durable pile up behind it and the next
@@ -59,6 +63,11 @@ pub struct Window {
     /// When the window last filled, while batches it held are still out:
     /// partial batches wait behind it for `linger` at most.
     full_since: Option<Instant>,
+    /// When the oldest batch out became the oldest by an ack of the one
+    /// before it; `head_moved`: an ack did that since the last `poll`,
+    /// which takes its time as the ack's.
+    head_since: Option<Instant>,
+    head_moved: bool,
 }
 
 impl Window {
@@ -74,6 +83,8 @@ impl Window {
             connected: false,
             inflight: VecDeque::new(),
             full_since: None,
+            head_since: None,
+            head_moved: false,
         }
     }
 
@@ -106,6 +117,7 @@ impl Window {
         self.acked = self.acked.max(upto);
         while self.inflight.front().is_some_and(|b| b.last <= self.acked) {
             self.inflight.pop_front();
+            self.head_moved = true;
         }
         if self.inflight.is_empty() {
             self.full_since = None;
@@ -126,6 +138,7 @@ impl Window {
     fn resend_all(&mut self) {
         self.inflight.clear();
         self.full_since = None;
+        (self.head_since, self.head_moved) = (None, false);
         self.cursor = self.acked + 1;
     }
 
@@ -147,13 +160,20 @@ impl Window {
         self.inflight.len() < self.max_inflight
     }
 
+    /// When the oldest batch out times out, if one is out.
+    fn ack_deadline(&self) -> Option<Instant> {
+        let oldest = self.inflight.front()?;
+        Some(self.head_since.map_or(oldest.sent, |h| h.max(oldest.sent)) + self.ack_timeout)
+    }
+
     /// What to do at `now`.
     pub fn poll(&mut self, now: Instant) -> Step {
-        if let Some(oldest) = self.inflight.front() {
-            if now.saturating_duration_since(oldest.sent) >= self.ack_timeout {
-                self.resend_all();
-                return Step::AckTimedOut { from: self.cursor };
-            }
+        if std::mem::take(&mut self.head_moved) {
+            self.head_since = Some(now);
+        }
+        if self.ack_deadline().is_some_and(|d| now >= d) {
+            self.resend_all();
+            return Step::AckTimedOut { from: self.cursor };
         }
         let mut until: Option<Instant> = None;
         if self.connected && self.cursor <= self.durable && self.has_room() {
@@ -163,8 +183,7 @@ impl Window {
                 _ => return Step::Send { from: self.cursor, upto: self.durable },
             }
         }
-        if let Some(oldest) = self.inflight.front() {
-            let timeout = oldest.sent + self.ack_timeout;
+        if let Some(timeout) = self.ack_deadline() {
             until = Some(until.map_or(timeout, |u| u.min(timeout)));
         }
         Step::Wait { until }
@@ -306,6 +325,25 @@ mod tests {
         assert_eq!(w.poll(t + ACK_TIMEOUT), Step::AckTimedOut { from: 5 });
         assert_eq!(ranges(&w), vec![]);
         assert_eq!(send_next(&mut w, t + ACK_TIMEOUT), Some((5, 14)));
+    }
+
+    #[test]
+    fn a_batch_queued_behind_others_is_timed_from_the_ack_of_the_one_before() {
+        let (mut w, t) = window(30);
+        for _ in 0..3 {
+            send_next(&mut w, t);
+        }
+        let s = Duration::from_secs(1);
+        // A busy collector acks the first after 8 s: the second has 10 s from then.
+        w.ack(10);
+        assert_eq!(w.poll(t + 8 * s), Step::Wait { until: Some(t + 18 * s) });
+        assert_eq!(w.poll(t + 12 * s), Step::Wait { until: Some(t + 18 * s) }, "not resent while the queue moves");
+        w.ack(20);
+        assert_eq!(w.poll(t + 17 * s), Step::Wait { until: Some(t + 27 * s) });
+        // Then nothing: lost, or the collector stopped. Resent from the acked floor.
+        assert_eq!(w.poll(t + 27 * s), Step::AckTimedOut { from: 21 });
+        assert_eq!(send_next(&mut w, t + 27 * s), Some((21, 30)));
+        assert_eq!(w.poll(t + 30 * s), Step::Wait { until: Some(t + 37 * s) }, "the batch resent is timed from its sending");
     }
 
     #[test]

@@ -28,6 +28,12 @@ struct Hour {
     exact: bool,
 }
 
+impl Hour {
+    fn new(exact: bool) -> Hour {
+        Hour { saved: None, taken: 0, stored: 0, exact }
+    }
+}
+
 pub(super) struct Running {
     /// Hours ending at or before this may hold data this process did not
     /// write: packed before it started (the time it opened the store), or
@@ -46,8 +52,7 @@ impl Running {
     /// For a store opened at `now_ms` whose `unpacked` hours hold samples
     /// written before.
     pub(super) fn new(now_ms: i64, unpacked: impl IntoIterator<Item = (u32, i64)>) -> Running {
-        let unknown = Hour { saved: None, taken: 0, stored: 0, exact: false };
-        Running { settled_before: now_ms, minutes: HashMap::new(), hours: unpacked.into_iter().map(|k| (k, unknown)).collect() }
+        Running { settled_before: now_ms, minutes: HashMap::new(), hours: unpacked.into_iter().map(|k| (k, Hour::new(false))).collect() }
     }
 
     /// `samples` of series `id` in the minute starting at `minute`, sorted
@@ -60,7 +65,7 @@ impl Running {
                 // The minute's first samples since a pass took it, if one did.
                 let h = hour_of(minute);
                 let settled_before = self.settled_before;
-                let hour = self.hours.entry((id, h)).or_insert(Hour { saved: None, taken: 0, stored: 0, exact: h.saturating_add(HOUR) > settled_before });
+                let hour = self.hours.entry((id, h)).or_insert(Hour::new(h.saturating_add(HOUR) > settled_before));
                 let fresh = hour.exact && hour.taken & bit(minute) == 0;
                 e.insert(fresh.then(|| {
                     let mut r = Rollup::of(minute, first.ts_ms, first.value);
@@ -143,7 +148,7 @@ impl Running {
     pub(super) fn written_apart(&mut self, id: u32, h: i64) {
         // Hours settled already are not kept running anyway.
         if h.saturating_add(HOUR) > self.settled_before {
-            self.hours.insert((id, h), Hour { saved: None, taken: 0, stored: 0, exact: false });
+            self.hours.insert((id, h), Hour::new(false));
         }
     }
 

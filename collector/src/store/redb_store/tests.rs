@@ -578,10 +578,14 @@ fn a_small_packed_hour_stays_in_its_entry() {
     assert_eq!(back.iter().map(|s| (s.ts_ms, s.value)).collect::<Vec<_>>(), rs.iter().map(|r| (r.ts_ms, r.value)).collect::<Vec<_>>());
 }
 
+/// A rollup's every field, floats as their bits.
+fn bits(r: &Rollup) -> [u64; 7] {
+    [r.start_ms as u64, r.min.to_bits(), r.max.to_bits(), r.sum.to_bits(), r.count as u64, r.last_ts as u64, r.last.to_bits()]
+}
+
 /// Rollups as reading the store back makes them, bit for bit: each minute's
 /// samples folded in time order, each hour's minutes folded in minute order.
 fn rollups_read_back(st: &RedbStore, sensor: &str, hour: i64) -> (Vec<[u64; 7]>, Vec<[u64; 7]>) {
-    let bits = |r: &Rollup| [r.start_ms as u64, r.min.to_bits(), r.max.to_bits(), r.sum.to_bits(), r.count as u64, r.last_ts as u64, r.last.to_bits()];
     let mut minutes: Vec<Rollup> = Vec::new();
     for s in st.query(sensor, "pm25", hour, hour + HOUR - 1, usize::MAX).unwrap() {
         let r = Rollup::of(minute_of(s.ts_ms), s.ts_ms, s.value);
@@ -607,7 +611,6 @@ fn rollups_kept_while_writing_are_those_read_back_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     // An hour this store has seen from its start: the only kind kept running.
     let h = hour_of(shared::now_ms());
-    let bits = |r: &Rollup| [r.start_ms as u64, r.min.to_bits(), r.max.to_bits(), r.sum.to_bits(), r.count as u64, r.last_ts as u64, r.last.to_bits()];
     let stored = |st: &RedbStore, sensor: &str| {
         let m: Vec<[u64; 7]> = st.rollups(sensor, "pm25", Level::Minute, h, h + HOUR - 1).unwrap().iter().map(bits).collect();
         let hr: Vec<[u64; 7]> = st.rollups(sensor, "pm25", Level::Hour, h, h).unwrap().iter().map(bits).collect();

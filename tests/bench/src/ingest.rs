@@ -149,11 +149,10 @@ pub(crate) static RESENT: std::sync::atomic::AtomicU64 = std::sync::atomic::Atom
 /// Runs gateway `gw`'s connection and gives the highest seq the collector
 /// has acknowledged, kept up to date, once connected (when `subscribing`,
 /// once the broker has granted the subscription: an ack published before
-/// would be lost). A lost
-/// connection is made again, and the subscription with it, as an agent
-/// does: a thousand gateways connecting at once overflow the broker's listen
-/// backlog, and a SYN retried after 1, 3, 7, 15 and 31 s can outlast any
-/// connect timeout.
+/// would be lost). A lost connection is made again, and the subscription
+/// with it, as an agent does: a thousand gateways connecting at once
+/// overflow the broker's listen backlog, and a SYN retried after 1, 3, 7, 15
+/// and 31 s can outlast any connect timeout.
 fn watch_acks(
     gw: &str,
     client: rumqttc::AsyncClient,
@@ -179,12 +178,7 @@ fn watch_acks(
                         return;
                     }
                 }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                    if !subscribing {
-                        granted.take().map(|g| g.send(()));
-                    }
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_) | rumqttc::Packet::SubAck(_))) => {
                     granted.take().map(|g| g.send(()));
                 }
                 Ok(_) => {}
@@ -202,9 +196,7 @@ fn watch_acks(
         }
     });
     async move {
-        if subscribing {
-            subscribed.await.map_err(|_| anyhow::anyhow!("the connection was lost 100 times before it was ready"))?;
-        }
+        subscribed.await.map_err(|_| anyhow::anyhow!("the connection was lost 100 times before it was ready"))?;
         Ok(rx)
     }
 }

@@ -103,7 +103,10 @@ async fn main() -> Result<()> {
                     let window = match opt("--inflight").as_deref() {
                         None => Some(4),
                         Some("flood") => None,
-                        Some(n) => Some(n.parse().map_err(|_| anyhow::anyhow!("--inflight {n}: a number of batches (1 or more) or `flood`"))?).filter(|&n| n > 0),
+                        Some(n) => match n.parse::<u64>() {
+                            Ok(n) if n > 0 => Some(n),
+                            _ => anyhow::bail!("--inflight {n}: a number of batches (1 or more) or `flood`"),
+                        },
                     };
                     println!("{}", sustained::sustained(gateways, total, rules, broker.as_deref().unwrap_or("embedded"), rate, window, &off).await?);
                 }

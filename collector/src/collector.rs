@@ -131,9 +131,14 @@ impl Collector {
                 let (tx, rx) = watch::channel(crate::cluster::speaker::Turn::SILENT);
                 let link = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
                 tasks.push(tokio::spawn(crate::cluster::speaker::run(link.clone(), cluster.name(), tx, stop.clone())));
-                let (handled, task) = crate::cluster::handling::start(link, cluster.name(), alerting.clone(), stop.clone());
+                let targets = crate::cluster::handling::Targets { alerting: alerting.clone(), incidents: incidents.clone() };
+                let (work, task) = crate::cluster::handling::start(link, cluster.name(), targets, stop.clone());
+                let incident_work = work.clone();
                 alerting.set_share(Arc::new(move |h| {
-                    let _ = handled.send(h);
+                    let _ = work.send(crate::cluster::handling::Op::Alert(h));
+                }));
+                incidents.set_share(Arc::new(move |w| {
+                    let _ = incident_work.send(crate::cluster::handling::Op::Incident(w));
                 }));
                 tasks.push(task);
                 rx

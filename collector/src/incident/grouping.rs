@@ -45,6 +45,9 @@ pub struct Facts {
     pub metric: String,
     pub severity: Severity,
     pub ts_ms: i64,
+    /// The reading that fired it, where one did: what names the alert on
+    /// every collector of a cluster (`ts_ms` is this collector's clock).
+    pub reading_ts_ms: Option<i64>,
     pub district: Option<String>,
     pub kind: Option<String>,
     pub gateway: Option<String>,
@@ -61,12 +64,22 @@ pub struct AlertLink {
     pub metric: String,
     pub ts_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading_ts_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleared_ms: Option<i64>,
 }
 
 impl Facts {
     pub fn link(&self) -> AlertLink {
-        AlertLink { id: self.alert, rule: self.rule.clone(), sensor: self.sensor.clone(), metric: self.metric.clone(), ts_ms: self.ts_ms, cleared_ms: None }
+        AlertLink {
+            id: self.alert,
+            rule: self.rule.clone(),
+            sensor: self.sensor.clone(),
+            metric: self.metric.clone(),
+            ts_ms: self.ts_ms,
+            reading_ts_ms: self.reading_ts_ms,
+            cleared_ms: None,
+        }
     }
 }
 
@@ -127,6 +140,7 @@ mod tests {
             metric: metric.into(),
             severity: Severity::Critical,
             ts_ms: ts,
+            reading_ts_ms: None,
             district: Some(district.into()),
             kind: Some("water_level".into()),
             gateway: None,

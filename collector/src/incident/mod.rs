@@ -6,8 +6,9 @@
 //! and upstream of `http`. The pure parts take time as an argument:
 //! `grouping` (alerts → incidents), `state` (the lifecycle), `sla`
 //! (deadlines, working hours), `silence` (maintenance windows), `evaluation`
-//! (rating, rectification), `performance` (figures per department), and
-//! `department` (departments and their escalation chain). `store` keeps
+//! (rating, rectification), `performance` (figures per department),
+//! `department` (departments and their escalation chain), and `work`
+//! (operators' work as the collectors of a cluster share it). `store` keeps
 //! incidents and silences durable; `service` is the task that runs them on
 //! the collector's clock; `feed` publishes incident events on MQTT.
 
@@ -22,6 +23,7 @@ pub mod silence;
 pub mod sla;
 pub mod state;
 pub mod store;
+pub mod work;
 
 use serde::{Deserialize, Serialize};
 
@@ -122,11 +124,15 @@ pub struct Entry {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<u64>,
+    /// The operator's work that made it, named the same on every collector
+    /// of a cluster: what tells work read again from work not done yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_id: Option<String>,
 }
 
 impl Entry {
     pub fn new(ts_ms: i64, event: EventKind) -> Entry {
-        Entry { ts_ms, event, by: None, department: None, from: None, text: None, alert: None }
+        Entry { ts_ms, event, by: None, department: None, from: None, text: None, alert: None, work_id: None }
     }
     pub fn by(mut self, by: impl Into<String>) -> Entry {
         self.by = Some(by.into());

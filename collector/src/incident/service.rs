@@ -14,7 +14,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 use super::department::{DepartmentView, Departments};
-use super::evaluation;
 use super::grouping::{self, Decision, Facts};
 use super::performance::{self, Performance};
 use super::settings::IncidentsConfig;
@@ -22,6 +21,7 @@ use super::silence::{Silence, SilenceSpec};
 use super::sla::{self, Due};
 use super::state::{self, Action};
 use super::store::IncidentStore;
+use super::work::{self, IncidentKey, Work, Worked};
 use super::{Entry, EventKind, Incident, IncidentError, IncidentEvent, Status};
 use crate::alert::{Alert, Change, Severity};
 use crate::catalogue::SensorEntry;
@@ -77,6 +77,8 @@ struct SensorFacts {
 struct Book {
     incidents: BTreeMap<u64, Incident>,
     silences: BTreeMap<u64, Silence>,
+    /// Deleted silences, by who made them and when (`work::is_silence`).
+    deleted: std::collections::HashSet<(String, i64)>,
     next_id: u64,
     next_silence: u64,
     last_alert: u64,
@@ -88,8 +90,13 @@ pub struct Hooks {
     pub index: HashMap<String, usize>,
 }
 
+/// Where operators' work goes once done here (cluster mode).
+pub type Share = Arc<dyn Fn(Worked) + Send + Sync>;
+
 pub struct Incidents {
     book: Mutex<Book>,
+    share: std::sync::OnceLock<Share>,
+    work_ids: work::WorkIds,
     store: Arc<dyn IncidentStore>,
     departments: Departments,
     settings: IncidentsConfig,
@@ -125,7 +132,11 @@ impl Incidents {
         }
         for s in store.silences()? {
             book.next_silence = book.next_silence.max(s.id + 1);
-            book.silences.insert(s.id, s);
+            if s.deleted_ms.is_some() {
+                book.deleted.insert((s.created_by, s.created_ms));
+            } else {
+                book.silences.insert(s.id, s);
+            }
         }
         let sensors = catalogue
             .iter()
@@ -134,11 +145,34 @@ impl Incidents {
                 (s.id.to_string(), SensorFacts { kind: Some(s.kind.clone()), district: s.district.clone(), gateway, owner: s.owner.clone() })
             })
             .collect();
-        Ok(Incidents { book: Mutex::new(book), store, departments, settings, sensors, alerting, feed, hooks, clock })
+        Ok(Incidents {
+            book: Mutex::new(book),
+            share: std::sync::OnceLock::new(),
+            work_ids: Default::default(),
+            store,
+            departments,
+            settings,
+            sensors,
+            alerting,
+            feed,
+            hooks,
+            clock,
+        })
     }
 
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Cluster mode: each action, rating, rectification and silence made here is told to `share`.
+    pub fn set_share(&self, share: Share) {
+        let _ = self.share.set(share);
+    }
+
+    fn shared(&self, w: Worked) {
+        if let Some(share) = self.share.get() {
+            share(w);
+        }
     }
 
     /// Consumes alert changes and runs the timers until `shutdown`.
@@ -195,6 +229,7 @@ impl Incidents {
             metric: a.metric.clone(),
             severity: a.severity,
             ts_ms: a.started_ts_ms,
+            reading_ts_ms: a.reading_ts_ms,
             district: s.district,
             kind: s.kind,
             gateway: if per_gateway { Some(a.sensor.clone()) } else { s.gateway },
@@ -382,6 +417,7 @@ impl Incidents {
                 metric: l.metric.clone(),
                 severity: i.severity,
                 ts_ms: l.ts_ms,
+                reading_ts_ms: l.reading_ts_ms,
                 district: s.district,
                 kind: s.kind,
                 gateway: if per_gateway { Some(l.sensor.clone()) } else { s.gateway },
@@ -422,22 +458,87 @@ impl Incidents {
                 return Err(IncidentError::Forbidden(format!("token `{}`: assigning across departments is for command", actor.name)));
             }
             self.check(i, actor, action.name())?;
-            let mut next = i.clone();
-            let entry = state::apply(&mut next, &action, &actor.name, now)?;
-            if matches!(entry.event, EventKind::Assigned | EventKind::Transferred | EventKind::Reopened) {
-                self.set_deadlines(&mut next, now);
-            }
-            self.store.save_incident(&next)?;
-            *i = next.clone();
-            let to = match (&entry.event, &entry.from) {
-                (EventKind::Transferred, Some(from)) => vec![entry.department.clone().unwrap_or_default(), from.clone()],
-                _ => Self::owner(&next),
-            };
-            out.push((entry.event, to, next.clone()));
+            let work = Work::Act { action };
+            let id = self.work_ids.next();
+            let next = self.perform(i, &work, &id, &actor.name, now, &mut out)?;
+            self.shared(Worked::Incident { id, incident: IncidentKey::of(&next), work, by: actor.name.clone(), at_ms: now });
             IncidentView { overdue: next.overdue(now), incident: next }
         };
         self.announce(out);
         Ok(view)
+    }
+
+    /// Does `work` (named `id`) to `i` as `by` at `now`: saved, then queued
+    /// in `out` to be announced. Assignment, transfer and reopening start new deadlines.
+    fn perform(&self, i: &mut Incident, work: &Work, id: &str, by: &str, now: i64, out: &mut Out) -> Result<Incident, IncidentError> {
+        let mut next = i.clone();
+        let entry = work.apply(&mut next, by, now)?;
+        if let Some(e) = next.timeline.last_mut() {
+            e.work_id = Some(id.to_string());
+        }
+        if matches!(entry.event, EventKind::Assigned | EventKind::Transferred | EventKind::Reopened) {
+            self.set_deadlines(&mut next, now);
+        }
+        self.store.save_incident(&next)?;
+        *i = next.clone();
+        let to = match (work, &entry.event, &entry.from) {
+            (Work::Act { .. }, EventKind::Transferred, Some(from)) => vec![entry.department.clone().unwrap_or_default(), from.clone()],
+            (Work::Act { .. }, _, _) => Self::owner(&next),
+            _ => entry.department.iter().cloned().collect(),
+        };
+        out.push((entry.event, to, next.clone()));
+        Ok(next)
+    }
+
+    /// Another collector's work, done here as it was there (by whom, when).
+    /// `None` while this collector has not grouped the incident it names
+    /// (it is behind in the log); else whether anything changed: work that
+    /// came back here, or read again after a restart, changes nothing, and
+    /// work this incident's state refuses here is logged and let go.
+    pub fn worked_elsewhere(&self, w: &Worked) -> Option<bool> {
+        let mut out: Out = Vec::new();
+        let changed = {
+            let mut book = self.book.lock().unwrap();
+            match w {
+                Worked::Incident { id: work_id, incident, work, by, at_ms } => {
+                    let id = incident.find(book.incidents.values(), *at_ms)?;
+                    let i = book.incidents.get_mut(&id).expect("found among these");
+                    if work::done_already(i, work_id) {
+                        return Some(false);
+                    }
+                    match self.perform(i, work, work_id, by, *at_ms, &mut out) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::warn!(incident = id, by = %by, "work on this incident done on another collector cannot be done here: {e}");
+                            false
+                        }
+                    }
+                }
+                Worked::Silenced { spec, by, at_ms } => {
+                    if book.silences.values().any(|s| work::is_silence(s, by, *at_ms)) || book.deleted.contains(&(by.clone(), *at_ms)) {
+                        return Some(false);
+                    }
+                    let s = Silence { id: book.next_silence, spec: spec.clone(), created_by: by.clone(), created_ms: *at_ms, held: Vec::new(), deleted_ms: None };
+                    if let Err(e) = self.store.save_silence(&s) {
+                        tracing::error!("a silence made on another collector: {e}");
+                        return Some(false);
+                    }
+                    book.next_silence += 1;
+                    book.silences.insert(s.id, s);
+                    true
+                }
+                Worked::Unsilenced { created_by, created_ms, at_ms } => {
+                    let Some(id) = book.silences.values().find(|s| work::is_silence(s, created_by, *created_ms)).map(|s| s.id) else { return Some(false) };
+                    if let Err(e) = Self::delete(&mut book, &*self.store, id, *at_ms) {
+                        tracing::error!("a silence deleted on another collector: {e}");
+                        return Some(false);
+                    }
+                    true
+                }
+            }
+        };
+        self.announce(out);
+        Some(changed)
     }
 
     /// The requester's or commander's rating of a resolved incident.
@@ -445,7 +546,7 @@ impl Incidents {
         if actor.authority != Authority::Command {
             return Err(IncidentError::Forbidden(format!("token `{}`: rating the handling is for command (the requester)", actor.name)));
         }
-        self.evaluate(id, |i, now| evaluation::rate(i, good, reason, &actor.name, now))
+        self.evaluate(id, Work::Rate { good, reason }, actor)
     }
 
     /// The department reports the rectification a bad rating asked for.
@@ -457,20 +558,18 @@ impl Incidents {
             as_owner.department = i.rectification.as_ref().and_then(|r| r.department.clone()).or(as_owner.department);
             self.check(&as_owner, actor, "rectify")?;
         }
-        self.evaluate(id, |i, now| evaluation::rectify(i, result, &actor.name, now))
+        self.evaluate(id, Work::Rectify { result }, actor)
     }
 
-    fn evaluate(&self, id: u64, f: impl FnOnce(&mut Incident, i64) -> Result<Entry, IncidentError>) -> Result<IncidentView, IncidentError> {
+    fn evaluate(&self, id: u64, work: Work, actor: &Actor) -> Result<IncidentView, IncidentError> {
         let now = self.now();
         let mut out: Out = Vec::new();
         let view = {
             let mut book = self.book.lock().unwrap();
             let i = book.incidents.get_mut(&id).ok_or(IncidentError::NotFound(id))?;
-            let mut next = i.clone();
-            let entry = f(&mut next, now)?;
-            self.store.save_incident(&next)?;
-            *i = next.clone();
-            out.push((entry.event, entry.department.iter().cloned().collect(), next.clone()));
+            let id = self.work_ids.next();
+            let next = self.perform(i, &work, &id, &actor.name, now, &mut out)?;
+            self.shared(Worked::Incident { id, incident: IncidentKey::of(&next), work, by: actor.name.clone(), at_ms: now });
             IncidentView { overdue: next.overdue(now), incident: next }
         };
         self.announce(out);
@@ -541,19 +640,30 @@ impl Incidents {
             return Err(IncidentError::Invalid(problems.join("; ")));
         }
         let mut book = self.book.lock().unwrap();
-        let s = Silence { id: book.next_silence, spec, created_by: by.into(), created_ms: self.now(), held: Vec::new() };
+        let s = Silence { id: book.next_silence, spec, created_by: by.into(), created_ms: self.now(), held: Vec::new(), deleted_ms: None };
         self.store.save_silence(&s)?;
         book.next_silence += 1;
         book.silences.insert(s.id, s.clone());
+        self.shared(Worked::Silenced { spec: s.spec.clone(), by: s.created_by.clone(), at_ms: s.created_ms });
         Ok(s)
     }
 
     pub fn delete_silence(&self, id: u64) -> Result<Silence, IncidentError> {
         let mut book = self.book.lock().unwrap();
         let s = book.silences.get(&id).cloned().ok_or(IncidentError::NoSilence(id))?;
-        self.store.delete_silence(id)?;
-        book.silences.remove(&id);
+        let now = self.now();
+        Self::delete(&mut book, &*self.store, id, now)?;
+        self.shared(Worked::Unsilenced { created_by: s.created_by.clone(), created_ms: s.created_ms, at_ms: now });
         Ok(s)
+    }
+
+    /// Deletes silence `id`, kept in the store marked deleted at `at_ms`.
+    fn delete(book: &mut Book, store: &dyn IncidentStore, id: u64, at_ms: i64) -> Result<(), IncidentError> {
+        let Some(s) = book.silences.get(&id) else { return Err(IncidentError::NoSilence(id)) };
+        store.save_silence(&Silence { deleted_ms: Some(at_ms), ..s.clone() })?;
+        let s = book.silences.remove(&id).expect("got above");
+        book.deleted.insert((s.created_by, s.created_ms));
+        Ok(())
     }
 
     /// Silences with whether each is active now.
@@ -725,6 +835,73 @@ owner = "Water Resources Bureau""#,
         assert_eq!(s.get(1).unwrap().incident.count(EventKind::Escalated), 2, "the chain ends at city command");
         s.take(&[alert(2, "wl-002", 30_000)]);
         assert_eq!(s.get(1).unwrap().incident.alerts.len(), 2, "an alert is taken once, across restarts too");
+    }
+
+    /// Two collectors of a cluster, each with incidents of its own ids: the
+    /// work done on one, done on the other, leaves both the same but for ids.
+    #[test]
+    fn work_done_on_one_collector_is_done_alike_on_another_once() {
+        const T0: i64 = 600 * M;
+        let (here, there) = (Rig::new(T0), Rig::new(T0));
+        let (a, b) = (here.service(chain(), settings()), there.service(chain(), settings()));
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t = told.clone();
+        a.set_share(Arc::new(move |w| t.lock().unwrap().push(w)));
+        let fired = |id, ts| Alert { reading_ts_ms: Some(ts), ..alert(id, "wl-001", ts) };
+        // `b` has an older incident from the same gauge first: its ids differ.
+        a.take(&[fired(1, T0)]);
+        b.take(&[fired(1, 0), fired(2, T0)]);
+        // Behind in the log: the work waits for an incident `b` has not grouped.
+        let water = Actor { name: "water-op".into(), authority: Authority::Department("water".into()) };
+        here.clock.set(T0 + M);
+        a.act(1, Action::Acknowledge { note: Some("crew sent".into()) }, &water).unwrap();
+        a.add_silence(
+            SilenceSpec {
+                matcher: crate::incident::silence::Matcher { district: Some("Xihu".into()), ..Default::default() },
+                schedule: crate::incident::silence::Schedule::Once { from_ms: T0, until_ms: T0 + M },
+                comment: "sluice work".into(),
+            },
+            "water-op",
+        )
+        .unwrap();
+        here.clock.set(T0 + 2 * M);
+        a.act(1, Action::Note { text: "pump 2 running".into() }, &water).unwrap();
+        a.act(1, Action::Transfer { department: "xihu-command".into(), reason: "the district's drains".into() }, &command()).unwrap();
+        here.clock.set(T0 + 3 * M);
+        a.act(1, Action::Acknowledge { note: None }, &command()).unwrap();
+        a.act(1, Action::Resolve { action: "drains cleared".into() }, &command()).unwrap();
+        a.rate(1, false, Some("two hours late".into()), &command()).unwrap();
+        a.rectify(1, "night shift added".into(), &command()).unwrap();
+        a.delete_silence(1).unwrap();
+        let work = told.lock().unwrap().clone();
+        assert_eq!(work.len(), 9, "{work:?}");
+        let mut rx = there.feed.subscribe();
+        for w in &work {
+            b.worked_elsewhere(w);
+        }
+        let (ours, theirs) = (a.get(1).unwrap().incident, b.get(2).unwrap().incident);
+        assert_eq!(b.get(1).unwrap().incident.timeline.len(), 2, "the older incident is left alone");
+        let but_ids = |i: &Incident| Incident {
+            id: 0,
+            alerts: i.alerts.iter().map(|l| crate::incident::grouping::AlertLink { id: 0, ..l.clone() }).collect(),
+            timeline: i.timeline.iter().map(|e| Entry { alert: None, ..e.clone() }).collect(),
+            ..i.clone()
+        };
+        assert_eq!(but_ids(&theirs), but_ids(&ours));
+        assert_eq!(theirs.timeline.len(), 9, "opened, assigned and the seven pieces of work: {:?}", events(&theirs));
+        assert!(b.silences().is_empty(), "the silence made and deleted there is gone here too");
+        let mut announced = 0;
+        while let Ok(ev) = rx.try_recv() {
+            announced += usize::from(matches!(ev, FeedEvent::Incident(_)));
+        }
+        assert_eq!(announced, 7, "each change announced here once");
+        // Read again (a restart reads the stream from its start), or back where it was done: nothing changes.
+        for w in &work {
+            assert_ne!(b.worked_elsewhere(w), Some(true), "{w:?} done twice");
+            assert_ne!(a.worked_elsewhere(w), Some(true), "{w:?} done twice where it was done");
+        }
+        assert_eq!(b.get(2).unwrap().incident, theirs);
+        assert_eq!(a.get(1).unwrap().incident, ours);
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct Silence {
     /// Alerts it held back: recorded, not raised.
     #[serde(default)]
     pub held: Vec<u64>,
+    /// Deleted then: kept, out of every list, so that a cluster's shared
+    /// work read again does not make it anew (`super::work`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_ms: Option<i64>,
 }
 
 impl SilenceSpec {
@@ -143,7 +147,7 @@ mod tests {
     use crate::incident::state::tests::facts;
 
     fn silence(matcher: Matcher, schedule: Schedule) -> Silence {
-        Silence { id: 1, spec: SilenceSpec { matcher, schedule, comment: "maintenance".into() }, created_by: "li".into(), created_ms: 0, held: vec![] }
+        Silence { id: 1, spec: SilenceSpec { matcher, schedule, comment: "maintenance".into() }, created_by: "li".into(), created_ms: 0, held: vec![], deleted_ms: None }
     }
 
     #[test]

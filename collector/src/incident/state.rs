@@ -9,7 +9,9 @@ use super::grouping::Facts;
 use super::{Entry, EventKind, Incident, IncidentError, Status};
 
 /// What an operator or commander asks of an incident.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized as the cluster shares it (`super::work`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
 pub enum Action {
     Assign { department: String },
     Acknowledge { note: Option<String> },
@@ -221,6 +223,7 @@ pub(crate) mod tests {
             metric: "water_level_m".into(),
             severity: Severity::Critical,
             ts_ms: 1_000,
+            reading_ts_ms: None,
             district: Some("Xihu".into()),
             kind: Some("water_level".into()),
             gateway: None,

@@ -20,7 +20,6 @@ pub trait IncidentStore: Send + Sync {
     fn save_incident(&self, i: &Incident) -> Result<(), IncidentStoreError>;
     fn incidents(&self) -> Result<Vec<Incident>, IncidentStoreError>;
     fn save_silence(&self, s: &Silence) -> Result<(), IncidentStoreError>;
-    fn delete_silence(&self, id: u64) -> Result<(), IncidentStoreError>;
     fn silences(&self) -> Result<Vec<Silence>, IncidentStoreError>;
     /// The highest alert id taken in (grouped, merged or held by a silence).
     fn last_alert(&self) -> Result<u64, IncidentStoreError>;
@@ -67,11 +66,6 @@ impl IncidentStore for SledIncidentStore {
 
     fn save_silence(&self, s: &Silence) -> Result<(), IncidentStoreError> {
         self.silences.insert(s.id.to_be_bytes(), serde_json::to_vec(s).expect("silence serializes"))?;
-        self.sync()
-    }
-
-    fn delete_silence(&self, id: u64) -> Result<(), IncidentStoreError> {
-        self.silences.remove(id.to_be_bytes())?;
         self.sync()
     }
 

@@ -502,3 +502,118 @@ async fn a_bad_batch_in_the_log_is_refused_and_counted_once() {
     assert_eq!(rejected(c.http_addr, "unknown_version").await, 0.0, "the restarted collector read the bad batch again");
     c.shutdown().await;
 }
+
+/// Incident work shared by the collectors of a cluster: each groups the
+/// alert into an incident of its own; what an operator does on one (an
+/// acknowledgement, a note, a transfer, a silence) and what command does on
+/// the other end up the same on both, and on a collector started again on an
+/// empty disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_work_done_on_one_collector_is_seen_on_all() {
+    let _turn = TURNS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = cluster(dir.path());
+    let tokens = [("commander", "command", ""), ("water-op", "operator", "department = \"water\"\n")];
+    let mut config = String::from(
+        "[[sensor]]\nid = \"wl-001\"\nkind = \"water_level\"\ndistrict = \"Xihu\"\nowner = \"Water Resources Bureau\"\ngateway = \"gw-other\"\n\n\
+         [[rule]]\nid = \"river-high\"\nkind = \"threshold\"\nmetric = \"water_level_m\"\nop = \">\"\nvalue = 3.0\nseverity = \"critical\"\n\n\
+         [[department]]\nid = \"water\"\nname = \"Water Authority\"\nowners = [\"Water Resources Bureau\"]\n\n\
+         [[department]]\nid = \"roads\"\nname = \"Roads and Drainage\"\n\n",
+    );
+    for (name, role, dept) in tokens {
+        config.push_str(&format!("[[auth.token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n{dept}\n", shared::auth::sha256_hex(&format!("{name}-token"))));
+    }
+    let nats_list = nats.nats_list(&[0, 1, 2]);
+    let cluster_mode = |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = {nats_list}\n");
+    let a = collector_in(dir.path(), "a", &nats.mqtt_list(&[0, 1, 2]), &config, &cluster_mode("a")).await;
+    let b = collector_in(dir.path(), "b", &nats.mqtt_list(&[1, 2, 0]), &config, &cluster_mode("b")).await;
+    let (ha, hb) = (a.http_addr, b.http_addr);
+
+    let who = Identity { login: Some(("gw-other".into(), "gw-other-secret".into())), ..Default::default() };
+    let mut gw = FakeGateway::connect_as(&nats.mqtt_url(2), "gw-other", who).await.unwrap();
+    let high = shared::Reading { seq: shared::Seq(0), sensor: "wl-001".into(), metric: "water_level_m".into(), ts_ms: now_ms(), value: 3.4, quality: shared::Quality::Good };
+    gw.send_until_acked(vec![high], LIMIT).await;
+
+    let call = |http: SocketAddr, who: &'static str, method: &'static str, path: String, body: &'static str| async move {
+        let (status, text) = request_as(http, &format!("{who}-token"), method, &path, body).await;
+        assert!((200..300).contains(&status), "{method} {path} as {who}: {status} {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    // Each collector's incident, by its own id.
+    let incident = |http: SocketAddr| async move {
+        let (status, text) = request_as(http, "commander-token", "GET", "/api/v1/incidents", "").await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().and_then(|l| l.first().cloned())
+    };
+    let on_a = wait_for("collector a to open the incident", LIMIT, || incident(ha)).await;
+    let on_b = wait_for("collector b to open the incident", LIMIT, || incident(hb)).await;
+    let (ia, ib) = (on_a["id"].as_u64().unwrap(), on_b["id"].as_u64().unwrap());
+
+    // The water desk on a; command on b, after a's work has reached it.
+    call(ha, "water-op", "POST", format!("/api/v1/incidents/{ia}/acknowledge"), r#"{"note":"crew on its way"}"#).await;
+    call(ha, "water-op", "POST", format!("/api/v1/incidents/{ia}/note"), r#"{"text":"sluice 3 opened"}"#).await;
+    let silence = call(
+        ha,
+        "water-op",
+        "POST",
+        "/api/v1/silences".into(),
+        r#"{"match":{"sensor":"wl-002"},"schedule":{"type":"once","from_ms":0,"until_ms":4102444800000},"comment":"gauge swap"}"#,
+    )
+    .await;
+    let noted = |http: SocketAddr, id: u64, text: &'static str| async move {
+        let (_, body) = request_as(http, "commander-token", "GET", &format!("/api/v1/incidents/{id}"), "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["timeline"].as_array()?.iter().any(|e| e["text"] == text).then_some(())
+    };
+    wait_for("a's note on b", LIMIT, || noted(hb, ib, "sluice 3 opened")).await;
+    call(hb, "commander", "POST", format!("/api/v1/incidents/{ib}/transfer"), r#"{"department":"roads","reason":"a blocked drain, not the river"}"#).await;
+    wait_for("b's transfer on a", LIMIT, || noted(ha, ia, "a blocked drain, not the river")).await;
+
+    // The same incident on both: state, owner and timeline, but for each
+    // collector's own: alert ids, and the time it fired the alert (its clock
+    // when it evaluated the reading), with what counts from it (the opening,
+    // deadlines). The work, by whom and when, is the same to the millisecond.
+    let same = |v: serde_json::Value| {
+        let mut v = v;
+        for own in ["id", "opened_ms", "last_alert_ms", "deadlines", "overdue"] {
+            v.as_object_mut().unwrap().remove(own);
+        }
+        for l in v["alerts"].as_array_mut().unwrap() {
+            l.as_object_mut().unwrap().retain(|k, _| k != "id" && k != "ts_ms");
+        }
+        for e in v["timeline"].as_array_mut().unwrap() {
+            let e = e.as_object_mut().unwrap();
+            e.remove("alert");
+            if !e.contains_key("work_id") {
+                e.remove("ts_ms");
+            }
+        }
+        v
+    };
+    let got = |http: SocketAddr, id: u64| async move { same(call(http, "commander", "GET", format!("/api/v1/incidents/{id}"), "").await) };
+    let (va, vb) = (got(ha, ia).await, got(hb, ib).await);
+    assert_eq!(va, vb, "the incident differs between the collectors");
+    assert_eq!((va["status"].as_str(), va["department"].as_str(), va["timeline"].as_array().unwrap().len()), (Some("assigned"), Some("roads"), 5), "{va}");
+    let silences = |http: SocketAddr| async move {
+        let all = call(http, "commander", "GET", "/api/v1/silences".into(), "").await;
+        all.as_array().unwrap().iter().map(|s| (s["comment"].clone(), s["created_by"].clone(), s["created_ms"].clone())).collect::<Vec<_>>()
+    };
+    let made = vec![(silence["comment"].clone(), silence["created_by"].clone(), silence["created_ms"].clone())];
+    wait_for("a's silence on b", LIMIT, || async { (silences(hb).await == made).then_some(()) }).await;
+
+    // a is replaced by a collector of its name on an empty disk: it learns all of it from the cluster.
+    a.shutdown().await;
+    let c = collector_in(dir.path(), "a-emptied", &nats.mqtt_list(&[2, 0, 1]), &config, &cluster_mode("a")).await;
+    let hc = c.http_addr;
+    let on_c = wait_for("the emptied collector to open the incident", LIMIT, || incident(hc)).await;
+    let ic = on_c["id"].as_u64().unwrap();
+    wait_for("the transfer on the emptied collector", LIMIT, || noted(hc, ic, "a blocked drain, not the river")).await;
+    assert_eq!(got(hc, ic).await, vb, "the emptied collector's incident differs");
+    assert_eq!(silences(hc).await, made);
+    // Deleted on b: gone from the others too.
+    let b_sid = call(hb, "commander", "GET", "/api/v1/silences".into(), "").await[0]["id"].as_u64().unwrap();
+    call(hb, "water-op", "DELETE", format!("/api/v1/silences/{b_sid}"), "").await;
+    wait_for("the deletion on the emptied collector", LIMIT, || async { silences(hc).await.is_empty().then_some(()) }).await;
+    b.shutdown().await;
+    c.shutdown().await;
+}

@@ -40,6 +40,10 @@ impl FakeGateway {
         // The client id an agent uses, which the embedded broker's front requires of a gateway.
         let mut opts = MqttOptions::new(format!("citysense-agent-{id}"), broker.host.clone(), broker.port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
+        // A NATS node answers a first CONNECT only once JetStream has made the
+        // MQTT session streams on all three nodes, which on a busy machine
+        // takes longer than rumqttc's 5 s default (the shipped cluster's test
+        // failed on it once in a fresh-clone run): see below.
         if let Some((u, p)) = &who.login {
             opts.set_credentials(u.clone(), p.clone());
         }
@@ -48,12 +52,13 @@ impl FakeGateway {
             opts.set_transport(t);
         }
         let (client, mut el) = rumqttc::AsyncClient::new(opts, 1000);
+        el.network_options.set_connection_timeout(30);
         // The first event tells whether the broker lets us in.
-        match tokio::time::timeout(Duration::from_secs(10), el.poll()).await {
+        match tokio::time::timeout(Duration::from_secs(40), el.poll()).await {
             Ok(Ok(Event::Incoming(Packet::ConnAck(a)))) if a.code == rumqttc::ConnectReturnCode::Success => {}
             Ok(Ok(other)) => return Err(format!("{other:?}")),
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("no CONNACK within 10 s".into()),
+            Err(_) => return Err("no CONNACK within 40 s".into()),
         }
         let (key, gw) = (who.key.clone(), id.to_string());
         let foreign = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

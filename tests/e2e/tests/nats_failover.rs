@@ -617,3 +617,121 @@ async fn incident_work_done_on_one_collector_is_seen_on_all() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+/// Compose's `${NAME}` and `${NAME:?message}` in `v`, from `vars`; a name not there fails.
+fn interpolate(v: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find('}').unwrap_or_else(|| panic!("`{v}`: an unclosed ${{")) + at;
+        let name = rest[at + 2..end].split(':').next().unwrap();
+        let value = vars.iter().find(|(k, _)| *k == name).unwrap_or_else(|| panic!("`{v}` wants {name}, which deploy/README.md does not have the user set")).1;
+        out.push_str(value);
+        rest = &rest[end + 1..];
+    }
+    out + rest
+}
+
+/// deploy/nats/compose.yaml as compose would run it, on loopback: each NATS
+/// node started with node.conf and users.conf where compose mounts them and
+/// the environment compose gives it (its listeners and routes moved to
+/// loopback ports, its volume to a directory here); three collectors of
+/// deploy/nats/collector.toml as shipped, named by the host names compose
+/// gives them, with the mounted paths changed. The cluster forms, and every
+/// collector stores every batch of a gateway that publishes to any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_stack_forms_a_cluster_whose_collectors_each_store_every_batch() {
+    let _turn = TURNS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = workspace().join("deploy");
+    let compose = std::fs::read_to_string(deploy.join("nats/compose.yaml")).unwrap();
+    let doc = &yaml_rust2::YamlLoader::load_from_str(&compose).unwrap()[0];
+    let services = &doc["services"];
+    let strings = |y: &yaml_rust2::Yaml| y.as_vec().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let nodes: Vec<Vec<(String, String)>> = (1..=3)
+        .map(|n| {
+            let s = &services[format!("nats-{n}").as_str()];
+            assert_eq!(strings(&s["command"]), ["nats-server", "-c", "/etc/nats/node.conf"], "nats-{n}");
+            let volumes = strings(&s["volumes"]);
+            for mount in ["./node.conf:/etc/nats/node.conf:ro", "./users.conf:/etc/nats/users.conf:ro", &format!("nats-{n}:/data")] {
+                assert!(volumes.iter().any(|v| v == mount), "nats-{n} does not mount {mount}: {volumes:?}");
+            }
+            s["environment"].as_hash().unwrap().iter().map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string())).collect()
+        })
+        .collect();
+    let env = |n: &NodePlan| -> Vec<(String, String)> {
+        let at = |port: u16| format!("127.0.0.1:{port}");
+        nodes[n.i]
+            .iter()
+            .map(|(k, v)| {
+                let mut v = interpolate(v, &[("CITYSENSE_NATS_ROUTE_PASSWORD", n.route_password)])
+                    .replace("0.0.0.0:4222", &at(n.client))
+                    .replace("127.0.0.1:8222", &at(n.monitor))
+                    .replace("0.0.0.0:1883", &at(n.mqtt))
+                    .replace("0.0.0.0:6222", &at(n.routes[n.i]));
+                for (j, port) in n.routes.iter().enumerate() {
+                    v = v.replace(&format!("@nats-{}:6222", j + 1), &format!("@{}", at(*port)));
+                }
+                if v == "/data" {
+                    v = n.data.display().to_string();
+                }
+                assert!(!v.contains("0.0.0.0") && !v.contains("@nats-") && !v.contains(":8222"), "{k}={v}: an address of compose.yaml left to move to loopback");
+                (k.clone(), v)
+            })
+            .collect()
+    };
+    let nats = NatsCluster::start_with(dir.path(), &deploy, 3, &USERS, &env).unwrap_or_else(|e| panic!("{e:#}"));
+
+    // The collectors: compose mounts these paths and gives each its host name.
+    let tls = dir.path().join("tls");
+    let made = std::process::Command::new("bash").arg(deploy.join("make-test-ca.sh")).arg(&tls).arg("collector.city.example").output().unwrap();
+    assert!(made.status.success(), "make-test-ca.sh: {}", String::from_utf8_lossy(&made.stderr));
+    let password = dir.path().join("collector.mqtt-password");
+    std::fs::write(&password, "collector-secret\n").unwrap();
+    let shipped = std::fs::read_to_string(deploy.join("nats/collector.toml")).unwrap();
+    let mut collectors = Vec::new();
+    for n in 1..=3 {
+        let s = &services[format!("collector-{n}").as_str()];
+        let host = s["hostname"].as_str().unwrap();
+        let volumes = strings(&s["volumes"]);
+        for mount in ["./collector.toml:/etc/citysense/collector.toml:ro", "./collector.mqtt-password:/etc/citysense/mqtt-password:ro", "../tls:/etc/citysense/tls:ro"] {
+            assert!(volumes.iter().any(|v| v == mount), "collector-{n} does not mount {mount}: {volumes:?}");
+        }
+        let mut text = shipped
+            .replace("/etc/citysense/mqtt-password", &password.display().to_string())
+            .replace("/etc/citysense/tls/", &format!("{}/", tls.display()))
+            .replace("0.0.0.0:8080", "127.0.0.1:0")
+            .replace("/var/lib/citysense/collector", &dir.path().join(host).display().to_string());
+        for j in 0..3 {
+            text = text.replace(&format!("mqtt://nats-{}:1883", j + 1), &nats.mqtt_url(j)).replace(&format!("nats://nats-{}:4222", j + 1), &nats.nats_url(j));
+        }
+        assert!(!text.contains("/etc/citysense") && !text.contains("nats-") && !text.contains("/var/lib"), "deploy/nats/collector.toml has a path or host left to adapt:\n{text}");
+        let mut cfg: collector::config::CollectorConfig = shared::config::parse("deploy/nats/collector.toml", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
+        let cluster = cfg.cluster.as_mut().expect("collector.toml is in cluster mode");
+        assert_eq!(cluster.name, None, "collector.toml names the collector: the same file on three hosts would give three collectors one name");
+        // What the host name gives a collector in its container.
+        cluster.name = Some(host.to_string());
+        collectors.push(collector::Collector::start(cfg).await.unwrap_or_else(|e| panic!("collector-{n}: {e}")));
+    }
+
+    const BATCHES: u64 = 5;
+    let who = Identity { login: Some(("gw-cluster".into(), "gw-cluster-secret".into())), ..Default::default() };
+    let mut gw = FakeGateway::connect_as(&nats.mqtt_url(1), "gw-cluster", who).await.unwrap();
+    for n in 0..BATCHES {
+        let reading =
+            shared::Reading { seq: shared::Seq(0), sensor: "wl-001".into(), metric: "water_level_m".into(), ts_ms: now_ms(), value: n as f64, quality: shared::Quality::Good };
+        gw.send_until_acked(vec![reading], LIMIT).await;
+    }
+    for (n, c) in collectors.iter().enumerate() {
+        wait_for(
+            &format!("collector-{} to store every batch", n + 1),
+            LIMIT,
+            || async move { (c.counters.stored.load(std::sync::atomic::Ordering::Relaxed) == BATCHES).then_some(()) },
+        )
+        .await;
+    }
+    for c in collectors {
+        c.shutdown().await;
+    }
+}

@@ -26,6 +26,40 @@ struct Node {
     child: Option<Child>,
 }
 
+/// What the test chose for node `i` of a cluster: its ports, data directory
+/// and the cluster's route password, for the environment `node.conf` reads.
+pub struct NodePlan<'a> {
+    pub i: usize,
+    pub client: u16,
+    pub mqtt: u16,
+    pub monitor: u16,
+    /// Every node's route port, this one's at `i`.
+    pub routes: &'a [u16],
+    pub data: PathBuf,
+    pub route_password: &'a str,
+}
+
+/// The environment `deploy/nats/node.conf` reads for a node.
+pub type NodeEnv<'a> = &'a dyn Fn(&NodePlan) -> Vec<(String, String)>;
+
+/// The environment as deploy/nats/nats-1.env sets it, on loopback.
+fn loopback_env(n: &NodePlan) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("CITYSENSE_NATS_NAME".to_string(), format!("nats-{}", n.i + 1)),
+        ("CITYSENSE_NATS_CLIENT".to_string(), format!("127.0.0.1:{}", n.client)),
+        ("CITYSENSE_NATS_MONITOR".to_string(), format!("127.0.0.1:{}", n.monitor)),
+        ("CITYSENSE_NATS_MQTT".to_string(), format!("127.0.0.1:{}", n.mqtt)),
+        ("CITYSENSE_NATS_ROUTE".to_string(), format!("127.0.0.1:{}", n.routes[n.i])),
+        ("CITYSENSE_NATS_DATA".to_string(), n.data.display().to_string()),
+        ("CITYSENSE_NATS_ROUTE_PASSWORD".to_string(), n.route_password.to_string()),
+    ];
+    // The shipped file names three routes; a smaller test cluster repeats its last.
+    for r in 0..3 {
+        env.push((format!("CITYSENSE_NATS_ROUTE_{}", r + 1), format!("nats-route://route:{}@127.0.0.1:{}", n.route_password, n.routes[r.min(n.routes.len() - 1)])));
+    }
+    env
+}
+
 pub struct NatsCluster {
     server: PathBuf,
     conf: PathBuf,
@@ -42,10 +76,15 @@ impl NatsCluster {
     /// machine) is stopped and started again on new ports and data, up to
     /// three times; each failure is printed with the end of the node's log.
     pub fn start(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)]) -> Result<NatsCluster> {
+        NatsCluster::start_with(dir, deploy, size, users, &loopback_env)
+    }
+
+    /// As `start`, each node given the environment `env` makes of its plan.
+    pub fn start_with(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)], env: NodeEnv) -> Result<NatsCluster> {
         let mut attempt = 1;
         loop {
             let at = if attempt == 1 { dir.to_path_buf() } else { dir.join(format!("attempt-{attempt}")) };
-            match NatsCluster::start_once(&at, deploy, size, users) {
+            match NatsCluster::start_once(&at, deploy, size, users, env) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) if attempt < 3 => eprintln!("nats cluster, start {attempt} of 3 failed: {e:#}"),
                 Err(e) => return Err(e.context(format!("the nats cluster did not start in {attempt} tries"))),
@@ -54,7 +93,7 @@ impl NatsCluster {
         }
     }
 
-    fn start_once(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)]) -> Result<NatsCluster> {
+    fn start_once(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)], env: NodeEnv) -> Result<NatsCluster> {
         std::fs::create_dir_all(dir)?;
         let installed = dir.join("nats-etc");
         std::fs::create_dir_all(&installed)?;
@@ -82,20 +121,8 @@ impl NatsCluster {
         let nodes = (0..size)
             .map(|i| {
                 let (name, client, mqtt, monitor) = (format!("nats-{}", i + 1), port(), port(), port());
-                let mut env = vec![
-                    ("CITYSENSE_NATS_NAME".to_string(), name.clone()),
-                    ("CITYSENSE_NATS_CLIENT".to_string(), format!("127.0.0.1:{client}")),
-                    ("CITYSENSE_NATS_MONITOR".to_string(), format!("127.0.0.1:{monitor}")),
-                    ("CITYSENSE_NATS_MQTT".to_string(), format!("127.0.0.1:{mqtt}")),
-                    ("CITYSENSE_NATS_ROUTE".to_string(), format!("127.0.0.1:{}", routes[i])),
-                    ("CITYSENSE_NATS_DATA".to_string(), dir.join(&name).display().to_string()),
-                    ("CITYSENSE_NATS_ROUTE_PASSWORD".to_string(), route_password.clone()),
-                ];
-                // The shipped file names three routes; a smaller test cluster repeats its last.
-                for r in 0..3 {
-                    env.push((format!("CITYSENSE_NATS_ROUTE_{}", r + 1), format!("nats-route://route:{route_password}@127.0.0.1:{}", routes[r.min(size - 1)])));
-                }
-                Node { name, client, mqtt, monitor, env, child: None }
+                let plan = NodePlan { i, client, mqtt, monitor, routes: &routes, data: dir.join(&name), route_password: &route_password };
+                Node { name, client, mqtt, monitor, env: env(&plan), child: None }
             })
             .collect();
         let mut cluster = NatsCluster { server: server()?, conf, log_dir: dir.to_path_buf(), nodes };
@@ -162,9 +189,14 @@ impl NatsCluster {
         format!("[{}]", order.iter().map(|&i| format!("\"{}\"", self.mqtt_url(i))).collect::<Vec<_>>().join(", "))
     }
 
+    /// `nats://127.0.0.1:PORT` of node `i`.
+    pub fn nats_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].client)
+    }
+
     /// The NATS client addresses of nodes `order`, as a TOML list for `cluster.nats`.
     pub fn nats_list(&self, order: &[usize]) -> String {
-        format!("[{}]", order.iter().map(|&i| format!("\"nats://127.0.0.1:{}\"", self.nodes[i].client)).collect::<Vec<_>>().join(", "))
+        format!("[{}]", order.iter().map(|&i| format!("\"{}\"", self.nats_url(i))).collect::<Vec<_>>().join(", "))
     }
 
     /// Blocks until node `i`'s copy of JetStream stream `stream` holds at

@@ -242,7 +242,7 @@ impl Sender {
             }
             let until = match window.poll(Instant::now().into_std()) {
                 Step::AckTimedOut { from } => {
-                    tracing::warn!(gateway = %self.gateway, "no ack within {:?}; resending from seq {from}", window.ack_timeout());
+                    tracing::warn!(gateway = %self.gateway, "no ack in time; resending from seq {from}, waiting {:?} for its ack", window.ack_timeout());
                     continue;
                 }
                 Step::Send { from, upto } => {

@@ -9,6 +9,7 @@
 //! not acknowledged within `ack_timeout`, or when the link comes back, is sent again.
 //! Every outbox call that touches the disk runs on tokio's blocking pool.
 
+pub mod ack_timer;
 pub mod acks;
 mod io;
 pub mod window;

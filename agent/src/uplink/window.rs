@@ -6,7 +6,9 @@
 //!
 //! Rules: only durable seqs are sent; at most `max_inflight` batches are out;
 //! acks are cumulative (a duplicate or older one changes nothing); a batch
-//! whose ack does not come within `ack_timeout` of its being sent or of the
+//! whose ack does not come within the ack timer's wait (`ack_timer`:
+//! `ack_timeout`, longer when acks are measured to take longer, doubled after
+//! each timeout) of its being sent or of the
 //! batch before it being acknowledged, whichever is later, and everything
 //! unacked when the link comes back, is sent again from the acked floor, in
 //! order (the collector drops the duplicates). From the batch before: a
@@ -24,6 +26,8 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use super::ack_timer::AckTimer;
 
 /// A batch sent and not yet acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +54,7 @@ pub enum Step {
 pub struct Window {
     batch_max: u64,
     linger: Duration,
-    ack_timeout: Duration,
+    timer: AckTimer,
     max_inflight: usize,
     /// The next seq to send.
     cursor: u64,
@@ -68,6 +72,12 @@ pub struct Window {
     /// which takes its time as the ack's.
     head_since: Option<Instant>,
     head_moved: bool,
+    /// When the batch an ack just released became due (sent, or next in
+    /// line), measured against the ack's time at the next `poll`.
+    released_since: Option<Instant>,
+    /// Every seq at or below it has gone out more than once: an ack for it
+    /// may answer either sending, so it is not measured (Karn's rule).
+    resent_upto: u64,
 }
 
 impl Window {
@@ -75,7 +85,7 @@ impl Window {
         Window {
             batch_max: batch_max as u64,
             linger,
-            ack_timeout,
+            timer: AckTimer::new(ack_timeout),
             max_inflight,
             cursor: acked + 1,
             acked,
@@ -85,6 +95,8 @@ impl Window {
             full_since: None,
             head_since: None,
             head_moved: false,
+            released_since: None,
+            resent_upto: 0,
         }
     }
 
@@ -96,8 +108,9 @@ impl Window {
         self.acked
     }
 
+    /// How long the oldest batch out is waited for now.
     pub fn ack_timeout(&self) -> Duration {
-        self.ack_timeout
+        self.timer.timeout()
     }
 
     pub fn inflight(&self) -> impl Iterator<Item = &InFlight> {
@@ -115,8 +128,12 @@ impl Window {
     /// sending goes on after it.
     pub fn ack(&mut self, upto: u64) {
         self.acked = self.acked.max(upto);
-        while self.inflight.front().is_some_and(|b| b.last <= self.acked) {
+        while let Some(b) = self.inflight.front().filter(|b| b.last <= self.acked).copied() {
             self.inflight.pop_front();
+            // Only the head is measured: the rest were released by the same ack, not waited for.
+            if !self.head_moved && self.released_since.is_none() && b.first > self.resent_upto {
+                self.released_since = Some(self.head_since.map_or(b.sent, |h| h.max(b.sent)));
+            }
             self.head_moved = true;
         }
         if self.inflight.is_empty() {
@@ -136,6 +153,8 @@ impl Window {
     }
 
     fn resend_all(&mut self) {
+        self.resent_upto = self.resent_upto.max(self.cursor.saturating_sub(1));
+        self.released_since = None;
         self.inflight.clear();
         self.full_since = None;
         (self.head_since, self.head_moved) = (None, false);
@@ -163,15 +182,19 @@ impl Window {
     /// When the oldest batch out times out, if one is out.
     fn ack_deadline(&self) -> Option<Instant> {
         let oldest = self.inflight.front()?;
-        Some(self.head_since.map_or(oldest.sent, |h| h.max(oldest.sent)) + self.ack_timeout)
+        Some(self.head_since.map_or(oldest.sent, |h| h.max(oldest.sent)) + self.timer.timeout())
     }
 
     /// What to do at `now`.
     pub fn poll(&mut self, now: Instant) -> Step {
         if std::mem::take(&mut self.head_moved) {
             self.head_since = Some(now);
+            if let Some(since) = self.released_since.take() {
+                self.timer.measured(now.saturating_duration_since(since));
+            }
         }
         if self.ack_deadline().is_some_and(|d| now >= d) {
+            self.timer.timed_out();
             self.resend_all();
             return Step::AckTimedOut { from: self.cursor };
         }
@@ -334,16 +357,46 @@ mod tests {
             send_next(&mut w, t);
         }
         let s = Duration::from_secs(1);
-        // A busy collector acks the first after 8 s: the second has 10 s from then.
+        // A busy collector acks the first after 8 s: the second is waited for from then,
+        // and longer than 10 s, the ack time measured (8 s + 4 × its 4 s variation).
         w.ack(10);
-        assert_eq!(w.poll(t + 8 * s), Step::Wait { until: Some(t + 18 * s) });
-        assert_eq!(w.poll(t + 12 * s), Step::Wait { until: Some(t + 18 * s) }, "not resent while the queue moves");
+        assert_eq!(w.poll(t + 8 * s), Step::Wait { until: Some(t + 32 * s) });
+        assert_eq!(w.ack_timeout(), 24 * s);
+        assert_eq!(w.poll(t + 20 * s), Step::Wait { until: Some(t + 32 * s) }, "not resent while the queue moves");
         w.ack(20);
-        assert_eq!(w.poll(t + 17 * s), Step::Wait { until: Some(t + 27 * s) });
+        let wait = {
+            let Step::Wait { until: Some(until) } = w.poll(t + 17 * s) else { panic!("a batch is out") };
+            until - (t + 17 * s)
+        };
+        assert_eq!(wait, w.ack_timeout());
         // Then nothing: lost, or the collector stopped. Resent from the acked floor.
-        assert_eq!(w.poll(t + 27 * s), Step::AckTimedOut { from: 21 });
-        assert_eq!(send_next(&mut w, t + 27 * s), Some((21, 30)));
-        assert_eq!(w.poll(t + 30 * s), Step::Wait { until: Some(t + 37 * s) }, "the batch resent is timed from its sending");
+        assert_eq!(w.poll(t + 17 * s + wait), Step::AckTimedOut { from: 21 });
+        let again = t + 17 * s + wait;
+        assert_eq!(send_next(&mut w, again), Some((21, 30)));
+        assert_eq!(w.poll(again + s), Step::Wait { until: Some(again + 2 * wait) }, "the batch resent is timed from its sending, twice as long");
+    }
+
+    #[test]
+    fn a_collector_that_acks_nothing_gets_everything_resent_after_ack_timeout_then_less_and_less_often() {
+        let (mut w, t) = window(10);
+        send_next(&mut w, t);
+        let mut now = t;
+        let mut resent_at = Vec::new();
+        for _ in 0..6 {
+            let Step::Wait { until: Some(until) } = w.poll(now) else { panic!("a batch is out") };
+            now = until;
+            assert_eq!(w.poll(now), Step::AckTimedOut { from: 1 });
+            resent_at.push((now - t).as_secs());
+            assert_eq!(send_next(&mut w, now), Some((1, 10)));
+        }
+        assert_eq!(resent_at, [10, 30, 70, 130, 190, 250], "10 s, then doubling to 6 × ack_timeout");
+        w.ack(10);
+        w.durable(20);
+        assert_eq!(send_next(&mut w, now), Some((11, 20)));
+        assert_eq!(w.ack_timeout(), 6 * ACK_TIMEOUT, "an ack of a batch sent six times is not measured: it may answer any sending");
+        w.ack(20);
+        w.poll(now + Duration::from_secs(1));
+        assert_eq!(w.ack_timeout(), ACK_TIMEOUT, "a batch sent once, acked in 1 s: the backoff ends");
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub(crate) struct Gateways {
 impl Gateways {
     /// `n` gateways `gw-0`..; with `window`, each keeps at most that many
     /// batches unacknowledged by the collector, as an agent does
-    /// (`uplink.max_inflight`, 4 shipped), and sends them again after
-    /// `ACK_TIMEOUT` without an ack (the agent's shipped `ack_timeout`).
+    /// (`uplink.max_inflight`, 4 shipped), and sends them again when the
+    /// agent's ack timer runs out (`agent::uplink::ack_timer`, from the
+    /// shipped `ack_timeout`).
     /// Without it a gateway has 100 QoS 1 publishes in flight at the broker
     /// and never waits for the collector: the whole load queues in the broker,
     /// whose log drops its oldest segment past 1 GB (rumqttd), so a flood
@@ -100,7 +101,7 @@ pub(crate) async fn load(c: &collector::Collector, gateways: Gateways, total: u6
             let mut ts = 0;
             // Gateways start spread over one period, as a city's do.
             let mut tick = every.map(|e| tokio::time::interval_at(tokio::time::Instant::now() + e.mul_f64(g as f64 / n as f64), e));
-            let mut unacked = std::collections::VecDeque::new();
+            let mut out = Out::default();
             for b in 0..per_gateway {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
@@ -125,11 +126,11 @@ pub(crate) async fn load(c: &collector::Collector, gateways: Gateways, total: u6
                 let bytes = shared::Batch::new(gw.clone(), 1, readings).encode();
                 client.publish(shared::topics::up(&gw), rumqttc::QoS::AtLeastOnce, false, bytes.clone()).await?;
                 if let Some(w) = window {
-                    unacked.push_back(((b + 1) * size, bytes));
-                    acked_up_to(&client, &gw, &mut acked, &mut unacked, w - 1).await?;
+                    out.unacked.push_back(Unacked { last: (b + 1) * size, bytes, sent: Instant::now(), resent: false });
+                    acked_up_to(&client, &gw, &mut acked, &mut out, w - 1).await?;
                 }
             }
-            acked_up_to(&client, &gw, &mut acked, &mut unacked, 0).await
+            acked_up_to(&client, &gw, &mut acked, &mut out, 0).await
         }));
     }
     for t in tasks {
@@ -140,8 +141,31 @@ pub(crate) async fn load(c: &collector::Collector, gateways: Gateways, total: u6
     Ok(want)
 }
 
-/// An agent's shipped `ack_timeout`: unacknowledged batches are sent again after it.
+/// An agent's shipped `ack_timeout`: the least its ack timer waits.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A batch out, as the agent's window keeps it.
+struct Unacked {
+    last: u64,
+    bytes: Vec<u8>,
+    sent: Instant,
+    /// Sent more than once: its ack is not measured (it may answer either sending).
+    resent: bool,
+}
+
+/// A gateway's batches out and its ack timer, as the agent's uplink window
+/// times them: the oldest from its sending or the last ack, whichever is later.
+struct Out {
+    unacked: std::collections::VecDeque<Unacked>,
+    timer: agent::uplink::ack_timer::AckTimer,
+    head_since: Option<Instant>,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out { unacked: Default::default(), timer: agent::uplink::ack_timer::AckTimer::new(ACK_TIMEOUT), head_since: None }
+    }
+}
 
 /// Batches sent again for want of an ack, in this process.
 pub(crate) static RESENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -201,32 +225,44 @@ fn watch_acks(
     }
 }
 
-/// Waits until at most `keep` of `unacked` (last seq, payload) are still
-/// unacknowledged, sending them all again after each `ACK_TIMEOUT` without one.
-async fn acked_up_to(
-    client: &rumqttc::AsyncClient,
-    gw: &str,
-    acked: &mut tokio::sync::watch::Receiver<u64>,
-    unacked: &mut std::collections::VecDeque<(u64, Vec<u8>)>,
-    keep: u64,
-) -> Result<()> {
-    let mut resends = 0;
+/// Waits until at most `keep` batches of `out` are still unacknowledged,
+/// sending them all again each time the ack timer runs out without one.
+async fn acked_up_to(client: &rumqttc::AsyncClient, gw: &str, acked: &mut tokio::sync::watch::Receiver<u64>, out: &mut Out, keep: u64) -> Result<()> {
+    let mut timeouts = 0;
     loop {
         let a = *acked.borrow_and_update();
-        while unacked.front().is_some_and(|(last, _)| *last <= a) {
-            unacked.pop_front();
+        let now = Instant::now();
+        let mut moved = false;
+        while let Some(b) = out.unacked.front().filter(|b| b.last <= a) {
+            if !moved && !b.resent {
+                out.timer.measured(now - out.head_since.map_or(b.sent, |h| h.max(b.sent)));
+            }
+            moved = true;
+            out.unacked.pop_front();
         }
-        if unacked.len() as u64 <= keep {
+        if moved {
+            out.head_since = Some(now);
+        }
+        if out.unacked.len() as u64 <= keep {
             return Ok(());
         }
-        if tokio::time::timeout(ACK_TIMEOUT, acked.changed()).await.is_err() {
-            resends += 1;
-            if resends > 30 {
-                bail!("{gw}: seq {} not acknowledged after {resends} resends", unacked[0].0);
-            }
-            RESENT.fetch_add(unacked.len() as u64, Relaxed);
-            for (_, bytes) in unacked.iter() {
-                client.publish(shared::topics::up(gw), rumqttc::QoS::AtLeastOnce, false, bytes.clone()).await?;
+        let head = &out.unacked[0];
+        let due = out.head_since.map_or(head.sent, |h| h.max(head.sent)) + out.timer.timeout();
+        match tokio::time::timeout_at(due.into(), acked.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => bail!("{gw}: its connection task ended"),
+            Err(_) => {
+                timeouts += 1;
+                if timeouts > 30 {
+                    bail!("{gw}: seq {} not acknowledged after {timeouts} resends", out.unacked[0].last);
+                }
+                out.timer.timed_out();
+                out.head_since = None;
+                RESENT.fetch_add(out.unacked.len() as u64, Relaxed);
+                for b in out.unacked.iter_mut() {
+                    client.publish(shared::topics::up(gw), rumqttc::QoS::AtLeastOnce, false, b.bytes.clone()).await?;
+                    (b.sent, b.resent) = (Instant::now(), true);
+                }
             }
         }
     }

@@ -193,7 +193,10 @@ impl Collector {
         // Store lifecycle and the InfluxDB sink.
         let lifecycle_stats = Arc::new(LifecycleStats::default());
         if config.store.series {
-            tasks.push(tokio::spawn(lifecycle::run(store.clone(), retention, config.store.expire_every.0, lifecycle_stats.clone(), clock.clone(), stop.clone())));
+            // A gateway silent for a minute is not waited for.
+            let view = registry.clone();
+            let arrived: lifecycle::Arrived = Arc::new(move |now| view.arrived_until(now, 60_000));
+            tasks.push(tokio::spawn(lifecycle::run(store.clone(), retention, config.store.expire_every.0, lifecycle_stats.clone(), (clock.clone(), arrived), stop.clone())));
         }
         let mut sink_stats = None;
         if let Some(influx) = &config.influxdb {

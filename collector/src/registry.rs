@@ -183,6 +183,14 @@ impl Registry {
         });
     }
 
+    /// How far readings have arrived: the oldest of the newest readings of
+    /// the gateways heard within `active_ms` of `now` (None: none were). A
+    /// gateway's batches come in order, so its minutes before that are whole.
+    pub fn arrived_until(&self, now: i64, active_ms: i64) -> Option<i64> {
+        let gws = self.gateways.read().unwrap();
+        gws.values().filter_map(|g| Some((g.last_seen_ms?, g.lag_ms?))).filter(|(seen, _)| now - seen <= active_ms).map(|(seen, lag)| seen - lag).min()
+    }
+
     /// Seeds latest values from the store at start-up.
     pub fn seed(&self, sensor: &SensorId, metric: &Metric, latest: Sample) {
         let mut sensors = self.sensors.write().unwrap();
@@ -355,6 +363,22 @@ mod tests {
         assert_eq!(r.state("gw-2100", Status::Online, 4_102_444_800_000), NOW);
         let seen: Vec<Option<i64>> = r.gateways().iter().map(|g| g.last_seen_ms).collect();
         assert_eq!(seen, [Some(NOW), Some(NOW - 3_600_000)]);
+    }
+
+    #[test]
+    fn readings_have_arrived_as_far_as_the_furthest_behind_of_the_gateways_heard_lately() {
+        const NOW: i64 = 1_800_000_000_000;
+        let clock = shared::clock::ManualClock::at(NOW);
+        let r = Registry::new(clock.clone());
+        let reading = |ts: i64| Reading { seq: Seq(1), sensor: "s".into(), metric: "m".into(), ts_ms: ts, value: 1.0, quality: shared::Quality::Good };
+        assert_eq!(r.arrived_until(NOW, 60_000), None, "nobody heard");
+        r.stored("gw-quiet", 1, &[reading(NOW - 500_000)], 1, 0, Seq(1));
+        clock.set(NOW + 90_000);
+        let now = NOW + 90_000;
+        r.stored("gw-a", 1, &[reading(now - 200), reading(now - 9_000)], 2, 0, Seq(2));
+        r.stored("gw-b", 1, &[reading(now - 12_000)], 1, 0, Seq(1));
+        assert_eq!(r.arrived_until(now, 60_000), Some(now - 12_000), "gw-b's queue is the deeper; gw-quiet went silent 90 s ago");
+        assert_eq!(r.arrived_until(now, 120_000), Some(NOW - 500_000));
     }
 
     #[test]

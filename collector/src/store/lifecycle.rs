@@ -65,17 +65,48 @@ const ROLL_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// minute's rollup was made costs another roll-up of its series.
 const MINUTE_SETTLES_MS: i64 = 15_000;
 
+/// The most a minute's roll-up waits for readings still on their way: a
+/// gateway replaying hours of backlog, or one whose clock is far behind,
+/// holds no minute back longer.
+const MINUTE_WAITS_AT_MOST_MS: i64 = 300_000;
+
+/// How far the city's readings have arrived at `now`: the oldest of the
+/// newest readings stored from gateways heard lately (None: none heard).
+pub type Arrived = Arc<dyn Fn(i64) -> Option<i64> + Send + Sync>;
+
+/// The end of the minutes the upkeep pass may roll up at `now`: those over
+/// `MINUTE_SETTLES_MS` ago and, when ingest runs behind (a thousand
+/// gateways' batches queued seconds deep), that long before where readings
+/// have arrived: a minute rolled up while its readings were still queued was
+/// rolled up again for each, from the store (58–131 s of upkeep inside a
+/// paced 500k/s run, which fell to 80k–105k readings/s).
+pub fn settled_until(now: i64, arrived: Option<i64>) -> i64 {
+    let settled = now.saturating_sub(MINUTE_SETTLES_MS);
+    match arrived {
+        Some(a) => settled.min(a.saturating_sub(MINUTE_SETTLES_MS).max(now.saturating_sub(MINUTE_WAITS_AT_MOST_MS))),
+        None => settled,
+    }
+}
+
 /// Keeps rollups current, packs closed hours, and deletes expired data every
 /// `every` (and at start).
-pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::Duration, stats: Arc<LifecycleStats>, clock: SharedClock, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    every: std::time::Duration,
+    stats: Arc<LifecycleStats>,
+    (clock, arrived): (SharedClock, Arrived),
+    mut stop: watch::Receiver<bool>,
+) {
     let mut next_expiry = tokio::time::Instant::now();
     loop {
         let (s, p) = (store.clone(), policy.clone());
         let expire = tokio::time::Instant::now() >= next_expiry;
         let now = clock.now_ms();
+        let arrived = arrived(now);
         let started = std::time::Instant::now();
         let pass = tokio::task::spawn_blocking(move || {
-            let mut until = now.saturating_sub(MINUTE_SETTLES_MS);
+            let mut until = settled_until(now, arrived);
             // Every minute with samples about to be deleted has its rollup
             // first, even one not settled yet (a raw retention under 75 s).
             if let Some(raw) = p.shortest_raw_ms().filter(|_| expire) {
@@ -117,6 +148,16 @@ pub async fn run(store: Arc<dyn Store>, policy: Arc<Policy>, every: std::time::D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_minute_settles_after_its_readings_have_arrived_but_waits_five_minutes_at_most() {
+        let (now, s) = (10_000_000, 1_000);
+        assert_eq!(settled_until(now, None), now - 15 * s, "nothing heard: 15 s after it ended");
+        assert_eq!(settled_until(now, Some(now - 300)), now - 15 * s - 300, "ingest keeps up: 15 s after where readings have arrived");
+        assert_eq!(settled_until(now, Some(now + 60 * s)), now - 15 * s, "a clock ahead moves nothing forward");
+        assert_eq!(settled_until(now, Some(now - 9 * s)), now - 24 * s, "readings queued 9 s deep: the minute waits for them");
+        assert_eq!(settled_until(now, Some(now - 3_600 * s)), now - 300 * s, "a gateway an hour behind holds no minute back over 5 min");
+    }
 
     #[test]
     fn the_first_matching_rule_wins_and_unset_fields_fall_back() {

@@ -37,7 +37,12 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     // `--off sink,live`: to see what each part costs, not for the headline figures.
     let on = |part: &str| !off.iter().any(|o| o == part);
     let sink = if on("sink") { format!("[influxdb]\nurl = \"http://127.0.0.1:{vm_port}\"\norg = \"city\"\nbucket = \"bench\"\n") } else { String::new() };
-    let (_dir, c) = collector_on(&mqtt, &format!("{}{PROBE_RULE}{sink}", quiet_rules(rules))).await?;
+    // `CITYSENSE_BENCH_STORE_CACHE=2GiB`: the store's `cache` changed from the
+    // shipped 256MiB, named in the output (what the store's working set costs).
+    let cache = std::env::var("CITYSENSE_BENCH_STORE_CACHE").ok();
+    // Right after `[store] path`: the line lands in `[store]`.
+    let cache_line = cache.as_ref().map(|c| format!("cache = \"{c}\"\n")).unwrap_or_default();
+    let (_dir, c) = collector_on(&mqtt, &format!("{cache_line}{}{PROBE_RULE}{sink}", quiet_rules(rules))).await?;
 
     let live_received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (live, mut live_el) = mqtt_client(&c.mqtt_url, "bench-live-screen");
@@ -118,7 +123,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     drop(vm);
     let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     Ok(
-        json!({"scenario": "ingest-sustained", "gateways": gateways, "rate_asked": rate, "unacked_batches_per_gateway": window, "off": off, "rules": rules + 1, "rules_on_load_metrics": rules, "broker": broker,
+        json!({"scenario": "ingest-sustained", "store_cache": cache.as_deref().unwrap_or("256MiB (shipped)"), "gateways": gateways, "rate_asked": rate, "unacked_batches_per_gateway": window, "off": off, "rules": rules + 1, "rules_on_load_metrics": rules, "broker": broker,
               "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
               "stored_seconds": r3(stored_secs), "stored_readings_per_s": (want as f64 / stored_secs).round(),
               "rules_lagged_readings": lagged,

@@ -182,6 +182,7 @@ async fn batches_admitted_behind_a_failed_write_are_not_acked_and_are_stored_whe
     let mut gw = FakeGateway::connect(&c.mqtt_url, "gw-p").await;
     let first = gw.send(vec![reading(1.0)]).await;
     gw.wait_acked(first, Duration::from_secs(20)).await;
+    assert_eq!(metric(c.http_addr, "citysense_store_commits_total").await, 1.0, "one write made durable");
 
     // The second batch's write hangs; the third is admitted behind it.
     flaky.mode.store(HANG, SeqCst);
@@ -197,6 +198,7 @@ async fn batches_admitted_behind_a_failed_write_are_not_acked_and_are_stored_whe
     // The hung write fails.
     flaky.mode.store(FAIL_ONCE, SeqCst);
     wait_for("the failed write to be counted", Duration::from_secs(20), || async { (metric(c.http_addr, "citysense_store_errors_total").await >= 1.0).then_some(()) }).await;
+    assert_eq!(metric(c.http_addr, "citysense_store_commits_total").await, 1.0, "a failed write is no commit, nor is the group dropped behind it");
 
     // The agent resends both (its ack timeout): both are stored.
     gw.client.publish(&up, rumqttc::QoS::AtLeastOnce, false, second).await.unwrap();

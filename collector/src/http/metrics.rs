@@ -22,6 +22,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     counter(&mut out, "citysense_readings_received_total", "Readings received in accepted batches, duplicates included.", c.received.load(Relaxed));
     counter(&mut out, "citysense_readings_stored_total", "Readings stored for the first time.", c.stored.load(Relaxed));
     counter(&mut out, "citysense_readings_duplicate_total", "Readings received again and not stored twice.", c.duplicate.load(Relaxed));
+    counter(&mut out, "citysense_store_commits_total", "Writes of stored readings made durable (one sync each, for every batch queued behind the last).", c.commits.load(Relaxed));
     counter(&mut out, "citysense_readings_dropped_at_agent_total", "Readings agents reported dropped before sending (buffer full).", c.skipped.load(Relaxed));
     counter(
         &mut out,

@@ -155,6 +155,9 @@ impl Committer {
             let _ = back.send(Committed::Failed { generation });
         }
         if done {
+            if groups.iter().any(|g| !g.trackers.is_empty()) {
+                self.counters.commits.fetch_add(1, Relaxed);
+            }
             self.after_sync(groups, back).await;
         }
         for _ in 0..count {

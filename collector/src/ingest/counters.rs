@@ -19,6 +19,9 @@ pub struct Counters {
     /// Readings with an implausible time moved onto the collector's clock.
     pub clock_skew: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Writes made durable, each one sync for every group queued behind the
+    /// last (group commit): readings stored over these is what a sync carries.
+    pub commits: AtomicU64,
     /// Batches of stored readings the alert engine could not take in time.
     pub rules_lagged: AtomicU64,
     /// The readings in those batches: stored and fed, never evaluated.

@@ -117,6 +117,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let (upkeep_s, upkeep_passes) = upkeep(c.http_addr).await?;
     let rss_mb = proc_usage(std::process::id())?.2;
     let duplicates = scrape(c.http_addr, "citysense_readings_duplicate_total").await?;
+    let commits = scrape(c.http_addr, "citysense_store_commits_total").await?;
     let live_received = live_received.load(Relaxed);
     c.shutdown().await;
     drop(mosquitto);
@@ -127,7 +128,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
               "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
               "stored_seconds": r3(stored_secs), "stored_readings_per_s": (want as f64 / stored_secs).round(),
               "rules_lagged_readings": lagged,
-              "batches_resent_for_want_of_an_ack": crate::ingest::RESENT.load(Relaxed), "readings_duplicate": duplicates,
+              "batches_resent_for_want_of_an_ack": crate::ingest::RESENT.load(Relaxed), "readings_duplicate": duplicates, "store_commits": commits, "readings_per_commit": (want as f64 / commits.max(1.0)).round(),
               "alert_changes_probed": probes, "alert_mqtt_ms_p50": pct(&mut to_mqtt, 0.5), "alert_mqtt_ms_p99": pct(&mut to_mqtt, 0.99), "alert_mqtt_ms_max": pct(&mut to_mqtt, 1.0),
               "alert_sse_ms_p50": pct(&mut to_sse, 0.5), "alert_sse_ms_p99": pct(&mut to_sse, 0.99), "alert_sse_ms_max": pct(&mut to_sse, 1.0),
               "live_feed_received": live_received, "live_feed_dropped_readings": live_dropped, "live_feed_skipped_batches": live_batches_skipped,

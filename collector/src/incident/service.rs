@@ -518,13 +518,10 @@ impl Incidents {
                     if book.silences.values().any(|s| work::is_silence(s, by, *at_ms)) || book.deleted.contains(&(by.clone(), *at_ms)) {
                         return Some(false);
                     }
-                    let s = Silence { id: book.next_silence, spec: spec.clone(), created_by: by.clone(), created_ms: *at_ms, held: Vec::new(), deleted_ms: None };
-                    if let Err(e) = self.store.save_silence(&s) {
+                    if let Err(e) = Self::make_silence(&mut book, &*self.store, spec.clone(), by, *at_ms) {
                         tracing::error!("a silence made on another collector: {e}");
                         return Some(false);
                     }
-                    book.next_silence += 1;
-                    book.silences.insert(s.id, s);
                     true
                 }
                 Worked::Unsilenced { created_by, created_ms, at_ms } => {
@@ -640,10 +637,7 @@ impl Incidents {
             return Err(IncidentError::Invalid(problems.join("; ")));
         }
         let mut book = self.book.lock().unwrap();
-        let s = Silence { id: book.next_silence, spec, created_by: by.into(), created_ms: self.now(), held: Vec::new(), deleted_ms: None };
-        self.store.save_silence(&s)?;
-        book.next_silence += 1;
-        book.silences.insert(s.id, s.clone());
+        let s = Self::make_silence(&mut book, &*self.store, spec, by, self.now())?;
         self.shared(Worked::Silenced { spec: s.spec.clone(), by: s.created_by.clone(), at_ms: s.created_ms });
         Ok(s)
     }
@@ -654,6 +648,15 @@ impl Incidents {
         let now = self.now();
         Self::delete(&mut book, &*self.store, id, now)?;
         self.shared(Worked::Unsilenced { created_by: s.created_by.clone(), created_ms: s.created_ms, at_ms: now });
+        Ok(s)
+    }
+
+    /// Makes a silence of `spec` by `by` at `at_ms`, stored, then kept.
+    fn make_silence(book: &mut Book, store: &dyn IncidentStore, spec: SilenceSpec, by: &str, at_ms: i64) -> Result<Silence, IncidentError> {
+        let s = Silence { id: book.next_silence, spec, created_by: by.into(), created_ms: at_ms, held: Vec::new(), deleted_ms: None };
+        store.save_silence(&s)?;
+        book.next_silence += 1;
+        book.silences.insert(s.id, s.clone());
         Ok(s)
     }
 

@@ -155,9 +155,6 @@ impl Committer {
             let _ = back.send(Committed::Failed { generation });
         }
         if done {
-            if groups.iter().any(|g| !g.trackers.is_empty()) {
-                self.counters.commits.fetch_add(1, Relaxed);
-            }
             self.after_sync(groups, back).await;
         }
         for _ in 0..count {
@@ -201,6 +198,7 @@ impl Committer {
             self.health.store.failing(format!("write failed: {e}"));
             return false;
         }
+        self.counters.commits.fetch_add(1, Relaxed);
         self.health.store.progress();
         true
     }

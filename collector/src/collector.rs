@@ -292,7 +292,7 @@ impl Collector {
 }
 
 fn open_store(config: &CollectorConfig) -> Result<Arc<dyn Store>, StoreError> {
-    let options = StoreOptions { keep_series: config.store.series, forward: config.influxdb.is_some(), cache_bytes: config.store.cache.0 as usize };
+    let options = StoreOptions { keep_series: config.store.series, forward: config.influxdb.is_some(), cache_bytes: config.store.cache.0 as usize, ..StoreOptions::default() };
     Ok(Arc::new(RedbStore::open_with(&config.store.path, options)?))
 }
 

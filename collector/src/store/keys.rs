@@ -7,6 +7,9 @@
 //! - `W` series id, hour start (as in `P`), chunk number (u64, big-endian) →
 //!   the samples one write brought for that series and hour (`encode_chunk`)
 //! - `N` → the next chunk number (u64, big-endian)
+//! - `O` entry id (u64, big-endian) → the samples of one write not yet in
+//!   chunks, 21 bytes each (`encode_logged`): the open samples' log, replayed
+//!   into chunks at open
 //! - `C` series id, hour start (as in `P`) → that hour's samples packed
 //!   (`block`), or where in the series' `K` stream they are
 //! - `U` series id, hour start → nothing: an hour with chunks (or `P` samples) not yet packed
@@ -76,6 +79,41 @@ pub fn parse_chunk(k: &[u8]) -> Option<(u32, i64)> {
 }
 
 pub const NEXT_CHUNK: &[u8] = b"N";
+
+/// `O` key: entry `n` of the open samples' log.
+pub fn logged(n: u64) -> [u8; 9] {
+    let mut k = [b'O'; 9];
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Samples of one write as the open samples' log keeps them, 21 bytes each:
+/// series id (u32), time (i64), value (f64), quality (u8), all big-endian.
+pub fn encode_logged(samples: &[(u32, Sample)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(samples.len() * 21);
+    for (id, s) in samples {
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(&s.ts_ms.to_be_bytes());
+        v.extend_from_slice(&s.value.to_be_bytes());
+        v.push(s.quality.as_u8());
+    }
+    v
+}
+
+pub fn decode_logged(v: &[u8]) -> Option<Vec<(u32, Sample)>> {
+    if !v.len().is_multiple_of(21) {
+        return None;
+    }
+    let be8 = |b: &[u8]| <[u8; 8]>::try_from(b).unwrap();
+    Some(
+        v.chunks_exact(21)
+            .map(|c| {
+                let id = u32::from_be_bytes(c[..4].try_into().unwrap());
+                (id, Sample { ts_ms: i64::from_be_bytes(be8(&c[4..12])), value: f64::from_be_bytes(be8(&c[12..20])), quality: Quality::from_u8(c[20]) })
+            })
+            .collect(),
+    )
+}
 
 /// `K` (samples) or `Q` (minute rollups) key of piece `n` of series `id`'s stream.
 pub fn piece(minutes: bool, id: u32, n: u64) -> Key {

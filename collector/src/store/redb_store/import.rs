@@ -108,6 +108,8 @@ impl RedbStore {
         // Encoding is most of the work: done before any lock is taken.
         let packed: Vec<(&ClosedHour, Packed)> = hours.iter().filter(|h| !h.samples.is_empty()).map(|h| (h, pack_hour(h))).collect();
 
+        // An hour holding open samples is refused like one holding chunks.
+        self.settle()?;
         // Writers wait, as for any write: ids and oldest times change under this lock.
         let mut index = self.series.lock().unwrap();
         let mut added: Vec<(SensorId, Metric)> = Vec::new();
@@ -170,6 +172,7 @@ mod tests {
 
     /// Every key and value in the store, in key order.
     fn dump(st: &RedbStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+        st.settle().unwrap();
         let txn = st.db.begin_read().unwrap();
         let t = txn.open_table(super::super::TABLE).unwrap();
         // The next chunk number is how many chunks writes made, not data.

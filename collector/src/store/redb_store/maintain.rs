@@ -87,7 +87,7 @@ impl RedbStore {
     /// only the write of the results holds them off. A minute written to
     /// again meanwhile stays dirty for the next pass.
     pub(super) fn roll_up_dirty(&self, which: Minutes) -> Result<u64, StoreError> {
-        let pass = self.take_dirty(which);
+        let pass = self.take_dirty(which)?;
         if pass.taken.is_empty() {
             return Ok(0);
         }
@@ -101,8 +101,10 @@ impl RedbStore {
     }
 
     /// The dirty minutes `which` picks, no longer marked in memory: a writer
-    /// marks the ones it writes anew.
-    pub(super) fn take_dirty(&self, which: Minutes) -> Pass<'_> {
+    /// marks the ones it writes anew. The open samples are written first:
+    /// their minutes are marked as they go into chunks.
+    pub(super) fn take_dirty(&self, which: Minutes) -> Result<Pass<'_>, StoreError> {
+        self.settle()?;
         let index = self.series.lock().unwrap();
         let mut dirty = self.dirty.lock().unwrap();
         let after = {
@@ -123,7 +125,7 @@ impl RedbStore {
         let mut running = self.running.lock().unwrap();
         let known = taken.iter().filter_map(|&(id, m)| running.take(id, m).map(|r| ((id, m), r))).collect();
         let known_hours = taken.iter().map(|&(id, m)| (id, hour_of(m))).filter(|&(id, h)| running.hour_known(id, h)).collect();
-        Pass { store: self, taken, known, known_hours, after }
+        Ok(Pass { store: self, taken, known, known_hours, after })
     }
 
     /// Stores rollups made for `taken` and clears their marks, except for a
@@ -249,6 +251,7 @@ impl RedbStore {
     }
 
     pub(super) fn pack_closed(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.settle()?;
         let cutoff = now_ms.saturating_sub(PACK_AFTER_MS);
         let mut ready: Vec<(u32, i64)> = self.unpacked.lock().unwrap().iter().filter(|(_, h)| h.saturating_add(HOUR) <= cutoff).copied().collect();
         ready.sort_unstable();
@@ -296,6 +299,7 @@ impl RedbStore {
     }
 
     pub(super) fn expire_old(&self, now_ms: i64, keep: &dyn Fn(&str, &str) -> Keep) -> Result<Expired, StoreError> {
+        self.settle()?;
         let series: Vec<((SensorId, Metric), u32)> = {
             let mut index = self.series.lock().unwrap();
             let (mut due, mut lowered) = (Vec::new(), Vec::new());

@@ -43,6 +43,7 @@ use crate::series_ref::SeriesRef;
 
 mod import;
 mod maintain;
+mod open;
 mod read;
 mod running;
 mod stream;
@@ -54,6 +55,7 @@ use maintain::Minutes;
 use stream::Kind;
 
 pub use import::{ClosedHour, ImportError};
+pub use open::OPEN_SAMPLES;
 
 const HOUR: i64 = 3_600_000;
 
@@ -79,11 +81,13 @@ pub struct StoreOptions {
     pub forward: bool,
     /// Bytes of file pages kept in memory.
     pub cache_bytes: usize,
+    /// Samples written and held open (logged, not yet in chunks) at most.
+    pub open_samples: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { keep_series: true, forward: false, cache_bytes: DEFAULT_CACHE_BYTES }
+        StoreOptions { keep_series: true, forward: false, cache_bytes: DEFAULT_CACHE_BYTES, open_samples: OPEN_SAMPLES }
     }
 }
 
@@ -199,6 +203,8 @@ pub struct RedbStore {
     saves: Mutex<maintain::Saves>,
     /// Rollups of what this process wrote, kept as it wrote them.
     running: Mutex<running::Running>,
+    /// Samples written and not yet in chunks (taken after `series`, `dirty` and `unpacked`).
+    open: Mutex<open::Open>,
     options: StoreOptions,
     next_forward: AtomicU64,
     forward_backlog: AtomicU64,
@@ -349,8 +355,11 @@ impl RedbStore {
         std::fs::create_dir_all(dir).map_err(|e| at(redb::Error::Io(e)))?;
         let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(&file).map_err(|e| at(e.into()))?;
         let txn = db.begin_write().map_err(|e| at(e.into()))?;
-        txn.open_table(TABLE).map_err(|e| at(e.into()))?;
+        let replayed = open::replay(&mut txn.open_table(TABLE).map_err(|e| at(e.into()))?, &file)?;
         txn.commit().map_err(|e| at(e.into()))?;
+        if replayed > 0 {
+            tracing::info!(samples = replayed, "wrote the open samples logged before the last stop into chunks");
+        }
         // redb fsyncs its file but not the directory naming it: without this a
         // power cut after the first start could take the whole store, acked
         // readings included (every cut of the power-cut suite did).
@@ -409,6 +418,7 @@ impl RedbStore {
             running: Mutex::new(running::Running::new(shared::now_ms(), unpacked.iter().copied())),
             unpacked: Mutex::new(unpacked),
             saves: Mutex::new(maintain::Saves::default()),
+            open: Mutex::new(open::Open { samples: Vec::new(), next_log: 0 }),
             options,
             next_forward: AtomicU64::new(next_forward),
             forward_backlog: AtomicU64::new(backlog),
@@ -420,6 +430,7 @@ impl RedbStore {
     /// size is what the data takes: for measurements (`citysense-bench
     /// store`), with no transaction open.
     pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.settle()?;
         while self.db.compact().map_err(|e| StoreError::Engine { path: self.file.display().to_string(), source: e.into() })? {}
         Ok(())
     }
@@ -428,6 +439,7 @@ impl RedbStore {
     /// what the data takes in a live file, apart from the steps the file
     /// grows in. For measurements (`citysense-bench store`).
     pub fn bytes_in_use(&self) -> Result<u64, StoreError> {
+        self.settle()?;
         let txn = self.db.begin_write().map_err(self.err())?;
         let stats = txn.stats().map_err(self.err())?;
         txn.abort().map_err(self.err())?;

@@ -9,6 +9,7 @@ use super::{chunk_start, chunked, hour_of, End, RedbStore, HOUR};
 impl RedbStore {
     pub(super) fn read_range(&self, sensor: &str, metric: &str, from: i64, to: i64, limit: usize) -> Result<Vec<Sample>, StoreError> {
         let Some(id) = self.id(sensor, metric) else { return Ok(Vec::new()) };
+        self.settle()?;
         if from > to {
             return Ok(Vec::new());
         }
@@ -37,6 +38,7 @@ impl RedbStore {
 
     pub(super) fn read_last(&self, sensor: &str, metric: &str) -> Result<Option<Sample>, StoreError> {
         let Some(id) = self.id(sensor, metric) else { return Ok(None) };
+        self.settle()?;
         self.read(|t| {
             let raw = match t.range::<&[u8]>(&keys::point(id, i64::MIN)[..]..=&keys::point(id, i64::MAX)[..]).map_err(self.err())?.next_back() {
                 Some(item) => {
@@ -77,6 +79,7 @@ impl RedbStore {
 
     pub(super) fn read_rollups(&self, sensor: &str, metric: &str, level: Level, from: i64, to: i64) -> Result<Vec<Rollup>, StoreError> {
         let Some(id) = self.id(sensor, metric) else { return Ok(Vec::new()) };
+        self.settle()?;
         if from > to || level == Level::Raw {
             return Ok(Vec::new());
         }

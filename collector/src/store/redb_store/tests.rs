@@ -75,7 +75,7 @@ fn a_minute_written_during_a_rollup_pass_is_rolled_up_again_even_after_reopening
     {
         let st = RedbStore::open(dir.path()).unwrap();
         st.write(&w(vec![r(1, "aq-1", 1_000, 1.0), r(2, "aq-1", 61_000, 2.0)], vec![])).unwrap();
-        let pass = st.take_dirty(Minutes::All);
+        let pass = st.take_dirty(Minutes::All).unwrap();
         let made = st.read(|t| st.make_rollups(t, &pass)).unwrap();
         st.write(&w(vec![r(3, "aq-1", 2_000, 5.0)], vec![])).unwrap();
         st.save_rollups(&pass, made).unwrap();
@@ -101,7 +101,7 @@ fn overlapping_rollup_passes_leave_the_hour_with_every_minute() {
     let st = RedbStore::open(dir.path()).unwrap();
     st.write(&w(vec![r(1, "aq-1", 1_000, 1.0), r(2, "aq-1", 61_000, 2.0), r(3, "aq-2", 1_000, 4.0)], vec![])).unwrap();
     // The upkeep pass takes the first minute of both series and reads...
-    let upkeep = st.take_dirty(Minutes::EndedBy(60_000));
+    let upkeep = st.take_dirty(Minutes::EndedBy(60_000)).unwrap();
     let made = st.read(|t| st.make_rollups(t, &upkeep)).unwrap();
     // ...a query rolls up aq-1's second minute and saves first...
     assert_eq!(st.roll_up_series("aq-1", "pm25").unwrap(), 1);
@@ -114,7 +114,7 @@ fn overlapping_rollup_passes_leave_the_hour_with_every_minute() {
     assert!(st.saves.lock().unwrap().recent.is_empty(), "no pass open: nothing kept");
     // The other order: the query saves last.
     st.write(&w(vec![r(4, "aq-1", 121_000, 8.0), r(5, "aq-1", 181_000, 16.0)], vec![])).unwrap();
-    let query = st.take_dirty(Minutes::OfSeries("aq-1", "pm25"));
+    let query = st.take_dirty(Minutes::OfSeries("aq-1", "pm25")).unwrap();
     let made = st.read(|t| st.make_rollups(t, &query)).unwrap();
     assert_eq!(st.roll_up().unwrap(), 0, "the query took them all");
     st.write(&w(vec![r(6, "aq-1", 241_000, 32.0)], vec![])).unwrap();
@@ -317,8 +317,9 @@ fn the_oldest_sample_time_after_retention_is_the_oldest_sample_left() {
     assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 5));
 }
 
-/// How many `W` chunks the store holds.
+/// How many `W` chunks the store holds once its open samples are written.
 fn chunks(st: &RedbStore) -> usize {
+    st.settle().unwrap();
     st.read(|t| Ok(t.range::<&[u8]>(&b"W"[..]..&keys::after(b'W')[..]).unwrap().count())).unwrap()
 }
 
@@ -424,6 +425,8 @@ fn chunks_keyed_by_their_hour_from_before_minute_chunks_are_still_read() {
     let st = RedbStore::open(dir.path()).unwrap();
     let (h0, min) = (10 * HOUR, 60_000);
     st.write(&w(vec![r(1, "aq-1", h0 + 1_000, 1.0)], vec![])).unwrap();
+    // In a chunk before the old one below, as in a store written before minute chunks.
+    st.settle().unwrap();
     let id = st.id("aq-1", "pm25").unwrap();
     // As a store before minute chunks wrote it: one chunk for the hour.
     let hour_chunk = [
@@ -625,8 +628,11 @@ fn rollups_kept_while_writing_are_those_read_back_bit_for_bit() {
             vec![],
         ))
         .unwrap();
+        // Into chunks apart, as writes a settle apart are (one settle would
+        // sort both writes' samples of a minute into one chunk).
+        st.settle().unwrap();
         st.write(&w(vec![r(6, "aq-1", h + 3_000, 0.3), r(7, "aq-2", h + 500, 0.7), r(8, "aq-3", h + 5_000, 2.0), r(9, "aq-4", h + 7_000, 0.1)], vec![])).unwrap();
-        let pass = st.take_dirty(Minutes::EndedBy(h + 60_000));
+        let pass = st.take_dirty(Minutes::EndedBy(h + 60_000)).unwrap();
         // aq-1 and aq-4 in order; aq-2's sample came before its latest, aq-3's replaced one.
         let mut known: Vec<i64> = pass.known.keys().map(|(_, m)| *m - h).collect();
         known.sort();
@@ -653,4 +659,57 @@ fn rollups_kept_while_writing_are_those_read_back_bit_for_bit() {
         assert_eq!(stored(&st, s), rollups_read_back(&st, s, h), "{s} after reopening");
     }
     assert_eq!(st.rollups("aq-1", "pm25", Level::Hour, h, h).unwrap()[0].count, 7);
+}
+
+/// How many entries with key `prefix` the store holds, as they are (nothing settled).
+fn raw_entries(st: &RedbStore, prefix: u8) -> usize {
+    st.read(|t| Ok(t.range::<&[u8]>(&[prefix][..]..&keys::after(prefix)[..]).map_err(st.err())?.count())).unwrap()
+}
+
+/// Writes land in the open samples' log, one entry each and no chunk; a
+/// stop before anything settles them loses none: opening the store writes
+/// them into chunks, the later of two writes of a time kept, and their
+/// minutes and hours marked for rollups and packing.
+#[test]
+fn open_samples_logged_before_a_stop_are_in_chunks_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let h0 = 20 * HOUR;
+    {
+        let st = RedbStore::open(dir.path()).unwrap();
+        st.write(&w(vec![r(1, "aq-1", h0 + 1_000, 1.0), r(2, "aq-2", h0 + 2_000, 2.0), r(3, "aq-1", h0 + 61_000, 3.0)], vec![])).unwrap();
+        st.write(&w(vec![r(4, "aq-1", h0 + 1_000, 10.0)], vec![(SeqSpace::new("gw-1", 0), Progress { contiguous: 4, above: vec![], heard_ms: 9 })])).unwrap();
+        st.sync().unwrap();
+        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W'), raw_entries(&st, b'D')), (2, 0, 0), "two log entries, nothing in chunks yet");
+    }
+    let st = RedbStore::open(dir.path()).unwrap();
+    assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W'), raw_entries(&st, b'D'), raw_entries(&st, b'U')), (0, 3, 3, 2), "aq-1 in two minutes, aq-2 in one");
+    assert_eq!(values(&st, "aq-1"), [(h0 + 1_000, 10.0), (h0 + 61_000, 3.0)]);
+    assert_eq!(values(&st, "aq-2"), [(h0 + 2_000, 2.0)]);
+    assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 1_000));
+    assert_eq!(st.roll_up().unwrap(), 3);
+    assert_eq!(st.rollups("aq-1", "pm25", Level::Hour, h0, h0).unwrap()[0].sum, 13.0);
+    assert_eq!(st.pack(h0 + HOUR + PACK_AFTER_MS).unwrap(), 2);
+    assert_eq!(values(&st, "aq-1"), [(h0 + 1_000, 10.0), (h0 + 61_000, 3.0)]);
+}
+
+/// The write that brings the open samples to the limit writes them all,
+/// its own too, into chunks in its own transaction, its gateway's progress
+/// with them; the log is empty after it.
+#[test]
+fn the_write_that_fills_the_open_samples_settles_them_with_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { open_samples: 10, ..StoreOptions::default() };
+    let gw = SeqSpace::new("gw-1", 0);
+    let progress = |n: u64| vec![(gw.clone(), Progress { contiguous: n, above: vec![], heard_ms: 1 })];
+    {
+        let st = RedbStore::open_with(dir.path(), options.clone()).unwrap();
+        st.write(&w((0..6).map(|i| r(i + 1, "aq-1", 1_000 * i as i64, i as f64)).collect(), progress(6))).unwrap();
+        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W')), (1, 0));
+        st.write(&w((6..12).map(|i| r(i + 1, "aq-1", 1_000 * i as i64, i as f64)).collect(), progress(12))).unwrap();
+        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W')), (0, 1), "one chunk: one series, one minute");
+        st.sync().unwrap();
+    }
+    let st = RedbStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(st.progress().unwrap(), progress(12));
+    assert_eq!(values(&st, "aq-1"), (0..12).map(|i| (1_000 * i, i as f64)).collect::<Vec<_>>());
 }

@@ -1,7 +1,6 @@
 //! Writing: readings, the forward log and gateway progress in one transaction
 //! (committed without fsync; `sync` makes every commit so far durable at once).
 
-use hashbrown::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 
 use redb::Durability;
@@ -9,27 +8,23 @@ use shared::{GatewayId, Metric, SensorId};
 
 use super::super::keys;
 use super::super::{Forward, Progress, Sample, SeqSpace, StoreError, Write};
-use super::{hour_of, latest_per_time, minute_of, scan, RedbStore};
+use super::open::write_chunks;
+use super::{scan, RedbStore};
 
 impl RedbStore {
     pub(super) fn commit(&self, w: &Write) -> Result<(), StoreError> {
         let mut index = self.series.lock().unwrap();
         let mut dirty = self.dirty.lock().unwrap();
         let mut unpacked = self.unpacked.lock().unwrap();
+        let mut open = self.open.lock().unwrap();
         let mut added: Vec<(SensorId, Metric)> = Vec::new();
         // (series, oldest sample time before this write) for each one it lowered.
         let mut lowered: Vec<(u32, i64)> = Vec::new();
-        // Sets, not lists: a group of batches touches thousands of series.
-        let mut newly_dirty: HashSet<(u32, i64)> = HashSet::new();
-        let mut newly_unpacked: HashSet<(u32, i64)> = HashSet::new();
         let first_forward = self.next_forward.load(Relaxed);
         let (mut next_forward, mut forwarded) = (first_forward, 0);
-        let mut next_chunk = self.next_chunk.load(Relaxed);
-        // One chunk per series and minute this write touches, not one
-        // entry per sample: the per-sample B-tree insert was most of
-        // ingest's CPU. By minute, not hour: rolling up a minute then
-        // reads that minute's chunks, not the hour's so far.
-        let mut chunks: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
+        // The samples join the open ones (`open`): one log entry for the
+        // whole write, not an insert per series it touches.
+        let mut new: Vec<(u32, Sample)> = Vec::new();
         let done = self.update(Durability::None, |t| {
             if self.options.forward {
                 for (gw, rs) in w.batches.iter().filter(|(_, rs)| !rs.is_empty()) {
@@ -42,25 +37,19 @@ impl RedbStore {
             let readings = w.batches.iter().flat_map(|(_, rs)| rs.iter()).filter(|_| self.options.keep_series);
             for r in readings {
                 let id = index.id_or_register(t, &r.sensor, &r.metric, &mut added).map_err(self.err())?;
-                let (hour, minute) = (hour_of(r.ts_ms), minute_of(r.ts_ms));
-                chunks.entry((id, minute)).or_default().push(r.sample());
+                new.push((id, r.sample()));
                 if index.first(id).is_none_or(|f| r.ts_ms < f) {
                     lowered.push((id, index.set_first(id, Some(r.ts_ms))));
                 }
-                if !dirty.contains(&(id, minute)) && newly_dirty.insert((id, minute)) {
-                    t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(self.err())?;
-                }
-                if !unpacked.contains(&(id, hour)) && newly_unpacked.insert((id, hour)) {
-                    t.insert(&keys::unpacked(id, hour)[..], &[][..]).map_err(self.err())?;
-                }
             }
-            if !chunks.is_empty() {
-                for ((id, minute), samples) in chunks.iter_mut() {
-                    *samples = latest_per_time(std::mem::take(samples));
-                    t.insert(&keys::chunk(*id, *minute, next_chunk)[..], &keys::encode_chunk(*minute, samples)[..]).map_err(self.err())?;
-                    next_chunk += 1;
-                }
-                t.insert(keys::NEXT_CHUNK, &next_chunk.to_be_bytes()[..]).map_err(self.err())?;
+            let mut settled = None;
+            if new.is_empty() {
+                // Nothing to log.
+            } else if open.samples.len() + new.len() < self.options.open_samples {
+                t.insert(&keys::logged(open.next_log)[..], &keys::encode_logged(&new)[..]).map_err(self.err())?;
+            } else {
+                // Enough open: this write settles them and its own, in its transaction.
+                settled = Some(write_chunks(t, &self.file, [&open.samples, &new], self.next_chunk.load(Relaxed), (&dirty, &unpacked))?);
             }
             for (space, p) in &w.progress {
                 t.insert(&keys::progress(space)[..], &postcard::to_allocvec(p).expect("progress serializes")[..]).map_err(self.err())?;
@@ -68,22 +57,25 @@ impl RedbStore {
             for space in &w.forget {
                 t.remove(&keys::progress(space)[..]).map_err(self.err())?;
             }
-            Ok(())
+            Ok(settled)
         });
-        if let Err(e) = done {
-            // Nothing of the transaction was written: forget what it handed out.
-            index.undo(added, lowered);
-            return Err(e);
+        match done {
+            Err(e) => {
+                // Nothing of the transaction was written: forget what it handed out.
+                index.undo(added, lowered);
+                return Err(e);
+            }
+            Ok(Some(chunked)) => {
+                open.samples.clear();
+                self.chunked(chunked, &mut dirty, &mut unpacked);
+            }
+            Ok(None) if !new.is_empty() => {
+                open.samples.extend(new);
+                open.next_log += 1;
+            }
+            Ok(None) => {}
         }
-        dirty.extend(newly_dirty);
-        unpacked.extend(newly_unpacked);
-        let mut running = self.running.lock().unwrap();
-        for ((id, minute), samples) in &chunks {
-            running.wrote(*id, *minute, samples);
-        }
-        drop(running);
         self.next_forward.store(next_forward, Relaxed);
-        self.next_chunk.store(next_chunk, Relaxed);
         self.forward_backlog.fetch_add(forwarded, Relaxed);
         Ok(())
     }

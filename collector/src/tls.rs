@@ -117,6 +117,33 @@ pub fn server_config(files: &TlsFiles, base: &Path) -> Result<Arc<ServerConfig>,
     Ok(Arc::new(config))
 }
 
+/// The client side for an external broker over TLS: its certificate checked
+/// against `ca` (PEM) or, without it, the system's roots; with `client`
+/// (certificate, key), this collector's own certificate for a broker that
+/// asks. Built once at start, so a file that is not PEM or a key that does
+/// not match its certificate stops the start naming the file.
+pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    install_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for c in certs(ca)? {
+                roots.add(c).map_err(|source| TlsError::Rustls { path: ca.to_path_buf(), source })?;
+            }
+        }
+        None => {
+            // Roots that do not load are left out: the handshake then names the broker's certificate.
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match client {
+        Some((cert, k)) => builder.with_client_auth_cert(certs(cert)?, key(k)?).map_err(|source| TlsError::Rustls { path: cert.to_path_buf(), source })?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 /// What a front does with a connection once it is accepted (and its TLS
 /// handshake done): relay it to `upstream`, the plain listener behind.
 /// `cert_names`: the names (CN and DNS SANs) of the client's certificate,

@@ -81,6 +81,9 @@ impl Connector {
         if let Some((user, password)) = &self.endpoints.login {
             o.set_credentials(user.clone(), password.clone());
         }
+        if let Some(tls) = self.endpoints.tls.as_ref().filter(|_| broker.tls) {
+            o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+        }
         o
     }
 }

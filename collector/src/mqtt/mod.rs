@@ -36,6 +36,8 @@ pub struct Endpoints {
     pub public: BrokerUrl,
     /// This collector's own login, when the broker checks passwords.
     pub login: Option<(String, String)>,
+    /// How an external broker reached over TLS (`mqtts://`) is checked.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub enum MqttError {
     PasswordFile { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("mqtt.ca_file / cert_file / key_file (TLS to mqtt.external): {0}")]
+    ClientTls(tls::TlsError),
     #[error("{0}")]
     Secret(String),
 }
@@ -118,5 +122,9 @@ pub async fn start(config: &MqttConfig, admission: Admission, stats: Arc<TlsStat
         (None, None) => String::new(),
     };
     let login = config.username.clone().or(inner.as_ref().map(|_| INTERNAL_USER.to_string())).map(|u| (u, password));
-    Ok(Endpoints { inner: broker_url, failover, public, login })
+    let tls = match config.external_tls() {
+        true => Some(tls::client_config(config.ca_file.as_deref(), config.cert_file.as_deref().zip(config.key_file.as_deref())).map_err(MqttError::ClientTls)?),
+        false => None,
+    };
+    Ok(Endpoints { inner: broker_url, failover, public, login, tls })
 }

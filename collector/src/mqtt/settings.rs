@@ -40,6 +40,12 @@ pub struct MqttConfig {
     pub max_packet: ByteSize,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// With an `mqtts://` external broker: the CA that signed its certificate
+    /// (PEM; without it, the system's roots), and this collector's own
+    /// certificate and key, for a broker that asks for one.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     /// With several collectors on one broker: batches are spread across the
     /// collectors of this group (an MQTT v5 / Mosquitto shared subscription).
     pub shared_group: Option<String>,
@@ -126,6 +132,9 @@ impl Default for MqttConfig {
             max_packet: default_max_packet(),
             username: None,
             password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             shared_group: None,
             tls: None,
             gateway_rate: default_gateway_rate(),
@@ -177,12 +186,16 @@ impl MqttConfig {
     pub fn validate(&self, base: &Path, p: &mut Vec<Problem>) {
         if let Some(list) = &self.external {
             let field = |i: usize| if list.len() == 1 { "mqtt.external".to_string() } else { format!("mqtt.external[{i}]") };
+            let mut tls = Vec::new();
             for (i, e) in list.iter().enumerate() {
                 match BrokerUrl::parse(e) {
-                    Ok(u) if u.tls => p.push(Problem::new(field(i), "mqtts:// (TLS) is not supported by this build yet")),
-                    Ok(_) => {}
+                    Ok(u) => tls.push(u.tls),
                     Err(e) => p.push(Problem::new(field(i), e.to_string())),
                 }
+            }
+            if tls.contains(&true) && tls.contains(&false) {
+                // The same login goes to every node: one without TLS would show it to the network.
+                p.push(Problem::new("mqtt.external", "mixes mqtt:// and mqtts:// nodes: list the cluster's nodes all with TLS or all without"));
             }
             if self.listen.is_some() {
                 p.push(Problem::new("mqtt.listen", "set either `listen` (embedded broker) or `external`, not both"));
@@ -210,6 +223,33 @@ impl MqttConfig {
         }
         if let Some(t) = &self.tls {
             t.validate("mqtt.tls", base, p);
+        }
+        self.validate_client_tls(base, p);
+    }
+
+    /// Whether the external broker is reached over TLS (`mqtts://`).
+    pub fn external_tls(&self) -> bool {
+        self.external.iter().flatten().any(|e| BrokerUrl::parse(e).is_ok_and(|u| u.tls))
+    }
+
+    fn validate_client_tls(&self, base: &Path, p: &mut Vec<Problem>) {
+        let files = [("mqtt.ca_file", &self.ca_file), ("mqtt.cert_file", &self.cert_file), ("mqtt.key_file", &self.key_file)];
+        if !self.external_tls() {
+            for (field, _) in files.iter().filter(|(_, f)| f.is_some()) {
+                p.push(Problem::new(*field, "is for an external broker reached over TLS: set mqtt.external to mqtts://HOST:PORT, or remove it"));
+            }
+            return;
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            p.push(Problem::new(
+                if self.cert_file.is_some() { "mqtt.key_file" } else { "mqtt.cert_file" },
+                "`cert_file` and `key_file` go together (the client certificate and its key)",
+            ));
+        }
+        for (field, f) in files {
+            if let Some(f) = f.as_ref().filter(|f| !base.join(f).is_file()) {
+                p.push(Problem::new(field, format!("file `{}` does not exist", base.join(f).display())));
+            }
         }
     }
 }
@@ -241,4 +281,36 @@ impl GatewayEntry {
 
 fn some_one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     shared::config::one_or_many(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::CollectorConfig;
+
+    /// What `check` says of `[mqtt]` given as `mqtt` (files under a fresh directory).
+    fn check(mqtt: &str, files: &[&str]) -> Result<(), String> {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text = format!("[mqtt]\n{mqtt}\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", dir.path().join("store").display());
+        shared::config::parse::<CollectorConfig>("collector.toml", &text, dir.path()).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tls_to_an_external_broker_takes_its_ca_and_a_certificate_with_its_key() {
+        let tls = "external = [\"mqtts://nats-1:8883\", \"mqtts://nats-2:8883\"]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"c.key\"";
+        check(tls, &["ca.pem", "c.pem", "c.key"]).unwrap();
+        check("external = \"mqtts://broker.city.example:8883\"", &[]).expect("the system's roots without ca_file");
+        for (mqtt, files, says) in [
+            ("external = \"mqtt://broker:1883\"\nca_file = \"ca.pem\"", &["ca.pem"][..], "mqtt.ca_file: is for an external broker reached over TLS"),
+            ("listen = \"127.0.0.1:1883\"\ncert_file = \"c.pem\"\nkey_file = \"c.key\"", &["c.pem", "c.key"][..], "mqtt.cert_file: is for an external broker reached over TLS"),
+            ("external = \"mqtts://broker:8883\"\ncert_file = \"c.pem\"", &["c.pem"][..], "mqtt.key_file: `cert_file` and `key_file` go together"),
+            ("external = \"mqtts://broker:8883\"\nca_file = \"ca.pem\"", &[][..], "mqtt.ca_file: file"),
+            ("external = [\"mqtts://nats-1:8883\", \"mqtt://nats-2:1883\"]", &[][..], "mqtt.external: mixes mqtt:// and mqtts:// nodes"),
+        ] {
+            let e = check(mqtt, files).expect_err(mqtt);
+            assert!(e.contains(says), "{mqtt}: {e}");
+        }
+    }
 }

@@ -735,3 +735,57 @@ async fn the_compose_stack_forms_a_cluster_whose_collectors_each_store_every_bat
         c.shutdown().await;
     }
 }
+
+/// A test CA and a certificate it signed for 127.0.0.1 (server use): PEM
+/// (CA, certificate, key).
+fn loopback_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "citysense test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    (ca_pem, leaf.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+}
+
+/// The cluster with TLS on its MQTT listeners (deploy/nats/node-tls.conf as
+/// shipped): a collector listing the nodes as mqtts:// with the CA
+/// (`mqtt.ca_file`) and a gateway over mqtts get a batch stored and
+/// acknowledged through it; plain MQTT to those ports gets nowhere, and
+/// neither does TLS from a client that does not trust the node's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_mqtt_listeners_speak_tls_with_node_tls_conf() {
+    let _turn = TURNS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = loopback_pki();
+    let file = |name: &str, pem: &str| {
+        std::fs::write(d.join(name), pem).unwrap();
+        d.join(name)
+    };
+    let (ca_file, cert_file, key_file) = (file("ca.pem", &ca), file("node.pem", &cert), file("node.key", &key));
+    let nats = NatsCluster::start_tls(&d.join("nats"), &workspace().join("deploy"), 3, &USERS, &cert_file, &key_file).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(nats.mqtt_url(0).starts_with("mqtts://"));
+    let text = collector_text(d, "collector", &nats.mqtt_list(&[0, 1, 2]), "", "").replace("[mqtt]\n", &format!("[mqtt]\nca_file = \"{}\"\n", ca_file.display()));
+    let cfg: collector::config::CollectorConfig = shared::config::parse("collector over mqtts", &text, d).unwrap_or_else(|e| panic!("{e}"));
+    let c = collector::Collector::start(cfg).await.expect("collector starts");
+
+    let login = Some(("gw-other".to_string(), "gw-other-secret".to_string()));
+    let plain = FakeGateway::connect_as(&nats.mqtt_url(1).replace("mqtts://", "mqtt://"), "gw-other", Identity { login: login.clone(), ..Default::default() }).await;
+    assert!(plain.is_err(), "plain MQTT admitted on a TLS listener");
+    let (other_ca, _, _) = loopback_pki();
+    let untrusted = Identity { login: login.clone(), tls: Some(rumqttc::Transport::tls(other_ca.into_bytes(), None, None)), ..Default::default() };
+    assert!(FakeGateway::connect_as(&nats.mqtt_url(1), "gw-other", untrusted).await.is_err(), "a node certificate from a CA the client does not trust was accepted");
+
+    let who = Identity { login, tls: Some(rumqttc::Transport::tls(ca.into_bytes(), None, None)), ..Default::default() };
+    let mut gw = FakeGateway::connect_as(&nats.mqtt_url(1), "gw-other", who).await.unwrap();
+    let reading = shared::Reading { seq: shared::Seq(0), sensor: "wl-tls".into(), metric: "water_level_m".into(), ts_ms: now_ms(), value: 3.25, quality: shared::Quality::Good };
+    let seq = gw.send(vec![reading]).await;
+    gw.wait_acked(seq, LIMIT).await;
+    assert_eq!(c.store.last("wl-tls", "water_level_m").unwrap().map(|s| s.value), Some(3.25));
+    c.shutdown().await;
+}

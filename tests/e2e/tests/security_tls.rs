@@ -157,3 +157,41 @@ async fn tls_admits_only_certified_gateways_and_an_agent_delivers_through_it() {
     agent.shutdown().await;
     c.shutdown().await;
 }
+
+/// The collector reaches an external broker over TLS: Mosquitto with a TLS
+/// listener that requires a client certificate, the collector given the CA
+/// (`mqtt.ca_file`) and its own certificate (`cert_file`, `key_file`). A
+/// gateway's batch on that listener is acknowledged through it. A CA file
+/// that holds no certificate stops the start, naming the setting and the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_reaches_an_external_broker_over_tls_with_its_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = pki();
+    let f = |name: &str, pem: &str| secret_file(d, name, pem).display().to_string();
+    let (ca, cert, key) = (f("ca.pem", &pki.ca), f("server.pem", &pki.server.0), f("server.key", &pki.server.1));
+    let broker = support::Mosquitto::start(d, &format!("allow_anonymous true\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\npersistence false")).unwrap();
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let (own_cert, own_key) = (f("collector.pem", &pki.client_b.0), f("collector.key", &pki.client_b.1));
+    let config = |ca_file: &str| {
+        let text = format!(
+            "[mqtt]\nexternal = \"{url}\"\nca_file = \"{ca_file}\"\ncert_file = \"{own_cert}\"\nkey_file = \"{own_key}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+            d.join("store").display()
+        );
+        shared::config::parse::<collector::config::CollectorConfig>("collector over mqtts", &text, d).unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    let not_pem = f("not-a-ca.pem", "this is no certificate");
+    let e = collector::Collector::start(config(&not_pem)).await.err().expect("a CA file without a certificate stops the start").to_string();
+    assert!(e.contains("mqtt.ca_file") && e.contains("not-a-ca.pem") && e.contains("no PEM certificate"), "{e}");
+
+    let c = collector::Collector::start(config(&ca)).await.unwrap();
+    let tls = Some(rumqttc::Transport::tls(pki.ca.clone().into_bytes(), Some((pki.client.0.clone().into_bytes(), pki.client.1.clone().into_bytes())), None));
+    let mut gw = FakeGateway::connect_as(&url, "gw-a", Identity { tls, ..Identity::default() }).await.expect("the gateway gets in with its certificate");
+    let reading =
+        shared::Reading { seq: shared::Seq(0), sensor: "wl-1".into(), metric: "water_level_m".into(), ts_ms: shared::now_ms(), value: 2.5, quality: shared::Quality::Good };
+    let seq = gw.send(vec![reading]).await;
+    gw.wait_acked(seq, Duration::from_secs(30)).await;
+    assert_eq!(c.store.last("wl-1", "water_level_m").unwrap().map(|s| s.value), Some(2.5));
+    c.shutdown().await;
+}

@@ -62,6 +62,8 @@ fn loopback_env(n: &NodePlan) -> Vec<(String, String)> {
 
 pub struct NatsCluster {
     server: PathBuf,
+    /// The MQTT listeners speak TLS (`node-tls.conf`).
+    tls: bool,
     conf: PathBuf,
     log_dir: PathBuf,
     nodes: Vec<Node>,
@@ -81,10 +83,26 @@ impl NatsCluster {
 
     /// As `start`, each node given the environment `env` makes of its plan.
     pub fn start_with(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)], env: NodeEnv) -> Result<NatsCluster> {
+        NatsCluster::start_conf(dir, deploy, "node.conf", size, users, env)
+    }
+
+    /// As `start`, with `deploy/nats/node-tls.conf`: TLS on the MQTT
+    /// listeners with the certificate `cert` and its `key` (PEM files).
+    pub fn start_tls(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)], cert: &Path, key: &Path) -> Result<NatsCluster> {
+        let env = |n: &NodePlan| {
+            let mut env = loopback_env(n);
+            env.push(("CITYSENSE_NATS_MQTT_CERT".to_string(), cert.display().to_string()));
+            env.push(("CITYSENSE_NATS_MQTT_KEY".to_string(), key.display().to_string()));
+            env
+        };
+        NatsCluster::start_conf(dir, deploy, "node-tls.conf", size, users, &env)
+    }
+
+    fn start_conf(dir: &Path, deploy: &Path, conf: &str, size: usize, users: &[(&str, &str, &str)], env: NodeEnv) -> Result<NatsCluster> {
         let mut attempt = 1;
         loop {
             let at = if attempt == 1 { dir.to_path_buf() } else { dir.join(format!("attempt-{attempt}")) };
-            match NatsCluster::start_once(&at, deploy, size, users, env) {
+            match NatsCluster::start_once(&at, deploy, conf, size, users, env) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) if attempt < 3 => eprintln!("nats cluster, start {attempt} of 3 failed: {e:#}"),
                 Err(e) => return Err(e.context(format!("the nats cluster did not start in {attempt} tries"))),
@@ -93,12 +111,15 @@ impl NatsCluster {
         }
     }
 
-    fn start_once(dir: &Path, deploy: &Path, size: usize, users: &[(&str, &str, &str)], env: NodeEnv) -> Result<NatsCluster> {
+    fn start_once(dir: &Path, deploy: &Path, conf_name: &str, size: usize, users: &[(&str, &str, &str)], env: NodeEnv) -> Result<NatsCluster> {
         std::fs::create_dir_all(dir)?;
         let installed = dir.join("nats-etc");
         std::fs::create_dir_all(&installed)?;
-        let conf = installed.join("node.conf");
-        std::fs::copy(deploy.join("nats/node.conf"), &conf).context("deploy/nats/node.conf")?;
+        // Beside each other, as installed: node-tls.conf includes node.conf.
+        for name in ["node.conf", conf_name] {
+            std::fs::copy(deploy.join("nats").join(name), installed.join(name)).with_context(|| format!("deploy/nats/{name}"))?;
+        }
+        let conf = installed.join(conf_name);
         for (role, name, password) in users {
             let out = Command::new("sh").arg(deploy.join("nats/add-user.sh")).arg(installed.join("users.conf")).args([role, name]).env("PASSWORD", password).output()?;
             if !out.status.success() {
@@ -125,7 +146,7 @@ impl NatsCluster {
                 Node { name, client, mqtt, monitor, env: env(&plan), child: None }
             })
             .collect();
-        let mut cluster = NatsCluster { server: server()?, conf, log_dir: dir.to_path_buf(), nodes };
+        let mut cluster = NatsCluster { server: server()?, tls: conf_name != "node.conf", conf, log_dir: dir.to_path_buf(), nodes };
         for i in 0..size {
             cluster.spawn(i)?;
         }
@@ -179,9 +200,9 @@ impl NatsCluster {
         }
     }
 
-    /// `mqtt://127.0.0.1:PORT` of node `i`.
+    /// `mqtt://127.0.0.1:PORT` of node `i` (`mqtts://` with TLS).
     pub fn mqtt_url(&self, i: usize) -> String {
-        format!("mqtt://127.0.0.1:{}", self.nodes[i].mqtt)
+        format!("{}://127.0.0.1:{}", if self.tls { "mqtts" } else { "mqtt" }, self.nodes[i].mqtt)
     }
 
     /// The MQTT addresses of nodes `order`, as a TOML list for `uplink.broker` or `mqtt.external`.

@@ -74,39 +74,91 @@ async fn announce(client: &AsyncClient, ev: &AlertEvent) {
 /// Alert changes a collector that does not speak keeps, at most.
 const WITHHELD_MAX: usize = 10_000;
 
-pub async fn live(bus: Bus, client: AsyncClient, rate: u32, stats: Arc<FeedStats>, speaking: Speaking) {
+/// How long a collector that does not speak keeps the readings it would
+/// have put on the live feed: the gap between the speaker's last renewal
+/// seen and a takeover is at most the lease and one renewal.
+const LIVE_WITHHELD_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// How far before the last renewal seen a new speaker goes back.
+const LIVE_OVERLAP_MS: i64 = 2_000;
+
+/// In a cluster, a collector that does not speak keeps the readings of the
+/// last `LIVE_WITHHELD_FOR` (at most that many seconds of `rate`), and when
+/// it takes over puts those stored since the last speaker's last renewal on
+/// the feed: the readings stored while the cluster had no speaker are heard
+/// too, once the new speaker speaks (those of the dead speaker's last
+/// seconds may be heard twice).
+pub async fn live(bus: Bus, client: AsyncClient, rate: u32, stats: Arc<FeedStats>, mut speaking: Speaking) {
     let mut rx = bus.subscribe();
     let mut budget = Budget::new(rate);
+    let mut withheld: VecDeque<(i64, Arc<Vec<shared::Reading>>)> = VecDeque::new();
+    let (mut held, most) = (0usize, rate as usize * LIVE_WITHHELD_FOR.as_secs() as usize);
+    let mut watching = true;
     loop {
-        match rx.recv().await {
-            Ok(FeedEvent::Readings(readings)) if speaking.borrow().speaking => {
-                let room = budget.take(readings.len(), std::time::Instant::now());
-                if room < readings.len() {
-                    FeedStats::add(&stats.mqtt_live_over_rate, (readings.len() - room) as u64);
-                }
-                let mut dropped = 0;
-                for (i, r) in spread(&readings, room, budget.phase()).enumerate() {
-                    let live = r.sample();
-                    // Live values are a view, not a record: dropped when the link is busy, and counted.
-                    if client.try_publish(topics::live(&r.sensor, &r.metric), QoS::AtMostOnce, false, serde_json::to_vec(&live).expect("live serializes")).is_err() {
-                        // The connection's queue is full and will not drain
-                        // within this loop: the rest of the batch is dropped
-                        // unformatted, so an overloaded feed costs no more CPU.
-                        dropped += (room - i) as u64;
-                        break;
+        tokio::select! {
+            m = rx.recv() => match m {
+                Ok(FeedEvent::Readings(readings)) if speaking.borrow().speaking => publish(&client, &readings, &mut budget, &stats),
+                Ok(FeedEvent::Readings(readings)) => {
+                    let now = shared::now_ms();
+                    let oldest = now - LIVE_WITHHELD_FOR.as_millis() as i64;
+                    held += readings.len();
+                    withheld.push_back((now, readings));
+                    while withheld.front().is_some_and(|(at, _)| *at < oldest) || held > most {
+                        held -= withheld.pop_front().map_or(0, |(_, r)| r.len());
                     }
                 }
-                if dropped > 0 {
-                    FeedStats::add(&stats.mqtt_live_readings, dropped);
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    FeedStats::add(&stats.mqtt_live_batches, n);
+                    tracing::warn!("MQTT live feed fell behind and skipped {n} events");
                 }
+                Err(RecvError::Closed) => return,
+            },
+            changed = speaking.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let turn = *speaking.borrow_and_update();
+                if turn.speaking {
+                    // From a little before the last renewal seen: the old speaker may
+                    // have stored a reading before this collector did and died before
+                    // putting it out. A view, not a record: twice is better than never.
+                    let from = turn.from_ms.saturating_sub(LIVE_OVERLAP_MS);
+                    let unheard: Vec<_> = withheld.drain(..).filter(|(at, _)| *at >= from).map(|(_, r)| r).collect();
+                    if !unheard.is_empty() {
+                        tracing::info!(readings = unheard.iter().map(|r| r.len()).sum::<usize>(), "putting the readings stored while the cluster had no speaker on the live feed");
+                    }
+                    for readings in unheard {
+                        publish(&client, &readings, &mut budget, &stats);
+                    }
+                }
+                held = withheld.iter().map(|(_, r)| r.len()).sum();
             }
-            Ok(_) => {}
-            Err(RecvError::Lagged(n)) => {
-                FeedStats::add(&stats.mqtt_live_batches, n);
-                tracing::warn!("MQTT live feed fell behind and skipped {n} events");
-            }
-            Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// Puts `readings` on the live feed, within `budget`; what it leaves out or
+/// the connection cannot take is counted.
+fn publish(client: &AsyncClient, readings: &[shared::Reading], budget: &mut Budget, stats: &FeedStats) {
+    let room = budget.take(readings.len(), std::time::Instant::now());
+    if room < readings.len() {
+        FeedStats::add(&stats.mqtt_live_over_rate, (readings.len() - room) as u64);
+    }
+    let mut dropped = 0;
+    for (i, r) in spread(readings, room, budget.phase()).enumerate() {
+        let live = r.sample();
+        // Live values are a view, not a record: dropped when the link is busy, and counted.
+        if client.try_publish(topics::live(&r.sensor, &r.metric), QoS::AtMostOnce, false, serde_json::to_vec(&live).expect("live serializes")).is_err() {
+            // The connection's queue is full and will not drain
+            // within this loop: the rest of the batch is dropped
+            // unformatted, so an overloaded feed costs no more CPU.
+            dropped += (room - i) as u64;
+            break;
+        }
+    }
+    if dropped > 0 {
+        FeedStats::add(&stats.mqtt_live_readings, dropped);
     }
 }
 

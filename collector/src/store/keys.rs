@@ -4,8 +4,9 @@
 //! - `S` sensor `\0` metric → series id (u32, big-endian)
 //! - `P` series id, ts (i64 with the sign bit flipped, big-endian) → value (f64) + quality (u8):
 //!   a sample as stores before chunks wrote it (still read, packed like any)
-//! - `W` series id, hour start (as in `P`), chunk number (u64, big-endian) →
-//!   the samples one write brought for that series and hour (`encode_chunk`)
+//! - `W` series id, minute start (as in `P`; an hour's start in stores
+//!   before minute chunks), chunk number (u64, big-endian) → the samples one
+//!   settle of the open samples brought for that series and minute (`encode_chunk`)
 //! - `N` → the next chunk number (u64, big-endian)
 //! - `O` entry id (u64, big-endian) → the samples of one write not yet in
 //!   chunks, 21 bytes each (`encode_logged`): the open samples' log, replayed

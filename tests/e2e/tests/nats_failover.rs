@@ -331,6 +331,7 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     // b's live stream, from before the first reading: it carries each of b's stored readings once.
     let mut live_b = SseClient::connect(hb, "/api/v1/stream?types=reading&sensor=aq-001").await;
     let mut alerts = json_feed_as(&nats.mqtt_url(2), "duty-desk", Some(("duty-desk", "duty-desk-secret")), "citysense/v1/alerts/#", rumqttc::QoS::AtMostOnce).await;
+    let mut live = json_feed_as(&nats.mqtt_url(2), "duty-desk-live", Some(("duty-desk", "duty-desk-secret")), "citysense/v1/live/aq-001/counter", rumqttc::QoS::AtMostOnce).await;
 
     let city = RunningCity::start(plan, None, Duration::from_millis(200)).await.unwrap();
     let devices: Vec<_> = city.devices.iter().collect();
@@ -395,6 +396,9 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     assert!(!speaks(hc).await, "a second speaker");
     // The agent's node dies (and with it a replica of the log, and maybe the
     // lease's leader): both collectors go on storing; the node comes back.
+    // What was stored before the node dies under the speaker's connection
+    // (its QoS 0 live messages in flight then are lost with it).
+    let stored_before_node_dies = series_values(ho, "aq-001", "counter").await;
     let node_killed = Instant::now();
     nats.kill(1);
     for http in [ho, hc] {
@@ -421,6 +425,16 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     let streamed: Vec<f64> =
         live_b.until_quiet("reading", Duration::from_secs(2)).await.iter().filter(|v| v["metric"] == "counter").map(|v| v["value"].as_f64().unwrap()).collect();
     assert_eq!(streamed, stored_on_b, "b's live stream carries each reading it stored once, in order");
+    // The MQTT live feed carried every one of those readings, the ones stored
+    // while the cluster had no speaker too (put on it by the new speaker);
+    // the last ones before the node died may have been in flight.
+    let mut heard = std::collections::BTreeSet::new();
+    while let Ok(Some((_, v))) = tokio::time::timeout(Duration::from_secs(2), live.recv()).await {
+        heard.insert(v["value"].as_f64().unwrap() as i64);
+    }
+    let settled = &stored_before_node_dies[..stored_before_node_dies.len().saturating_sub(5)];
+    let unheard: Vec<f64> = settled.iter().copied().filter(|v| !heard.contains(&(*v as i64))).collect();
+    assert!(unheard.is_empty(), "stored but never on the MQTT live feed: {unheard:?} (of {})", settled.len());
     let first_value = stored_on_b[0];
     assert_eq!(series_values(hc, "aq-001", "counter").await[0], first_value, "the empty-disk collector starts where the city's data starts");
 

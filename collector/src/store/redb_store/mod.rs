@@ -15,10 +15,11 @@
 //! while it is still written (each roll-up of a series reads its samples
 //! again); a query rolls up its own series first.
 //!
-//! Samples land as one `W` chunk per series and minute a write touches (13
-//! bytes a sample, one B-tree insert however many samples the group of
-//! batches brings; stores before chunks wrote a `P` entry per sample, and
-//! before minute chunks one chunk per hour);
+//! A write logs its samples in one `O` entry and holds them open (`open`);
+//! settling them lands one `W` chunk per series and minute (13 bytes a
+//! sample, one B-tree insert however many writes brought them; stores
+//! before chunks wrote a `P` entry per sample, and before minute chunks one
+//! chunk per hour);
 //! `pack` turns each closed hour of a series into one block (`block`), a
 //! few bytes per sample, appended to the series' stream of page-sized
 //! pieces (`stream`) with a `C` entry pointing to it; its minute rollups

@@ -24,8 +24,6 @@ use crate::messages::{AlertEvent, Bus, FeedEvent};
 pub async fn alerts(bus: Bus, client: AsyncClient, mut speaking: Speaking) {
     let mut rx = bus.subscribe();
     let mut withheld: VecDeque<AlertEvent> = VecDeque::new();
-    // Outside a cluster nobody changes the turn: its sender is gone.
-    let mut watching = true;
     loop {
         tokio::select! {
             m = rx.recv() => match m {
@@ -44,12 +42,7 @@ pub async fn alerts(bus: Bus, client: AsyncClient, mut speaking: Speaking) {
                 Err(RecvError::Lagged(n)) => tracing::error!("MQTT alert feed fell behind and skipped {n} events (the alert store and SSE have them)"),
                 Err(RecvError::Closed) => return,
             },
-            changed = speaking.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
-                }
-                let turn = *speaking.borrow_and_update();
+            turn = turn_changed(&mut speaking) => {
                 if turn.speaking {
                     let unheard: Vec<AlertEvent> = withheld.drain(..).filter(|w| w.alert.updated_ts_ms >= turn.from_ms).collect();
                     if !unheard.is_empty() {
@@ -62,6 +55,15 @@ pub async fn alerts(bus: Bus, client: AsyncClient, mut speaking: Speaking) {
             }
         }
     }
+}
+
+/// The turn once it changes; never, when nobody will change it any more
+/// (outside a cluster, where its sender is gone from the start).
+async fn turn_changed(speaking: &mut Speaking) -> crate::cluster::speaker::Turn {
+    if speaking.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    *speaking.borrow_and_update()
 }
 
 async fn announce(client: &AsyncClient, ev: &AlertEvent) {
@@ -92,7 +94,6 @@ pub async fn live(bus: Bus, client: AsyncClient, rate: u32, stats: Arc<FeedStats
     let mut budget = Budget::new(rate);
     let mut withheld: VecDeque<(i64, Arc<Vec<shared::Reading>>)> = VecDeque::new();
     let (mut held, most) = (0usize, rate as usize * LIVE_WITHHELD_FOR.as_secs() as usize);
-    let mut watching = true;
     loop {
         tokio::select! {
             m = rx.recv() => match m {
@@ -113,12 +114,7 @@ pub async fn live(bus: Bus, client: AsyncClient, rate: u32, stats: Arc<FeedStats
                 }
                 Err(RecvError::Closed) => return,
             },
-            changed = speaking.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
-                }
-                let turn = *speaking.borrow_and_update();
+            turn = turn_changed(&mut speaking) => {
                 if turn.speaking {
                     // From a little before the last renewal seen: the old speaker may
                     // have stored a reading before this collector did and died before

@@ -127,8 +127,8 @@ pub async fn live(bus: Bus, client: AsyncClient, rate: u32, stats: Arc<FeedStats
                     for readings in unheard {
                         publish(&client, &readings, &mut budget, &stats);
                     }
+                    held = 0;
                 }
-                held = withheld.iter().map(|(_, r)| r.len()).sum();
             }
         }
     }

@@ -122,7 +122,8 @@ pub async fn start(config: &MqttConfig, admission: Admission, stats: Arc<TlsStat
         (None, None) => String::new(),
     };
     let login = config.username.clone().or(inner.as_ref().map(|_| INTERNAL_USER.to_string())).map(|u| (u, password));
-    let tls = match config.external_tls() {
+    // Only an external broker's address is mqtts:// here (`check` refuses a list that mixes).
+    let tls = match broker_url.tls {
         true => Some(tls::client_config(config.ca_file.as_deref(), config.cert_file.as_deref().zip(config.key_file.as_deref())).map_err(MqttError::ClientTls)?),
         false => None,
     };

@@ -753,17 +753,9 @@ async fn the_compose_stack_forms_a_cluster_whose_collectors_each_store_every_bat
 /// A test CA and a certificate it signed for 127.0.0.1 (server use): PEM
 /// (CA, certificate, key).
 fn loopback_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "citysense test CA");
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    (ca_pem, leaf.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+    let (ca, issuer) = common::pki::authority("citysense test CA");
+    let (cert, key) = common::pki::leaf(&issuer, "127.0.0.1", rcgen::ExtendedKeyUsagePurpose::ServerAuth, false);
+    (ca, cert, key)
 }
 
 /// The cluster with TLS on its MQTT listeners (deploy/nats/node-tls.conf as

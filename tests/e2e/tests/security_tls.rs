@@ -21,26 +21,8 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-    let authority = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.self_signed(&key).unwrap();
-        (cert.pem(), Issuer::new(p, key))
-    };
-    let leaf = |issuer: &Issuer<'_, KeyPair>, name: &str, usage: ExtendedKeyUsagePurpose, expired: bool| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![usage];
-        if expired {
-            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        (p.signed_by(&key, issuer).unwrap().pem(), key.serialize_pem())
-    };
+    use common::pki::{authority, leaf};
+    use rcgen::ExtendedKeyUsagePurpose;
     let (ca, issuer) = authority("citysense test CA");
     let (_, stranger) = authority("someone else's CA");
     Pki {

@@ -276,6 +276,19 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
+/// The number the next chunk is written under, as kept in the store (0
+/// before its first chunk).
+fn stored_next_chunk<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path) -> Result<u64, StoreError> {
+    match t.get(keys::NEXT_CHUNK).map_err(engine(file))? {
+        Some(v) => v
+            .value()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt { path: file.display().to_string(), detail: "the next chunk number is not 8 bytes".into() }),
+        None => Ok(0),
+    }
+}
+
 /// Which end of a range to look at.
 #[derive(Clone, Copy)]
 enum End {
@@ -395,10 +408,7 @@ impl RedbStore {
             backlog += f.readings.len() as u64;
             Ok(true)
         })?;
-        let next_chunk = match t.get(keys::NEXT_CHUNK).map_err(|e| at(e.into()))? {
-            Some(v) => u64::from_be_bytes(v.value().try_into().map_err(|_| corrupt("the next chunk number is not 8 bytes"))?),
-            None => 0,
-        };
+        let next_chunk = stored_next_chunk(&t, &file)?;
         let mut dirty = HashSet::new();
         scan(&t, &file, b"D", &keys::after(b'D'), |k, _| {
             dirty.extend(keys::parse_timed(k));

@@ -23,8 +23,6 @@ use std::path::Path;
 use hashbrown::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
-use redb::ReadableTable;
-
 use super::super::keys;
 use super::super::{Sample, StoreError};
 use super::{hour_of, latest_per_time, minute_of, scan, RedbStore};
@@ -119,10 +117,7 @@ pub(super) fn replay(t: &mut redb::Table<&[u8], &[u8]>, file: &Path) -> Result<u
     if samples.is_empty() {
         return Ok(0);
     }
-    let next_chunk = match t.get(keys::NEXT_CHUNK).map_err(super::engine(file))? {
-        Some(v) => u64::from_be_bytes(v.value().try_into().map_err(|_| corrupt("the next chunk number is not 8 bytes".into()))?),
-        None => 0,
-    };
+    let next_chunk = super::stored_next_chunk(&*t, file)?;
     // Marks already on disk are written again: the same empty entries.
     write_chunks(t, file, [&samples, &[]], next_chunk, (&HashSet::new(), &HashSet::new()))?;
     Ok(samples.len() as u64)

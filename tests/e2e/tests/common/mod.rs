@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod credentials;
+pub mod pki;
 pub mod raw_mqtt;
 pub mod reloading;
 

@@ -23,6 +23,11 @@ pub enum Scheme {
 }
 
 fn escape(out: &mut String, s: &str, also_equals: bool) {
+    // Names and tags almost never need it: copied whole, not char by char.
+    if !s.bytes().any(|b| matches!(b, b',' | b' ' | b'\\' | b'\n' | b'\r') || (also_equals && b == b'=')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if c == ',' || c == ' ' || (also_equals && c == '=') || c == '\\' {
             out.push('\\');
@@ -60,7 +65,12 @@ pub fn line(out: &mut String, scheme: Scheme, r: &Reading, gateway: Option<&str>
             escape(out, v, true);
         }
     }
-    let _ = writeln!(out, " value={:?},quality={}i {}", r.value, r.quality.as_u8(), r.ts_ms);
+    let _ = write!(out, " value={:?}", r.value);
+    out.push_str(",quality=");
+    out.push(char::from(b'0' + r.quality.as_u8()));
+    out.push_str("i ");
+    out.push_str(itoa::Buffer::new().format(r.ts_ms));
+    out.push('\n');
     Some(())
 }
 
@@ -86,5 +96,10 @@ mod tests {
         line(&mut out, Scheme::Kind, &reading(0.1), None, None).unwrap();
         assert_eq!(out, "uncatalogued,metric=pm25,sensor=aq-001 value=0.1,quality=1i 1700000000123\n");
         assert!(line(&mut out, Scheme::Metric, &reading(f64::NAN), None, None).is_none());
+        // `=` is escaped in tags, not in the measurement; a newline becomes a space.
+        out.clear();
+        let odd = Reading { sensor: "a=b\nc".into(), metric: "x=y".into(), ts_ms: -5, quality: Quality::Bad, ..reading(-1e21) };
+        line(&mut out, Scheme::Metric, &odd, Some("g w"), None).unwrap();
+        assert_eq!(out, "x=y,gateway=g\\ w,sensor=a\\=b c value=-1e21,quality=2i -5\n");
     }
 }

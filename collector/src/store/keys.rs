@@ -4,9 +4,15 @@
 //! - `S` sensor `\0` metric → series id (u32, big-endian)
 //! - `P` series id, ts (i64 with the sign bit flipped, big-endian) → value (f64) + quality (u8):
 //!   a sample as stores before chunks wrote it (still read, packed like any)
-//! - `W` series id, minute start (as in `P`; an hour's start in stores
-//!   before minute chunks), chunk number (u64, big-endian) → the samples one
-//!   settle of the open samples brought for that series and minute (`encode_chunk`)
+//! - `X` minute start (as in `P`), series id, chunk number (u64,
+//!   big-endian) → the samples one settle of the open samples brought for
+//!   that series and minute (`encode_chunk`). Time first: a settle adds to
+//!   the newest minutes only, so it appends at the end of the keys rather
+//!   than into every series' own range (which made each settle rewrite
+//!   every page of the hour's chunks). A series' chunks are found through
+//!   its `U` hours, a minute at a time.
+//! - `W` series id, minute or hour start, chunk number → chunks as stores
+//!   before `X` wrote them: moved to `X` when the store opens
 //! - `N` → the next chunk number (u64, big-endian)
 //! - `O` entry id (u64, big-endian) → the samples of one write not yet in
 //!   chunks, 21 bytes each (`encode_logged`): the open samples' log, replayed
@@ -64,19 +70,40 @@ pub fn block(id: u32, hour: i64) -> Key {
     timed(b'C', id, hour)
 }
 
-/// `W` key: chunk `n` of series `id` holding samples from `start` on: the
-/// start of their minute (stores before minute chunks keyed a chunk by its
-/// hour, which is also its first minute's start).
-pub fn chunk(id: u32, start: i64, n: u64) -> [u8; 21] {
+/// `X` key: chunk `n` of series `id` in the minute starting at `minute`.
+pub fn chunk(minute: i64, id: u32, n: u64) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[0] = b'X';
+    k[1..9].copy_from_slice(&((minute as u64) ^ (1 << 63)).to_be_bytes());
+    k[9..13].copy_from_slice(&id.to_be_bytes());
+    k[13..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// (minute start, series id) of an `X` key.
+pub fn parse_chunk(k: &[u8]) -> Option<(i64, u32)> {
+    if k.len() != 21 || k[0] != b'X' {
+        return None;
+    }
+    Some(((u64::from_be_bytes(k[1..9].try_into().ok()?) ^ (1 << 63)) as i64, u32::from_be_bytes(k[9..13].try_into().ok()?)))
+}
+
+/// A `W` key, for tests that write a store as it was before `X`.
+#[cfg(test)]
+pub fn legacy_chunk(id: u32, start: i64, n: u64) -> [u8; 21] {
     let mut k = [0u8; 21];
     k[..13].copy_from_slice(&timed(b'W', id, start));
     k[13..].copy_from_slice(&n.to_be_bytes());
     k
 }
 
-/// (series id, start) of a `W` key.
-pub fn parse_chunk(k: &[u8]) -> Option<(u32, i64)> {
-    parse_timed(k.get(..13)?)
+/// (series id, start) of a `W` key: a chunk as stores before `X` keyed it
+/// (by its minute, or by its hour before minute chunks).
+pub fn parse_legacy_chunk(k: &[u8]) -> Option<(u32, i64)> {
+    if k.len() != 21 || k[0] != b'W' {
+        return None;
+    }
+    parse_timed(&k[..13])
 }
 
 pub const NEXT_CHUNK: &[u8] = b"N";

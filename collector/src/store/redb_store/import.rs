@@ -126,7 +126,8 @@ impl RedbStore {
                 let holds = |lo: &[u8], hi: &[u8]| -> Result<bool, StoreError> { Ok(t.range::<&[u8]>(lo..hi).map_err(self.err())?.next().is_some()) };
                 let held = [
                     ("plain samples", holds(&keys::point(id, hr)[..], &keys::point(id, hr + HOUR)[..])?),
-                    ("plain samples", holds(&keys::chunk(id, hr, 0)[..], &keys::chunk(id, hr + HOUR, 0)[..])?),
+                    // Chunks are only ever in an hour marked unpacked.
+                    ("plain samples", holds(&keys::unpacked(id, hr)[..], &keys::unpacked(id, hr + 1)[..])?),
                     ("a packed block", holds(&keys::block(id, hr)[..], &keys::block(id, hr + 1)[..])?),
                     ("minute rollups", holds(&keys::level(Level::Minute, id, hr)[..], &keys::level(Level::Minute, id, hr + HOUR)[..])?),
                     ("packed minute rollups", holds(&keys::minute_block(id, hr)[..], &keys::minute_block(id, hr + 1)[..])?),

@@ -13,7 +13,7 @@ use redb::{Durability, ReadableTable};
 use super::super::keys;
 use super::super::{block, Expired, Keep, Level, Rollup, StoreError, PACK_AFTER_MS};
 use super::stream::{self, Kind};
-use super::{earliest, hour_of, merge_into, minute_of, oldest, RedbStore, HOUR, NO_SAMPLE};
+use super::{earliest, hour_of, merge_into, minute_of, minute_range, minutes_of, oldest, RedbStore, HOUR, NO_SAMPLE};
 
 /// Minute and hour rollups made by a pass, by series id.
 pub(super) type Made = (Vec<(u32, Rollup)>, Vec<(u32, Rollup)>);
@@ -271,7 +271,10 @@ impl RedbStore {
                 for &(id, h) in group {
                     let samples = self.samples(t, id, h, h + HOUR - 1)?;
                     t.retain_in::<&[u8], _>(&keys::point(id, h)[..]..&keys::point(id, h + HOUR)[..], |_, _| false).map_err(self.err())?;
-                    t.retain_in::<&[u8], _>(&keys::chunk(id, h, 0)[..]..&keys::chunk(id, h + HOUR, 0)[..], |_, _| false).map_err(self.err())?;
+                    for m in minutes_of(h, h, i64::MAX) {
+                        let r = minute_range(m, id);
+                        t.retain_in::<&[u8], _>(&r.start()[..]..=&r.end()[..], |_, _| false).map_err(self.err())?;
+                    }
                     if samples.is_empty() {
                         stream::remove(t, &self.file, Kind::Samples, id, h)?;
                     } else {

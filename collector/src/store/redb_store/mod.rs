@@ -59,6 +59,7 @@ pub use import::{ClosedHour, ImportError};
 pub use open::OPEN_SAMPLES;
 
 const HOUR: i64 = 3_600_000;
+const MINUTE: i64 = 60_000;
 
 fn hour_of(ts_ms: i64) -> i64 {
     ts_ms.saturating_sub(ts_ms.rem_euclid(HOUR))
@@ -296,25 +297,56 @@ enum End {
     Last,
 }
 
-/// The start (`keys::chunk`) of series `id`'s first chunk at or after the
-/// hour of `from`, or of its last chunk.
-fn chunk_start<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, end: End) -> Result<Option<i64>, StoreError> {
+/// The hours of series `id` marked unpacked (`U`) from the hour of `from`
+/// to that of `to`, in order: the only hours that can hold its chunks.
+fn unpacked_hours<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
     let err = engine(file);
-    let mut range = t.range::<&[u8]>(&keys::chunk(id, hour_of(from), 0)[..]..=&keys::chunk(id, i64::MAX, u64::MAX)[..]).map_err(err)?;
-    let item = match end {
-        End::First => range.next(),
-        End::Last => range.next_back(),
-    };
-    match item {
-        Some(item) => Ok(keys::parse_chunk(item.map_err(err)?.0.value()).map(|(_, h)| h)),
-        None => Ok(None),
+    let mut hours = Vec::new();
+    for item in t.range::<&[u8]>(&keys::unpacked(id, hour_of(from))[..]..=&keys::unpacked(id, hour_of(to))[..]).map_err(err)? {
+        hours.extend(keys::parse_timed(item.map_err(err)?.0.value()).map(|(_, h)| h));
     }
+    Ok(hours)
 }
 
-/// (start, samples) of a `W` entry of series `id`.
+/// The minute starts of hour `h` within `from..=to`, in order.
+fn minutes_of(h: i64, from: i64, to: i64) -> impl DoubleEndedIterator<Item = i64> {
+    let (first, last) = (minute_of(from).max(h), minute_of(to).min(h.saturating_add(HOUR - MINUTE)));
+    // Empty when `last < first`.
+    (0..=(last - first).div_euclid(MINUTE)).map(move |i| first + i * MINUTE)
+}
+
+/// The `X` keys of series `id`'s chunks in the minute starting at `minute`.
+fn minute_range(minute: i64, id: u32) -> std::ops::RangeInclusive<[u8; 21]> {
+    keys::chunk(minute, id, 0)..=keys::chunk(minute, id, u64::MAX)
+}
+
+/// The minute of series `id`'s first chunk in or after the hour of `from`,
+/// or of its last chunk.
+fn chunk_start<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, end: End) -> Result<Option<i64>, StoreError> {
+    let err = engine(file);
+    let mut hours = unpacked_hours(t, file, id, from, i64::MAX)?;
+    if let End::Last = end {
+        hours.reverse();
+    }
+    for h in hours {
+        let minutes: Box<dyn Iterator<Item = i64>> = match end {
+            End::First => Box::new(minutes_of(h, h, i64::MAX)),
+            End::Last => Box::new(minutes_of(h, h, i64::MAX).rev()),
+        };
+        for m in minutes {
+            let r = minute_range(m, id);
+            if t.range::<&[u8]>(&r.start()[..]..=&r.end()[..]).map_err(err)?.next().is_some() {
+                return Ok(Some(m));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// (minute, samples) of an `X` entry of series `id`.
 fn chunk_entry(file: &Path, id: u32, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sample>), StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail };
-    let (_, start) = keys::parse_chunk(k).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
+    let (start, _) = keys::parse_chunk(k).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
     let samples = keys::decode_chunk(start, v).ok_or_else(|| corrupt(format!("a chunk of series {id} at {start} does not decode")))?;
     Ok((start, samples))
 }
@@ -323,20 +355,16 @@ fn chunk_entry(file: &Path, id: u32, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sam
 /// order, a later chunk's sample replacing an earlier one's at the same time.
 fn chunked<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
     let mut all = Vec::new();
-    // The chunks of the minutes asked for, and those keyed by the start of
-    // the first one's hour (a store's chunks from before minute chunks hold
-    // the whole hour's samples there). In key order: the later write of a
-    // time comes last.
-    let mut ranges = vec![(keys::chunk(id, minute_of(from), 0), keys::chunk(id, minute_of(to).saturating_add(1), 0))];
-    if hour_of(from) < minute_of(from) {
-        ranges.insert(0, (keys::chunk(id, hour_of(from), 0), keys::chunk(id, hour_of(from) + 1, 0)));
-    }
-    for (lo, hi) in ranges {
-        scan(t, file, &lo, &hi, |k, v| {
-            let (_, samples) = chunk_entry(file, id, k, v)?;
-            all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
-            Ok(true)
-        })?;
+    for h in unpacked_hours(t, file, id, from, to)? {
+        for m in minutes_of(h, from, to) {
+            // In key order: the later write of a time comes last.
+            let r = minute_range(m, id);
+            for item in t.range::<&[u8]>(&r.start()[..]..=&r.end()[..]).map_err(engine(file))? {
+                let (k, v) = item.map_err(engine(file))?;
+                let (_, samples) = chunk_entry(file, id, k.value(), v.value())?;
+                all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
+            }
+        }
     }
     Ok(latest_per_time(all))
 }
@@ -369,8 +397,14 @@ impl RedbStore {
         std::fs::create_dir_all(dir).map_err(|e| at(redb::Error::Io(e)))?;
         let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(&file).map_err(|e| at(e.into()))?;
         let txn = db.begin_write().map_err(|e| at(e.into()))?;
-        let replayed = open::replay(&mut txn.open_table(TABLE).map_err(|e| at(e.into()))?, &file)?;
+        let (moved, replayed) = {
+            let mut t = txn.open_table(TABLE).map_err(|e| at(e.into()))?;
+            (open::move_legacy_chunks(&mut t, &file)?, open::replay(&mut t, &file)?)
+        };
         txn.commit().map_err(|e| at(e.into()))?;
+        if moved > 0 {
+            tracing::info!(samples = moved, "moved chunks written by an earlier version to the time-ordered layout");
+        }
         if replayed > 0 {
             tracing::info!(samples = replayed, "wrote the open samples logged before the last stop into chunks");
         }
@@ -501,12 +535,17 @@ impl RedbStore {
     /// chunks, and the older part of a chunk that holds the cutoff.
     fn expire_chunks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
         let mut old: Vec<(Vec<u8>, i64, Vec<Sample>)> = Vec::new();
-        // A chunk keyed after the cutoff holds nothing older.
-        scan(t, &self.file, &keys::chunk(id, i64::MIN, 0), &keys::chunk(id, cutoff.saturating_add(1), 0), |k, v| {
-            let (start, samples) = chunk_entry(&self.file, id, k, v)?;
-            old.push((k.to_vec(), start, samples));
-            Ok(true)
-        })?;
+        // A chunk of a minute after the cutoff's holds nothing older.
+        for h in unpacked_hours(&*t, &self.file, id, i64::MIN, cutoff)? {
+            for m in minutes_of(h, h, cutoff) {
+                let r = minute_range(m, id);
+                for item in t.range::<&[u8]>(&r.start()[..]..=&r.end()[..]).map_err(self.err())? {
+                    let (k, v) = item.map_err(self.err())?;
+                    let (start, samples) = chunk_entry(&self.file, id, k.value(), v.value())?;
+                    old.push((k.value().to_vec(), start, samples));
+                }
+            }
+        }
         let mut gone = 0u64;
         for (key, start, samples) in old {
             let keep: Vec<Sample> = samples.iter().filter(|s| s.ts_ms >= cutoff).copied().collect();

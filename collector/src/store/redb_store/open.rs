@@ -9,9 +9,9 @@
 //! read a page back and rewrote it: 18 GB read and 19 GB written for 10M
 //! readings paced at 300k/s from 1,000 gateways (1M series), 130k
 //! readings/s. A write now appends one log entry at the end of the `O`
-//! keys; settling sorts what is open by series and minute and writes it in
-//! key order, so each page of the chunks is read and written once a
-//! settle, however many writes came in between.
+//! keys; settling sorts what is open by minute and series and writes it in
+//! key order, which puts it at the end of the chunks' keys (`X`, time
+//! first): the pages of earlier minutes are not touched again.
 //!
 //! Crash guarantee unchanged: a write's log entry commits with the progress
 //! that acks it, and opening the store replays the log into chunks before
@@ -31,9 +31,8 @@ use super::{hour_of, latest_per_time, minute_of, scan, RedbStore};
 /// memory (128 MiB), 21 in the log, 16 more while a settle sorts them. 4M
 /// is about 14 s of a city sending 300k readings/s; the upkeep pass settles
 /// every 10 s anyway. Measured paced at 300k/s from 1,000 gateways (1M
-/// series, 10M readings): 1M open gave 219k readings/s with 5.4 GB read
-/// back, 4M 253k/s with 2.6 GB (each settle rewrites every page of the
-/// chunks it adds to).
+/// series, 10M readings), when chunks were keyed by series first: 1M open
+/// gave 219k readings/s, 4M 253k/s.
 pub const OPEN_SAMPLES: usize = 1 << 22;
 
 /// (series id, minute or hour start): minutes dirty, hours unpacked.
@@ -74,30 +73,40 @@ pub(super) fn write_chunks(
         let i = i as usize;
         parts[0].get(i).unwrap_or_else(|| &parts[1][i - parts[0].len()])
     };
-    // (series, minute, position): the position keeps the order written within a chunk.
-    let mut order: Vec<(u32, i64, u32)> = (0..(parts[0].len() + parts[1].len()) as u32)
+    // (minute, series, position): key order, so the chunks go in at the
+    // end of the keys; the position keeps the order written within a chunk.
+    let mut order: Vec<(i64, u32, u32)> = (0..(parts[0].len() + parts[1].len()) as u32)
         .map(|i| {
             let (id, s) = sample(i);
-            (*id, minute_of(s.ts_ms), i)
+            (minute_of(s.ts_ms), *id, i)
         })
         .collect();
     order.sort_unstable();
     let mut out = Chunked { chunks: Vec::new(), dirty: Vec::new(), unpacked: Vec::new(), next_chunk };
+    let mut new_hours: Marks = HashSet::new();
     for run in order.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
-        let (id, minute) = (run[0].0, run[0].1);
+        let (minute, id) = (run[0].0, run[0].1);
         let chunk = latest_per_time(run.iter().map(|&(_, _, i)| sample(i).1).collect());
-        t.insert(&keys::chunk(id, minute, next_chunk)[..], &keys::encode_chunk(minute, &chunk)[..]).map_err(err)?;
+        t.insert(&keys::chunk(minute, id, next_chunk)[..], &keys::encode_chunk(minute, &chunk)[..]).map_err(err)?;
         next_chunk += 1;
         if !dirty.contains(&(id, minute)) {
-            t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(err)?;
             out.dirty.push((id, minute));
         }
         let hour = (id, hour_of(minute));
-        if !unpacked.contains(&hour) && out.unpacked.last() != Some(&hour) {
-            t.insert(&keys::unpacked(hour.0, hour.1)[..], &[][..]).map_err(err)?;
+        if !unpacked.contains(&hour) && !new_hours.contains(&hour) {
+            new_hours.insert(hour);
             out.unpacked.push(hour);
         }
         out.chunks.push(((id, minute), chunk));
+    }
+    // The marks are keyed by series first: sorted, so their inserts walk the tree once.
+    out.dirty.sort_unstable();
+    out.unpacked.sort_unstable();
+    for &(id, minute) in &out.dirty {
+        t.insert(&keys::dirty(id, minute)[..], &[][..]).map_err(err)?;
+    }
+    for &(id, hour) in &out.unpacked {
+        t.insert(&keys::unpacked(id, hour)[..], &[][..]).map_err(err)?;
     }
     t.insert(keys::NEXT_CHUNK, &next_chunk.to_be_bytes()[..]).map_err(err)?;
     t.retain_in::<&[u8], _>(&keys::logged(0)[..]..=&keys::logged(u64::MAX)[..], |_, _| false).map_err(err)?;
@@ -121,6 +130,38 @@ pub(super) fn replay(t: &mut redb::Table<&[u8], &[u8]>, file: &Path) -> Result<u
     // Marks already on disk are written again: the same empty entries.
     write_chunks(t, file, [&samples, &[]], next_chunk, (&HashSet::new(), &HashSet::new()))?;
     Ok(samples.len() as u64)
+}
+
+/// At open, before the log's replay: chunks as stores before `X` keyed
+/// them (`W`, by series), moved to `X` keys a minute each and numbered on
+/// from the stored next chunk number in the order they are read, so a later
+/// write of a time still comes after an earlier one. Their `U` and `D`
+/// marks stay as they were.
+pub(super) fn move_legacy_chunks(t: &mut redb::Table<&[u8], &[u8]>, file: &Path) -> Result<u64, StoreError> {
+    let err = super::engine(file);
+    let corrupt = |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail };
+    let mut old = Vec::new();
+    scan(&*t, file, b"W", &keys::after(b'W'), |k, v| {
+        let (id, start) = keys::parse_legacy_chunk(k).ok_or_else(|| corrupt(format!("chunk key {k:?} is not 21 bytes")))?;
+        old.push((id, keys::decode_chunk(start, v).ok_or_else(|| corrupt(format!("a chunk of series {id} at {start} does not decode")))?));
+        Ok(true)
+    })?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let mut next_chunk = super::stored_next_chunk(&*t, file)?;
+    let mut moved = 0;
+    for (id, samples) in old {
+        for piece in samples.chunk_by(|a, b| minute_of(a.ts_ms) == minute_of(b.ts_ms)) {
+            let minute = minute_of(piece[0].ts_ms);
+            t.insert(&keys::chunk(minute, id, next_chunk)[..], &keys::encode_chunk(minute, piece)[..]).map_err(err)?;
+            next_chunk += 1;
+        }
+        moved += samples.len() as u64;
+    }
+    t.insert(keys::NEXT_CHUNK, &next_chunk.to_be_bytes()[..]).map_err(err)?;
+    t.retain_in::<&[u8], _>(&b"W"[..]..&keys::after(b'W')[..], |_, _| false).map_err(err)?;
+    Ok(moved)
 }
 
 impl RedbStore {

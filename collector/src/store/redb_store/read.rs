@@ -4,7 +4,7 @@ use shared::{Metric, SensorId};
 
 use super::super::keys;
 use super::super::{Level, Rollup, Sample, StoreError};
-use super::{chunk_start, chunked, hour_of, End, RedbStore, HOUR};
+use super::{chunk_start, chunked, hour_of, End, RedbStore, HOUR, MINUTE};
 
 impl RedbStore {
     pub(super) fn read_range(&self, sensor: &str, metric: &str, from: i64, to: i64, limit: usize) -> Result<Vec<Sample>, StoreError> {
@@ -48,7 +48,7 @@ impl RedbStore {
                 None => None,
             };
             let chunk = match chunk_start(t, &self.file, id, i64::MIN, End::Last)? {
-                Some(start) => chunked(t, &self.file, id, start, i64::MAX)?.pop(),
+                Some(start) => chunked(t, &self.file, id, start, start + MINUTE - 1)?.pop(),
                 None => None,
             };
             // A chunk's sample is newer than a `P` one at the same time.

@@ -320,7 +320,7 @@ fn the_oldest_sample_time_after_retention_is_the_oldest_sample_left() {
 /// How many `W` chunks the store holds once its open samples are written.
 fn chunks(st: &RedbStore) -> usize {
     st.settle().unwrap();
-    st.read(|t| Ok(t.range::<&[u8]>(&b"W"[..]..&keys::after(b'W')[..]).unwrap().count())).unwrap()
+    st.read(|t| Ok(t.range::<&[u8]>(&b"X"[..]..&keys::after(b'X')[..]).unwrap().count())).unwrap()
 }
 
 fn values(st: &RedbStore, sensor: &str) -> Vec<(i64, f64)> {
@@ -415,36 +415,41 @@ fn retention_cuts_a_chunk_at_its_cutoff_and_counts_what_it_dropped() {
     assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 90 * 60_000 + 30_000));
 }
 
-/// A store written before minute chunks holds chunks keyed by their hour
-/// with samples anywhere in it; reads, rollups, packing and retention see
-/// them beside the minute chunks written since, the later write of a time
-/// winning.
+/// A store written before time-ordered chunks holds them keyed by series
+/// (`W`), by minute or, before minute chunks, by hour with samples anywhere
+/// in it. Opened, they are moved to `X` keys a minute each; reads, rollups,
+/// packing and retention see them beside the chunks written since, the
+/// later write of a time winning.
 #[test]
-fn chunks_keyed_by_their_hour_from_before_minute_chunks_are_still_read() {
+fn chunks_keyed_by_series_from_earlier_versions_are_moved_and_read() {
     let dir = tempfile::tempdir().unwrap();
-    let st = RedbStore::open(dir.path()).unwrap();
     let (h0, min) = (10 * HOUR, 60_000);
-    st.write(&w(vec![r(1, "aq-1", h0 + 1_000, 1.0)], vec![])).unwrap();
-    // In a chunk before the old one below, as in a store written before minute chunks.
-    st.settle().unwrap();
-    let id = st.id("aq-1", "pm25").unwrap();
-    // As a store before minute chunks wrote it: one chunk for the hour.
-    let hour_chunk = [
-        Sample { ts_ms: h0 + 1_000, value: 1.5, quality: Quality::Good },
-        Sample { ts_ms: h0 + min + 30_000, value: 2.0, quality: Quality::Good },
-        Sample { ts_ms: h0 + 2 * min + 30_000, value: 3.0, quality: Quality::Good },
-    ];
-    let n = st.next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    st.update(Durability::Immediate, |t| {
-        t.insert(&keys::chunk(id, h0, n)[..], &keys::encode_chunk(h0, &hour_chunk)[..]).map_err(st.err())?;
-        Ok(())
-    })
-    .unwrap();
+    {
+        let st = RedbStore::open(dir.path()).unwrap();
+        // Marks the hour unpacked, as the old store's writes did.
+        st.write(&w(vec![r(1, "aq-1", h0 + 1_000, 1.0)], vec![])).unwrap();
+        st.settle().unwrap();
+        let id = st.id("aq-1", "pm25").unwrap();
+        let s = |ts_ms: i64, value: f64| Sample { ts_ms, value, quality: Quality::Good };
+        // As a store before minute chunks wrote it: one chunk for the hour,
+        // then (a later write) one keyed by its minute.
+        let hour_chunk = [s(h0 + 1_000, 1.5), s(h0 + min + 30_000, 2.0), s(h0 + 2 * min + 30_000, 3.0)];
+        let n = st.next_chunk.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        st.update(Durability::Immediate, |t| {
+            t.insert(&keys::legacy_chunk(id, h0, n)[..], &keys::encode_chunk(h0, &hour_chunk)[..]).map_err(st.err())?;
+            t.insert(&keys::legacy_chunk(id, h0 + 2 * min, n + 1)[..], &keys::encode_chunk(h0 + 2 * min, &[s(h0 + 2 * min + 30_000, 3.5)])[..]).map_err(st.err())?;
+            t.insert(keys::NEXT_CHUNK, &(n + 2).to_be_bytes()[..]).map_err(st.err())?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let st = RedbStore::open(dir.path()).unwrap();
+    assert_eq!((raw_entries(&st, b'W'), raw_entries(&st, b'X')), (0, 5), "1.0's chunk, the hour's in three minutes, the minute's");
     st.write(&w(vec![r(2, "aq-1", h0 + min + 30_000, 20.0), r(3, "aq-1", h0 + 3 * min + 20_000, 4.0)], vec![])).unwrap();
     let values = |from: i64, to: i64| st.query("aq-1", "pm25", from, to, 100).unwrap().iter().map(|s| (s.ts_ms - h0, s.value)).collect::<Vec<_>>();
-    let all = [(1_000, 1.5), (min + 30_000, 20.0), (2 * min + 30_000, 3.0), (3 * min + 20_000, 4.0)];
+    let all = [(1_000, 1.5), (min + 30_000, 20.0), (2 * min + 30_000, 3.5), (3 * min + 20_000, 4.0)];
     assert_eq!(values(h0, h0 + HOUR - 1), all);
-    assert_eq!(values(h0 + 2 * min, h0 + 3 * min - 1), [(2 * min + 30_000, 3.0)], "a minute held only by the hour's chunk");
+    assert_eq!(values(h0 + 2 * min, h0 + 3 * min - 1), all[2..3], "a minute held only by the old chunks, the later one winning");
     assert_eq!(st.last("aq-1", "pm25").unwrap().unwrap().value, 4.0);
     st.roll_up().unwrap();
     let minutes: Vec<_> = st.rollups("aq-1", "pm25", Level::Minute, h0, h0 + HOUR - 1).unwrap().iter().map(|r| (r.start_ms - h0, r.count, r.sum)).collect();
@@ -452,6 +457,7 @@ fn chunks_keyed_by_their_hour_from_before_minute_chunks_are_still_read() {
     let e = st.expire(h0 + 2 * min + 60_000, &|_, _| Keep { raw_ms: Some(60_000), minute_ms: None, hour_ms: None }).unwrap();
     assert_eq!(e.raw, 4, "1.0 and 1.5 at 1 s, 2.0 and 20.0 at 90 s");
     assert_eq!(values(h0, h0 + HOUR - 1), all[2..]);
+    assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 2 * min + 30_000));
     st.pack(h0 + HOUR + PACK_AFTER_MS).unwrap();
     assert_eq!(values(h0, h0 + HOUR - 1), all[2..]);
     assert_eq!(chunks(&st), 0, "packing took the hour's chunk and the minutes'");
@@ -679,10 +685,10 @@ fn open_samples_logged_before_a_stop_are_in_chunks_after_reopening() {
         st.write(&w(vec![r(1, "aq-1", h0 + 1_000, 1.0), r(2, "aq-2", h0 + 2_000, 2.0), r(3, "aq-1", h0 + 61_000, 3.0)], vec![])).unwrap();
         st.write(&w(vec![r(4, "aq-1", h0 + 1_000, 10.0)], vec![(SeqSpace::new("gw-1", 0), Progress { contiguous: 4, above: vec![], heard_ms: 9 })])).unwrap();
         st.sync().unwrap();
-        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W'), raw_entries(&st, b'D')), (2, 0, 0), "two log entries, nothing in chunks yet");
+        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'X'), raw_entries(&st, b'D')), (2, 0, 0), "two log entries, nothing in chunks yet");
     }
     let st = RedbStore::open(dir.path()).unwrap();
-    assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W'), raw_entries(&st, b'D'), raw_entries(&st, b'U')), (0, 3, 3, 2), "aq-1 in two minutes, aq-2 in one");
+    assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'X'), raw_entries(&st, b'D'), raw_entries(&st, b'U')), (0, 3, 3, 2), "aq-1 in two minutes, aq-2 in one");
     assert_eq!(values(&st, "aq-1"), [(h0 + 1_000, 10.0), (h0 + 61_000, 3.0)]);
     assert_eq!(values(&st, "aq-2"), [(h0 + 2_000, 2.0)]);
     assert_eq!(st.first_ts("aq-1", "pm25").unwrap(), Some(h0 + 1_000));
@@ -704,9 +710,9 @@ fn the_write_that_fills_the_open_samples_settles_them_with_its_progress() {
     {
         let st = RedbStore::open_with(dir.path(), options.clone()).unwrap();
         st.write(&w((0..6).map(|i| r(i + 1, "aq-1", 1_000 * i as i64, i as f64)).collect(), progress(6))).unwrap();
-        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W')), (1, 0));
+        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'X')), (1, 0));
         st.write(&w((6..12).map(|i| r(i + 1, "aq-1", 1_000 * i as i64, i as f64)).collect(), progress(12))).unwrap();
-        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'W')), (0, 1), "one chunk: one series, one minute");
+        assert_eq!((raw_entries(&st, b'O'), raw_entries(&st, b'X')), (0, 1), "one chunk: one series, one minute");
         st.sync().unwrap();
     }
     let st = RedbStore::open_with(dir.path(), options).unwrap();

@@ -39,10 +39,10 @@ async fn an_agent_that_cannot_send_does_not_spin() {
     let modbus = sim::run::modbus_toml(&[&city.devices[0]], Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
 
-    let mqtt_port = free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
-    let _broker = Running(Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn().expect("mosquitto (tests/run installs it: apt-get install mosquitto)"));
+    // Listening before the agents start: one that found no broker would wait
+    // out its reconnect backoff, past this test's patience (seen once in CI).
+    let broker = common::Mosquitto::start(dir.path(), free_port());
+    let mqtt_port = broker.port;
 
     let (full_port, dead_port) = (free_port(), free_port());
     let full = agent(dir.path(), "unacked", &format!("mqtt://127.0.0.1:{mqtt_port}"), full_port, &modbus);

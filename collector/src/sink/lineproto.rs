@@ -23,17 +23,19 @@ pub enum Scheme {
 }
 
 fn escape(out: &mut String, s: &str, also_equals: bool) {
-    // Names and tags almost never need it: copied whole, not char by char.
-    if !s.bytes().any(|b| matches!(b, b',' | b' ' | b'\\' | b'\n' | b'\r') || (also_equals && b == b'=')) {
+    let escaped = |c: char| c == ',' || c == ' ' || (also_equals && c == '=') || c == '\\';
+    // A newline would end the line: no tag or name may carry one.
+    let newline = |c: char| c == '\n' || c == '\r';
+    // Names and tags almost never need either: copied whole, not char by char.
+    if !s.chars().any(|c| escaped(c) || newline(c)) {
         out.push_str(s);
         return;
     }
     for c in s.chars() {
-        if c == ',' || c == ' ' || (also_equals && c == '=') || c == '\\' {
+        if escaped(c) {
             out.push('\\');
         }
-        // A newline would end the line: no tag or name may carry one.
-        out.push(if c == '\n' || c == '\r' { ' ' } else { c });
+        out.push(if newline(c) { ' ' } else { c });
     }
 }
 

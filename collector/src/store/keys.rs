@@ -80,14 +80,6 @@ pub fn chunk(minute: i64, id: u32, n: u64) -> [u8; 21] {
     k
 }
 
-/// (minute start, series id) of an `X` key.
-pub fn parse_chunk(k: &[u8]) -> Option<(i64, u32)> {
-    if k.len() != 21 || k[0] != b'X' {
-        return None;
-    }
-    Some(((u64::from_be_bytes(k[1..9].try_into().ok()?) ^ (1 << 63)) as i64, u32::from_be_bytes(k[9..13].try_into().ok()?)))
-}
-
 /// A `W` key, for tests that write a store as it was before `X`.
 #[cfg(test)]
 pub fn legacy_chunk(id: u32, start: i64, n: u64) -> [u8; 21] {

@@ -16,7 +16,7 @@
 //! again); a query rolls up its own series first.
 //!
 //! A write logs its samples in one `O` entry and holds them open (`open`);
-//! settling them lands one `W` chunk per series and minute (13 bytes a
+//! settling them lands one `X` chunk per series and minute (13 bytes a
 //! sample, one B-tree insert however many writes brought them; stores
 //! before chunks wrote a `P` entry per sample, and before minute chunks one
 //! chunk per hour);
@@ -329,10 +329,10 @@ fn chunk_start<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Pat
         hours.reverse();
     }
     for h in hours {
-        let minutes: Box<dyn Iterator<Item = i64>> = match end {
-            End::First => Box::new(minutes_of(h, h, i64::MAX)),
-            End::Last => Box::new(minutes_of(h, h, i64::MAX).rev()),
-        };
+        let mut minutes: Vec<i64> = minutes_of(h, h, i64::MAX).collect();
+        if let End::Last = end {
+            minutes.reverse();
+        }
         for m in minutes {
             let r = minute_range(m, id);
             if t.range::<&[u8]>(&r.start()[..]..=&r.end()[..]).map_err(err)?.next().is_some() {
@@ -343,29 +343,35 @@ fn chunk_start<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Pat
     Ok(None)
 }
 
-/// (minute, samples) of an `X` entry of series `id`.
-fn chunk_entry(file: &Path, id: u32, k: &[u8], v: &[u8]) -> Result<(i64, Vec<Sample>), StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail };
-    let (start, _) = keys::parse_chunk(k).ok_or_else(|| corrupt("chunk key is not 21 bytes".into()))?;
-    let samples = keys::decode_chunk(start, v).ok_or_else(|| corrupt(format!("a chunk of series {id} at {start} does not decode")))?;
-    Ok((start, samples))
+/// Calls `f` with (key, minute, samples) of each chunk of series `id` in
+/// the minutes of `from..=to`, in key order: the later write of a time
+/// comes last.
+fn each_chunk<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    file: &Path,
+    id: u32,
+    (from, to): (i64, i64),
+    mut f: impl FnMut(&[u8], i64, Vec<Sample>),
+) -> Result<(), StoreError> {
+    let (err, corrupt) = (engine(file), |detail: String| StoreError::Corrupt { path: file.display().to_string(), detail });
+    for h in unpacked_hours(t, file, id, from, to)? {
+        for m in minutes_of(h, from, to) {
+            let r = minute_range(m, id);
+            for item in t.range::<&[u8]>(&r.start()[..]..=&r.end()[..]).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let samples = keys::decode_chunk(m, v.value()).ok_or_else(|| corrupt(format!("a chunk of series {id} at {m} does not decode")))?;
+                f(k.value(), m, samples);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The chunked samples of series `id` with `from <= ts <= to`, in time
 /// order, a later chunk's sample replacing an earlier one's at the same time.
 fn chunked<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, file: &Path, id: u32, from: i64, to: i64) -> Result<Vec<Sample>, StoreError> {
     let mut all = Vec::new();
-    for h in unpacked_hours(t, file, id, from, to)? {
-        for m in minutes_of(h, from, to) {
-            // In key order: the later write of a time comes last.
-            let r = minute_range(m, id);
-            for item in t.range::<&[u8]>(&r.start()[..]..=&r.end()[..]).map_err(engine(file))? {
-                let (k, v) = item.map_err(engine(file))?;
-                let (_, samples) = chunk_entry(file, id, k.value(), v.value())?;
-                all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms)));
-            }
-        }
-    }
+    each_chunk(t, file, id, (from, to), |_, _, samples| all.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts_ms))))?;
     Ok(latest_per_time(all))
 }
 
@@ -536,16 +542,7 @@ impl RedbStore {
     fn expire_chunks(&self, t: &mut redb::Table<&[u8], &[u8]>, id: u32, cutoff: i64) -> Result<u64, StoreError> {
         let mut old: Vec<(Vec<u8>, i64, Vec<Sample>)> = Vec::new();
         // A chunk of a minute after the cutoff's holds nothing older.
-        for h in unpacked_hours(&*t, &self.file, id, i64::MIN, cutoff)? {
-            for m in minutes_of(h, h, cutoff) {
-                let r = minute_range(m, id);
-                for item in t.range::<&[u8]>(&r.start()[..]..=&r.end()[..]).map_err(self.err())? {
-                    let (k, v) = item.map_err(self.err())?;
-                    let (start, samples) = chunk_entry(&self.file, id, k.value(), v.value())?;
-                    old.push((k.value().to_vec(), start, samples));
-                }
-            }
-        }
+        each_chunk(&*t, &self.file, id, (i64::MIN, cutoff), |k, minute, samples| old.push((k.to_vec(), minute, samples)))?;
         let mut gone = 0u64;
         for (key, start, samples) in old {
             let keep: Vec<Sample> = samples.iter().filter(|s| s.ts_ms >= cutoff).copied().collect();

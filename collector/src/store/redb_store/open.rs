@@ -93,8 +93,7 @@ pub(super) fn write_chunks(
             out.dirty.push((id, minute));
         }
         let hour = (id, hour_of(minute));
-        if !unpacked.contains(&hour) && !new_hours.contains(&hour) {
-            new_hours.insert(hour);
+        if !unpacked.contains(&hour) && new_hours.insert(hour) {
             out.unpacked.push(hour);
         }
         out.chunks.push(((id, minute), chunk));

@@ -317,7 +317,7 @@ fn the_oldest_sample_time_after_retention_is_the_oldest_sample_left() {
     assert_eq!(first_is_what_a_read_gives(&st, "aq-2"), Some(h0 + 5));
 }
 
-/// How many `W` chunks the store holds once its open samples are written.
+/// How many `X` chunks the store holds once its open samples are written.
 fn chunks(st: &RedbStore) -> usize {
     st.settle().unwrap();
     st.read(|t| Ok(t.range::<&[u8]>(&b"X"[..]..&keys::after(b'X')[..]).unwrap().count())).unwrap()

@@ -24,7 +24,8 @@ pub enum Scheme {
 
 fn escape(out: &mut String, s: &str, also_equals: bool) {
     let escaped = |c: char| c == ',' || c == ' ' || (also_equals && c == '=') || c == '\\';
-    // A newline would end the line: no tag or name may carry one.
+    // A newline would end the line: no tag or name may carry one; it
+    // becomes a space, escaped as any space is.
     let newline = |c: char| c == '\n' || c == '\r';
     // Names and tags almost never need either: copied whole, not char by char.
     if !s.chars().any(|c| escaped(c) || newline(c)) {
@@ -32,7 +33,7 @@ fn escape(out: &mut String, s: &str, also_equals: bool) {
         return;
     }
     for c in s.chars() {
-        if escaped(c) {
+        if escaped(c) || newline(c) {
             out.push('\\');
         }
         out.push(if newline(c) { ' ' } else { c });
@@ -98,10 +99,14 @@ mod tests {
         line(&mut out, Scheme::Kind, &reading(0.1), None, None).unwrap();
         assert_eq!(out, "uncatalogued,metric=pm25,sensor=aq-001 value=0.1,quality=1i 1700000000123\n");
         assert!(line(&mut out, Scheme::Metric, &reading(f64::NAN), None, None).is_none());
-        // `=` is escaped in tags, not in the measurement; a newline becomes a space.
+        // `=` is escaped in tags, not in the measurement; a newline becomes an escaped space.
         out.clear();
         let odd = Reading { sensor: "a=b\nc".into(), metric: "x=y".into(), ts_ms: -5, quality: Quality::Bad, ..reading(-1e21) };
         line(&mut out, Scheme::Metric, &odd, Some("g w"), None).unwrap();
-        assert_eq!(out, "x=y,gateway=g\\ w,sensor=a\\=b c value=-1e21,quality=2i -5\n");
+        assert_eq!(out, "x=y,gateway=g\\ w,sensor=a\\=b\\ c value=-1e21,quality=2i -5\n");
+        // A newline alone does not take the fast path past its escaping.
+        out.clear();
+        line(&mut out, Scheme::Metric, &Reading { sensor: "n\nl".into(), ..reading(1.0) }, None, None).unwrap();
+        assert_eq!(out, "pm25,sensor=n\\ l value=1.0,quality=1i 1700000000123\n");
     }
 }

@@ -147,7 +147,7 @@ impl Collector {
         };
         tasks.push(tokio::spawn(feed::webhook::run(webhooks, hooks, speaking.clone(), stop.clone())));
 
-        // Ingest: the connection that hears batches also sends the acks.
+        // Ingest: one connection hears batches, another sends the acks.
         let (ingest_tx, ingest_rx) = mpsc::channel::<Incoming>(1024);
         let up_filter = match &config.mqtt.shared_group {
             Some(g) => format!("$share/{g}/{}", topics::UP_FILTER),
@@ -165,9 +165,11 @@ impl Collector {
         let router = mqtt::inbound::Router { ingest: ingest_tx, rules: rules_tx.clone(), registry: registry.clone(), feed: feed.clone() };
         let mut link = connector.connect("", 1024, subscriptions, router, stop.clone());
         tasks.push(link.task);
+        let acks = connector.connect("-acks", 4096, Vec::new(), PublishOnly, stop.clone());
+        tasks.push(acks.task);
         let forwarded = Arc::new(Notify::new());
         let keys = config.batch_keys(base)?;
-        let links = ingest::Links { acks: link.client.clone(), rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone() };
+        let links = ingest::Links { acks: acks.client, rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone() };
         let counters = Arc::new(ingest::Counters::default());
         let admission = ingest::Admission { keys, rate: RateLimit::new(config.mqtt.gateway_rate, clock.clone()) };
         let limit = JumpLimit { per_second: config.mqtt.gateway_rate as u64, slack: config.ingest.seq_jump_slack };
@@ -184,7 +186,7 @@ impl Collector {
             registry.clone(),
             counters.clone(),
             links,
-            ingest::Policy { admission, sequencing: ingest::Sequencing { limit, clock: clock.clone() }, trust },
+            ingest::Policy { admission, sequencing: ingest::Sequencing { limit, clock: clock.clone() }, trust, in_flight_readings: config.ingest.in_flight_readings },
             health,
         )?;
         let (ingest_control, control_rx) = mpsc::channel::<IngestControl>(16);

@@ -209,3 +209,63 @@ async fn batches_admitted_behind_a_failed_write_are_not_acked_and_are_stored_whe
     assert_eq!(metric(c.http_addr, "citysense_readings_duplicate_total").await, 0.0, "a resent reading the store never had is no duplicate");
     c.shutdown().await;
 }
+
+/// A disk stalls while more gateways send than the acks' request queue
+/// holds (1,024), and an operator asks for a gateway's progress meanwhile
+/// (ingest finishes every commit before it answers). When acks went out on
+/// the connection that hears batches, the commit's 1,100 acks waited for
+/// room in that connection's queue, the connection for ingest to take the
+/// next batch, and ingest for the commit: nothing moved again. (Without the
+/// operator, ingest waiting for room in flight closed the same circle: a
+/// 1,000-gateway benchmark stopped at 5.8M readings.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_disk_stall_more_gateways_than_the_ack_queue_holds_are_all_acknowledged() {
+    const GATEWAYS: usize = 1_100;
+    const ROUNDS: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let (flaky, c) = start(&dir).await;
+    let mut connecting = tokio::task::JoinSet::new();
+    for i in 0..GATEWAYS {
+        let url = c.mqtt_url.clone();
+        connecting.spawn(async move { (i, FakeGateway::connect(&url, &format!("gw-{i}")).await) });
+    }
+    let mut gateways: Vec<(usize, FakeGateway)> = connecting.join_all().await;
+    gateways.sort_by_key(|(i, _)| *i);
+    let mut gateways: Vec<FakeGateway> = gateways.into_iter().map(|(_, g)| g).collect();
+    let one = |i: usize, v: f64| vec![Reading { sensor: format!("s-{i}").into(), ..reading(v) }];
+
+    flaky.mode.store(HANG, SeqCst);
+    let before = flaky.writes.load(SeqCst);
+    gateways[0].send(one(0, 0.0)).await;
+    wait_for("a write to hang", Duration::from_secs(20), || async { (flaky.writes.load(SeqCst) > before).then_some(()) }).await;
+    // One batch from each gateway, admitted behind the hung write: its commit will ack 1,100.
+    for (i, gw) in gateways.iter_mut().enumerate() {
+        gw.send(one(i, 1.0)).await;
+    }
+    wait_for("every gateway's batch to be admitted", Duration::from_secs(60), || async { (metric(c.http_addr, "citysense_batches_total").await > GATEWAYS as f64).then_some(()) })
+        .await;
+    let http = c.http_addr;
+    let asked = tokio::spawn(async move { get(http, "/api/v1/gateways/gw-0/progress").await });
+    // More than ingest's queue holds, while it waits for the commit.
+    for round in 2..=ROUNDS {
+        for (i, gw) in gateways.iter_mut().enumerate() {
+            gw.send(one(i, round as f64)).await;
+        }
+    }
+    // Named stalled once ingest has made no progress for 10 s: by then the
+    // connection has taken all it could.
+    wait_for("/healthz to name the stalled ingest", Duration::from_secs(60), || async {
+        let (status, body) = health(c.http_addr).await;
+        (status == 503 && body["failing"][0]["component"] == "ingest").then_some(())
+    })
+    .await;
+
+    flaky.mode.store(OK, SeqCst);
+    for (i, gw) in gateways.iter_mut().enumerate() {
+        gw.wait_acked(if i == 0 { ROUNDS + 1 } else { ROUNDS }, Duration::from_secs(60)).await;
+    }
+    let (status, body) = asked.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric(c.http_addr, "citysense_readings_stored_total").await, (GATEWAYS as u64 * ROUNDS + 1) as f64);
+    c.shutdown().await;
+}

@@ -103,7 +103,12 @@ pub(super) struct Committer {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub counters: Arc<Counters>,
-    /// Acks go out on the connection the batches came in on.
+    /// A connection that only publishes. On the connection that hears the
+    /// batches, acks waited for room in its request queue while that
+    /// connection waited for ingest to take the next batch, and ingest for
+    /// room in flight that only this commit gives back: with more gateways
+    /// in one commit than the queue holds, every part waited on another for
+    /// good (1,000 gateways at 500k readings/s stopped at 5.8M readings).
     pub acks: AsyncClient,
     pub feed: Bus,
     /// Wakes the external sink when the forward log has grown.

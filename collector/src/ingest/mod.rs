@@ -48,16 +48,6 @@ use shared::{GatewayId, SensorId};
 /// cannot grow the collector's state without bound.
 pub const MAX_EPOCHS: usize = 8;
 
-/// Readings admitted and not yet committed, at most: about two seconds of
-/// a city at 500k readings/s (some 100-150 MB of batches). Admission waits
-/// for room beyond it, so a disk that stalls holds back the broker, not the
-/// collector's memory. Admitted readings reach the rules at once, so this
-/// is also how long a store write may stall before alerts wait for it: at
-/// 262,144 (half a second), an upkeep pass's settle of 1M series held
-/// alerts back, p99 0.82-0.98 s from 1,000 gateways at 500k/s; at 1M,
-/// 0.24-0.32 s.
-const IN_FLIGHT_READINGS: usize = 1 << 20;
-
 pub struct Ingest {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
@@ -93,6 +83,8 @@ struct Pipe {
     to_commit: mpsc::UnboundedSender<ToCommit>,
     news: mpsc::UnboundedReceiver<Committed>,
     room: Arc<Semaphore>,
+    /// The room's permits in all: a group wants at most this many.
+    room_size: usize,
     in_flight: Arc<InFlight>,
     /// Until `run` starts it.
     committer: Option<(Committer, mpsc::UnboundedReceiver<ToCommit>, mpsc::UnboundedSender<Committed>)>,
@@ -111,6 +103,8 @@ pub struct Policy {
     pub admission: Admission,
     pub sequencing: Sequencing,
     pub trust: Trust,
+    /// Readings admitted and not yet committed, at most (`ingest.in_flight_readings`).
+    pub in_flight_readings: usize,
 }
 
 /// How sequences may move, and the clock they are judged by.
@@ -121,7 +115,7 @@ pub struct Sequencing {
 
 /// Where ingest sends what it has accepted.
 pub struct Links {
-    /// Acks go out on the connection the batches came in on.
+    /// A connection of their own: see `Committer::acks`.
     pub acks: AsyncClient,
     /// Accepted readings go on to the rule engine (never waited for) and the feeds.
     pub rules: mpsc::Sender<RuleInput>,
@@ -132,7 +126,7 @@ pub struct Links {
 
 impl Ingest {
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, policy: Policy, health: Health) -> Result<Ingest, StoreError> {
-        let Policy { admission, sequencing: Sequencing { limit, clock }, trust } = policy;
+        let Policy { admission, sequencing: Sequencing { limit, clock }, trust, in_flight_readings } = policy;
         let Links { acks, rules, feed, forwarded } = links;
         let ownership = Ownership::new(&trust.catalogue, store.bindings()?);
         let now = clock.now_ms();
@@ -158,7 +152,14 @@ impl Ingest {
             keys: admission.keys.clone(),
             poisoned: None,
         };
-        let pipe = Pipe { to_commit, news, room: Arc::new(Semaphore::new(IN_FLIGHT_READINGS)), in_flight, committer: Some((committer, commit_rx, news_tx)) };
+        let pipe = Pipe {
+            to_commit,
+            news,
+            room: Arc::new(Semaphore::new(in_flight_readings)),
+            room_size: in_flight_readings,
+            in_flight,
+            committer: Some((committer, commit_rx, news_tx)),
+        };
         Ok(Ingest {
             store,
             registry,
@@ -419,7 +420,7 @@ impl Ingest {
         self.provisional.extend(bindings.iter().map(|(s, _)| s.clone()));
         self.ownership.commit(bindings.iter().cloned());
         self.trackers.extend(next.iter().map(|(s, t)| (s.clone(), t.clone())));
-        let want = readings.clamp(1, IN_FLIGHT_READINGS) as u32;
+        let want = readings.clamp(1, self.pipe.room_size) as u32;
         let Ok(room) = self.pipe.room.clone().acquire_many_owned(want).await else { return false };
         self.pipe.in_flight.sent(&self.health);
         let admitted = Admitted { generation: self.generation, outcomes, trackers: next, bindings, settled, now, _room: room };

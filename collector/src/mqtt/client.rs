@@ -2,9 +2,12 @@
 //! with backoff, subscriptions renewed on every CONNACK, and incoming
 //! PUBLISHes handed to an `Inbound`. Every component connects through it.
 //!
-//! Ingest, live readings and alerts each get a connection of their own made
-//! here. Live readings: a flood of them must never fill the request queue
-//! that acks wait on. Alerts: the broker's PUBACK for an alert, left
+//! Ingest, its acks, live readings and alerts each get a connection of
+//! their own made here. Acks: the connection that hears batches waits for
+//! ingest to take each one, and ingest may wait for a commit that is
+//! sending acks (`ingest::commit::Committer::acks`). Live readings: a flood
+//! of them must never fill the request queue that acks wait on. Alerts:
+//! the broker's PUBACK for an alert, left
 //! unacknowledged on a socket without TCP_NODELAY (rumqttd's), held the next
 //! incoming batch for the delayed ACK (~40 ms, measured).
 

@@ -19,10 +19,11 @@ pub struct IngestConfig {
     /// room beyond it, so a disk that stalls holds back the broker, not the
     /// collector's memory (some 100-150 bytes a reading, batches and all).
     /// Admitted readings reach the rules at once, so this is also how long
-    /// a store write may stall before alerts wait for it: at 262,144, an
-    /// upkeep pass's settle of 1M series held alerts back, p99 0.82-0.98 s
-    /// from 1,000 gateways at 500k/s; at 1M (about two seconds of that
-    /// city), 0.24-0.32 s.
+    /// a store write may stall before alerts wait for it. From 1,000
+    /// gateways paced at 500k/s, whose upkeep passes hold writes off for
+    /// about 3 s each: alert p99 0.82-0.98 s at 262,144; 1.2-1.6 s at 1M
+    /// (0.24-0.32 s on another machine), 388k-431k readings/s; 0.25-0.28 s
+    /// at 4M (8 s of that city), 464k-489k/s.
     #[serde(default = "default_in_flight_readings")]
     pub in_flight_readings: usize,
 }
@@ -38,7 +39,7 @@ fn default_seq_jump_slack() -> u64 {
 }
 
 fn default_in_flight_readings() -> usize {
-    1 << 20
+    1 << 22
 }
 
 /// A batch larger than the room takes all of it, so any room works; below
@@ -68,9 +69,9 @@ mod tests {
     }
 
     #[test]
-    fn room_in_flight_defaults_to_a_million_readings_and_refuses_too_little() {
-        assert_eq!(check("").unwrap().ingest.in_flight_readings, 1 << 20);
-        assert_eq!(check("in_flight_readings = 4194304").unwrap().ingest.in_flight_readings, 4 << 20);
+    fn room_in_flight_defaults_to_four_million_readings_and_refuses_too_little() {
+        assert_eq!(check("").unwrap().ingest.in_flight_readings, 1 << 22);
+        assert_eq!(check("in_flight_readings = 1048576").unwrap().ingest.in_flight_readings, 1 << 20);
         let e = check("in_flight_readings = 999").unwrap_err();
         assert!(e.contains("ingest.in_flight_readings: must be at least 1000"), "{e}");
     }

@@ -42,7 +42,11 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let cache = std::env::var("CITYSENSE_BENCH_STORE_CACHE").ok();
     // Right after `[store] path`: the line lands in `[store]`.
     let cache_line = cache.as_ref().map(|c| format!("cache = \"{c}\"\n")).unwrap_or_default();
-    let (_dir, c) = collector_on(&mqtt, &format!("{cache_line}{}{PROBE_RULE}{sink}", quiet_rules(rules))).await?;
+    // `CITYSENSE_BENCH_IN_FLIGHT=1048576`: `ingest.in_flight_readings`
+    // changed from the shipped 4,194,304, named in the output.
+    let in_flight = std::env::var("CITYSENSE_BENCH_IN_FLIGHT").ok();
+    let in_flight_line = in_flight.as_ref().map(|n| format!("[ingest]\nin_flight_readings = {n}\n")).unwrap_or_default();
+    let (_dir, c) = collector_on(&mqtt, &format!("{cache_line}{}{PROBE_RULE}{sink}{in_flight_line}", quiet_rules(rules))).await?;
 
     let live_received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (live, mut live_el) = mqtt_client(&c.mqtt_url, "bench-live-screen");
@@ -124,7 +128,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     drop(vm);
     let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     Ok(
-        json!({"scenario": "ingest-sustained", "store_cache": cache.as_deref().unwrap_or("256MiB (shipped)"), "gateways": gateways, "rate_asked": rate, "unacked_batches_per_gateway": window, "off": off, "rules": rules + 1, "rules_on_load_metrics": rules, "broker": broker,
+        json!({"scenario": "ingest-sustained", "store_cache": cache.as_deref().unwrap_or("256MiB (shipped)"), "in_flight_readings": in_flight.as_deref().unwrap_or("4194304 (shipped)"), "gateways": gateways, "rate_asked": rate, "unacked_batches_per_gateway": window, "off": off, "rules": rules + 1, "rules_on_load_metrics": rules, "broker": broker,
               "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
               "stored_seconds": r3(stored_secs), "stored_readings_per_s": (want as f64 / stored_secs).round(),
               "rules_lagged_readings": lagged,

@@ -1,5 +1,11 @@
 //! The `citysense-collector` command line: run, check, token, gateway-credentials.
 
+/// jemalloc rather than glibc's malloc: BENCHMARKS.md "allocator" (as
+/// Vector and TiKV ship).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

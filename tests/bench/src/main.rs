@@ -37,6 +37,11 @@ mod sta;
 mod store;
 mod sustained;
 
+/// The allocator the collector binary ships with, so the figures are its.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use agent_pipeline::{agent_pipeline, Phases, Settings};
 use alert_latency::alert_latency;
 use delivery::delivery;

@@ -243,16 +243,18 @@ impl Engine {
         (c, a)
     }
 
-    /// Notes the arrival of `r` at `now`; false for a reading not newer than
-    /// the newest of its series. The newest moves on with every reading, not
-    /// only those a threshold or rate rule takes: a series' rules all select
-    /// by its sensor and metric, so they take all its readings or none
-    /// (until a rule is added, which then passes over readings older than
-    /// the series' newest, as it would a resend).
-    /// Whether `r` is newer than any reading of its series evaluated, and
-    /// how many of the series' keys are engaged.
+    /// Notes the arrival of `r` at `now`, and says how many of its series'
+    /// keys are engaged; false for a reading not newer than the newest of
+    /// its series. The newest moves on with every reading, not only those a
+    /// threshold or rate rule takes: a series' rules all select by its
+    /// sensor and metric, so they take all its readings or none (until a
+    /// rule is added, which then passes over readings older than the
+    /// series' newest, as it would a resend).
     fn arrived(&mut self, r: &Reading, now: i64) -> (bool, u32) {
-        let seen = self.series_seen(&r.sensor, &r.metric);
+        let seen = match self.series.get_mut(&SeriesRef(&r.sensor, &r.metric)) {
+            Some(s) => s,
+            None => self.series.entry((r.sensor.clone(), r.metric.clone())).or_default(),
+        };
         seen.arrived_ms = Some(now);
         let fresh = match seen.newest_ts_ms {
             Some(t) if r.ts_ms <= t => false,
@@ -264,8 +266,8 @@ impl Engine {
         (fresh, seen.engaged)
     }
 
+    /// For alerts opening and closing, not for each reading (`arrived` looks up once).
     fn series_seen(&mut self, sensor: &str, metric: &str) -> &mut SeriesSeen {
-        // Looked up by reference first: a clone of both ids only for a new series.
         if !self.series.contains_key(&SeriesRef(sensor, metric)) {
             self.series.insert((sensor.into(), metric.into()), SeriesSeen::default());
         }

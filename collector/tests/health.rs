@@ -227,11 +227,10 @@ async fn after_a_disk_stall_more_gateways_than_the_ack_queue_holds_are_all_ackno
     let mut connecting = tokio::task::JoinSet::new();
     for i in 0..GATEWAYS {
         let url = c.mqtt_url.clone();
-        connecting.spawn(async move { (i, FakeGateway::connect(&url, &format!("gw-{i}")).await) });
+        connecting.spawn(async move { FakeGateway::connect(&url, &format!("gw-{i}")).await });
     }
-    let mut gateways: Vec<(usize, FakeGateway)> = connecting.join_all().await;
-    gateways.sort_by_key(|(i, _)| *i);
-    let mut gateways: Vec<FakeGateway> = gateways.into_iter().map(|(_, g)| g).collect();
+    // In the order they connected: each sends the sensor of its place here.
+    let mut gateways: Vec<FakeGateway> = connecting.join_all().await;
     let one = |i: usize, v: f64| vec![Reading { sensor: format!("s-{i}").into(), ..reading(v) }];
 
     flaky.mode.store(HANG, SeqCst);

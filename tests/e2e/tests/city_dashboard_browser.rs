@@ -269,14 +269,14 @@ async fn ten_thousand_sensors_on_the_map_the_league_and_the_wall() {
 
     // The table's API: worst first by default, filtered by state and district, bad input named.
     // The table's snapshot may be up to 500 ms older than the live stream that coloured the map.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let worst = loop {
-        let worst = get_json(http, "/api/v1/sensors/page?limit=3").await;
-        if worst["rows"][0]["id"].as_str() == Some(victim.as_str()) || Instant::now() > deadline {
-            break worst;
+    let worst = wait_for("the alerting sensor at the top of the table", Duration::from_secs(5), || {
+        let victim = victim.clone();
+        async move {
+            let worst = get_json(http, "/api/v1/sensors/page?limit=3").await;
+            (worst["rows"][0]["id"].as_str() == Some(victim.as_str())).then_some(worst)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!((worst["total"].as_u64(), worst["rows"][0]["id"].as_str(), worst["rows"][0]["state"].as_str()), (Some(10_000), Some(victim.as_str()), Some("alerting")), "{worst}");
     let here = get_json(http, &format!("/api/v1/sensors/page?state=alerting&district={district}&q=ai")).await;
     assert_eq!(here["total"], 1, "{here}");

@@ -84,6 +84,9 @@ pub struct Collector {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     http: JoinHandle<()>,
+    /// With the log shared by partition: the task that lets this collector's
+    /// partitions go at shutdown, awaited while ingest still settles their batches.
+    handover: Option<JoinHandle<()>>,
 }
 
 impl Collector {
@@ -128,9 +131,15 @@ impl Collector {
         tasks.push(tokio::spawn(incidents.clone().run(Duration::from_millis(250), stop.clone())));
         let speaking = match &config.cluster {
             Some(cluster) => {
-                let (tx, rx) = watch::channel(crate::cluster::speaker::Turn::SILENT);
                 let link = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
-                tasks.push(tokio::spawn(crate::cluster::speaker::run(link.clone(), cluster.name(), tx, stop.clone())));
+                let speaking = if link.partitions().is_some() {
+                    // Each collector processes its own partitions, so it announces what it processed.
+                    crate::cluster::speaker::always()
+                } else {
+                    let (tx, rx) = watch::channel(crate::cluster::speaker::Turn::SILENT);
+                    tasks.push(tokio::spawn(crate::cluster::speaker::run(link.clone(), cluster.name(), tx, stop.clone())));
+                    rx
+                };
                 let targets = crate::cluster::handling::Targets { alerting: alerting.clone(), incidents: incidents.clone() };
                 let (work, task) = crate::cluster::handling::start(link, cluster.name(), targets, stop.clone());
                 let incident_work = work.clone();
@@ -141,7 +150,7 @@ impl Collector {
                     let _ = incident_work.send(crate::cluster::handling::Op::Incident(w));
                 }));
                 tasks.push(task);
-                rx
+                speaking
             }
             None => crate::cluster::speaker::always(),
         };
@@ -154,11 +163,29 @@ impl Collector {
             None => topics::UP_FILTER.to_string(),
         };
         let mut subscriptions = vec![(topics::STATE_FILTER.into(), QoS::AtLeastOnce), (topics::HEALTH_FILTER.into(), QoS::AtMostOnce)];
+        let (ingest_control, control_rx) = mpsc::channel::<IngestControl>(16);
+        let (mut holdings, mut progress, mut handover) = (None, None, None);
         match &config.cluster {
             // Batches come from the cluster's log, not straight off MQTT.
             Some(cluster) => {
                 let log = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
-                tasks.push(tokio::spawn(log.run(ingest_tx.clone(), stop.clone())));
+                match log.partitions() {
+                    Some(partitions) => {
+                        let held = crate::cluster::assignment::Holdings::new(partitions);
+                        alerting.set_scope(held.clone());
+                        let (out, task) = crate::cluster::progress::start(log.clone(), partitions, stop.clone());
+                        tasks.push(task);
+                        progress = Some(out);
+                        let (replicate, task) = crate::cluster::alerts::start(log.clone(), held.clone(), stop.clone());
+                        tasks.push(task);
+                        alerting.set_replicate(replicate);
+                        let to = crate::cluster::assignment::Work { batches: ingest_tx.clone(), control: ingest_control.clone(), alerting: alerting.clone() };
+                        let beat = liveness.register("batch_log", clock.clone());
+                        handover = Some(tokio::spawn(crate::cluster::assignment::run(log, cluster.name(), held.clone(), to, beat, stop.clone())));
+                        holdings = Some(held);
+                    }
+                    None => tasks.push(tokio::spawn(log.run(ingest_tx.clone(), liveness.register("batch_log", clock.clone()), stop.clone()))),
+                }
             }
             None => subscriptions.insert(0, (up_filter, QoS::AtLeastOnce)),
         }
@@ -169,7 +196,7 @@ impl Collector {
         tasks.push(acks.task);
         let forwarded = Arc::new(Notify::new());
         let keys = config.batch_keys(base)?;
-        let links = ingest::Links { acks: acks.client, rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone() };
+        let links = ingest::Links { acks: acks.client, rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone(), progress };
         let counters = Arc::new(ingest::Counters::default());
         let admission = ingest::Admission { keys, rate: RateLimit::new(config.mqtt.gateway_rate, clock.clone()) };
         let limit = JumpLimit { per_second: config.mqtt.gateway_rate as u64, slack: config.ingest.seq_jump_slack };
@@ -189,7 +216,6 @@ impl Collector {
             ingest::Policy { admission, sequencing: ingest::Sequencing { limit, clock: clock.clone() }, trust, in_flight_readings: config.ingest.in_flight_readings },
             health,
         )?;
-        let (ingest_control, control_rx) = mpsc::channel::<IngestControl>(16);
         tasks.push(tokio::spawn(ingest.run(ingest_rx, control_rx)));
 
         // Store lifecycle and the InfluxDB sink.
@@ -252,6 +278,7 @@ impl Collector {
             liveness,
             sta,
             speaking: speaking.clone(),
+            holdings,
             known_gateways: Arc::new(config.gateway.iter().map(|g| g.id.to_string()).chain(config.sensor.iter().flat_map(|s| s.owners()).map(|g| g.to_string())).collect()),
         };
         let (http_addr, http) = http::serve(&config.http, state, tls_stats, stop.clone()).await?;
@@ -272,6 +299,7 @@ impl Collector {
             shutdown,
             tasks,
             http,
+            handover,
         })
     }
 
@@ -279,6 +307,12 @@ impl Collector {
     /// ingest and syncs the store. Once it returns, nothing holds the stores.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        if let Some(mut h) = self.handover {
+            // Handed back now, the others take the partitions at once rather than when the leases expire.
+            if tokio::time::timeout(Duration::from_secs(10), &mut h).await.is_err() {
+                h.abort();
+            }
+        }
         let mut http = self.http;
         if tokio::time::timeout(Duration::from_secs(5), &mut http).await.is_err() {
             http.abort();

@@ -39,6 +39,9 @@ pub enum IngestControl {
     /// Bind an uncatalogued sensor to another gateway; the reply names the
     /// gateway(s) it was bound to before.
     MoveSensor { sensor: shared::SensorId, gateway: GatewayId, reply: oneshot::Sender<Result<Vec<GatewayId>, MoveRefused>> },
+    /// Delivery progress another collector left for gateways this one now
+    /// reads (`crate::cluster::progress`): taken where it is further on.
+    Adopt { progress: Vec<(crate::store::SeqSpace, crate::store::Progress)>, reply: oneshot::Sender<()> },
 }
 
 /// Why a sensor was not moved.

@@ -39,6 +39,16 @@ impl Applied {
         self.set(0)
     }
 
+    /// Moves past `seq`, logging rather than failing: behind is safe, those
+    /// batches are read again and deduplicated.
+    pub fn settled(&mut self, seq: u64) {
+        if seq > 0 {
+            if let Err(e) = self.set(seq) {
+                tracing::warn!("batch log: cannot record progress at {}: {e}", self.path.display());
+            }
+        }
+    }
+
     fn set(&mut self, seq: u64) -> io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, format!("{seq}\n"))?;
@@ -82,9 +92,9 @@ impl<T> Pending<T> {
         self.queue.is_empty()
     }
 
-    /// Waits for the oldest batch's fate, moves `applied` past it and every
-    /// settled one after it, and returns what came with them.
-    pub async fn settle(&mut self, applied: &mut Applied) -> Result<Vec<T>, NotStored> {
+    /// Waits for the oldest batch's fate, and returns what came with it and
+    /// with every settled one after it, and the last one's stream sequence.
+    pub async fn settle(&mut self) -> Result<(Vec<T>, u64), NotStored> {
         let mut done = Vec::new();
         let mut last = None;
         if let Some((seq, told, _)) = self.queue.front_mut() {
@@ -105,13 +115,7 @@ impl<T> Pending<T> {
                 Err(oneshot::error::TryRecvError::Closed) => return Err(NotStored(*seq)),
             }
         }
-        if let Some(seq) = last {
-            if let Err(e) = applied.set(seq) {
-                // Behind is safe: those batches are read again and deduplicated.
-                tracing::warn!("batch log: cannot record progress at {}: {e}", applied.path.display());
-            }
-        }
-        Ok(done)
+        Ok((done, last.unwrap_or_default()))
     }
 }
 
@@ -135,10 +139,12 @@ mod tests {
         // 8 settles before 7: nothing moves until 7 does, then both.
         b.send(()).unwrap();
         a.send(()).unwrap();
-        assert_eq!(pending.settle(&mut applied).await.unwrap(), ['a', 'b']);
+        let (done, last) = pending.settle().await.unwrap();
+        assert_eq!((done, last), (vec!['a', 'b'], 8));
+        applied.settled(last);
         assert_eq!(applied.upto(), 8);
         drop(c);
-        assert!(matches!(pending.settle(&mut applied).await, Err(NotStored(9))));
+        assert!(matches!(pending.settle().await, Err(NotStored(9))));
         assert_eq!(Applied::open(&path).unwrap().upto(), 8);
     }
 

@@ -10,6 +10,12 @@
 //! stored and synced it, or refused it for good; a store failure sends back
 //! every batch not yet settled, to be delivered again a second later, as an
 //! agent's resend would.
+//!
+//! Split into partitions (`cluster.partitions`, `super::partition`), the log
+//! is read one partition at a time instead: through a durable consumer per
+//! partition (`partition-<p>`), shared by whichever collector holds the
+//! partition (`super::assignment`), whose acknowledged place is the
+//! partition's progress, kept on the cluster rather than on any collector's disk.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +25,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::applied::{Applied, Pending};
+use super::partition::{self, Partitions};
 use super::{ClusterConfig, ClusterError};
 use crate::messages::Incoming;
 
@@ -39,6 +46,7 @@ pub struct Link {
     keep: Duration,
     applied: PathBuf,
     name: String,
+    partitions: u32,
 }
 
 impl Link {
@@ -57,7 +65,12 @@ impl Link {
         let applied = data.join("batch-log-applied");
         // Read once now, so a damaged file stops the start with its name.
         Applied::open(&applied).map_err(|source| ClusterError::Progress { path: applied.clone(), source })?;
-        Ok(Link { addrs, login, replicas: config.replicas, keep: config.keep.0, applied, name: config.name() })
+        Ok(Link { addrs, login, replicas: config.replicas, keep: config.keep.0, applied, name: config.name(), partitions: config.partitions })
+    }
+
+    /// The partitions the log is split into; `None` when every collector reads all of it.
+    pub fn partitions(&self) -> Option<Partitions> {
+        (self.partitions > 0).then(|| Partitions::new(self.partitions))
     }
 
     pub fn replicas(&self) -> usize {
@@ -81,15 +94,37 @@ impl Link {
     /// The stream `name` of `subjects`, made if it is missing: replicated and
     /// kept as `[cluster]` says, on disk.
     pub async fn stream(&self, js: &jetstream::Context, name: &str, subjects: &str) -> Result<stream::Stream, async_nats::Error> {
-        let config = stream::Config {
+        Ok(js.get_or_create_stream(self.stream_config(name, subjects)).await?)
+    }
+
+    fn stream_config(&self, name: &str, subjects: &str) -> stream::Config {
+        stream::Config {
             name: name.into(),
             subjects: vec![subjects.into()],
             num_replicas: self.replicas,
             max_age: self.keep,
             storage: stream::StorageType::File,
             ..Default::default()
-        };
-        Ok(js.get_or_create_stream(config).await?)
+        }
+    }
+
+    /// The batch log, made if it is missing (split as `cluster.partitions`
+    /// says); refused when an existing one is split otherwise, since a
+    /// collector reading it by another count would miss or repeat batches.
+    pub async fn log(&self, js: &jetstream::Context) -> Result<stream::Stream, async_nats::Error> {
+        let mut config = self.stream_config(STREAM, SUBJECTS);
+        config.subject_transform = self.partitions().map(Partitions::transform);
+        let log = js.get_or_create_stream(config).await?;
+        let split = Partitions::of_transform(log.cached_info().config.subject_transform.as_ref()).unwrap_or(0);
+        if split != self.partitions {
+            return Err(format!(
+                "the batch log {STREAM} is split into {split} partitions (0: not split) but cluster.partitions is {}: every collector of a cluster must say the same; \
+                 to change it, let every collector catch up, stop them, delete the stream and the buckets citysense_progress and citysense_alerts, and start them with the new count (deploy/README.md, \"Sharing the work\")",
+                self.partitions
+            )
+            .into());
+        }
+        Ok(log)
     }
 
     /// This collector's durable consumer `config` of `stream`: made anew
@@ -113,8 +148,10 @@ impl Link {
 
     /// Reads the log into `ingest` until `stop`: (re)connects, creates the
     /// stream if it is missing, and keeps trying while the cluster cannot be
-    /// reached or the store cannot take a batch.
-    pub async fn run(self, ingest: mpsc::Sender<Incoming>, mut stop: watch::Receiver<bool>) {
+    /// reached or the store cannot take a batch; `beat` failing, with why,
+    /// meanwhile.
+    pub async fn run(self, ingest: mpsc::Sender<Incoming>, beat: std::sync::Arc<crate::liveness::Heartbeat>, mut stop: watch::Receiver<bool>) {
+        let _alive = beat.alive();
         let client = tokio::select! {
             c = self.connect("citysense-collector") => c,
             _ = stop.changed() => return,
@@ -129,11 +166,12 @@ impl Link {
         let mut fresh = true;
         loop {
             let outcome = tokio::select! {
-                r = self.read(&client, &ingest, &mut fresh) => r,
+                r = self.read(&client, &ingest, &beat, &mut fresh) => r,
                 _ = stop.changed() => return,
             };
             let Err(e) = outcome else { return };
             tracing::warn!("batch log: {e}; reading again in 2 s");
+            beat.failing(format!("not reading the batch log: {e}"));
             if !super::wait_to_retry(&mut stop).await {
                 return;
             }
@@ -141,10 +179,10 @@ impl Link {
     }
 
     /// `fresh`: the consumer is still to be made anew at this store's place.
-    async fn read(&self, client: &async_nats::Client, ingest: &mpsc::Sender<Incoming>, fresh: &mut bool) -> Result<(), async_nats::Error> {
+    async fn read(&self, client: &async_nats::Client, ingest: &mpsc::Sender<Incoming>, beat: &crate::liveness::Heartbeat, fresh: &mut bool) -> Result<(), async_nats::Error> {
         let mut applied = Applied::open(&self.applied)?;
         let js = jetstream::new(client.clone());
-        let log = self.stream(&js, STREAM, SUBJECTS).await?;
+        let log = self.log(&js).await?;
         let last = log.cached_info().state.last_sequence;
         if applied.upto() > last {
             // Our place is past the log's end: the stream was made anew (a
@@ -166,44 +204,120 @@ impl Link {
         // emptied disk, a restored one): made anew where the store is.
         let consumer = self.consumer(&log, config, fresh).await?;
         tracing::info!(stream = STREAM, consumer = %name, replicas = self.replicas, from, "reading the batch log");
-        let mut messages = consumer.messages().await?;
-        let mut pending = Pending::default();
-        loop {
-            tokio::select! {
-                m = messages.next(), if pending.len() < IN_FLIGHT => {
-                    let Some(m) = m else { return Err("the batch log's consumer ended".into()) };
-                    let m = m?;
-                    let info = m.info()?;
-                    let (seq, logged_ms) = (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64);
-                    let (settled, told) = oneshot::channel();
-                    let Some(gateway) = m.subject.as_str().strip_prefix("citysense.v1.up.").map(str::to_string) else {
-                        let _ = settled.send(());
-                        pending.push(seq, told, m);
-                        continue;
-                    };
-                    if ingest.send(Incoming { gateway, payload: m.payload.clone(), settled: Some(settled), logged_ms: Some(logged_ms) }).await.is_err() {
-                        return Ok(());
-                    }
-                    pending.push(seq, told, m);
-                }
-                r = pending.settle(&mut applied), if !pending.is_empty() => match r {
-                    Ok(done) => {
-                        for m in done {
-                            if let Err(e) = m.ack().await {
-                                // Delivered again after ACK_WAIT; ingest deduplicates it.
-                                tracing::warn!("batch log: cannot acknowledge a batch: {e}");
-                            }
-                        }
-                    }
-                    Err(not) => {
-                        // Not stored: this and every later batch come again.
-                        for m in pending.drain() {
-                            let _ = m.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                        }
-                        return Err(format!("batch {} of the log not stored", not.0).into());
-                    }
-                },
+        beat.progress();
+        pump(consumer.messages().await?, ingest, |seq| applied.settled(seq), None).await
+    }
+
+    /// Reads partition `p` of the log into `ingest`, from where the last
+    /// collector to hold it left it settled, until `leaving`: then takes no
+    /// more and returns once every batch in hand is settled, so the next
+    /// holder starts where this one stopped.
+    pub async fn read_partition(&self, client: &async_nats::Client, p: u32, ingest: &mpsc::Sender<Incoming>, leaving: &mut watch::Receiver<bool>) -> Result<(), async_nats::Error> {
+        let js = jetstream::new(client.clone());
+        let log = self.log(&js).await?;
+        let name = format!("partition-{p}");
+        // Its place: after everything settled; batches handed out and not
+        // settled (their holder died, or let go without settling them) come
+        // again now, not after ACK_WAIT, and in order.
+        let from = match log.consumer_info(&name).await {
+            Ok(info) => {
+                let started = match info.config.deliver_policy {
+                    DeliverPolicy::ByStartSequence { start_sequence } => start_sequence,
+                    _ => 1,
+                };
+                Some((info.ack_floor.stream_sequence + 1).max(started))
             }
+            // Never read: from the partition's start.
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => None,
+            // Not known now (a node electing a leader): read from the start, this would repeat the partition.
+            Err(e) => return Err(e.into()),
+        };
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: Partitions::filter(p),
+            deliver_policy: from.map_or(DeliverPolicy::All, |start_sequence| DeliverPolicy::ByStartSequence { start_sequence }),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: IN_FLIGHT as i64,
+            num_replicas: self.replicas,
+            ..Default::default()
+        };
+        let _ = log.delete_consumer(&name).await;
+        let consumer = log.create_consumer(config).await?;
+        tracing::info!(stream = STREAM, consumer = %name, from = from.unwrap_or(1), "reading partition {p} of the batch log");
+        pump(consumer.messages().await?, ingest, |_| {}, Some(leaving)).await
+    }
+}
+
+/// Whether `leaving` came true (false: its sender is gone).
+pub(super) async fn told_to_leave(leaving: &mut watch::Receiver<bool>) -> bool {
+    let told = leaving.wait_for(|l| *l).await.is_ok();
+    told
+}
+
+/// Hands each batch `messages` delivers to ingest and lets the log know its
+/// fate once ingest has settled it, in log order (`settled` hears the stream
+/// sequence of each run settled), until `leaving`: then takes no more and
+/// returns once those in hand are settled. A store failure sends every batch
+/// not yet settled back to the log, to come again a second later.
+async fn pump(
+    mut messages: pull::Stream,
+    ingest: &mpsc::Sender<Incoming>,
+    mut settled: impl FnMut(u64),
+    mut leaving: Option<&mut watch::Receiver<bool>>,
+) -> Result<(), async_nats::Error> {
+    let mut pending = Pending::default();
+    let mut taking = true;
+    loop {
+        tokio::select! {
+            m = messages.next(), if taking && pending.len() < IN_FLIGHT => {
+                let Some(m) = m else { return Err("the batch log's consumer ended".into()) };
+                let m = m?;
+                let info = m.info()?;
+                let (seq, logged_ms) = (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64);
+                let (settle, told) = oneshot::channel();
+                let Some(gateway) = partition::gateway_of(m.subject.as_str()).map(str::to_string) else {
+                    let _ = settle.send(());
+                    pending.push(seq, told, m);
+                    continue;
+                };
+                if ingest.send(Incoming { gateway, payload: m.payload.clone(), settled: Some(settle), logged_ms: Some(logged_ms) }).await.is_err() {
+                    return Ok(());
+                }
+                pending.push(seq, told, m);
+            }
+            r = pending.settle(), if !pending.is_empty() => match r {
+                Ok((done, last)) => {
+                    settled(last);
+                    for m in done {
+                        if let Err(e) = m.ack().await {
+                            // Delivered again after ACK_WAIT; ingest deduplicates it.
+                            tracing::warn!("batch log: cannot acknowledge a batch: {e}");
+                        }
+                    }
+                }
+                Err(not) => {
+                    // Not stored: this and every later batch come again.
+                    for m in pending.drain() {
+                        let _ = m.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    }
+                    return Err(format!("batch {} of the log not stored", not.0).into());
+                }
+            },
+            told = async {
+                match leaving.as_deref_mut() {
+                    Some(l) => told_to_leave(l).await,
+                    None => std::future::pending().await,
+                }
+            }, if taking => {
+                if !told {
+                    return Ok(());
+                }
+                taking = false;
+            }
+        }
+        if !taking && pending.is_empty() {
+            return Ok(());
         }
     }
 }

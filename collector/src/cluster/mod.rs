@@ -5,11 +5,18 @@
 //! each serves the whole city and none holds anything the others lack; one
 //! of them at a time, the speaker, publishes to the world outside
 //! (`speaker`); operators' handling of alerts is shared through a stream of
-//! its own (`handling`).
+//! its own (`handling`). With the log split into partitions, collectors
+//! share the work instead: each reads the partitions it holds
+//! (`partition`, `assignment`) and publishes what it processed.
 
+pub mod alerts;
 pub mod applied;
+pub mod assignment;
+pub mod bucket;
 pub mod handling;
 pub mod log;
+pub mod partition;
+pub mod progress;
 pub mod settings;
 pub mod speaker;
 
@@ -21,6 +28,18 @@ pub(crate) async fn wait_to_retry(stop: &mut tokio::sync::watch::Receiver<bool>)
         _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => true,
         _ = stop.changed() => false,
     }
+}
+
+/// The cluster's leases (the speaker, partitions, members): each key gone
+/// `speaker::LEASE` after its holder's last renewal.
+pub(crate) async fn leases(js: &async_nats::jetstream::Context, link: &log::Link) -> Result<async_nats::jetstream::kv::Store, async_nats::Error> {
+    use async_nats::jetstream::kv;
+    Ok(match js.get_key_value(speaker::BUCKET).await {
+        Ok(s) => s,
+        Err(_) => {
+            js.create_key_value(kv::Config { bucket: speaker::BUCKET.into(), history: 1, max_age: speaker::LEASE, num_replicas: link.replicas(), ..Default::default() }).await?
+        }
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,13 @@ pub struct ClusterConfig {
     /// the longest collector outage it bridges without the agents' help.
     #[serde(default = "default_keep")]
     pub keep: HumanDuration,
+    /// 0 (the default): every collector reads the whole log and stores the
+    /// whole city. N: the log is split by gateway into N partitions, and each
+    /// partition is read by one collector at a time (`super::assignment`):
+    /// the collectors share the work. The same on every collector; fixed for
+    /// the life of the log (a gateway's partition is its id's hash modulo N).
+    #[serde(default)]
+    pub partitions: u32,
 }
 
 fn name_char(c: char) -> bool {
@@ -69,6 +76,12 @@ impl ClusterConfig {
         if !(1..=5).contains(&self.replicas) {
             p.push(Problem::new("cluster.replicas", format!("{} copies: JetStream keeps 1 to 5 (3 in a 3-node cluster)", self.replicas)));
         }
+        if self.partitions > super::partition::MAX {
+            p.push(Problem::new(
+                "cluster.partitions",
+                format!("{}: at most {} (a few per collector is enough; 0 = every collector reads everything)", self.partitions, super::partition::MAX),
+            ));
+        }
         if !external {
             p.push(Problem::new("cluster", "cluster mode needs mqtt.external: the MQTT addresses of the same cluster's nodes, which agents publish to"));
         }
@@ -92,8 +105,9 @@ mod tests {
         config("nats = \"nats://n1:4222\"\nname = \"collector.1\"\n").validate(true, &mut p);
         config("nats = [\"nats://n1:4222\", \"n2 :x\"]\nreplicas = 7\n").validate(true, &mut p);
         config("nats = \"nats://n1:4222\"\nusername = \"c\"\n").validate(false, &mut p);
+        config("nats = \"nats://n1:4222\"\npartitions = 5000\n").validate(true, &mut p);
         let fields: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(fields, ["cluster.name", "cluster.nats[1]", "cluster.replicas", "cluster", "cluster.username"], "{p:?}");
+        assert_eq!(fields, ["cluster.name", "cluster.nats[1]", "cluster.replicas", "cluster", "cluster.username", "cluster.partitions"], "{p:?}");
         assert!(p[0].message.contains("collector.1"), "{}", p[0].message);
         let mut none = Vec::new();
         let ok = config("nats = \"nats://n1:4222\"\nname = \"collector-1\"\n");

@@ -78,10 +78,7 @@ pub async fn run(link: Link, name: String, speaking: watch::Sender<Turn>, mut st
 
 async fn hold(link: &Link, name: &str, speaking: &watch::Sender<Turn>, last_seen: &mut Option<i64>) -> Result<(), async_nats::Error> {
     let js = jetstream::new(link.connect("citysense-collector-speaker").await?);
-    let store = match js.get_key_value(BUCKET).await {
-        Ok(s) => s,
-        Err(_) => js.create_key_value(kv::Config { bucket: BUCKET.into(), history: 1, max_age: LEASE, num_replicas: link.replicas(), ..Default::default() }).await?,
-    };
+    let store = super::leases(&js, link).await?;
     let mut held: Option<u64> = None;
     let mut tick = tokio::time::interval(RENEW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

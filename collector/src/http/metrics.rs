@@ -91,6 +91,18 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         "# HELP citysense_speaker 1 while this collector publishes the feeds and delivers webhooks: always outside cluster mode, one collector of a cluster.\n# TYPE citysense_speaker gauge\ncitysense_speaker {}",
         u8::from(st.speaking.borrow().speaking)
     );
+    if let Some(h) = &st.holdings {
+        let held = h.held();
+        let _ = writeln!(
+            out,
+            "# HELP citysense_cluster_partitions_held Partitions of the batch log this collector holds (reads, stores, evaluates and announces).\n# TYPE citysense_cluster_partitions_held gauge\ncitysense_cluster_partitions_held {}",
+            held.len()
+        );
+        let _ = writeln!(out, "# HELP citysense_cluster_partition_held 1 for each partition of the batch log this collector holds.\n# TYPE citysense_cluster_partition_held gauge");
+        for p in held {
+            let _ = writeln!(out, "citysense_cluster_partition_held{{partition=\"{p}\"}} 1");
+        }
+    }
     let seen = st.speaking.borrow().from_ms;
     if (0..i64::MAX).contains(&seen) {
         let _ = writeln!(

@@ -114,6 +114,7 @@ pub(super) struct Committer {
     /// Wakes the external sink when the forward log has grown.
     pub forwarded: Arc<tokio::sync::Notify>,
     pub health: Health,
+    pub progress: Option<super::ProgressOut>,
     pub in_flight: Arc<InFlight>,
     pub clock: SharedClock,
     /// Gateways' batch keys, to sign acks with.
@@ -240,6 +241,15 @@ impl Committer {
         }
         if !trackers.is_empty() {
             self.forwarded.notify_one();
+        }
+        if let Some(out) = self.progress.as_ref().filter(|_| !trackers.is_empty()) {
+            // Kept beyond this store before anything is acknowledged: a
+            // collector that takes these gateways over goes on from here.
+            let (done, confirmed) = oneshot::channel();
+            let progress = trackers.iter().map(|(s, t)| (s.clone(), t.progress())).collect();
+            if out.send((progress, done)).await.is_ok() {
+                let _ = confirmed.await;
+            }
         }
         // After the sync: the agent measures its clock against this.
         let ack_ms = self.clock.now_ms();

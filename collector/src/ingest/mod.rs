@@ -122,12 +122,21 @@ pub struct Links {
     pub feed: Bus,
     /// Wakes the external sink when the forward log has grown.
     pub forwarded: Arc<tokio::sync::Notify>,
+    /// Where delivery progress is kept beyond this store: see `ProgressOut`.
+    pub progress: Option<ProgressOut>,
 }
+
+/// Where each commit's delivery progress goes, and is confirmed, before its
+/// batches are acknowledged (to agents and to the cluster's log): the
+/// cluster's key-value store, when collectors share the log by partition
+/// (`crate::cluster::progress`), so the next holder of a gateway's partition
+/// goes on from where this collector left it.
+pub type ProgressOut = mpsc::Sender<(Vec<(SeqSpace, crate::store::Progress)>, tokio::sync::oneshot::Sender<()>)>;
 
 impl Ingest {
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, policy: Policy, health: Health) -> Result<Ingest, StoreError> {
         let Policy { admission, sequencing: Sequencing { limit, clock }, trust, in_flight_readings } = policy;
-        let Links { acks, rules, feed, forwarded } = links;
+        let Links { acks, rules, feed, forwarded, progress } = links;
         let ownership = Ownership::new(&trust.catalogue, store.bindings()?);
         let now = clock.now_ms();
         let mut trackers = HashMap::new();
@@ -151,6 +160,7 @@ impl Ingest {
             clock: clock.clone(),
             keys: admission.keys.clone(),
             poisoned: None,
+            progress,
         };
         let pipe = Pipe {
             to_commit,
@@ -284,6 +294,20 @@ impl Ingest {
             }
             IngestControl::MoveSensor { sensor, gateway, reply } => {
                 let _ = reply.send(self.move_sensor(sensor, gateway).await);
+            }
+            IngestControl::Adopt { progress, reply } => {
+                let now = self.clock.now_ms();
+                for (space, p) in progress {
+                    // Further on here (this collector held the partition after
+                    // the one that wrote it) stays; behind is brought forward.
+                    if self.durable.get(&space).is_none_or(|t| t.ack().get() < p.contiguous) {
+                        let t = Tracker::from_progress(&p, now);
+                        self.registry.seed_gateway(&space.gateway, space.epoch, t.ack(), t.heard_ms());
+                        self.trackers.insert(space.clone(), t.clone());
+                        self.durable.insert(space, t);
+                    }
+                }
+                let _ = reply.send(());
             }
         }
     }

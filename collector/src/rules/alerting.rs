@@ -47,10 +47,17 @@ pub enum Handling {
 /// Where an operator's handling goes once done here.
 pub type Share = Arc<dyn Fn(Handled) + Send + Sync>;
 
+/// Where each change of an alert this collector answers for goes once
+/// stored, with the gateway it is about (`Engine::gateway_of_alert`): the
+/// cluster's copy, when collectors share the log by partition
+/// (`crate::cluster::alerts`).
+pub type Replicate = Arc<dyn Fn(&Alert, Option<&str>) + Send + Sync>;
+
 pub struct Alerting {
     engine: Mutex<Engine>,
     hold: std::sync::OnceLock<Hold>,
     share: std::sync::OnceLock<Share>,
+    replicate: std::sync::OnceLock<Replicate>,
     store: Arc<dyn AlertStore>,
     feed: Bus,
     webhooks: Vec<WebhookConfig>,
@@ -68,6 +75,7 @@ impl Alerting {
             engine: Mutex::new(engine),
             hold: std::sync::OnceLock::new(),
             share: std::sync::OnceLock::new(),
+            replicate: std::sync::OnceLock::new(),
             store,
             feed,
             webhooks,
@@ -80,6 +88,29 @@ impl Alerting {
     /// Silences: a fired or escalated alert `hold` says yes to is stored but not announced.
     pub fn set_hold(&self, hold: Hold) {
         let _ = self.hold.set(hold);
+    }
+
+    /// Cluster mode with the log shared by partition: what this collector answers for.
+    pub fn set_scope(&self, scope: Arc<dyn crate::rules::Scope>) {
+        self.engine.lock().unwrap().set_scope(scope);
+    }
+
+    /// Cluster mode with the log shared by partition: each change of an alert this collector answers for goes to `replicate`.
+    pub fn set_replicate(&self, replicate: Replicate) {
+        let _ = self.replicate.set(replicate);
+    }
+
+    /// Alerts another collector had open for the subjects `moved` selects
+    /// (by the gateway each is about), now this collector's to judge
+    /// (`Engine::take_over`): stored, not announced. Returns how many changed.
+    pub fn take_over(&self, theirs: Vec<Alert>, moved: &dyn Fn(Option<&str>) -> bool) -> usize {
+        let changed = self.engine.lock().unwrap().take_over(theirs, moved, self.clock.now_ms());
+        for a in &changed {
+            if let Err(e) = self.store.save_alert(a) {
+                tracing::error!(alert = a.id, "cannot persist an alert taken over: {e}");
+            }
+        }
+        changed.len()
     }
 
     /// Cluster mode: each acknowledgement and resolution made here is told to `share`.
@@ -141,6 +172,19 @@ impl Alerting {
     /// each, one between them left an alert whose change no webhook got).
     fn apply(&self, changes: Changes) {
         for (event, alert) in changes {
+            let (ours, gateway) = {
+                let engine = self.engine.lock().unwrap();
+                (engine.answers_for_alert(&alert), engine.gateway_of_alert(&alert).map(str::to_string))
+            };
+            if !ours {
+                // A copy left from when this collector held its partition
+                // (an operator's handling of it): stored here; the holder,
+                // told through the cluster, announces it.
+                if let Err(e) = self.store.save_alert(&alert) {
+                    tracing::error!(alert = alert.id, "cannot persist alert: {e}");
+                }
+                continue;
+            }
             let held = matches!(event, Change::Fired | Change::Escalated) && self.hold.get().is_some_and(|h| h(&alert));
             let ev = AlertEvent { event, alert };
             let mut queued = None;
@@ -159,6 +203,9 @@ impl Alerting {
             let alert = &ev.alert;
             if let Err(e) = self.store.save_alert(alert) {
                 tracing::error!(alert = alert.id, "cannot persist alert: {e}");
+            }
+            if let Some(replicate) = self.replicate.get() {
+                replicate(alert, gateway.as_deref());
             }
             if held {
                 tracing::info!(alert = alert.id, rule = %alert.rule, sensor = %alert.sensor, "alert {event:?} held by a silence: stored, not announced");

@@ -6,7 +6,7 @@
 
 mod gateways;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 
 use hashbrown::Equivalent;
@@ -80,6 +80,21 @@ struct GatewaySeen {
 /// 2 minutes, as `[ingest.clock] max_offset` by default.
 const DEFAULT_MAX_OFFSET_MS: i64 = 120_000;
 
+/// The gateways and sensors an engine answers for where no reading tells it
+/// (stale sensors, offline gateways, escalation, gateway state): in a cluster
+/// whose collectors share the log by partition, those of the partitions this
+/// collector holds (`crate::cluster::assignment`); without one, all. Readings
+/// need no asking: only the holder is given them.
+pub trait Scope: Send + Sync {
+    fn gateway(&self, id: &str) -> bool;
+    /// A sensor whose gateway is not known here (never heard, not in the catalogue).
+    fn unplaced(&self) -> bool;
+    /// When the scope last grew (ms since the epoch): a sensor given to this
+    /// engine then was heard by another collector until then, so its
+    /// silence counts from no earlier.
+    fn grew_ms(&self) -> i64;
+}
+
 #[derive(Default)]
 pub struct Engine {
     rules: Vec<Rule>,
@@ -89,8 +104,8 @@ pub struct Engine {
     by_metric: hashbrown::HashMap<Metric, Vec<usize>>,
     any_metric: Vec<usize>,
     sensors: HashMap<SensorId, SensorInfo>,
-    /// Last arrival per sensor.
-    seen: hashbrown::HashMap<SensorId, i64>,
+    /// Last arrival per sensor, and the gateway it came from.
+    seen: hashbrown::HashMap<SensorId, (i64, GatewayId)>,
     /// Per (sensor, metric): its last arrival and newest reading evaluated.
     /// One map, so a reading costs one lookup of its series (two maps of a
     /// million series each were 10% of the collector's time at 300k
@@ -106,6 +121,7 @@ pub struct Engine {
     started_ms: i64,
     /// The offset a `clock_skew` rule without a `value` allows: `[ingest.clock] max_offset`.
     max_offset_ms: i64,
+    scope: Option<std::sync::Arc<dyn Scope>>,
 }
 
 pub type Changes = Vec<(Change, Alert)>;
@@ -132,6 +148,92 @@ impl Engine {
     pub fn with_max_offset(mut self, max_offset: std::time::Duration) -> Engine {
         self.max_offset_ms = max_offset.as_millis().min(i64::MAX as u128) as i64;
         self
+    }
+
+    /// From now on, time-driven rules answer only for what `scope` says.
+    pub fn set_scope(&mut self, scope: std::sync::Arc<dyn Scope>) {
+        self.scope = Some(scope);
+    }
+
+    fn answers_for_gateway(&self, id: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.gateway(id))
+    }
+
+    /// The gateway a sensor's readings last came from here, else the one the catalogue names.
+    fn gateway_of_sensor(&self, id: &str) -> Option<&str> {
+        self.seen.get(id).map(|s| s.1.as_str()).or_else(|| self.sensors.get(id)?.gateway.as_deref())
+    }
+
+    fn answers_for_sensor(&self, id: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| self.gateway_of_sensor(id).map_or_else(|| s.unplaced(), |g| s.gateway(g)))
+    }
+
+    /// An alert's subject: a gateway for the kinds judged per gateway, else a sensor.
+    fn answers_for(&self, rule: &Rule, subject: &str) -> bool {
+        if rule.kind.is_gateway() {
+            self.answers_for_gateway(subject)
+        } else {
+            self.answers_for_sensor(subject)
+        }
+    }
+
+    /// The gateway `a` is about: the one it names (the kinds judged per
+    /// gateway; for a rule deleted since, an alert without a metric), or its
+    /// sensor's; `None` for a sensor whose gateway is not known here.
+    pub fn gateway_of_alert<'a>(&'a self, a: &'a Alert) -> Option<&'a str> {
+        let names_gateway = self.rules.iter().find(|r| r.id == a.rule).map_or(a.metric.is_empty(), |r| r.kind.is_gateway());
+        if names_gateway {
+            Some(&a.sensor)
+        } else {
+            self.gateway_of_sensor(&a.sensor)
+        }
+    }
+
+    /// Whether this engine answers for `a`'s subject now.
+    pub fn answers_for_alert(&self, a: &Alert) -> bool {
+        self.scope.as_ref().is_none_or(|s| self.gateway_of_alert(a).map_or_else(|| s.unplaced(), |g| s.gateway(g)))
+    }
+
+    /// Takes over the alerts another collector had open (`theirs`) for the
+    /// subjects `moved` selects (by their gateway, as `gateway_of_alert`
+    /// gives it), now this engine's to judge: each goes on
+    /// here under an id of ours, with its key, start, state and firing
+    /// reading, so the crossing it stands for does not fire again and its
+    /// clearing resolves it; an alert open here that `theirs` lacks was
+    /// closed there meanwhile, and is closed here. Returns the alerts
+    /// changed, to be stored, not announced (the other collector did).
+    pub fn take_over(&mut self, theirs: Vec<Alert>, moved: &dyn Fn(Option<&str>) -> bool, now: i64) -> Vec<Alert> {
+        let mut changed = Vec::new();
+        let keys: HashSet<Key> = theirs.iter().map(Alert::key).collect();
+        let gone: Vec<Key> =
+            self.open.iter().filter(|(k, id)| !keys.contains(*k) && self.alerts.get(*id).is_some_and(|a| moved(self.gateway_of_alert(a)))).map(|(k, _)| k.clone()).collect();
+        for k in gone {
+            changed.extend(self.close(&k, now, None).map(|(_, a)| a));
+        }
+        for mut a in theirs.into_iter().filter(Alert::is_open) {
+            if let Some(t) = a.reading_ts_ms {
+                let newest = &mut self.series_seen(&a.sensor, &a.metric).newest_ts_ms;
+                *newest = Some(newest.map_or(t, |n| n.max(t)));
+            }
+            match self.open.get(&a.key()).copied() {
+                Some(id) => {
+                    let ours = self.alerts.get_mut(&id).expect("open alerts exist");
+                    if ours.updated_ts_ms < a.updated_ts_ms {
+                        a.id = id;
+                        *ours = a.clone();
+                        changed.push(a);
+                    }
+                }
+                None => {
+                    a.id = self.next_id;
+                    self.next_id += 1;
+                    self.opened(a.key(), a.id);
+                    self.alerts.insert(a.id, a.clone());
+                    changed.push(a);
+                }
+            }
+        }
+        changed
     }
 
     fn reindex(&mut self) {
@@ -315,10 +417,13 @@ impl Engine {
         let by_metric = std::mem::take(&mut self.by_metric);
         let any_metric = std::mem::take(&mut self.any_metric);
         for r in readings {
-            if let Some(t) = self.seen.get_mut(&r.sensor) {
+            if let Some((t, g)) = self.seen.get_mut(&r.sensor) {
                 *t = now;
+                if g.as_str() != gateway {
+                    *g = gateway.into();
+                }
             } else {
-                self.seen.insert(r.sensor.clone(), now);
+                self.seen.insert(r.sensor.clone(), (now, gateway.into()));
             }
             let (fresh, engaged) = self.arrived(r, now);
             let info = sensors.get(&r.sensor);
@@ -433,7 +538,7 @@ impl Engine {
         }
         for rule in &rules {
             let Some(after) = rule.escalate_duration() else { continue };
-            let ids: Vec<u64> = self.open.iter().filter(|(k, _)| k.0 == rule.id).map(|(_, id)| *id).collect();
+            let ids: Vec<u64> = self.open.iter().filter(|(k, _)| k.0 == rule.id && self.answers_for(rule, &k.1)).map(|(_, id)| *id).collect();
             for id in ids {
                 let a = self.alerts.get_mut(&id).expect("open alerts exist");
                 if a.state == State::Firing && !a.escalated && now - a.started_ts_ms >= after.as_millis() as i64 {
@@ -454,11 +559,11 @@ impl Engine {
         known.sort();
         known.dedup();
         for sensor in known {
-            if !Self::selected(rule, &sensor, self.sensors.get(&sensor)) {
+            if !Self::selected(rule, &sensor, self.sensors.get(&sensor)) || !self.answers_for_sensor(&sensor) {
                 continue;
             }
-            let last = if metric.is_empty() { self.seen.get(&sensor).copied() } else { self.series.get(&SeriesRef(&sensor, &metric_id)).and_then(|s| s.arrived_ms) };
-            let since = last.unwrap_or(self.started_ms);
+            let last = if metric.is_empty() { self.seen.get(&sensor).map(|s| s.0) } else { self.series.get(&SeriesRef(&sensor, &metric_id)).and_then(|s| s.arrived_ms) };
+            let since = last.unwrap_or(self.started_ms).max(self.scope.as_ref().map_or(i64::MIN, |s| s.grew_ms()));
             let key: Key = (rule.id.clone(), sensor.to_string(), metric.clone());
             if now - since >= silence && !self.open.contains_key(&key) {
                 out.push(self.fire(rule, &sensor, &metric, None, now));

@@ -6,7 +6,7 @@ pub mod rule;
 pub mod store;
 
 pub use crate::alert::{Alert, Change, Severity, State};
-pub use engine::{Engine, SensorInfo};
+pub use engine::{Engine, Scope, SensorInfo};
 pub use rule::Rule;
 
 /// Why an operator's request on an alert or rule was refused.
@@ -188,5 +188,62 @@ mod tests {
         let mut again = Engine::new(vec![r], HashMap::new(), saved, 20);
         assert!(again.on_readings("gw", &batch, 30).is_empty(), "the resent batch changed nothing");
         assert_eq!(kinds(&again.on_readings("gw", &[reading("aq-1", "counter", 3800, 30.0)], 40)), vec![Change::Resolved], "a newer reading still clears");
+    }
+
+    /// What a collector of a partitioned cluster holds: gateways named `a-…`, since `.0`.
+    struct HoldsA(i64);
+
+    impl Scope for HoldsA {
+        fn gateway(&self, id: &str) -> bool {
+            id.starts_with("a-")
+        }
+        fn unplaced(&self) -> bool {
+            false
+        }
+        fn grew_ms(&self) -> i64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn time_driven_rules_answer_only_for_the_partitions_held() {
+        let silent = rule(r#"{"id":"silent","kind":"stale","for":"30s","severity":"warning"}"#);
+        let down = rule(r#"{"id":"down","kind":"gateway_offline","severity":"critical"}"#);
+        let at = |g: &str| SensorInfo { gateway: Some(g.into()), ..SensorInfo::default() };
+        let sensors = HashMap::from([("a-wl".into(), at("a-gw")), ("b-wl".into(), at("b-gw")), ("nowhere".into(), SensorInfo::default())]);
+        let mut e = Engine::new(vec![silent, down], sensors, vec![], 0);
+        // Given its partition at 40 s: silent here since then only.
+        e.set_scope(std::sync::Arc::new(HoldsA(40_000)));
+        assert!(e.tick(60_000).is_empty(), "heard elsewhere until 40 s, silent for 20 s");
+        let fired: Vec<String> = e.tick(70_000).into_iter().map(|(_, a)| a.sensor).collect();
+        assert_eq!(fired, ["a-wl"], "only the held sensor is stale here");
+        assert!(e.on_gateway_state("b-gw", false, 61_000).is_empty(), "another collector's gateway");
+        let down: Vec<String> = e.on_gateway_state("a-gw", false, 62_000).into_iter().map(|(_, a)| a.sensor).collect();
+        assert_eq!(down, ["a-gw"]);
+    }
+
+    #[test]
+    fn an_alert_taken_over_goes_on_and_one_closed_elsewhere_closes_here() {
+        let r = rule(r#"{"id":"hot","kind":"threshold","metric":"level","op":">","value":100,"severity":"critical"}"#);
+        let mut before = Engine::new(vec![r.clone()], HashMap::new(), vec![], 0);
+        let fired = before.on_readings("a-gw", &[reading("a-wl", "level", 1_000, 150.0)], 1_000);
+        assert_eq!(kinds(&fired), vec![Change::Fired]);
+        let theirs: Vec<Alert> = before.alerts().cloned().collect();
+
+        let mut after = Engine::new(vec![r], HashMap::new(), vec![], 0);
+        // Its own alert of the partition, closed by the other collector meanwhile.
+        after.on_readings("a-gw", &[reading("a-old", "level", 500, 120.0)], 500);
+        let everything = |_: Option<&str>| true;
+        let changed = after.take_over(theirs.clone(), &everything, 2_000);
+        let states: Vec<(String, State)> = changed.iter().map(|a| (a.sensor.clone(), a.state)).collect();
+        assert_eq!(states, [("a-old".to_string(), State::Resolved), ("a-wl".to_string(), State::Firing)]);
+        assert_eq!(after.open_alert("hot", "a-wl", "level").map(|a| a.started_ts_ms), Some(theirs[0].started_ts_ms));
+        // The reading that fired it, read again, and one still over: nothing new.
+        assert!(after.on_readings("a-gw", &[reading("a-wl", "level", 1_000, 150.0), reading("a-wl", "level", 1_100, 160.0)], 2_100).is_empty());
+        assert_eq!(kinds(&after.on_readings("a-gw", &[reading("a-wl", "level", 1_200, 50.0)], 2_200)), vec![Change::Resolved]);
+        // Taken over twice: nothing changes.
+        let mut twice = Engine::new(vec![rule(r#"{"id":"hot","kind":"threshold","metric":"level","op":">","value":100,"severity":"critical"}"#)], HashMap::new(), vec![], 0);
+        assert_eq!(twice.take_over(theirs.clone(), &everything, 2_000).len(), 1);
+        assert!(twice.take_over(theirs, &everything, 2_000).is_empty());
     }
 }

@@ -5,8 +5,10 @@
 //! the alert gap).
 //!
 //! The collectors run in this process (each with its own store, as on its
-//! own host); the NATS nodes in theirs. Every collector does all the work
-//! (each stores the whole city), so on this 2-core machine the figure that
+//! own host); the NATS nodes in theirs. Two ways to share the log: every
+//! collector reading all of it (each stores the whole city), and the log
+//! split into `PARTITIONS` partitions shared among the collectors (each
+//! stores and judges its share). On this 2-core machine the figure that
 //! shows how the cluster scales is CPU per reading per collector, and where
 //! it goes: this process (the collectors; the load is encoded before the
 //! clock starts, its publishing is in) and the NATS nodes.
@@ -25,6 +27,8 @@ use crate::ingest::evaluated;
 
 const GATEWAYS: usize = 10;
 const BATCH: u64 = 1000;
+/// The split of the shared-work variants: a few partitions per collector.
+const PARTITIONS: u32 = 12;
 
 fn users() -> Vec<(String, String, String)> {
     let mut u = vec![("collector".to_string(), "citysense-collector".to_string(), "collector-secret".to_string())];
@@ -40,10 +44,11 @@ fn nats(dir: &Path) -> Result<support::NatsCluster> {
     support::NatsCluster::start(dir, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy"), 3, &refs)
 }
 
-async fn cluster_collector(dir: &Path, nats: &support::NatsCluster, name: &str, rules: &str) -> Result<collector::Collector> {
+/// `partitions`: 0, each collector reads the whole log.
+async fn cluster_collector(dir: &Path, nats: &support::NatsCluster, name: &str, partitions: u32, rules: &str) -> Result<collector::Collector> {
     std::fs::write(dir.join("collector-password"), "collector-secret\n")?;
     let text = format!(
-        "[mqtt]\nexternal = {}\nusername = \"citysense-collector\"\npassword_file = \"{}\"\nmax_packet = \"16MiB\"\ngateway_rate = 10000000\n[cluster]\nname = \"{name}\"\nnats = {}\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
+        "[mqtt]\nexternal = {}\nusername = \"citysense-collector\"\npassword_file = \"{}\"\nmax_packet = \"16MiB\"\ngateway_rate = 10000000\n[cluster]\nname = \"{name}\"\nnats = {}\npartitions = {partitions}\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{rules}",
         nats.mqtt_list(&[0, 1, 2]),
         dir.join("collector-password").display(),
         nats.nats_list(&[0, 1, 2]),
@@ -90,8 +95,13 @@ fn encode_load(total: u64) -> Vec<Vec<Vec<u8>>> {
 
 /// Publishes each gateway's batches through its own connection (`connect`
 /// gives gateway g's client), then waits until every collector has stored
-/// and evaluated them all.
-async fn publish_load(load: Vec<Vec<Vec<u8>>>, connect: impl Fn(usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop), collectors: &[&collector::Collector]) -> Result<u64> {
+/// and evaluated them all, or, `shared`, until the collectors have between them.
+async fn publish_load(
+    load: Vec<Vec<Vec<u8>>>,
+    connect: impl Fn(usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop),
+    collectors: &[&collector::Collector],
+    shared: bool,
+) -> Result<u64> {
     let want = load.iter().map(|g| g.len() as u64).sum::<u64>() * BATCH;
     let mut tasks = Vec::new();
     for (g, batches) in load.into_iter().enumerate() {
@@ -106,6 +116,13 @@ async fn publish_load(load: Vec<Vec<Vec<u8>>>, connect: impl Fn(usize) -> (rumqt
     }
     for t in tasks {
         t.await?;
+    }
+    if shared {
+        let stored = || collectors.iter().map(|c| c.counters.stored.load(Relaxed)).sum::<u64>();
+        crate::ingest::until("storing", Duration::from_millis(5), stored, || want).await?;
+        let judged = || collectors.iter().map(|c| c.alerting.evaluated.load(Relaxed) + c.counters.rules_lagged_readings.load(Relaxed)).sum::<u64>();
+        crate::ingest::until("rules", Duration::from_millis(1), judged, || want).await?;
+        return Ok(want);
     }
     for c in collectors {
         let deadline = Instant::now() + Duration::from_secs(900);
@@ -154,7 +171,7 @@ async fn alert_feed(url: &str, login: Option<(&str, &str)>) -> Result<tokio::syn
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(30), granted).await??;
+    tokio::time::timeout(Duration::from_secs(30), granted).await.map_err(|_| anyhow::anyhow!("the alert feed at {url}: no SUBACK within 30 s"))??;
     Ok(rx)
 }
 
@@ -176,7 +193,10 @@ async fn probe_latency(
         let value = if i % 2 == 0 { 100.0 } else { 10.0 };
         let sent = Instant::now();
         client.publish(shared::topics::up(gw), rumqttc::QoS::AtLeastOnce, false, batch(gw, *seq, 1, |_| "probe".into(), |_| value)).await?;
-        let (at, _) = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await?.ok_or_else(|| anyhow::anyhow!("the alert feed ended"))?;
+        let (at, _) = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("probe reading {i} (value {value}): no alert change on the feed within 10 s"))?
+            .ok_or_else(|| anyhow::anyhow!("the alert feed ended"))?;
         ms.push(at.duration_since(sent).as_secs_f64() * 1000.0);
         // Each probe a millisecond after the last at least: rules take a series in time order.
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -199,7 +219,7 @@ pub(crate) async fn cluster(quick: bool) -> Result<Vec<serde_json::Value>> {
         let cpu0 = cpu(&[me]);
         let start = Instant::now();
         let url = c.mqtt_url.clone();
-        let want = publish_load(work, |g| mqtt_client(&url, &format!("bench-gw-{g}")), &[&c]).await?;
+        let want = publish_load(work, |g| mqtt_client(&url, &format!("bench-gw-{g}")), &[&c], false).await?;
         let secs = start.elapsed().as_secs_f64();
         let used = cpu(&[me]) - cpu0;
         let mut feed = alert_feed(&c.mqtt_url, None).await?;
@@ -212,21 +232,23 @@ pub(crate) async fn cluster(quick: bool) -> Result<Vec<serde_json::Value>> {
                           "cpu_us_per_reading_per_collector": r1(used * 1e6 / want as f64), "alert_ms_p50": p50, "alert_ms_p99": p99, "alert_samples": samples}));
     }
 
-    for n in 1..=3usize {
+    for (n, partitions) in [1usize, 2, 3].map(|n| (n, 0)).into_iter().chain([1usize, 2, 3].map(|n| (n, PARTITIONS))) {
+        let shared = partitions > 0;
         let dir = tempfile::tempdir()?;
         let cluster = nats(dir.path())?;
         let mut collectors = Vec::new();
         for i in 0..n {
-            collectors.push(cluster_collector(dir.path(), &cluster, &format!("c{}", i + 1), &format!("{}{PROBE_RULE}", quiet_rules(100))).await?);
+            collectors.push(cluster_collector(dir.path(), &cluster, &format!("c{}", i + 1), partitions, &format!("{}{PROBE_RULE}", quiet_rules(100))).await?);
         }
         let https: Vec<SocketAddr> = collectors.iter().map(|c| c.http_addr).collect();
-        let speaker = wait_speaker(&https).await?;
+        // Whose turn it is to go: the speaker, or the holder of the probe's partition.
+        let speaker = if shared { wait_shared(&https).await? } else { wait_speaker(&https).await? };
         let nodes = cluster.pids();
         let work = encode_load(total);
         let (cpu0, nats0) = (cpu(&[me]), cpu(&nodes));
         let start = Instant::now();
         let connect = |g: usize| logged_in(&cluster.mqtt_url(g % 3), &format!("gw-{g}"), &format!("gw-{g}-secret"));
-        let want = publish_load(work, connect, &collectors.iter().collect::<Vec<_>>()).await?;
+        let want = publish_load(work, connect, &collectors.iter().collect::<Vec<_>>(), shared).await?;
         let secs = start.elapsed().as_secs_f64();
         let (used, nats_used) = (cpu(&[me]) - cpu0, cpu(&nodes) - nats0);
         let mut feed = alert_feed(&cluster.mqtt_url(0), Some(("bench-reader", "bench-reader-secret"))).await?;
@@ -234,7 +256,8 @@ pub(crate) async fn cluster(quick: bool) -> Result<Vec<serde_json::Value>> {
         tokio::spawn(keep_polling(el));
         let mut seq = 0;
         let (p50, p99) = probe_latency(&probe, "gw-probe", &mut feed, samples, &mut seq).await?;
-        let mut line = json!({"scenario": "cluster", "path": "NATS cluster, batch log", "collectors": n, "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
+        let path = if shared { "NATS cluster, batch log shared by partition" } else { "NATS cluster, batch log read by each" };
+        let mut line = json!({"scenario": "cluster", "path": path, "partitions": partitions, "collectors": n, "readings": want, "seconds": r3(secs), "readings_per_s": (want as f64 / secs).round(),
                               "cpu_us_per_reading_per_collector": r1(used * 1e6 / want as f64 / n as f64), "nats_cpu_us_per_reading": r1(nats_used * 1e6 / want as f64),
                               "alert_ms_p50": p50, "alert_ms_p99": p99, "alert_samples": samples});
         if n >= 2 {
@@ -258,15 +281,15 @@ pub(crate) async fn cluster(quick: bool) -> Result<Vec<serde_json::Value>> {
             while feed.try_recv().is_ok() {}
             tokio::time::sleep(Duration::from_secs(1)).await;
             let gone = collectors.remove(speaker);
-            let survivor = &collectors[0];
-            let stored_before = survivor.counters.stored.load(Relaxed);
+            let stored = || collectors.iter().map(|c| c.counters.stored.load(Relaxed)).sum::<u64>();
+            let stored_before = stored();
             let killed = Instant::now();
             gone.shutdown().await;
             let mut next_stored = None;
             let mut next_alert = None;
             let deadline = Instant::now() + Duration::from_secs(60);
             while (next_stored.is_none() || next_alert.is_none()) && Instant::now() < deadline {
-                if next_stored.is_none() && survivor.counters.stored.load(Relaxed) > stored_before {
+                if next_stored.is_none() && stored() > stored_before {
                     next_stored = Some(killed.elapsed());
                 }
                 while let Ok((at, _)) = feed.try_recv() {
@@ -277,22 +300,45 @@ pub(crate) async fn cluster(quick: bool) -> Result<Vec<serde_json::Value>> {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             prober.abort();
-            line["speaker_killed_next_reading_stored_ms"] = json!(next_stored.map(|d| r1(d.as_secs_f64() * 1000.0)));
-            line["speaker_killed_alert_gap_ms"] = json!(next_alert.map(|d| r1(d.as_secs_f64() * 1000.0)));
+            line["stopped_next_reading_stored_ms"] = json!(next_stored.map(|d| r1(d.as_secs_f64() * 1000.0)));
+            line["stopped_alert_gap_ms"] = json!(next_alert.map(|d| r1(d.as_secs_f64() * 1000.0)));
         }
         for c in collectors {
             c.shutdown().await;
         }
         drop(cluster);
+        eprintln!("{line}");
         lines.push(line);
     }
     for l in &mut lines {
         l["gateways"] = json!(GATEWAYS);
         l["batch"] = json!(BATCH);
         l["rules"] = json!(101);
-        l["clock"] = json!("from the first publish until every collector has stored every reading and its rules have evaluated it; alert: publish of a probe reading to its alert change on MQTT (the speaker's, through the node the reader is on)");
+        l["clock"] = json!("from the first publish until every collector has stored every reading and its rules have evaluated it (shared by partition: until the collectors have between them); alert: publish of a probe reading to its alert change on MQTT (the speaker's or the probe partition's holder's, through the node the reader is on); stopped: the speaker, or the probe partition's holder, stops (shutdown, which hands its partitions back) while the probe goes on");
     }
     Ok(lines)
+}
+
+/// Waits until every partition is held and the collectors hold a fair
+/// share each; returns which holds the probe gateway's.
+async fn wait_shared(https: &[SocketAddr]) -> Result<usize> {
+    let fair = PARTITIONS.div_ceil(https.len() as u32) as usize;
+    let probe = collector::cluster::partition::Partitions::new(PARTITIONS).of("gw-probe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut held = Vec::new();
+        for h in https {
+            let (_, body) = support::try_get(*h, "/metrics").await?;
+            held.push(body.lines().filter_map(|l| l.strip_prefix("citysense_cluster_partition_held{partition=\"")?.split('"').next()?.parse::<u32>().ok()).collect::<Vec<_>>());
+        }
+        if held.iter().map(Vec::len).sum::<usize>() == PARTITIONS as usize && held.iter().all(|h| h.len() <= fair) {
+            return Ok(held.iter().position(|h| h.contains(&probe)).expect("every partition held"));
+        }
+        if Instant::now() > deadline {
+            bail!("the partitions were not shared out within 60 s: {held:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_speaker(https: &[SocketAddr]) -> Result<usize> {

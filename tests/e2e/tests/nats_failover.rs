@@ -87,6 +87,25 @@ fn collector_text(dir: &Path, data: &str, brokers: &str, catalogue: &str, extra:
     )
 }
 
+/// A collector in a process of its own (to be killed), with `collector_text`'s
+/// config on a port of its own; its log in `dir/<data>.log`.
+fn collector_process(dir: &Path, data: &str, brokers: &str, catalogue: &str, extra: &str) -> (Child, SocketAddr) {
+    let port = free_port();
+    let cfg = dir.join(format!("{data}.toml"));
+    let text = collector_text(dir, data, brokers, catalogue, extra);
+    std::fs::write(&cfg, text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1)).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{data}.log"))).unwrap();
+    let child = std::process::Command::new(bin("citysense-collector"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (Child(child), ([127, 0, 0, 1], port).into())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_agents_node_and_then_the_collectors_loses_nothing() {
     kill_nodes_under_load(false).await;
@@ -309,22 +328,7 @@ async fn collectors_on_one_log_each_serve_the_whole_city_and_one_speaks() {
     let nats_list = nats.nats_list(&[0, 1, 2]);
     let cluster_mode = |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = {nats_list}\n");
     // Collector a in a process of its own, to be killed; it speaks first.
-    let a_port = free_port();
-    let a_cfg = dir.path().join("a.toml");
-    let text = collector_text(dir.path(), "a", &brokers, &format!("{rule}\n{catalogue}"), &cluster_mode("a"));
-    std::fs::write(&a_cfg, text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{a_port}\""), 1)).unwrap();
-    let a_log = std::fs::File::create(dir.path().join("a.log")).unwrap();
-    let a = Child(
-        std::process::Command::new(bin("citysense-collector"))
-            .args(["run", "--config"])
-            .arg(&a_cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(a_log)
-            .spawn()
-            .unwrap(),
-    );
-    let ha: SocketAddr = ([127, 0, 0, 1], a_port).into();
+    let (a, ha) = collector_process(dir.path(), "a", &brokers, &format!("{rule}\n{catalogue}"), &cluster_mode("a"));
     wait_for("collector a to speak for the cluster", LIMIT, || async move { speaks_yet(ha).await.then_some(()) }).await;
     let b = collector_in(dir.path(), "b", &nats.mqtt_list(&[1, 2, 0]), &format!("{rule}\n{catalogue}"), &cluster_mode("b")).await;
     let hb = b.http_addr;
@@ -794,4 +798,219 @@ async fn the_clusters_mqtt_listeners_speak_tls_with_node_tls_conf() {
     gw.wait_acked(seq, LIMIT).await;
     assert_eq!(c.store.last("wl-tls", "water_level_m").unwrap().map(|s| s.value), Some(3.25));
     c.shutdown().await;
+}
+
+/// The partitions of the batch log a collector holds, from its `/metrics`;
+/// `None` while it is not listening yet.
+async fn held_yet(http: SocketAddr) -> Option<Vec<u32>> {
+    let (_, body) = try_get(http, "/metrics").await.ok()?;
+    Some(body.lines().filter_map(|l| l.strip_prefix("citysense_cluster_partition_held{partition=\"")?.split('"').next()?.parse().ok()).collect())
+}
+
+async fn held(http: SocketAddr) -> Vec<u32> {
+    held_yet(http).await.expect("the collector answers /metrics")
+}
+
+/// Waits until `a` and `b` hold every partition between them, 2 each.
+async fn shared_evenly(a: SocketAddr, b: SocketAddr) -> (Vec<u32>, Vec<u32>) {
+    wait_for("the two collectors to hold 2 partitions each", LIMIT, || async move {
+        let (x, y) = (held(a).await, held(b).await);
+        let mut all: Vec<u32> = x.iter().chain(&y).copied().collect();
+        all.sort();
+        (x.len() == 2 && y.len() == 2 && all == [0, 1, 2, 3]).then_some((x, y))
+    })
+    .await
+}
+
+/// Collectors sharing a batch log split into 4 partitions: each gateway's
+/// batches are stored and judged by the one collector holding its partition
+/// (where NATS's own `partition()` put them, and where the collector's
+/// reckoning of it says), the other holds none of them; a collector that
+/// joins is given half; one killed (SIGKILL) has its share taken by the
+/// other within seconds of its leases expiring, and what its gateways sent
+/// meanwhile is stored there, each reading once; restarted on an empty disk
+/// it is given half again. An alert fires on its sensor's holder only, and
+/// the alert feed carries it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
+    let _turn = TURNS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    const GATEWAYS: [&str; 5] = ["gw-river", "gw-north", "gw-park", "gw-south", "gw-east"];
+    let secrets: Vec<String> = GATEWAYS.iter().map(|g| format!("{g}-secret")).collect();
+    let mut users: Vec<(&str, &str, &str)> = vec![USERS[0], USERS[3]];
+    users.extend(GATEWAYS.iter().zip(&secrets).map(|(g, s)| ("gateway", *g, s.as_str())));
+    let nats = NatsCluster::start(dir.path(), &workspace().join("deploy"), 3, &users).unwrap_or_else(|e| panic!("{e:#}"));
+    let partitions = collector::cluster::partition::Partitions::new(4);
+    let covered: std::collections::BTreeSet<u32> = GATEWAYS.iter().map(|g| partitions.of(g)).collect();
+    assert_eq!(covered.len(), 4, "the gateways fall in every partition");
+    let rule = "[[rule]]\nid = \"high\"\nkind = \"threshold\"\nmetric = \"level\"\nop = \">\"\nvalue = 100\nseverity = \"critical\"\n";
+    let brokers = nats.mqtt_list(&[0, 1, 2]);
+    let nats_list = nats.nats_list(&[0, 1, 2]);
+    let shared_log = |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = {nats_list}\npartitions = 4\n");
+    let mut alerts = json_feed_as(&nats.mqtt_url(2), "duty-desk", Some(("duty-desk", "duty-desk-secret")), "citysense/v1/alerts/#", rumqttc::QoS::AtLeastOnce).await;
+
+    // a alone, in a process of its own (to be killed): it holds everything.
+    let (a, ha) = collector_process(dir.path(), "a", &brokers, rule, &shared_log("a"));
+    wait_for("collector a to hold all 4 partitions", LIMIT, || async move { (held_yet(ha).await? == [0, 1, 2, 3]).then_some(()) }).await;
+    // b joins: a lets go of half, b takes it.
+    let b = collector_in(dir.path(), "b", &brokers, rule, &shared_log("b")).await;
+    let hb = b.http_addr;
+    let (on_a, _) = shared_evenly(ha, hb).await;
+
+    let mut gws = Vec::new();
+    for (g, s) in GATEWAYS.iter().zip(&secrets) {
+        let who = Identity { login: Some((g.to_string(), s.clone())), ..Default::default() };
+        gws.push(FakeGateway::connect_as(&nats.mqtt_url(0), g, who).await.unwrap());
+    }
+    let start = now_ms() - 60_000;
+    let mut sent = 0;
+    // Sends `n` readings of each gateway's sensor, one a batch, values counting on from `sent`.
+    let send = |gws: &mut Vec<FakeGateway>, from: usize, n: usize| {
+        let gws = std::mem::take(gws);
+        async move {
+            let mut gws = gws;
+            for i in from..from + n {
+                for gw in gws.iter_mut() {
+                    let sensor = format!("{}-level", gw.id);
+                    let r = shared::Reading {
+                        seq: shared::Seq(0),
+                        sensor: sensor.as_str().into(),
+                        metric: "level".into(),
+                        ts_ms: start + i as i64 * 100,
+                        value: i as f64,
+                        quality: shared::Quality::Good,
+                    };
+                    let seq = gw.send(vec![r]).await;
+                    gw.wait_acked(seq, LIMIT).await;
+                }
+            }
+            gws
+        }
+    };
+    gws = send(&mut gws, sent, 5).await;
+    sent += 5;
+    let holder = |held_a: &[u32], gw: &str| held_a.contains(&partitions.of(gw));
+    for g in GATEWAYS {
+        let sensor = format!("{g}-level");
+        let (mine, other) = if holder(&on_a, g) { (ha, hb) } else { (hb, ha) };
+        assert_eq!(series_values(mine, &sensor, "level").await, (0..sent).map(|i| i as f64).collect::<Vec<_>>(), "{g} (partition {}) on its holder", partitions.of(g));
+        assert!(series_values(other, &sensor, "level").await.is_empty(), "{g} (partition {}) stored by a collector that does not hold it", partitions.of(g));
+    }
+    let stored = |http: SocketAddr| async move { metric(http, "citysense_readings_stored_total").await as usize };
+    assert_eq!(stored(ha).await + stored(hb).await, sent * GATEWAYS.len(), "every reading stored by one collector");
+
+    // A crossing fires on its sensor's holder only: a gateway of a's, so
+    // the alert is open when a dies.
+    let hot_gw = *GATEWAYS.iter().find(|g| holder(&on_a, g)).unwrap();
+    let hot_sensor = format!("{hot_gw}-level");
+    let reading =
+        |value: f64, ts_ms: i64| shared::Reading { seq: shared::Seq(0), sensor: hot_sensor.as_str().into(), metric: "level".into(), ts_ms, value, quality: shared::Quality::Good };
+    let at = |gws: &mut Vec<FakeGateway>| gws.iter().position(|g| g.id == hot_gw).unwrap();
+    let i = at(&mut gws);
+    let seq = gws[i].send(vec![reading(150.0, start + 450)]).await;
+    gws[i].wait_acked(seq, LIMIT).await;
+    let alerts_of = |http: SocketAddr| {
+        let path = format!("/api/v1/alerts?sensor={hot_sensor}");
+        async move { get_json(http, &path).await.as_array().unwrap().clone() }
+    };
+    let fired_on_a = wait_for("the alert on its holder", LIMIT, || async { alerts_of(ha).await.into_iter().find(|a| a["state"] == "firing") }).await;
+    assert!(alerts_of(hb).await.is_empty(), "the other collector judges none of a's gateways");
+
+    // a is killed with nothing in hand; every gateway goes on sending, a's
+    // first (their batches wait in the log until b takes a's partitions).
+    let killed = Instant::now();
+    drop(a);
+    // Over the limit again: b, given the partition, goes on with a's alert
+    // rather than firing its own.
+    let i = at(&mut gws);
+    let seq = gws[i].send(vec![reading(160.0, start + 460)]).await;
+    gws[i].wait_acked(seq, LIMIT).await;
+    let delivering_again = killed.elapsed();
+    let on_b = alerts_of(hb).await;
+    assert_eq!(on_b.len(), 1, "a's open alert taken over, not a second one fired: {on_b:?}");
+    assert_eq!((&on_b[0]["state"], &on_b[0]["started_ts_ms"], &on_b[0]["reading_ts_ms"]), (&fired_on_a["state"], &fired_on_a["started_ts_ms"], &fired_on_a["reading_ts_ms"]));
+    gws.sort_by_key(|g| !holder(&on_a, &g.id));
+    gws = send(&mut gws, sent, 1).await;
+    let all_delivering = killed.elapsed();
+    sent += 1;
+    // Under it: b resolves the alert it took over.
+    wait_for("b to resolve the alert it took over", LIMIT, || async { alerts_of(hb).await.into_iter().find(|a| a["state"] == "resolved") }).await;
+    wait_for("b to hold all 4 partitions", LIMIT, || async move { (held(hb).await == [0, 1, 2, 3]).then_some(()) }).await;
+    gws = send(&mut gws, sent, 4).await;
+    let before_kill = 5;
+    sent += 4;
+    let values = |from: usize, to: usize| (from..to).map(|i| i as f64).collect::<Vec<_>>();
+    let level = |http: SocketAddr, g: &'static str| async move { series_values(http, &format!("{g}-level"), "level").await.into_iter().filter(|v| *v < 100.0).collect::<Vec<_>>() };
+    assert!(series_values(hb, &hot_sensor, "level").await.contains(&160.0));
+    for g in GATEWAYS {
+        let expected = if holder(&on_a, g) { values(before_kill, sent) } else { values(0, sent) };
+        assert_eq!(level(hb, g).await, expected, "{g} (partition {}) on b after a died: what a stored is on a's disk, the rest once on b", partitions.of(g));
+    }
+
+    // a comes back on an empty disk: it is given half again, and stores
+    // only what arrives for its new share from now on.
+    let c = collector_in(dir.path(), "a-emptied", &brokers, rule, &shared_log("a")).await;
+    let hc = c.http_addr;
+    let (on_c, _) = shared_evenly(hc, hb).await;
+    let mut on_b_before = Vec::new();
+    for g in GATEWAYS {
+        on_b_before.push(level(hb, g).await);
+    }
+    gws = send(&mut gws, sent, 3).await;
+    for (g, had) in GATEWAYS.iter().zip(on_b_before) {
+        let (on_c_now, on_b_now) = (level(hc, g).await, level(hb, g).await);
+        if holder(&on_c, g) {
+            assert_eq!(
+                (on_c_now, on_b_now),
+                (values(sent, sent + 3), had),
+                "{g} (partition {}) after the rebalance: the new readings on the rejoined collector only",
+                partitions.of(g)
+            );
+        } else {
+            let mut expected = had;
+            expected.extend(values(sent, sent + 3));
+            assert_eq!((on_c_now, on_b_now), (vec![], expected), "{g} (partition {}) after the rebalance: still on b only", partitions.of(g));
+        }
+    }
+
+    // One crossing, judged by two collectors: fired once (by a), resolved once (by b).
+    let mut heard = Vec::new();
+    while let Ok(Some((_, ev))) = tokio::time::timeout(Duration::from_secs(2), alerts.recv()).await {
+        heard.push((ev["sensor"].as_str().unwrap_or_default().to_string(), ev["event"].as_str().unwrap_or_default().to_string()));
+    }
+    let on_feed: Vec<&str> = heard.iter().filter(|(s, _)| *s == hot_sensor).map(|(_, e)| e.as_str()).collect();
+    assert_eq!(on_feed, ["fired", "resolved"], "one crossing, one alert on the feed: {heard:?}");
+    eprintln!("a killed (SIGKILL): a batch of one of its gateways acknowledged after {delivering_again:?}, one of every gateway after {all_delivering:?}");
+    drop(gws);
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+/// A collector told to read the log split otherwise than it is (another
+/// `cluster.partitions` than the collector that made it, or none) reads none
+/// of it, and `/healthz` says why, naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_split_otherwise_than_the_log_reads_none_of_it_and_says_why() {
+    let _turn = TURNS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = cluster(dir.path());
+    let (brokers, nats_list) = (nats.mqtt_list(&[0, 1, 2]), nats.nats_list(&[0, 1, 2]));
+    let split = |name: &str, n: u32| format!("[cluster]\nname = \"{name}\"\nnats = {nats_list}\npartitions = {n}\n");
+    let first = collector_in(dir.path(), "first", &brokers, "", &split("first", 4)).await;
+    let hf = first.http_addr;
+    wait_for("the first collector to hold the 4 partitions it made", LIMIT, || async move { (held(hf).await.len() == 4).then_some(()) }).await;
+    for (name, n) in [("six", 6), ("whole", 0)] {
+        let c = collector_in(dir.path(), name, &brokers, "", &split(name, n)).await;
+        let h = c.http_addr;
+        let why = wait_for(&format!("{name} to say why it reads nothing"), LIMIT, || async move {
+            let (status, body) = get(h, "/healthz").await;
+            (status == 503).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap()["failing"].to_string()).filter(|f| f.contains("batch_log"))
+        })
+        .await;
+        assert!(why.contains("split into 4 partitions") && why.contains(&format!("cluster.partitions is {n}")), "{why}");
+        assert!(held(h).await.is_empty());
+        c.shutdown().await;
+    }
+    assert_eq!(held(hf).await.len(), 4, "the one configured as the log is split keeps reading it");
+    first.shutdown().await;
 }

@@ -12,6 +12,11 @@ impl Engine {
         let g = self.gateways.entry(gateway.into()).or_default();
         g.last_ms = now;
         g.offline_since = None;
+        // Kept for any gateway, so a collector given its partition knows it;
+        // its alerts are its holder's to close.
+        if !self.answers_for_gateway(gateway) {
+            return;
+        }
         let keys: Vec<Key> = self.open.keys().filter(|k| k.1 == gateway && self.is_offline_rule(&k.0)).cloned().collect();
         for k in keys {
             out.extend(self.close(&k, now, None));
@@ -78,7 +83,7 @@ impl Engine {
         let silence = rule.for_duration().map(|d| d.as_millis() as i64);
         let gws: Vec<(GatewayId, GatewaySeen)> = self.gateways.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (gw, g) in gws {
-            if !Self::gateway_selected(rule, &gw) {
+            if !Self::gateway_selected(rule, &gw) || !self.answers_for_gateway(&gw) {
                 continue;
             }
             let down = g.offline_since.is_some() || silence.is_some_and(|s| now - g.last_ms >= s);

@@ -179,6 +179,8 @@ impl Collector {
                         let (replicate, task) = crate::cluster::alerts::start(log.clone(), held.clone(), stop.clone());
                         tasks.push(task);
                         alerting.set_replicate(replicate);
+                        alerting.number_from(crate::cluster::alerts::id_base(&cluster.name()));
+                        tasks.push(tokio::spawn(crate::cluster::alerts::watch(log.clone(), alerting.clone(), stop.clone())));
                         let to = crate::cluster::assignment::Work { batches: ingest_tx.clone(), control: ingest_control.clone(), alerting: alerting.clone() };
                         let beat = liveness.register("batch_log", clock.clone());
                         handover = Some(tokio::spawn(crate::cluster::assignment::run(log, cluster.name(), held.clone(), to, beat, stop.clone())));

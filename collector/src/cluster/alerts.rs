@@ -6,7 +6,10 @@
 //! partition's open alerts before its batches (`take_over`): an alert open
 //! when its partition moved goes on under the new holder, which resolves it
 //! when its condition clears, so one crossing is one alert whichever
-//! collector judged it.
+//! collector judged it. Every collector also watches the whole bucket
+//! (`watch`): its API lists the city's open alerts, each under the id it
+//! has everywhere (each collector numbers from a range of its own, `id_base`),
+//! and passes the handling of one another collector holds on to it.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -27,6 +30,48 @@ fn key(p: u32, a: &Alert) -> String {
         let _ = write!(k, "{b:02x}");
     }
     k
+}
+
+/// Where collector `name` numbers its alerts from: one of 65,535 ranges of
+/// 2^36 ids, by its name's hash (ids stay below 2^53, exact in JSON
+/// numbers); never the first, where a single process numbers.
+pub fn id_base(name: &str) -> u64 {
+    (super::partition::fnv1a(name) % 65_535 + 1) as u64 * crate::rules::engine::ID_RANGE
+}
+
+/// Keeps `alerting` told of the city's open alerts as the cluster keeps
+/// them (`Alerting::heard_elsewhere`) until `stop`.
+pub async fn watch(link: Link, alerting: Arc<Alerting>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let outcome = tokio::select! {
+            r = follow(&link, &alerting) => r,
+            _ = stop.changed() => return,
+        };
+        if let Err(e) = outcome {
+            tracing::warn!("the city's open alerts: {e}; watching again in 2 s");
+        }
+        if !super::wait_to_retry(&mut stop).await {
+            return;
+        }
+    }
+}
+
+async fn follow(link: &Link, alerting: &Alerting) -> Result<(), async_nats::Error> {
+    use futures_util::StreamExt as _;
+    let js = jetstream::new(link.connect("citysense-collector-city-alerts").await?);
+    let store = super::bucket::open(&js, link, BUCKET).await?;
+    let mut news = store.watch_all().await?;
+    while let Some(e) = news.next().await {
+        let e = e?;
+        match e.operation {
+            async_nats::jetstream::kv::Operation::Put => match serde_json::from_slice::<Alert>(&e.value) {
+                Ok(a) => alerting.heard_elsewhere(&e.key, Some(a)),
+                Err(err) => tracing::warn!(key = %e.key, "an open alert on the cluster that is not an alert: passed over: {err}"),
+            },
+            _ => alerting.heard_elsewhere(&e.key, None),
+        }
+    }
+    Err("the watch ended".into())
 }
 
 /// What `Alerting::set_replicate` is given, and the task that writes each

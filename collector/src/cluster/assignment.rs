@@ -100,6 +100,8 @@ impl crate::rules::Scope for Holdings {
 /// A partition held: the lease's revision, and its reader.
 struct Held {
     revision: u64,
+    /// When the lease was last renewed (or taken).
+    renewed: Instant,
     leaving: watch::Sender<bool>,
     reader: JoinHandle<()>,
     left_at: Option<Instant>,
@@ -157,8 +159,8 @@ async fn hold(link: &Link, name: &str, holdings: &Arc<Holdings>, work: &Work, be
                 None => break Err("the lease watch ended".into()),
             },
             _ = tick.tick() => match turn.renew_and_balance().await {
-                Ok(()) => beat.progress(),
-                Err(e) => break Err(e),
+                None => beat.progress(),
+                Some(why) => beat.failing(why),
             },
             _ = stop.changed() => break Ok(()),
         }
@@ -204,8 +206,19 @@ impl Turn<'_> {
         self.seen.get(key).is_some_and(|at| at.elapsed() < LEASE)
     }
 
-    async fn renew_and_balance(&mut self) -> Result<(), async_nats::Error> {
-        self.leases.put(format!("member.{}", self.name), self.name.to_string().into()).await?;
+    /// One turn. A request the cluster does not answer (a node dying, a
+    /// leader being elected) is tried again next turn: the leases held stay
+    /// held while they can still be renewed in time (`renew`).
+    /// Returns why not, when the cluster did not answer this collector's
+    /// place in the count.
+    async fn renew_and_balance(&mut self) -> Option<String> {
+        let unanswered = match self.leases.put(format!("member.{}", self.name), self.name.to_string().into()).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(collector = self.name, "cannot renew this collector's place in the count: {e}");
+                Some(format!("the cluster does not answer: {e}"))
+            }
+        };
         self.renew().await;
         self.finish_letting_go().await;
         let members = self.seen.keys().filter(|k| k.starts_with("member.")).filter(|k| self.alive(k)).count().max(1);
@@ -227,22 +240,35 @@ impl Turn<'_> {
                 if self.held.contains_key(&p) || self.alive(&partition_key(p)) {
                     continue;
                 }
-                if self.take(p).await? {
-                    keeping.push(p);
+                match self.take(p).await {
+                    Ok(true) => keeping.push(p),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(partition = p, "cannot take partition {p} of the batch log: {e}");
+                        break;
+                    }
                 }
             }
         }
-        Ok(())
+        unanswered
     }
 
-    /// Renews every lease held; one renewal refused means another collector
-    /// holds the partition now: its reader stops at once.
+    /// Renews every lease held. One refused (another revision: another
+    /// collector holds the partition now), or not renewed for so long that it
+    /// may have expired, is lost: its reader stops at once. One the cluster
+    /// did not answer about is tried again next turn.
     async fn renew(&mut self) {
         let ps: Vec<u32> = self.held.keys().copied().collect();
         for p in ps {
             let revision = self.held[&p].revision;
             match self.leases.update(partition_key(p), self.name.to_string().into(), revision).await {
-                Ok(r) => self.held.get_mut(&p).expect("held").revision = r,
+                Ok(r) => {
+                    let h = self.held.get_mut(&p).expect("held");
+                    (h.revision, h.renewed) = (r, Instant::now());
+                }
+                Err(e) if e.kind() != kv::UpdateErrorKind::WrongLastRevision && self.held[&p].renewed.elapsed() < LEASE - RENEW => {
+                    tracing::warn!(partition = p, "cannot renew the lease on partition {p} of the batch log: {e}; trying again");
+                }
                 Err(e) => {
                     tracing::warn!(partition = p, "lost partition {p} of the batch log: {e}");
                     self.holdings.set(p, false);
@@ -278,7 +304,7 @@ impl Turn<'_> {
                     }
                 });
                 self.holdings.set(p, true);
-                self.held.insert(p, Held { revision, leaving, reader, left_at: None });
+                self.held.insert(p, Held { revision, renewed: Instant::now(), leaving, reader, left_at: None });
                 tracing::info!(partition = p, collector = self.name, "took partition {p} of the batch log");
                 Ok(true)
             }

@@ -31,12 +31,7 @@ impl Partitions {
     /// The partition of `gateway`, as the server's `partition(N, 1)` puts it:
     /// FNV-1a (32 bits) of the id, modulo N.
     pub fn of(self, gateway: &str) -> u32 {
-        let mut h: u32 = 0x811c_9dc5;
-        for b in gateway.bytes() {
-            h ^= b as u32;
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        h % self.0
+        fnv1a(gateway) % self.0
     }
 
     /// What the log stream does to each batch's subject as it stores it.
@@ -54,6 +49,16 @@ impl Partitions {
         let dest = &t?.destination;
         dest.strip_prefix(PREFIX)?.strip_prefix("{{partition(")?.split(',').next()?.trim().parse().ok()
     }
+}
+
+/// FNV-1a, 32 bits: NATS's hash for `partition()`.
+pub(crate) fn fnv1a(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// The gateway a logged batch's subject names, split or not.

@@ -2,6 +2,7 @@
 //! the clock, persists every change before announcing it, and serves the API's
 //! rule and alert operations.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct Alerting {
     hold: std::sync::OnceLock<Hold>,
     share: std::sync::OnceLock<Share>,
     replicate: std::sync::OnceLock<Replicate>,
+    /// With the log shared by partition: the city's open alerts as the
+    /// cluster keeps them (`crate::cluster::alerts`), by key.
+    elsewhere: Mutex<HashMap<String, Alert>>,
     store: Arc<dyn AlertStore>,
     feed: Bus,
     webhooks: Vec<WebhookConfig>,
@@ -76,6 +80,7 @@ impl Alerting {
             hold: std::sync::OnceLock::new(),
             share: std::sync::OnceLock::new(),
             replicate: std::sync::OnceLock::new(),
+            elsewhere: Mutex::new(HashMap::new()),
             store,
             feed,
             webhooks,
@@ -98,6 +103,21 @@ impl Alerting {
     /// Cluster mode with the log shared by partition: each change of an alert this collector answers for goes to `replicate`.
     pub fn set_replicate(&self, replicate: Replicate) {
         let _ = self.replicate.set(replicate);
+    }
+
+    /// Numbers new alerts from `base` on (`Engine::with_id_range`).
+    pub fn number_from(&self, base: u64) {
+        let mut engine = self.engine.lock().unwrap();
+        *engine = std::mem::take(&mut *engine).with_id_range(base);
+    }
+
+    /// An open alert as the cluster keeps it under `key` (`None`: resolved, gone).
+    pub fn heard_elsewhere(&self, key: &str, alert: Option<Alert>) {
+        let mut elsewhere = self.elsewhere.lock().unwrap();
+        match alert {
+            Some(a) => elsewhere.insert(key.to_string(), a),
+            None => elsewhere.remove(key),
+        };
     }
 
     /// Alerts another collector had open for the subjects `moved` selects
@@ -261,13 +281,46 @@ impl Alerting {
         Ok(self.store.delete_rule(id)?)
     }
 
-    /// Alerts, newest first, filtered.
+    /// Alerts, newest first, filtered. With the log shared by partition, the
+    /// city's: this collector's, and the open alerts of the partitions other
+    /// collectors hold, as the cluster keeps them (an open copy here of one
+    /// whose partition moved on is theirs to show).
     pub fn alerts(&self, keep: impl Fn(&Alert) -> bool) -> Vec<Alert> {
-        self.engine.lock().unwrap().alerts().filter(|a| keep(a)).cloned().collect()
+        let engine = self.engine.lock().unwrap();
+        if self.replicate.get().is_none() {
+            return engine.alerts().filter(|a| keep(a)).cloned().collect();
+        }
+        let mut out: Vec<Alert> = engine.alerts().filter(|a| (!a.is_open() || engine.answers_for_alert(a)) && keep(a)).cloned().collect();
+        let shown: HashSet<u64> = out.iter().map(|a| a.id).collect();
+        out.extend(self.elsewhere.lock().unwrap().values().filter(|a| a.is_open() && !shown.contains(&a.id) && keep(a)).cloned());
+        out.sort_by(|a, b| b.started_ts_ms.cmp(&a.started_ts_ms).then(b.id.cmp(&a.id)));
+        out
+    }
+
+    /// An open alert another collector holds: its handling goes to that
+    /// collector (through `share`), which applies and announces it; what is
+    /// returned is the alert as it will be.
+    fn handled_by_holder(&self, id: u64, action: Handling, by: Option<String>, note: Option<String>) -> Option<Alert> {
+        let mut a = self.elsewhere.lock().unwrap().values().find(|a| a.id == id && a.is_open())?.clone();
+        let share = self.share.get()?;
+        let now = self.clock.now_ms();
+        match action {
+            Handling::Acknowledged => (a.state, a.acked_by) = (super::State::Acknowledged, by.clone()),
+            Handling::Resolved => (a.state, a.resolved_by, a.resolved_ts_ms) = (super::State::Resolved, by.clone(), Some(now)),
+        }
+        if note.is_some() {
+            a.note = note.clone();
+        }
+        a.updated_ts_ms = now;
+        share(Handled { action, rule: a.rule.clone(), sensor: a.sensor.clone(), metric: a.metric.clone(), reading_ts_ms: a.reading_ts_ms, by, note, at_ms: now });
+        Some(a)
     }
 
     pub fn ack(&self, id: u64, by: String, note: Option<String>) -> Result<Alert, AlertError> {
-        let change = self.engine.lock().unwrap().ack(id, by, note, self.clock.now_ms())?;
+        let change = match self.engine.lock().unwrap().ack(id, by.clone(), note.clone(), self.clock.now_ms()) {
+            Err(AlertError::NotFound(_)) => return self.handled_by_holder(id, Handling::Acknowledged, Some(by), note).ok_or(AlertError::NotFound(id)),
+            other => other?,
+        };
         let alert = change.1.clone();
         self.apply(vec![change]);
         self.shared(Handling::Acknowledged, &alert);
@@ -275,7 +328,12 @@ impl Alerting {
     }
 
     pub fn resolve(&self, id: u64, by: Option<String>, note: Option<String>) -> Result<Alert, AlertError> {
-        let change = self.engine.lock().unwrap().resolve(id, by, note, self.clock.now_ms())?;
+        let change = match self.engine.lock().unwrap().resolve(id, by.clone(), note.clone(), self.clock.now_ms()) {
+            Err(AlertError::NotFound(_)) => {
+                return self.handled_by_holder(id, Handling::Resolved, Some(by.unwrap_or_else(|| "operator".into())), note).ok_or(AlertError::NotFound(id))
+            }
+            other => other?,
+        };
         let alert = change.1.clone();
         self.apply(vec![change]);
         self.shared(Handling::Resolved, &alert);

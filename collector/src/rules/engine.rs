@@ -77,6 +77,9 @@ struct GatewaySeen {
     offline_since: Option<i64>,
 }
 
+/// The ids one collector numbers its alerts from (`Engine::with_id_range`).
+pub const ID_RANGE: u64 = 1 << 36;
+
 /// 2 minutes, as `[ingest.clock] max_offset` by default.
 const DEFAULT_MAX_OFFSET_MS: i64 = 120_000;
 
@@ -142,6 +145,17 @@ impl Engine {
             e.alerts.insert(a.id, a);
         }
         e
+    }
+
+    /// The same engine, numbering new alerts from `base` (of a range of
+    /// 2^36 ids) on, or after the highest id of that range it has: in a
+    /// cluster whose collectors share the log by partition, each collector
+    /// numbers from its own range, so an alert keeps its id on whichever
+    /// collector holds it and every collector can list every open alert.
+    pub fn with_id_range(mut self, base: u64) -> Engine {
+        let end = base.saturating_add(ID_RANGE);
+        self.next_id = self.alerts.keys().filter(|id| (base..end).contains(*id)).max().map_or(base.max(1), |id| id + 1);
+        self
     }
 
     /// The same engine, with `clock_skew` rules without a `value` allowing `max_offset`.
@@ -225,8 +239,12 @@ impl Engine {
                     }
                 }
                 None => {
-                    a.id = self.next_id;
-                    self.next_id += 1;
+                    // Its id goes with it, unless one of ours has it (ids
+                    // numbered before collectors had ranges of their own).
+                    if self.alerts.contains_key(&a.id) {
+                        a.id = self.next_id;
+                        self.next_id += 1;
+                    }
                     self.opened(a.key(), a.id);
                     self.alerts.insert(a.id, a.clone());
                     changed.push(a);

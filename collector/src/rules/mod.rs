@@ -246,4 +246,23 @@ mod tests {
         assert_eq!(twice.take_over(theirs.clone(), &everything, 2_000).len(), 1);
         assert!(twice.take_over(theirs, &everything, 2_000).is_empty());
     }
+
+    #[test]
+    fn a_collector_numbers_alerts_in_its_range_and_an_alert_taken_over_keeps_its_id() {
+        let r = rule(r#"{"id":"hot","kind":"threshold","metric":"level","op":">","value":100,"severity":"critical"}"#);
+        let base = 3 * engine::ID_RANGE;
+        let mut a = Engine::new(vec![r.clone()], HashMap::new(), vec![], 0).with_id_range(base);
+        let fired = a.on_readings("gw", &[reading("s1", "level", 1_000, 150.0)], 1_000);
+        assert_eq!(fired[0].1.id, base);
+        // Restarted with its alerts and another collector's: on from the highest of its own range.
+        let mut other = fired[0].1.clone();
+        (other.id, other.sensor) = (7 * engine::ID_RANGE + 5, "s2".into());
+        let again = Engine::new(vec![r.clone()], HashMap::new(), vec![fired[0].1.clone(), other.clone()], 0).with_id_range(base);
+        let mut again = again;
+        assert_eq!(again.on_readings("gw", &[reading("s3", "level", 1_000, 150.0)], 1_000)[0].1.id, base + 1);
+        // Taken over: the same id.
+        let mut b = Engine::new(vec![r], HashMap::new(), vec![], 0).with_id_range(5 * engine::ID_RANGE);
+        b.take_over(vec![other.clone()], &|_| true, 2_000);
+        assert_eq!(b.open_alert("hot", "s2", "level").map(|a| a.id), Some(other.id));
+    }
 }

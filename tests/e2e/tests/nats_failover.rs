@@ -108,24 +108,45 @@ fn collector_process(dir: &Path, data: &str, brokers: &str, catalogue: &str, ext
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_agents_node_and_then_the_collectors_loses_nothing() {
-    kill_nodes_under_load(false).await;
+    kill_nodes_under_load(Batches::OffMqtt).await;
+}
+
+/// Where the collector takes batches from.
+#[derive(Debug, Clone, Copy)]
+enum Batches {
+    OffMqtt,
+    /// The cluster's batch log, all of it.
+    Log,
+    /// The batch log split into 4 partitions, held by this collector alone:
+    /// its leases and the work state it keeps on the cluster go through
+    /// each node's death and the leader elections after it.
+    Partitions,
 }
 
 /// The same with the collector reading batches from the cluster's log, whose
 /// stream and consumer lose a replica (and maybe their leader) with each node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_nodes_under_the_batch_log_loses_nothing() {
-    kill_nodes_under_load(true).await;
+    kill_nodes_under_load(Batches::Log).await;
 }
 
-async fn kill_nodes_under_load(batch_log: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_nodes_under_a_partitioned_batch_log_loses_nothing() {
+    kill_nodes_under_load(Batches::Partitions).await;
+}
+
+async fn kill_nodes_under_load(batches: Batches) {
     let _turn = TURNS.acquire().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut nats = cluster(dir.path());
 
     let plan = City { air: 1, traffic: 1, water: 0, noise: 0 };
     // The collector starts on node 1, the agent on node 2.
-    let log = if batch_log { format!("[cluster]\nnats = {}\n", nats.nats_list(&[0, 1, 2])) } else { String::new() };
+    let log = match batches {
+        Batches::OffMqtt => String::new(),
+        Batches::Log => format!("[cluster]\nnats = {}\n", nats.nats_list(&[0, 1, 2])),
+        Batches::Partitions => format!("[cluster]\nnats = {}\npartitions = 4\n", nats.nats_list(&[0, 1, 2])),
+    };
     let c = collector_with(dir.path(), &nats.mqtt_list(&[0, 1, 2]), &sim::run::catalogue_toml(&plan.sensors()), &log).await;
     let ids: Vec<String> = plan.sensors().iter().map(|s| s.id.to_string()).collect();
     let city = RunningCity::start(plan, None, Duration::from_millis(200)).await.unwrap();
@@ -177,7 +198,7 @@ async fn kill_nodes_under_load(batch_log: bool) {
     })
     .await;
     eprintln!(
-        "batch log {batch_log}: agent's node killed: on {now_on} after {moved:?}, first reading stored again after {first_stored:?}; collector's node killed: next reading stored after {collector_gap:?}"
+        "batches {batches:?}: agent's node killed: on {now_on} after {moved:?}, first reading stored again after {first_stored:?}; collector's node killed: next reading stored after {collector_gap:?}"
     );
     c.shutdown().await;
 }
@@ -914,7 +935,16 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
         async move { get_json(http, &path).await.as_array().unwrap().clone() }
     };
     let fired_on_a = wait_for("the alert on its holder", LIMIT, || async { alerts_of(ha).await.into_iter().find(|a| a["state"] == "firing") }).await;
-    assert!(alerts_of(hb).await.is_empty(), "the other collector judges none of a's gateways");
+    // b lists it too (the city's open alerts), under the same id, and takes
+    // its acknowledgement, which a applies and announces.
+    let listed = wait_for("the other collector to list the alert", LIMIT, || async { alerts_of(hb).await.into_iter().find(|a| a["id"] == fired_on_a["id"]) }).await;
+    assert_eq!(listed["state"], "firing");
+    assert_eq!(alerts_of(hb).await.len(), 1, "b judges none of a's gateways: it fired none of its own");
+    let (status, body) = post(hb, &format!("/api/v1/alerts/{}/ack", fired_on_a["id"]), r#"{"by":"duty officer Li"}"#).await;
+    assert_eq!(status, 200, "acknowledged on a collector that does not hold it: {body}");
+    let acked_on_a = wait_for("its holder to apply the acknowledgement", LIMIT, || async { alerts_of(ha).await.into_iter().find(|a| a["state"] == "acknowledged") }).await;
+    assert_eq!((&acked_on_a["id"], &acked_on_a["acked_by"]), (&fired_on_a["id"], &serde_json::json!("duty officer Li")));
+    wait_for("b to list it acknowledged", LIMIT, || async { alerts_of(hb).await.into_iter().find(|a| a["state"] == "acknowledged").map(|_| ()) }).await;
 
     // a is killed with nothing in hand; every gateway goes on sending, a's
     // first (their batches wait in the log until b takes a's partitions).
@@ -928,7 +958,8 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     let delivering_again = killed.elapsed();
     let on_b = alerts_of(hb).await;
     assert_eq!(on_b.len(), 1, "a's open alert taken over, not a second one fired: {on_b:?}");
-    assert_eq!((&on_b[0]["state"], &on_b[0]["started_ts_ms"], &on_b[0]["reading_ts_ms"]), (&fired_on_a["state"], &fired_on_a["started_ts_ms"], &fired_on_a["reading_ts_ms"]));
+    let same = |a: &serde_json::Value| (a["id"].clone(), a["state"].clone(), a["started_ts_ms"].clone(), a["reading_ts_ms"].clone(), a["acked_by"].clone());
+    assert_eq!(same(&on_b[0]), same(&acked_on_a), "taken over as it was, under its id");
     gws.sort_by_key(|g| !holder(&on_a, &g.id));
     gws = send(&mut gws, sent, 1).await;
     let all_delivering = killed.elapsed();
@@ -973,13 +1004,13 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
         }
     }
 
-    // One crossing, judged by two collectors: fired once (by a), resolved once (by b).
+    // One crossing, judged by two collectors: fired and acknowledged once (by a), resolved once (by b).
     let mut heard = Vec::new();
     while let Ok(Some((_, ev))) = tokio::time::timeout(Duration::from_secs(2), alerts.recv()).await {
         heard.push((ev["sensor"].as_str().unwrap_or_default().to_string(), ev["event"].as_str().unwrap_or_default().to_string()));
     }
     let on_feed: Vec<&str> = heard.iter().filter(|(s, _)| *s == hot_sensor).map(|(_, e)| e.as_str()).collect();
-    assert_eq!(on_feed, ["fired", "resolved"], "one crossing, one alert on the feed: {heard:?}");
+    assert_eq!(on_feed, ["fired", "acknowledged", "resolved"], "one crossing, one alert on the feed: {heard:?}");
     eprintln!("a killed (SIGKILL): a batch of one of its gateways acknowledged after {delivering_again:?}, one of every gateway after {all_delivering:?}");
     drop(gws);
     b.shutdown().await;

@@ -15,8 +15,10 @@
 //! acknowledged to the log), and only then is the lease deleted; the next
 //! holder starts after the last acknowledged batch. A holder that dies
 //! leaves batches in hand unacknowledged: the next one reads them again,
-//! and a batch the dead one had stored just before dying is then stored by
-//! both (each store once; README, "Sharing the work").
+//! after the partition's delivery progress (`super::progress`), so one the
+//! dead holder stored and recorded is counted a duplicate; only one stored
+//! in the instant between its sync and its progress reaching the cluster
+//! is stored by both (each store once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
@@ -45,13 +47,14 @@ const DRAIN: Duration = Duration::from_secs(30);
 pub struct Holdings {
     partitions: Partitions,
     held: Vec<AtomicBool>,
-    /// When a partition was last taken (ms since the epoch).
-    grew_ms: AtomicI64,
+    /// When each partition was last taken (ms since the epoch).
+    taken_ms: Vec<AtomicI64>,
 }
 
 impl Holdings {
     pub fn new(partitions: Partitions) -> Arc<Holdings> {
-        Arc::new(Holdings { partitions, held: (0..partitions.count()).map(|_| AtomicBool::new(false)).collect(), grew_ms: AtomicI64::new(i64::MIN) })
+        let n = partitions.count();
+        Arc::new(Holdings { partitions, held: (0..n).map(|_| AtomicBool::new(false)).collect(), taken_ms: (0..n).map(|_| AtomicI64::new(i64::MIN)).collect() })
     }
 
     pub fn holds(&self, p: u32) -> bool {
@@ -71,7 +74,7 @@ impl Holdings {
 
     fn set(&self, p: u32, held: bool) {
         if held {
-            self.grew_ms.store(shared::now_ms(), Relaxed);
+            self.taken_ms[p as usize].store(shared::now_ms(), Relaxed);
         }
         self.held[p as usize].store(held, Relaxed);
     }
@@ -92,8 +95,8 @@ impl crate::rules::Scope for Holdings {
         self.holds(0)
     }
 
-    fn grew_ms(&self) -> i64 {
-        self.grew_ms.load(Relaxed)
+    fn given_ms(&self, gateway: Option<&str>) -> i64 {
+        self.taken_ms[self.of(gateway) as usize].load(Relaxed)
     }
 }
 

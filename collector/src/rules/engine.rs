@@ -92,10 +92,11 @@ pub trait Scope: Send + Sync {
     fn gateway(&self, id: &str) -> bool;
     /// A sensor whose gateway is not known here (never heard, not in the catalogue).
     fn unplaced(&self) -> bool;
-    /// When the scope last grew (ms since the epoch): a sensor given to this
-    /// engine then was heard by another collector until then, so its
-    /// silence counts from no earlier.
-    fn grew_ms(&self) -> i64;
+    /// When what is about `gateway` (`None`: a sensor whose gateway is not
+    /// known) was last given to this engine (ms since the epoch): another
+    /// collector heard its sensors until then, so their silence counts from
+    /// no earlier.
+    fn given_ms(&self, gateway: Option<&str>) -> i64;
 }
 
 #[derive(Default)]
@@ -581,7 +582,8 @@ impl Engine {
                 continue;
             }
             let last = if metric.is_empty() { self.seen.get(&sensor).map(|s| s.0) } else { self.series.get(&SeriesRef(&sensor, &metric_id)).and_then(|s| s.arrived_ms) };
-            let since = last.unwrap_or(self.started_ms).max(self.scope.as_ref().map_or(i64::MIN, |s| s.grew_ms()));
+            let given = self.scope.as_ref().map_or(i64::MIN, |s| s.given_ms(self.gateway_of_sensor(&sensor)));
+            let since = last.unwrap_or(self.started_ms).max(given);
             let key: Key = (rule.id.clone(), sensor.to_string(), metric.clone());
             if now - since >= silence && !self.open.contains_key(&key) {
                 out.push(self.fire(rule, &sensor, &metric, None, now));

@@ -190,7 +190,8 @@ mod tests {
         assert_eq!(kinds(&again.on_readings("gw", &[reading("aq-1", "counter", 3800, 30.0)], 40)), vec![Change::Resolved], "a newer reading still clears");
     }
 
-    /// What a collector of a partitioned cluster holds: gateways named `a-…`, since `.0`.
+    /// What a collector of a partitioned cluster holds: gateways named `a-…`,
+    /// `a-gw` since `.0`, the others since the start.
     struct HoldsA(i64);
 
     impl Scope for HoldsA {
@@ -200,8 +201,12 @@ mod tests {
         fn unplaced(&self) -> bool {
             false
         }
-        fn grew_ms(&self) -> i64 {
-            self.0
+        fn given_ms(&self, gateway: Option<&str>) -> i64 {
+            if gateway == Some("a-gw") {
+                self.0
+            } else {
+                0
+            }
         }
     }
 
@@ -210,13 +215,15 @@ mod tests {
         let silent = rule(r#"{"id":"silent","kind":"stale","for":"30s","severity":"warning"}"#);
         let down = rule(r#"{"id":"down","kind":"gateway_offline","severity":"critical"}"#);
         let at = |g: &str| SensorInfo { gateway: Some(g.into()), ..SensorInfo::default() };
-        let sensors = HashMap::from([("a-wl".into(), at("a-gw")), ("b-wl".into(), at("b-gw")), ("nowhere".into(), SensorInfo::default())]);
+        let sensors = HashMap::from([("a-wl".into(), at("a-gw")), ("a-old".into(), at("a-old-gw")), ("b-wl".into(), at("b-gw")), ("nowhere".into(), SensorInfo::default())]);
         let mut e = Engine::new(vec![silent, down], sensors, vec![], 0);
-        // Given its partition at 40 s: silent here since then only.
+        // a-gw's partition given at 40 s: its sensor is silent here since then
+        // only; a-old-gw's held all along.
         e.set_scope(std::sync::Arc::new(HoldsA(40_000)));
-        assert!(e.tick(60_000).is_empty(), "heard elsewhere until 40 s, silent for 20 s");
+        let fired: Vec<String> = e.tick(60_000).into_iter().map(|(_, a)| a.sensor).collect();
+        assert_eq!(fired, ["a-old"], "heard elsewhere until 40 s, a-wl has been silent for 20 s only");
         let fired: Vec<String> = e.tick(70_000).into_iter().map(|(_, a)| a.sensor).collect();
-        assert_eq!(fired, ["a-wl"], "only the held sensor is stale here");
+        assert_eq!(fired, ["a-wl"], "only the held sensors are stale here");
         assert!(e.on_gateway_state("b-gw", false, 61_000).is_empty(), "another collector's gateway");
         let down: Vec<String> = e.on_gateway_state("a-gw", false, 62_000).into_iter().map(|(_, a)| a.sensor).collect();
         assert_eq!(down, ["a-gw"]);

@@ -171,7 +171,7 @@ impl Collector {
                 let log = crate::cluster::log::Link::new(cluster, endpoints.login.clone(), &config.store.path)?;
                 match log.partitions() {
                     Some(partitions) => {
-                        let held = crate::cluster::assignment::Holdings::new(partitions);
+                        let held = crate::cluster::holdings::Holdings::new(partitions);
                         alerting.set_scope(held.clone());
                         let (out, task) = crate::cluster::progress::start(log.clone(), partitions, stop.clone());
                         tasks.push(task);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use tokio::sync::{mpsc, watch};
 
-use super::assignment::Holdings;
+use super::holdings::Holdings;
 use super::log::Link;
 use crate::rules::alerting::{Alerting, Replicate};
 use crate::rules::Alert;

@@ -21,7 +21,6 @@
 //! is stored by both (each store once).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::holdings::Holdings;
 use super::log::Link;
 use super::partition::Partitions;
 use super::speaker::LEASE;
@@ -41,64 +41,6 @@ const RENEW: Duration = Duration::from_secs(1);
 /// How long letting go may wait for the batches in hand before the lease is
 /// deleted anyway (the next holder reads those again).
 const DRAIN: Duration = Duration::from_secs(30);
-
-/// The partitions this collector holds now: what its rule engine answers
-/// for (`crate::rules::Scope`).
-pub struct Holdings {
-    partitions: Partitions,
-    held: Vec<AtomicBool>,
-    /// When each partition was last taken (ms since the epoch).
-    taken_ms: Vec<AtomicI64>,
-}
-
-impl Holdings {
-    pub fn new(partitions: Partitions) -> Arc<Holdings> {
-        let n = partitions.count();
-        Arc::new(Holdings { partitions, held: (0..n).map(|_| AtomicBool::new(false)).collect(), taken_ms: (0..n).map(|_| AtomicI64::new(i64::MIN)).collect() })
-    }
-
-    pub fn holds(&self, p: u32) -> bool {
-        self.held[p as usize].load(Relaxed)
-    }
-
-    /// The partitions held, in order.
-    pub fn held(&self) -> Vec<u32> {
-        (0..self.partitions.count()).filter(|p| self.holds(*p)).collect()
-    }
-
-    /// The partition of what is about `gateway`; partition 0 for a sensor
-    /// whose gateway is not known.
-    pub fn of(&self, gateway: Option<&str>) -> u32 {
-        gateway.map_or(0, |g| self.partitions.of(g))
-    }
-
-    fn set(&self, p: u32, held: bool) {
-        if held {
-            self.taken_ms[p as usize].store(shared::now_ms(), Relaxed);
-        }
-        self.held[p as usize].store(held, Relaxed);
-    }
-
-    fn clear(&self) {
-        for h in &self.held {
-            h.store(false, Relaxed);
-        }
-    }
-}
-
-impl crate::rules::Scope for Holdings {
-    fn gateway(&self, id: &str) -> bool {
-        self.holds(self.partitions.of(id))
-    }
-
-    fn unplaced(&self) -> bool {
-        self.holds(0)
-    }
-
-    fn given_ms(&self, gateway: Option<&str>) -> i64 {
-        self.taken_ms[self.of(gateway) as usize].load(Relaxed)
-    }
-}
 
 /// A partition held: the lease's revision, and its reader.
 struct Held {
@@ -225,7 +167,7 @@ impl Turn<'_> {
         self.renew().await;
         self.finish_letting_go().await;
         let members = self.seen.keys().filter(|k| k.starts_with("member.")).filter(|k| self.alive(k)).count().max(1);
-        let count = self.holdings.partitions.count();
+        let count = self.holdings.partitions().count();
         let fair = count.div_ceil(members as u32) as usize;
         let mut keeping: Vec<u32> = self.held.iter().filter(|(_, h)| h.left_at.is_none()).map(|(p, _)| *p).collect();
         if keeping.len() > fair {

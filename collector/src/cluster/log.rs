@@ -30,8 +30,7 @@ use super::{ClusterConfig, ClusterError};
 use crate::messages::Incoming;
 
 pub const STREAM: &str = "CITYSENSE_UP";
-/// NATS's name for the MQTT topics `citysense/v1/up/+`.
-pub const SUBJECTS: &str = "citysense.v1.up.*";
+use super::partition::SUBJECTS;
 /// Batches handed to ingest and not yet settled, at most.
 const IN_FLIGHT: usize = 4096;
 /// How long a delivered batch may stay unsettled before the log delivers it again.

@@ -14,6 +14,7 @@ pub mod applied;
 pub mod assignment;
 pub mod bucket;
 pub mod handling;
+pub mod holdings;
 pub mod log;
 pub mod partition;
 pub mod progress;

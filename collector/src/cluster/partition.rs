@@ -8,8 +8,8 @@
 
 use async_nats::jetstream::stream::SubjectTransform;
 
-use super::log::SUBJECTS;
-
+/// NATS's name for the MQTT topics `citysense/v1/up/+`: what the log takes.
+pub const SUBJECTS: &str = "citysense.v1.up.*";
 /// The most partitions a log may have: far more than collectors a city runs.
 pub const MAX: u32 = 1024;
 const PREFIX: &str = "citysense.v1.up.";

@@ -43,7 +43,7 @@ pub struct AppState {
     /// Whether this collector publishes the feeds (always, outside cluster mode).
     pub speaking: crate::cluster::speaker::Speaking,
     /// The partitions of the batch log this collector holds, when the cluster shares it.
-    pub holdings: Option<Arc<crate::cluster::assignment::Holdings>>,
+    pub holdings: Option<Arc<crate::cluster::holdings::Holdings>>,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub counters: Arc<crate::ingest::Counters>,

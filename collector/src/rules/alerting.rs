@@ -194,7 +194,8 @@ impl Alerting {
         for (event, alert) in changes {
             let (ours, gateway) = {
                 let engine = self.engine.lock().unwrap();
-                (engine.answers_for_alert(&alert), engine.gateway_of_alert(&alert).map(str::to_string))
+                let gateway = engine.gateway_of_alert(&alert);
+                (engine.answers_for_place(gateway), gateway.map(str::to_string))
             };
             if !ours {
                 // A copy left from when this collector held its partition
@@ -290,7 +291,7 @@ impl Alerting {
         if self.replicate.get().is_none() {
             return engine.alerts().filter(|a| keep(a)).cloned().collect();
         }
-        let mut out: Vec<Alert> = engine.alerts().filter(|a| (!a.is_open() || engine.answers_for_alert(a)) && keep(a)).cloned().collect();
+        let mut out: Vec<Alert> = engine.alerts().filter(|a| (!a.is_open() || engine.answers_for_place(engine.gateway_of_alert(a))) && keep(a)).cloned().collect();
         let shown: HashSet<u64> = out.iter().map(|a| a.id).collect();
         out.extend(self.elsewhere.lock().unwrap().values().filter(|a| a.is_open() && !shown.contains(&a.id) && keep(a)).cloned());
         out.sort_by(|a, b| b.started_ts_ms.cmp(&a.started_ts_ms).then(b.id.cmp(&a.id)));

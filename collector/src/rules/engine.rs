@@ -170,8 +170,14 @@ impl Engine {
         self.scope = Some(scope);
     }
 
+    /// Whether this engine answers for what is about `gateway` (`None`: a
+    /// sensor whose gateway is not known here).
+    pub fn answers_for_place(&self, gateway: Option<&str>) -> bool {
+        self.scope.as_ref().is_none_or(|s| gateway.map_or_else(|| s.unplaced(), |g| s.gateway(g)))
+    }
+
     fn answers_for_gateway(&self, id: &str) -> bool {
-        self.scope.as_ref().is_none_or(|s| s.gateway(id))
+        self.answers_for_place(Some(id))
     }
 
     /// The gateway a sensor's readings last came from here, else the one the catalogue names.
@@ -180,7 +186,7 @@ impl Engine {
     }
 
     fn answers_for_sensor(&self, id: &str) -> bool {
-        self.scope.as_ref().is_none_or(|s| self.gateway_of_sensor(id).map_or_else(|| s.unplaced(), |g| s.gateway(g)))
+        self.answers_for_place(self.gateway_of_sensor(id))
     }
 
     /// An alert's subject: a gateway for the kinds judged per gateway, else a sensor.
@@ -204,16 +210,11 @@ impl Engine {
         }
     }
 
-    /// Whether this engine answers for `a`'s subject now.
-    pub fn answers_for_alert(&self, a: &Alert) -> bool {
-        self.scope.as_ref().is_none_or(|s| self.gateway_of_alert(a).map_or_else(|| s.unplaced(), |g| s.gateway(g)))
-    }
-
     /// Takes over the alerts another collector had open (`theirs`) for the
     /// subjects `moved` selects (by their gateway, as `gateway_of_alert`
     /// gives it), now this engine's to judge: each goes on
-    /// here under an id of ours, with its key, start, state and firing
-    /// reading, so the crossing it stands for does not fire again and its
+    /// here with its id (a new one should one of ours have it), key, start,
+    /// state and firing reading, so the crossing it stands for does not fire again and its
     /// clearing resolves it; an alert open here that `theirs` lacks was
     /// closed there meanwhile, and is closed here. Returns the alerts
     /// changed, to be stored, not announced (the other collector did).

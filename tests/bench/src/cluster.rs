@@ -329,7 +329,7 @@ async fn wait_shared(https: &[SocketAddr]) -> Result<usize> {
         let mut held = Vec::new();
         for h in https {
             let (_, body) = support::try_get(*h, "/metrics").await?;
-            held.push(body.lines().filter_map(|l| l.strip_prefix("citysense_cluster_partition_held{partition=\"")?.split('"').next()?.parse::<u32>().ok()).collect::<Vec<_>>());
+            held.push(support::partitions_held(&body));
         }
         if held.iter().map(Vec::len).sum::<usize>() == PARTITIONS as usize && held.iter().all(|h| h.len() <= fair) {
             return Ok(held.iter().position(|h| h.contains(&probe)).expect("every partition held"));

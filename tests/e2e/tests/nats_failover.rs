@@ -825,7 +825,7 @@ async fn the_clusters_mqtt_listeners_speak_tls_with_node_tls_conf() {
 /// `None` while it is not listening yet.
 async fn held_yet(http: SocketAddr) -> Option<Vec<u32>> {
     let (_, body) = try_get(http, "/metrics").await.ok()?;
-    Some(body.lines().filter_map(|l| l.strip_prefix("citysense_cluster_partition_held{partition=\"")?.split('"').next()?.parse().ok()).collect())
+    Some(partitions_held(&body))
 }
 
 async fn held(http: SocketAddr) -> Vec<u32> {

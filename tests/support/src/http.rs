@@ -69,6 +69,12 @@ pub fn metric_in(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
+/// The partitions of the batch log a collector holds, from its `/metrics` text
+/// (`citysense_cluster_partition_held{partition="p"}`), in order.
+pub fn partitions_held(text: &str) -> Vec<u32> {
+    text.lines().filter_map(|l| l.strip_prefix("citysense_cluster_partition_held{partition=\"")?.split('"').next()?.parse().ok()).collect()
+}
+
 /// The value of an unlabelled counter in the server's `/metrics`.
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, body) = get(addr, "/metrics").await;

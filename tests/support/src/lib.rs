@@ -16,7 +16,7 @@ mod wait;
 
 pub use collector::{collector, latest, rejected, series_values};
 pub use gateway::{FakeGateway, Identity};
-pub use http::{get, get_json, metric, metric_in, post, request, request_as, request_with, try_get, try_request};
+pub use http::{get, get_json, metric, metric_in, partitions_held, post, request, request_as, request_with, try_get, try_request};
 pub use nats::{NatsCluster, NodePlan};
 pub use peers::{Child, Mosquitto, Victoria};
 pub use shared::now_ms;

@@ -165,6 +165,9 @@ impl Collector {
         let mut subscriptions = vec![(topics::STATE_FILTER.into(), QoS::AtLeastOnce), (topics::HEALTH_FILTER.into(), QoS::AtMostOnce)];
         let (ingest_control, control_rx) = mpsc::channel::<IngestControl>(16);
         let (mut holdings, mut progress, mut handover) = (None, None, None);
+        // What the API reads: this collector's store, or the city's when collectors share the log.
+        let mut readable = store.clone();
+        let mut view_stats = None;
         match &config.cluster {
             // Batches come from the cluster's log, not straight off MQTT.
             Some(cluster) => {
@@ -181,6 +184,12 @@ impl Collector {
                         alerting.set_replicate(replicate);
                         alerting.number_from(crate::cluster::alerts::id_base(&cluster.name()));
                         tasks.push(tokio::spawn(crate::cluster::alerts::watch(log.clone(), alerting.clone(), stop.clone())));
+                        let (stats, task) = crate::cluster::view::start(log.clone(), cluster.name(), held.clone(), registry.clone(), feed.clone(), stop.clone());
+                        tasks.push(task);
+                        view_stats = Some(stats);
+                        tasks.push(tokio::spawn(crate::cluster::history::serve(log.clone(), cluster.name(), store.clone(), stop.clone())));
+                        let client = log.connect("citysense-collector-city-history").await.map_err(|e| crate::cluster::ClusterError::Connect(e.to_string()))?;
+                        readable = Arc::new(crate::cluster::history::CityStore::new(store.clone(), client, held.clone(), cluster.name()));
                         let to = crate::cluster::assignment::Work { batches: ingest_tx.clone(), control: ingest_control.clone(), alerting: alerting.clone() };
                         let beat = liveness.register("batch_log", clock.clone());
                         handover = Some(tokio::spawn(crate::cluster::assignment::run(log, cluster.name(), held.clone(), to, beat, stop.clone())));
@@ -259,7 +268,8 @@ impl Collector {
         let state = http::AppState {
             city,
             feed_stats,
-            store: store.clone(),
+            view: view_stats,
+            store: readable,
             registry: registry.clone(),
             counters: counters.clone(),
             catalogue,

@@ -76,8 +76,18 @@ pub enum RuleInput {
 #[derive(Debug, Clone)]
 pub enum FeedEvent {
     Readings(Arc<Vec<Reading>>),
+    /// Readings another collector sharing the batch log stored (`cluster::view`):
+    /// for this collector's live stream, not for the feeds it publishes.
+    Elsewhere(Arc<Vec<Reading>>),
     Alert(AlertEvent),
-    Gateway { id: String, status: &'static str, ts_ms: i64 },
+    /// An alert change another collector sharing the batch log made, as the
+    /// cluster keeps it (`cluster::alerts`): for this collector's live stream only.
+    AlertElsewhere(AlertEvent),
+    Gateway {
+        id: String,
+        status: &'static str,
+        ts_ms: i64,
+    },
     Incident(IncidentNews),
 }
 

@@ -1,15 +1,17 @@
 //! What the collector knows right now, for the API: latest values per sensor
 //! and whether they are still coming (stale), each gateway's state, health
 //! and whether its batches are being refused. It is a view fed by ingest and
-//! the MQTT routing; the store remains the record.
+//! the MQTT routing; the store remains the record. When collectors share the
+//! batch log, what ingest tells it goes out (`share`) and what the others'
+//! ingest told theirs comes in (`heard`), so each shows the whole city.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use shared::clock::SharedClock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::wire::{DeviceHealth, Health, RefusedReload, Status};
 use shared::{GatewayId, Metric, Reading, Sample, SensorId, Seq};
 
@@ -51,7 +53,7 @@ impl SensorSeen {
 #[derive(Debug, Clone, Serialize)]
 pub struct Refusing {
     /// The last refusal's reason (a `Rejection` label).
-    pub reason: &'static str,
+    pub reason: std::borrow::Cow<'static, str>,
     pub count: u64,
     pub since_ms: i64,
 }
@@ -87,7 +89,7 @@ pub struct GatewayView {
 }
 
 /// The last sensor a gateway sent readings of without owning it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefusedSensor {
     pub sensor: SensorId,
     /// The gateway(s) that own it.
@@ -118,8 +120,42 @@ pub fn failing_now(before: Option<&DeviceHealth>, now: &DeviceHealth, was_failin
     }
 }
 
+/// What ingest told the registry about a gateway, as another collector's
+/// registry hears it (`Registry::heard`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// Every reading stored: the collectors' live streams carry them (`FeedEvent::Elsewhere`).
+    Stored {
+        gateway: String,
+        epoch: u64,
+        readings: Arc<Vec<Reading>>,
+        received: u64,
+        duplicates: u64,
+        acked: Seq,
+    },
+    Rejected {
+        gateway: String,
+        why: String,
+        at_ms: i64,
+    },
+    Refused {
+        gateway: String,
+        count: u64,
+        last: RefusedSensor,
+    },
+    Clock {
+        gateway: String,
+        offset_ms: Option<(i64, bool)>,
+        moved: u64,
+    },
+}
+
+/// Where the changes ingest makes go, besides this registry.
+pub type Outlet = Box<dyn Fn(Change) + Send + Sync>;
+
 pub struct Registry {
     clock: SharedClock,
+    outlet: OnceLock<Outlet>,
     sensors: RwLock<HashMap<SensorId, SensorSeen>>,
     gateways: RwLock<BTreeMap<String, GatewayView>>,
     /// Bumped when a (sensor, metric) is seen for the first time: views
@@ -129,7 +165,29 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(clock: SharedClock) -> Registry {
-        Registry { clock, sensors: RwLock::default(), gateways: RwLock::default(), series_generation: AtomicU64::new(0) }
+        Registry { clock, outlet: OnceLock::new(), sensors: RwLock::default(), gateways: RwLock::default(), series_generation: AtomicU64::new(0) }
+    }
+
+    /// Sends every change ingest makes from now on to `outlet` too (once).
+    pub fn share(&self, outlet: Outlet) {
+        let _ = self.outlet.set(outlet);
+    }
+
+    fn tell(&self, change: impl FnOnce() -> Change) {
+        if let Some(out) = self.outlet.get() {
+            out(change());
+        }
+    }
+
+    /// A change another collector's ingest made: applied as if made here,
+    /// and not shared again.
+    pub fn heard(&self, change: Change) {
+        match change {
+            Change::Stored { gateway, epoch, readings, received, duplicates, acked } => self.note_stored(&gateway, epoch, &readings, received, duplicates, acked),
+            Change::Rejected { gateway, why, at_ms } => self.note_rejected(&gateway, std::borrow::Cow::Owned(why), at_ms),
+            Change::Refused { gateway, count, last } => self.note_refused(&gateway, count, last),
+            Change::Clock { gateway, offset_ms, moved } => self.note_clock(&gateway, offset_ms, moved),
+        }
     }
 
     fn with_gateway<T>(&self, id: &str, f: impl FnOnce(&mut GatewayView) -> T) -> T {
@@ -139,7 +197,12 @@ impl Registry {
     }
 
     /// Records readings just stored for `gateway`.
-    pub fn stored(&self, gateway: &str, epoch: u64, readings: &[Reading], received: u64, duplicates: u64, acked: Seq) {
+    pub fn stored(&self, gateway: &str, epoch: u64, readings: &Arc<Vec<Reading>>, received: u64, duplicates: u64, acked: Seq) {
+        self.note_stored(gateway, epoch, readings, received, duplicates, acked);
+        self.tell(|| Change::Stored { gateway: gateway.to_string(), epoch, readings: readings.clone(), received, duplicates, acked });
+    }
+
+    fn note_stored(&self, gateway: &str, epoch: u64, readings: &[Reading], received: u64, duplicates: u64, acked: Seq) {
         let now = self.clock.now_ms();
         {
             let mut sensors = self.sensors.write().unwrap();
@@ -213,9 +276,14 @@ impl Registry {
 
     /// A batch of `gateway` refused, `why` being its rejection label.
     pub fn rejected(&self, gateway: &str, why: &'static str, now_ms: i64) {
+        self.note_rejected(gateway, why.into(), now_ms);
+        self.tell(|| Change::Rejected { gateway: gateway.to_string(), why: why.to_string(), at_ms: now_ms });
+    }
+
+    fn note_rejected(&self, gateway: &str, why: std::borrow::Cow<'static, str>, now_ms: i64) {
         self.with_gateway(gateway, |g| {
             g.rejected_batches += 1;
-            let r = g.refusing.get_or_insert(Refusing { reason: why, count: 0, since_ms: now_ms });
+            let r = g.refusing.get_or_insert_with(|| Refusing { reason: why.clone(), count: 0, since_ms: now_ms });
             r.reason = why;
             r.count += 1;
         });
@@ -223,6 +291,11 @@ impl Registry {
 
     /// `count` readings of `gateway` refused, the last for `last`'s sensor.
     pub fn refused(&self, gateway: &str, count: u64, last: RefusedSensor) {
+        self.tell(|| Change::Refused { gateway: gateway.to_string(), count, last: last.clone() });
+        self.note_refused(gateway, count, last);
+    }
+
+    fn note_refused(&self, gateway: &str, count: u64, last: RefusedSensor) {
         self.with_gateway(gateway, |g| {
             g.refused_readings += count;
             g.last_refused = Some(last);
@@ -232,6 +305,11 @@ impl Registry {
     /// `gateway`'s clock offset at its latest batch (and whether it is beyond
     /// `max_offset`), and readings moved for it.
     pub fn clock(&self, gateway: &str, offset_ms: Option<(i64, bool)>, moved: u64) {
+        self.note_clock(gateway, offset_ms, moved);
+        self.tell(|| Change::Clock { gateway: gateway.to_string(), offset_ms, moved });
+    }
+
+    fn note_clock(&self, gateway: &str, offset_ms: Option<(i64, bool)>, moved: u64) {
         self.with_gateway(gateway, |g| {
             if let Some((offset, beyond)) = offset_ms {
                 (g.clock_offset_ms, g.clock_beyond_max) = (Some(offset), beyond);
@@ -372,11 +450,11 @@ mod tests {
         let r = Registry::new(clock.clone());
         let reading = |ts: i64| Reading { seq: Seq(1), sensor: "s".into(), metric: "m".into(), ts_ms: ts, value: 1.0, quality: shared::Quality::Good };
         assert_eq!(r.arrived_until(NOW, 60_000), None, "nobody heard");
-        r.stored("gw-quiet", 1, &[reading(NOW - 500_000)], 1, 0, Seq(1));
+        r.stored("gw-quiet", 1, &Arc::new(vec![reading(NOW - 500_000)]), 1, 0, Seq(1));
         clock.set(NOW + 90_000);
         let now = NOW + 90_000;
-        r.stored("gw-a", 1, &[reading(now - 200), reading(now - 9_000)], 2, 0, Seq(2));
-        r.stored("gw-b", 1, &[reading(now - 12_000)], 1, 0, Seq(1));
+        r.stored("gw-a", 1, &Arc::new(vec![reading(now - 200), reading(now - 9_000)]), 2, 0, Seq(2));
+        r.stored("gw-b", 1, &Arc::new(vec![reading(now - 12_000)]), 1, 0, Seq(1));
         assert_eq!(r.arrived_until(now, 60_000), Some(now - 12_000), "gw-b's queue is the deeper; gw-quiet went silent 90 s ago");
         assert_eq!(r.arrived_until(now, 120_000), Some(NOW - 500_000));
     }
@@ -391,5 +469,30 @@ mod tests {
         }
         assert_eq!((s.interval_ms, s.stale_after_ms()), (Some(1_000), STALE_MIN_MS));
         assert!(!s.stale(3_000 + STALE_MIN_MS) && s.stale(3_001 + STALE_MIN_MS));
+    }
+
+    #[test]
+    fn what_ingest_tells_one_registry_another_hears_and_does_not_tell_again() {
+        let (here, there) = (Arc::new(Registry::new(shared::clock::system())), Arc::new(Registry::new(shared::clock::system())));
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (to_there, log) = (there.clone(), told.clone());
+        here.share(Box::new(move |c| to_there.heard(c)));
+        there.share(Box::new(move |c| log.lock().unwrap().push(c)));
+        let now = shared::now_ms();
+        let reading = |ts_ms: i64, value: f64| Reading { seq: Seq(1), sensor: "wl-1".into(), metric: "level".into(), ts_ms, value, quality: shared::Quality::Good };
+        here.stored("gw-river", 3, &Arc::new(vec![reading(now - 1_000, 1.5), reading(now - 500, 2.5)]), 2, 1, Seq(2));
+        here.rejected("gw-river", "seq_jump", now);
+        let last = RefusedSensor { sensor: "aq-9".into(), owners: vec!["gw-park".into()], at_ms: now };
+        here.refused("gw-river", 4, last.clone());
+        here.clock("gw-river", Some((1_500, false)), 0);
+        assert_eq!(there.latest("wl-1", "level").map(|s| s.value), Some(2.5));
+        assert_eq!(there.gateway("wl-1").as_deref(), Some("gw-river"));
+        let g = &there.gateways()[0];
+        assert_eq!((g.readings_received, g.duplicates, g.acked_seq, g.epoch, g.refused_readings), (2, 1, Seq(2), 3, 4));
+        assert_eq!(g.refusing.as_ref().map(|r| (r.reason.as_ref(), r.count)), Some(("seq_jump", 1)));
+        assert_eq!((g.last_refused.as_ref(), g.clock_offset_ms), (Some(&last), Some(1_500)));
+        assert!(told.lock().unwrap().is_empty(), "what was heard is not shared again");
+        there.stored("gw-park", 1, &Arc::new(vec![reading(now, 1.0)]), 1, 0, Seq(1));
+        assert_eq!(told.lock().unwrap().len(), 1, "what its own ingest stores is");
     }
 }

@@ -166,7 +166,10 @@ impl Turn<'_> {
         };
         self.renew().await;
         self.finish_letting_go().await;
-        let members = self.seen.keys().filter(|k| k.starts_with("member.")).filter(|k| self.alive(k)).count().max(1);
+        let mut alive: Vec<String> = self.seen.keys().filter(|k| self.alive(k)).filter_map(|k| k.strip_prefix("member.")).map(str::to_string).collect();
+        alive.sort_unstable();
+        let members = alive.len().max(1);
+        self.holdings.counted(alive, self.name);
         let count = self.holdings.partitions().count();
         let fair = count.div_ceil(members as u32) as usize;
         let mut keeping: Vec<u32> = self.held.iter().filter(|(_, h)| h.left_at.is_none()).map(|(p, _)| *p).collect();

@@ -83,11 +83,20 @@ impl Link {
 
     /// A connection to the cluster, named `name` in its monitoring.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-        let mut options = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect();
-        if let Some((u, p)) = &self.login {
-            options = options.user_and_password(u.clone(), p.clone());
+        self.options(name).connect(self.addrs.clone()).await
+    }
+
+    /// As `connect`, not hearing what it publishes itself on what it subscribes to.
+    pub async fn connect_deaf_to_itself(&self, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+        self.options(name).no_echo().connect(self.addrs.clone()).await
+    }
+
+    fn options(&self, name: &str) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect();
+        match &self.login {
+            Some((u, p)) => options.user_and_password(u.clone(), p.clone()),
+            None => options,
         }
-        options.connect(self.addrs.clone()).await
     }
 
     /// The stream `name` of `subjects`, made if it is missing: replicated and

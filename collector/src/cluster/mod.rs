@@ -7,19 +7,23 @@
 //! (`speaker`); operators' handling of alerts is shared through a stream of
 //! its own (`handling`). With the log split into partitions, collectors
 //! share the work instead: each reads the partitions it holds
-//! (`partition`, `assignment`) and publishes what it processed.
+//! (`partition`, `assignment`) and publishes what it processed; each shares
+//! its live view with the others (`view`) and answers for its share of the
+//! history (`history`), so every one still serves the whole city.
 
 pub mod alerts;
 pub mod applied;
 pub mod assignment;
 pub mod bucket;
 pub mod handling;
+pub mod history;
 pub mod holdings;
 pub mod log;
 pub mod partition;
 pub mod progress;
 pub mod settings;
 pub mod speaker;
+pub mod view;
 
 pub use settings::ClusterConfig;
 
@@ -49,6 +53,8 @@ pub enum ClusterError {
     Address { addr: String, reason: String },
     #[error("{path}: {source}; it holds this collector's place in the batch log: delete it to read the whole log again (ingest deduplicates what the store has)")]
     Progress { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot reach the cluster (cluster.nats): {0}")]
+    Connect(String),
     #[error("reading cluster.password_file {path}: {source}")]
     PasswordFile { path: std::path::PathBuf, source: std::io::Error },
 }

@@ -48,8 +48,15 @@ fn districts_count_states_show_their_worst_alert_and_rank_worst_first() {
         entry("wl-2", "water_level", "South"),
         entry("ns-1", "noise", "East"),
     ];
-    registry.stored("gw-North", 1, &[reading("aq-1", "pm25", 80.0), reading("aq-1", "pm10", 160.0), reading("aq-2", "pm25", 80.0), reading("aq-2", "pm10", 160.0)], 4, 0, Seq(4));
-    registry.stored("gw-South", 1, &[reading("wl-1", "water_level_m", 4.3), reading("wl-2", "water_level_m", 2.0)], 2, 0, Seq(2));
+    registry.stored(
+        "gw-North",
+        1,
+        &std::sync::Arc::new(vec![reading("aq-1", "pm25", 80.0), reading("aq-1", "pm10", 160.0), reading("aq-2", "pm25", 80.0), reading("aq-2", "pm10", 160.0)]),
+        4,
+        0,
+        Seq(4),
+    );
+    registry.stored("gw-South", 1, &std::sync::Arc::new(vec![reading("wl-1", "water_level_m", 4.3), reading("wl-2", "water_level_m", 2.0)]), 2, 0, Seq(2));
     // ns-1 never heard: stale. gw-East is offline, but ns-1 has no reading anyway.
     let open = [alert(7, "wl-1", Severity::Emergency), alert(8, "aq-2", Severity::Warning)];
     let rules = [rule("id = \"flood\"\nkind = \"threshold\"\nmetric = \"water_level_m\"\nop = \">\"\nvalue = 4.0\nseverity = \"emergency\"\nselect = { kind = \"water_level\" }")];
@@ -78,7 +85,7 @@ fn a_stale_sensor_adds_nothing_to_its_districts_figures() {
     let clock = shared::clock::ManualClock::at(NOW);
     let registry = Registry::new(clock.clone());
     let catalogue = [entry("aq-1", "air_quality", "North")];
-    registry.stored("gw-North", 1, &[reading("aq-1", "pm25", 300.0)], 1, 0, Seq(1));
+    registry.stored("gw-North", 1, &std::sync::Arc::new(vec![reading("aq-1", "pm25", 300.0)]), 1, 0, Seq(1));
     let fresh = build(NOW, &catalogue, &registry, &[], &[], Default::default());
     assert_eq!(fresh.districts[0].indicators.aqi.as_ref().map(|a| a.aqi), Some(350));
     let later = build(NOW + crate::registry::STALE_MAX_MS + 1, &catalogue, &registry, &[], &[], Default::default());

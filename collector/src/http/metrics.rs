@@ -103,6 +103,15 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             let _ = writeln!(out, "citysense_cluster_partition_held{{partition=\"{p}\"}} 1");
         }
     }
+    if let Some(v) = &st.view {
+        counter(
+            &mut out,
+            "citysense_cluster_view_unsent_total",
+            "Changes to this collector's live view never shared with the cluster (the queue to it was full).",
+            v.unsent.load(Relaxed),
+        );
+        counter(&mut out, "citysense_cluster_view_unreadable_total", "Changes to the live view from other collectors that could not be read.", v.unreadable.load(Relaxed));
+    }
     let seen = st.speaking.borrow().from_ms;
     if (0..i64::MAX).contains(&seen) {
         let _ = writeln!(

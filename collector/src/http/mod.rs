@@ -44,6 +44,8 @@ pub struct AppState {
     pub speaking: crate::cluster::speaker::Speaking,
     /// The partitions of the batch log this collector holds, when the cluster shares it.
     pub holdings: Option<Arc<crate::cluster::holdings::Holdings>>,
+    /// The live view shared with the cluster, when it shares the log by partition.
+    pub view: Option<Arc<crate::cluster::view::ViewStats>>,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub counters: Arc<crate::ingest::Counters>,

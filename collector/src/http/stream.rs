@@ -1,6 +1,7 @@
 //! `GET /api/v1/stream?types=reading,alert,gateway&sensor=`: Server-Sent Events.
 //! Event names are `reading`, `alert`, `gateway`, `incident`; a client that falls behind
-//! gets a `lagged` event with how many it missed.
+//! gets a `lagged` event with how many it missed. Readings are the city's,
+//! also where collectors share the batch log (`cluster::view`).
 
 use std::convert::Infallible;
 
@@ -45,7 +46,7 @@ pub async fn stream(State(st): State<AppState>, Params(q): Params<StreamQuery>) 
                 _ = stop.changed() => return,
             };
             let out: Vec<Event> = match next {
-                Ok(FeedEvent::Readings(rs)) if want("reading") => rs
+                Ok(FeedEvent::Readings(rs) | FeedEvent::Elsewhere(rs)) if want("reading") => rs
                     .iter()
                     .filter(|r| sensor.as_deref().is_none_or(|s| s == r.sensor))
                     .map(|r| {
@@ -54,7 +55,7 @@ pub async fn stream(State(st): State<AppState>, Params(q): Params<StreamQuery>) 
                             .data(json!({"sensor": r.sensor, "metric": r.metric, "ts_ms": r.ts_ms, "value": r.value, "quality": r.quality}).to_string())
                     })
                     .collect(),
-                Ok(FeedEvent::Alert(a)) if want("alert") && sensor.as_deref().is_none_or(|s| s == a.alert.sensor) => {
+                Ok(FeedEvent::Alert(a) | FeedEvent::AlertElsewhere(a)) if want("alert") && sensor.as_deref().is_none_or(|s| s == a.alert.sensor) => {
                     vec![Event::default().event("alert").data(serde_json::to_string(&a).expect("alert serializes"))]
                 }
                 Ok(FeedEvent::Gateway { id, status, ts_ms }) if want("gateway") => {

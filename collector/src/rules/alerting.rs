@@ -111,13 +111,22 @@ impl Alerting {
         *engine = std::mem::take(&mut *engine).with_id_range(base);
     }
 
-    /// An open alert as the cluster keeps it under `key` (`None`: resolved, gone).
+    /// An open alert as the cluster keeps it under `key` (`None`: resolved,
+    /// gone). A change another collector made goes to this collector's live
+    /// stream (`FeedEvent::AlertElsewhere`); its own were there when made.
     pub fn heard_elsewhere(&self, key: &str, alert: Option<Alert>) {
-        let mut elsewhere = self.elsewhere.lock().unwrap();
-        match alert {
-            Some(a) => elsewhere.insert(key.to_string(), a),
-            None => elsewhere.remove(key),
+        let before = {
+            let mut elsewhere = self.elsewhere.lock().unwrap();
+            match &alert {
+                Some(a) => elsewhere.insert(key.to_string(), a.clone()),
+                None => elsewhere.remove(key),
+            }
         };
+        let Some(ev) = news_of(before, alert, self.clock.now_ms()) else { return };
+        let own = self.engine.lock().unwrap().alerts().any(|a| a.id == ev.alert.id && a.state == ev.alert.state);
+        if !own {
+            let _ = self.feed.send(FeedEvent::AlertElsewhere(ev));
+        }
     }
 
     /// Alerts another collector had open for the subjects `moved` selects
@@ -346,6 +355,24 @@ impl Alerting {
     }
 }
 
+/// What a change of an alert kept on the cluster announces: none for a
+/// write that changed nothing a stream shows (a takeover rewrites it as it was).
+fn news_of(before: Option<Alert>, after: Option<Alert>, now_ms: i64) -> Option<AlertEvent> {
+    let (event, alert) = match (before, after) {
+        (None, Some(a)) => (if a.state == crate::alert::State::Acknowledged { Change::Acknowledged } else { Change::Fired }, a),
+        (Some(b), Some(a)) if a.state != b.state && a.state == crate::alert::State::Acknowledged => (Change::Acknowledged, a),
+        (Some(b), Some(a)) if a.escalated && !b.escalated => (Change::Escalated, a),
+        (Some(mut b), None) => {
+            b.state = crate::alert::State::Resolved;
+            b.resolved_ts_ms = Some(now_ms);
+            b.updated_ts_ms = now_ms;
+            (Change::Resolved, b)
+        }
+        _ => return None,
+    };
+    Some(AlertEvent { event, alert })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -405,5 +432,39 @@ mod tests {
         let r = told.lock().unwrap().pop().unwrap();
         assert_eq!(there.handled_elsewhere(&r), Some(true));
         assert!(there.alerts(|a| a.is_open()).is_empty());
+    }
+
+    #[test]
+    fn another_collectors_alert_changes_reach_the_live_stream_and_its_own_do_not_twice() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (holder, other) = (collector(d1.path()), collector(d2.path()));
+        let mut stream = other.feed.subscribe();
+        let mut own_stream = holder.feed.subscribe();
+        fire(&holder, 1_000);
+        let fired = holder.alerts(|_| true)[0].clone();
+        let heard = |rx: &mut tokio::sync::broadcast::Receiver<FeedEvent>| {
+            let mut out = Vec::new();
+            while let Ok(ev) = rx.try_recv() {
+                match ev {
+                    FeedEvent::AlertElsewhere(e) => out.push((e.event, e.alert.state, e.alert.id)),
+                    FeedEvent::Alert(e) => out.push((e.event, e.alert.state, u64::MAX)),
+                    _ => {}
+                }
+            }
+            out
+        };
+        // The bucket's writes, as both collectors' watches hear them.
+        for a in [&holder, &other] {
+            a.heard_elsewhere("0.k", Some(fired.clone()));
+        }
+        assert_eq!(heard(&mut stream), [(Change::Fired, State::Firing, fired.id)]);
+        assert_eq!(heard(&mut own_stream), [(Change::Fired, State::Firing, u64::MAX)], "its own change once, when made");
+        other.heard_elsewhere("0.k", Some(fired.clone()));
+        assert!(heard(&mut stream).is_empty(), "rewritten as it was (a takeover): nothing new");
+        let mut acked = fired.clone();
+        (acked.state, acked.acked_by) = (State::Acknowledged, Some("duty officer Li".into()));
+        other.heard_elsewhere("0.k", Some(acked));
+        other.heard_elsewhere("0.k", None);
+        assert_eq!(heard(&mut stream), [(Change::Acknowledged, State::Acknowledged, fired.id), (Change::Resolved, State::Resolved, fired.id)]);
     }
 }

@@ -57,6 +57,9 @@ pub enum StoreError {
     Engine { path: String, source: redb::Error },
     #[error("store at {path}: {detail}")]
     Corrupt { path: String, detail: String },
+    /// Another collector sharing the batch log holds part of what was asked (`cluster::history`).
+    #[error("collector `{collector}` holds part of the city's history and did not answer: {detail}")]
+    Elsewhere { collector: String, detail: String },
 }
 
 /// What one ingest step writes, in one atomic step.
@@ -79,7 +82,7 @@ pub struct Forward {
 }
 
 /// Resolutions the store keeps: raw samples and two rollups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Level {
     Raw,
     Minute,
@@ -109,7 +112,7 @@ impl Level {
 }
 
 /// Min, max, sum, count and last of the samples in one bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Rollup {
     pub start_ms: i64,
     pub min: f64,

@@ -26,12 +26,20 @@ async fn counter_grows(http: SocketAddr, agent: &agent::Agent, sensor: &str, fro
     let missing = |v: &[f64]| v.last().unwrap() - v.first().unwrap() + 1.0 - v.len() as f64;
     let failed = || agent.devices.iter().find(|d| d.sensor == sensor).expect("device stats").snapshot().errors;
     let values = wait_for(&format!("{n} more counter values of {sensor} (had {from}), every missing one a failed read"), LIMIT, || async move {
-        let v = series_values(http, sensor, "counter").await;
+        let v = series_values_yet(http, sensor, "counter").await?;
         (v.len() >= from + n && missing(&v) <= (failed() * 2) as f64).then_some(v)
     })
     .await;
     assert!(values.windows(2).all(|w| w[1] > w[0]), "counter of {sensor} repeats or goes back: {values:?}");
     values
+}
+
+/// A series' values, or `None` while the collector cannot answer for it (a
+/// collector sharing the log with one that just died: `cluster::history`).
+async fn series_values_yet(http: SocketAddr, sensor: &str, metric: &str) -> Option<Vec<f64>> {
+    let (status, body) = try_get(http, &format!("/api/v1/series?sensor={sensor}&metric={metric}&from=0")).await.ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+    Some(v["points"].as_array()?.iter().filter_map(|p| p["value"].as_f64()).collect())
 }
 
 /// Waits until the agent's uplink is connected to a broker `ok` accepts.
@@ -835,7 +843,7 @@ async fn held(http: SocketAddr) -> Vec<u32> {
 /// Waits until `a` and `b` hold every partition between them, 2 each.
 async fn shared_evenly(a: SocketAddr, b: SocketAddr) -> (Vec<u32>, Vec<u32>) {
     wait_for("the two collectors to hold 2 partitions each", LIMIT, || async move {
-        let (x, y) = (held(a).await, held(b).await);
+        let (x, y) = (held_yet(a).await?, held_yet(b).await?);
         let mut all: Vec<u32> = x.iter().chain(&y).copied().collect();
         all.sort();
         (x.len() == 2 && y.len() == 2 && all == [0, 1, 2, 3]).then_some((x, y))
@@ -846,12 +854,13 @@ async fn shared_evenly(a: SocketAddr, b: SocketAddr) -> (Vec<u32>, Vec<u32>) {
 /// Collectors sharing a batch log split into 4 partitions: each gateway's
 /// batches are stored and judged by the one collector holding its partition
 /// (where NATS's own `partition()` put them, and where the collector's
-/// reckoning of it says), the other holds none of them; a collector that
-/// joins is given half; one killed (SIGKILL) has its share taken by the
-/// other within seconds of its leases expiring, and what its gateways sent
-/// meanwhile is stored there, each reading once; restarted on an empty disk
-/// it is given half again. An alert fires on its sensor's holder only, and
-/// the alert feed carries it once.
+/// reckoning of it says), the other holds none of them; yet each serves the
+/// whole city: its sensors, gateways, series, export and live stream. A
+/// collector that joins is given half; one killed (SIGKILL) has its share
+/// taken by the other within seconds of its leases expiring, and what its
+/// gateways sent meanwhile is stored there, each reading once; restarted on
+/// an empty disk it is given half again. An alert fires on its sensor's
+/// holder only, and the alert feed carries it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     let _turn = TURNS.acquire().await.unwrap();
@@ -877,6 +886,12 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     let b = collector_in(dir.path(), "b", &brokers, rule, &shared_log("b")).await;
     let hb = b.http_addr;
     let (on_a, _) = shared_evenly(ha, hb).await;
+    // What one collector's own store holds of a gateway (a counts below 100).
+    let own = |c: &collector::Collector, g: &str| -> Vec<f64> {
+        c.store.query(&format!("{g}-level"), "level", 0, i64::MAX, 100_000).unwrap().into_iter().map(|s| s.value).filter(|v| *v < 100.0).collect()
+    };
+    let mut live_on_a = SseClient::connect(ha, "/api/v1/stream?types=reading").await;
+    let mut alerts_on_b = SseClient::connect(hb, "/api/v1/stream?types=alert").await;
 
     let mut gws = Vec::new();
     for (g, s) in GATEWAYS.iter().zip(&secrets) {
@@ -911,14 +926,42 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     gws = send(&mut gws, sent, 5).await;
     sent += 5;
     let holder = |held_a: &[u32], gw: &str| held_a.contains(&partitions.of(gw));
+    let values = |from: usize, to: usize| (from..to).map(|i| i as f64).collect::<Vec<_>>();
     for g in GATEWAYS {
-        let sensor = format!("{g}-level");
-        let (mine, other) = if holder(&on_a, g) { (ha, hb) } else { (hb, ha) };
-        assert_eq!(series_values(mine, &sensor, "level").await, (0..sent).map(|i| i as f64).collect::<Vec<_>>(), "{g} (partition {}) on its holder", partitions.of(g));
-        assert!(series_values(other, &sensor, "level").await.is_empty(), "{g} (partition {}) stored by a collector that does not hold it", partitions.of(g));
+        let expected = if holder(&on_a, g) { vec![] } else { values(0, sent) };
+        assert_eq!(own(&b, g), expected, "{g} (partition {}) in b's store: stored by its holder only", partitions.of(g));
     }
     let stored = |http: SocketAddr| async move { metric(http, "citysense_readings_stored_total").await as usize };
     assert_eq!(stored(ha).await + stored(hb).await, sent * GATEWAYS.len(), "every reading stored by one collector");
+    // The city view on both: every gateway's series, sensor, gateway and export row.
+    for http in [ha, hb] {
+        for g in GATEWAYS {
+            assert_eq!(series_values(http, &format!("{g}-level"), "level").await, values(0, sent), "{g}'s series through {http}");
+        }
+        let latest = || async move {
+            let sensors = get_json(http, "/api/v1/sensors").await;
+            let mut v: Vec<(String, f64)> =
+                sensors.as_array().unwrap().iter().map(|s| (s["id"].as_str().unwrap().to_string(), s["metrics"][0]["value"].as_f64().unwrap_or(-1.0))).collect();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
+        };
+        let mut whole: Vec<(String, f64)> = GATEWAYS.iter().map(|g| (format!("{g}-level"), (sent - 1) as f64)).collect();
+        whole.sort_by(|x, y| x.0.cmp(&y.0));
+        wait_for("every sensor with its latest value", LIMIT, || async { (latest().await == whole).then_some(()) }).await;
+        let gateways = get_json(http, "/api/v1/gateways").await;
+        let mut received: Vec<(String, u64)> =
+            gateways.as_array().unwrap().iter().map(|g| (g["id"].as_str().unwrap().to_string(), g["readings_received"].as_u64().unwrap())).collect();
+        received.sort();
+        let mut expected: Vec<(String, u64)> = GATEWAYS.iter().map(|g| (g.to_string(), sent as u64)).collect();
+        expected.sort();
+        assert_eq!(received, expected, "every gateway with what it delivered, through {http}");
+        let (status, csv) = try_get(http, &format!("/api/v1/export?from={start}")).await.unwrap();
+        assert_eq!((status, csv.lines().count()), (200, 1 + sent * GATEWAYS.len()), "the city's export through {http}: {csv}");
+    }
+    // a's live stream carries b's gateways' readings too.
+    let b_gw = *GATEWAYS.iter().find(|g| !holder(&on_a, g)).unwrap();
+    let heard = live_on_a.next_where("reading", LIMIT, |r| r["sensor"] == format!("{b_gw}-level")).await;
+    assert_eq!(heard["metric"], "level");
 
     // A crossing fires on its sensor's holder only: a gateway of a's, so
     // the alert is open when a dies.
@@ -943,6 +986,10 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     let (status, body) = post(hb, &format!("/api/v1/alerts/{}/ack", fired_on_a["id"]), r#"{"by":"duty officer Li"}"#).await;
     assert_eq!(status, 200, "acknowledged on a collector that does not hold it: {body}");
     let acked_on_a = wait_for("its holder to apply the acknowledgement", LIMIT, || async { alerts_of(ha).await.into_iter().find(|a| a["state"] == "acknowledged") }).await;
+    // b's live stream told of both changes a made.
+    for event in ["fired", "acknowledged"] {
+        alerts_on_b.next_where("alert", LIMIT, |a| a["id"] == fired_on_a["id"] && a["event"] == event).await;
+    }
     assert_eq!((&acked_on_a["id"], &acked_on_a["acked_by"]), (&fired_on_a["id"], &serde_json::json!("duty officer Li")));
     wait_for("b to list it acknowledged", LIMIT, || async { alerts_of(hb).await.into_iter().find(|a| a["state"] == "acknowledged").map(|_| ()) }).await;
 
@@ -970,12 +1017,12 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     gws = send(&mut gws, sent, 4).await;
     let before_kill = 5;
     sent += 4;
-    let values = |from: usize, to: usize| (from..to).map(|i| i as f64).collect::<Vec<_>>();
     let level = |http: SocketAddr, g: &'static str| async move { series_values(http, &format!("{g}-level"), "level").await.into_iter().filter(|v| *v < 100.0).collect::<Vec<_>>() };
     assert!(series_values(hb, &hot_sensor, "level").await.contains(&160.0));
     for g in GATEWAYS {
         let expected = if holder(&on_a, g) { values(before_kill, sent) } else { values(0, sent) };
-        assert_eq!(level(hb, g).await, expected, "{g} (partition {}) on b after a died: what a stored is on a's disk, the rest once on b", partitions.of(g));
+        assert_eq!(own(&b, g), expected, "{g} (partition {}) on b after a died: what a stored is on a's disk, the rest once on b", partitions.of(g));
+        assert_eq!(level(hb, g).await, expected, "{g}'s series through b: a's share of the history is gone with a");
     }
 
     // a comes back on an empty disk: it is given half again, and stores
@@ -983,13 +1030,24 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     let c = collector_in(dir.path(), "a-emptied", &brokers, rule, &shared_log("a")).await;
     let hc = c.http_addr;
     let (on_c, _) = shared_evenly(hc, hb).await;
-    let mut on_b_before = Vec::new();
-    for g in GATEWAYS {
-        on_b_before.push(level(hb, g).await);
-    }
+    let on_b_before: Vec<Vec<f64>> = GATEWAYS.iter().map(|g| own(&b, g)).collect();
     gws = send(&mut gws, sent, 3).await;
+    // It serves the whole city: every sensor, from its own ingest or b's.
+    let mut every: Vec<String> = GATEWAYS.iter().map(|g| format!("{g}-level")).collect();
+    every.sort();
+    let every = &every;
+    wait_for("the rejoined collector to list every sensor", LIMIT, || async move {
+        let sensors = get_json(hc, "/api/v1/sensors").await;
+        let mut ids: Vec<String> = sensors.as_array().unwrap().iter().filter(|s| s["last_seen_ms"].is_number()).map(|s| s["id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        (ids == *every).then_some(())
+    })
+    .await;
     for (g, had) in GATEWAYS.iter().zip(on_b_before) {
-        let (on_c_now, on_b_now) = (level(hc, g).await, level(hb, g).await);
+        let (on_c_now, on_b_now) = (own(&c, g), own(&b, g));
+        let mut city = had.clone();
+        city.extend(values(sent, sent + 3));
+        assert_eq!((level(hb, g).await, level(hc, g).await), (city.clone(), city), "{g}'s series through both, from both stores");
         if holder(&on_c, g) {
             assert_eq!(
                 (on_c_now, on_b_now),
@@ -1044,4 +1102,225 @@ async fn a_collector_split_otherwise_than_the_log_reads_none_of_it_and_says_why(
     }
     assert_eq!(held(hf).await.len(), 4, "the one configured as the log is split keeps reading it");
     first.shutdown().await;
+}
+
+/// What the surviving collector showed while the drill ran: every poll of
+/// its sensors and gateways, and the polls where a series could not be read.
+#[derive(Debug, Default)]
+struct Watched {
+    polls: usize,
+    incomplete: Vec<String>,
+    series_unreadable: Vec<Duration>,
+}
+
+/// Polls `http` every 200 ms until `stop`: the sensors `ids` each with a
+/// value, the gateways `gws` each listed, and every sensor's series readable.
+async fn watch_city(http: SocketAddr, ids: Vec<String>, gws: Vec<String>, started: Instant, mut stop: tokio::sync::watch::Receiver<bool>) -> Watched {
+    let mut seen = Watched::default();
+    loop {
+        seen.polls += 1;
+        let sensors = try_get(http, "/api/v1/sensors").await.ok().and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok()).unwrap_or_default();
+        let gateways = try_get(http, "/api/v1/gateways").await.ok().and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok()).unwrap_or_default();
+        let listed = |v: &serde_json::Value, id: &str| v.as_array().is_some_and(|a| a.iter().any(|x| x["id"] == id && x["last_seen_ms"].is_number()));
+        for id in &ids {
+            if !listed(&sensors, id) {
+                seen.incomplete.push(format!("sensor {id} at {:?}", started.elapsed()));
+            }
+        }
+        for g in &gws {
+            if !listed(&gateways, g) {
+                seen.incomplete.push(format!("gateway {g} at {:?}", started.elapsed()));
+            }
+        }
+        for id in &ids {
+            if series_values_yet(http, id, "counter").await.is_none() {
+                seen.series_unreadable.push(started.elapsed());
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => return seen,
+        }
+    }
+}
+
+/// The drill the cluster is for, with collectors sharing the log: three
+/// nodes, two collectors (one a process of its own), three agents polling
+/// the simulator. A node dies and comes back; then a collector dies
+/// (SIGKILL) and comes back on its own disk. Throughout, the other
+/// collector lists every sensor and gateway of the city; in the end every
+/// reading the devices gave is stored, once across the two stores, heard at
+/// most once on the live feed, and the one threshold crossing made one alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_city_rides_out_a_node_and_a_collector_dying_and_coming_back() {
+    let _turn = TURNS.acquire().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    const GATEWAYS: [&str; 3] = ["gw-river", "gw-north", "gw-park"];
+    let secrets: Vec<String> = GATEWAYS.iter().map(|g| format!("{g}-secret")).collect();
+    let mut users: Vec<(&str, &str, &str)> = vec![USERS[0], USERS[3]];
+    users.extend(GATEWAYS.iter().zip(&secrets).map(|(g, s)| ("gateway", *g, s.as_str())));
+    let mut nats = NatsCluster::start(dir.path(), &workspace().join("deploy"), 3, &users).unwrap_or_else(|e| panic!("{e:#}"));
+    let partitions = collector::cluster::partition::Partitions::new(4);
+    let plan = City { air: 3, traffic: 0, water: 0, noise: 0 };
+    let rule = "[[rule]]\nid = \"smog\"\nkind = \"threshold\"\nmetric = \"pm25\"\nop = \">\"\nvalue = 500\nseverity = \"critical\"\n";
+    let catalogue = format!("{}{rule}", sim::run::catalogue_toml(&plan.sensors()));
+    let brokers = nats.mqtt_list(&[0, 1, 2]);
+    let nats_list = nats.nats_list(&[0, 1, 2]);
+    let shared_log = |name: &str| format!("[cluster]\nname = \"{name}\"\nnats = {nats_list}\npartitions = 4\n");
+    let desk = Some(("duty-desk", "duty-desk-secret"));
+    let mut live = json_feed_as(&nats.mqtt_url(2), "duty-live", desk, "citysense/v1/live/#", rumqttc::QoS::AtMostOnce).await;
+    let mut alerts = json_feed_as(&nats.mqtt_url(2), "duty-alerts", desk, "citysense/v1/alerts/#", rumqttc::QoS::AtLeastOnce).await;
+
+    let (mut a, ha) = collector_process(dir.path(), "a", &brokers, &catalogue, &shared_log("a"));
+    wait_for("collector a to hold all 4 partitions", LIMIT, || async move { (held_yet(ha).await? == [0, 1, 2, 3]).then_some(()) }).await;
+    let b = collector_in(dir.path(), "b", &brokers, &catalogue, &shared_log("b")).await;
+    let hb = b.http_addr;
+    let (on_a, _) = shared_evenly(ha, hb).await;
+    let on_a_now = |g: &str| on_a.contains(&partitions.of(g));
+
+    let city = RunningCity::start(plan, None, Duration::from_millis(200)).await.unwrap();
+    let ids: Vec<String> = city.devices.iter().map(|d| d.device.spec.id.clone()).collect();
+    let mut agents = Vec::new();
+    for (i, (g, secret)) in GATEWAYS.iter().zip(&secrets).enumerate() {
+        let pw = dir.path().join(format!("{g}-password"));
+        std::fs::write(&pw, format!("{secret}\n")).unwrap();
+        let order = [[1, 2, 0], [2, 0, 1], [0, 1, 2]][i];
+        let text = agent_toml(dir.path(), g, &nats.mqtt_list(&order), &sim::run::modbus_toml(&[&city.devices[i]], Duration::from_millis(100)), None)
+            .replace("[uplink]\n", &format!("[uplink]\nusername = \"{g}\"\npassword_file = \"{}\"\n", pw.display()));
+        let cfg = shared::config::parse("cluster agent", &text, dir.path()).unwrap_or_else(|d| panic!("{d}"));
+        agents.push(agent::Agent::start(cfg).await.unwrap());
+    }
+    let grows = |i: usize, from: usize, n: usize| counter_grows(hb, &agents[i], &ids[i], from, n);
+    let mut counted = Vec::new();
+    for i in 0..3 {
+        counted.push(grows(i, 0, 10).await.len());
+    }
+    let started = Instant::now();
+    let (stop_watching, stop) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch_city(hb, ids.clone(), GATEWAYS.iter().map(|g| g.to_string()).collect(), started, stop));
+
+    // A crossing on a sensor of a gateway a holds: still over the limit when a dies.
+    let hot = GATEWAYS.iter().position(|g| on_a_now(g)).expect("a holds a gateway");
+    city.control.force(&ids[hot], "pm25", 900.0);
+    let alerts_of = |http: SocketAddr| {
+        let path = format!("/api/v1/alerts?sensor={}", ids[hot]);
+        async move { get_json(http, &path).await.as_array().unwrap().clone() }
+    };
+    let fired = wait_for("the alert, listed by b", LIMIT, || async { alerts_of(hb).await.into_iter().find(|a| a["state"] == "firing") }).await;
+
+    // A node dies and comes back.
+    nats.kill(1);
+    for (i, n) in counted.iter_mut().enumerate() {
+        *n = grows(i, *n, 5).await.len();
+    }
+    nats.restart(1).unwrap();
+    for (i, n) in counted.iter_mut().enumerate() {
+        *n = grows(i, *n, 5).await.len();
+    }
+
+    // A collector dies: its gateways deliver again through b. While it is
+    // down its share of the history is not readable, so delivery is told
+    // from the agents: acknowledged means stored by b.
+    let acked = |i: usize| agents[i].outbox.stats().acked;
+    let at_kill: Vec<u64> = (0..3).map(acked).collect();
+    let killed = Instant::now();
+    drop(a);
+    let again_after = |i: usize, more: u64| {
+        let from = at_kill[i];
+        async move {
+            wait_for(&format!("{} to deliver again", GATEWAYS[i]), LIMIT, || async move { (acked(i) > from + more).then_some(()) }).await;
+            (GATEWAYS[i], if on_a_now(GATEWAYS[i]) { "a's" } else { "b's" }, killed.elapsed())
+        }
+    };
+    // 30 seqs: five polls' readings, more than one batch in flight at the kill.
+    let again = tokio::join!(again_after(0, 30), again_after(1, 30), again_after(2, 30));
+    wait_for("b to hold all 4 partitions", LIMIT, || async move { (held(hb).await == [0, 1, 2, 3]).then_some(()) }).await;
+    tokio::join!(again_after(0, 300), again_after(1, 300), again_after(2, 300));
+    let open = alerts_of(hb).await;
+    assert_eq!((open.len(), &open[0]["id"], &open[0]["state"]), (1, &fired["id"], &serde_json::json!("firing")), "a's open alert goes on under b: {open:?}");
+    city.control.clear(&ids[hot], "pm25");
+    wait_for("b to resolve it", LIMIT, || async { alerts_of(hb).await.into_iter().find(|a| a["state"] == "resolved") }).await;
+
+    // It comes back on its own disk and is given half again.
+    let (back, ha) = collector_process(dir.path(), "a", &brokers, &catalogue, &shared_log("a"));
+    a = back;
+    shared_evenly(ha, hb).await;
+    for (i, n) in counted.iter_mut().enumerate() {
+        *n = grows(i, *n, 5).await.len();
+    }
+    let _ = stop_watching.send(true);
+    let watched = watcher.await.unwrap();
+    let failed: Vec<u64> = (0..3).map(|i| agents[i].devices[0].snapshot().errors).collect();
+    for agent in agents.drain(..) {
+        agent.shutdown().await;
+    }
+    // a stops (its partitions handed back to b), so its store can be read here.
+    std::process::Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status().unwrap();
+    assert!(a.0.wait().unwrap().success(), "a stops cleanly");
+    let stored_by_b = |b: &collector::Collector| {
+        b.store
+            .series()
+            .into_iter()
+            .filter(|(s, _)| ids.iter().any(|id| id == s.as_str()))
+            .map(|(s, m)| b.store.query(&s, &m, 0, i64::MAX, usize::MAX).unwrap().len())
+            .sum::<usize>()
+    };
+    let b_ref = &b;
+    wait_for("b to have stored each reading it took once", LIMIT, || async move {
+        (b_ref.counters.stored.load(std::sync::atomic::Ordering::Relaxed) as usize == stored_by_b(b_ref)).then_some(())
+    })
+    .await;
+    let store_a = collector::store::RedbStore::open(&dir.path().join("a")).unwrap();
+    use collector::store::Store as _;
+    let mut stored_on = [0usize; 2];
+    for (i, id) in ids.iter().enumerate() {
+        for (s, m) in store_a.series().into_iter().chain(b.store.series()).filter(|(s, _)| s.as_str() == id).collect::<std::collections::BTreeSet<_>>() {
+            let on_a: Vec<i64> = store_a.query(&s, &m, 0, i64::MAX, usize::MAX).unwrap().iter().map(|x| x.ts_ms).collect();
+            let on_b: Vec<i64> = b.store.query(&s, &m, 0, i64::MAX, usize::MAX).unwrap().iter().map(|x| x.ts_ms).collect();
+            let twice: Vec<&i64> = on_a.iter().filter(|t| on_b.binary_search(t).is_ok()).collect();
+            assert!(twice.is_empty(), "{s}/{m}: {} readings stored by both collectors, e.g. at {:?}", twice.len(), twice.first());
+            stored_on[0] += on_a.len();
+            stored_on[1] += on_b.len();
+        }
+        let mut counter: Vec<f64> = store_a
+            .query(id, "counter", 0, i64::MAX, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .chain(b.store.query(id, "counter", 0, i64::MAX, usize::MAX).unwrap())
+            .map(|x| x.value)
+            .collect();
+        counter.sort_by(f64::total_cmp);
+        assert!(counter.windows(2).all(|w| w[1] > w[0]), "{id}'s counter stored twice or going back");
+        let missing = counter.last().unwrap() - counter.first().unwrap() + 1.0 - counter.len() as f64;
+        assert!(missing <= (failed[i] * 2) as f64, "{id}: {missing} counter values missing, {} failed reads", failed[i]);
+    }
+
+    // The live feed: no reading heard twice.
+    let mut heard = std::collections::HashMap::new();
+    while let Ok(Some((topic, v))) = tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
+        *heard.entry((topic, v["ts_ms"].as_i64().unwrap_or_default())).or_insert(0) += 1;
+    }
+    let twice = heard.iter().filter(|(_, n)| **n > 1).count();
+    assert_eq!(twice, 0, "readings heard more than once on the live feed, of {} heard", heard.len());
+    // One crossing, one alert.
+    let mut events = Vec::new();
+    while let Ok(Some((_, ev))) = tokio::time::timeout(Duration::from_secs(1), alerts.recv()).await {
+        if ev["sensor"] == ids[hot].as_str() {
+            events.push(ev["event"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(events, ["fired", "resolved"], "one crossing through a collector's death, one alert on the feed");
+    assert!(watched.incomplete.is_empty(), "b did not list the whole city at every poll: {:?}", watched.incomplete);
+    let unreadable = watched.series_unreadable.first().zip(watched.series_unreadable.last());
+    eprintln!(
+        "drill: {} polls of b, each listing every sensor and gateway; series unreadable in {} polls, {unreadable:?} after the drill began (a killed {:?} after it); delivering again after a's kill: {again:?}; stored on a {}, on b {}; {} readings heard on the live feed",
+        watched.polls,
+        watched.series_unreadable.len(),
+        killed.duration_since(started),
+        stored_on[0],
+        stored_on[1],
+        heard.len()
+    );
+    b.shutdown().await;
 }

@@ -167,7 +167,7 @@ impl Collector {
         let (mut holdings, mut progress, mut handover) = (None, None, None);
         // What the API reads: this collector's store, or the city's when collectors share the log.
         let mut readable = store.clone();
-        let mut view_stats = None;
+        let (mut view_stats, mut claims) = (None, None);
         match &config.cluster {
             // Batches come from the cluster's log, not straight off MQTT.
             Some(cluster) => {
@@ -184,6 +184,9 @@ impl Collector {
                         alerting.set_replicate(replicate);
                         alerting.number_from(crate::cluster::alerts::id_base(&cluster.name()));
                         tasks.push(tokio::spawn(crate::cluster::alerts::watch(log.clone(), alerting.clone(), stop.clone())));
+                        let (out, task) = crate::cluster::bindings::start(log.clone(), ingest_control.clone(), stop.clone());
+                        tasks.push(task);
+                        claims = Some(out);
                         let (stats, task) = crate::cluster::view::start(log.clone(), cluster.name(), held.clone(), registry.clone(), feed.clone(), stop.clone());
                         tasks.push(task);
                         view_stats = Some(stats);
@@ -207,7 +210,7 @@ impl Collector {
         tasks.push(acks.task);
         let forwarded = Arc::new(Notify::new());
         let keys = config.batch_keys(base)?;
-        let links = ingest::Links { acks: acks.client, rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone(), progress };
+        let links = ingest::Links { acks: acks.client, rules: rules_tx, feed: feed.clone(), forwarded: forwarded.clone(), progress, claims };
         let counters = Arc::new(ingest::Counters::default());
         let admission = ingest::Admission { keys, rate: RateLimit::new(config.mqtt.gateway_rate, clock.clone()) };
         let limit = JumpLimit { per_second: config.mqtt.gateway_rate as u64, slack: config.ingest.seq_jump_slack };

@@ -42,6 +42,9 @@ pub enum IngestControl {
     /// Delivery progress another collector left for gateways this one now
     /// reads (`crate::cluster::progress`): taken where it is further on.
     Adopt { progress: Vec<(crate::store::SeqSpace, crate::store::Progress)>, reply: oneshot::Sender<()> },
+    /// Sensor bindings the cluster keeps (`crate::cluster::bindings`): taken
+    /// where they differ from this collector's.
+    Bound { bindings: Vec<(shared::SensorId, GatewayId)> },
 }
 
 /// Why a sensor was not moved.

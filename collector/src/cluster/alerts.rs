@@ -60,7 +60,9 @@ async fn follow(link: &Link, alerting: &Alerting) -> Result<(), async_nats::Erro
     use futures_util::StreamExt as _;
     let js = jetstream::new(link.connect("citysense-collector-city-alerts").await?);
     let store = super::bucket::open(&js, link, BUCKET).await?;
-    let mut news = store.watch_all().await?;
+    // Every key's latest first (those opened before this collector started
+    // or while it was cut off, and deletions it missed), then each change.
+    let mut news = store.watch_with_history(">").await?;
     while let Some(e) = news.next().await {
         let e = e?;
         match e.operation {

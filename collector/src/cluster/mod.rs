@@ -14,6 +14,7 @@
 pub mod alerts;
 pub mod applied;
 pub mod assignment;
+pub mod bindings;
 pub mod bucket;
 pub mod handling;
 pub mod history;

@@ -68,6 +68,8 @@ pub struct Ingest {
     clock: SharedClock,
     health: Health,
     ownership: Ownership,
+    /// Where bindings made here go (cluster mode, log shared by partition).
+    claims: Option<ClaimsOut>,
     clocks: ClockPolicy,
 }
 
@@ -124,7 +126,11 @@ pub struct Links {
     pub forwarded: Arc<tokio::sync::Notify>,
     /// Where delivery progress is kept beyond this store: see `ProgressOut`.
     pub progress: Option<ProgressOut>,
+    /// Where the sensor bindings made here go to be kept beyond this store (`ownership::Claim`).
+    pub claims: Option<ClaimsOut>,
 }
+
+pub type ClaimsOut = mpsc::UnboundedSender<ownership::Claim>;
 
 /// Where each commit's delivery progress goes, and is confirmed, before its
 /// batches are acknowledged (to agents and to the cluster's log): the
@@ -136,7 +142,7 @@ pub type ProgressOut = mpsc::Sender<(Vec<(SeqSpace, crate::store::Progress)>, to
 impl Ingest {
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, counters: Arc<Counters>, links: Links, policy: Policy, health: Health) -> Result<Ingest, StoreError> {
         let Policy { admission, sequencing: Sequencing { limit, clock }, trust, in_flight_readings } = policy;
-        let Links { acks, rules, feed, forwarded, progress } = links;
+        let Links { acks, rules, feed, forwarded, progress, claims } = links;
         let ownership = Ownership::new(&trust.catalogue, store.bindings()?);
         let now = clock.now_ms();
         let mut trackers = HashMap::new();
@@ -185,6 +191,7 @@ impl Ingest {
             clock,
             health,
             ownership,
+            claims,
             clocks: trust.clocks,
         })
     }
@@ -241,8 +248,9 @@ impl Ingest {
             match news {
                 Committed::Durable { trackers, bindings } => {
                     self.durable.extend(trackers);
-                    for (sensor, _) in bindings {
+                    for (sensor, gateway) in bindings {
                         self.provisional.remove(&sensor);
+                        self.claim(ownership::Claim::First(sensor, gateway));
                     }
                 }
                 Committed::Failed { generation } if generation == self.generation => {
@@ -295,6 +303,7 @@ impl Ingest {
             IngestControl::MoveSensor { sensor, gateway, reply } => {
                 let _ = reply.send(self.move_sensor(sensor, gateway).await);
             }
+            IngestControl::Bound { bindings } => self.adopt_bindings(bindings).await,
             IngestControl::Adopt { progress, reply } => {
                 let now = self.clock.now_ms();
                 for (space, p) in progress {
@@ -326,7 +335,38 @@ impl Ingest {
         }
         tracing::warn!(sensor = %sensor, from = ?before, to = %gateway, "sensor moved to another gateway by an operator");
         self.ownership.commit([binding]);
+        self.claim(ownership::Claim::Moved(sensor, gateway));
         Ok(before)
+    }
+
+    fn claim(&self, claim: ownership::Claim) {
+        if let Some(out) = &self.claims {
+            let _ = out.send(claim);
+        }
+    }
+
+    /// Takes the bindings the cluster keeps where they differ from this
+    /// collector's, and stores them: the cluster's first claim wins.
+    async fn adopt_bindings(&mut self, bindings: Vec<(SensorId, GatewayId)>) {
+        let mut changed = Vec::new();
+        for (sensor, gateway) in bindings {
+            if let Some(before) = self.ownership.adopt(sensor.clone(), gateway.clone()) {
+                if let Some(b) = before {
+                    tracing::warn!(sensor = %sensor, here = %b, cluster = %gateway, "the cluster binds this sensor to another gateway than this collector did: its readings from {b} are refused from now on");
+                }
+                changed.push((sensor, gateway));
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        // Kept for a restart; the cluster keeps them anyway, so a failed write costs nothing but a log line.
+        match tokio::task::spawn_blocking(move || store.bind(&changed).and_then(|_| store.sync())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("sensor bindings from the cluster not stored here: {e}"),
+            Err(_) => {}
+        }
     }
 
     /// The tracker `space` would continue from: this group's copy, the

@@ -13,6 +13,11 @@
 //!
 //! Refused readings are acknowledged with the batch (they were received and
 //! judged; resending them changes nothing) and never stored.
+//!
+//! When collectors share the batch log by partition, two gateways carrying
+//! one sensor may be judged by two collectors: each binding made here goes
+//! to the cluster (`Claim`, `crate::cluster::bindings`), which keeps the
+//! first, and every binding the cluster keeps comes back (`adopt`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +32,16 @@ pub enum MoveError {
     Catalogued(SensorId),
     #[error("`{0}` is not a valid gateway id")]
     InvalidGateway(String),
+}
+
+/// A binding made here, for the cluster to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The first gateway this collector heard carrying the sensor: kept
+    /// unless the cluster binds the sensor already.
+    First(SensorId, GatewayId),
+    /// An operator's move: kept whatever the cluster had.
+    Moved(SensorId, GatewayId),
 }
 
 /// A reading refused because its gateway does not own its sensor.
@@ -106,6 +121,16 @@ impl Ownership {
         self.bound.extend(bound);
     }
 
+    /// A binding the cluster keeps; returns the owner it replaces when it
+    /// changes this collector's (a catalogue that names the sensor's
+    /// gateways overrules it).
+    pub fn adopt(&mut self, sensor: SensorId, gateway: GatewayId) -> Option<Option<GatewayId>> {
+        if self.catalogued.contains_key(&sensor) || self.bound.get(&sensor) == Some(&gateway) {
+            return None;
+        }
+        Some(self.bound.insert(sensor, gateway))
+    }
+
     /// Takes back a provisional binding whose commit failed.
     pub fn unbind(&mut self, sensor: &str) {
         self.bound.remove(sensor);
@@ -170,7 +195,13 @@ mod tests {
         let (s, g) = o.check_move("x-1", "gw-b").unwrap();
         o.commit([(s, g)]);
         assert_eq!(o.judge("gw-b", vec![r(2, "x-1")], &mut pending).kept.len(), 1);
-        let o = Ownership::new(&[entry("wl-1", Some("gw-b"), &[])], vec![]);
+        // The cluster's binding, where it differs.
+        assert_eq!(o.adopt("x-1".into(), "gw-b".into()), None, "the same: nothing to change");
+        assert_eq!(o.adopt("x-1".into(), "gw-c".into()), Some(Some("gw-b".into())));
+        assert_eq!(o.owners("x-1"), ["gw-c"]);
+        assert_eq!(o.adopt("y-1".into(), "gw-c".into()), Some(None), "one never heard here");
+        let mut o = Ownership::new(&[entry("wl-1", Some("gw-b"), &[])], vec![]);
+        assert_eq!(o.adopt("wl-1".into(), "gw-a".into()), None, "the catalogue overrules the cluster");
         assert_eq!(o.check_move("wl-1", "gw-a"), Err(MoveError::Catalogued("wl-1".into())));
         assert!(matches!(o.check_move("x", "bad id"), Err(MoveError::InvalidGateway(_))));
     }

@@ -962,6 +962,23 @@ async fn collectors_share_a_partitioned_log_and_a_dead_ones_share_moves() {
     let b_gw = *GATEWAYS.iter().find(|g| !holder(&on_a, g)).unwrap();
     let heard = live_on_a.next_where("reading", LIMIT, |r| r["sensor"] == format!("{b_gw}-level")).await;
     assert_eq!(heard["metric"], "level");
+    // A sensor belongs to the first gateway heard carrying it, city-wide: a
+    // gateway b judges is refused the sensor of one a judges.
+    let a_gw = *GATEWAYS.iter().find(|g| holder(&on_a, g)).unwrap();
+    let i = gws.iter().position(|g| g.id == b_gw).unwrap();
+    let fake = shared::Reading {
+        seq: shared::Seq(0),
+        sensor: format!("{a_gw}-level").as_str().into(),
+        metric: "level".into(),
+        ts_ms: start + 50,
+        value: 99.5,
+        quality: shared::Quality::Good,
+    };
+    let seq = gws[i].send(vec![fake]).await;
+    gws[i].wait_acked(seq, LIMIT).await;
+    let refused = get_json(hb, "/api/v1/gateways").await.as_array().unwrap().iter().find(|g| g["id"] == b_gw).unwrap()["refused_readings"].as_u64();
+    assert_eq!(refused, Some(1), "{b_gw} sent a reading of {a_gw}'s sensor to b");
+    assert!(!series_values(hb, &format!("{a_gw}-level"), "level").await.contains(&99.5), "stored for a gateway that does not own the sensor");
 
     // A crossing fires on its sensor's holder only: a gateway of a's, so
     // the alert is open when a dies.
@@ -1239,13 +1256,17 @@ async fn the_city_rides_out_a_node_and_a_collector_dying_and_coming_back() {
     tokio::join!(again_after(0, 300), again_after(1, 300), again_after(2, 300));
     let open = alerts_of(hb).await;
     assert_eq!((open.len(), &open[0]["id"], &open[0]["state"]), (1, &fired["id"], &serde_json::json!("firing")), "a's open alert goes on under b: {open:?}");
-    city.control.clear(&ids[hot], "pm25");
-    wait_for("b to resolve it", LIMIT, || async { alerts_of(hb).await.into_iter().find(|a| a["state"] == "resolved") }).await;
 
-    // It comes back on its own disk and is given half again.
+    // It comes back on its own disk and is given half again, and lists the
+    // alert b went on with, whichever of them holds it now.
     let (back, ha) = collector_process(dir.path(), "a", &brokers, &catalogue, &shared_log("a"));
     a = back;
     shared_evenly(ha, hb).await;
+    wait_for("a to list the open alert", LIMIT, || async { alerts_of(ha).await.into_iter().find(|a| a["id"] == fired["id"] && a["state"] == "firing") }).await;
+    city.control.clear(&ids[hot], "pm25");
+    let fired_id = fired["id"].clone();
+    let closed = |list: Vec<serde_json::Value>| list.iter().all(|a| a["id"] != fired_id || a["state"] == "resolved");
+    wait_for("the alert resolved", LIMIT, || async { (closed(alerts_of(ha).await) && closed(alerts_of(hb).await)).then_some(()) }).await;
     for (i, n) in counted.iter_mut().enumerate() {
         *n = grows(i, *n, 5).await.len();
     }

@@ -1279,6 +1279,13 @@ async fn the_city_rides_out_a_node_and_a_collector_dying_and_coming_back() {
     // a stops (its partitions handed back to b), so its store can be read here.
     std::process::Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status().unwrap();
     assert!(a.0.wait().unwrap().success(), "a stops cleanly");
+    // What it had not settled b reads and stores: once b holds everything
+    // and the live feed has been quiet for a second, all is stored.
+    wait_for("b to hold all 4 partitions", LIMIT, || async move { (held(hb).await == [0, 1, 2, 3]).then_some(()) }).await;
+    let mut heard = std::collections::HashMap::new();
+    while let Ok(Some((topic, v))) = tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
+        *heard.entry((topic, v["ts_ms"].as_i64().unwrap_or_default())).or_insert(0) += 1;
+    }
     let stored_by_b = |b: &collector::Collector| {
         b.store
             .series()
@@ -1317,13 +1324,17 @@ async fn the_city_rides_out_a_node_and_a_collector_dying_and_coming_back() {
         assert!(missing <= (failed[i] * 2) as f64, "{id}: {missing} counter values missing, {} failed reads", failed[i]);
     }
 
-    // The live feed: no reading heard twice.
-    let mut heard = std::collections::HashMap::new();
-    while let Ok(Some((topic, v))) = tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
-        *heard.entry((topic, v["ts_ms"].as_i64().unwrap_or_default())).or_insert(0) += 1;
-    }
+    // The live feed: no reading heard twice, none heard that is not stored.
     let twice = heard.iter().filter(|(_, n)| **n > 1).count();
     assert_eq!(twice, 0, "readings heard more than once on the live feed, of {} heard", heard.len());
+    let unstored: Vec<&(String, i64)> = heard
+        .keys()
+        .filter(|(topic, ts)| {
+            let (s, m) = topic.rsplit_once('/').map(|(rest, m)| (rest.rsplit('/').next().unwrap_or_default(), m)).unwrap_or_default();
+            store_a.query(s, m, *ts, *ts, 1).unwrap().is_empty() && b.store.query(s, m, *ts, *ts, 1).unwrap().is_empty()
+        })
+        .collect();
+    assert!(unstored.is_empty(), "{} readings heard on the live feed are in neither store, e.g. {:?}", unstored.len(), unstored.first());
     // One crossing, one alert.
     let mut events = Vec::new();
     while let Ok(Some((_, ev))) = tokio::time::timeout(Duration::from_secs(1), alerts.recv()).await {

@@ -21,7 +21,7 @@ pub const STALE_MIN_MS: i64 = 10_000;
 /// …nor later than this, whatever its interval (and before one is known).
 pub const STALE_MAX_MS: i64 = 60_000;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SensorSeen {
     pub gateway: Option<GatewayId>,
     pub last_seen_ms: Option<i64>,
@@ -353,6 +353,40 @@ impl Registry {
         });
     }
 
+    /// Up to `n` sensors after `after`, in id order: a page of what this
+    /// registry has seen, for a collector that joins (`cluster::view`).
+    pub fn seen_page(&self, after: Option<&SensorId>, n: usize) -> Vec<(SensorId, SensorSeen)> {
+        let sensors = self.sensors.read().unwrap();
+        let mut ids: Vec<&SensorId> = sensors.keys().filter(|id| after.is_none_or(|a| *id > a)).collect();
+        ids.sort_unstable();
+        ids.into_iter().take(n).map(|id| (id.clone(), sensors[id].clone())).collect()
+    }
+
+    /// What another collector's registry has seen of `sensor`: each metric's
+    /// newer sample, the later arrival, and its gateway and interval where
+    /// this one knows none.
+    pub fn learn(&self, sensor: SensorId, theirs: SensorSeen) {
+        let mut sensors = self.sensors.write().unwrap();
+        let s = sensors.entry(sensor).or_default();
+        for (m, sample) in theirs.latest {
+            match s.latest.get_mut(&m) {
+                Some(l) if l.ts_ms >= sample.ts_ms => {}
+                Some(l) => *l = sample,
+                None => {
+                    s.latest.insert(m, sample);
+                    self.series_generation.fetch_add(1, Ordering::Release);
+                }
+            }
+        }
+        s.last_seen_ms = s.last_seen_ms.max(theirs.last_seen_ms);
+        if s.gateway.is_none() {
+            s.gateway = theirs.gateway;
+        }
+        if s.interval_ms.is_none() {
+            s.interval_ms = theirs.interval_ms;
+        }
+    }
+
     pub fn sensors(&self) -> HashMap<SensorId, SensorSeen> {
         self.sensors.read().unwrap().clone()
     }
@@ -494,5 +528,23 @@ mod tests {
         assert!(told.lock().unwrap().is_empty(), "what was heard is not shared again");
         there.stored("gw-park", 1, &Arc::new(vec![reading(now, 1.0)]), 1, 0, Seq(1));
         assert_eq!(told.lock().unwrap().len(), 1, "what its own ingest stores is");
+    }
+
+    #[test]
+    fn what_another_registry_has_seen_is_learned_newest_first_and_paged() {
+        let (theirs, mine) = (Registry::new(shared::clock::system()), Registry::new(shared::clock::system()));
+        let reading = |sensor: &str, ts_ms: i64, value: f64| Reading { seq: Seq(1), sensor: sensor.into(), metric: "level".into(), ts_ms, value, quality: shared::Quality::Good };
+        theirs.stored("gw-river", 1, &Arc::new(vec![reading("wl-1", 2_000, 2.5), reading("wl-2", 2_000, 7.0), reading("wl-3", 2_000, 1.0)]), 3, 0, Seq(3));
+        mine.stored("gw-river", 1, &Arc::new(vec![reading("wl-1", 3_000, 3.5)]), 1, 0, Seq(4));
+        let first = theirs.seen_page(None, 2);
+        assert_eq!(first.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["wl-1", "wl-2"]);
+        let rest = theirs.seen_page(Some(&first[1].0), 2);
+        assert_eq!(rest.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["wl-3"]);
+        for (id, seen) in first.into_iter().chain(rest) {
+            mine.learn(id, seen);
+        }
+        assert_eq!(mine.latest("wl-1", "level").map(|s| s.value), Some(3.5), "its own newer value stays");
+        assert_eq!(mine.latest("wl-2", "level").map(|s| s.value), Some(7.0));
+        assert_eq!(mine.gateway("wl-3").as_deref(), Some("gw-river"));
     }
 }

@@ -9,8 +9,10 @@
 //! change lost while a connection is broken is overtaken by the gateway's
 //! next batch. Changes a slow connection cannot take are dropped and counted
 //! (`ViewStats`) rather than held: ingest never waits on the view. A
-//! collector alone in the count publishes nothing (a collector joining
-//! learns each gateway from its next batch).
+//! collector alone in the count publishes nothing. One that starts asks the
+//! others, once it counts them, for what their registries have seen
+//! (`citysense.v1.seen.<name>`, pages of sensors), so a sensor whose
+//! gateway is quiet shows its last values there too.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,9 +23,14 @@ use tokio::sync::{mpsc, watch};
 use super::holdings::Holdings;
 use super::log::Link;
 use crate::messages::{Bus, FeedEvent};
-use crate::registry::{Change, Registry};
+use crate::registry::{Change, Registry, SensorSeen};
+use shared::SensorId;
 
 const PREFIX: &str = "citysense.v1.view";
+const SEEN: &str = "citysense.v1.seen";
+/// Sensors in one answer to a collector that starts: each with its
+/// metrics' latest samples, well under NATS's default 1 MB message.
+const SEEN_PAGE: usize = 1_000;
 /// Changes waiting to be published, at most.
 const QUEUE: usize = 65_536;
 /// Readings in one message at most: a batch as large as `mqtt.max_packet`
@@ -43,13 +50,13 @@ pub struct ViewStats {
 pub fn start(link: Link, name: String, holdings: Arc<Holdings>, registry: Arc<Registry>, bus: Bus, stop: watch::Receiver<bool>) -> (Arc<ViewStats>, tokio::task::JoinHandle<()>) {
     let stats = Arc::new(ViewStats::default());
     let (tx, rx) = mpsc::channel(QUEUE);
-    let full = stats.clone();
+    let (full, sharing) = (stats.clone(), holdings.clone());
     registry.share(Box::new(move |change| {
-        if holdings.sharing() && tx.try_send(change).is_err() {
+        if sharing.sharing() && tx.try_send(change).is_err() {
             full.unsent.fetch_add(1, Relaxed);
         }
     }));
-    let here = Here { registry, bus, stats: stats.clone() };
+    let here = Here { registry, bus, stats: stats.clone(), holdings };
     (stats, tokio::spawn(run(link, name, here, rx, stop)))
 }
 
@@ -58,6 +65,7 @@ struct Here {
     registry: Arc<Registry>,
     bus: Bus,
     stats: Arc<ViewStats>,
+    holdings: Arc<Holdings>,
 }
 
 impl Here {
@@ -93,8 +101,26 @@ async fn exchange(link: &Link, name: &str, here: &Here, changes: &mut mpsc::Rece
     let client = link.connect_deaf_to_itself("citysense-collector-view").await?;
     let own = format!("{PREFIX}.{name}");
     let mut others = client.subscribe(format!("{PREFIX}.*")).await?;
+    let mut asked = client.subscribe(format!("{SEEN}.{name}")).await?;
+    let mut counting = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut learned = false;
     loop {
         tokio::select! {
+            m = asked.next() => {
+                let Some(m) = m else { return Err("the subscription ended".into()) };
+                let after: Option<SensorId> = postcard::from_bytes(&m.payload).unwrap_or_default();
+                if let Some(reply) = m.reply {
+                    let page = here.registry.seen_page(after.as_ref(), SEEN_PAGE);
+                    client.publish(reply, postcard::to_stdvec(&page).expect("a page serializes").into()).await?;
+                }
+            }
+            _ = counting.tick(), if !learned => {
+                let others: Vec<String> = here.holdings.members().into_iter().filter(|m| m != name).collect();
+                if !others.is_empty() {
+                    learned = true;
+                    tokio::spawn(learn(client.clone(), others, here.registry.clone()));
+                }
+            }
             change = changes.recv() => {
                 let Some(change) = change else { return Ok(()) };
                 for piece in pieces(change) {
@@ -114,6 +140,42 @@ async fn exchange(link: &Link, name: &str, here: &Here, changes: &mut mpsc::Rece
                         tracing::warn!(subject = %m.subject, "a change to the live view that is not one: passed over: {e}");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// What each of `others` has seen, into `registry`: asked once, when this
+/// collector first counts them.
+async fn learn(client: async_nats::Client, others: Vec<String>, registry: Arc<Registry>) {
+    for peer in others {
+        let mut after: Option<SensorId> = None;
+        loop {
+            let ask = postcard::to_stdvec(&after).expect("a cursor serializes");
+            let page = match tokio::time::timeout(std::time::Duration::from_secs(5), client.request(format!("{SEEN}.{peer}"), ask.into())).await {
+                Ok(Ok(reply)) => match postcard::from_bytes::<Vec<(SensorId, SensorSeen)>>(&reply.payload) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(collector = peer, "what another collector has seen, unreadable: {e}");
+                        break;
+                    }
+                },
+                Ok(Err(e)) => {
+                    tracing::warn!(collector = peer, "cannot ask another collector what it has seen: {e}");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(collector = peer, "another collector did not say what it has seen within 5 s");
+                    break;
+                }
+            };
+            let full = page.len() >= SEEN_PAGE;
+            after = page.last().map(|(id, _)| id.clone());
+            for (id, seen) in page {
+                registry.learn(id, seen);
+            }
+            if !full {
+                break;
             }
         }
     }

@@ -268,6 +268,10 @@ impl Ingest {
     }
 
     async fn control(&mut self, c: IngestControl) {
+        // The cluster's bindings judge what comes next, whatever is in flight.
+        if let IngestControl::Bound { bindings } = c {
+            return self.adopt_bindings(bindings).await;
+        }
         // Operators act on what is stored.
         self.flush().await;
         match c {
@@ -303,7 +307,7 @@ impl Ingest {
             IngestControl::MoveSensor { sensor, gateway, reply } => {
                 let _ = reply.send(self.move_sensor(sensor, gateway).await);
             }
-            IngestControl::Bound { bindings } => self.adopt_bindings(bindings).await,
+            IngestControl::Bound { .. } => unreachable!("taken above"),
             IngestControl::Adopt { progress, reply } => {
                 let now = self.clock.now_ms();
                 for (space, p) in progress {
@@ -361,8 +365,9 @@ impl Ingest {
             return;
         }
         let store = self.store.clone();
-        // Kept for a restart; the cluster keeps them anyway, so a failed write costs nothing but a log line.
-        match tokio::task::spawn_blocking(move || store.bind(&changed).and_then(|_| store.sync())).await {
+        // Kept for a restart, durable with the next commit's sync; the cluster
+        // keeps them anyway, so a failed write costs nothing but a log line.
+        match tokio::task::spawn_blocking(move || store.bind(&changed)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("sensor bindings from the cluster not stored here: {e}"),
             Err(_) => {}

@@ -42,18 +42,7 @@ pub fn id_base(name: &str) -> u64 {
 /// Keeps `alerting` told of the city's open alerts as the cluster keeps
 /// them (`Alerting::heard_elsewhere`) until `stop`.
 pub async fn watch(link: Link, alerting: Arc<Alerting>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let outcome = tokio::select! {
-            r = follow(&link, &alerting) => r,
-            _ = stop.changed() => return,
-        };
-        if let Err(e) = outcome {
-            tracing::warn!("the city's open alerts: {e}; watching again in 2 s");
-        }
-        if !super::wait_to_retry(&mut stop).await {
-            return;
-        }
-    }
+    super::keep_trying!("the city's open alerts", stop, follow(&link, &alerting));
 }
 
 async fn follow(link: &Link, alerting: &Alerting) -> Result<(), async_nats::Error> {

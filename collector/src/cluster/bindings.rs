@@ -44,19 +44,7 @@ pub fn start(link: Link, ingest: mpsc::Sender<IngestControl>, stop: watch::Recei
 
 async fn run(link: Link, mut claims: mpsc::UnboundedReceiver<Claim>, ingest: mpsc::Sender<IngestControl>, mut stop: watch::Receiver<bool>) {
     let mut unsent = None;
-    loop {
-        let outcome = tokio::select! {
-            r = exchange(&link, &mut claims, &ingest, &mut unsent) => r,
-            _ = stop.changed() => return,
-        };
-        match outcome {
-            Ok(()) => return,
-            Err(e) => tracing::warn!("sensor bindings on the cluster: {e}; trying again in 2 s"),
-        }
-        if !super::wait_to_retry(&mut stop).await {
-            return;
-        }
-    }
+    super::keep_trying!("sensor bindings on the cluster", stop, exchange(&link, &mut claims, &ingest, &mut unsent));
 }
 
 async fn open(js: &jetstream::Context, link: &Link) -> Result<kv::Store, async_nats::Error> {

@@ -56,18 +56,7 @@ enum Answer {
 
 /// Answers the other collectors' questions about `store` until `stop`.
 pub async fn serve(link: Link, name: String, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let outcome = tokio::select! {
-            r = answer_all(&link, &name, &store) => r,
-            _ = stop.changed() => return,
-        };
-        if let Err(e) = outcome {
-            tracing::warn!("answering for this collector's share of the history: {e}; trying again in 2 s");
-        }
-        if !super::wait_to_retry(&mut stop).await {
-            return;
-        }
-    }
+    super::keep_trying!("answering for this collector's share of the history", stop, answer_all(&link, &name, &store));
 }
 
 async fn answer_all(link: &Link, name: &str, store: &Arc<dyn Store>) -> Result<(), async_nats::Error> {

@@ -28,6 +28,30 @@ pub mod view;
 
 pub use settings::ClusterConfig;
 
+/// Awaits `attempt` (a future made anew each time) until it ends well or
+/// `stop` (a `watch::Receiver<bool>`) says so; after each failure, logged as
+/// `what`, waits 2 s and makes it again. A macro, not a function: the
+/// attempt borrows its task's state mutably, afresh each time, and an async
+/// closure doing so is not `Send` for `tokio::spawn`.
+macro_rules! keep_trying {
+    ($what:expr, $stop:expr, $attempt:expr) => {
+        loop {
+            let outcome = tokio::select! {
+                r = $attempt => r,
+                _ = $stop.changed() => break,
+            };
+            match outcome {
+                Ok(()) => break,
+                Err(e) => tracing::warn!("{}: {e}; trying again in 2 s", $what),
+            }
+            if !$crate::cluster::wait_to_retry(&mut $stop).await {
+                break;
+            }
+        }
+    };
+}
+pub(crate) use keep_trying;
+
 /// Between two attempts to reach the cluster: waits 2 s; false once `stop` says so.
 pub(crate) async fn wait_to_retry(stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     tokio::select! {

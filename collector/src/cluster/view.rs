@@ -82,19 +82,7 @@ impl Here {
 }
 
 async fn run(link: Link, name: String, here: Here, mut changes: mpsc::Receiver<Change>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let outcome = tokio::select! {
-            r = exchange(&link, &name, &here, &mut changes) => r,
-            _ = stop.changed() => return,
-        };
-        match outcome {
-            Ok(()) => return,
-            Err(e) => tracing::warn!("the live view shared with the cluster: {e}; trying again in 2 s"),
-        }
-        if !super::wait_to_retry(&mut stop).await {
-            return;
-        }
-    }
+    super::keep_trying!("the live view shared with the cluster", stop, exchange(&link, &name, &here, &mut changes));
 }
 
 async fn exchange(link: &Link, name: &str, here: &Here, changes: &mut mpsc::Receiver<Change>) -> Result<(), async_nats::Error> {

@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::catalogue::SensorEntry;
 use crate::liveness::Heartbeat;
-use crate::store::Store;
+use crate::store::{Forward, Store};
 use lineproto::Scheme;
 use settings::InfluxConfig;
 
@@ -40,8 +40,40 @@ pub struct InfluxSink {
     scheme: Scheme,
     batch_points: usize,
     timeout: Duration,
-    catalogue: HashMap<SensorId, SensorEntry>,
+    catalogue: Arc<HashMap<SensorId, SensorEntry>>,
     pub stats: Arc<SinkStats>,
+}
+
+/// A request's worth of the log in line protocol, made on a blocking thread
+/// beside the read: at 500k readings/s the encoding is a busy core's share,
+/// and on the runtime's workers it held ingest and the rules back.
+struct Body {
+    text: String,
+    /// Where each line ends in `text`: a refused request is split on them.
+    ends: Vec<usize>,
+    /// The last log entry it covers.
+    last: u64,
+}
+
+impl Body {
+    fn encode(entries: &[Forward], scheme: Scheme, catalogue: &HashMap<SensorId, SensorEntry>, stats: &SinkStats) -> Option<Body> {
+        let last = entries.last()?.id;
+        let points: usize = entries.iter().map(|e| e.readings.len()).sum();
+        // About 100 bytes a line with the catalogue's tags.
+        let (mut text, mut ends) = (String::with_capacity(points * 100), Vec::with_capacity(points));
+        for e in entries {
+            for r in &e.readings {
+                match lineproto::line(&mut text, scheme, r, Some(&e.gateway), catalogue.get(&r.sensor)) {
+                    Some(()) => ends.push(text.len()),
+                    None => {
+                        tracing::warn!(sensor = %r.sensor, metric = %r.metric, ts_ms = r.ts_ms, "value {} cannot be written to InfluxDB, dropped", r.value);
+                        stats.rejected.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+        Some(Body { text, ends, last })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +100,12 @@ impl InfluxSink {
             scheme: cfg.measurement,
             batch_points: cfg.batch_points,
             timeout: cfg.timeout.0,
-            catalogue: catalogue.iter().map(|e| (e.id.clone(), e.clone())).collect(),
+            catalogue: Arc::new(catalogue.iter().map(|e| (e.id.clone(), e.clone())).collect()),
             stats: Arc::default(),
         }
     }
 
-    async fn send(&self, body: String) -> Result<(), Failure> {
+    async fn send(&self, body: bytes::Bytes) -> Result<(), Failure> {
         let write = self.client.write_line_protocol_with_precision(&self.org, &self.bucket, body, TimestampPrecision::Milliseconds);
         match tokio::time::timeout(self.timeout, write).await {
             Err(_) => Err(Failure::Retry(format!("no answer within {:?}", self.timeout))),
@@ -84,25 +116,31 @@ impl InfluxSink {
         }
     }
 
-    /// Writes `lines`; refused requests are split until the bad points are
-    /// alone, and those are dropped with a log line naming them.
-    async fn write(&self, lines: Vec<String>) -> Result<(), Failure> {
-        let mut todo = vec![lines];
-        while let Some(chunk) = todo.pop() {
-            let n = chunk.len() as u64;
-            match self.send(chunk.concat()).await {
+    /// Writes `body`; refused requests are split until the bad points are
+    /// alone, and those are dropped with a log line naming them. Parts are
+    /// slices of the one encoded body (its lines are contiguous): no copies.
+    async fn write(&self, body: Body) -> Result<(), Failure> {
+        let Body { text, ends, .. } = body;
+        let text = bytes::Bytes::from(text);
+        let start = |i: usize| if i == 0 { 0 } else { ends[i - 1] };
+        let mut todo = vec![(0, ends.len())];
+        while let Some((from, to)) = todo.pop() {
+            if from == to {
+                continue;
+            }
+            match self.send(text.slice(start(from)..ends[to - 1])).await {
                 Ok(()) => {
-                    self.stats.written.fetch_add(n, Relaxed);
+                    self.stats.written.fetch_add((to - from) as u64, Relaxed);
                 }
-                Err(Failure::Refused(why)) if chunk.len() == 1 => {
-                    tracing::warn!(point = chunk[0].trim_end(), "InfluxDB refused a point, dropped: {why}");
+                Err(Failure::Refused(why)) if to - from == 1 => {
+                    let point = String::from_utf8_lossy(&text[start(from)..ends[from]]);
+                    tracing::warn!(point = point.trim_end(), "InfluxDB refused a point, dropped: {why}");
                     self.stats.rejected.fetch_add(1, Relaxed);
                 }
                 Err(Failure::Refused(_)) => {
-                    let mut a = chunk;
-                    let b = a.split_off(a.len() / 2);
-                    todo.push(b);
-                    todo.push(a);
+                    let mid = from + (to - from) / 2;
+                    todo.push((mid, to));
+                    todo.push((from, mid));
                 }
                 Err(e @ Failure::Retry(_)) => return Err(e),
             }
@@ -118,17 +156,17 @@ impl InfluxSink {
             if *stop.borrow() {
                 return;
             }
-            let s = store.clone();
-            let n = self.batch_points;
-            let entries = match tokio::task::spawn_blocking(move || s.forward_next(n)).await {
-                Ok(Ok(e)) => e,
+            let (s, n, scheme, catalogue, stats) = (store.clone(), self.batch_points, self.scheme, self.catalogue.clone(), self.stats.clone());
+            let read = tokio::task::spawn_blocking(move || s.forward_next(n).map(|entries| Body::encode(&entries, scheme, &catalogue, &stats)));
+            let body = match read.await {
+                Ok(Ok(b)) => b,
                 Ok(Err(e)) => {
                     tracing::error!("InfluxDB sink cannot read its log: {e}");
-                    Vec::new()
+                    None
                 }
                 Err(_) => return,
             };
-            let Some(last) = entries.last().map(|e| e.id) else {
+            let Some(body) = body else {
                 beat.pending(false);
                 beat.progress();
                 tokio::select! {
@@ -140,20 +178,8 @@ impl InfluxSink {
                 continue;
             };
             beat.pending(true);
-            let mut lines = Vec::new();
-            for e in &entries {
-                for r in &e.readings {
-                    let mut l = String::new();
-                    match lineproto::line(&mut l, self.scheme, r, Some(&e.gateway), self.catalogue.get(&r.sensor)) {
-                        Some(()) => lines.push(l),
-                        None => {
-                            tracing::warn!(sensor = %r.sensor, metric = %r.metric, ts_ms = r.ts_ms, "value {} cannot be written to InfluxDB, dropped", r.value);
-                            self.stats.rejected.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
-            }
-            match self.write(lines).await {
+            let last = body.last;
+            match self.write(body).await {
                 Ok(()) => {
                     beat.progress();
                     if let Some(t) = failing_since.take() {

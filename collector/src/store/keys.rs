@@ -285,11 +285,47 @@ pub fn rollup(key: &[u8], v: &[u8]) -> Option<Rollup> {
     })
 }
 
+/// How many readings a forward-log entry holds, read from its header (the
+/// gateway, then the readings' count) without decoding them: trimming the
+/// log counts what it deletes, and decoding every reading again for that
+/// cost as much as the sink's read. `None` for an entry that does not decode.
+pub fn forward_count(v: &[u8]) -> Option<u64> {
+    let (_, rest) = postcard::take_from_bytes::<&str>(v).ok()?;
+    // postcard's sequence length: a LEB128 varint.
+    let mut n = 0u64;
+    for (i, b) in rest.iter().take(10).enumerate() {
+        n |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
 pub fn decode_forward(path: &str, k: &[u8], v: &[u8]) -> Result<Forward, StoreError> {
     let id = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
     let body: Option<(String, Vec<Reading>)> = postcard::from_bytes(v).ok();
     match (id, body) {
         (Some(id), Some((gateway, readings))) => Ok(Forward { id, gateway, readings }),
         _ => Err(StoreError::Corrupt { path: path.to_string(), detail: format!("forward-log entry {k:?} does not decode") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::{Quality, Reading};
+
+    #[test]
+    fn a_forward_entrys_count_is_read_from_its_header_as_decoding_gives_it() {
+        for n in [0usize, 1, 127, 128, 300, 16_384] {
+            let readings: Vec<Reading> = (0..n)
+                .map(|i| Reading { seq: shared::Seq(i as u64), sensor: format!("s{i}").into(), metric: "m".into(), ts_ms: i as i64, value: 1.5, quality: Quality::Good })
+                .collect();
+            let v = postcard::to_allocvec(&("gw-ü", readings.as_slice())).unwrap();
+            assert_eq!(super::forward_count(&v), Some(n as u64), "{n} readings");
+            assert_eq!(super::decode_forward("p", &super::forward(7), &v).unwrap().readings.len(), n);
+        }
+        assert_eq!(super::forward_count(&[0xff]), None, "a gateway's length past the end");
+        assert_eq!(super::forward_count(&[2, b'g', b'w']), None, "no count");
     }
 }

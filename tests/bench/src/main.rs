@@ -24,6 +24,9 @@
 //! per reading per collector, alert latency, the cost of the speaker's
 //! death; needs nats-server 2.10+, `CITYSENSE_NATS_SERVER`).
 
+// The sustained run's figures are one `json!` literal, past the default 128.
+#![recursion_limit = "256"]
+
 mod agent_pipeline;
 mod alert_latency;
 mod cluster;

@@ -32,7 +32,13 @@ use crate::ingest::{evaluated, load, until, Gateways};
 pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker: &str, rate: Option<u64>, window: Option<u64>, off: &[String]) -> Result<serde_json::Value> {
     let vm_dir = tempfile::tempdir()?;
     let vm_port = support::free_port();
-    let vm = support::Victoria::start(vm_dir.path(), vm_port)?;
+    // `CITYSENSE_BENCH_SERVER_NICE=19`: VictoriaMetrics (standing in for the
+    // InfluxDB server, which a deployment runs on a machine of its own) at
+    // that niceness, named in the output: the collector's figures without
+    // the database's share of the two cores, not a collector setting.
+    let server_nice: i32 = std::env::var("CITYSENSE_BENCH_SERVER_NICE").ok().map(|n| n.parse()).transpose()?.unwrap_or(0);
+    let vm = support::Victoria::start_niced(vm_dir.path(), vm_port, server_nice)?;
+    let server_cpu = || vm.pid().and_then(|p| proc_usage(p).ok()).map_or(0.0, |u| u.0);
     let (mqtt, mosquitto) = broker_line(broker)?;
     // `--off sink,live`: to see what each part costs, not for the headline figures.
     let on = |part: &str| !off.iter().any(|o| o == part);
@@ -87,6 +93,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     };
     let connected = Gateways::connect(&c, gateways, window).await?;
     let upkeep_before = upkeep(c.http_addr).await?;
+    let cpu_before = (proc_usage(std::process::id())?.0, server_cpu());
     let start = Instant::now();
     let want = load(&c, connected, total, None, rate).await?;
     let all = || want + probed.load(Relaxed);
@@ -94,6 +101,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let stored_secs = start.elapsed().as_secs_f64();
     evaluated(&c, all).await?;
     let secs = start.elapsed().as_secs_f64();
+    let cpu_in_clock = (proc_usage(std::process::id())?.0 - cpu_before.0, server_cpu() - cpu_before.1);
     // Whether the run's minute was rolled up inside the clock depends on
     // where the run fell in the minute: said with each figure. A pass still
     // running is counted when it ends, so this is a lower bound.
@@ -120,6 +128,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let lagged = c.counters.rules_lagged_readings.load(Relaxed);
     let (upkeep_s, upkeep_passes) = upkeep(c.http_addr).await?;
     let rss_mb = proc_usage(std::process::id())?.2;
+    let cpu_to_sink_done = (proc_usage(std::process::id())?.0 - cpu_before.0, server_cpu() - cpu_before.1);
     let duplicates = scrape(c.http_addr, "citysense_readings_duplicate_total").await?;
     let commits = scrape(c.http_addr, "citysense_store_commits_total").await?;
     let live_received = live_received.load(Relaxed);
@@ -140,6 +149,8 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
               "store_upkeep_seconds": r3(upkeep_s), "store_upkeep_passes": upkeep_passes,
               "store_upkeep_seconds_in_clock": r3(upkeep_in_clock.0), "store_upkeep_passes_in_clock": upkeep_in_clock.1,
               "bench_process_peak_rss_mb": rss_mb,
+              "bench_process_cpu_seconds_in_clock": r3(cpu_in_clock.0), "bench_process_cpu_seconds_to_sink_done": r3(cpu_to_sink_done.0),
+              "server_nice": server_nice, "server_cpu_seconds_in_clock": r3(cpu_in_clock.1), "server_cpu_seconds_to_sink_done": r3(cpu_to_sink_done.1),
               "clock": "from the first publish until every reading is stored and the rule engine has evaluated it; the sink drains its forward log after, timed apart",
               "on": "store (shipped defaults), 1 probe rule + the rules on the load's 10 metrics, MQTT live feed with a subscriber, SSE alert stream, InfluxDB sink into VictoriaMetrics on loopback; broker, collector, load generator and VictoriaMetrics share the machine"}),
     )

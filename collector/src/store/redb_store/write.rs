@@ -105,9 +105,9 @@ impl RedbStore {
         // and the sink's own fsync no longer holds ingest's writes back.
         let gone = self.update(Durability::None, |t| {
             let mut gone = 0u64;
-            t.retain_in::<&[u8], _>(&keys::forward(0)[..]..=&keys::forward(id)[..], |k, v| {
+            t.retain_in::<&[u8], _>(&keys::forward(0)[..]..=&keys::forward(id)[..], |_, v| {
                 // An entry that does not decode was never counted in the backlog either.
-                gone += keys::decode_forward(&self.path, k, v).map_or(0, |f| f.readings.len() as u64);
+                gone += keys::forward_count(v).unwrap_or(0);
                 false
             })
             .map_err(self.err())?;

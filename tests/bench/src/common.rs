@@ -65,6 +65,16 @@ pub(crate) fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
     Ok((ticks / 100.0, kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0))
 }
 
+/// Microseconds in which some runnable task waited for a CPU, machine-wide
+/// (Linux's pressure stall information; 0 where the kernel has none): over
+/// a run, how saturated the machine was, whoever used it.
+pub(crate) fn cpu_stalled_us() -> u64 {
+    std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("some "))?.split_whitespace().find_map(|f| f.strip_prefix("total="))?.parse().ok())
+        .unwrap_or(0)
+}
+
 pub(crate) fn r1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }

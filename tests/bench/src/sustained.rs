@@ -94,6 +94,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     let connected = Gateways::connect(&c, gateways, window).await?;
     let upkeep_before = upkeep(c.http_addr).await?;
     let cpu_before = (proc_usage(std::process::id())?.0, server_cpu());
+    let stalled_before = cpu_stalled_us();
     let start = Instant::now();
     let want = load(&c, connected, total, None, rate).await?;
     let all = || want + probed.load(Relaxed);
@@ -102,6 +103,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
     evaluated(&c, all).await?;
     let secs = start.elapsed().as_secs_f64();
     let cpu_in_clock = (proc_usage(std::process::id())?.0 - cpu_before.0, server_cpu() - cpu_before.1);
+    let stalled_share = (cpu_stalled_us().saturating_sub(stalled_before)) as f64 / 1e6 / secs;
     // Whether the run's minute was rolled up inside the clock depends on
     // where the run fell in the minute: said with each figure. A pass still
     // running is counted when it ends, so this is a lower bound.
@@ -150,7 +152,7 @@ pub(crate) async fn sustained(gateways: usize, total: u64, rules: usize, broker:
               "store_upkeep_seconds_in_clock": r3(upkeep_in_clock.0), "store_upkeep_passes_in_clock": upkeep_in_clock.1,
               "bench_process_peak_rss_mb": rss_mb,
               "bench_process_cpu_seconds_in_clock": r3(cpu_in_clock.0), "bench_process_cpu_seconds_to_sink_done": r3(cpu_to_sink_done.0),
-              "server_nice": server_nice, "server_cpu_seconds_in_clock": r3(cpu_in_clock.1), "server_cpu_seconds_to_sink_done": r3(cpu_to_sink_done.1),
+              "cpu_stalled_share_in_clock": r3(stalled_share), "server_nice": server_nice, "server_cpu_seconds_in_clock": r3(cpu_in_clock.1), "server_cpu_seconds_to_sink_done": r3(cpu_to_sink_done.1),
               "clock": "from the first publish until every reading is stored and the rule engine has evaluated it; the sink drains its forward log after, timed apart",
               "on": "store (shipped defaults), 1 probe rule + the rules on the load's 10 metrics, MQTT live feed with a subscriber, SSE alert stream, InfluxDB sink into VictoriaMetrics on loopback; broker, collector, load generator and VictoriaMetrics share the machine"}),
     )

@@ -268,12 +268,11 @@ impl Ingest {
     }
 
     async fn control(&mut self, c: IngestControl) {
-        // The cluster's bindings judge what comes next, whatever is in flight.
-        if let IngestControl::Bound { bindings } = c {
-            return self.adopt_bindings(bindings).await;
+        // Operators act on what is stored; the cluster's bindings judge what
+        // comes next, whatever is in flight.
+        if !matches!(c, IngestControl::Bound { .. }) {
+            self.flush().await;
         }
-        // Operators act on what is stored.
-        self.flush().await;
         match c {
             IngestControl::Progress { gateway, reply } => {
                 let mut spaces: Vec<SeqSpaceView> = self
@@ -307,7 +306,7 @@ impl Ingest {
             IngestControl::MoveSensor { sensor, gateway, reply } => {
                 let _ = reply.send(self.move_sensor(sensor, gateway).await);
             }
-            IngestControl::Bound { .. } => unreachable!("taken above"),
+            IngestControl::Bound { bindings } => self.adopt_bindings(bindings).await,
             IngestControl::Adopt { progress, reply } => {
                 let now = self.clock.now_ms();
                 for (space, p) in progress {
